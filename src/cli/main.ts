@@ -1,0 +1,43 @@
+// The `recserve` command line. Each subcommand lives in its own module and is imported
+// lazily, so `recserve help` starts instantly and loads neither ONNX Runtime nor the addon.
+type Command = { summary: string; run: (args: string[]) => Promise<number | void> };
+
+const commands: Record<string, Command> = {
+  help: {
+    summary: 'list the commands',
+    run: async () => {
+      printHelp();
+    },
+  },
+};
+
+function printHelp(): void {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(14)} ${c.summary}`);
+  console.log(`usage: recserve <command> [options]\n\ncommands:\n${lines.join('\n')}`);
+}
+
+export function registerCommand(name: string, command: Command): void {
+  commands[name] = command;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name = 'help', ...rest] = argv;
+  const command = commands[name];
+  if (!command) {
+    console.error(`recserve: unknown command '${name}'`);
+    printHelp();
+    return 2;
+  }
+  const code = await command.run(rest);
+  return typeof code === 'number' ? code : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  },
+);
