@@ -1,0 +1,40 @@
+// Small statistics helpers for benchmark samples.
+
+/** The p-th percentile (0..100) of the samples, by linear interpolation; NaN when empty. */
+export function percentile(samples: ArrayLike<number>, p: number): number {
+  const n = samples.length;
+  if (n === 0) return NaN;
+  const sorted = Float64Array.from(samples).sort();
+  const pos = (Math.min(Math.max(p, 0), 100) / 100) * (n - 1);
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, n - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+export function mean(samples: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < samples.length; i++) s += samples[i];
+  return samples.length === 0 ? NaN : s / samples.length;
+}
+
+/** Milliseconds since an arbitrary origin, with sub-microsecond resolution. */
+export function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/**
+ * Runs `fn` repeatedly until at least `minMs` have passed (and at least `minIters` times),
+ * after one untimed warm-up call; returns the calls per second.
+ */
+export function rate(fn: () => void, minMs: number, minIters = 1): number {
+  fn();
+  let iters = 0;
+  const t0 = nowMs();
+  let t = t0;
+  while (iters < minIters || t - t0 < minMs) {
+    fn();
+    iters++;
+    t = nowMs();
+  }
+  return (iters * 1000) / (t - t0);
+}
