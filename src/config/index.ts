@@ -1,0 +1,261 @@
+// Server configuration: read once at start-up from (lowest to highest precedence) the
+// defaults declared below, an optional JSON file (--config / RECSERVE_CONFIG), environment
+// variables (RECSERVE_*) and command-line flags; validated once, then passed down typed.
+// Nothing else in the server reads process.env or argv.
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { projectRoot } from '../retrieval/native.js';
+
+export interface ServerConfig {
+  /** Interface the HTTP server binds. Default 127.0.0.1 (loopback: expose deliberately). */
+  host: string;
+  /** HTTP port; 0 picks a free one (tests). Default 8080. */
+  port: number;
+  /** Largest request body accepted; larger → 413. Default 1 MiB. */
+  maxBodyBytes: number;
+  /** Model repository root (models/<name>/<version>/). Default <project>/models. */
+  modelsDir: string;
+  /** Bundle name inside the repository. Default "recserve". */
+  modelName: string;
+  /** Build the addon / demo repository when missing before serving. Default true. */
+  buildMissing: boolean;
+  /** pino level. Default "info". */
+  logLevel: string;
+  /** How long SIGTERM waits for in-flight requests before exiting anyway. Default 10 s. */
+  drainTimeoutMs: number;
+  pipeline: PipelineConfig;
+}
+
+export interface PipelineConfig {
+  /** Users with fewer positive interactions are served the cold-start mix (seed: 10). */
+  coldStartThreshold: number;
+  /** Candidates sent to the ranker at most (seed: ~150; issue: 150–300). Default 200. */
+  maxCandidates: number;
+  /** Per-source candidate counts. */
+  collaborativeK: number;
+  similarPerItem: number;
+  /** How many of the user's recent items seed similar-to-recent (seed: last 5). */
+  similarSeeds: number;
+  trendingK: number;
+  popularPerCategory: number;
+  /** Dynamic batcher for collaborative retrieval: wait at most this long for company. */
+  batchWindowMs: number;
+  /** ...and never put more than this many queries in one pass. */
+  maxBatch: number;
+  /** Ranking (feature assembly + ONNX) worker threads. Default: min(2, cores). */
+  rankerThreads: number;
+  /** ONNX intra-op threads per worker. Default 1 (workers are the parallelism). */
+  rankerIntraOpThreads: number;
+  /** Ranking slower than this → cosine fallback (seed: 50 ms timeout). */
+  rankingTimeoutMs: number;
+  /** Recommendation cache TTL; 0 disables the cache. Default 60 s. */
+  cacheTtlMs: number;
+  /** ε of ε-greedy exploration in the re-rank (seed: 0.05). */
+  explorationRate: number;
+  /** Category cap per list when the request gives no category_diversity (seed: 5). */
+  maxPerCategory: number;
+  /** HNSW efSearch for similar-to-recent and /v1/similar (seed: 50). */
+  efSearch: number;
+  /** Seed for the re-rank's exploration RNG; null = Math.random (tests pin it). */
+  seed: number | null;
+}
+
+export const DEFAULT_PIPELINE: PipelineConfig = {
+  coldStartThreshold: 10,
+  maxCandidates: 200,
+  collaborativeK: 150,
+  similarPerItem: 10,
+  similarSeeds: 5,
+  trendingK: 20,
+  popularPerCategory: 10,
+  batchWindowMs: 1,
+  maxBatch: 64,
+  rankerThreads: Math.max(1, Math.min(2, availableParallelism())),
+  rankerIntraOpThreads: 1,
+  rankingTimeoutMs: 50,
+  cacheTtlMs: 60_000,
+  explorationRate: 0.05,
+  maxPerCategory: 5,
+  efSearch: 50,
+  seed: null,
+};
+
+export function defaultConfig(): ServerConfig {
+  return {
+    host: '127.0.0.1',
+    port: 8080,
+    maxBodyBytes: 1024 * 1024,
+    modelsDir: resolve(projectRoot(), 'models'),
+    modelName: 'recserve',
+    buildMissing: true,
+    logLevel: 'info',
+    drainTimeoutMs: 10_000,
+    pipeline: { ...DEFAULT_PIPELINE },
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Flag / env / file key → setter. Keys are kebab-case flags; env is RECSERVE_<UPPER_SNAKE>. */
+type Kind = 'int' | 'num' | 'str' | 'bool';
+const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: number }> = {
+  host: { kind: 'str', path: ['host'] },
+  port: { kind: 'int', path: ['port'], min: 0, max: 65535 },
+  'max-body-bytes': { kind: 'int', path: ['maxBodyBytes'], min: 1024, max: 64 * 1024 * 1024 },
+  models: { kind: 'str', path: ['modelsDir'] },
+  'model-name': { kind: 'str', path: ['modelName'] },
+  'build-missing': { kind: 'bool', path: ['buildMissing'] },
+  'log-level': { kind: 'str', path: ['logLevel'] },
+  'drain-timeout-ms': { kind: 'int', path: ['drainTimeoutMs'], min: 0, max: 600_000 },
+  'cold-start-threshold': { kind: 'int', path: ['pipeline', 'coldStartThreshold'], min: 0 },
+  'max-candidates': { kind: 'int', path: ['pipeline', 'maxCandidates'], min: 1, max: 5000 },
+  'collaborative-k': { kind: 'int', path: ['pipeline', 'collaborativeK'], min: 0, max: 5000 },
+  'similar-per-item': { kind: 'int', path: ['pipeline', 'similarPerItem'], min: 0, max: 1000 },
+  'similar-seeds': { kind: 'int', path: ['pipeline', 'similarSeeds'], min: 0, max: 100 },
+  'trending-k': { kind: 'int', path: ['pipeline', 'trendingK'], min: 0, max: 1000 },
+  'popular-per-category': {
+    kind: 'int',
+    path: ['pipeline', 'popularPerCategory'],
+    min: 0,
+    max: 1000,
+  },
+  'batch-window-ms': { kind: 'num', path: ['pipeline', 'batchWindowMs'], min: 0, max: 100 },
+  'max-batch': { kind: 'int', path: ['pipeline', 'maxBatch'], min: 1, max: 4096 },
+  'ranker-threads': { kind: 'int', path: ['pipeline', 'rankerThreads'], min: 1, max: 64 },
+  'ranker-intra-op-threads': {
+    kind: 'int',
+    path: ['pipeline', 'rankerIntraOpThreads'],
+    min: 1,
+    max: 64,
+  },
+  'ranking-timeout-ms': { kind: 'int', path: ['pipeline', 'rankingTimeoutMs'], min: 1 },
+  'cache-ttl-ms': { kind: 'int', path: ['pipeline', 'cacheTtlMs'], min: 0 },
+  'exploration-rate': { kind: 'num', path: ['pipeline', 'explorationRate'], min: 0, max: 1 },
+  'max-per-category': { kind: 'int', path: ['pipeline', 'maxPerCategory'], min: 1, max: 500 },
+  'ef-search': { kind: 'int', path: ['pipeline', 'efSearch'], min: 1, max: 10_000 },
+  seed: { kind: 'int', path: ['pipeline', 'seed'] },
+};
+
+function parseValue(key: string, raw: unknown, source: string): unknown {
+  const spec = KEYS[key];
+  if (!spec) throw new ConfigError(`${source}: unknown setting '${key}'`);
+  if (spec.kind === 'str') {
+    if (typeof raw !== 'string' || raw === '') {
+      throw new ConfigError(`${source}: '${key}' must be a non-empty string`);
+    }
+    return raw;
+  }
+  if (spec.kind === 'bool') {
+    if (typeof raw === 'boolean') return raw;
+    if (raw === 'true' || raw === '1' || raw === '') return true;
+    if (raw === 'false' || raw === '0') return false;
+    throw new ConfigError(`${source}: '${key}' must be true or false, got ${String(raw)}`);
+  }
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? Number(raw) : NaN;
+  if (!Number.isFinite(n) || (spec.kind === 'int' && !Number.isInteger(n))) {
+    throw new ConfigError(
+      `${source}: '${key}' must be ${spec.kind === 'int' ? 'an integer' : 'a number'}, got ${String(raw)}`,
+    );
+  }
+  if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+    throw new ConfigError(
+      `${source}: '${key}' must be between ${spec.min ?? '-inf'} and ${spec.max ?? 'inf'}, got ${n}`,
+    );
+  }
+  return n;
+}
+
+function assign(cfg: ServerConfig, key: string, value: unknown): void {
+  const path = KEYS[key]!.path;
+  let target = cfg as unknown as Record<string, unknown>;
+  for (const p of path.slice(0, -1)) target = target[p] as Record<string, unknown>;
+  target[path[path.length - 1]!] = value;
+}
+
+/** camelCase (file keys) and snake/kebab are all accepted in the JSON file. */
+function toFlagKey(k: string): string {
+  return k
+    .replace(/([a-z])([A-Z])/g, '$1-$2')
+    .replace(/_/g, '-')
+    .toLowerCase();
+}
+
+function applyObject(cfg: ServerConfig, obj: Record<string, unknown>, source: string): void {
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'pipeline' && typeof v === 'object' && v !== null) {
+      applyObject(cfg, v as Record<string, unknown>, source);
+      continue;
+    }
+    const key = toFlagKey(k === 'modelsDir' ? 'models' : k);
+    assign(cfg, key, parseValue(key, v, source));
+  }
+}
+
+/**
+ * Builds the configuration. `argv` are the flags after the subcommand
+ * (`--port 8080`, `--port=8080`, `--no-build-missing`); `env` is normally process.env.
+ */
+export function loadConfig(
+  argv: string[] = [],
+  env: Record<string, string | undefined> = {},
+): ServerConfig {
+  const cfg = defaultConfig();
+  const flags: [string, string][] = [];
+  let file = env.RECSERVE_CONFIG;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) throw new ConfigError(`unexpected argument '${a}'`);
+    let key = a.slice(2);
+    let value: string | undefined;
+    const eq = key.indexOf('=');
+    if (eq >= 0) {
+      value = key.slice(eq + 1);
+      key = key.slice(0, eq);
+    } else if (key.startsWith('no-') && KEYS[key.slice(3)]?.kind === 'bool') {
+      key = key.slice(3);
+      value = 'false';
+    } else if (KEYS[key]?.kind === 'bool') {
+      value = 'true';
+    } else {
+      value = argv[++i];
+      if (value === undefined) throw new ConfigError(`flag --${key} needs a value`);
+    }
+    if (key === 'config') file = value;
+    else flags.push([key, value]);
+  }
+  if (file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`config file ${file}: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError(`config file ${file}: must hold a JSON object`);
+    }
+    applyObject(cfg, parsed as Record<string, unknown>, `config file ${file}`);
+  }
+  for (const key of Object.keys(KEYS)) {
+    const envName = 'RECSERVE_' + key.replace(/-/g, '_').toUpperCase();
+    const v = env[envName];
+    if (v !== undefined) assign(cfg, key, parseValue(key, v, `environment ${envName}`));
+  }
+  for (const [key, value] of flags) assign(cfg, key, parseValue(key, value, `flag --${key}`));
+  cfg.modelsDir = resolve(cfg.modelsDir);
+  return cfg;
+}
+
+/** The settings table for `recserve serve --help` and the README. */
+export function describeSettings(): string {
+  return Object.entries(KEYS)
+    .map(
+      ([k, s]) => `  --${k.padEnd(24)} RECSERVE_${k.replace(/-/g, '_').toUpperCase()} (${s.kind})`,
+    )
+    .join('\n');
+}

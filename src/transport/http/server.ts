@@ -1,0 +1,325 @@
+// The HTTP front end on uWebSockets.js, and the ONLY module that touches uWS objects. Its
+// rules, all kept here so no pipeline code ever sees `res`:
+// - onAborted is attached before any await: uWS terminates the process if a response is
+//   aborted with no handler, and writing to an aborted response is use-after-free.
+// - the HttpRequest is valid only during the synchronous handler: headers are read first.
+// - body chunks are copied: uWS neuters the ArrayBuffer after each onData callback.
+// - every write after async work happens inside res.cork() (one syscall, and required).
+// - large bodies go out with tryEnd and resume from onWritable (backpressure).
+import uWS from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import { ApiError, toApiError } from '../../api/errors.js';
+import type { CallOptions, RecommenderService } from '../../api/types.js';
+import {
+  validateFeedbackRequest,
+  validateNegativeFeedbackRequest,
+  validateRecommendationRequest,
+  validateSimilarRequest,
+} from '../../api/validate.js';
+import type { Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { CodecRegistry, type Route } from './codec.js';
+
+export interface HttpServerOptions {
+  host: string;
+  /** 0 = any free port (read it back from HttpServer.port). */
+  port: number;
+  /** Larger bodies are answered 413 without being buffered. */
+  maxBodyBytes: number;
+  metrics: Metrics;
+  log: Logger;
+  codecs?: CodecRegistry;
+}
+
+export interface HttpServer {
+  readonly port: number;
+  readonly codecs: CodecRegistry;
+  /** Requests accepted and not yet answered. */
+  inFlight(): number;
+  /**
+   * Graceful stop: close the listen socket (no new connections), answer what is in flight
+   * (responses then carry Connection: close), wait up to drainTimeoutMs, then close the rest.
+   */
+  close(drainTimeoutMs?: number): Promise<void>;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  406: '406 Not Acceptable',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  429: '429 Too Many Requests',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+  504: '504 Gateway Timeout',
+};
+
+/** Per-request state the adapter keeps; `aborted` guards every later write. */
+interface Exchange {
+  res: HttpResponse;
+  aborted: boolean;
+  done: boolean;
+  route: string;
+  startNs: bigint;
+  controller: AbortController | undefined;
+}
+
+type Handler = (body: unknown, opts: CallOptions) => Promise<unknown>;
+
+const ROUTES: { path: string; route: Route; validate: (raw: unknown) => unknown; call: string }[] =
+  [
+    {
+      path: '/v1/recommendations',
+      route: 'recommendations',
+      validate: validateRecommendationRequest,
+      call: 'recommend',
+    },
+    { path: '/v1/similar', route: 'similar', validate: validateSimilarRequest, call: 'similar' },
+    {
+      path: '/v1/feedback',
+      route: 'feedback',
+      validate: validateFeedbackRequest,
+      call: 'feedback',
+    },
+    {
+      path: '/v1/feedback/negative',
+      route: 'negative_feedback',
+      validate: validateNegativeFeedbackRequest,
+      call: 'negativeFeedback',
+    },
+  ];
+
+export async function startHttpServer(
+  service: RecommenderService,
+  opts: HttpServerOptions,
+): Promise<HttpServer> {
+  const { metrics, log, maxBodyBytes } = opts;
+  const codecs = opts.codecs ?? new CodecRegistry();
+  const app: TemplatedApp = uWS.App();
+  let inFlight = 0;
+  let draining = false;
+  let drained: (() => void) | undefined;
+
+  const begin = (res: HttpResponse, route: string): Exchange => {
+    const ex: Exchange = {
+      res,
+      aborted: false,
+      done: false,
+      route,
+      startNs: process.hrtime.bigint(),
+      controller: undefined,
+    };
+    inFlight++;
+    res.onAborted(() => {
+      ex.aborted = true;
+      ex.controller?.abort();
+      finish(ex, 499);
+    });
+    return ex;
+  };
+
+  const finish = (ex: Exchange, status: number): void => {
+    if (ex.done) return;
+    ex.done = true;
+    inFlight--;
+    metrics.requests.inc({ route: ex.route, status: String(status) });
+    metrics.requestSeconds.observe(
+      { route: ex.route },
+      Number(process.hrtime.bigint() - ex.startNs) / 1e9,
+    );
+    if (draining && inFlight === 0) drained?.();
+  };
+
+  /** Writes a whole response (status, headers, body) with backpressure; corked by callers. */
+  const send = (
+    ex: Exchange,
+    status: number,
+    contentType: string,
+    body: Uint8Array | string,
+    closeConnection = false,
+  ): void => {
+    if (ex.aborted || ex.done) return;
+    const res = ex.res;
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+    res.cork(() => {
+      res.writeStatus(STATUS_TEXT[status] ?? `${status} Unknown`);
+      res.writeHeader('content-type', contentType);
+      if (draining) res.writeHeader('connection', 'close');
+      if (closeConnection) {
+        // Small error bodies only: end() writes everything and closes after it.
+        res.end(bytes, true);
+        finish(ex, status);
+        return;
+      }
+      const total = bytes.byteLength;
+      const [ok, done] = res.tryEnd(bytes, total);
+      if (done || ok) {
+        finish(ex, status);
+        return;
+      }
+      // The socket buffer is full: resume from where the kernel stopped taking bytes.
+      const startOffset = res.getWriteOffset();
+      res.onWritable((offset) => {
+        const [ok2, done2] = res.tryEnd(bytes.subarray(offset - startOffset), total);
+        if (done2 || ok2) finish(ex, status);
+        return ok2;
+      });
+    });
+  };
+
+  const sendError = (ex: Exchange, err: unknown, closeConnection = false): void => {
+    const e = toApiError(err);
+    if (e.code === 'internal') log.error({ err, route: ex.route }, 'request failed');
+    send(ex, e.httpStatus, 'application/json', JSON.stringify(e.toJSON()), closeConnection);
+  };
+
+  /** Reads the body (copying chunks), enforcing the size limit while it streams in. */
+  const readBody = (ex: Exchange, onBody: (bytes: Uint8Array) => void): void => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    ex.res.onData((chunk, isLast) => {
+      if (over) return;
+      size += chunk.byteLength;
+      if (size > maxBodyBytes) {
+        over = true;
+        sendError(
+          ex,
+          new ApiError('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
+          true,
+        );
+        return;
+      }
+      // Buffer.from(ArrayBuffer) would alias the neutered buffer; copy the bytes out.
+      chunks.push(Buffer.from(new Uint8Array(chunk)));
+      if (isLast) onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    });
+  };
+
+  for (const r of ROUTES) {
+    const call = (service as unknown as Record<string, Handler>)[r.call]!.bind(service);
+    app.post(r.path, (res: HttpResponse, req: HttpRequest) => {
+      const ex = begin(res, r.route);
+      const contentType = req.getHeader('content-type');
+      const accept = req.getHeader('accept');
+      const length = Number(req.getHeader('content-length') || '0');
+      const timeoutMs = Number(req.getHeader('x-timeout-ms') || '0');
+      if (length > maxBodyBytes) {
+        // Refuse before a single byte is buffered; close so the rest is not read.
+        sendError(
+          ex,
+          new ApiError('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
+          true,
+        );
+        return;
+      }
+      if (draining) {
+        sendError(ex, new ApiError('unavailable', 'server is shutting down'));
+        return;
+      }
+      readBody(ex, (bytes) => {
+        let input: unknown;
+        try {
+          // Negotiate the response type before doing any work: a 406 should cost nothing.
+          codecs.forAccept(r.route, accept);
+          input = r.validate(codecs.decode(r.route, bytes, contentType));
+        } catch (err) {
+          sendError(ex, err);
+          return;
+        }
+        ex.controller = new AbortController();
+        const callOpts: CallOptions = { signal: ex.controller.signal };
+        if (timeoutMs > 0) callOpts.deadline = Date.now() + timeoutMs;
+        call(input, callOpts).then(
+          (value) => {
+            if (ex.aborted) return;
+            let encoded: { body: Uint8Array | string; contentType: string };
+            try {
+              encoded = codecs.encode(r.route, value, accept);
+            } catch (err) {
+              sendError(ex, err);
+              return;
+            }
+            send(ex, 200, encoded.contentType, encoded.body);
+          },
+          (err: unknown) => {
+            if (!ex.aborted) sendError(ex, err);
+          },
+        );
+      });
+    });
+  }
+
+  const getRoute = (path: string, route: string, produce: () => [number, string, string]) => {
+    app.get(path, (res) => {
+      const ex = begin(res, route);
+      const [status, type, body] = produce();
+      send(ex, status, type, body);
+    });
+  };
+  getRoute('/healthz', 'healthz', () => [200, 'application/json', '{"status":"ok"}']);
+  getRoute('/readyz', 'readyz', () =>
+    service.ready() && !draining
+      ? [200, 'application/json', '{"status":"ready"}']
+      : [503, 'application/json', `{"status":"${draining ? 'draining' : 'not_ready'}"}`],
+  );
+  getRoute('/metrics', 'metrics', () => [
+    200,
+    'text/plain; version=0.0.4; charset=utf-8',
+    metrics.render(),
+  ]);
+  app.any('/*', (res, req) => {
+    const method = req.getMethod();
+    const url = req.getUrl();
+    const ex = begin(res, 'unknown');
+    const known =
+      ROUTES.some((r) => r.path === url) || ['/healthz', '/readyz', '/metrics'].includes(url);
+    const err = new ApiError(
+      'not_found',
+      known ? `${method.toUpperCase()} is not allowed on ${url}` : `no route ${url}`,
+    );
+    // Drain a body the client may be sending so the connection stays usable.
+    res.onData(() => undefined);
+    send(ex, known ? 405 : 404, 'application/json', JSON.stringify(err.toJSON()));
+  });
+
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(opts.host, opts.port, (sock) => {
+      if (sock) resolve(sock);
+      else reject(new Error(`recserve: cannot listen on ${opts.host}:${opts.port} (in use?)`));
+    });
+  });
+  const port = uWS.us_socket_local_port(listenSocket);
+  let closing: Promise<void> | undefined;
+
+  return {
+    port,
+    codecs,
+    inFlight: () => inFlight,
+    close(drainTimeoutMs = 10_000): Promise<void> {
+      if (closing) return closing;
+      draining = true;
+      uWS.us_listen_socket_close(listenSocket);
+      closing = new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          // Closes idle keep-alive connections too; in-flight ones are answered by now.
+          // close() exists in uWS.js v20.30 but is missing from its typings.
+          (app as unknown as { close(): void }).close();
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          log.warn({ inFlight }, 'drain timeout: closing with requests in flight');
+          done();
+        }, drainTimeoutMs);
+        if (inFlight === 0) done();
+        else drained = done;
+      });
+      return closing;
+    },
+  };
+}
