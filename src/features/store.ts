@@ -318,3 +318,25 @@ export function userOfCacheKey(key: string): string | null {
     return null;
   }
 }
+
+/**
+ * Checks one event the way every backend must before applying it; throws a RangeError whose
+ * message starts with the field's path (`events[3].event: ...`). The HTTP and gRPC layers
+ * validate first, so this guards direct callers (replay, tests, other front ends).
+ */
+export function checkStoredEvent(e: StoredEvent, path: string): void {
+  if (typeof e.itemId !== 'string' || e.itemId.length === 0)
+    throw new RangeError(`${path}.itemId: must be a non-empty string`);
+  if (!isEventType(e.event))
+    throw new RangeError(`${path}.event: must be one of ${EVENT_TYPE_ORDER.join(', ')}`);
+  if (typeof e.timestampMs !== 'number' || !Number.isFinite(e.timestampMs))
+    throw new RangeError(`${path}.timestampMs: must be a finite number of ms since epoch`);
+  if (e.durationSeconds !== undefined && !(e.durationSeconds >= 0 && e.durationSeconds < 1e9))
+    throw new RangeError(`${path}.durationSeconds: must be a number >= 0`);
+  if (e.completionRate !== undefined && !(e.completionRate >= 0 && e.completionRate <= 1))
+    throw new RangeError(`${path}.completionRate: must be in 0..1`);
+}
+
+function isEventType(event: unknown): event is EventType {
+  return typeof event === 'string' && Object.prototype.hasOwnProperty.call(EVENT_WEIGHTS, event);
+}

@@ -1,0 +1,708 @@
+// The embedded FeatureStore: everything in this process's memory, bounded, no timers.
+//
+// Memory is the constraint (a million users must fit), so per-user state is kept in flat
+// number arrays of small integers rather than Maps and objects: items, creators and
+// categories are interned once, store-wide, into dense numbers, and each user holds arrays
+// of (number, value) pairs. getUsers() materialises the contract's Sets and Maps on read.
+// Everything expires by reading the clock: windows are ring buckets indexed by time,
+// idempotency keys carry their expiry and are swept as new ones arrive, cache entries are
+// checked on read. Users beyond maxUsers are evicted least-recently-written first.
+//
+// Every public method does its work synchronously before its promise settles, so two calls
+// for one user can never interleave halfway: concurrent batches lose no updates.
+import type { EventType, NegativeFeedbackType } from '../api/types.js';
+import {
+  EVENT_TYPE_ORDER,
+  EVENT_WEIGHTS,
+  IDEMPOTENCY_TTL_MS,
+  RECENT_LIMIT,
+  TRENDING_TAU_MS,
+  WINDOWS,
+  bucketIndex,
+  checkStoredEvent,
+  effectiveTimestamp,
+  idempotencyKey,
+  userOfCacheKey,
+  type BlockResult,
+  type FeatureStore,
+  type ItemInfoLookup,
+  type RecentInteraction,
+  type RecordResult,
+  type ReportRecord,
+  type StoredEvent,
+  type TrendingItem,
+  type UserState,
+  type WindowActivity,
+  type WindowName,
+} from './store.js';
+
+export interface MemoryStoreOptions {
+  /** Category and creator of an item (from the serving bundle's catalog). Default: none known. */
+  itemInfo?: ItemInfoLookup;
+  /** Users kept; beyond it the least recently written user is dropped. Default 2,000,000. */
+  maxUsers?: number;
+  /** Distinct items remembered per user (seen set / item counts), most recent kept. Default 500. */
+  maxItemsPerUser?: number;
+  /** Blocked items kept per user; the oldest block is dropped beyond it. Default 10,000. */
+  maxBlockedPerUser?: number;
+  /** Creators counted per user, most recent kept. Default 200. */
+  maxCreatorsPerUser?: number;
+  /** Cached recommendation entries kept (LRU). Default 100,000. */
+  maxCacheEntries?: number;
+  /** Bytes of cached values kept (strings count 2 bytes a character). Default 256 MiB. */
+  maxCacheBytes?: number;
+  /** Trending items tracked globally (the longest list trending() can return). Default 1,000. */
+  trendingGlobalSize?: number;
+  /** Trending items tracked per category. Default 200. */
+  trendingCategorySize?: number;
+  /** Reports kept for review (newest kept). Default 10,000. */
+  maxReports?: number;
+}
+
+const NEG_KIND_BIT: Readonly<Record<NegativeFeedbackType, number>> = {
+  not_interested: 1,
+  hide: 2,
+  report: 4,
+};
+
+// Keys inside a window's flat array: >= 0 is a category number (value: weighted positive
+// interactions); negative keys are activity counters.
+const KEY_DURATION = -100;
+const eventKey = (code: number): number => -1 - code;
+
+/** One user's state, packed. Arrays hold (key, value) pairs back to back. */
+interface UserRec {
+  id: string;
+  interactions: number;
+  lastActive: number; // NaN when no event
+  /** (itemNo * 8 + eventCode, timestamp) pairs, oldest first, by timestamp. */
+  recent: number[];
+  /** (itemNo, positive count) pairs, least recently touched first; count 0 = skipped only. */
+  items: number[];
+  /** (itemNo, kind bits) pairs, oldest first. */
+  blocked: number[];
+  /** (creatorNo, positive count) pairs, least recently touched first. */
+  creators: number[];
+  /** (categoryNo, weighted count) pairs, all time. */
+  catTotal: number[];
+  /** Per WINDOWS entry: (bucket, key, value) triples. */
+  win: number[][];
+  /** (31-bit idempotency key, expiry in s since epoch) pairs, in insertion order. */
+  idem: number[];
+}
+
+interface CacheEntry {
+  value: Uint8Array | string;
+  expiresAt: number;
+  bytes: number;
+  user: string | null;
+}
+
+/**
+ * The top-L items by a score that only ever grows (trending scores are kept in a frame where
+ * time does not decay them; see Trending). With monotone scores, an exact top-L needs no
+ * rescans: an item outside the list can only enter by passing the list's last entry.
+ */
+class Leaders {
+  readonly ids: Int32Array;
+  readonly vals: Float64Array;
+  size = 0;
+  private readonly pos = new Map<number, number>();
+
+  constructor(readonly capacity: number) {
+    this.ids = new Int32Array(capacity);
+    this.vals = new Float64Array(capacity);
+  }
+
+  update(id: number, val: number): void {
+    let i = this.pos.get(id);
+    if (i === undefined) {
+      if (this.size < this.capacity) i = this.size++;
+      else if (val > this.vals[this.capacity - 1]) {
+        i = this.capacity - 1;
+        this.pos.delete(this.ids[i]);
+      } else return;
+      this.ids[i] = id;
+      this.pos.set(id, i);
+    }
+    this.vals[i] = val;
+    while (i > 0 && this.vals[i - 1] < val) {
+      const otherId = this.ids[i - 1];
+      this.ids[i] = otherId;
+      this.vals[i] = this.vals[i - 1];
+      this.pos.set(otherId, i);
+      i--;
+    }
+    this.ids[i] = id;
+    this.vals[i] = val;
+    this.pos.set(id, i);
+  }
+
+  scale(f: number): void {
+    for (let i = 0; i < this.size; i++) this.vals[i] *= f;
+  }
+}
+
+/**
+ * Time-decayed trending for one decay constant tau. An event of weight w at time t adds
+ * w·exp((t - base)/tau) to its item; the score at time now is that sum times
+ * exp(-(now - base)/tau). Every item shares the second factor, so the ORDER never changes as
+ * time passes and the stored sums only grow. When the exponent would overflow, base moves
+ * forward and every sum is scaled down once (every ~12 days for tau = 1 h).
+ */
+class Trending {
+  private sums = new Float64Array(1024);
+  /** The frame's reference time; set by the first event so exponents start near zero. */
+  private base = NaN;
+  readonly global: Leaders;
+  readonly byCategory = new Map<number, Leaders>();
+
+  constructor(
+    readonly tau: number,
+    globalSize: number,
+    private readonly categorySize: number,
+  ) {
+    this.global = new Leaders(globalSize);
+  }
+
+  add(itemNo: number, categories: readonly number[], weight: number, t: number): void {
+    if (Number.isNaN(this.base)) this.base = t;
+    else if (Math.abs(t - this.base) / this.tau > 300) this.rebase(t);
+    if (itemNo >= this.sums.length) {
+      const grown = new Float64Array(Math.max(itemNo + 1, this.sums.length * 2));
+      grown.set(this.sums);
+      this.sums = grown;
+    }
+    const v = (this.sums[itemNo] += weight * Math.exp((t - this.base) / this.tau));
+    this.global.update(itemNo, v);
+    for (const c of categories) {
+      let l = this.byCategory.get(c);
+      if (!l) this.byCategory.set(c, (l = new Leaders(this.categorySize)));
+      l.update(itemNo, v);
+    }
+  }
+
+  factor(nowMs: number): number {
+    if (Number.isNaN(this.base)) return 0;
+    return Math.exp(-(nowMs - this.base) / this.tau);
+  }
+
+  /**
+   * Moves the frame to t. Forward (the normal case) scales sums down, old ones to 0. Backward
+   * only happens when callers pass clocks that jump back by hundreds of tau (tests, replays of
+   * old logs): the scale-up is capped so sums stay finite; the order is kept either way.
+   */
+  private rebase(t: number): void {
+    const f = Math.min(Math.exp(-(t - this.base) / this.tau), Math.exp(300));
+    for (let i = 0; i < this.sums.length; i++) this.sums[i] *= f;
+    this.global.scale(f);
+    for (const l of this.byCategory.values()) l.scale(f);
+    this.base = t;
+  }
+}
+
+/** Interns strings into dense numbers (items, categories, creators). */
+class Dictionary {
+  readonly names: string[] = [];
+  private readonly index = new Map<string, number>();
+
+  intern(name: string): number {
+    let n = this.index.get(name);
+    if (n === undefined) {
+      n = this.names.length;
+      this.names.push(name);
+      this.index.set(name, n);
+    }
+    return n;
+  }
+
+  find(name: string): number | undefined {
+    return this.index.get(name);
+  }
+
+  get size(): number {
+    return this.names.length;
+  }
+}
+
+/** Index of the pair whose key is `key` in a flat (key, value) array, or -1. */
+function findPair(arr: number[], key: number): number {
+  for (let i = 0; i < arr.length; i += 2) if (arr[i] === key) return i;
+  return -1;
+}
+
+/** Adds to a pair's value, moving it to the end (most recent); drops the oldest beyond cap. */
+function bumpRecentPair(arr: number[], key: number, add: number, cap: number): void {
+  const i = findPair(arr, key);
+  let value = add;
+  if (i >= 0) {
+    value += arr[i + 1];
+    if (i !== arr.length - 2) arr.splice(i, 2);
+    else {
+      arr[i + 1] = value;
+      return;
+    }
+  }
+  arr.push(key, value);
+  if (arr.length > cap * 2) arr.splice(0, arr.length - cap * 2);
+}
+
+function emptyActivity(): WindowActivity {
+  return {
+    events: { view: 0, click: 0, like: 0, share: 0, purchase: 0, skip: 0 },
+    durationSeconds: 0,
+    ctr: 0,
+    avgDurationSeconds: 0,
+  };
+}
+
+export class MemoryFeatureStore implements FeatureStore {
+  private readonly itemInfo: ItemInfoLookup;
+  private readonly maxUsers: number;
+  private readonly maxItemsPerUser: number;
+  private readonly maxBlockedPerUser: number;
+  private readonly maxCreatorsPerUser: number;
+  private readonly maxCacheEntries: number;
+  private readonly maxCacheBytes: number;
+  private readonly maxReports: number;
+
+  /** Insertion order = least recently written first (writes re-insert). */
+  private readonly users = new Map<string, UserRec>();
+  private readonly items = new Dictionary();
+  private readonly categories = new Dictionary();
+  private readonly creators = new Dictionary();
+  /** Positive interactions per itemNo. */
+  private itemTotals = new Float64Array(1024);
+  private readonly trendingBy: Record<'1h' | '24h', Trending>;
+
+  /** LRU order: least recently used first. */
+  private readonly cache = new Map<string, CacheEntry>();
+  private cacheBytes = 0;
+  private readonly cacheByUser = new Map<string, Set<string>>();
+
+  private readonly reportLog: ReportRecord[] = [];
+  private closed = false;
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.itemInfo = opts.itemInfo ?? (() => undefined);
+    this.maxUsers = positiveInt(opts.maxUsers, 2_000_000, 'maxUsers');
+    this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
+    this.maxBlockedPerUser = positiveInt(opts.maxBlockedPerUser, 10_000, 'maxBlockedPerUser');
+    this.maxCreatorsPerUser = positiveInt(opts.maxCreatorsPerUser, 200, 'maxCreatorsPerUser');
+    this.maxCacheEntries = positiveInt(opts.maxCacheEntries, 100_000, 'maxCacheEntries');
+    this.maxCacheBytes = positiveInt(opts.maxCacheBytes, 256 * 1024 * 1024, 'maxCacheBytes');
+    this.maxReports = positiveInt(opts.maxReports, 10_000, 'maxReports');
+    const g = positiveInt(opts.trendingGlobalSize, 1000, 'trendingGlobalSize');
+    const c = positiveInt(opts.trendingCategorySize, 200, 'trendingCategorySize');
+    this.trendingBy = {
+      '1h': new Trending(TRENDING_TAU_MS['1h'], g, c),
+      '24h': new Trending(TRENDING_TAU_MS['24h'], g, c),
+    };
+  }
+
+  /** Users currently held (for metrics and the memory benchmark). */
+  get userCount(): number {
+    return this.users.size;
+  }
+
+  async getUsers(userIds: string[], nowMs = Date.now()): Promise<(UserState | null)[]> {
+    this.assertOpen();
+    return userIds.map((id) => {
+      const rec = this.users.get(id);
+      return rec ? this.materialise(rec, nowMs) : null;
+    });
+  }
+
+  async recordEvents(
+    userId: string,
+    events: StoredEvent[],
+    nowMs = Date.now(),
+  ): Promise<RecordResult> {
+    this.assertOpen();
+    if (typeof userId !== 'string' || userId.length === 0)
+      throw new RangeError('userId: must be a non-empty string');
+    for (let i = 0; i < events.length; i++) checkStoredEvent(events[i], `events[${i}]`);
+    const applied: boolean[] = new Array(events.length);
+    let accepted = 0;
+    const rec = this.touchUser(userId);
+    const nowS = Math.floor(nowMs / 1000);
+    sweepIdem(rec.idem, nowS);
+    const expiryS = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / 1000);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i];
+      const key =
+        parseInt(idempotencyKey(userId, e.itemId, e.event, e.timestampMs).slice(0, 8), 16) >>> 1;
+      if (findPair(rec.idem, key) >= 0) {
+        applied[i] = false;
+        continue;
+      }
+      rec.idem.push(key, expiryS);
+      this.apply(rec, e, nowMs);
+      applied[i] = true;
+      accepted++;
+    }
+    if (accepted > 0) this.dropUserCache(userId);
+    return { accepted, duplicates: events.length - accepted, applied };
+  }
+
+  async block(
+    userId: string,
+    itemId: string,
+    kind: NegativeFeedbackType,
+    reason?: string,
+    nowMs = Date.now(),
+  ): Promise<BlockResult> {
+    this.assertOpen();
+    if (typeof userId !== 'string' || userId.length === 0)
+      throw new RangeError('userId: must be a non-empty string');
+    if (typeof itemId !== 'string' || itemId.length === 0)
+      throw new RangeError('itemId: must be a non-empty string');
+    const bit = Object.prototype.hasOwnProperty.call(NEG_KIND_BIT, kind)
+      ? NEG_KIND_BIT[kind]
+      : undefined;
+    if (bit === undefined)
+      throw new RangeError(`kind: must be one of ${Object.keys(NEG_KIND_BIT).join(', ')}`);
+    const rec = this.touchUser(userId);
+    const itemNo = this.items.intern(itemId);
+    const i = findPair(rec.blocked, itemNo);
+    if (i >= 0 && (rec.blocked[i + 1] & bit) !== 0) return { duplicate: true };
+    if (i >= 0) rec.blocked[i + 1] |= bit;
+    else {
+      rec.blocked.push(itemNo, bit);
+      if (rec.blocked.length > this.maxBlockedPerUser * 2) rec.blocked.splice(0, 2);
+    }
+    if (kind === 'report') {
+      this.reportLog.push({ userId, itemId, reason: reason ?? null, timestampMs: nowMs });
+      if (this.reportLog.length > this.maxReports) this.reportLog.shift();
+    }
+    this.dropUserCache(userId);
+    return { duplicate: false };
+  }
+
+  async trending(window: '1h' | '24h', k: number, nowMs = Date.now()): Promise<TrendingItem[]> {
+    this.assertOpen();
+    const t = this.trendingFor(window);
+    return this.leadersToList(t.global, t.factor(nowMs), k);
+  }
+
+  async trendingInCategory(
+    category: string,
+    window: '1h' | '24h',
+    k: number,
+    nowMs = Date.now(),
+  ): Promise<TrendingItem[]> {
+    this.assertOpen();
+    const t = this.trendingFor(window);
+    const c = this.categories.find(category);
+    const l = c === undefined ? undefined : t.byCategory.get(c);
+    return l ? this.leadersToList(l, t.factor(nowMs), k) : [];
+  }
+
+  async itemCounts(itemIds: string[]): Promise<number[]> {
+    this.assertOpen();
+    return itemIds.map((id) => {
+      const n = this.items.find(id);
+      return n === undefined || n >= this.itemTotals.length ? 0 : this.itemTotals[n];
+    });
+  }
+
+  async getCached(key: string): Promise<Uint8Array | string | null> {
+    this.assertOpen();
+    const e = this.cache.get(key);
+    if (!e) return null;
+    if (e.expiresAt <= Date.now()) {
+      this.deleteCached(key, e);
+      return null;
+    }
+    // Re-insert: Map order is the LRU order.
+    this.cache.delete(key);
+    this.cache.set(key, e);
+    return e.value;
+  }
+
+  async setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
+    this.assertOpen();
+    if (!(ttlMs > 0)) return;
+    const old = this.cache.get(key);
+    if (old) this.deleteCached(key, old);
+    // Copied: the caller may reuse its buffer, and a networked backend would copy too.
+    const stored = typeof value === 'string' ? value : value.slice();
+    const bytes = typeof value === 'string' ? value.length * 2 : value.byteLength;
+    if (bytes > this.maxCacheBytes) return;
+    const user = userOfCacheKey(key);
+    this.cache.set(key, { value: stored, expiresAt: Date.now() + ttlMs, bytes, user });
+    this.cacheBytes += bytes;
+    if (user !== null) {
+      let keys = this.cacheByUser.get(user);
+      if (!keys) this.cacheByUser.set(user, (keys = new Set()));
+      keys.add(key);
+    }
+    while (this.cache.size > this.maxCacheEntries || this.cacheBytes > this.maxCacheBytes) {
+      const first = this.cache.entries().next().value as [string, CacheEntry];
+      this.deleteCached(first[0], first[1]);
+    }
+  }
+
+  async invalidateUser(userId: string): Promise<void> {
+    this.assertOpen();
+    this.dropUserCache(userId);
+  }
+
+  async reports(limit: number): Promise<ReportRecord[]> {
+    this.assertOpen();
+    return this.reportLog.slice(-Math.max(0, limit)).reverse();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.cache.clear();
+    this.cacheByUser.clear();
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error('MemoryFeatureStore: used after close()');
+  }
+
+  private trendingFor(window: string): Trending {
+    if (window !== '1h' && window !== '24h')
+      throw new RangeError(`window must be '1h' or '24h', got '${window}'`);
+    return this.trendingBy[window];
+  }
+
+  private leadersToList(l: Leaders, factor: number, k: number): TrendingItem[] {
+    const n = Math.min(Math.max(0, Math.floor(k)), l.size);
+    const out: TrendingItem[] = new Array(n);
+    for (let i = 0; i < n; i++)
+      out[i] = { itemId: this.items.names[l.ids[i]], score: l.vals[i] * factor };
+    return out;
+  }
+
+  /** The user's record, created when new, moved to the most-recently-written end. */
+  private touchUser(userId: string): UserRec {
+    let rec = this.users.get(userId);
+    if (rec) this.users.delete(userId);
+    else {
+      rec = {
+        id: userId,
+        interactions: 0,
+        lastActive: NaN,
+        recent: [],
+        items: [],
+        blocked: [],
+        creators: [],
+        catTotal: [],
+        win: WINDOWS.map(() => []),
+        idem: [],
+      };
+      if (this.users.size >= this.maxUsers) {
+        const oldest = this.users.keys().next().value as string;
+        this.users.delete(oldest);
+      }
+    }
+    this.users.set(userId, rec);
+    return rec;
+  }
+
+  private apply(rec: UserRec, e: StoredEvent, nowMs: number): void {
+    const t = effectiveTimestamp(e.timestampMs, nowMs);
+    const code = EVENT_TYPE_ORDER.indexOf(e.event);
+    const itemNo = this.items.intern(e.itemId);
+    const weight = EVENT_WEIGHTS[e.event];
+    const positive = e.event !== 'skip';
+
+    if (!(rec.lastActive >= t)) rec.lastActive = t;
+    insertRecent(rec.recent, itemNo * 8 + code, t);
+
+    bumpRecentPair(rec.items, itemNo, positive ? 1 : 0, this.maxItemsPerUser);
+
+    let cats: number[] = [];
+    if (positive) {
+      rec.interactions++;
+      if (itemNo >= this.itemTotals.length) {
+        const grown = new Float64Array(Math.max(itemNo + 1, this.itemTotals.length * 2));
+        grown.set(this.itemTotals);
+        this.itemTotals = grown;
+      }
+      this.itemTotals[itemNo]++;
+      const info = this.itemInfo(e.itemId);
+      if (info) {
+        cats = info.categories.map((c) => this.categories.intern(c));
+        for (const c of cats) addPair(rec.catTotal, c, weight);
+        if (info.creatorId !== null)
+          bumpRecentPair(
+            rec.creators,
+            this.creators.intern(info.creatorId),
+            1,
+            this.maxCreatorsPerUser,
+          );
+      }
+      for (const w of ['1h', '24h'] as const) {
+        const tr = this.trendingBy[w];
+        if (nowMs - t <= tr.tau) tr.add(itemNo, cats, weight, t);
+      }
+    }
+
+    for (let w = 0; w < WINDOWS.length; w++) {
+      const spec = WINDOWS[w];
+      const now = bucketIndex(nowMs, spec);
+      const b = bucketIndex(t, spec);
+      if (b <= now - spec.buckets) continue; // already outside this window
+      const arr = rec.win[w];
+      pruneWindow(arr, now - spec.buckets);
+      addTriple(arr, b, eventKey(code), 1);
+      if (e.durationSeconds !== undefined && e.durationSeconds > 0)
+        addTriple(arr, b, KEY_DURATION, e.durationSeconds);
+      if (positive) for (const c of cats) addTriple(arr, b, c, weight);
+    }
+  }
+
+  private materialise(rec: UserRec, nowMs: number): UserState {
+    const recent: RecentInteraction[] = [];
+    for (let i = rec.recent.length - 2; i >= 0; i -= 2) {
+      const packed = rec.recent[i];
+      recent.push({
+        itemId: this.items.names[Math.floor(packed / 8)],
+        event: EVENT_TYPE_ORDER[packed % 8],
+        timestampMs: rec.recent[i + 1],
+      });
+    }
+    const seen = new Set<string>();
+    const itemCounts = new Map<string, number>();
+    for (let i = 0; i < rec.items.length; i += 2) {
+      const id = this.items.names[rec.items[i]];
+      seen.add(id);
+      if (rec.items[i + 1] > 0) itemCounts.set(id, rec.items[i + 1]);
+    }
+    const blocked = new Set<string>();
+    for (let i = 0; i < rec.blocked.length; i += 2) blocked.add(this.items.names[rec.blocked[i]]);
+    const creatorCounts = new Map<string, number>();
+    for (let i = 0; i < rec.creators.length; i += 2)
+      creatorCounts.set(this.creators.names[rec.creators[i]], rec.creators[i + 1]);
+    const total = new Map<string, number>();
+    for (let i = 0; i < rec.catTotal.length; i += 2)
+      total.set(this.categories.names[rec.catTotal[i]], rec.catTotal[i + 1]);
+
+    const windowCats: Map<string, number>[] = [];
+    const activity = {} as Record<WindowName, WindowActivity>;
+    for (let w = 0; w < WINDOWS.length; w++) {
+      const spec = WINDOWS[w];
+      const now = bucketIndex(nowMs, spec);
+      const lo = now - spec.buckets;
+      const cats = new Map<string, number>();
+      const act = emptyActivity();
+      const arr = rec.win[w];
+      for (let i = 0; i < arr.length; i += 3) {
+        const b = arr[i];
+        if (b <= lo || b > now) continue;
+        const key = arr[i + 1];
+        const v = arr[i + 2];
+        if (key >= 0) {
+          const name = this.categories.names[key];
+          cats.set(name, (cats.get(name) ?? 0) + v);
+        } else if (key === KEY_DURATION) act.durationSeconds += v;
+        else act.events[EVENT_TYPE_ORDER[-1 - key] as EventType] += v;
+      }
+      const views = Math.max(act.events.view, 1);
+      act.ctr = act.events.click / views;
+      act.avgDurationSeconds = act.durationSeconds / views;
+      windowCats.push(cats);
+      activity[spec.name] = act;
+    }
+
+    return {
+      userId: rec.id,
+      interactionCount: rec.interactions,
+      lastActiveMs: Number.isNaN(rec.lastActive) ? null : rec.lastActive,
+      recent,
+      seen,
+      blocked,
+      itemCounts,
+      creatorCounts,
+      categoryCounts: { '5m': windowCats[0], '1h': windowCats[1], '24h': windowCats[2], total },
+      activity,
+    };
+  }
+
+  private dropUserCache(userId: string): void {
+    const keys = this.cacheByUser.get(userId);
+    if (!keys) return;
+    for (const k of keys) {
+      const e = this.cache.get(k);
+      if (e) {
+        this.cache.delete(k);
+        this.cacheBytes -= e.bytes;
+      }
+    }
+    this.cacheByUser.delete(userId);
+  }
+
+  private deleteCached(key: string, e: CacheEntry): void {
+    this.cache.delete(key);
+    this.cacheBytes -= e.bytes;
+    if (e.user !== null) {
+      const keys = this.cacheByUser.get(e.user);
+      if (keys) {
+        keys.delete(key);
+        if (keys.size === 0) this.cacheByUser.delete(e.user);
+      }
+    }
+  }
+}
+
+function positiveInt(v: number | undefined, dflt: number, name: string): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1)
+    throw new RangeError(`MemoryFeatureStore: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** Drops idempotency keys whose expiry passed; they are in insertion (≈ expiry) order. */
+function sweepIdem(idem: number[], nowS: number): void {
+  let n = 0;
+  while (n < idem.length && idem[n + 1] <= nowS) n += 2;
+  if (n > 0) idem.splice(0, n);
+}
+
+/** Keeps (packed, timestamp) pairs sorted by timestamp, oldest first, at most RECENT_LIMIT. */
+function insertRecent(recent: number[], packed: number, t: number): void {
+  let i = recent.length;
+  // Events nearly always arrive in time order: the scan stops at once.
+  while (i > 0 && recent[i - 1] > t) i -= 2;
+  if (i === recent.length) recent.push(packed, t);
+  else recent.splice(i, 0, packed, t);
+  if (recent.length > RECENT_LIMIT * 2) recent.splice(0, recent.length - RECENT_LIMIT * 2);
+}
+
+function addPair(arr: number[], key: number, add: number): void {
+  const i = findPair(arr, key);
+  if (i >= 0) arr[i + 1] += add;
+  else arr.push(key, add);
+}
+
+function addTriple(arr: number[], bucket: number, key: number, add: number): void {
+  // Newest buckets sit at the end; the match, when there is one, is usually near it.
+  for (let i = arr.length - 3; i >= 0; i -= 3) {
+    if (arr[i] === bucket && arr[i + 1] === key) {
+      arr[i + 2] += add;
+      return;
+    }
+  }
+  arr.push(bucket, key, add);
+}
+
+/** Removes triples whose bucket is at or below `lowest` (fallen out of the window). */
+function pruneWindow(arr: number[], lowest: number): void {
+  let w = 0;
+  for (let r = 0; r < arr.length; r += 3) {
+    if (arr[r] <= lowest) continue;
+    if (w !== r) {
+      arr[w] = arr[r];
+      arr[w + 1] = arr[r + 1];
+      arr[w + 2] = arr[r + 2];
+    }
+    w += 3;
+  }
+  arr.length = w;
+}

@@ -1,0 +1,106 @@
+// The shared FeatureStore suite on the embedded backend, plus what only it promises: the caps
+// that bound its memory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemoryFeatureStore } from '../../src/features/memory-store.js';
+import { recsCacheKey } from '../../src/features/store.js';
+import { storeSuite } from './store-suite.js';
+
+storeSuite('memory', (itemInfo) => new MemoryFeatureStore({ itemInfo }));
+
+const T0 = Date.UTC(2026, 0, 24, 10, 0, 0);
+
+test('memory: beyond maxUsers the least recently written user is dropped', async () => {
+  const store = new MemoryFeatureStore({ maxUsers: 3 });
+  for (const u of ['a', 'b', 'c'])
+    await store.recordEvents(u, [{ itemId: 'x', event: 'view', timestampMs: T0 }], T0);
+  // Writing to 'a' makes 'b' the least recently written.
+  await store.recordEvents('a', [{ itemId: 'y', event: 'view', timestampMs: T0 }], T0);
+  await store.recordEvents('d', [{ itemId: 'x', event: 'view', timestampMs: T0 }], T0);
+  const got = await store.getUsers(['a', 'b', 'c', 'd'], T0);
+  assert.deepEqual(
+    got.map((s) => s?.userId ?? null),
+    ['a', null, 'c', 'd'],
+  );
+  assert.equal(store.userCount, 3);
+  await store.close();
+});
+
+test('memory: per-user item memory keeps the most recently touched items', async () => {
+  const store = new MemoryFeatureStore({ maxItemsPerUser: 5 });
+  const events = Array.from({ length: 8 }, (_, i) => ({
+    itemId: `i${i}`,
+    event: 'view' as const,
+    timestampMs: T0 + i * 1000,
+  }));
+  await store.recordEvents('u', events, T0 + 10_000);
+  // i0..i2 are gone; touching i3 makes it the most recent, so i8 pushes out i4 instead.
+  await store.recordEvents(
+    'u',
+    [
+      { itemId: 'i3', event: 'like', timestampMs: T0 + 9000 },
+      { itemId: 'i8', event: 'view', timestampMs: T0 + 9500 },
+    ],
+    T0 + 10_000,
+  );
+  const [s] = await store.getUsers(['u'], T0 + 10_000);
+  assert.deepEqual([...(s?.seen ?? [])].sort(), ['i3', 'i5', 'i6', 'i7', 'i8']);
+  assert.equal(s?.itemCounts.get('i3'), 2);
+  await store.close();
+});
+
+test('memory: the cache evicts least recently used entries beyond its caps', async () => {
+  const store = new MemoryFeatureStore({ maxCacheEntries: 2, maxCacheBytes: 100 });
+  await store.setCached(recsCacheKey('u1', 'a'), 'x', 60_000);
+  await store.setCached(recsCacheKey('u2', 'a'), 'y', 60_000);
+  await store.getCached(recsCacheKey('u1', 'a')); // u1 is now the most recently used
+  await store.setCached(recsCacheKey('u3', 'a'), 'z', 60_000);
+  assert.equal(await store.getCached(recsCacheKey('u1', 'a')), 'x');
+  assert.equal(await store.getCached(recsCacheKey('u2', 'a')), null);
+  // 60 characters = 120 bytes: over the byte cap, never stored.
+  await store.setCached('big', 'b'.repeat(60), 60_000);
+  assert.equal(await store.getCached('big'), null);
+  await store.setCached('b1', new Uint8Array(60), 60_000);
+  await store.setCached('b2', new Uint8Array(60), 60_000);
+  assert.equal(await store.getCached('b1'), null);
+  assert.ok(await store.getCached('b2'));
+  await store.close();
+  await assert.rejects(store.getUsers(['u1']), /after close/);
+});
+
+test('memory: trending keeps an exact top list as scores grow', async () => {
+  const store = new MemoryFeatureStore({ trendingGlobalSize: 3 });
+  const counts = [5, 1, 4, 2, 7, 3];
+  let u = 0;
+  for (let i = 0; i < counts.length; i++)
+    for (let n = 0; n < counts[i]; n++)
+      await store.recordEvents(
+        `u${u++}`,
+        [{ itemId: `t${i}`, event: 'view', timestampMs: T0 }],
+        T0,
+      );
+  const top = await store.trending('1h', 10, T0);
+  assert.deepEqual(
+    top.map((t) => [t.itemId, Math.round(t.score)]),
+    [
+      ['t4', 7],
+      ['t0', 5],
+      ['t2', 4],
+    ],
+  );
+  // t1 overtakes everyone from outside the list.
+  for (let n = 0; n < 10; n++)
+    await store.recordEvents(`v${n}`, [{ itemId: 't1', event: 'view', timestampMs: T0 }], T0);
+  assert.deepEqual(
+    (await store.trending('1h', 10, T0)).map((t) => t.itemId),
+    ['t1', 't4', 't0'],
+  );
+  // Days later the 1 h scores have decayed to nothing but the order is kept; new events
+  // (which move the frame) still rank correctly.
+  const later = T0 + 40 * 24 * 3600_000;
+  await store.recordEvents('w', [{ itemId: 't3', event: 'view', timestampMs: later }], later);
+  const after = await store.trending('1h', 10, later);
+  assert.equal(after[0].itemId, 't3');
+  assert.ok(Math.abs(after[0].score - 1) < 1e-9);
+  await store.close();
+});
