@@ -1,0 +1,168 @@
+// The serving model: a loaded bundle plus every piece of runtime state derived from it
+// (exact index, HNSW index, ranking worker pool, popularity lists, norms), held behind ONE
+// reference. Requests acquire the current ServingModel at their start and use only it, so a
+// later swap (hot reload) is one assignment: requests in flight finish on the old model,
+// new ones see the new one, and the old one is freed when its last request releases it.
+import type { PipelineConfig } from '../config/index.js';
+import type { ModelBundle } from './bundle.js';
+import type { Metrics } from '../observability/metrics.js';
+import { ExactIndex } from '../retrieval/exact.js';
+import { HnswIndex } from '../retrieval/hnsw.js';
+import { RetrievalBatcher } from '../pipeline/candidates/batcher.js';
+import { RankerPool } from '../pipeline/ranking/pool.js';
+import { shareBundleItems, type SharedItems } from '../pipeline/ranking/shared-bundle.js';
+
+export interface ServingModel {
+  readonly bundle: ModelBundle;
+  /** "<name>-v<version>", the model_version clients see. */
+  readonly version: string;
+  readonly items: SharedItems;
+  readonly exact: ExactIndex;
+  readonly collaborative: RetrievalBatcher;
+  readonly hnsw: HnswIndex;
+  readonly ranker: RankerPool;
+  /** L2 norm of each item embedding (cosine fallback, similar items). */
+  readonly itemNorms: Float32Array;
+  /** Item rows by training popularity, most popular first (top 2000). */
+  readonly popular: Int32Array;
+  /** Per category number: its items by popularity, most popular first (top 200). */
+  readonly popularByCategory: Int32Array[];
+  /** Per category number: all its item rows ascending (allow-lists for filters). */
+  readonly categoryRows: Uint32Array[];
+  readonly categoryIndex: Map<string, number>;
+  /** Creator id -> its item rows (content similarity). */
+  readonly creatorRows: Map<string, number[]>;
+  /** Largest training popularity (normalises the cold-start popularity score). */
+  readonly maxPopularity: number;
+}
+
+export interface BuildOptions {
+  pipeline: PipelineConfig;
+  metrics?: Metrics;
+  /** Index threads for the exact scan. Default: the addon's choice. */
+  exactThreads?: number;
+}
+
+export async function buildServingModel(
+  bundle: ModelBundle,
+  opts: BuildOptions,
+): Promise<ServingModel> {
+  const { dim, items } = bundle;
+  const n = items.ids.length;
+  const shared = shareBundleItems(bundle);
+  const ids = new Uint32Array(n);
+  for (let i = 0; i < n; i++) ids[i] = i;
+  const exact = ExactIndex.create(
+    opts.exactThreads === undefined ? { dim } : { dim, threads: opts.exactThreads },
+  );
+  exact.build(ids, shared.itemEmbeddings);
+  const hnsw = await HnswIndex.load(bundle.hnswPath);
+
+  const itemNorms = new Float32Array(n);
+  for (let r = 0; r < n; r++) {
+    let s = 0;
+    for (let j = r * dim, e = j + dim; j < e; j++)
+      s += shared.itemEmbeddings[j]! * shared.itemEmbeddings[j]!;
+    itemNorms[r] = Math.sqrt(s);
+  }
+  const byPop = Array.from({ length: n }, (_, i) => i).sort(
+    (a, b) => items.popularity[b]! - items.popularity[a]! || a - b,
+  );
+  const popular = Int32Array.from(byPop.slice(0, 2000));
+  const nc = items.categoryNames.length;
+  const catLists: number[][] = Array.from({ length: nc }, () => []);
+  const popLists: number[][] = Array.from({ length: nc }, () => []);
+  for (let r = 0; r < n; r++) for (const c of items.categories[r]!) catLists[c]!.push(r);
+  for (const r of byPop) {
+    for (const c of items.categories[r]!) if (popLists[c]!.length < 200) popLists[c]!.push(r);
+  }
+  const creatorRows = new Map<string, number[]>();
+  for (let r = 0; r < n; r++) {
+    const c = items.creatorIds[r];
+    if (!c) continue;
+    let l = creatorRows.get(c);
+    if (!l) creatorRows.set(c, (l = []));
+    l.push(r);
+  }
+  let maxPopularity = 0;
+  for (let r = 0; r < n; r++)
+    if (items.popularity[r]! > maxPopularity) maxPopularity = items.popularity[r]!;
+
+  const ranker = new RankerPool(shared, bundle.ranker, {
+    threads: opts.pipeline.rankerThreads,
+    intraOpThreads: opts.pipeline.rankerIntraOpThreads,
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
+  });
+  const collaborative = new RetrievalBatcher(exact, {
+    maxBatch: opts.pipeline.maxBatch,
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
+  });
+  return {
+    bundle,
+    version: `${bundle.name}-v${bundle.version}`,
+    items: shared,
+    exact,
+    collaborative,
+    hnsw,
+    ranker,
+    itemNorms,
+    popular,
+    popularByCategory: popLists.map((l) => Int32Array.from(l)),
+    categoryRows: catLists.map((l) => Uint32Array.from(l)),
+    categoryIndex: new Map(items.categoryNames.map((c, i) => [c, i])),
+    creatorRows,
+    maxPopularity,
+  };
+}
+
+/** Frees a model's runtime state (worker threads; native memory goes with the GC). */
+export async function releaseServingModel(m: ServingModel): Promise<void> {
+  await m.ranker.close();
+}
+
+/** Holds the one serving reference and counts the requests using each model. */
+export class ModelRegistry {
+  private currentModel: ServingModel | undefined;
+  private readonly refs = new Map<ServingModel, number>();
+  private readonly retired = new Set<ServingModel>();
+
+  current(): ServingModel | undefined {
+    return this.currentModel;
+  }
+
+  /** The model a request should use from start to end; pair with release(). */
+  acquire(): ServingModel | undefined {
+    const m = this.currentModel;
+    if (m) this.refs.set(m, (this.refs.get(m) ?? 0) + 1);
+    return m;
+  }
+
+  release(m: ServingModel): void {
+    const left = (this.refs.get(m) ?? 1) - 1;
+    if (left > 0) {
+      this.refs.set(m, left);
+      return;
+    }
+    this.refs.delete(m);
+    if (this.retired.delete(m)) void releaseServingModel(m);
+  }
+
+  /** Makes `m` the serving model; the previous one is freed once its requests are done. */
+  swap(m: ServingModel): ServingModel | undefined {
+    const old = this.currentModel;
+    this.currentModel = m;
+    if (old) {
+      if ((this.refs.get(old) ?? 0) === 0) void releaseServingModel(old);
+      else this.retired.add(old);
+    }
+    return old;
+  }
+
+  async close(): Promise<void> {
+    const all = new Set<ServingModel>(this.retired);
+    if (this.currentModel) all.add(this.currentModel);
+    this.currentModel = undefined;
+    this.retired.clear();
+    await Promise.all([...all].map(releaseServingModel));
+  }
+}

@@ -1,0 +1,109 @@
+// The ranking worker pool, with batching across concurrent requests.
+//
+// Policy: a job goes to a worker at once when one is idle (no added latency at low load);
+// while every worker is busy, arriving jobs wait, and the next free worker takes ALL that
+// wait (up to maxBatchRows candidate rows) as one task, scored in one ONNX run. Under load
+// this turns N small inferences into a few large ones; when idle it costs nothing.
+// `batchAcrossRequests: false` sends one job per task (bench/load.ts compares the two).
+import { Piscina } from 'piscina';
+import type { RankerConfig } from '../../models/bundle.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { SharedItems } from './shared-bundle.js';
+import type { RankJob, RankResult, RankWorkerData } from './worker.js';
+
+export interface RankerPoolOptions {
+  threads: number;
+  intraOpThreads: number;
+  /** Most candidate rows in one task. Default 2048. */
+  maxBatchRows?: number;
+  batchAcrossRequests?: boolean;
+  metrics?: Metrics;
+}
+
+interface Pending {
+  job: RankJob;
+  resolve: (scores: Float32Array) => void;
+  reject: (err: unknown) => void;
+}
+
+export class RankerPool {
+  private readonly piscina: Piscina;
+  private readonly pending: Pending[] = [];
+  private running = 0;
+  private readonly threads: number;
+  private readonly maxBatchRows: number;
+  private readonly batchAcross: boolean;
+  private readonly metrics: Metrics | undefined;
+  private closed = false;
+
+  constructor(items: SharedItems, ranker: RankerConfig, opts: RankerPoolOptions) {
+    this.threads = opts.threads;
+    this.maxBatchRows = opts.maxBatchRows ?? 2048;
+    this.batchAcross = opts.batchAcrossRequests ?? true;
+    this.metrics = opts.metrics;
+    const workerData: RankWorkerData = { items, ranker, intraOpThreads: opts.intraOpThreads };
+    this.piscina = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      workerData,
+      minThreads: opts.threads,
+      maxThreads: opts.threads,
+      idleTimeout: Infinity,
+      // Our own queue (above) does the waiting; Piscina's would hide it from batching.
+      concurrentTasksPerWorker: 1,
+    });
+  }
+
+  /** Jobs waiting for a free worker. */
+  queueDepth(): number {
+    return this.pending.length;
+  }
+
+  /** Scores (probabilities) for job.candidates, in order. */
+  rank(job: RankJob): Promise<Float32Array> {
+    if (this.closed) return Promise.reject(new Error('ranker pool is closed'));
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.pending.push({ job, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.running < this.threads && this.pending.length > 0) {
+      const batch: Pending[] = [];
+      let rows = 0;
+      do {
+        const next = this.pending[0]!;
+        if (batch.length > 0 && rows + next.job.candidates.length > this.maxBatchRows) break;
+        batch.push(this.pending.shift()!);
+        rows += next.job.candidates.length;
+      } while (this.batchAcross && this.pending.length > 0);
+      this.running++;
+      this.metrics?.batchSize.observe({ stage: 'ranking' }, batch.length);
+      this.piscina.run(batch.map((p) => p.job)).then(
+        (result: RankResult) => {
+          this.running--;
+          batch.forEach((p, i) => p.resolve(result[i]!));
+          this.dispatch();
+        },
+        (err: unknown) => {
+          this.running--;
+          for (const p of batch) p.reject(err);
+          this.dispatch();
+        },
+      );
+    }
+  }
+
+  /** Runs one tiny job on every thread so sessions are created before traffic arrives. */
+  async warm(job: RankJob): Promise<void> {
+    await Promise.all(
+      Array.from({ length: this.threads }, () => this.piscina.run([job]) as Promise<RankResult>),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.pending.splice(0)) p.reject(new Error('ranker pool is closed'));
+    await this.piscina.destroy();
+  }
+}

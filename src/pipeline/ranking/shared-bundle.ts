@@ -1,0 +1,71 @@
+// The parts of a bundle that ranking workers read, laid out in SharedArrayBuffers so every
+// worker sees the SAME memory as the main thread (a 1M × 64 bundle is 256 MB of embeddings:
+// one copy, not one per thread). Per-item category lists are flattened to offsets + data,
+// because structured-cloning a million small typed arrays into each worker would cost
+// seconds and hundreds of megabytes.
+import type { ModelBundle } from '../../models/bundle.js';
+import type { FeatureItems } from '../../features/catalog.js';
+
+export interface SharedItems {
+  dim: number;
+  itemEmbeddings: Float32Array;
+  categoryNames: string[];
+  /** categories of item r are catData[catOffsets[r] .. catOffsets[r + 1]). */
+  catOffsets: Uint32Array;
+  catData: Uint16Array;
+  creatorIds: string[];
+  createdAt: Float64Array;
+  quality: Float32Array;
+  popularity: Float32Array;
+}
+
+function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Array>(
+  src: T,
+  make: (buf: SharedArrayBuffer, length: number) => T,
+): T {
+  if (src.buffer instanceof SharedArrayBuffer) return src;
+  const out = make(new SharedArrayBuffer(src.byteLength), src.length);
+  out.set(src as never);
+  return out;
+}
+
+export function shareBundleItems(bundle: ModelBundle): SharedItems {
+  const { items } = bundle;
+  const n = items.ids.length;
+  const catOffsets = new Uint32Array(new SharedArrayBuffer(4 * (n + 1)));
+  let total = 0;
+  for (let r = 0; r < n; r++) {
+    catOffsets[r] = total;
+    total += items.categories[r]!.length;
+  }
+  catOffsets[n] = total;
+  const catData = new Uint16Array(new SharedArrayBuffer(2 * Math.max(1, total)));
+  for (let r = 0; r < n; r++) catData.set(items.categories[r]!, catOffsets[r]!);
+  return {
+    dim: bundle.dim,
+    itemEmbeddings: shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l)),
+    categoryNames: items.categoryNames,
+    catOffsets,
+    catData,
+    creatorIds: items.creatorIds,
+    createdAt: shared(items.createdAt, (b, l) => new Float64Array(b, 0, l)),
+    quality: shared(items.quality, (b, l) => new Float32Array(b, 0, l)),
+    popularity: shared(items.popularity, (b, l) => new Float32Array(b, 0, l)),
+  };
+}
+
+/** Rebuilds the FeatureItems view inside a worker (category lists as views, no copies). */
+export function featureItemsOf(s: SharedItems): FeatureItems {
+  const n = s.catOffsets.length - 1;
+  const categories: Uint16Array[] = new Array(n);
+  for (let r = 0; r < n; r++)
+    categories[r] = s.catData.subarray(s.catOffsets[r]!, s.catOffsets[r + 1]!);
+  return {
+    categoryNames: s.categoryNames,
+    categories,
+    creatorIds: s.creatorIds,
+    createdAt: s.createdAt,
+    quality: s.quality,
+    popularity: s.popularity,
+  };
+}

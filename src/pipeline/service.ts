@@ -1,0 +1,597 @@
+// RecommenderService: the one implementation every front end calls (HTTP, gRPC, tests).
+//
+// recommend(): cache → user features (one batched store read) → cold start when the user is
+// new → candidate sources in parallel (collaborative, similar-to-recent, trending, popular
+// in preferred categories) → dedupe, drop seen/blocked/excluded/filtered → ranking in the
+// worker pool (cosine fallback past the ranking timeout) → multi-objective re-rank →
+// explanations → response with a per-stage latency breakdown.
+//
+// Each request acquires the serving model once and uses only it (models/registry.ts), so a
+// model swap never mixes two bundles' row numbers inside one answer.
+import { randomUUID } from 'node:crypto';
+import { ApiError } from '../api/errors.js';
+import type {
+  CallOptions,
+  ExplanationReason,
+  FeedbackRequest,
+  FeedbackResponse,
+  NegativeFeedbackRequest,
+  NegativeFeedbackResponse,
+  Recommendation,
+  RecommendationRequest,
+  RecommendationResponse,
+  RecommenderService,
+  SimilarRequest,
+  SimilarResponse,
+} from '../api/types.js';
+import type { PipelineConfig } from '../config/index.js';
+import { recsCacheKey, type FeatureStore, type StoredEvent } from '../features/store.js';
+import type { ModelRegistry, ServingModel } from '../models/registry.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import {
+  collaborative,
+  merge,
+  popularInCategories,
+  similarToRecent,
+  trending,
+  type Candidate,
+  type ItemFilter,
+} from './candidates/sources.js';
+import { coldStartPicks } from './coldstart.js';
+import { capFor, rerank, seededRng } from './rerank.js';
+import { similarItems } from './similar.js';
+import { buildUserContext, featureView, preferredCategories, type UserContext } from './user.js';
+
+/** Where feedback goes (src/feedback's ingestor; the store directly when none is given). */
+export interface FeedbackSink {
+  recordBatch(
+    userId: string,
+    events: StoredEvent[],
+  ): Promise<{ accepted: number; duplicates: number }>;
+  negative(
+    userId: string,
+    itemId: string,
+    kind: NegativeFeedbackRequest['feedback_type'],
+    reason?: string,
+  ): Promise<{ duplicate: boolean }>;
+}
+
+export interface PipelineDeps {
+  registry: ModelRegistry;
+  store: FeatureStore;
+  config: PipelineConfig;
+  metrics: Metrics;
+  log: Logger;
+  feedback?: FeedbackSink;
+}
+
+const ACTIONS = {
+  not_interested: 'item_blocked',
+  hide: 'item_hidden',
+  report: 'item_reported',
+} as const;
+
+function ms(fromNs: bigint): number {
+  return Math.round(Number(process.hrtime.bigint() - fromNs) / 1e4) / 100;
+}
+
+export class RecommendationPipeline implements RecommenderService {
+  private readonly registry: ModelRegistry;
+  private readonly store: FeatureStore;
+  private readonly cfg: PipelineConfig;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+  private readonly sink: FeedbackSink;
+  private warmed = false;
+  private seedCounter = 0;
+  /**
+   * Last feedback time per user (this process): an answer computed from state read before
+   * the user's latest feedback is not cached, so feedback can never be undone by a slow
+   * concurrent request repopulating the cache with stale items.
+   */
+  private readonly lastFeedback = new Map<string, number>();
+
+  constructor(deps: PipelineDeps) {
+    this.registry = deps.registry;
+    this.store = deps.store;
+    this.cfg = deps.config;
+    this.metrics = deps.metrics;
+    this.log = deps.log;
+    this.sink = deps.feedback ?? {
+      recordBatch: async (userId, events) => {
+        const r = await this.store.recordEvents(userId, events);
+        await this.store.invalidateUser(userId);
+        return r;
+      },
+      negative: async (userId, itemId, kind, reason) => {
+        const r = await this.store.block(userId, itemId, kind, reason);
+        await this.store.invalidateUser(userId);
+        return r;
+      },
+    };
+  }
+
+  ready(): boolean {
+    return this.warmed && this.registry.current() !== undefined;
+  }
+
+  /** Marks the service ready; call after the model is loaded and warm() ran. */
+  setReady(ready: boolean): void {
+    this.warmed = ready;
+  }
+
+  /** Runs every stage once per ranking thread so the first real request is not the slowest. */
+  async warm(): Promise<void> {
+    const m = this.registry.current();
+    if (!m) throw new Error('warm(): no model loaded');
+    const u = buildUserContext(m, '__warmup__', null, undefined, Date.now());
+    const n = Math.min(8, m.bundle.items.ids.length);
+    await m.ranker.warm({
+      user: featureView(m, u),
+      req: { timestampMs: Date.now(), device: undefined },
+      candidates: Int32Array.from({ length: n }, (_, i) => i),
+      retrievalScores: new Float32Array(n),
+    });
+    await collaborative(m, u, 10, null);
+    if (m.bundle.items.ids.length > 0)
+      await similarToRecent(
+        m,
+        { ...u, recentRows: [0], recentIds: [m.bundle.items.ids[0]!] },
+        1,
+        5,
+        this.cfg.efSearch,
+      );
+  }
+
+  private acquire(opts?: CallOptions): ServingModel {
+    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
+      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
+    }
+    const m = this.ready() ? this.registry.acquire() : undefined;
+    if (!m) throw new ApiError('unavailable', 'models are not loaded yet; retry shortly');
+    return m;
+  }
+
+  private rng(): () => number {
+    const s = this.cfg.seed;
+    return s === null ? Math.random : seededRng(s + this.seedCounter++);
+  }
+
+  async recommend(req: RecommendationRequest, opts?: CallOptions): Promise<RecommendationResponse> {
+    const m = this.acquire(opts);
+    try {
+      return await this.recommendWith(m, req, opts);
+    } finally {
+      this.registry.release(m);
+    }
+  }
+
+  private async recommendWith(
+    m: ServingModel,
+    req: RecommendationRequest,
+    opts?: CallOptions,
+  ): Promise<RecommendationResponse> {
+    const t0 = process.hrtime.bigint();
+    const startedMs = Date.now();
+    const n = req.num_items ?? 20;
+    const tsMs = req.context?.timestamp ? Date.parse(req.context.timestamp) : startedMs;
+    const cacheKey =
+      this.cfg.cacheTtlMs > 0 ? recsCacheKey(req.user_id, cacheShape(req, m.version)) : null;
+    if (cacheKey) {
+      const hit = await this.store.getCached(cacheKey);
+      this.metrics.cache.inc({ result: hit ? 'hit' : 'miss' });
+      if (hit) {
+        const resp = JSON.parse(
+          typeof hit === 'string' ? hit : Buffer.from(hit).toString('utf8'),
+        ) as RecommendationResponse;
+        resp.request_id = newRequestId();
+        resp.metadata.cache_hit = true;
+        const total = ms(t0);
+        resp.metadata.latency_ms = {
+          total,
+          retrieval: 0,
+          ranking: 0,
+          feature_fetch: 0,
+          cache: total,
+        };
+        this.metrics.stageSeconds.observe({ stage: 'cache' }, total / 1000);
+        return resp;
+      }
+    }
+    const tFetch = process.hrtime.bigint();
+    const [state] = await this.store.getUsers([req.user_id], startedMs);
+    const featureFetch = ms(tFetch);
+    this.metrics.stageSeconds.observe({ stage: 'feature_fetch' }, featureFetch / 1000);
+    const u = buildUserContext(m, req.user_id, state ?? null, req.exclude_items, startedMs);
+    const filter = this.filterOf(m, req);
+    const catCap = capFor(
+      req.diversity_settings?.category_diversity,
+      n,
+      Math.max(
+        this.cfg.maxPerCategory,
+        Math.ceil(n / Math.max(1, m.bundle.items.categoryNames.length)),
+      ),
+    );
+    const creatorCap = capFor(
+      req.diversity_settings?.creator_diversity,
+      n,
+      Math.max(3, Math.ceil(n * 0.2)),
+    );
+    const interactions = state?.interactionCount ?? 0;
+    const cold = u.trainedRow === undefined && interactions < this.cfg.coldStartThreshold;
+    let resp: RecommendationResponse;
+    if (cold) {
+      resp = await this.coldStart(m, u, filter, n, catCap, featureFetch, t0, startedMs);
+    } else {
+      resp = await this.warmPath(
+        m,
+        req,
+        u,
+        filter,
+        n,
+        catCap,
+        creatorCap,
+        featureFetch,
+        t0,
+        tsMs,
+        opts,
+      );
+    }
+    if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
+      await this.store.setCached(cacheKey, JSON.stringify(resp), this.cfg.cacheTtlMs);
+    }
+    this.metrics.stageSeconds.observe({ stage: 'total' }, resp.metadata.latency_ms.total / 1000);
+    return resp;
+  }
+
+  private filterOf(m: ServingModel, req: RecommendationRequest): ItemFilter {
+    let categories: Set<number> | null = null;
+    if (req.filters?.categories && req.filters.categories.length > 0) {
+      categories = new Set();
+      for (const name of req.filters.categories) {
+        const c = m.categoryIndex.get(name);
+        if (c !== undefined) categories.add(c);
+      }
+    }
+    return { categories, minQuality: req.filters?.min_quality_score ?? 0 };
+  }
+
+  private async warmPath(
+    m: ServingModel,
+    req: RecommendationRequest,
+    u: UserContext,
+    filter: ItemFilter,
+    n: number,
+    catCap: number,
+    creatorCap: number,
+    featureFetch: number,
+    t0: bigint,
+    tsMs: number,
+    opts?: CallOptions,
+  ): Promise<RecommendationResponse> {
+    const cfg = this.cfg;
+    const tRet = process.hrtime.bigint();
+    let allow: Uint32Array | null = null;
+    if (filter.categories) {
+      const rows = new Set<number>();
+      for (const c of filter.categories) for (const r of m.categoryRows[c]!) rows.add(r);
+      allow = Uint32Array.from(rows).sort();
+    }
+    const prefs = filter.categories ? [...filter.categories] : preferredCategories(m, u.state, 3);
+    const nowMs = Date.now();
+    const [collab, similar, trend] = await Promise.all([
+      allow && allow.length === 0 ? [] : collaborative(m, u, cfg.collaborativeK, allow),
+      similarToRecent(m, u, cfg.similarSeeds, cfg.similarPerItem, cfg.efSearch),
+      trending(m, this.store, cfg.trendingK, nowMs),
+    ]);
+    const popular = popularInCategories(m, prefs, cfg.popularPerCategory);
+    const retrieval_sources: Record<string, number> = {
+      collaborative: collab.length,
+      similar_to_recent: similar.length,
+      trending: trend.length,
+      popular_in_category: popular.length,
+    };
+    const cands = merge(
+      m,
+      [collab, similar, trend, popular],
+      u.excludeSet,
+      filter,
+      cfg.maxCandidates,
+    );
+    const retrieval = ms(tRet);
+    this.metrics.stageSeconds.observe({ stage: 'retrieval' }, retrieval / 1000);
+    if (opts?.signal?.aborted) throw new ApiError('unavailable', 'client went away');
+
+    const tRank = process.hrtime.bigint();
+    const { scores, fallback } = await this.score(m, u, cands, tsMs, req);
+    const ranking = ms(tRank);
+    this.metrics.stageSeconds.observe({ stage: 'ranking' }, ranking / 1000);
+
+    const tRerank = process.hrtime.bigint();
+    const items = m.bundle.items;
+    const recentSet = new Set(u.recentRows);
+    const picked = rerank(
+      cands.map((c, i) => ({ row: c.row, engagement: scores[i]! })),
+      {
+        n,
+        dim: m.bundle.dim,
+        itemEmbeddings: m.items.itemEmbeddings,
+        itemNorms: m.itemNorms,
+        primaryCategory: (r) => items.categories[r]![0] ?? -1,
+        creatorOf: (r) => items.creatorIds[r] ?? '',
+        createdAt: items.createdAt,
+        nowMs: tsMs,
+        recent: recentSet,
+        explorationRate: cfg.explorationRate,
+        rng: this.rng(),
+        maxPerCategory: catCap,
+        maxPerCreator: creatorCap,
+      },
+    );
+    const byRow = new Map(cands.map((c) => [c.row, c]));
+    const recommendations: Recommendation[] = picked.map((p, i) => {
+      const c = byRow.get(p.row)!;
+      const reason: ExplanationReason = p.explored ? 'exploration' : c.source;
+      return {
+        item_id: items.ids[p.row]!,
+        score: Math.round(p.score * 1e6) / 1e6,
+        rank: i + 1,
+        explanation: { reason, source_items: this.explain(m, u, c) },
+        metadata: itemMetadata(m, p.row),
+      };
+    });
+    const rerankMs = ms(tRerank);
+    this.metrics.stageSeconds.observe({ stage: 'rerank' }, rerankMs / 1000);
+    const resp: RecommendationResponse = {
+      request_id: newRequestId(),
+      recommendations,
+      metadata: {
+        model_version: m.version,
+        experiment_id: null,
+        variant: null,
+        retrieval_sources,
+        latency_ms: {
+          total: ms(t0),
+          retrieval,
+          ranking,
+          feature_fetch: featureFetch,
+          rerank: rerankMs,
+        },
+        cold_start: false,
+      },
+    };
+    if (fallback) resp.metadata.ranking_fallback = true;
+    return resp;
+  }
+
+  /** Source items for the explanation: the seed item, or the recent item closest to it. */
+  private explain(m: ServingModel, u: UserContext, c: Candidate): string[] {
+    if (c.sourceItems.length > 0) return c.sourceItems;
+    if (c.source !== 'collaborative' || u.recentRows.length === 0) return [];
+    const { dim } = m.bundle;
+    const E = m.items.itemEmbeddings;
+    let best = -Infinity;
+    let bestId = '';
+    for (let i = 0; i < Math.min(5, u.recentRows.length); i++) {
+      const r = u.recentRows[i]!;
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += E[r * dim + j]! * E[c.row * dim + j]!;
+      if (dot > best) {
+        best = dot;
+        bestId = u.recentIds[i]!;
+      }
+    }
+    return bestId ? [bestId] : [];
+  }
+
+  /** Ranker scores in the worker pool; the cosine fallback past the timeout or on error. */
+  private async score(
+    m: ServingModel,
+    u: UserContext,
+    cands: Candidate[],
+    tsMs: number,
+    req: RecommendationRequest,
+  ): Promise<{ scores: Float32Array; fallback: boolean }> {
+    if (cands.length === 0) return { scores: new Float32Array(0), fallback: false };
+    const job = {
+      user: featureView(m, u),
+      req: { timestampMs: tsMs, device: req.context?.device_type },
+      candidates: Int32Array.from(cands, (c) => c.row),
+      retrievalScores: Float32Array.from(cands, (c) => c.score),
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.cfg.rankingTimeoutMs);
+    });
+    try {
+      const r = await Promise.race([m.ranker.rank(job), timeout]);
+      if (r !== 'timeout') return { scores: r, fallback: false };
+      this.metrics.fallbacks.inc({ reason: 'timeout' });
+    } catch (err) {
+      this.metrics.fallbacks.inc({ reason: 'error' });
+      this.log.warn({ err }, 'ranking failed; cosine fallback');
+    } finally {
+      clearTimeout(timer);
+    }
+    return { scores: this.cosineScores(m, u.query, job.candidates), fallback: true };
+  }
+
+  /** The seed's fallback: cosine(user, item), mapped to 0..1. */
+  private cosineScores(m: ServingModel, q: Float32Array, rows: Int32Array): Float32Array {
+    const { dim } = m.bundle;
+    const E = m.items.itemEmbeddings;
+    let qn = 0;
+    for (let j = 0; j < dim; j++) qn += q[j]! * q[j]!;
+    qn = Math.sqrt(qn) || 1;
+    const out = new Float32Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += q[j]! * E[r * dim + j]!;
+      out[i] = (dot / (qn * (m.itemNorms[r]! || 1)) + 1) / 2;
+    }
+    return out;
+  }
+
+  private async coldStart(
+    m: ServingModel,
+    u: UserContext,
+    filter: ItemFilter,
+    n: number,
+    catCap: number,
+    featureFetch: number,
+    t0: bigint,
+    nowMs: number,
+  ): Promise<RecommendationResponse> {
+    this.metrics.coldStarts.inc();
+    const tRet = process.hrtime.bigint();
+    const { picks, sources } = await coldStartPicks(
+      m,
+      this.store,
+      n,
+      u.excludeSet,
+      filter,
+      nowMs,
+      this.rng(),
+      {
+        maxPerCategory: catCap,
+      },
+    );
+    const retrieval = ms(tRet);
+    const reasons: Record<string, ExplanationReason> = {
+      popular: 'popular',
+      trending: 'trending',
+      popular_in_category: 'popular_in_category',
+      exploration: 'exploration',
+    };
+    return {
+      request_id: newRequestId(),
+      recommendations: picks.map((p, i) => ({
+        item_id: m.bundle.items.ids[p.row]!,
+        score: Math.round(p.score * 1e6) / 1e6,
+        rank: i + 1,
+        explanation: { reason: reasons[p.source] ?? 'cold_start', source_items: [] },
+        metadata: { ...itemMetadata(m, p.row), cold_start: true },
+      })),
+      metadata: {
+        model_version: m.version,
+        experiment_id: null,
+        variant: null,
+        retrieval_sources: sources,
+        latency_ms: { total: ms(t0), retrieval, ranking: 0, feature_fetch: featureFetch },
+        cold_start: true,
+      },
+    };
+  }
+
+  async similar(req: SimilarRequest, opts?: CallOptions): Promise<SimilarResponse> {
+    const m = this.acquire(opts);
+    try {
+      const row = m.bundle.items.index.get(req.item_id);
+      if (row === undefined) {
+        throw new ApiError('not_found', `item '${req.item_id}' is not in the catalog`, 'item_id');
+      }
+      const exclude = new Set<number>();
+      for (const id of req.exclude_items ?? []) {
+        const r = m.bundle.items.index.get(id);
+        if (r !== undefined) exclude.add(r);
+      }
+      let user: Float32Array | null = null;
+      if (req.user_id !== undefined) {
+        const [state] = await this.store.getUsers([req.user_id]);
+        const u = buildUserContext(m, req.user_id, state ?? null, undefined, Date.now());
+        for (const id of state?.blocked ?? []) {
+          const r = m.bundle.items.index.get(id);
+          if (r !== undefined) exclude.add(r);
+        }
+        user = u.trainedRow !== undefined || u.recentRows.length > 0 ? u.query : null;
+      }
+      const t0 = process.hrtime.bigint();
+      const similar_items = await similarItems(m, {
+        row,
+        n: req.num_items ?? 20,
+        type: req.similarity_type ?? 'hybrid',
+        exclude,
+        user,
+        efSearch: this.cfg.efSearch,
+      });
+      this.metrics.stageSeconds.observe({ stage: 'similar' }, ms(t0) / 1000);
+      return { request_id: newRequestId(), source_item: req.item_id, similar_items };
+    } finally {
+      this.registry.release(m);
+    }
+  }
+
+  async feedback(req: FeedbackRequest, opts?: CallOptions): Promise<FeedbackResponse> {
+    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
+      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
+    }
+    const now = Date.now();
+    const events: StoredEvent[] = req.events.map((e) => {
+      const ev: StoredEvent = {
+        itemId: e.item_id,
+        event: e.event_type,
+        timestampMs: e.timestamp ? Date.parse(e.timestamp) : now,
+      };
+      if (e.duration_seconds !== undefined) ev.durationSeconds = e.duration_seconds;
+      if (e.completion_rate !== undefined) ev.completionRate = e.completion_rate;
+      if (e.context?.recommendation_id !== undefined)
+        ev.recommendationId = e.context.recommendation_id;
+      if (e.context?.position !== undefined) ev.position = e.context.position;
+      if (e.context?.surface !== undefined) ev.surface = e.context.surface;
+      return ev;
+    });
+    this.lastFeedback.set(req.user_id, now);
+    const r = await this.sink.recordBatch(req.user_id, events);
+    this.metrics.feedbackEvents.inc({ result: 'accepted' }, r.accepted);
+    this.metrics.feedbackEvents.inc({ result: 'duplicate' }, r.duplicates);
+    return { status: 'accepted', events_processed: r.accepted, duplicates_ignored: r.duplicates };
+  }
+
+  async negativeFeedback(
+    req: NegativeFeedbackRequest,
+    opts?: CallOptions,
+  ): Promise<NegativeFeedbackResponse> {
+    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
+      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
+    }
+    this.lastFeedback.set(req.user_id, Date.now());
+    const r = await this.sink.negative(req.user_id, req.item_id, req.feedback_type, req.reason);
+    return {
+      status: r.duplicate ? 'duplicate_ignored' : 'accepted',
+      action_taken: ACTIONS[req.feedback_type],
+    };
+  }
+}
+
+function newRequestId(): string {
+  return 'req_' + randomUUID().replace(/-/g, '').slice(0, 20);
+}
+
+function itemMetadata(m: ServingModel, row: number): Recommendation['metadata'] {
+  const { items } = m.bundle;
+  return {
+    title: items.titles[row] ?? '',
+    categories: Array.from(items.categories[row]!, (c) => items.categoryNames[c]!),
+    creator_id: items.creatorIds[row] ?? '',
+  };
+}
+
+/**
+ * Everything that makes two answers for one user differ: the model, the request type, the
+ * list length, exclusions, filters, diversity and device (the ranker reads the device).
+ */
+export function cacheShape(req: RecommendationRequest, modelVersion: string): string {
+  return JSON.stringify([
+    modelVersion,
+    req.request_type ?? 'home_feed',
+    req.num_items ?? 20,
+    req.exclude_items ? [...req.exclude_items].sort() : null,
+    req.filters?.categories ? [...req.filters.categories].sort() : null,
+    req.filters?.min_quality_score ?? null,
+    req.diversity_settings?.category_diversity ?? null,
+    req.diversity_settings?.creator_diversity ?? null,
+    req.context?.device_type ?? null,
+  ]);
+}
