@@ -9,6 +9,10 @@ const commands: Record<string, Command> = {
       printHelp();
     },
   },
+  serve: {
+    summary: 'serve /v1 over HTTP (builds the addon and demo models when missing)',
+    run: async (args) => (await import('./serve.js')).run(args),
+  },
 };
 
 function printHelp(): void {

@@ -217,10 +217,8 @@ export async function startHttpServer(
         );
         return;
       }
-      if (draining) {
-        sendError(ex, new ApiError('unavailable', 'server is shutting down'));
-        return;
-      }
+      // While draining, requests on connections that were already open are still served
+      // (their responses carry Connection: close); the closed listen socket stops new ones.
       readBody(ex, (bytes) => {
         let input: unknown;
         try {

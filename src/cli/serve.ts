@@ -1,0 +1,187 @@
+// `recserve serve`: builds what is missing (the addon, the demo model repository), starts the
+// HTTP front end at once (so /healthz answers and /readyz says "not ready" while loading),
+// loads and warms the newest model version, then turns ready. SIGTERM/SIGINT: stop
+// accepting, finish in-flight requests, exit 0.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
+import { MemoryFeatureStore } from '../features/memory-store.js';
+import type { FeatureStore, ItemInfo } from '../features/store.js';
+import { latestVersion, loadBundle } from '../models/repository.js';
+import { buildServingModel, ModelRegistry } from '../models/registry.js';
+import { createLogger, type Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { RecommendationPipeline } from '../pipeline/service.js';
+import { projectRoot } from '../retrieval/native.js';
+import { startHttpServer, type HttpServer } from '../transport/http/server.js';
+
+export interface RunningServer {
+  config: ServerConfig;
+  http: HttpServer;
+  service: RecommendationPipeline;
+  registry: ModelRegistry;
+  store: FeatureStore;
+  metrics: Metrics;
+  log: Logger;
+  /** Settles when the model is loaded and warm (rejects when loading failed). */
+  ready: Promise<void>;
+  /** Graceful stop: drain HTTP, then free the model and the store. */
+  close(): Promise<void>;
+}
+
+/** Newest version directory of models/<name>/ (models/repository.ts decides what counts). */
+export function latestVersionDir(modelsDir: string, name: string): string | undefined {
+  const v = latestVersion(modelsDir, name);
+  return v === undefined ? undefined : join(modelsDir, name, String(v));
+}
+
+function buildMissing(cfg: ServerConfig, log: Logger): void {
+  const root = projectRoot();
+  if (!existsSync(join(root, 'build', 'Release', 'recserve_native.node'))) {
+    log.info('native addon missing: building it (scripts/build-native.mjs)');
+    const r = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], {
+      stdio: 'inherit',
+    });
+    if (r.status !== 0) throw new Error('building the native addon failed');
+  }
+  if (!latestVersionDir(cfg.modelsDir, cfg.modelName)) {
+    log.info({ modelsDir: cfg.modelsDir }, 'no model version found: building the demo repository');
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(root, 'dist', 'src', 'cli', 'main.js'),
+        'build-demo',
+        '--if-missing',
+        '--out',
+        cfg.modelsDir,
+      ],
+      { stdio: 'inherit' },
+    );
+    if (r.status !== 0) throw new Error('recserve build-demo failed');
+  }
+}
+
+/** Starts everything in-process (tests and the CLI share it). */
+export async function startServer(cfg: ServerConfig, log?: Logger): Promise<RunningServer> {
+  const logger = log ?? createLogger(cfg.logLevel);
+  const metrics = new Metrics();
+  const registry = new ModelRegistry();
+  const store = new MemoryFeatureStore({
+    // Aggregation reads the current model's catalog; an item it does not know is still
+    // recorded (seen, counts), just without category/creator aggregates.
+    itemInfo: (itemId: string): ItemInfo | undefined => {
+      const m = registry.current();
+      const row = m?.bundle.items.index.get(itemId);
+      if (m === undefined || row === undefined) return undefined;
+      const items = m.bundle.items;
+      return {
+        categories: Array.from(items.categories[row]!, (c) => items.categoryNames[c]!),
+        creatorId: items.creatorIds[row] || null,
+      };
+    },
+  });
+  const service = new RecommendationPipeline({
+    registry,
+    store,
+    config: cfg.pipeline,
+    metrics,
+    log: logger.child({ component: 'pipeline' }),
+  });
+  metrics.queueDepth.onCollect(() => {
+    const m = registry.current();
+    metrics.queueDepth.set({ queue: 'ranking' }, m ? m.ranker.queueDepth() : 0);
+    metrics.queueDepth.set({ queue: 'retrieval' }, m ? m.collaborative.queueDepth() : 0);
+    metrics.queueDepth.set({ queue: 'http_in_flight' }, http.inFlight());
+  });
+  const http = await startHttpServer(service, {
+    host: cfg.host,
+    port: cfg.port,
+    maxBodyBytes: cfg.maxBodyBytes,
+    metrics,
+    log: logger.child({ component: 'http' }),
+  });
+  logger.info({ host: cfg.host, port: http.port }, 'listening (not ready until models load)');
+
+  const ready = (async () => {
+    const t0 = Date.now();
+    if (cfg.buildMissing) buildMissing(cfg, logger);
+    const dir = latestVersionDir(cfg.modelsDir, cfg.modelName);
+    if (!dir) throw new Error(`no model version under ${join(cfg.modelsDir, cfg.modelName)}`);
+    const bundle = await loadBundle(dir);
+    const model = await buildServingModel(bundle, { pipeline: cfg.pipeline, metrics });
+    registry.swap(model);
+    await service.warm();
+    service.setReady(true);
+    logger.info(
+      { model: model.version, items: bundle.items.ids.length, ms: Date.now() - t0 },
+      'model loaded and warm: ready',
+    );
+  })();
+  ready.catch((err: unknown) => logger.error({ err }, 'model load failed; staying not ready'));
+
+  let closing: Promise<void> | undefined;
+  return {
+    config: cfg,
+    http,
+    service,
+    registry,
+    store,
+    metrics,
+    log: logger,
+    ready,
+    close() {
+      closing ??= (async () => {
+        service.setReady(false);
+        await http.close(cfg.drainTimeoutMs);
+        await ready.catch(() => undefined);
+        await registry.close();
+        await store.close();
+        metrics.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+export async function run(args: string[]): Promise<number> {
+  if (args.includes('--help') || args.includes('-h')) {
+    console.log(
+      `usage: recserve serve [--port N --host H --models DIR --config FILE ...]\n\nsettings (flag / environment):\n${describeSettings()}`,
+    );
+    return 0;
+  }
+  let cfg: ServerConfig;
+  try {
+    cfg = loadConfig(args, process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`recserve serve: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  const server = await startServer(cfg);
+  const exitCode = await new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      server.log.info(
+        { signal, inFlight: server.http.inFlight() },
+        'stopping: draining in-flight requests',
+      );
+      server.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          server.log.error({ err }, 'error while stopping');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  server.log.info('stopped');
+  return exitCode;
+}
