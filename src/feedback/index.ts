@@ -1,6 +1,7 @@
 // The feedback ingestion path (see ingestor.ts): what transports call after validation.
 export {
   FeedbackIngestor,
+  fromWire,
   NEGATIVE_ACTIONS,
   replayLog,
   type FeedbackIngestorOptions,

@@ -121,23 +121,25 @@ export class FeedbackIngestor {
   }
 
   /**
-   * Records a batch of events for one user. Returns how many were applied and how many were
-   * recognised as duplicates. Throws ApiError invalid_argument (naming `events[i].field`) for
-   * an event outside the timestamp policy, before applying any of the batch; ApiError
-   * unavailable when the log cannot take or commit the events.
+   * Records a batch of events for one user (the pipeline's FeedbackSink.recordBatch). Returns
+   * how many were applied and how many were recognised as duplicates. Throws ApiError
+   * invalid_argument naming the wire field (`events[i].timestamp`, ...) for an event outside
+   * the timestamp policy, before applying any of the batch; ApiError unavailable when the log
+   * cannot take or commit the events.
    */
   async recordBatch(
     userId: string,
-    events: readonly FeedbackEvent[],
+    events: readonly StoredEvent[],
     nowMs = this.now(),
   ): Promise<IngestResult> {
     if (typeof userId !== 'string' || userId.length === 0)
       throw ApiError.invalid('user_id', 'must be a non-empty string');
     if (!Array.isArray(events)) throw ApiError.invalid('events', 'must be an array');
-    const stored = events.map((e, i) => this.toStored(e, `events[${i}]`, nowMs));
-    if (stored.length === 0) return { accepted: 0, duplicates: 0 };
+    for (let i = 0; i < events.length; i++) this.checkEvent(events[i], `events[${i}]`, nowMs);
+    if (events.length === 0) return { accepted: 0, duplicates: 0 };
     this.assertLogAccepting();
 
+    const stored = events as StoredEvent[];
     const r = await this.store.recordEvents(userId, stored, nowMs);
     this.counters.accepted += r.accepted;
     this.counters.duplicates += r.duplicates;
@@ -187,7 +189,10 @@ export class FeedbackIngestor {
 
   /** POST /v1/feedback in the wire's shape (for RecommenderService.feedback). */
   async feedback(req: FeedbackRequest): Promise<FeedbackResponse> {
-    const r = await this.recordBatch(req.user_id, req.events);
+    const nowMs = this.now();
+    if (!Array.isArray(req.events)) throw ApiError.invalid('events', 'must be an array');
+    const events = req.events.map((e, i) => fromWire(e, `events[${i}]`, nowMs));
+    const r = await this.recordBatch(req.user_id, events, nowMs);
     return { status: 'accepted', events_processed: r.accepted, duplicates_ignored: r.duplicates };
   }
 
@@ -208,49 +213,29 @@ export class FeedbackIngestor {
 
   // -------------------------------------------------------------------------------------
 
-  private toStored(e: FeedbackEvent, path: string, nowMs: number): StoredEvent {
+  /** The timestamp policy (store.ts) and the shared event checks, in the wire's field names. */
+  private checkEvent(e: StoredEvent, path: string, nowMs: number): void {
     if (typeof e !== 'object' || e === null) throw ApiError.invalid(path, 'must be an object');
-    let ts = nowMs;
-    if (e.timestamp !== undefined) {
-      ts = typeof e.timestamp === 'string' ? Date.parse(e.timestamp) : Number.NaN;
-      if (!Number.isFinite(ts))
-        throw ApiError.invalid(`${path}.timestamp`, 'must be an ISO-8601 date-time');
-      if (ts > nowMs + this.maxFutureSkewMs)
-        throw ApiError.invalid(
-          `${path}.timestamp`,
-          `is more than ${Math.round(this.maxFutureSkewMs / 1000)} s ahead of the server clock`,
-        );
-      if (ts < nowMs - this.maxEventAgeMs)
-        throw ApiError.invalid(
-          `${path}.timestamp`,
-          `is older than ${Math.round(this.maxEventAgeMs / 3600_000)} h; such events can no ` +
-            'longer be deduplicated and are not accepted',
-        );
-    }
-    const out: StoredEvent = { itemId: e.item_id, event: e.event_type, timestampMs: ts };
-    if (e.duration_seconds !== undefined) out.durationSeconds = e.duration_seconds;
-    if (e.completion_rate !== undefined) out.completionRate = e.completion_rate;
-    const c = e.context;
-    if (c?.recommendation_id !== undefined) out.recommendationId = c.recommendation_id;
-    if (c?.position !== undefined) out.position = c.position;
-    if (c?.surface !== undefined) out.surface = c.surface;
     try {
-      checkStoredEvent(out, path);
+      checkStoredEvent(e, path);
     } catch (err) {
-      // The store's field names, mapped back to the wire's.
       const msg = err instanceof Error ? err.message : String(err);
       const m = /^(events\[\d+\])\.(\w+): (.*)$/.exec(msg);
-      const wire: Record<string, string> = {
-        itemId: 'item_id',
-        event: 'event_type',
-        timestampMs: 'timestamp',
-        durationSeconds: 'duration_seconds',
-        completionRate: 'completion_rate',
-      };
-      if (m) throw ApiError.invalid(`${m[1]}.${wire[m[2]] ?? m[2]}`, m[3]);
+      if (m) throw ApiError.invalid(`${m[1]}.${WIRE_NAMES[m[2]] ?? m[2]}`, m[3]);
       throw ApiError.invalid(path, msg);
     }
-    return out;
+    const ts = e.timestampMs;
+    if (ts > nowMs + this.maxFutureSkewMs)
+      throw ApiError.invalid(
+        `${path}.timestamp`,
+        `is more than ${Math.round(this.maxFutureSkewMs / 1000)} s ahead of the server clock`,
+      );
+    if (ts < nowMs - this.maxEventAgeMs)
+      throw ApiError.invalid(
+        `${path}.timestamp`,
+        `is older than ${Math.round(this.maxEventAgeMs / 3600_000)} h; such events can no ` +
+          'longer be deduplicated and are not accepted',
+      );
   }
 
   /** Refuses before anything is applied when the log could not take the records. */
@@ -280,6 +265,37 @@ export class FeedbackIngestor {
       );
     }
   }
+}
+
+/** The store's field names -> the wire's, for error messages. */
+const WIRE_NAMES: Readonly<Record<string, string>> = {
+  itemId: 'item_id',
+  event: 'event_type',
+  timestampMs: 'timestamp',
+  durationSeconds: 'duration_seconds',
+  completionRate: 'completion_rate',
+};
+
+/**
+ * A wire event (FeedbackEvent) as the store's StoredEvent; a missing timestamp is the server's
+ * clock, an unparsable one an invalid_argument naming it.
+ */
+export function fromWire(e: FeedbackEvent, path: string, nowMs: number): StoredEvent {
+  if (typeof e !== 'object' || e === null) throw ApiError.invalid(path, 'must be an object');
+  let ts = nowMs;
+  if (e.timestamp !== undefined) {
+    ts = typeof e.timestamp === 'string' ? Date.parse(e.timestamp) : Number.NaN;
+    if (!Number.isFinite(ts))
+      throw ApiError.invalid(`${path}.timestamp`, 'must be an ISO-8601 date-time');
+  }
+  const out: StoredEvent = { itemId: e.item_id, event: e.event_type, timestampMs: ts };
+  if (e.duration_seconds !== undefined) out.durationSeconds = e.duration_seconds;
+  if (e.completion_rate !== undefined) out.completionRate = e.completion_rate;
+  const c = e.context;
+  if (c?.recommendation_id !== undefined) out.recommendationId = c.recommendation_id;
+  if (c?.position !== undefined) out.position = c.position;
+  if (c?.surface !== undefined) out.surface = c.surface;
+  return out;
 }
 
 /** Applies every record of a log folder to a store, in log order. */

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import { ApiError } from '../../src/api/errors.js';
+import type { FeedbackEvent } from '../../src/api/types.js';
 import { MemoryFeatureStore } from '../../src/features/memory-store.js';
 import { recsCacheKey } from '../../src/features/store.js';
 import { EventLog, FeedbackIngestor } from '../../src/feedback/index.js';
@@ -22,6 +23,12 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
 
 const NOW = Date.UTC(2026, 0, 24, 10, 31, 0);
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** The wire path (FeedbackIngestor.feedback), answered as {accepted, duplicates}. */
+async function batch(ing: FeedbackIngestor, userId: string, events: FeedbackEvent[]) {
+  const r = await ing.feedback({ user_id: userId, events });
+  return { accepted: r.events_processed, duplicates: r.duplicates_ignored };
+}
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }) {
   const dir = await tempDir(t);
@@ -97,7 +104,7 @@ test('a batch is applied, logged, deduplicated, and answered in the wire shape',
 
 test('events without a timestamp take the server clock', async (t) => {
   const { store, ingestor } = await setup(t);
-  await ingestor.recordBatch('u', [{ item_id: 'i1', event_type: 'view' }]);
+  await batch(ingestor, 'u', [{ item_id: 'i1', event_type: 'view' }]);
   const [s] = await store.getUsers(['u'], NOW);
   assert.equal(s?.lastActiveMs, NOW);
 });
@@ -111,7 +118,7 @@ test('the timestamp policy refuses far-future, too-old and unparsable times, app
   ];
   for (const [ts, why] of cases) {
     await assert.rejects(
-      ingestor.recordBatch('late', [
+      batch(ingestor, 'late', [
         { item_id: 'i1', event_type: 'view', timestamp: iso(NOW) },
         { item_id: 'i2', event_type: 'view', timestamp: ts },
       ]),
@@ -125,20 +132,20 @@ test('the timestamp policy refuses far-future, too-old and unparsable times, app
     );
   }
   await assert.rejects(
-    ingestor.recordBatch('late', [{ item_id: '', event_type: 'view' }]),
+    batch(ingestor, 'late', [{ item_id: '', event_type: 'view' }]),
     (err: unknown) => err instanceof ApiError && err.field === 'events[0].item_id',
   );
   await assert.rejects(
-    ingestor.recordBatch('late', [{ item_id: 'i1', event_type: 'gaze' as 'view' }]),
+    batch(ingestor, 'late', [{ item_id: 'i1', event_type: 'gaze' as 'view' }]),
     (err: unknown) => err instanceof ApiError && err.field === 'events[0].event_type',
   );
   await assert.rejects(
-    ingestor.recordBatch('', []),
+    batch(ingestor, '', []),
     (err: unknown) => err instanceof ApiError && err.field === 'user_id',
   );
   assert.deepEqual(await store.getUsers(['late'], NOW), [null]);
   // Within the skew: accepted, counted as now.
-  const r = await ingestor.recordBatch('late', [
+  const r = await batch(ingestor, 'late', [
     { item_id: 'i1', event_type: 'view', timestamp: iso(NOW + 60_000) },
     { item_id: 'i2', event_type: 'view', timestamp: iso(NOW - 23 * 3600_000) },
   ]);
@@ -187,14 +194,14 @@ test('feedback invalidates the cached answer of that user only', async (t) => {
   const { store, ingestor } = await setup(t);
   await store.setCached(recsCacheKey('a', 'x'), 'A', 60_000);
   await store.setCached(recsCacheKey('b', 'x'), 'B', 60_000);
-  await ingestor.recordBatch('a', [{ item_id: 'i1', event_type: 'click' }]);
+  await batch(ingestor, 'a', [{ item_id: 'i1', event_type: 'click' }]);
   assert.equal(await store.getCached(recsCacheKey('a', 'x')), null);
   assert.equal(await store.getCached(recsCacheKey('b', 'x')), 'B');
 });
 
 test('a restart replays the log: same state, and retries are still duplicates', async (t) => {
   const { dir, store, ingestor } = await setup(t);
-  await ingestor.recordBatch('u', [
+  await batch(ingestor, 'u', [
     { item_id: 'i1', event_type: 'view', timestamp: iso(NOW - 1000) },
     { item_id: 'i2', event_type: 'like', timestamp: iso(NOW) },
   ]);
@@ -217,7 +224,7 @@ test('a restart replays the log: same state, and retries are still duplicates', 
   assert.deepEqual(after.recent, before.recent);
   assert.deepEqual([...after.blocked], ['i3']);
   assert.deepEqual(after.categoryCounts.total, before.categoryCounts.total);
-  const retry = await again.recordBatch('u', [
+  const retry = await batch(again, 'u', [
     { item_id: 'i2', event_type: 'like', timestamp: iso(NOW) },
   ]);
   assert.deepEqual(retry, { accepted: 0, duplicates: 1 });
@@ -230,7 +237,7 @@ test('a restart replays the log: same state, and retries are still duplicates', 
 test('concurrent batches for one user: exact counts in the store and in the log', async (t) => {
   const { dir, store, ingestor } = await setup(t);
   const calls = Array.from({ length: 50 }, (_, b) =>
-    ingestor.recordBatch('hot', [
+    batch(ingestor, 'hot', [
       { item_id: `i${b}`, event_type: 'view', timestamp: iso(NOW - b * 1000) },
       { item_id: `i${b % 10}`, event_type: 'view', timestamp: iso(NOW - (b % 10) * 1000) },
     ]),
@@ -257,7 +264,7 @@ const store = new MemoryFeatureStore();
 const { ingestor } = await FeedbackIngestor.open(store, process.argv[2]);
 let acked = 0;
 for (let i = 0; i < 40; i++) {
-  await ingestor.recordBatch('u' + (i % 4), [{ item_id: 'i' + i, event_type: 'click' }]);
+  await ingestor.recordBatch('u' + (i % 4), [{ itemId: 'i' + i, event: 'click', timestampMs: Date.now() }]);
   acked++;
 }
 process.stdout.write(String(acked) + '\\n');
