@@ -13,6 +13,22 @@ const commands: Record<string, Command> = {
     summary: 'serve /v1 over HTTP (builds the addon and demo models when missing)',
     run: async (args) => (await import('./serve.js')).run(args),
   },
+  'build-demo': {
+    summary: 'build the demo model repository from synthetic data (--if-missing)',
+    run: async (args) => (await import('./build.js')).buildDemoCommand(args),
+  },
+  build: {
+    summary: 'train a bundle (synthetic, MovieLens or CSV/JSONL files) into a new version',
+    run: async (args) => (await import('./build.js')).buildCommand(args),
+  },
+  'import-ranker': {
+    summary: 'drop an ONNX ranker from another tool into a new model version',
+    run: async (args) => (await import('./build.js')).importRankerCommand(args),
+  },
+  eval: {
+    summary: 'offline evaluation: popularity, item-kNN, ALS, ALS + ranker (--json)',
+    run: async (args) => (await import('./eval.js')).evalCommand(args),
+  },
 };
 
 function printHelp(): void {

@@ -30,4 +30,14 @@ export interface InteractionLog {
   /** Confidence weight derived from event type/rating/duration (see training/weights). */
   weight: Float32Array;
   userIds: string[];
+  /** Optional columns (loaders fill them when the source has them). */
+  /** Device code of each event, index into DEVICE_TYPES (api/types.ts); 255 = unknown. */
+  device?: Uint8Array;
+  /** Seconds watched/viewed (NaN when unknown). */
+  duration?: Float32Array;
+  /** Session number of each event (-1 when unknown); unique across users. */
+  session?: Int32Array;
 }
+
+/** Device code meaning "unknown" in InteractionLog.device. */
+export const UNKNOWN_DEVICE = 255;

@@ -1,0 +1,3 @@
+export async function evalCommand(_args: string[]): Promise<number> {
+  return 0;
+}

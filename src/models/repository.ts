@@ -1,0 +1,469 @@
+// The model repository, Triton-style: <repo>/<name>/<version>/ with numeric versions. A
+// version is written once and never modified: everything goes to a hidden temporary
+// directory first, every file and the directory are fsynced, the version number is
+// reserved with mkdir (fails if it exists), and the temporary directory is renamed over
+// the empty reservation. Readers only see versions that carry a manifest.json, and verify
+// the sha256 of every file it lists before using any of them.
+//
+// Layout of one version (raw arrays are little-endian, row-major):
+//   config.json            name, version, kind, dim, counts, ranker inputs/outputs and the
+//                          features filling each input, training metrics, created_at
+//   items.json             catalog: ids, titles, category names, categories, creator ids
+//   items_created_at.f64   ms since epoch per item      items_quality.f32 / items_popularity.f32
+//   item_embeddings.f32    numItems × dim               users.json (user ids, row order)
+//   user_embeddings.f32    numUsers × dim               cold_user.f32 (dim)
+//   content_model.json + content_weights.f32  cold-start content → embedding map (optional)
+//   hnsw.index             FAISS HNSW over item_embeddings, ids = item rows (optional)
+//   model.onnx             the ranker (optional)
+//   manifest.json          { files: { <name>: { sha256, bytes } } } over all the above
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ContentModel } from '../training/coldstart.js';
+import type { ItemCatalog, ModelBundle, RankerInputSpec } from './bundle.js';
+
+export const BUNDLE_KIND = 'recserve-bundle';
+export const DEFAULT_BUNDLE_NAME = 'recserve';
+const FORMAT = 1;
+
+/** A version failed verification (missing file, wrong size or checksum, bad config). */
+export class BundleIntegrityError extends Error {
+  constructor(
+    readonly dir: string,
+    message: string,
+  ) {
+    super(`${dir}: ${message}`);
+    this.name = 'BundleIntegrityError';
+  }
+}
+
+/** Writing a version that already exists. */
+export class VersionExistsError extends Error {
+  constructor(readonly dir: string) {
+    super(`${dir} already exists; a written version is never modified (write a new version)`);
+    this.name = 'VersionExistsError';
+  }
+}
+
+export interface RankerArtifact {
+  /** model.onnx bytes, or the path of an existing file to copy. */
+  onnx: Uint8Array | string;
+  inputs: RankerInputSpec[];
+  output: string;
+  outputKind: 'logit' | 'probability';
+}
+
+export interface BundleArtifacts {
+  name: string;
+  dim: number;
+  items: ItemCatalog;
+  itemEmbeddings: Float32Array;
+  userIds: string[];
+  userEmbeddings: Float32Array;
+  coldUserEmbedding: Float32Array;
+  content?: ContentModel;
+  ranker?: RankerArtifact;
+  /** Writes the HNSW index to the given path (called inside the temporary directory). */
+  writeHnsw?: (path: string) => Promise<void> | void;
+  /** Or: copy an existing index file. */
+  hnswFile?: string;
+  metrics?: Record<string, number>;
+  /** Free-form provenance recorded in config.json (data source, training parameters). */
+  training?: Record<string, unknown>;
+}
+
+export interface BundleConfig {
+  format: number;
+  name: string;
+  version: number;
+  kind: string;
+  dim: number;
+  num_items: number;
+  num_users: number;
+  created_at: string;
+  ranker: {
+    file: string;
+    inputs: RankerInputSpec[];
+    output: string;
+    output_kind: 'logit' | 'probability';
+  } | null;
+  hnsw: { file: string; metric: 'inner_product' } | null;
+  content_model: { file: string; weights: string; features: number } | null;
+  metrics: Record<string, number>;
+  training: Record<string, unknown>;
+}
+
+function bytesOf(a: Float32Array | Float64Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+async function writeSynced(path: string, data: Uint8Array | string): Promise<void> {
+  const fh = await open(path, 'wx');
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Numeric versions of `name` that are complete (carry a manifest), ascending. */
+export function listVersions(repoDir: string, name: string): number[] {
+  const dir = join(repoDir, name);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((v) => /^\d+$/.test(v) && existsSync(join(dir, v, 'manifest.json')))
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+export function latestVersion(repoDir: string, name: string): number | undefined {
+  const v = listVersions(repoDir, name);
+  return v.length ? v[v.length - 1] : undefined;
+}
+
+function validateArtifacts(a: BundleArtifacts): void {
+  const n = a.items.ids.length;
+  const d = a.dim;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(a.name))
+    throw new RangeError(`bundle name must be [A-Za-z0-9_.-]+: ${JSON.stringify(a.name)}`);
+  if (!Number.isInteger(d) || d < 1) throw new RangeError(`dim must be a positive integer: ${d}`);
+  if (a.itemEmbeddings.length !== n * d)
+    throw new RangeError(
+      `itemEmbeddings has ${a.itemEmbeddings.length} floats, expected ${n}×${d}`,
+    );
+  if (a.userEmbeddings.length !== a.userIds.length * d)
+    throw new RangeError(
+      `userEmbeddings has ${a.userEmbeddings.length} floats, expected ${a.userIds.length}×${d}`,
+    );
+  if (a.coldUserEmbedding.length !== d)
+    throw new RangeError(
+      `coldUserEmbedding has ${a.coldUserEmbedding.length} floats, expected ${d}`,
+    );
+  for (const [k, arr] of [
+    ['itemEmbeddings', a.itemEmbeddings],
+    ['userEmbeddings', a.userEmbeddings],
+  ] as const)
+    for (let i = 0; i < arr.length; i++)
+      if (!Number.isFinite(arr[i])) throw new RangeError(`${k}[${i}] is not finite`);
+}
+
+/**
+ * Writes a new version and returns it. `version` defaults to latest + 1; an existing
+ * version is never overwritten (VersionExistsError).
+ */
+export async function writeVersion(
+  repoDir: string,
+  a: BundleArtifacts,
+  opts: { version?: number } = {},
+): Promise<{ version: number; dir: string }> {
+  validateArtifacts(a);
+  const base = resolve(repoDir, a.name);
+  await mkdir(base, { recursive: true });
+  const version = opts.version ?? (latestVersion(repoDir, a.name) ?? 0) + 1;
+  if (!Number.isInteger(version) || version < 1)
+    throw new RangeError(`version must be a positive integer: ${version}`);
+  const finalDir = join(base, String(version));
+  if (existsSync(finalDir)) throw new VersionExistsError(finalDir);
+  const tmp = join(base, `.tmp-${version}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  await mkdir(tmp);
+  try {
+    const files: string[] = [];
+    const put = async (name: string, data: Uint8Array | string): Promise<void> => {
+      await writeSynced(join(tmp, name), data);
+      files.push(name);
+    };
+    const it = a.items;
+    await put(
+      'items.json',
+      JSON.stringify({
+        ids: it.ids,
+        titles: it.titles,
+        category_names: it.categoryNames,
+        categories: it.categories.map((c) => Array.from(c)),
+        creator_ids: it.creatorIds,
+      }),
+    );
+    await put('items_created_at.f64', bytesOf(it.createdAt));
+    await put('items_quality.f32', bytesOf(it.quality));
+    await put('items_popularity.f32', bytesOf(it.popularity));
+    await put('item_embeddings.f32', bytesOf(a.itemEmbeddings));
+    await put('users.json', JSON.stringify(a.userIds));
+    await put('user_embeddings.f32', bytesOf(a.userEmbeddings));
+    await put('cold_user.f32', bytesOf(a.coldUserEmbedding));
+    if (a.content) {
+      await put(
+        'content_model.json',
+        JSON.stringify({ dim: a.content.dim, features: a.content.features }),
+      );
+      await put('content_weights.f32', bytesOf(a.content.weights));
+    }
+    let hnsw: BundleConfig['hnsw'] = null;
+    if (a.writeHnsw || a.hnswFile) {
+      const p = join(tmp, 'hnsw.index');
+      if (a.writeHnsw) await a.writeHnsw(p);
+      else await copyFile(a.hnswFile!, p);
+      if (!existsSync(p)) throw new Error('the HNSW writer produced no file');
+      await syncPath(p);
+      files.push('hnsw.index');
+      hnsw = { file: 'hnsw.index', metric: 'inner_product' };
+    }
+    let ranker: BundleConfig['ranker'] = null;
+    if (a.ranker) {
+      const r = a.ranker;
+      if (typeof r.onnx === 'string') {
+        await copyFile(r.onnx, join(tmp, 'model.onnx'));
+        await syncPath(join(tmp, 'model.onnx'));
+        files.push('model.onnx');
+      } else await put('model.onnx', r.onnx);
+      ranker = {
+        file: 'model.onnx',
+        inputs: r.inputs,
+        output: r.output,
+        output_kind: r.outputKind,
+      };
+    }
+    const config: BundleConfig = {
+      format: FORMAT,
+      name: a.name,
+      version,
+      kind: BUNDLE_KIND,
+      dim: a.dim,
+      num_items: it.ids.length,
+      num_users: a.userIds.length,
+      created_at: new Date().toISOString(),
+      ranker,
+      hnsw,
+      content_model: a.content
+        ? {
+            file: 'content_model.json',
+            weights: 'content_weights.f32',
+            features: a.content.features.length,
+          }
+        : null,
+      metrics: a.metrics ?? {},
+      training: a.training ?? {},
+    };
+    await put('config.json', JSON.stringify(config, null, 2) + '\n');
+    const manifest: Record<string, { sha256: string; bytes: number }> = {};
+    for (const f of files.sort()) {
+      const p = join(tmp, f);
+      manifest[f] = { sha256: await sha256File(p), bytes: (await stat(p)).size };
+    }
+    await writeSynced(
+      join(tmp, 'manifest.json'),
+      JSON.stringify({ algorithm: 'sha256', files: manifest }, null, 2) + '\n',
+    );
+    await syncPath(tmp);
+    // Reserve the number (mkdir fails when another writer got there first), then
+    // atomically replace the empty reservation with the finished directory.
+    try {
+      await mkdir(finalDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new VersionExistsError(finalDir);
+      throw e;
+    }
+    await rename(tmp, finalDir);
+    await syncPath(base);
+    return { version, dir: finalDir };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+interface Manifest {
+  files: Record<string, { sha256: string; bytes: number }>;
+}
+
+/** Checks every file the manifest lists (size, then sha256); throws BundleIntegrityError. */
+export async function verifyVersion(dir: string): Promise<Manifest> {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+  } catch (e) {
+    throw new BundleIntegrityError(dir, `manifest.json unreadable: ${(e as Error).message}`);
+  }
+  if (!manifest || typeof manifest.files !== 'object')
+    throw new BundleIntegrityError(dir, 'manifest.json has no files');
+  if (!manifest.files['config.json'])
+    throw new BundleIntegrityError(dir, 'manifest.json does not cover config.json');
+  for (const [name, m] of Object.entries(manifest.files)) {
+    if (name.includes('/') || name.includes('..'))
+      throw new BundleIntegrityError(dir, `bad file name in manifest: ${name}`);
+    const p = join(dir, name);
+    let size: number;
+    try {
+      size = (await stat(p)).size;
+    } catch {
+      throw new BundleIntegrityError(dir, `${name} is missing`);
+    }
+    if (size !== m.bytes)
+      throw new BundleIntegrityError(dir, `${name} has ${size} bytes, manifest says ${m.bytes}`);
+    const h = await sha256File(p);
+    if (h !== m.sha256)
+      throw new BundleIntegrityError(
+        dir,
+        `${name} checksum mismatch (sha256 ${h}, manifest ${m.sha256})`,
+      );
+  }
+  return manifest;
+}
+
+async function readF32(path: string): Promise<Float32Array> {
+  const b = await readFile(path);
+  // Copy into a fresh, aligned buffer (small reads come from a shared pool at any offset).
+  const out = new Float32Array(b.byteLength / 4);
+  new Uint8Array(out.buffer).set(b);
+  return out;
+}
+
+async function readF64(path: string): Promise<Float64Array> {
+  const b = await readFile(path);
+  const out = new Float64Array(b.byteLength / 8);
+  new Uint8Array(out.buffer).set(b);
+  return out;
+}
+
+export async function readConfig(dir: string): Promise<BundleConfig> {
+  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as BundleConfig;
+  if (config.kind !== BUNDLE_KIND)
+    throw new BundleIntegrityError(
+      dir,
+      `config.json kind is ${JSON.stringify(config.kind)}, expected ${BUNDLE_KIND}`,
+    );
+  if (config.format !== FORMAT)
+    throw new BundleIntegrityError(
+      dir,
+      `config.json format ${config.format} is not supported (expected ${FORMAT})`,
+    );
+  return config;
+}
+
+/** A loaded bundle plus its cold-start content model, when the version has one. */
+export type LoadedBundle = ModelBundle & { content?: ContentModel };
+
+/**
+ * Loads models/<name>/<version>/ after verifying every checksum. Rejects (never returns a
+ * partial bundle) on any missing or corrupt file or inconsistent size.
+ */
+export async function loadBundle(dir: string): Promise<LoadedBundle> {
+  dir = resolve(dir);
+  await verifyVersion(dir);
+  const c = await readConfig(dir);
+  const d = c.dim;
+  const raw = JSON.parse(await readFile(join(dir, 'items.json'), 'utf8')) as {
+    ids: string[];
+    titles: string[];
+    category_names: string[];
+    categories: number[][];
+    creator_ids: string[];
+  };
+  const n = raw.ids.length;
+  const items: ItemCatalog = {
+    ids: raw.ids,
+    index: new Map(raw.ids.map((id, i) => [id, i])),
+    titles: raw.titles,
+    categoryNames: raw.category_names,
+    categories: raw.categories.map((x) => Uint16Array.from(x)),
+    creatorIds: raw.creator_ids,
+    createdAt: await readF64(join(dir, 'items_created_at.f64')),
+    quality: await readF32(join(dir, 'items_quality.f32')),
+    popularity: await readF32(join(dir, 'items_popularity.f32')),
+  };
+  const userIds = JSON.parse(await readFile(join(dir, 'users.json'), 'utf8')) as string[];
+  const itemEmbeddings = await readF32(join(dir, 'item_embeddings.f32'));
+  const userEmbeddings = await readF32(join(dir, 'user_embeddings.f32'));
+  const coldUserEmbedding = await readF32(join(dir, 'cold_user.f32'));
+  const check = (what: string, got: number, want: number): void => {
+    if (got !== want)
+      throw new BundleIntegrityError(dir, `${what}: ${got} values, expected ${want}`);
+  };
+  check('item_embeddings.f32', itemEmbeddings.length, n * d);
+  check('user_embeddings.f32', userEmbeddings.length, userIds.length * d);
+  check('cold_user.f32', coldUserEmbedding.length, d);
+  check('items_created_at.f64', items.createdAt.length, n);
+  check('items_quality.f32', items.quality.length, n);
+  check('items_popularity.f32', items.popularity.length, n);
+  check('items.json titles', items.titles.length, n);
+  check('items.json categories', items.categories.length, n);
+  check('items.json creator_ids', items.creatorIds.length, n);
+  if (c.num_items !== n)
+    throw new BundleIntegrityError(dir, `config num_items ${c.num_items} != ${n} items`);
+  const bundle: LoadedBundle = {
+    name: c.name,
+    version: c.version,
+    dir,
+    dim: d,
+    items,
+    itemEmbeddings,
+    userIds,
+    userIndex: new Map(userIds.map((u, i) => [u, i])),
+    userEmbeddings,
+    coldUserEmbedding,
+    hnswPath: c.hnsw ? join(dir, c.hnsw.file) : '',
+    ranker: c.ranker
+      ? {
+          path: join(dir, c.ranker.file),
+          inputs: c.ranker.inputs,
+          output: c.ranker.output,
+          outputKind: c.ranker.output_kind,
+        }
+      : { path: '', inputs: [], output: '', outputKind: 'logit' },
+    metrics: c.metrics,
+  };
+  if (c.content_model) {
+    const cm = JSON.parse(await readFile(join(dir, c.content_model.file), 'utf8')) as {
+      dim: number;
+      features: string[];
+    };
+    const weights = await readF32(join(dir, c.content_model.weights));
+    check('content_weights.f32', weights.length, cm.features.length * d);
+    bundle.content = { dim: cm.dim, features: cm.features, weights };
+  }
+  return bundle;
+}
+
+/** Loads the newest complete version of `name` in the repository. */
+export async function loadLatest(
+  repoDir: string,
+  name = DEFAULT_BUNDLE_NAME,
+): Promise<LoadedBundle> {
+  const v = latestVersion(repoDir, name);
+  if (v === undefined)
+    throw new Error(`no versions of '${name}' in ${resolve(repoDir)}; run \`recserve build-demo\``);
+  return loadBundle(join(repoDir, name, String(v)));
+}
+
+/** Removes abandoned temporary directories (from crashed writers) older than `ageMs`. */
+export async function cleanTemp(repoDir: string, name: string, ageMs = 3600_000): Promise<number> {
+  const base = join(repoDir, name);
+  if (!existsSync(base)) return 0;
+  let n = 0;
+  for (const e of await readdir(base)) {
+    if (!e.startsWith('.tmp-')) continue;
+    const p = join(base, e);
+    if (Date.now() - (await stat(p)).mtimeMs > ageMs) {
+      await rm(p, { recursive: true, force: true });
+      n++;
+    }
+  }
+  return n;
+}
