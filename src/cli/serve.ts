@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
 import { MemoryFeatureStore } from '../features/memory-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
+import { FeedbackIngestor } from '../feedback/ingestor.js';
 import { latestVersion, loadBundle } from '../models/repository.js';
 import { buildServingModel, ModelRegistry } from '../models/registry.js';
 import { createLogger, type Logger } from '../observability/logger.js';
@@ -103,6 +104,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   });
   logger.info({ host: cfg.host, port: http.port }, 'listening (not ready until models load)');
 
+  let ingestor: FeedbackIngestor | undefined;
   const ready = (async () => {
     const t0 = Date.now();
     if (cfg.buildMissing) buildMissing(cfg, logger);
@@ -111,6 +113,12 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     const bundle = await loadBundle(dir);
     const model = await buildServingModel(bundle, { pipeline: cfg.pipeline, metrics });
     registry.swap(model);
+    // The log is replayed after the model is in place, so replayed events aggregate by the
+    // catalog's categories and creators exactly as live ones do.
+    const opened = await FeedbackIngestor.open(store, cfg.dataDir, { fsync: cfg.fsyncFeedback });
+    ingestor = opened.ingestor;
+    if (opened.replay) logger.info({ replay: opened.replay }, 'feedback log replayed');
+    service.setFeedbackSink(ingestor);
     await service.warm();
     service.setReady(true);
     logger.info(
@@ -135,6 +143,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         service.setReady(false);
         await http.close(cfg.drainTimeoutMs);
         await ready.catch(() => undefined);
+        await ingestor?.close();
         await registry.close();
         await store.close();
         metrics.close();

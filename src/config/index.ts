@@ -20,6 +20,10 @@ export interface ServerConfig {
   modelName: string;
   /** Build the addon / demo repository when missing before serving. Default true. */
   buildMissing: boolean;
+  /** Durable feedback log and other server state (<dataDir>/events). Default <project>/data. */
+  dataDir: string;
+  /** fsync the feedback log on commit (group-committed). Default true. */
+  fsyncFeedback: boolean;
   /** pino level. Default "info". */
   logLevel: string;
   /** How long SIGTERM waits for in-flight requests before exiting anyway. Default 10 s. */
@@ -89,6 +93,8 @@ export function defaultConfig(): ServerConfig {
     modelsDir: resolve(projectRoot(), 'models'),
     modelName: 'recserve',
     buildMissing: true,
+    dataDir: resolve(projectRoot(), 'data'),
+    fsyncFeedback: true,
     logLevel: 'info',
     drainTimeoutMs: 10_000,
     pipeline: { ...DEFAULT_PIPELINE },
@@ -111,6 +117,8 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   models: { kind: 'str', path: ['modelsDir'] },
   'model-name': { kind: 'str', path: ['modelName'] },
   'build-missing': { kind: 'bool', path: ['buildMissing'] },
+  'data-dir': { kind: 'str', path: ['dataDir'] },
+  'fsync-feedback': { kind: 'bool', path: ['fsyncFeedback'] },
   'log-level': { kind: 'str', path: ['logLevel'] },
   'drain-timeout-ms': { kind: 'int', path: ['drainTimeoutMs'], min: 0, max: 600_000 },
   'cold-start-threshold': { kind: 'int', path: ['pipeline', 'coldStartThreshold'], min: 0 },
@@ -248,6 +256,7 @@ export function loadConfig(
   }
   for (const [key, value] of flags) assign(cfg, key, parseValue(key, value, `flag --${key}`));
   cfg.modelsDir = resolve(cfg.modelsDir);
+  cfg.dataDir = resolve(cfg.dataDir);
   return cfg;
 }
 

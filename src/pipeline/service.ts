@@ -82,7 +82,7 @@ export class RecommendationPipeline implements RecommenderService {
   private readonly cfg: PipelineConfig;
   private readonly metrics: Metrics;
   private readonly log: Logger;
-  private readonly sink: FeedbackSink;
+  private sink: FeedbackSink | undefined;
   private warmed = false;
   private seedCounter = 0;
   /**
@@ -98,18 +98,21 @@ export class RecommendationPipeline implements RecommenderService {
     this.cfg = deps.config;
     this.metrics = deps.metrics;
     this.log = deps.log;
-    this.sink = deps.feedback ?? {
-      recordBatch: async (userId, events) => {
-        const r = await this.store.recordEvents(userId, events);
-        await this.store.invalidateUser(userId);
-        return r;
-      },
-      negative: async (userId, itemId, kind, reason) => {
-        const r = await this.store.block(userId, itemId, kind, reason);
-        await this.store.invalidateUser(userId);
-        return r;
-      },
-    };
+    this.sink = deps.feedback;
+  }
+
+  /** Where feedback goes (the feedback ingestor); feedback is 503 until one is set. */
+  setFeedbackSink(sink: FeedbackSink): void {
+    this.sink = sink;
+  }
+
+  private feedbackSink(opts?: CallOptions): FeedbackSink {
+    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
+      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
+    }
+    if (!this.sink)
+      throw new ApiError('unavailable', 'feedback is not accepted yet; retry shortly');
+    return this.sink;
   }
 
   ready(): boolean {
@@ -524,9 +527,7 @@ export class RecommendationPipeline implements RecommenderService {
   }
 
   async feedback(req: FeedbackRequest, opts?: CallOptions): Promise<FeedbackResponse> {
-    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
-      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
-    }
+    const sink = this.feedbackSink(opts);
     const now = Date.now();
     const events: StoredEvent[] = req.events.map((e) => {
       const ev: StoredEvent = {
@@ -543,7 +544,7 @@ export class RecommendationPipeline implements RecommenderService {
       return ev;
     });
     this.lastFeedback.set(req.user_id, now);
-    const r = await this.sink.recordBatch(req.user_id, events);
+    const r = await sink.recordBatch(req.user_id, events);
     this.metrics.feedbackEvents.inc({ result: 'accepted' }, r.accepted);
     this.metrics.feedbackEvents.inc({ result: 'duplicate' }, r.duplicates);
     return { status: 'accepted', events_processed: r.accepted, duplicates_ignored: r.duplicates };
@@ -553,11 +554,9 @@ export class RecommendationPipeline implements RecommenderService {
     req: NegativeFeedbackRequest,
     opts?: CallOptions,
   ): Promise<NegativeFeedbackResponse> {
-    if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
-      throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
-    }
+    const sink = this.feedbackSink(opts);
     this.lastFeedback.set(req.user_id, Date.now());
-    const r = await this.sink.negative(req.user_id, req.item_id, req.feedback_type, req.reason);
+    const r = await sink.negative(req.user_id, req.item_id, req.feedback_type, req.reason);
     return {
       status: r.duplicate ? 'duplicate_ignored' : 'accepted',
       action_taken: ACTIONS[req.feedback_type],
