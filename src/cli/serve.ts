@@ -54,8 +54,10 @@ function buildMissing(cfg: ServerConfig, log: Logger): void {
         join(root, 'dist', 'src', 'cli', 'main.js'),
         'build-demo',
         '--if-missing',
-        '--out',
+        '--repo',
         cfg.modelsDir,
+        '--name',
+        cfg.modelName,
       ],
       { stdio: 'inherit' },
     );

@@ -1,0 +1,395 @@
+// The REST API end to end: a real server (uWebSockets.js, the built addon, the real ONNX
+// ranker in Piscina workers, the memory store) on an ephemeral port, called with fetch.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { RunningServer } from '../../src/cli/serve.js';
+import { post, startTestServer } from './harness.js';
+
+let server: RunningServer;
+let base: string;
+let warmUser: string;
+
+before(async () => {
+  ({ server, base } = await startTestServer());
+  await server.ready;
+  warmUser = server.registry.current()!.bundle.userIds[0]!;
+});
+
+after(async () => {
+  await server.close();
+});
+
+function primaryCategory(itemId: string): string {
+  const b = server.registry.current()!.bundle;
+  const row = b.items.index.get(itemId)!;
+  return b.items.categoryNames[b.items.categories[row]![0]!]!;
+}
+
+describe('health, readiness, metrics', () => {
+  test('healthz and readyz answer 200 once the model is loaded', async () => {
+    assert.equal((await fetch(base + '/healthz')).status, 200);
+    const r = await fetch(base + '/readyz');
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { status: 'ready' });
+  });
+
+  test('a server with no model stays not ready and refuses /v1 with 503', async () => {
+    const { server: s2, base: b2 } = await startTestServer(['--models', '/nonexistent-models']);
+    try {
+      await assert.rejects(s2.ready);
+      assert.equal((await fetch(b2 + '/healthz')).status, 200);
+      assert.equal((await fetch(b2 + '/readyz')).status, 503);
+      const r = await post(b2, '/v1/recommendations', { user_id: 'u' });
+      assert.equal(r.status, 503);
+      assert.equal(r.json.error.code, 'unavailable');
+    } finally {
+      await s2.close();
+    }
+  });
+
+  test('metrics expose requests, stage latencies, batch sizes, queue depths, loop lag', async () => {
+    await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 5 });
+    const text = await (await fetch(base + '/metrics')).text();
+    assert.match(text, /recserve_http_requests_total\{route="recommendations",status="200"\} \d+/);
+    assert.match(text, /recserve_pipeline_stage_duration_seconds_bucket\{stage="ranking",le=/);
+    assert.match(text, /recserve_batch_size_count\{stage="retrieval"\} \d+/);
+    assert.match(text, /recserve_queue_depth\{queue="ranking"\} \d+/);
+    assert.match(text, /recserve_event_loop_lag_seconds\{quantile="0.99"\}/);
+  });
+});
+
+describe('POST /v1/recommendations', () => {
+  test('a warm user gets a ranked list with explanations and a latency breakdown', async () => {
+    const r = await post(base, '/v1/recommendations', {
+      user_id: warmUser,
+      num_items: 10,
+      context: { device_type: 'mobile', timestamp: '2026-01-01T10:00:00Z' },
+    });
+    assert.equal(r.status, 200);
+    const recs = r.json.recommendations;
+    assert.equal(recs.length, 10);
+    assert.deepEqual(
+      recs.map((x: { rank: number }) => x.rank),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
+    assert.equal(new Set(recs.map((x: { item_id: string }) => x.item_id)).size, 10);
+    for (const x of recs) {
+      assert.equal(typeof x.score, 'number');
+      assert.ok(
+        typeof x.explanation.reason === 'string' && Array.isArray(x.explanation.source_items),
+      );
+      assert.ok(Array.isArray(x.metadata.categories));
+    }
+    const md = r.json.metadata;
+    assert.equal(md.cold_start, false);
+    assert.match(md.model_version, /^recserve-v\d+$/);
+    assert.ok(md.retrieval_sources.collaborative > 0);
+    for (const k of ['total', 'retrieval', 'ranking', 'feature_fetch']) {
+      assert.equal(typeof md.latency_ms[k], 'number', k);
+    }
+    assert.match(r.json.request_id, /^req_/);
+  });
+
+  test('an unknown user gets the cold-start mix, marked, 200', async () => {
+    const r = await post(base, '/v1/recommendations', {
+      user_id: 'never-seen-user',
+      num_items: 12,
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.metadata.cold_start, true);
+    assert.equal(r.json.recommendations.length, 12);
+    for (const x of r.json.recommendations) assert.equal(x.metadata.cold_start, true);
+    assert.ok(r.json.metadata.retrieval_sources.popular > 0);
+  });
+
+  test('the second identical request is a cache hit with a fresh request id', async () => {
+    const body = { user_id: warmUser, num_items: 7 };
+    const a = await post(base, '/v1/recommendations', body);
+    const b = await post(base, '/v1/recommendations', body);
+    assert.equal(b.json.metadata.cache_hit, true);
+    assert.notEqual(a.json.request_id, b.json.request_id);
+    assert.deepEqual(
+      b.json.recommendations.map((x: { item_id: string }) => x.item_id),
+      a.json.recommendations.map((x: { item_id: string }) => x.item_id),
+    );
+  });
+
+  test('exclude_items never come back', async () => {
+    const first = await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 10 });
+    const top = first.json.recommendations.slice(0, 5).map((x: { item_id: string }) => x.item_id);
+    const r = await post(base, '/v1/recommendations', {
+      user_id: warmUser,
+      num_items: 10,
+      exclude_items: top,
+    });
+    assert.equal(r.status, 200);
+    for (const x of r.json.recommendations) assert.ok(!top.includes(x.item_id), x.item_id);
+  });
+
+  test('filters: categories and min_quality_score hold for every item', async () => {
+    const b = server.registry.current()!.bundle;
+    const cats = b.items.categoryNames.slice(0, 2);
+    const r = await post(base, '/v1/recommendations', {
+      user_id: warmUser,
+      num_items: 15,
+      filters: { categories: cats, min_quality_score: 0.3 },
+    });
+    assert.equal(r.status, 200);
+    assert.ok(r.json.recommendations.length > 0);
+    for (const x of r.json.recommendations) {
+      assert.ok(
+        x.metadata.categories.some((c: string) => cats.includes(c)),
+        `${x.item_id} ${x.metadata.categories}`,
+      );
+      assert.ok(b.items.quality[b.items.index.get(x.item_id)!]! >= 0.3);
+    }
+  });
+
+  test('category_diversity caps items per category', async () => {
+    // cap = ceil(10 × (1 − 0.8)) = 2 per primary category.
+    const r = await post(base, '/v1/recommendations', {
+      user_id: warmUser,
+      num_items: 10,
+      diversity_settings: { category_diversity: 0.8 },
+    });
+    assert.equal(r.status, 200);
+    const counts = new Map<string, number>();
+    for (const x of r.json.recommendations) {
+      const c = primaryCategory(x.item_id);
+      counts.set(c, (counts.get(c) ?? 0) + 1);
+    }
+    for (const [c, n] of counts) assert.ok(n <= 2, `${c}: ${n}`);
+  });
+
+  test('feedback changes the next answer: seen items go, blocked items never return', async () => {
+    const user = server.registry.current()!.bundle.userIds[1]!;
+    const first = await post(base, '/v1/recommendations', { user_id: user, num_items: 10 });
+    const ids = first.json.recommendations.map((x: { item_id: string }) => x.item_id);
+    const fb = await post(base, '/v1/feedback', {
+      user_id: user,
+      events: ids.slice(0, 3).map((item_id: string) => ({ item_id, event_type: 'click' })),
+    });
+    assert.equal(fb.status, 200);
+    assert.deepEqual(fb.json, { status: 'accepted', events_processed: 3, duplicates_ignored: 0 });
+    const neg = await post(base, '/v1/feedback/negative', {
+      user_id: user,
+      item_id: ids[3],
+      feedback_type: 'not_interested',
+    });
+    assert.deepEqual(neg.json, { status: 'accepted', action_taken: 'item_blocked' });
+    const gone = new Set(ids.slice(0, 4));
+    for (let i = 0; i < 3; i++) {
+      const r = await post(base, '/v1/recommendations', { user_id: user, num_items: 30 });
+      assert.equal(r.json.metadata.cache_hit, undefined);
+      for (const x of r.json.recommendations) assert.ok(!gone.has(x.item_id), x.item_id);
+      // Invalidate the cache the way a client would: new feedback.
+      await post(base, '/v1/feedback', {
+        user_id: user,
+        events: [{ item_id: ids[5 + i], event_type: 'view' }],
+      });
+    }
+    const sim = await post(base, '/v1/similar', { item_id: ids[0], user_id: user, num_items: 50 });
+    for (const x of sim.json.similar_items) assert.notEqual(x.item_id, ids[3]);
+  });
+
+  test('a repeated feedback event is reported as a duplicate', async () => {
+    const item = server.registry.current()!.bundle.items.ids[5]!;
+    const body = {
+      user_id: 'dup-user',
+      events: [{ item_id: item, event_type: 'like', timestamp: new Date().toISOString() }],
+    };
+    const a = await post(base, '/v1/feedback', body);
+    const b = await post(base, '/v1/feedback', body);
+    assert.equal(a.json.events_processed, 1);
+    assert.deepEqual(b.json, { status: 'accepted', events_processed: 0, duplicates_ignored: 1 });
+    const n1 = await post(base, '/v1/feedback/negative', {
+      user_id: 'dup-user',
+      item_id: item,
+      feedback_type: 'report',
+    });
+    const n2 = await post(base, '/v1/feedback/negative', {
+      user_id: 'dup-user',
+      item_id: item,
+      feedback_type: 'report',
+    });
+    assert.equal(n1.json.status, 'accepted');
+    assert.equal(n2.json.status, 'duplicate_ignored');
+  });
+});
+
+describe('POST /v1/similar', () => {
+  for (const type of ['content', 'collaborative', 'hybrid']) {
+    test(`${type}: similar items with common attributes`, async () => {
+      const b = server.registry.current()!.bundle;
+      const item = b.items.ids[b.items.index.size >> 1]!;
+      const r = await post(base, '/v1/similar', {
+        item_id: item,
+        num_items: 8,
+        similarity_type: type,
+        exclude_items: [b.items.ids[0]],
+      });
+      assert.equal(r.status, 200);
+      assert.equal(r.json.source_item, item);
+      assert.equal(r.json.similar_items.length, 8);
+      for (const x of r.json.similar_items) {
+        assert.notEqual(x.item_id, item);
+        assert.notEqual(x.item_id, b.items.ids[0]);
+        assert.equal(x.similarity_type, type);
+        assert.ok(Array.isArray(x.common_attributes));
+      }
+      const scores = r.json.similar_items.map(
+        (x: { similarity_score: number }) => x.similarity_score,
+      );
+      assert.deepEqual(
+        scores,
+        [...scores].sort((a: number, c: number) => c - a),
+      );
+    });
+  }
+
+  test('content similarity names shared categories', async () => {
+    const b = server.registry.current()!.bundle;
+    const r = await post(base, '/v1/similar', {
+      item_id: b.items.ids[10],
+      num_items: 5,
+      similarity_type: 'content',
+    });
+    assert.ok(
+      r.json.similar_items.some((x: { common_attributes: string[] }) =>
+        x.common_attributes.some((a) => a.startsWith('category:')),
+      ),
+    );
+  });
+
+  test('unknown item → 404 naming item_id', async () => {
+    const r = await post(base, '/v1/similar', { item_id: 'no-such-item' });
+    assert.equal(r.status, 404);
+    assert.equal(r.json.error.code, 'not_found');
+    assert.equal(r.json.error.field, 'item_id');
+  });
+});
+
+describe('bad input', () => {
+  const cases: [string, string, unknown, number, string | undefined][] = [
+    ['num_items 0', '/v1/recommendations', { user_id: 'u', num_items: 0 }, 400, 'num_items'],
+    ['num_items 501', '/v1/recommendations', { user_id: 'u', num_items: 501 }, 400, 'num_items'],
+    ['num_items 2.5', '/v1/recommendations', { user_id: 'u', num_items: 2.5 }, 400, 'num_items'],
+    ['user_id number', '/v1/recommendations', { user_id: 5 }, 400, 'user_id'],
+    ['user_id missing', '/v1/recommendations', {}, 400, 'user_id'],
+    ['body array', '/v1/recommendations', [], 400, 'body'],
+    [
+      'unknown request_type',
+      '/v1/recommendations',
+      { user_id: 'u', request_type: 'x' },
+      400,
+      'request_type',
+    ],
+    [
+      'unknown device',
+      '/v1/recommendations',
+      { user_id: 'u', context: { device_type: 'fridge' } },
+      400,
+      'context.device_type',
+    ],
+    [
+      'bad timestamp',
+      '/v1/recommendations',
+      { user_id: 'u', context: { timestamp: 'yesterday' } },
+      400,
+      'context.timestamp',
+    ],
+    [
+      'quality out of range',
+      '/v1/recommendations',
+      { user_id: 'u', filters: { min_quality_score: 2 } },
+      400,
+      'filters.min_quality_score',
+    ],
+    [
+      'exclude_items not strings',
+      '/v1/recommendations',
+      { user_id: 'u', exclude_items: [1] },
+      400,
+      'exclude_items[0]',
+    ],
+    [
+      'similarity_type',
+      '/v1/similar',
+      { item_id: 'x', similarity_type: 'visual' },
+      400,
+      'similarity_type',
+    ],
+    ['events empty', '/v1/feedback', { user_id: 'u', events: [] }, 400, 'events'],
+    [
+      'event_type unknown',
+      '/v1/feedback',
+      { user_id: 'u', events: [{ item_id: 'i', event_type: 'stare' }] },
+      400,
+      'events[0].event_type',
+    ],
+    [
+      'completion_rate > 1',
+      '/v1/feedback',
+      { user_id: 'u', events: [{ item_id: 'i', event_type: 'view', completion_rate: 3 }] },
+      400,
+      'events[0].completion_rate',
+    ],
+    [
+      'feedback_type unknown',
+      '/v1/feedback/negative',
+      { user_id: 'u', item_id: 'i', feedback_type: 'meh' },
+      400,
+      'feedback_type',
+    ],
+  ];
+  for (const [name, path, body, status, field] of cases) {
+    test(`${name} → ${status} naming ${field}`, async () => {
+      const r = await post(base, path, body);
+      assert.equal(r.status, status);
+      assert.equal(r.json.error.code, 'invalid_argument');
+      assert.equal(r.json.error.field, field);
+      assert.equal(typeof r.json.error.message, 'string');
+    });
+  }
+
+  test('malformed JSON → 400 malformed_body', async () => {
+    const r = await post(base, '/v1/recommendations', '{"user_id": ');
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.code, 'malformed_body');
+  });
+
+  test('a body over 1 MiB → 413', async () => {
+    const big = JSON.stringify({ user_id: 'u', pad: 'x'.repeat(1024 * 1024 + 10) });
+    const r = await post(base, '/v1/recommendations', big).catch(() => null);
+    // uWS answers 413 and closes; fetch may see the answer or the closed socket.
+    if (r) assert.equal(r.status, 413);
+    assert.equal((await fetch(base + '/healthz')).status, 200);
+  });
+
+  test('unsupported media type → 415, unknown route → 404, wrong method → 405', async () => {
+    const r = await post(base, '/v1/recommendations', '{"user_id":"u"}', {
+      'content-type': 'text/csv',
+    });
+    assert.equal(r.status, 415);
+    assert.equal((await post(base, '/v2/nothing', {})).status, 404);
+    assert.equal((await fetch(base + '/v1/recommendations')).status, 405);
+  });
+
+  test('clients that disconnect mid-request never crash the server', async () => {
+    const aborts = Array.from({ length: 20 }, (_, i) => {
+      const ac = new AbortController();
+      const p = fetch(base + '/v1/recommendations', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user_id: `${warmUser}`, num_items: 50 + i }),
+        signal: ac.signal,
+      }).catch(() => null);
+      setTimeout(() => ac.abort(), i % 5);
+      return p;
+    });
+    await Promise.all(aborts);
+    await new Promise((r) => setTimeout(r, 200));
+    const r = await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 3 });
+    assert.equal(r.status, 200);
+  });
+});

@@ -1,0 +1,76 @@
+// Shared by the HTTP and pipeline tests: a small demo model repository (built once per
+// machine into the temp dir by `recserve build-demo`, the real builder) and a real server
+// on an ephemeral port.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/index.js';
+import { latestVersion } from '../../src/models/repository.js';
+import { projectRoot } from '../../src/retrieval/native.js';
+import { startServer, type RunningServer } from '../../src/cli/serve.js';
+
+export const TEST_MODELS = join(tmpdir(), 'recserve-test-models-v1');
+
+/** Builds the small test bundle unless it exists (about half a minute the first time). */
+export function ensureTestModels(): string {
+  if (latestVersion(TEST_MODELS, 'recserve') !== undefined) return TEST_MODELS;
+  const main = join(projectRoot(), 'dist', 'src', 'cli', 'main.js');
+  const args = ['build-demo', '--if-missing', '--repo', TEST_MODELS];
+  args.push('--items', '3000', '--users', '800', '--events', '40000', '--seed', '7');
+  const r = spawnSync(process.execPath, [main, ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`build-demo failed: ${r.stderr}`);
+  return TEST_MODELS;
+}
+
+export async function startTestServer(extra: string[] = []): Promise<{
+  server: RunningServer;
+  base: string;
+}> {
+  const models = ensureTestModels();
+  const cfg = loadConfig(
+    [
+      '--port',
+      '0',
+      '--models',
+      models,
+      '--no-build-missing',
+      '--data-dir',
+      mkdtempSync(join(tmpdir(), 'recserve-data-')),
+      '--no-fsync-feedback',
+      '--log-level',
+      'silent',
+      '--seed',
+      '1',
+      ...extra,
+    ],
+    {},
+  );
+  const server = await startServer(cfg);
+  return { server, base: `http://127.0.0.1:${server.http.port}` };
+}
+
+/** Response bodies are read loosely in tests: a wrong shape fails the assertion anyway. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- test-only loose JSON
+export type Json = any;
+
+export async function post(
+  base: string,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: Json }> {
+  const r = await fetch(base + path, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json: Json = null;
+  try {
+    json = JSON.parse(text) as Json;
+  } catch {
+    json = text;
+  }
+  return { status: r.status, json };
+}
