@@ -1,0 +1,56 @@
+// Loads proto/recserve/v1/recommendation.proto once, for the server and the client alike.
+//
+// The loader options are chosen so that a decoded message is the REST contract's JSON shape
+// (api/types.ts): field names kept as written (snake_case), int32 as JS numbers, and fields
+// that were not sent left out (defaults: false) instead of filled with zeros. With the
+// one-member oneofs of the .proto that makes "absent" and "zero" distinct, which is what
+// lets api/validate.ts judge a gRPC message exactly as it judges a JSON body.
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { projectRoot } from '../../retrieval/native.js';
+
+export const SERVICE_NAME = 'recserve.v1.RecommendationService';
+export const PROTO_FILE = 'recserve/v1/recommendation.proto';
+
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: false,
+  arrays: false,
+  objects: false,
+  oneofs: false,
+};
+
+/** Directory holding recserve/v1/*.proto (what protoc's -I should name). */
+export function protoDir(): string {
+  return join(projectRoot(), 'proto');
+}
+
+let pkg: protoLoader.PackageDefinition | undefined;
+
+/**
+ * recserve's service plus grpc.health.v1 in one package definition: server reflection
+ * describes exactly what this definition holds, so stock tools (grpcurl, grpc_cli) can
+ * discover both services.
+ */
+export function packageDefinition(): protoLoader.PackageDefinition {
+  if (!pkg) {
+    pkg = protoLoader.loadSync([PROTO_FILE, healthProtoPath], {
+      ...LOADER_OPTIONS,
+      includeDirs: [protoDir()],
+    });
+  }
+  return pkg;
+}
+
+export function serviceDefinition(): grpc.ServiceDefinition {
+  return packageDefinition()[SERVICE_NAME] as grpc.ServiceDefinition;
+}
+
+/** The generated client constructor for RecommendationService. */
+export function serviceClientConstructor(): grpc.ServiceClientConstructor {
+  return grpc.makeClientConstructor(serviceDefinition(), SERVICE_NAME);
+}

@@ -1,0 +1,316 @@
+// The gRPC front end: recserve.v1.RecommendationService over @grpc/grpc-js, beside the
+// standard grpc.health.v1.Health and server reflection. It decodes, validates with the same
+// functions as HTTP (api/validate.ts), calls the one RecommenderService and encodes; all
+// policy (caching, fallbacks, deadlines inside the pipeline) lives behind that interface.
+//
+// Every channel argument below is set on purpose, because grpc-js's defaults suit a
+// general-purpose library rather than a latency-bound service:
+// - receive limit = the HTTP body limit (1 MiB): the same request is too large on both
+//   front ends; grpc-js answers RESOURCE_EXHAUSTED without decoding it.
+// - send limit 4 MiB: 500 items with metadata are ~100 KiB, so hitting it means a bug.
+// - max concurrent streams per connection 256: enough to keep one multiplexed channel
+//   busy (the pipeline batches concurrent requests), bounded so one client cannot queue
+//   unbounded work; a client beyond it waits in its own HTTP/2 layer, not in our heap.
+// - keepalive ping every 60 s on an idle connection, 20 s to answer: finds peers that
+//   vanished behind a NAT or load balancer without pinging busy connections.
+// - connection idle 5 min: releases sockets of clients that went quiet.
+// - channelz off: it records every call, a cost with no reader here.
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import { ApiError, toApiError } from '../../api/errors.js';
+import type { CallOptions, FeedbackResponse, RecommenderService } from '../../api/types.js';
+import {
+  validateFeedbackRequest,
+  validateNegativeFeedbackRequest,
+  validateRecommendationRequest,
+  validateSimilarRequest,
+} from '../../api/validate.js';
+import { logger, type Logger } from '../../observability/logger.js';
+import { recommendationResponseToWire, similarResponseToWire } from './convert.js';
+import { packageDefinition, serviceDefinition, SERVICE_NAME } from './proto.js';
+import { toStatus } from './status.js';
+
+export interface GrpcServerOptions {
+  /** Interface to bind. Default 127.0.0.1 (loopback: expose deliberately). */
+  host: string;
+  /** Port; 0 picks a free one (tests). Default 50051. */
+  port: number;
+  /** Largest request message accepted. Default 1 MiB (the HTTP body limit). */
+  maxReceiveBytes: number;
+  /** Largest response message sent. Default 4 MiB. */
+  maxSendBytes: number;
+  /** HTTP/2 streams (calls) in flight per connection. Default 256. */
+  maxConcurrentStreams: number;
+  /** Ping an idle connection after this long. Default 60 s. */
+  keepaliveTimeMs: number;
+  /** ...and drop it when the ping is not answered within this. Default 20 s. */
+  keepaliveTimeoutMs: number;
+  /** Close connections with no calls for this long. Default 5 min. */
+  maxConnectionIdleMs: number;
+  /** close(): how long in-flight calls may take before they are cancelled. Default 10 s. */
+  drainTimeoutMs: number;
+  /** How often readiness is copied into grpc.health.v1. Default 250 ms. */
+  healthPollMs: number;
+  /** Expose server reflection. Default true. */
+  reflection: boolean;
+  /** Stream feedback: messages validated/recorded ahead of the reader at most. Default 32. */
+  streamWindow: number;
+}
+
+export const DEFAULT_GRPC_OPTIONS: GrpcServerOptions = {
+  host: '127.0.0.1',
+  port: 50051,
+  maxReceiveBytes: 1024 * 1024,
+  maxSendBytes: 4 * 1024 * 1024,
+  maxConcurrentStreams: 256,
+  keepaliveTimeMs: 60_000,
+  keepaliveTimeoutMs: 20_000,
+  maxConnectionIdleMs: 5 * 60_000,
+  drainTimeoutMs: 10_000,
+  healthPollMs: 250,
+  reflection: true,
+  streamWindow: 32,
+};
+
+export interface GrpcServerHandle {
+  /** The bound port (the real one when 0 was asked for). */
+  readonly port: number;
+  /** host:port, what a client dials. */
+  readonly address: string;
+  /** Calls currently being handled. */
+  inFlight(): number;
+  /**
+   * Graceful stop: health turns NOT_SERVING, new calls are refused, in-flight calls get
+   * up to `timeoutMs` (default drainTimeoutMs) to finish, then are cancelled. Idempotent.
+   */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+/** grpc-js Deadline (Date | ms number | Infinity) → absolute ms, or undefined for none. */
+function deadlineMs(d: grpc.Deadline): number | undefined {
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>;
+
+export async function startGrpcServer(
+  service: RecommenderService,
+  options: Partial<GrpcServerOptions> = {},
+): Promise<GrpcServerHandle> {
+  const opts: GrpcServerOptions = { ...DEFAULT_GRPC_OPTIONS, ...options };
+  const log: Logger = logger().child({ component: 'grpc' });
+  let inFlight = 0;
+  let closing = false;
+
+  // Calls being handled, each with a way to end it early. close() uses it when the drain
+  // bound passes: every such call is answered UNAVAILABLE (retry on another replica) and its
+  // pipeline work aborted, so no client waits on a server that is going away.
+  const active = new Set<(err: ApiError) => void>();
+
+  /**
+   * Bookkeeping shared by every handler: the caller's deadline and an abort signal for the
+   * pipeline, and a settle function that answers exactly once (the pipeline's answer, an
+   * error, or the drain's UNAVAILABLE, whichever comes first).
+   */
+  function track(
+    method: string,
+    call: AnyCall,
+    respond: (err: Partial<grpc.StatusObject> | null, value?: unknown) => void,
+  ): { opts: CallOptions; expired: boolean; settle: (err: unknown, value?: unknown) => void } {
+    const deadline = deadlineMs(call.getDeadline());
+    const ac = new AbortController();
+    call.once('cancelled', () => ac.abort());
+    const o: CallOptions = { signal: ac.signal };
+    if (deadline !== undefined) o.deadline = deadline;
+    let settled = false;
+    const settle = (err: unknown, value?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      active.delete(cut);
+      inFlight--;
+      if (err == null) respond(null, value);
+      else respond(fail(method, err));
+    };
+    const cut = (err: ApiError): void => {
+      ac.abort();
+      settle(err);
+    };
+    active.add(cut);
+    inFlight++;
+    return { opts: o, expired: deadline !== undefined && deadline <= Date.now(), settle };
+  }
+
+  function fail(method: string, err: unknown): Partial<grpc.StatusObject> {
+    const api = toApiError(err);
+    if (api.code === 'internal') log.error({ err, method }, 'grpc call failed');
+    return toStatus(api);
+  }
+
+  function unary<Req, Res>(
+    method: string,
+    validate: (raw: unknown) => Req,
+    run: (req: Req, o: CallOptions) => Promise<Res>,
+    encode: (res: Res) => unknown,
+  ): grpc.handleUnaryCall<unknown, unknown> {
+    return (call, callback) => {
+      const { opts: o, expired, settle } = track(method, call, callback);
+      // A call whose deadline already passed (it queued behind others) is not started.
+      if (expired) {
+        settle(new ApiError('deadline_exceeded', 'deadline passed before the call started'));
+        return;
+      }
+      let req: Req;
+      try {
+        req = validate(call.request);
+      } catch (err) {
+        settle(err);
+        return;
+      }
+      run(req, o).then(
+        (res) => settle(null, encode(res)),
+        (err: unknown) => settle(err ?? new Error('rejected without a reason')),
+      );
+    };
+  }
+
+  const streamFeedback: grpc.handleClientStreamingCall<unknown, unknown> = (call, callback) => {
+    const { opts: o, settle } = track('StreamFeedback', call, callback);
+    const total: FeedbackResponse = {
+      status: 'accepted',
+      events_processed: 0,
+      duplicates_ignored: 0,
+    };
+    let index = 0;
+    let pending = 0;
+    let failed = false;
+    let chain: Promise<void> = Promise.resolve();
+    const fail1 = (err: unknown): void => {
+      failed = true;
+      settle(err);
+    };
+    call.on('data', (msg: unknown) => {
+      if (failed) return;
+      const i = index++;
+      // Each message is recorded in arrival order (a user's session order matters); the
+      // window bounds how far the reader runs ahead of the pipeline.
+      if (++pending >= opts.streamWindow) call.pause();
+      chain = chain.then(async () => {
+        try {
+          if (failed) return;
+          const r = await service.feedback(validateFeedbackRequest(msg), o);
+          total.events_processed += r.events_processed;
+          total.duplicates_ignored += r.duplicates_ignored;
+        } catch (err) {
+          const api = toApiError(err);
+          fail1(new ApiError(api.code, `message ${i}: ${api.message}`, api.field));
+        } finally {
+          if (--pending < opts.streamWindow) call.resume();
+        }
+      });
+    });
+    call.on('end', () => {
+      void chain.then(() => settle(null, total));
+    });
+    call.on('error', fail1);
+  };
+
+  const impl: grpc.UntypedServiceImplementation = {
+    GetRecommendations: unary(
+      'GetRecommendations',
+      validateRecommendationRequest,
+      (r, o) => service.recommend(r, o),
+      recommendationResponseToWire,
+    ),
+    GetSimilarItems: unary(
+      'GetSimilarItems',
+      validateSimilarRequest,
+      (r, o) => service.similar(r, o),
+      similarResponseToWire,
+    ),
+    RecordFeedback: unary(
+      'RecordFeedback',
+      validateFeedbackRequest,
+      (r, o) => service.feedback(r, o),
+      (r) => r,
+    ),
+    StreamFeedback: streamFeedback,
+    RecordNegativeFeedback: unary(
+      'RecordNegativeFeedback',
+      validateNegativeFeedbackRequest,
+      (r, o) => service.negativeFeedback(r, o),
+      (r) => r,
+    ),
+  };
+
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': opts.maxReceiveBytes,
+    'grpc.max_send_message_length': opts.maxSendBytes,
+    'grpc.max_concurrent_streams': opts.maxConcurrentStreams,
+    'grpc.keepalive_time_ms': opts.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': opts.keepaliveTimeoutMs,
+    'grpc.max_connection_idle_ms': opts.maxConnectionIdleMs,
+    'grpc.enable_channelz': 0,
+  });
+  server.addService(serviceDefinition(), impl);
+
+  // Health: '' (the whole server) and the service name follow service.ready().
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  health.addToServer(server);
+  let lastReady: boolean | undefined;
+  const syncHealth = (): void => {
+    const ready = !closing && service.ready();
+    if (ready === lastReady) return;
+    lastReady = ready;
+    const s = ready ? 'SERVING' : 'NOT_SERVING';
+    health.setStatus('', s);
+    health.setStatus(SERVICE_NAME, s);
+  };
+  syncHealth();
+  const healthTimer = setInterval(syncHealth, opts.healthPollMs);
+  healthTimer.unref();
+
+  if (opts.reflection) new ReflectionService(packageDefinition()).addToServer(server);
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(
+      `${opts.host}:${opts.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    );
+  });
+  const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  log.info({ host: opts.host, port }, 'grpc listening');
+
+  let closed: Promise<void> | undefined;
+  return {
+    port,
+    address: `${host}:${port}`,
+    inFlight: () => inFlight,
+    close(timeoutMs = opts.drainTimeoutMs): Promise<void> {
+      closed ??= new Promise<void>((resolve) => {
+        closing = true;
+        syncHealth();
+        clearInterval(healthTimer);
+        const timer = setTimeout(() => {
+          log.warn({ inFlight }, 'grpc drain timed out; cancelling the calls left');
+          const stop = new ApiError('unavailable', 'server shutting down; retry elsewhere');
+          for (const cut of [...active]) cut(stop);
+          // Answered calls let tryShutdown finish; forceShutdown catches anything else.
+          force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 100);
+        }, timeoutMs);
+        let force: NodeJS.Timeout | undefined;
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      return closed;
+    },
+  };
+}
