@@ -168,7 +168,7 @@ export class Metrics {
   ]);
   readonly loopLag = new Gauge(
     'recserve_event_loop_lag_seconds',
-    'Event-loop delay percentiles since start (perf_hooks.monitorEventLoopDelay)',
+    'Event-loop delay percentiles since the previous scrape (perf_hooks.monitorEventLoopDelay)',
     ['quantile'],
   );
   private readonly loopHistogram: IntervalHistogram;
@@ -183,6 +183,9 @@ export class Metrics {
         this.loopLag.set({ quantile: String(q / 100) }, this.loopHistogram.percentile(q) / 1e9);
       }
       this.loopLag.set({ quantile: '1' }, this.loopHistogram.max / 1e9);
+      // Percentiles cover the interval since the previous scrape: a lifetime histogram
+      // would bury today's stall under last week's calm.
+      this.loopHistogram.reset();
     });
     this.all = [
       this.requests,

@@ -1,0 +1,311 @@
+// HTTP load benchmark (`npm run bench:load [-- --quick --json]`): starts `recserve serve` as
+// a child process on a model repository, drives it with autocannon through the issue's
+// scenarios, and prints requests/s, p50/p90/p99, errors and the server's event-loop lag
+// (scraped from /metrics, whose lag percentiles cover the interval since the last scrape).
+// It also measures the machine's floor for the bundle in the same run:
+//   floor seconds/request = N·d·4 bytes / scan bandwidth  +  C · ranker FLOPs / sgemm rate
+// with the scan bandwidth from one un-batched exact search (ExactIndex, one query) and the
+// sgemm rate from FAISS IndexFlatIP over a 256-query batch (a BLAS sgemm).
+//
+// Options: --models DIR (default: a demo repository built into the temp dir), --items N
+// (build a synthetic repository of N items with d=64 for the reference configuration, e.g.
+// --items 1000000; built once and reused), --duration S (per scenario), --connections C.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { numberOption, parseBenchArgs } from './lib/args.js';
+import { printTable } from './lib/table.js';
+import { latestVersion, loadBundle } from '../src/models/repository.js';
+import { projectRoot } from '../src/retrieval/native.js';
+import { ExactIndex } from '../src/retrieval/exact.js';
+import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
+
+const args = parseBenchArgs();
+const quick = args.quick;
+const duration = numberOption(args, 'duration', quick ? 3 : 10);
+const connections = numberOption(args, 'connections', 16);
+const items = numberOption(args, 'items', quick ? 3000 : 20000);
+const log = (msg: string) => {
+  if (!args.json) console.error(`[load] ${msg}`);
+};
+
+function ensureModels(): string {
+  const given = args.options.get('models');
+  if (given) return given;
+  const dir = join(tmpdir(), `recserve-bench-models-${items}`);
+  if (latestVersion(dir, 'recserve') !== undefined) return dir;
+  log(`building a ${items}-item synthetic repository into ${dir} (once)`);
+  const users = Math.max(500, Math.min(200_000, Math.round(items / 4)));
+  const events = Math.max(20_000, Math.min(10_000_000, items * 10));
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(projectRoot(), 'dist', 'src', 'cli', 'main.js'),
+      'build-demo',
+      '--repo',
+      dir,
+      '--items',
+      String(items),
+      '--users',
+      String(users),
+      '--events',
+      String(events),
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  if (r.status !== 0) throw new Error('build-demo failed');
+  return dir;
+}
+
+async function startServer(models: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(projectRoot(), 'bin', 'recserve.js'),
+      'serve',
+      '--port',
+      '0',
+      '--models',
+      models,
+      '--no-build-missing',
+      '--data-dir',
+      mkdtempSync(join(tmpdir(), 'recserve-bench-data-')),
+      '--no-fsync-feedback',
+      '--log-level',
+      'info',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let buf = '';
+  let port = 0;
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as { port?: number; msg?: string };
+          if (typeof rec.port === 'number') port = rec.port;
+          if (rec.msg === 'model loaded and warm: ready') resolve();
+        } catch {
+          /* not JSON */
+        }
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited (${code})`)));
+  });
+  return { child, port };
+}
+
+async function loopLagMs(base: string): Promise<number> {
+  const text = await (await fetch(base + '/metrics')).text();
+  const m = /recserve_event_loop_lag_seconds\{quantile="0.99"\} ([\d.e+-]+)/.exec(text);
+  return m ? Number(m[1]) * 1000 : NaN;
+}
+
+interface Row {
+  scenario: string;
+  rps: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  errors: number;
+  non2xx: number;
+  loop_lag_p99_ms: number;
+}
+
+function pick<T>(a: T[]): T {
+  return a[Math.floor(Math.random() * a.length)]!;
+}
+
+async function scenario(
+  base: string,
+  name: string,
+  makeBody: () => { path: string; body: string },
+): Promise<Row> {
+  await loopLagMs(base); // starts a fresh lag interval
+  const result = await autocannon({
+    url: base,
+    connections,
+    duration,
+    requests: [
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req) => {
+          const { path, body } = makeBody();
+          return { ...req, path, body };
+        },
+      },
+    ],
+  });
+  const lag = await loopLagMs(base);
+  return {
+    scenario: name,
+    rps: Math.round(result.requests.average),
+    p50_ms: result.latency.p50,
+    p90_ms: result.latency.p90,
+    p99_ms: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+    loop_lag_p99_ms: Math.round(lag * 100) / 100,
+  };
+}
+
+async function main(): Promise<void> {
+  const models = ensureModels();
+  const v = latestVersion(models, 'recserve')!;
+  const bundle = await loadBundle(join(models, 'recserve', String(v)));
+  const n = bundle.items.ids.length;
+  const d = bundle.dim;
+
+  // --- the floor, measured now on this machine --------------------------------------------
+  log('measuring the floor (scan bandwidth, sgemm rate)');
+  const exact = ExactIndex.create({ dim: d, threads: 1 });
+  exact.build(
+    Uint32Array.from({ length: n }, (_, i) => i),
+    bundle.itemEmbeddings,
+  );
+  const q1 = bundle.userEmbeddings.slice(0, d);
+  exact.searchSync(q1, 100);
+  let t = performance.now();
+  const scans = quick ? 5 : 20;
+  for (let i = 0; i < scans; i++) exact.searchSync(q1, 100);
+  const scanSec = (performance.now() - t) / 1000 / scans;
+  const bandwidth = (n * d * 4) / scanSec;
+  const flat = FaissFlatIndex.create(d);
+  flat.add(bundle.itemEmbeddings);
+  const B = 256;
+  const qb = new Float32Array(B * d);
+  for (let i = 0; i < qb.length; i++) qb[i] = Math.random() - 0.5;
+  flat.searchSync(qb, 10);
+  t = performance.now();
+  flat.searchSync(qb, 10);
+  const sgemmFlops = (2 * n * d * B) / ((performance.now() - t) / 1000);
+  // The ranker: Deep & Wide MLP, deep input width W → hidden [64, 32] → 1 (+ the wide part).
+  const deep = bundle.ranker.inputs[0]!;
+  let width = 0;
+  for (const f of deep.features) width += f.endsWith('_emb') ? d : 1;
+  const flopsPerCandidate = 2 * (width * 64 + 64 * 32 + 32);
+  const candidates = 200;
+  const floorSec = (n * d * 4) / bandwidth + (candidates * flopsPerCandidate) / sgemmFlops;
+  const floorRps = 1 / floorSec;
+
+  // --- load -----------------------------------------------------------------------------
+  const { child, port } = await startServer(models);
+  const base = `http://127.0.0.1:${port}`;
+  const users = bundle.userIds;
+  const itemIds = bundle.items.ids;
+  const rows: Row[] = [];
+  const recs = (user: string, extra: Record<string, unknown> = {}) => ({
+    path: '/v1/recommendations',
+    body: JSON.stringify({ user_id: user, num_items: 20, ...extra }),
+  });
+  try {
+    log(`scenarios: ${duration}s each, ${connections} connections, ${n} items, d=${d}`);
+    // A random excluded item gives every request its own cache key: all misses.
+    rows.push(
+      await scenario(base, 'warm_uncached', () =>
+        recs(pick(users), { exclude_items: [pick(itemIds)] }),
+      ),
+    );
+    let c = 0;
+    rows.push(await scenario(base, 'cold', () => recs(`bench-cold-${c++}`)));
+    const hot = users.slice(0, 50);
+    for (const u of hot)
+      await fetch(base + '/v1/recommendations', { method: 'POST', body: recs(u).body });
+    rows.push(await scenario(base, 'cached', () => recs(pick(hot))));
+    const types = ['content', 'collaborative', 'hybrid'];
+    rows.push(
+      await scenario(base, 'similar', () => ({
+        path: '/v1/similar',
+        body: JSON.stringify({
+          item_id: pick(itemIds),
+          num_items: 20,
+          similarity_type: pick(types),
+        }),
+      })),
+    );
+    rows.push(
+      await scenario(base, 'mixed_feedback', () => {
+        const r = Math.random();
+        const user = pick(users);
+        if (r < 0.15) {
+          return {
+            path: '/v1/feedback',
+            body: JSON.stringify({
+              user_id: user,
+              events: [{ item_id: pick(itemIds), event_type: pick(['view', 'click', 'like']) }],
+            }),
+          };
+        }
+        if (r < 0.2) {
+          return {
+            path: '/v1/similar',
+            body: JSON.stringify({ item_id: pick(itemIds), num_items: 10 }),
+          };
+        }
+        return recs(user);
+      }),
+    );
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+
+  const warm = rows[0]!;
+  const summary = {
+    items: n,
+    dim: d,
+    candidates,
+    connections,
+    duration_s: duration,
+    floor: {
+      scan_gb_per_s: Math.round(bandwidth / 1e7) / 100,
+      sgemm_gflops: Math.round(sgemmFlops / 1e7) / 100,
+      ranker_flops_per_candidate: flopsPerCandidate,
+      ms_per_request: Math.round(floorSec * 1e5) / 100,
+      rps: Math.round(floorRps),
+    },
+    scenarios: rows,
+    targets: {
+      warm_uncached_rps_vs_floor: Math.round((warm.rps / floorRps) * 100) / 100,
+      warm_uncached_p99_under_50ms: warm.p99_ms < 50,
+      cached_20k_rps_p99_under_5ms: rows[2]!.rps >= 20_000 && rows[2]!.p99_ms < 5,
+      loop_lag_p99_under_10ms: warm.loop_lag_p99_ms < 10,
+    },
+    date: new Date().toISOString(),
+  };
+  if (args.json) {
+    console.log(JSON.stringify(summary, null, 2));
+    return;
+  }
+  printTable(
+    ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'non-2xx', 'loop lag p99 ms'],
+    rows.map((r) => [
+      r.scenario,
+      r.rps,
+      r.p50_ms,
+      r.p90_ms,
+      r.p99_ms,
+      r.errors,
+      r.non2xx,
+      r.loop_lag_p99_ms,
+    ]),
+  );
+  console.log(
+    `\nfloor (${n} items × d=${d}, ${candidates} candidates): scan ${summary.floor.scan_gb_per_s} GB/s, ` +
+      `sgemm ${summary.floor.sgemm_gflops} GFLOP/s → ${summary.floor.ms_per_request} ms/request = ` +
+      `${summary.floor.rps} req/s (one un-batched scan per request)`,
+  );
+  console.log(`targets: ${JSON.stringify(summary.targets)}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
