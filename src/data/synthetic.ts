@@ -280,8 +280,10 @@ export function generateSynthetic(opts: SyntheticOptions = {}): SyntheticData {
       n -= len;
     }
     sessions.sort((a, b) => a.t - b.t);
+    // Sessions may not overlap: a session starts after the previous one ended.
+    let lastT = -Infinity;
     for (const sess of sessions) {
-      let t = sess.t;
+      let t = Math.max(sess.t, lastT + 600_000);
       const device = rand() < 0.8 ? userDevice[u] : randInt(4);
       // A session leans towards one cluster: mostly the primary taste.
       const r0 = rand();
@@ -302,6 +304,7 @@ export function generateSynthetic(opts: SyntheticOptions = {}): SyntheticData {
         const ev = EVENT_ORDER[search(match ? pMatch : pOther, rand(), 0, 6)];
         const duration = Math.round((match ? 40 : 15) + rand() * 120 * items.quality[item]);
         log.push(u, item, Math.round(t), ev, NaN, NaN, device, duration, sessionId);
+        lastT = t;
       }
       sessionId++;
     }

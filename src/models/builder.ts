@@ -176,7 +176,8 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
       opts.ranker ?? {},
     );
     ranker = { onnx: r.onnx, inputs: r.inputs, output: r.output, outputKind: r.outputKind };
-    for (const [k, v] of Object.entries(r.metrics)) metrics[`ranker_${k}`] = v;
+    for (const [k, v] of Object.entries(r.metrics))
+      metrics[k.startsWith('ranker_') ? k : `ranker_${k}`] = v;
     metrics.ranker_s = (performance.now() - t) / 1000;
     say(`ranker: trained in ${metrics.ranker_s.toFixed(1)}s`);
   }

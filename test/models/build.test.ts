@@ -1,0 +1,134 @@
+// Builds a tiny demo repository through the real CLI (synthetic data → ALS → cold start →
+// ranker → HNSW → repository) and loads it back with the real consumers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { listVersions, loadBundle } from '../../src/models/repository.js';
+import { importRanker } from '../../src/models/import.js';
+
+const root = mkdtempSync(join(tmpdir(), 'recserve-build-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+const cli = join(process.cwd(), 'dist', 'src', 'cli', 'main.js');
+const addonBuilt = existsSync(join(process.cwd(), 'build', 'Release', 'recserve_native.node'));
+const tiny = [
+  '--items',
+  '400',
+  '--users',
+  '150',
+  '--events',
+  '5000',
+  '--ranker-examples',
+  '4000',
+  '--ranker-epochs',
+  '1',
+];
+
+function recserve(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('build-demo writes a loadable bundle; --if-missing then does nothing', async () => {
+  const r = recserve('build-demo', '--repo', root, '--quiet', ...tiny);
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(out.version, 1);
+  assert.deepEqual(listVersions(root, 'recserve'), [1]);
+  const again = recserve('build-demo', '--if-missing', '--repo', root, '--quiet');
+  assert.equal(again.status, 0, again.stderr);
+  assert.deepEqual(listVersions(root, 'recserve'), [1]);
+
+  const b = await loadBundle(out.dir);
+  assert.equal(b.items.ids.length, 400);
+  assert.equal(b.itemEmbeddings.length, 400 * b.dim);
+  assert.ok(b.userIds.length > 100);
+  assert.ok(b.itemEmbeddings.every(Number.isFinite));
+  assert.ok(b.coldUserEmbedding.some((x) => x !== 0));
+  assert.ok(b.metrics.als_ndcg10 > 0, 'held-out metrics recorded');
+  // The ranker loads in ONNX Runtime against its own config and scores assembled features.
+  const { RankerSession } = await import('../../src/ranker/session.js');
+  const { assembleRankerInput, userViewFromEvents } =
+    await import('../../src/features/assemble.js');
+  const session = await RankerSession.create(b.ranker.path, b.ranker, b.dim);
+  try {
+    const emb = b.userEmbeddings.subarray(0, b.dim);
+    const view = userViewFromEvents(
+      b.items,
+      emb,
+      [0, 1],
+      [Date.UTC(2025, 11, 1), Date.UTC(2025, 11, 2)],
+    );
+    const cands = Int32Array.of(0, 1, 2, 3, 4);
+    const inputs = assembleRankerInput(
+      b.ranker.inputs,
+      b,
+      view,
+      { timestampMs: Date.UTC(2025, 11, 3), device: 'mobile' },
+      cands,
+    );
+    const scores = await session.score(inputs);
+    assert.equal(scores.length, 5);
+    assert.ok(scores.every((s) => s >= 0 && s <= 1));
+  } finally {
+    await session.release();
+  }
+  if (addonBuilt) {
+    assert.equal(b.hnswPath, join(out.dir, 'hnsw.index'));
+    const { HnswIndex } = await import('../../src/retrieval/hnsw.js');
+    const index = await HnswIndex.load(b.hnswPath);
+    assert.equal(index.size, 400);
+    assert.equal(index.dim, b.dim);
+  }
+});
+
+test('import-ranker drops a checked ONNX model into a new version and refuses a bad config', async () => {
+  const v1 = join(root, 'recserve', '1');
+  if (!existsSync(v1)) recserve('build-demo', '--repo', root, '--quiet', ...tiny);
+  const config = JSON.parse(readFileSync(join(v1, 'config.json'), 'utf8'));
+  const modelPath = join(root, 'external.onnx');
+  writeFileSync(modelPath, readFileSync(join(v1, 'model.onnx')));
+  const cfgPath = join(root, 'ranker.json');
+  writeFileSync(
+    cfgPath,
+    JSON.stringify({
+      inputs: config.ranker.inputs,
+      output: config.ranker.output,
+      output_kind: config.ranker.output_kind,
+    }),
+  );
+  const r = await importRanker({ repoDir: root, name: 'recserve', modelPath, configPath: cfgPath });
+  assert.equal(r.from, 1);
+  assert.equal(r.version, 2);
+  const b2 = await loadBundle(r.dir);
+  assert.deepEqual(readFileSync(b2.ranker.path), readFileSync(modelPath));
+  const b1 = await loadBundle(v1);
+  assert.deepEqual(b2.itemEmbeddings, b1.itemEmbeddings);
+
+  const bad = {
+    ...config.ranker,
+    inputs: [{ ...config.ranker.inputs[0], features: ['dot', 'shoe_size'] }],
+  };
+  writeFileSync(cfgPath, JSON.stringify(bad));
+  await assert.rejects(
+    importRanker({ repoDir: root, name: 'recserve', modelPath, configPath: cfgPath }),
+    /shoe_size/,
+  );
+  writeFileSync(cfgPath, JSON.stringify({ inputs: [], output: 'logit' }));
+  await assert.rejects(
+    importRanker({ repoDir: root, name: 'recserve', modelPath, configPath: cfgPath }),
+    /'inputs'/,
+  );
+  assert.deepEqual(listVersions(root, 'recserve'), [1, 2]);
+});
+
+test('build rejects bad arguments with the option named', () => {
+  const r = recserve('build', '--source', 'nowhere', '--repo', root);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /--source must be/);
+  const r2 = recserve('build-demo', '--repo', root, '--items', 'lots');
+  assert.notEqual(r2.status, 0);
+  assert.match(r2.stderr, /--items must be a positive integer/);
+});

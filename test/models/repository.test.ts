@@ -1,0 +1,150 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  mkdtempSync,
+  rmSync,
+  writeFileSync,
+  readFileSync,
+  mkdirSync,
+  existsSync,
+  readdirSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CatalogBuilder } from '../../src/data/log.js';
+import {
+  BundleIntegrityError,
+  VersionExistsError,
+  listVersions,
+  loadBundle,
+  loadLatest,
+  writeVersion,
+  type BundleArtifacts,
+} from '../../src/models/repository.js';
+
+const root = mkdtempSync(join(tmpdir(), 'recserve-repo-'));
+test.after(() => rmSync(root, { recursive: true, force: true }));
+
+function artifacts(name = 'demo'): BundleArtifacts {
+  const c = new CatalogBuilder();
+  c.add('a', 'Alpha', ['x'], 'c1', Date.UTC(2024, 0, 1), 0.25);
+  c.add('b', 'Beta', ['x', 'y'], 'c2', NaN, 0.75);
+  c.add('c', 'Gamma', [], '', Date.UTC(2024, 5, 1), 0.5);
+  const items = c.finish();
+  items.popularity = Float32Array.of(3, 2, 0);
+  return {
+    name,
+    dim: 2,
+    items,
+    itemEmbeddings: Float32Array.of(1, 0, 0, 1, 0.5, 0.5),
+    userIds: ['u1', 'u2'],
+    userEmbeddings: Float32Array.of(0.1, 0.2, 0.3, 0.4),
+    coldUserEmbedding: Float32Array.of(0.2, 0.3),
+    content: { dim: 2, features: ['bias', 'cat:x'], weights: Float32Array.of(0, 0, 1, 1) },
+    ranker: {
+      onnx: Uint8Array.of(1, 2, 3),
+      inputs: [{ name: 'deep', features: ['dot', 'item_quality'] }],
+      output: 'logit',
+      outputKind: 'logit',
+    },
+    metrics: { als_ndcg10: 0.5 },
+    training: { source: 'test' },
+  };
+}
+
+test('write then load round-trips every part of the bundle', async () => {
+  const a = artifacts();
+  const { version, dir } = await writeVersion(root, a);
+  assert.equal(version, 1);
+  const b = await loadBundle(dir);
+  assert.equal(b.name, 'demo');
+  assert.equal(b.version, 1);
+  assert.equal(b.dim, 2);
+  assert.deepEqual(b.items.ids, ['a', 'b', 'c']);
+  assert.equal(b.items.index.get('c'), 2);
+  assert.deepEqual(b.items.titles, a.items.titles);
+  assert.deepEqual(b.items.categoryNames, ['x', 'y']);
+  assert.deepEqual(
+    b.items.categories.map((x) => Array.from(x)),
+    [[0], [0, 1], []],
+  );
+  assert.deepEqual(b.items.creatorIds, ['c1', 'c2', '']);
+  assert.deepEqual(b.items.createdAt, a.items.createdAt);
+  assert.deepEqual(b.items.quality, a.items.quality);
+  assert.deepEqual(b.items.popularity, a.items.popularity);
+  assert.deepEqual(b.itemEmbeddings, a.itemEmbeddings);
+  assert.deepEqual(b.userEmbeddings, a.userEmbeddings);
+  assert.equal(b.userIndex.get('u2'), 1);
+  assert.deepEqual(b.coldUserEmbedding, a.coldUserEmbedding);
+  assert.deepEqual(b.content?.weights, a.content!.weights);
+  assert.equal(b.ranker.path, join(dir, 'model.onnx'));
+  assert.deepEqual(b.ranker.inputs, a.ranker!.inputs);
+  assert.equal(b.ranker.outputKind, 'logit');
+  assert.deepEqual(readFileSync(b.ranker.path), Buffer.from([1, 2, 3]));
+  assert.equal(b.hnswPath, '');
+  assert.equal(b.metrics.als_ndcg10, 0.5);
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  assert.equal(config.kind, 'recserve-bundle');
+  assert.ok(Date.parse(config.created_at) > 0);
+  assert.ok(
+    !readdirSync(join(root, 'demo')).some((f) => f.startsWith('.tmp-')),
+    'no temp dir left',
+  );
+});
+
+test('versions are numbered, listed in order and never overwritten', async () => {
+  const a = artifacts('multi');
+  await writeVersion(root, a);
+  await writeVersion(root, a);
+  await writeVersion(root, a, { version: 10 });
+  // A crashed writer's temp dir and an incomplete (manifest-less) number are not versions.
+  mkdirSync(join(root, 'multi', '.tmp-11-1-abcd'));
+  mkdirSync(join(root, 'multi', '12'));
+  assert.deepEqual(listVersions(root, 'multi'), [1, 2, 10]);
+  assert.equal((await loadLatest(root, 'multi')).version, 10);
+  const before = readFileSync(join(root, 'multi', '2', 'manifest.json'), 'utf8');
+  await assert.rejects(writeVersion(root, a, { version: 2 }), VersionExistsError);
+  assert.equal(readFileSync(join(root, 'multi', '2', 'manifest.json'), 'utf8'), before);
+  assert.deepEqual(listVersions(root, 'nothing-here'), []);
+  await assert.rejects(loadLatest(root, 'nothing-here'), /build-demo/);
+});
+
+test('a corrupted, truncated or missing file makes loadBundle reject', async () => {
+  const a = artifacts('corrupt');
+  const { dir: d1 } = await writeVersion(root, a);
+  const emb = join(d1, 'item_embeddings.f32');
+  const bytes = readFileSync(emb);
+  bytes[5] ^= 0xff;
+  writeFileSync(emb, bytes);
+  await assert.rejects(
+    loadBundle(d1),
+    (e: unknown) =>
+      e instanceof BundleIntegrityError && /item_embeddings.f32 checksum mismatch/.test(e.message),
+  );
+
+  const { dir: d2 } = await writeVersion(root, a);
+  writeFileSync(join(d2, 'users.json'), '["u1"]');
+  await assert.rejects(loadBundle(d2), /users.json has \d+ bytes/);
+
+  const { dir: d3 } = await writeVersion(root, a);
+  rmSync(join(d3, 'model.onnx'));
+  await assert.rejects(loadBundle(d3), /model.onnx is missing/);
+
+  const { dir: d4 } = await writeVersion(root, a);
+  rmSync(join(d4, 'manifest.json'));
+  await assert.rejects(loadBundle(d4), /manifest.json unreadable/);
+});
+
+test('inconsistent artifacts are refused before anything is written', async () => {
+  const a = artifacts('bad');
+  await assert.rejects(
+    writeVersion(root, { ...a, itemEmbeddings: new Float32Array(5) }),
+    /itemEmbeddings has 5 floats/,
+  );
+  await assert.rejects(
+    writeVersion(root, { ...a, itemEmbeddings: Float32Array.of(1, 0, 0, 1, NaN, 0) }),
+    /itemEmbeddings\[4\] is not finite/,
+  );
+  await assert.rejects(writeVersion(root, { ...a, name: '../escape' }), /bundle name/);
+  assert.equal(existsSync(join(root, 'bad')), false);
+});
