@@ -21,7 +21,7 @@ import {
   bucketIndex,
   checkStoredEvent,
   effectiveTimestamp,
-  idempotencyKey,
+  IDEMPOTENCY_BUCKET_MS,
   userOfCacheKey,
   type BlockResult,
   type FeatureStore,
@@ -39,7 +39,9 @@ import {
 export interface MemoryStoreOptions {
   /** Category and creator of an item (from the serving bundle's catalog). Default: none known. */
   itemInfo?: ItemInfoLookup;
-  /** Users kept; beyond it the least recently written user is dropped. Default 2,000,000. */
+  /** Users kept; beyond it the least recently written user is dropped. Default 1,000,000
+   * (about 1.7 GB of heap when idle, 3.4 GB if all wrote 20 events in the last day: see
+   * bench/store.ts; raise it together with --max-old-space-size). */
   maxUsers?: number;
   /** Distinct items remembered per user (seen set / item counts), most recent kept. Default 500. */
   maxItemsPerUser?: number;
@@ -65,10 +67,17 @@ const NEG_KIND_BIT: Readonly<Record<NegativeFeedbackType, number>> = {
   report: 4,
 };
 
-// Keys inside a window's flat array: >= 0 is a category number (value: weighted positive
-// interactions); negative keys are activity counters.
-const KEY_DURATION = -100;
-const eventKey = (code: number): number => -1 - code;
+// A user's window array holds (slot, value) pairs for all three windows,
+// slot = (bucket * 4 + window) * SLOT_KEYS + key. Keys below
+// KEY_CATEGORY0 are activity counters (one per event type, and the duration sum); a category
+// number c is key KEY_CATEGORY0 + c (value: weighted positive interactions). Categories
+// numbered beyond SLOT_KEYS - KEY_CATEGORY0 (65,520) are left out of the windows.
+const SLOT_KEYS = 65_536;
+const KEY_DURATION = 15;
+const KEY_CATEGORY0 = 16;
+const slot = (bucket: number, w: number, key: number): number => (bucket * 4 + w) * SLOT_KEYS + key;
+/** A user idle this long has nothing live in its windows or idempotency keys. */
+const IDLE_COMPACT_MS = IDEMPOTENCY_TTL_MS + 3600_000;
 
 /** One user's state, packed. Arrays hold (key, value) pairs back to back. */
 interface UserRec {
@@ -85,9 +94,16 @@ interface UserRec {
   creators: number[];
   /** (categoryNo, weighted count) pairs, all time. */
   catTotal: number[];
-  /** Per WINDOWS entry: (bucket, key, value) triples. */
-  win: number[][];
-  /** (31-bit idempotency key, expiry in s since epoch) pairs, in insertion order. */
+  /** (slot, value) pairs of all windows; see SLOT_KEYS. */
+  win: number[];
+  /** nowMs of the last write; the idle compactor reads it. */
+  written: number;
+  /** True once the compactor trimmed this record; cleared by the next write. */
+  compact: boolean;
+  /**
+   * Idempotency keys of the last 24 h, in insertion order, each packed as
+   * key33 * 2^20 + expiry hour (hours since epoch, rounded up): one number per event.
+   */
   idem: number[];
 }
 
@@ -98,18 +114,52 @@ interface CacheEntry {
   user: string | null;
 }
 
+/** Where each item sits in a Leaders list: a Map, or a dense array for the global list. */
+interface PositionIndex {
+  get(id: number): number | undefined;
+  set(id: number, pos: number): void;
+  delete(id: number): void;
+}
+
+/** Dense positions by item number (-1 = absent): the global list is touched by every event. */
+class DensePositions implements PositionIndex {
+  private pos = new Int32Array(1024).fill(-1);
+
+  get(id: number): number | undefined {
+    const p = id < this.pos.length ? this.pos[id] : -1;
+    return p < 0 ? undefined : p;
+  }
+
+  set(id: number, p: number): void {
+    if (id >= this.pos.length) {
+      const grown = new Int32Array(Math.max(id + 1, this.pos.length * 2)).fill(-1);
+      grown.set(this.pos);
+      this.pos = grown;
+    }
+    this.pos[id] = p;
+  }
+
+  delete(id: number): void {
+    if (id < this.pos.length) this.pos[id] = -1;
+  }
+}
+
 /**
  * The top-L items by a score that only ever grows (trending scores are kept in a frame where
  * time does not decay them; see Trending). With monotone scores, an exact top-L needs no
- * rescans: an item outside the list can only enter by passing the list's last entry.
+ * rescans: an item outside the list can only enter by passing the list's last entry, and an
+ * item inside only moves up. The new place is found by binary search and the block between
+ * is shifted with copyWithin.
  */
 class Leaders {
   readonly ids: Int32Array;
   readonly vals: Float64Array;
   size = 0;
-  private readonly pos = new Map<number, number>();
 
-  constructor(readonly capacity: number) {
+  constructor(
+    readonly capacity: number,
+    private readonly pos: PositionIndex = new Map<number, number>(),
+  ) {
     this.ids = new Int32Array(capacity);
     this.vals = new Float64Array(capacity);
   }
@@ -122,20 +172,23 @@ class Leaders {
         i = this.capacity - 1;
         this.pos.delete(this.ids[i]);
       } else return;
-      this.ids[i] = id;
-      this.pos.set(id, i);
     }
-    this.vals[i] = val;
-    while (i > 0 && this.vals[i - 1] < val) {
-      const otherId = this.ids[i - 1];
-      this.ids[i] = otherId;
-      this.vals[i] = this.vals[i - 1];
-      this.pos.set(otherId, i);
-      i--;
+    // First index in [0, i) whose value is below val: the item's new place.
+    let lo = 0;
+    let hi = i;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.vals[mid] < val) hi = mid;
+      else lo = mid + 1;
     }
-    this.ids[i] = id;
-    this.vals[i] = val;
-    this.pos.set(id, i);
+    if (lo < i) {
+      this.ids.copyWithin(lo + 1, lo, i);
+      this.vals.copyWithin(lo + 1, lo, i);
+      for (let j = lo + 1; j <= i; j++) this.pos.set(this.ids[j], j);
+    }
+    this.ids[lo] = id;
+    this.vals[lo] = val;
+    this.pos.set(id, lo);
   }
 
   scale(f: number): void {
@@ -162,7 +215,7 @@ class Trending {
     globalSize: number,
     private readonly categorySize: number,
   ) {
-    this.global = new Leaders(globalSize);
+    this.global = new Leaders(globalSize, new DensePositions());
   }
 
   add(itemNo: number, categories: readonly number[], weight: number, t: number): void {
@@ -281,11 +334,12 @@ export class MemoryFeatureStore implements FeatureStore {
   private readonly cacheByUser = new Map<string, Set<string>>();
 
   private readonly reportLog: ReportRecord[] = [];
+  private compactCursor: Iterator<UserRec> | null = null;
   private closed = false;
 
   constructor(opts: MemoryStoreOptions = {}) {
     this.itemInfo = opts.itemInfo ?? (() => undefined);
-    this.maxUsers = positiveInt(opts.maxUsers, 2_000_000, 'maxUsers');
+    this.maxUsers = positiveInt(opts.maxUsers, 1_000_000, 'maxUsers');
     this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
     this.maxBlockedPerUser = positiveInt(opts.maxBlockedPerUser, 10_000, 'maxBlockedPerUser');
     this.maxCreatorsPerUser = positiveInt(opts.maxCreatorsPerUser, 200, 'maxCreatorsPerUser');
@@ -324,19 +378,17 @@ export class MemoryFeatureStore implements FeatureStore {
     for (let i = 0; i < events.length; i++) checkStoredEvent(events[i], `events[${i}]`);
     const applied: boolean[] = new Array(events.length);
     let accepted = 0;
-    const rec = this.touchUser(userId);
-    const nowS = Math.floor(nowMs / 1000);
-    sweepIdem(rec.idem, nowS);
-    const expiryS = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / 1000);
+    const rec = this.touchUser(userId, nowMs);
+    sweepIdem(rec.idem, Math.floor(nowMs / HOUR_MS));
+    const expiryH = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / HOUR_MS);
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
-      const key =
-        parseInt(idempotencyKey(userId, e.itemId, e.event, e.timestampMs).slice(0, 8), 16) >>> 1;
-      if (findPair(rec.idem, key) >= 0) {
+      const key = eventKey33(e.itemId, e.event, e.timestampMs);
+      if (findIdem(rec.idem, key)) {
         applied[i] = false;
         continue;
       }
-      rec.idem.push(key, expiryS);
+      rec.idem.push(key * IDEM_SHIFT + expiryH);
       this.apply(rec, e, nowMs);
       applied[i] = true;
       accepted++;
@@ -362,7 +414,7 @@ export class MemoryFeatureStore implements FeatureStore {
       : undefined;
     if (bit === undefined)
       throw new RangeError(`kind: must be one of ${Object.keys(NEG_KIND_BIT).join(', ')}`);
-    const rec = this.touchUser(userId);
+    const rec = this.touchUser(userId, nowMs);
     const itemNo = this.items.intern(itemId);
     const i = findPair(rec.blocked, itemNo);
     if (i >= 0 && (rec.blocked[i + 1] & bit) !== 0) return { duplicate: true };
@@ -480,7 +532,7 @@ export class MemoryFeatureStore implements FeatureStore {
   }
 
   /** The user's record, created when new, moved to the most-recently-written end. */
-  private touchUser(userId: string): UserRec {
+  private touchUser(userId: string, nowMs: number): UserRec {
     let rec = this.users.get(userId);
     if (rec) this.users.delete(userId);
     else {
@@ -493,16 +545,55 @@ export class MemoryFeatureStore implements FeatureStore {
         blocked: [],
         creators: [],
         catTotal: [],
-        win: WINDOWS.map(() => []),
+        win: [],
         idem: [],
+        written: nowMs,
+        compact: false,
       };
       if (this.users.size >= this.maxUsers) {
         const oldest = this.users.keys().next().value as string;
         this.users.delete(oldest);
       }
     }
+    rec.written = nowMs;
+    rec.compact = false;
     this.users.set(userId, rec);
+    this.compactStep(nowMs);
     return rec;
+  }
+
+  /**
+   * The idle compactor, run a step at a time by writes (no timer): a cursor walks the users
+   * in least-recently-written order, and a user idle for more than a day loses its windows
+   * and idempotency keys (all expired by then) and has its arrays copied to their exact size
+   * (arrays grown by push carry up to ~50 % spare capacity). Two users per write keep the
+   * walk ahead of the writes.
+   */
+  private compactStep(nowMs: number): void {
+    for (let n = 0; n < 2; n++) {
+      let next = this.compactCursor?.next();
+      if (!next || next.done) {
+        this.compactCursor = this.users.values();
+        next = this.compactCursor.next();
+        if (next.done) return;
+      }
+      const rec = next.value as UserRec;
+      if (rec.compact || nowMs - rec.written < IDLE_COMPACT_MS) continue;
+      rec.win = [];
+      rec.idem = [];
+      rec.recent = rec.recent.slice();
+      rec.items = rec.items.slice();
+      rec.blocked = rec.blocked.slice();
+      rec.creators = rec.creators.slice();
+      rec.catTotal = rec.catTotal.slice();
+      rec.compact = true;
+    }
+  }
+
+  /** Runs the idle compactor over every user now (benchmarks; writes do it incrementally). */
+  compactIdle(nowMs = Date.now()): void {
+    this.compactCursor = null;
+    for (let i = 0; i < this.users.size; i += 2) this.compactStep(nowMs);
   }
 
   private apply(rec: UserRec, e: StoredEvent, nowMs: number): void {
@@ -544,17 +635,18 @@ export class MemoryFeatureStore implements FeatureStore {
       }
     }
 
+    pruneWindows(rec.win, nowMs);
     for (let w = 0; w < WINDOWS.length; w++) {
       const spec = WINDOWS[w];
-      const now = bucketIndex(nowMs, spec);
       const b = bucketIndex(t, spec);
-      if (b <= now - spec.buckets) continue; // already outside this window
-      const arr = rec.win[w];
-      pruneWindow(arr, now - spec.buckets);
-      addTriple(arr, b, eventKey(code), 1);
+      if (b <= bucketIndex(nowMs, spec) - spec.buckets) continue; // already outside the window
+      const arr = rec.win;
+      addSlot(arr, slot(b, w, code), 1);
       if (e.durationSeconds !== undefined && e.durationSeconds > 0)
-        addTriple(arr, b, KEY_DURATION, e.durationSeconds);
-      if (positive) for (const c of cats) addTriple(arr, b, c, weight);
+        addSlot(arr, slot(b, w, KEY_DURATION), e.durationSeconds);
+      if (positive)
+        for (const c of cats)
+          if (c < SLOT_KEYS - KEY_CATEGORY0) addSlot(arr, slot(b, w, KEY_CATEGORY0 + c), weight);
     }
   }
 
@@ -584,31 +676,33 @@ export class MemoryFeatureStore implements FeatureStore {
     for (let i = 0; i < rec.catTotal.length; i += 2)
       total.set(this.categories.names[rec.catTotal[i]], rec.catTotal[i + 1]);
 
-    const windowCats: Map<string, number>[] = [];
+    const windowCats: Map<string, number>[] = WINDOWS.map(() => new Map());
+    const acts: WindowActivity[] = WINDOWS.map(emptyActivity);
+    const live = WINDOWS.map((spec) => bucketIndex(nowMs, spec));
+    const arr = rec.win;
+    for (let i = 0; i < arr.length; i += 2) {
+      const sl = arr[i];
+      const key = sl % SLOT_KEYS;
+      const wb = (sl - key) / SLOT_KEYS;
+      const w = wb % 4;
+      const b = (wb - w) / 4;
+      const now = live[w];
+      if (b <= now - WINDOWS[w].buckets || b > now) continue;
+      const v = arr[i + 1];
+      if (key >= KEY_CATEGORY0) {
+        const name = this.categories.names[key - KEY_CATEGORY0];
+        const cats = windowCats[w];
+        cats.set(name, (cats.get(name) ?? 0) + v);
+      } else if (key === KEY_DURATION) acts[w].durationSeconds += v;
+      else acts[w].events[EVENT_TYPE_ORDER[key] as EventType] += v;
+    }
     const activity = {} as Record<WindowName, WindowActivity>;
     for (let w = 0; w < WINDOWS.length; w++) {
-      const spec = WINDOWS[w];
-      const now = bucketIndex(nowMs, spec);
-      const lo = now - spec.buckets;
-      const cats = new Map<string, number>();
-      const act = emptyActivity();
-      const arr = rec.win[w];
-      for (let i = 0; i < arr.length; i += 3) {
-        const b = arr[i];
-        if (b <= lo || b > now) continue;
-        const key = arr[i + 1];
-        const v = arr[i + 2];
-        if (key >= 0) {
-          const name = this.categories.names[key];
-          cats.set(name, (cats.get(name) ?? 0) + v);
-        } else if (key === KEY_DURATION) act.durationSeconds += v;
-        else act.events[EVENT_TYPE_ORDER[-1 - key] as EventType] += v;
-      }
+      const act = acts[w];
       const views = Math.max(act.events.view, 1);
       act.ctr = act.events.click / views;
       act.avgDurationSeconds = act.durationSeconds / views;
-      windowCats.push(cats);
-      activity[spec.name] = act;
+      activity[WINDOWS[w].name] = act;
     }
 
     return {
@@ -658,10 +752,42 @@ function positiveInt(v: number | undefined, dflt: number, name: string): number 
   return v;
 }
 
+const HOUR_MS = 3600_000;
+const IDEM_SHIFT = 2 ** 20;
+
+/**
+ * The seed's idempotency key hash(user_id + item_id + event_type + timestamp_bucket), for this
+ * store: keys live inside their user's record, so the user is implicit and the hash only has
+ * to separate one user's events. Two 32-bit multiplicative lanes over the item id, the event
+ * and the bucket, folded to 33 bits: a user with 1,000 events in 24 h has a 1e-7 chance per
+ * event of a false duplicate, at a fraction of SHA-256's cost (store.ts's idempotencyKey is the
+ * form for shared backends, where keys of all users share one key space).
+ */
+function eventKey33(itemId: string, event: EventType, timestampMs: number): number {
+  const bucket = Math.floor(timestampMs / IDEMPOTENCY_BUCKET_MS);
+  let a = 0x811c9dc5 ^ EVENT_TYPE_ORDER.indexOf(event);
+  let b = 0x27d4eb2f ^ bucket;
+  for (let i = 0; i < itemId.length; i++) {
+    const c = itemId.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995);
+  }
+  a = Math.imul(a ^ (bucket >>> 0) ^ Math.floor(bucket / 2 ** 32), 0x85ebca6b);
+  a ^= a >>> 13;
+  b = Math.imul(b ^ (b >>> 15) ^ a, 0xc2b2ae35);
+  b ^= b >>> 16;
+  return (a >>> 0) * 2 + (b & 1);
+}
+
+function findIdem(idem: number[], key: number): boolean {
+  for (let i = 0; i < idem.length; i++) if (Math.floor(idem[i] / IDEM_SHIFT) === key) return true;
+  return false;
+}
+
 /** Drops idempotency keys whose expiry passed; they are in insertion (≈ expiry) order. */
-function sweepIdem(idem: number[], nowS: number): void {
+function sweepIdem(idem: number[], nowH: number): void {
   let n = 0;
-  while (n < idem.length && idem[n + 1] <= nowS) n += 2;
+  while (n < idem.length && idem[n] % IDEM_SHIFT <= nowH) n++;
   if (n > 0) idem.splice(0, n);
 }
 
@@ -681,28 +807,33 @@ function addPair(arr: number[], key: number, add: number): void {
   else arr.push(key, add);
 }
 
-function addTriple(arr: number[], bucket: number, key: number, add: number): void {
+function addSlot(arr: number[], sl: number, add: number): void {
   // Newest buckets sit at the end; the match, when there is one, is usually near it.
-  for (let i = arr.length - 3; i >= 0; i -= 3) {
-    if (arr[i] === bucket && arr[i + 1] === key) {
-      arr[i + 2] += add;
+  for (let i = arr.length - 2; i >= 0; i -= 2) {
+    if (arr[i] === sl) {
+      arr[i + 1] += add;
       return;
     }
   }
-  arr.push(bucket, key, add);
+  arr.push(sl, add);
 }
 
-/** Removes triples whose bucket is at or below `lowest` (fallen out of the window). */
-function pruneWindow(arr: number[], lowest: number): void {
+/** Removes pairs whose bucket fell out of their window. */
+function pruneWindows(arr: number[], nowMs: number): void {
+  const dead0 = bucketIndex(nowMs, WINDOWS[0]) - WINDOWS[0].buckets;
+  const dead1 = bucketIndex(nowMs, WINDOWS[1]) - WINDOWS[1].buckets;
+  const dead2 = bucketIndex(nowMs, WINDOWS[2]) - WINDOWS[2].buckets;
   let w = 0;
-  for (let r = 0; r < arr.length; r += 3) {
-    if (arr[r] <= lowest) continue;
+  for (let r = 0; r < arr.length; r += 2) {
+    const sl = arr[r];
+    const wb = (sl - (sl % SLOT_KEYS)) / SLOT_KEYS;
+    const win = wb % 4;
+    if ((wb - win) / 4 <= (win === 0 ? dead0 : win === 1 ? dead1 : dead2)) continue;
     if (w !== r) {
-      arr[w] = arr[r];
+      arr[w] = sl;
       arr[w + 1] = arr[r + 1];
-      arr[w + 2] = arr[r + 2];
     }
-    w += 3;
+    w += 2;
   }
   arr.length = w;
 }

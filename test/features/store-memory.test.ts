@@ -104,3 +104,36 @@ test('memory: trending keeps an exact top list as scores grow', async () => {
   assert.ok(Math.abs(after[0].score - 1) < 1e-9);
   await store.close();
 });
+
+test('memory: the idle compactor trims users idle for a day and keeps their history', async () => {
+  const store = new MemoryFeatureStore({
+    itemInfo: (id) => ({ categories: [`c${id.length}`], creatorId: 'k' }),
+  });
+  const events = Array.from({ length: 30 }, (_, i) => ({
+    itemId: `i${i}`,
+    event: 'click' as const,
+    timestampMs: T0 + i * 1000,
+    durationSeconds: 5,
+  }));
+  await store.recordEvents('idle', events, T0 + 60_000);
+  const before = (await store.getUsers(['idle'], T0 + 60_000))[0];
+  const later = T0 + 3 * 86_400_000;
+  // Writes by other users advance the compactor; compactIdle runs it to the end.
+  await store.recordEvents('busy', [{ itemId: 'x', event: 'view', timestampMs: later }], later);
+  store.compactIdle(later);
+  const after = (await store.getUsers(['idle'], later))[0];
+  assert.ok(before && after);
+  assert.deepEqual(after.recent, before.recent);
+  assert.deepEqual(after.itemCounts, before.itemCounts);
+  assert.deepEqual(after.categoryCounts.total, before.categoryCounts.total);
+  assert.deepEqual(after.creatorCounts, before.creatorCounts);
+  assert.equal(after.interactionCount, 30);
+  assert.equal(after.categoryCounts['24h'].size, 0);
+  assert.equal(after.activity['24h'].events.click, 0);
+  // A compacted user takes writes as before.
+  await store.recordEvents('idle', [{ itemId: 'new', event: 'like', timestampMs: later }], later);
+  const again = (await store.getUsers(['idle'], later))[0];
+  assert.equal(again?.interactionCount, 31);
+  assert.equal(again?.categoryCounts['5m'].get('c3'), 3);
+  await store.close();
+});
