@@ -49,41 +49,52 @@ export function capFor(setting: number | undefined, n: number, fallback: number)
 }
 
 export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
-  const remaining = [...cands].sort((a, b) => b.engagement - a.engagement);
-  const m = remaining.length;
+  const sorted = [...cands].sort((a, b) => b.engagement - a.engagement);
+  const m = sorted.length;
+  const { dim, itemEmbeddings: E, itemNorms } = o;
+  // Everything that does not depend on the selection is computed once per candidate.
+  const rows = new Int32Array(m);
+  const base = new Float64Array(m);
+  const cat = new Int32Array(m);
+  const creator: string[] = new Array(m);
   const maxSim = new Float64Array(m).fill(-1);
-  const alive = new Uint8Array(m).fill(1);
+  for (let i = 0; i < m; i++) {
+    const row = sorted[i]!.row;
+    rows[i] = row;
+    const ageHours = Math.max(0, (o.nowMs - o.createdAt[row]!) / 3_600_000);
+    base[i] =
+      WEIGHTS.engagement * sorted[i]!.engagement +
+      WEIGHTS.freshness * Math.exp(-ageHours / FRESHNESS_TAU_HOURS) +
+      (o.recent.has(row) ? 0 : WEIGHTS.exploration);
+    cat[i] = o.primaryCategory(row);
+    creator[i] = o.creatorOf(row);
+  }
+  // Indices still selectable, kept in engagement order (exploration samples by rank).
+  const alive: number[] = Array.from({ length: m }, (_, i) => i);
   const catCount = new Map<number, number>();
   const creatorCount = new Map<string, number>();
   const out: Reranked[] = [];
-  const { dim, itemEmbeddings: E, itemNorms } = o;
-  const hours = (row: number) => Math.max(0, (o.nowMs - o.createdAt[row]!) / 3_600_000);
-  const within = (row: number) =>
-    (catCount.get(o.primaryCategory(row)) ?? 0) < o.maxPerCategory &&
-    (creatorCount.get(o.creatorOf(row)) ?? 0) < o.maxPerCreator;
-  const combined = (i: number): number => {
-    const c = remaining[i]!;
-    const diversity = out.length === 0 ? 1 : (1 - maxSim[i]!) / 2;
-    return (
-      WEIGHTS.engagement * c.engagement +
-      WEIGHTS.diversity * diversity +
-      WEIGHTS.freshness * Math.exp(-hours(c.row) / FRESHNESS_TAU_HOURS) +
-      (o.recent.has(c.row) ? 0 : WEIGHTS.exploration)
-    );
-  };
+  const diversityOf = (i: number) => (out.length === 0 ? 1 : (1 - maxSim[i]!) / 2);
   let capped = true;
-  while (out.length < o.n) {
-    const eligible: number[] = [];
-    for (let i = 0; i < m; i++)
-      if (alive[i] && (!capped || within(remaining[i]!.row))) eligible.push(i);
+  const eligible: number[] = [];
+  while (out.length < o.n && alive.length > 0) {
+    eligible.length = 0;
+    for (const i of alive) {
+      if (
+        !capped ||
+        ((catCount.get(cat[i]!) ?? 0) < o.maxPerCategory &&
+          (creatorCount.get(creator[i]!) ?? 0) < o.maxPerCreator)
+      ) {
+        eligible.push(i);
+      }
+    }
     if (eligible.length === 0) {
-      if (!capped) break;
       capped = false; // the seed's backfill: caps give way rather than a short list
       continue;
     }
-    let pick: number;
+    let pick = eligible[0]!;
     let explored = false;
-    if (o.rng() < o.explorationRate && eligible.length > 1) {
+    if (eligible.length > 1 && o.rng() < o.explorationRate) {
       let total = 0;
       for (let j = 0; j < eligible.length; j++) total += 1 / (j + 10);
       let r = o.rng() * total;
@@ -97,34 +108,28 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
       }
       explored = true;
     } else {
-      pick = eligible[0]!;
       let best = -Infinity;
       for (const i of eligible) {
-        const s = combined(i);
+        const s = base[i]! + WEIGHTS.diversity * diversityOf(i);
         if (s > best) {
           best = s;
           pick = i;
         }
       }
     }
-    const score = combined(pick);
-    const row = remaining[pick]!.row;
-    alive[pick] = 0;
-    out.push({ row, score, explored });
-    const cat = o.primaryCategory(row);
-    catCount.set(cat, (catCount.get(cat) ?? 0) + 1);
-    const creator = o.creatorOf(row);
-    creatorCount.set(creator, (creatorCount.get(creator) ?? 0) + 1);
-    // Update each remaining candidate's similarity to its closest selected item.
+    const row = rows[pick]!;
+    out.push({ row, score: base[pick]! + WEIGHTS.diversity * diversityOf(pick), explored });
+    alive.splice(alive.indexOf(pick), 1);
+    catCount.set(cat[pick]!, (catCount.get(cat[pick]!) ?? 0) + 1);
+    creatorCount.set(creator[pick]!, (creatorCount.get(creator[pick]!) ?? 0) + 1);
+    // Each remaining candidate's similarity to its closest selected item.
     const so = row * dim;
     const sn = itemNorms[row]! || 1;
-    for (let i = 0; i < m; i++) {
-      if (!alive[i]) continue;
-      const r2 = remaining[i]!.row;
-      const ro = r2 * dim;
+    for (const i of alive) {
+      const ro = rows[i]! * dim;
       let dot = 0;
       for (let j = 0; j < dim; j++) dot += E[so + j]! * E[ro + j]!;
-      const sim = dot / (sn * (itemNorms[r2]! || 1));
+      const sim = dot / (sn * (itemNorms[rows[i]!]! || 1));
       if (sim > maxSim[i]!) maxSim[i] = sim;
     }
   }
