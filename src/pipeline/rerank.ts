@@ -4,9 +4,8 @@
 // creator caps from the request's diversity_settings, and the seed's backfill: when no
 // candidate within the caps is left, the best remaining ones fill the list anyway.
 //
-// Diversity is the cosine distance to the closest already-selected item, kept incrementally
-// (one d-length dot per remaining candidate per pick), so a 50-item list over 200
-// candidates costs ~0.6M multiply-adds, well under a millisecond.
+// Diversity is the cosine distance to the closest already-selected item, computed lazily
+// (see the loop below), so a list costs a few dot products per pick.
 
 export const WEIGHTS = { engagement: 0.7, diversity: 0.15, freshness: 0.1, exploration: 0.05 };
 const FRESHNESS_TAU_HOURS = 168;
@@ -69,69 +68,82 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
     cat[i] = o.primaryCategory(row);
     creator[i] = o.creatorOf(row);
   }
-  // Indices still selectable, kept in engagement order (exploration samples by rank).
-  const alive: number[] = Array.from({ length: m }, (_, i) => i);
+  // Lazy greedy: diversity only falls as items are selected, so a candidate's stored
+  // diversity is an upper bound. Candidates are visited by `base` (descending) and their
+  // similarities are brought up to date only when they could still win; the scan stops once
+  // base + the largest possible diversity term cannot beat the best exact score. Typically
+  // a handful of candidates are examined per pick instead of all of them.
+  const byBase = Array.from({ length: m }, (_, i) => i).sort((a, b) => base[b]! - base[a]!);
+  const alive = new Uint8Array(m).fill(1);
+  let aliveCount = m;
+  /** How many of `out` each candidate's maxSim already accounts for. */
+  const upTo = new Int32Array(m);
   const catCount = new Map<number, number>();
   const creatorCount = new Map<string, number>();
   const out: Reranked[] = [];
-  const diversityOf = (i: number) => (out.length === 0 ? 1 : (1 - maxSim[i]!) / 2);
+  const refresh = (i: number): number => {
+    const ro = rows[i]! * dim;
+    const rn = itemNorms[rows[i]!]! || 1;
+    for (let s = upTo[i]!; s < out.length; s++) {
+      const so = out[s]!.row * dim;
+      let dot = 0;
+      for (let j = 0; j < dim; j++) dot += E[so + j]! * E[ro + j]!;
+      const sim = dot / ((itemNorms[out[s]!.row]! || 1) * rn);
+      if (sim > maxSim[i]!) maxSim[i] = sim;
+    }
+    upTo[i] = out.length;
+    return base[i]! + WEIGHTS.diversity * (out.length === 0 ? 1 : (1 - maxSim[i]!) / 2);
+  };
   let capped = true;
-  const eligible: number[] = [];
-  while (out.length < o.n && alive.length > 0) {
-    eligible.length = 0;
-    for (const i of alive) {
-      if (
-        !capped ||
-        ((catCount.get(cat[i]!) ?? 0) < o.maxPerCategory &&
-          (creatorCount.get(creator[i]!) ?? 0) < o.maxPerCreator)
-      ) {
-        eligible.push(i);
-      }
-    }
-    if (eligible.length === 0) {
-      capped = false; // the seed's backfill: caps give way rather than a short list
-      continue;
-    }
-    let pick = eligible[0]!;
+  const within = (i: number) =>
+    !capped ||
+    ((catCount.get(cat[i]!) ?? 0) < o.maxPerCategory &&
+      (creatorCount.get(creator[i]!) ?? 0) < o.maxPerCreator);
+  while (out.length < o.n && aliveCount > 0) {
+    let pick = -1;
+    let pickScore = -Infinity;
     let explored = false;
-    if (eligible.length > 1 && o.rng() < o.explorationRate) {
-      let total = 0;
-      for (let j = 0; j < eligible.length; j++) total += 1 / (j + 10);
-      let r = o.rng() * total;
-      pick = eligible[eligible.length - 1]!;
-      for (let j = 0; j < eligible.length; j++) {
-        r -= 1 / (j + 10);
-        if (r <= 0) {
-          pick = eligible[j]!;
-          break;
+    if (o.explorationRate > 0 && o.rng() < o.explorationRate) {
+      // ε-greedy: sample the eligible list in engagement order with weight 1/(rank + 10).
+      const eligible: number[] = [];
+      for (let i = 0; i < m; i++) if (alive[i] && within(i)) eligible.push(i);
+      if (eligible.length > 1) {
+        let total = 0;
+        for (let j = 0; j < eligible.length; j++) total += 1 / (j + 10);
+        let r = o.rng() * total;
+        pick = eligible[eligible.length - 1]!;
+        for (let j = 0; j < eligible.length; j++) {
+          r -= 1 / (j + 10);
+          if (r <= 0) {
+            pick = eligible[j]!;
+            break;
+          }
         }
+        pickScore = refresh(pick);
+        explored = true;
       }
-      explored = true;
-    } else {
-      let best = -Infinity;
-      for (const i of eligible) {
-        const s = base[i]! + WEIGHTS.diversity * diversityOf(i);
-        if (s > best) {
-          best = s;
+    }
+    if (pick < 0) {
+      for (const i of byBase) {
+        if (!alive[i] || !within(i)) continue;
+        if (base[i]! + WEIGHTS.diversity <= pickScore) break;
+        const s = refresh(i);
+        if (s > pickScore) {
+          pickScore = s;
           pick = i;
         }
       }
     }
-    const row = rows[pick]!;
-    out.push({ row, score: base[pick]! + WEIGHTS.diversity * diversityOf(pick), explored });
-    alive.splice(alive.indexOf(pick), 1);
+    if (pick < 0) {
+      if (!capped) break;
+      capped = false; // the seed's backfill: caps give way rather than a short list
+      continue;
+    }
+    out.push({ row: rows[pick]!, score: pickScore, explored });
+    alive[pick] = 0;
+    aliveCount--;
     catCount.set(cat[pick]!, (catCount.get(cat[pick]!) ?? 0) + 1);
     creatorCount.set(creator[pick]!, (creatorCount.get(creator[pick]!) ?? 0) + 1);
-    // Each remaining candidate's similarity to its closest selected item.
-    const so = row * dim;
-    const sn = itemNorms[row]! || 1;
-    for (const i of alive) {
-      const ro = rows[i]! * dim;
-      let dot = 0;
-      for (let j = 0; j < dim; j++) dot += E[so + j]! * E[ro + j]!;
-      const sim = dot / (sn * (itemNorms[rows[i]!]! || 1));
-      if (sim > maxSim[i]!) maxSim[i] = sim;
-    }
   }
   return out;
 }
