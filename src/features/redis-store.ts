@@ -1,0 +1,591 @@
+// The FeatureStore on Redis (ioredis; a single node or a Cluster), for replicas that share
+// state. Same semantics as memory-store.ts, checked by the same suite.
+//
+// Layout. Every key of one user carries the user's hash tag ({id}, see store.ts userTag), so
+// they live in one Cluster slot and one Lua script can update them atomically:
+//   <p>u:{id}:s   hash: ic (positive events), la (last active), seq (arrival counter)
+//   <p>u:{id}:r   zset: session, score = event time, member = seq|item|event code (ties by
+//                 arrival, like the memory store); trimmed to RECENT_LIMIT
+//   <p>u:{id}:i   hash: item -> positive count (0 = skipped only);  :il zset item -> last touch
+//   <p>u:{id}:b   hash: item -> negative kind bits
+//   <p>u:{id}:c   hash: creator -> count;  :cl zset creator -> last touch
+//   <p>u:{id}:t   hash: category -> weighted all-time count
+//   <p>u:{id}:w   hash: "window|bucket|key" -> value (ring buckets, pruned on write)
+//   <p>u:{id}:k:<hash>   idempotency keys (SET NX PX 24 h, the seed's record_feedback_idempotent)
+//   recs:{id}:<shape>    cached answers (store.ts recsCacheKey; no prefix, the caller names
+//                        them) and <p>u:{id}:ci, the set of them, for invalidateUser
+// Global state lives under the tag {g} (one slot): <p>g:{g}:n (item counts), trending zsets
+// <p>g:{g}:tr:<window>[:c:<category>] with their frames' bases in <p>g:{g}:tb, and the review
+// list <p>g:{g}:reports. Item counts and trending are updated right after the user's script,
+// for the events it applied: not atomically with it (they are aggregates, and a Cluster
+// script cannot span slots), but never for a duplicate.
+//
+// getUsers sends one pipeline per user (one slot each) and runs them concurrently: one round
+// trip of latency for the whole batch, on a Cluster too.
+import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import type { EventType, NegativeFeedbackType } from '../api/types.js';
+import {
+  EVENT_TYPE_ORDER,
+  EVENT_WEIGHTS,
+  IDEMPOTENCY_TTL_MS,
+  RECENT_LIMIT,
+  TRENDING_TAU_MS,
+  WINDOWS,
+  bucketIndex,
+  checkStoredEvent,
+  effectiveTimestamp,
+  idempotencyKey,
+  userOfCacheKey,
+  userTag,
+  type BlockResult,
+  type FeatureStore,
+  type ItemInfoLookup,
+  type RecentInteraction,
+  type RecordResult,
+  type ReportRecord,
+  type StoredEvent,
+  type TrendingItem,
+  type UserState,
+  type WindowActivity,
+  type WindowName,
+} from './store.js';
+
+export interface RedisStoreOptions {
+  /** A connected client (Redis or Cluster), or a redis:// URL to connect to. */
+  redis: Redis | Cluster | string;
+  itemInfo?: ItemInfoLookup;
+  /** Prefix of every key this store writes (not of cache keys). Default 'rs:'. */
+  prefix?: string;
+  /** Same meaning and defaults as the memory store's options. */
+  maxItemsPerUser?: number;
+  maxCreatorsPerUser?: number;
+  trendingGlobalSize?: number;
+  trendingCategorySize?: number;
+  maxReports?: number;
+  /** Extra ioredis options when `redis` is a URL. */
+  redisOptions?: RedisOptions;
+}
+
+const NEG_KIND_BIT: Readonly<Record<NegativeFeedbackType, number>> = {
+  not_interested: 1,
+  hide: 2,
+  report: 4,
+};
+
+const SEP = '\x1f';
+
+// Applies a batch of events to one user. KEYS: s r i il c cl t w ci, then one idempotency key
+// per event. ARGV: now, idemTtl, maxItems, maxCreators, n, then per event: item, code, t,
+// duration ('' = none), weight, positive (0/1), creator ('' = none), ncats, cats...
+// Returns one 0/1 per event (1 = applied).
+const RECORD_LUA = `
+local now = tonumber(ARGV[1])
+local ttl = ARGV[2]
+local maxItems = tonumber(ARGV[3])
+local maxCreators = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
+local specs = { ${WINDOWS.map((w) => `{${w.bucketMs}, ${w.buckets}}`).join(', ')} }
+local function lru(h, z, member, add, seq, cap)
+  redis.call('HINCRBY', h, member, add)
+  redis.call('ZADD', z, seq, member)
+  local over = redis.call('ZCARD', z) - cap
+  if over > 0 then
+    local victims = redis.call('ZRANGE', z, 0, over - 1)
+    for _, v in ipairs(victims) do redis.call('HDEL', h, v) end
+    redis.call('ZREMRANGEBYRANK', z, 0, over - 1)
+  end
+end
+-- prune dead window buckets
+local fields = redis.call('HKEYS', KEYS[8])
+for _, f in ipairs(fields) do
+  local w, b = string.match(f, '^(%d+)|(%-?%d+)|')
+  w = tonumber(w) + 1
+  if tonumber(b) <= math.floor(now / specs[w][1]) - specs[w][2] then redis.call('HDEL', KEYS[8], f) end
+end
+local out = {}
+local applied = 0
+local a = 6
+for j = 1, n do
+  local item = ARGV[a]
+  local code = ARGV[a + 1]
+  local t = tonumber(ARGV[a + 2])
+  local dur = ARGV[a + 3]
+  local weight = ARGV[a + 4]
+  local positive = ARGV[a + 5] == '1'
+  local creator = ARGV[a + 6]
+  local ncats = tonumber(ARGV[a + 7])
+  local cats = {}
+  for q = 1, ncats do cats[q] = ARGV[a + 7 + q] end
+  a = a + 8 + ncats
+  if redis.call('SET', KEYS[9 + j], '1', 'NX', 'PX', ttl) then
+    applied = applied + 1
+    out[j] = 1
+    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    local la = tonumber(redis.call('HGET', KEYS[1], 'la') or '-1')
+    if t > la then redis.call('HSET', KEYS[1], 'la', string.format('%.0f', t)) end
+    redis.call('ZADD', KEYS[2], t, string.format('%012d', seq) .. '${SEP}' .. item .. '${SEP}' .. code)
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -${RECENT_LIMIT + 1})
+    lru(KEYS[3], KEYS[4], item, positive and 1 or 0, seq, maxItems)
+    if positive then
+      redis.call('HINCRBY', KEYS[1], 'ic', 1)
+      for _, c in ipairs(cats) do redis.call('HINCRBYFLOAT', KEYS[7], c, weight) end
+      if creator ~= '' then lru(KEYS[5], KEYS[6], creator, 1, seq, maxCreators) end
+    end
+    for w = 1, #specs do
+      local b = math.floor(t / specs[w][1])
+      if b > math.floor(now / specs[w][1]) - specs[w][2] then
+        local pre = (w - 1) .. '|' .. string.format('%.0f', b) .. '|'
+        redis.call('HINCRBYFLOAT', KEYS[8], pre .. 'e' .. code, 1)
+        if dur ~= '' then redis.call('HINCRBYFLOAT', KEYS[8], pre .. 'd', dur) end
+        if positive then
+          for _, c in ipairs(cats) do redis.call('HINCRBYFLOAT', KEYS[8], pre .. 'c' .. c, weight) end
+        end
+      end
+    end
+  else
+    out[j] = 0
+  end
+end
+if applied > 0 then
+  redis.call('HSETNX', KEYS[1], 'ic', 0)
+  local cached = redis.call('SMEMBERS', KEYS[9])
+  for _, k in ipairs(cached) do redis.call('DEL', k) end
+  redis.call('DEL', KEYS[9])
+end
+return out
+`;
+
+// Negative feedback. KEYS: s b ci. ARGV: item, bit. Returns 1 when new, 0 when a duplicate.
+const BLOCK_LUA = `
+local bits = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local bit = tonumber(ARGV[2])
+if math.floor(bits / bit) % 2 == 1 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], bits + bit)
+redis.call('HSETNX', KEYS[1], 'ic', 0)
+local cached = redis.call('SMEMBERS', KEYS[3])
+for _, k in ipairs(cached) do redis.call('DEL', k) end
+redis.call('DEL', KEYS[3])
+return 1
+`;
+
+// Trending + item counts for applied events (slot {g}). KEYS: bases, counts, then the zsets.
+// ARGV: L (global size), Lc (category size), n, then per event: item, positive (0/1), and
+// per zset it goes to: count, then (key index, tau, value weight, t, isCategory) ...
+// Each zset keeps its own frame base (field = its key name) and is rebased alone.
+const TREND_LUA = `
+local L = tonumber(ARGV[1])
+local Lc = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local a = 4
+for j = 1, n do
+  local item = ARGV[a]
+  if ARGV[a + 1] == '1' then redis.call('HINCRBY', KEYS[2], item, 1) end
+  local m = tonumber(ARGV[a + 2])
+  a = a + 3
+  for q = 1, m do
+    local key = KEYS[tonumber(ARGV[a])]
+    local tau = tonumber(ARGV[a + 1])
+    local w = tonumber(ARGV[a + 2])
+    local t = tonumber(ARGV[a + 3])
+    local cap = ARGV[a + 4] == '1' and Lc or L
+    a = a + 5
+    local stored = redis.call('HGET', KEYS[1], key)
+    local base = stored and tonumber(stored)
+    if not base then
+      base = t
+      redis.call('HSET', KEYS[1], key, string.format('%.0f', t))
+    elseif math.abs(t - base) / tau > 300 then
+      local f = math.min(math.exp(-(t - base) / tau), math.exp(300))
+      local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      for i = 1, #all, 2 do redis.call('ZADD', key, tonumber(all[i + 1]) * f, all[i]) end
+      base = t
+      redis.call('HSET', KEYS[1], key, string.format('%.0f', t))
+    end
+    redis.call('ZINCRBY', key, w * math.exp((t - base) / tau), item)
+    redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  end
+end
+return n
+`;
+
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+
+function positiveInt(v: number | undefined, dflt: number, name: string): number {
+  if (v === undefined) return dflt;
+  if (!Number.isInteger(v) || v < 1)
+    throw new RangeError(`RedisFeatureStore: ${name} must be a positive integer, got ${v}`);
+  return v;
+}
+
+function emptyActivity(): WindowActivity {
+  return {
+    events: { view: 0, click: 0, like: 0, share: 0, purchase: 0, skip: 0 },
+    durationSeconds: 0,
+    ctr: 0,
+    avgDurationSeconds: 0,
+  };
+}
+
+function hashToMap(h: Record<string, string>): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const k of Object.keys(h)) m.set(k, Number(h[k]));
+  return m;
+}
+
+export class RedisFeatureStore implements FeatureStore {
+  readonly redis: Redis | Cluster;
+  private readonly owned: boolean;
+  private readonly itemInfo: ItemInfoLookup;
+  private readonly p: string;
+  private readonly maxItemsPerUser: number;
+  private readonly maxCreatorsPerUser: number;
+  private readonly trendingGlobalSize: number;
+  private readonly trendingCategorySize: number;
+  private readonly maxReports: number;
+
+  constructor(opts: RedisStoreOptions) {
+    if (typeof opts.redis === 'string') {
+      this.redis = new Redis(opts.redis, { lazyConnect: false, ...opts.redisOptions });
+      this.owned = true;
+    } else {
+      this.redis = opts.redis;
+      this.owned = false;
+    }
+    this.itemInfo = opts.itemInfo ?? (() => undefined);
+    this.p = opts.prefix ?? 'rs:';
+    this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
+    this.maxCreatorsPerUser = positiveInt(opts.maxCreatorsPerUser, 200, 'maxCreatorsPerUser');
+    this.trendingGlobalSize = positiveInt(opts.trendingGlobalSize, 1000, 'trendingGlobalSize');
+    this.trendingCategorySize = positiveInt(opts.trendingCategorySize, 200, 'trendingCategorySize');
+    this.maxReports = positiveInt(opts.maxReports, 10_000, 'maxReports');
+    this.redis.defineCommand('recserveRecord', { lua: RECORD_LUA });
+    this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('recserveTrend', { lua: TREND_LUA });
+  }
+
+  private script(name: string): ScriptFn {
+    const fn = (this.redis as unknown as Record<string, ScriptFn>)[name];
+    return fn.bind(this.redis);
+  }
+
+  private uk(userId: string, part: string): string {
+    return `${this.p}u:${userTag(userId)}:${part}`;
+  }
+
+  private gk(part: string): string {
+    return `${this.p}g:{g}:${part}`;
+  }
+
+  async getUsers(userIds: string[], nowMs = Date.now()): Promise<(UserState | null)[]> {
+    return Promise.all(
+      userIds.map(async (id) => {
+        const res = await this.redis
+          .pipeline()
+          .hgetall(this.uk(id, 's'))
+          .zrevrange(this.uk(id, 'r'), 0, RECENT_LIMIT - 1, 'WITHSCORES')
+          .hgetall(this.uk(id, 'i'))
+          .hgetall(this.uk(id, 'b'))
+          .hgetall(this.uk(id, 'c'))
+          .hgetall(this.uk(id, 't'))
+          .hgetall(this.uk(id, 'w'))
+          .exec();
+        if (!res) throw new Error('RedisFeatureStore: pipeline returned nothing');
+        for (const [err] of res) if (err) throw err;
+        const [s, r, i, b, c, t, w] = res.map((x) => x[1]) as [
+          Record<string, string>,
+          string[],
+          Record<string, string>,
+          Record<string, string>,
+          Record<string, string>,
+          Record<string, string>,
+          Record<string, string>,
+        ];
+        if (s.ic === undefined) return null;
+        return this.materialise(id, nowMs, s, r, i, b, c, t, w);
+      }),
+    );
+  }
+
+  private materialise(
+    userId: string,
+    nowMs: number,
+    s: Record<string, string>,
+    r: string[],
+    i: Record<string, string>,
+    b: Record<string, string>,
+    c: Record<string, string>,
+    t: Record<string, string>,
+    w: Record<string, string>,
+  ): UserState {
+    const recent: RecentInteraction[] = [];
+    for (let k = 0; k < r.length; k += 2) {
+      const parts = r[k].split(SEP);
+      recent.push({
+        itemId: parts.slice(1, -1).join(SEP),
+        event: EVENT_TYPE_ORDER[Number(parts[parts.length - 1])],
+        timestampMs: Number(r[k + 1]),
+      });
+    }
+    const seen = new Set<string>();
+    const itemCounts = new Map<string, number>();
+    for (const id of Object.keys(i)) {
+      seen.add(id);
+      const n = Number(i[id]);
+      if (n > 0) itemCounts.set(id, n);
+    }
+    const windowCats: Map<string, number>[] = WINDOWS.map(() => new Map());
+    const acts: WindowActivity[] = WINDOWS.map(emptyActivity);
+    const live = WINDOWS.map((spec) => bucketIndex(nowMs, spec));
+    for (const f of Object.keys(w)) {
+      const p1 = f.indexOf('|');
+      const p2 = f.indexOf('|', p1 + 1);
+      const win = Number(f.slice(0, p1));
+      const bucket = Number(f.slice(p1 + 1, p2));
+      const key = f.slice(p2 + 1);
+      const spec = WINDOWS[win];
+      if (!spec || bucket <= live[win] - spec.buckets || bucket > live[win]) continue;
+      const v = Number(w[f]);
+      if (key[0] === 'c') {
+        const name = key.slice(1);
+        windowCats[win].set(name, (windowCats[win].get(name) ?? 0) + v);
+      } else if (key === 'd') acts[win].durationSeconds += v;
+      else acts[win].events[EVENT_TYPE_ORDER[Number(key.slice(1))] as EventType] += v;
+    }
+    const activity = {} as Record<WindowName, WindowActivity>;
+    for (let k = 0; k < WINDOWS.length; k++) {
+      const act = acts[k];
+      const views = Math.max(act.events.view, 1);
+      act.ctr = act.events.click / views;
+      act.avgDurationSeconds = act.durationSeconds / views;
+      activity[WINDOWS[k].name] = act;
+    }
+    return {
+      userId,
+      interactionCount: Number(s.ic ?? 0),
+      lastActiveMs: s.la === undefined ? null : Number(s.la),
+      recent,
+      seen,
+      blocked: new Set(Object.keys(b)),
+      itemCounts,
+      creatorCounts: hashToMap(c),
+      categoryCounts: {
+        '5m': windowCats[0],
+        '1h': windowCats[1],
+        '24h': windowCats[2],
+        total: hashToMap(t),
+      },
+      activity,
+    };
+  }
+
+  async recordEvents(
+    userId: string,
+    events: StoredEvent[],
+    nowMs = Date.now(),
+  ): Promise<RecordResult> {
+    if (typeof userId !== 'string' || userId.length === 0)
+      throw new RangeError('userId: must be a non-empty string');
+    for (let i = 0; i < events.length; i++) checkStoredEvent(events[i], `events[${i}]`);
+    if (events.length === 0) return { accepted: 0, duplicates: 0, applied: [] };
+    const keys = ['s', 'r', 'i', 'il', 'c', 'cl', 't', 'w', 'ci'].map((k) => this.uk(userId, k));
+    const args: (string | number)[] = [
+      nowMs,
+      IDEMPOTENCY_TTL_MS,
+      this.maxItemsPerUser,
+      this.maxCreatorsPerUser,
+      events.length,
+    ];
+    const infos = events.map((e) => (e.event === 'skip' ? undefined : this.itemInfo(e.itemId)));
+    for (let j = 0; j < events.length; j++) {
+      const e = events[j];
+      keys.push(this.uk(userId, 'k:' + idempotencyKey(userId, e.itemId, e.event, e.timestampMs)));
+      const info = infos[j];
+      const cats = info?.categories ?? [];
+      args.push(
+        e.itemId,
+        EVENT_TYPE_ORDER.indexOf(e.event),
+        effectiveTimestamp(e.timestampMs, nowMs),
+        e.durationSeconds !== undefined && e.durationSeconds > 0 ? e.durationSeconds : '',
+        EVENT_WEIGHTS[e.event],
+        e.event === 'skip' ? 0 : 1,
+        info?.creatorId ?? '',
+        cats.length,
+        ...cats,
+      );
+    }
+    const flags = (await this.script('recserveRecord')(keys.length, ...keys, ...args)) as number[];
+    const applied = flags.map((f) => f === 1);
+    const accepted = applied.filter(Boolean).length;
+    if (accepted > 0) await this.trend(events, infos, applied, nowMs);
+    return { accepted, duplicates: events.length - accepted, applied };
+  }
+
+  /** Item counts and trending for the applied positive events (same rules as memory). */
+  private async trend(
+    events: StoredEvent[],
+    infos: ({ categories: string[] } | undefined)[],
+    applied: boolean[],
+    nowMs: number,
+  ): Promise<void> {
+    const keys = [this.gk('tb'), this.gk('n')];
+    const keyIndex = new Map<string, number>();
+    const keyOf = (k: string): number => {
+      let i = keyIndex.get(k);
+      if (i === undefined) {
+        keys.push(k);
+        i = keys.length; // Lua is 1-based
+        keyIndex.set(k, i);
+      }
+      return i;
+    };
+    const args: (string | number)[] = [this.trendingGlobalSize, this.trendingCategorySize, 0];
+    let n = 0;
+    for (let j = 0; j < events.length; j++) {
+      const e = events[j];
+      if (!applied[j] || e.event === 'skip') continue;
+      const t = effectiveTimestamp(e.timestampMs, nowMs);
+      const per: (string | number)[] = [];
+      let m = 0;
+      for (const w of ['1h', '24h'] as const) {
+        const tau = TRENDING_TAU_MS[w];
+        if (nowMs - t > tau) continue;
+        per.push(keyOf(this.gk(`tr:${w}`)), tau, EVENT_WEIGHTS[e.event], t, 0);
+        m++;
+        for (const c of infos[j]?.categories ?? []) {
+          per.push(keyOf(this.gk(`tr:${w}:c:${c}`)), tau, EVENT_WEIGHTS[e.event], t, 1);
+          m++;
+        }
+      }
+      args.push(e.itemId, 1, m, ...per);
+      n++;
+    }
+    if (n === 0) return;
+    args[2] = n;
+    await this.script('recserveTrend')(keys.length, ...keys, ...args);
+  }
+
+  async block(
+    userId: string,
+    itemId: string,
+    kind: NegativeFeedbackType,
+    reason?: string,
+    nowMs = Date.now(),
+  ): Promise<BlockResult> {
+    if (typeof userId !== 'string' || userId.length === 0)
+      throw new RangeError('userId: must be a non-empty string');
+    if (typeof itemId !== 'string' || itemId.length === 0)
+      throw new RangeError('itemId: must be a non-empty string');
+    const bit = Object.prototype.hasOwnProperty.call(NEG_KIND_BIT, kind)
+      ? NEG_KIND_BIT[kind]
+      : undefined;
+    if (bit === undefined)
+      throw new RangeError(`kind: must be one of ${Object.keys(NEG_KIND_BIT).join(', ')}`);
+    const fresh = await this.script('recserveBlock')(
+      this.uk(userId, 's'),
+      this.uk(userId, 'b'),
+      this.uk(userId, 'ci'),
+      itemId,
+      bit,
+    );
+    if (fresh !== 1) return { duplicate: true };
+    if (kind === 'report') {
+      const rec: ReportRecord = { userId, itemId, reason: reason ?? null, timestampMs: nowMs };
+      await this.redis
+        .pipeline()
+        .lpush(this.gk('reports'), JSON.stringify(rec))
+        .ltrim(this.gk('reports'), 0, this.maxReports - 1)
+        .exec();
+    }
+    return { duplicate: false };
+  }
+
+  private async trendList(key: string, tau: number, k: number, nowMs: number) {
+    const n = Math.max(0, Math.floor(k));
+    if (n === 0) return [];
+    const res = await this.redis
+      .pipeline()
+      .zrevrange(key, 0, n - 1, 'WITHSCORES')
+      .hget(this.gk('tb'), key)
+      .exec();
+    if (!res) return [];
+    const list = (res[0][1] ?? []) as string[];
+    const base = res[1][1] as string | null;
+    if (base === null) return [];
+    const factor = Math.exp(-(nowMs - Number(base)) / tau);
+    const out: TrendingItem[] = [];
+    for (let i = 0; i < list.length; i += 2)
+      out.push({ itemId: list[i], score: Number(list[i + 1]) * factor });
+    return out;
+  }
+
+  async trending(window: '1h' | '24h', k: number, nowMs = Date.now()): Promise<TrendingItem[]> {
+    if (window !== '1h' && window !== '24h')
+      throw new RangeError(`window must be '1h' or '24h', got '${window}'`);
+    return this.trendList(this.gk(`tr:${window}`), TRENDING_TAU_MS[window], k, nowMs);
+  }
+
+  async trendingInCategory(
+    category: string,
+    window: '1h' | '24h',
+    k: number,
+    nowMs = Date.now(),
+  ): Promise<TrendingItem[]> {
+    if (window !== '1h' && window !== '24h')
+      throw new RangeError(`window must be '1h' or '24h', got '${window}'`);
+    return this.trendList(this.gk(`tr:${window}:c:${category}`), TRENDING_TAU_MS[window], k, nowMs);
+  }
+
+  async itemCounts(itemIds: string[]): Promise<number[]> {
+    if (itemIds.length === 0) return [];
+    const vals = await this.redis.hmget(this.gk('n'), ...itemIds);
+    return vals.map((v) => (v === null ? 0 : Number(v)));
+  }
+
+  async getCached(key: string): Promise<Uint8Array | string | null> {
+    const buf = await this.redis.getBuffer(key);
+    if (buf === null || buf.length === 0) return null;
+    // One tag byte keeps strings and bytes apart: 's' + UTF-8, or 'b' + the bytes.
+    const body = buf.subarray(1);
+    return buf[0] === 0x73 ? body.toString('utf8') : new Uint8Array(body);
+  }
+
+  async setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
+    if (!(ttlMs > 0)) return;
+    const body =
+      typeof value === 'string'
+        ? Buffer.concat([Buffer.from('s'), Buffer.from(value, 'utf8')])
+        : Buffer.concat([Buffer.from('b'), value]);
+    const user = userOfCacheKey(key);
+    if (user === null) {
+      await this.redis.set(key, body, 'PX', Math.ceil(ttlMs));
+      return;
+    }
+    const idx = this.uk(user, 'ci');
+    await this.redis
+      .multi()
+      .set(key, body, 'PX', Math.ceil(ttlMs))
+      .sadd(idx, key)
+      .pexpire(idx, Math.max(Math.ceil(ttlMs), 60_000))
+      .exec();
+  }
+
+  async invalidateUser(userId: string): Promise<void> {
+    const idx = this.uk(userId, 'ci');
+    const keys = await this.redis.smembers(idx);
+    const m = this.redis.multi();
+    for (const k of keys) m.del(k);
+    m.del(idx);
+    await m.exec();
+  }
+
+  async reports(limit: number): Promise<ReportRecord[]> {
+    const n = Math.max(0, Math.floor(limit));
+    if (n === 0) return [];
+    const list = await this.redis.lrange(this.gk('reports'), 0, n - 1);
+    return list.map((s) => JSON.parse(s) as ReportRecord);
+  }
+
+  async close(): Promise<void> {
+    if (this.owned) await this.redis.quit();
+  }
+}
