@@ -38,6 +38,7 @@ import {
   type Candidate,
   type ItemFilter,
 } from './candidates/sources.js';
+import { HotAnswers } from './cache.js';
 import { coldStartPicks } from './coldstart.js';
 import { capFor, rerank, seededRng } from './rerank.js';
 import { similarItems } from './similar.js';
@@ -91,6 +92,7 @@ export class RecommendationPipeline implements RecommenderService {
    * concurrent request repopulating the cache with stale items.
    */
   private readonly lastFeedback = new Map<string, number>();
+  private readonly hot = new HotAnswers();
 
   constructor(deps: PipelineDeps) {
     this.registry = deps.registry;
@@ -185,19 +187,15 @@ export class RecommendationPipeline implements RecommenderService {
       const hit = await this.store.getCached(cacheKey);
       this.metrics.cache.inc({ result: hit ? 'hit' : 'miss' });
       if (hit) {
-        const resp = JSON.parse(
-          typeof hit === 'string' ? hit : Buffer.from(hit).toString('utf8'),
-        ) as RecommendationResponse;
-        resp.request_id = newRequestId();
-        resp.metadata.cache_hit = true;
+        const raw = typeof hit === 'string' ? hit : Buffer.from(hit).toString('utf8');
         const total = ms(t0);
-        resp.metadata.latency_ms = {
+        const resp = this.hot.answer(cacheKey, raw, newRequestId(), {
           total,
           retrieval: 0,
           ranking: 0,
           feature_fetch: 0,
           cache: total,
-        };
+        });
         this.metrics.stageSeconds.observe({ stage: 'cache' }, total / 1000);
         return resp;
       }
@@ -242,7 +240,9 @@ export class RecommendationPipeline implements RecommenderService {
       );
     }
     if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
-      await this.store.setCached(cacheKey, JSON.stringify(resp), this.cfg.cacheTtlMs);
+      const raw = JSON.stringify(resp);
+      await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
+      this.hot.remember(cacheKey, raw, resp);
     }
     this.metrics.stageSeconds.observe({ stage: 'total' }, resp.metadata.latency_ms.total / 1000);
     return resp;

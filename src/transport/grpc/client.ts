@@ -3,7 +3,6 @@
 // objects as they are (the proto mirrors them); responses are converted back to the JSON
 // contract (convert.ts) and failures are thrown as the registry's ApiError (status.ts).
 import * as grpc from '@grpc/grpc-js';
-import type { ApiError } from '../../api/errors.js';
 import type {
   FeedbackRequest,
   FeedbackResponse,
@@ -149,7 +148,7 @@ export class RecserveGrpcClient {
     return new Promise((resolve, reject) => {
       const call = method(req, new grpc.Metadata(), this.callOptions(s), (err, res) => {
         s.signal?.removeEventListener('abort', onAbort);
-        if (err) reject(fromServiceError(err) satisfies ApiError);
+        if (err) reject(fromServiceError(err));
         else resolve(res);
       });
       const onAbort = (): void => call.cancel();

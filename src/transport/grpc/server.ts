@@ -281,7 +281,8 @@ export async function startGrpcServer(
     );
   });
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
-  log.info({ host: opts.host, port }, 'grpc listening');
+  // Not `port`: log readers (bench/load.ts) take that key for the HTTP port.
+  log.info({ grpcHost: opts.host, grpcPort: port }, 'grpc listening');
 
   let closed: Promise<void> | undefined;
   return {

@@ -19,6 +19,26 @@ export function toStatus(err: unknown): Partial<StatusObject> {
   return { code: api.grpcStatus, details: api.message, metadata };
 }
 
+/** A failed call as the registry's error, plus what the wire said. */
+export class GrpcCallError extends ApiError {
+  /** The gRPC status code received. */
+  readonly grpcCode: number;
+  /** True when recserve answered (its trailer is there); false for grpc-js's own errors. */
+  readonly fromServer: boolean;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    field: string | undefined,
+    grpcCode: number,
+    fromServer: boolean,
+  ) {
+    super(code, message, field);
+    this.grpcCode = grpcCode;
+    this.fromServer = fromServer;
+  }
+}
+
 function isErrorCode(s: string): s is ErrorCode {
   return Object.prototype.hasOwnProperty.call(ERRORS, s);
 }
@@ -28,14 +48,15 @@ function isErrorCode(s: string): s is ErrorCode {
  * names the code when the server is recserve; otherwise (a proxy, grpc-js's own limits and
  * deadline handling) the status code decides.
  */
-export function fromServiceError(err: ServiceError): ApiError {
+export function fromServiceError(err: ServiceError): GrpcCallError {
   const trailer = err.metadata?.get(ERROR_CODE_KEY)[0];
   const field = err.metadata?.get(ERROR_FIELD_KEY)[0];
   const details = err.details || err.message;
   if (typeof trailer === 'string' && isErrorCode(trailer)) {
-    return new ApiError(trailer, details, typeof field === 'string' ? field : undefined);
+    const f = typeof field === 'string' ? field : undefined;
+    return new GrpcCallError(trailer, details, f, err.code, true);
   }
-  return new ApiError(codeForStatus(err.code), details);
+  return new GrpcCallError(codeForStatus(err.code), details, undefined, err.code, false);
 }
 
 function codeForStatus(code: Status): ErrorCode {

@@ -3,6 +3,7 @@
 // other representations (application/x-flatbuffers) register here without touching the
 // server adapter. Error bodies are always JSON (the REST contract's error shape).
 import { ApiError } from '../../api/errors.js';
+import { flatbuffersCodec } from '../flatbuffers/http-codec.js';
 
 /** The routes that carry a body, named the same way in every codec. */
 export type Route = 'recommendations' | 'similar' | 'feedback' | 'negative_feedback';
@@ -17,6 +18,9 @@ export interface Codec {
   /** A validated response object → bytes (or a string, sent as UTF-8). */
   encode(route: Route, value: unknown): Uint8Array | string;
 }
+
+/** Same registry symbol as pipeline/cache.ts PRE_ENCODED_JSON (no import across layers). */
+const PRE_ENCODED_JSON = Symbol.for('recserve.preEncodedJson');
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -41,7 +45,9 @@ export const jsonCodec: Codec = {
     }
   },
   encode(_route, value) {
-    return JSON.stringify(value);
+    // A cached answer arrives already encoded (pipeline/cache.ts): send it as it is.
+    const pre = (value as Record<symbol, unknown> | null)?.[PRE_ENCODED_JSON];
+    return typeof pre === 'string' ? pre : JSON.stringify(value);
   },
 };
 
@@ -54,7 +60,8 @@ function mediaTypeOf(header: string): string {
 export class CodecRegistry {
   private readonly codecs = new Map<string, Codec>();
 
-  constructor(codecs: Codec[] = [jsonCodec]) {
+  // application/x-flatbuffers (proto/recserve.fbs) on recommendations and similar.
+  constructor(codecs: Codec[] = [jsonCodec, flatbuffersCodec]) {
     for (const c of codecs) this.register(c);
   }
 

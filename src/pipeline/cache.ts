@@ -1,0 +1,64 @@
+// The recommendation cache's hot path. The store (memory or Redis) holds each answer as a
+// JSON string and stays the source of truth (TTL, invalidation on feedback). This module
+// keeps, per key, the parsed answer and its pre-encoded recommendations next to the exact
+// string it came from: when the store hands back that same string, a hit costs neither
+// JSON.parse nor JSON.stringify of the item list — only the small per-request metadata is
+// encoded. A different string (another replica wrote it, or it expired and was recomputed)
+// is parsed once and replaces the entry.
+import type { RecommendationResponse } from '../api/types.js';
+
+/**
+ * A response may carry its JSON encoding under this symbol; the HTTP JSON codec sends it
+ * as is. Other codecs (FlatBuffers, gRPC) ignore it and encode the object's fields.
+ * Symbol.for: the codec reads it without importing the pipeline.
+ */
+export const PRE_ENCODED_JSON: unique symbol = Symbol.for('recserve.preEncodedJson') as never;
+
+interface HotEntry {
+  raw: string;
+  resp: RecommendationResponse;
+  recsJson: string;
+}
+
+export class HotAnswers {
+  private readonly entries = new Map<string, HotEntry>();
+
+  constructor(private readonly maxEntries = 10_000) {}
+
+  /** The cached answer for `raw` (the store's value), re-stamped for this request. */
+  answer(
+    key: string,
+    raw: string,
+    requestId: string,
+    latency: RecommendationResponse['metadata']['latency_ms'],
+  ): RecommendationResponse {
+    let e = this.entries.get(key);
+    if (!e || e.raw !== raw) {
+      const resp = JSON.parse(raw) as RecommendationResponse;
+      e = { raw, resp, recsJson: JSON.stringify(resp.recommendations) };
+      this.entries.delete(key);
+      this.entries.set(key, e);
+      if (this.entries.size > this.maxEntries) {
+        this.entries.delete(this.entries.keys().next().value as string);
+      }
+    }
+    const metadata = { ...e.resp.metadata, cache_hit: true, latency_ms: latency };
+    const out: RecommendationResponse = {
+      request_id: requestId,
+      recommendations: e.resp.recommendations,
+      metadata,
+    };
+    const json = `{"request_id":${JSON.stringify(requestId)},"recommendations":${e.recsJson},"metadata":${JSON.stringify(metadata)}}`;
+    Object.defineProperty(out, PRE_ENCODED_JSON, { value: json, enumerable: false });
+    return out;
+  }
+
+  /** Remembers what was just written to the store, so the first hit needs no parse. */
+  remember(key: string, raw: string, resp: RecommendationResponse): void {
+    this.entries.delete(key);
+    this.entries.set(key, { raw, resp, recsJson: JSON.stringify(resp.recommendations) });
+    if (this.entries.size > this.maxEntries) {
+      this.entries.delete(this.entries.keys().next().value as string);
+    }
+  }
+}

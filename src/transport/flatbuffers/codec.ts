@@ -1,0 +1,286 @@
+// FlatBuffers ↔ the JSON contract's objects, driven by the table descriptors of schema.ts.
+//
+// Decoding yields exactly the object JSON.parse would have produced for the same request
+// (absent fields absent, snake_case names), so the HTTP front end runs the same validation
+// on it. Decoding never trusts the bytes: the file identifier must match, and every offset,
+// string and vector is bounds-checked against the buffer, so a truncated or hostile body is
+// a malformed_body error, never a garbage read or a huge allocation.
+//
+// Encoding takes the contract's objects; a value the schema cannot carry (a string where an
+// int goes, 2.5 items) is an invalid_argument error naming the field.
+import { Builder, ByteBuffer } from 'flatbuffers';
+import { ApiError } from '../../api/errors.js';
+import type {
+  RecommendationRequest,
+  RecommendationResponse,
+  SimilarRequest,
+  SimilarResponse,
+} from '../../api/types.js';
+import * as S from './schema.js';
+import type { FieldDesc, TableDesc } from './schema.js';
+
+type Obj = Record<string, unknown>;
+
+// ---- encode ---------------------------------------------------------------------------
+
+function bad(path: string, message: string): ApiError {
+  return ApiError.invalid(path, message);
+}
+
+function encodeStrings(b: Builder, v: unknown, path: string): number {
+  if (!Array.isArray(v)) throw bad(path, 'must be an array');
+  const offs = v.map((s, i) => {
+    if (typeof s !== 'string') throw bad(`${path}[${i}]`, 'must be a string');
+    return b.createString(s);
+  });
+  return offsetVector(b, offs);
+}
+
+function offsetVector(b: Builder, offs: number[]): number {
+  b.startVector(4, offs.length, 4);
+  for (let i = offs.length - 1; i >= 0; i--) b.addOffset(offs[i]!);
+  return b.endVector();
+}
+
+function encodeMap(
+  b: Builder,
+  entries: [string, unknown][],
+  kind: 'string' | 'double',
+  path: string,
+): number {
+  const desc = kind === 'string' ? S.StringEntry : S.NumberEntry;
+  const offs = entries.map(([k, v]) => {
+    let value: unknown = v;
+    if (kind === 'string' && typeof v !== 'string') value = JSON.stringify(v);
+    return encodeTable(b, desc, { key: k, value }, `${path}.${k}`);
+  });
+  return offsetVector(b, offs);
+}
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function encodeTable(b: Builder, desc: TableDesc, obj: unknown, path: string): number {
+  if (!isObj(obj)) throw bad(path || 'body', 'must be an object');
+  const fields = desc.fields;
+  // Children first: FlatBuffers builds back to front, so no table may be open meanwhile.
+  const offs = new Array<number>(fields.length).fill(0);
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    const v = obj[f.name];
+    const p = path ? `${path}.${f.name}` : f.name;
+    const ty = f.type;
+    if (typeof ty === 'object' && 'map' in ty && f.rest) {
+      const known = new Set(fields.map((x) => x.name));
+      const entries = Object.entries(obj).filter(([k, x]) => !known.has(k) && x !== undefined);
+      if (isObj(v)) entries.push(...Object.entries(v));
+      if (entries.length > 0) offs[i] = encodeMap(b, entries, ty.map, p);
+      continue;
+    }
+    if (v === undefined || v === null) continue;
+    if (ty === 'string') {
+      if (typeof v !== 'string') throw bad(p, 'must be a string');
+      offs[i] = b.createString(v);
+    } else if (ty === 'strings') {
+      offs[i] = encodeStrings(b, v, p);
+    } else if (typeof ty === 'object') {
+      if ('table' in ty) offs[i] = encodeTable(b, ty.table, v, p);
+      else if ('tables' in ty) {
+        if (!Array.isArray(v)) throw bad(p, 'must be an array');
+        offs[i] = offsetVector(
+          b,
+          v.map((x, j) => encodeTable(b, ty.tables, x, `${p}[${j}]`)),
+        );
+      } else {
+        if (!isObj(v)) throw bad(p, 'must be an object');
+        offs[i] = encodeMap(b, Object.entries(v), ty.map, p);
+      }
+    }
+  }
+  b.startObject(fields.length);
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    if (offs[i] !== 0) {
+      b.addFieldOffset(i, offs[i]!, 0);
+      continue;
+    }
+    const v = obj[f.name];
+    if (v === undefined || v === null) continue;
+    const p = path ? `${path}.${f.name}` : f.name;
+    // `= null` scalars are always written when present; others skip their default (0).
+    const dflt = f.optional ? null : 0;
+    if (f.type === 'int') {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) {
+        throw bad(p, 'must be an integer');
+      }
+      b.addFieldInt32(i, v, dflt);
+    } else if (f.type === 'double') {
+      if (typeof v !== 'number') throw bad(p, 'must be a number');
+      b.addFieldFloat64(i, v, dflt);
+    } else if (f.type === 'bool') {
+      if (typeof v !== 'boolean') throw bad(p, 'must be a boolean');
+      b.addFieldInt8(i, v ? 1 : 0, dflt);
+    }
+  }
+  return b.endObject();
+}
+
+function encodeRoot(desc: TableDesc, value: unknown, sizeHint: number): Uint8Array {
+  const b = new Builder(sizeHint);
+  const root = encodeTable(b, desc, value, '');
+  b.finish(root, S.FILE_IDENTIFIER);
+  return b.asUint8Array();
+}
+
+// ---- decode ---------------------------------------------------------------------------
+
+class Reader {
+  readonly bb: ByteBuffer;
+  readonly cap: number;
+  private readonly utf8 = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(bytes: Uint8Array) {
+    this.bb = new ByteBuffer(bytes);
+    this.cap = bytes.length;
+  }
+
+  check(pos: number, size: number, what: string): void {
+    if (!(pos >= 0 && pos + size <= this.cap)) {
+      throw new ApiError('malformed_body', `FlatBuffers body is truncated or corrupt (${what})`);
+    }
+  }
+
+  /** Field slot i of the table at `pos` → absolute position of its value, or 0 if absent. */
+  field(pos: number, i: number): number {
+    this.check(pos, 4, 'table');
+    const vtable = pos - this.bb.readInt32(pos);
+    this.check(vtable, 4, 'vtable');
+    const vtSize = this.bb.readUint16(vtable);
+    const slot = 4 + 2 * i;
+    if (slot >= vtSize) return 0;
+    this.check(vtable, vtSize, 'vtable');
+    const off = this.bb.readUint16(vtable + slot);
+    return off === 0 ? 0 : pos + off;
+  }
+
+  indirect(at: number): number {
+    this.check(at, 4, 'offset');
+    return at + this.bb.readUint32(at);
+  }
+
+  string(at: number): string {
+    const start = this.indirect(at);
+    this.check(start, 4, 'string');
+    const len = this.bb.readUint32(start);
+    this.check(start + 4, len, 'string');
+    try {
+      return this.utf8.decode(this.bb.bytes().subarray(start + 4, start + 4 + len));
+    } catch {
+      throw new ApiError('malformed_body', 'FlatBuffers body holds a string that is not UTF-8');
+    }
+  }
+
+  /** Vector at `at` → [first element position, length], elements 4-byte offsets. */
+  vector(at: number): [number, number] {
+    const start = this.indirect(at);
+    this.check(start, 4, 'vector');
+    const len = this.bb.readUint32(start);
+    this.check(start + 4, len * 4, 'vector');
+    return [start + 4, len];
+  }
+}
+
+function decodeTable(r: Reader, desc: TableDesc, pos: number): Obj {
+  const out: Obj = {};
+  const fields = desc.fields;
+  for (let i = 0; i < fields.length; i++) {
+    const f: FieldDesc = fields[i]!;
+    const at = r.field(pos, i);
+    const ty = f.type;
+    if (at === 0) {
+      if (f.nullable) out[f.name] = null;
+      else if (!f.optional && (ty === 'int' || ty === 'double')) out[f.name] = 0;
+      else if (!f.optional && ty === 'bool') out[f.name] = false;
+      continue;
+    }
+    if (ty === 'string') out[f.name] = r.string(at);
+    else if (ty === 'int') {
+      r.check(at, 4, f.name);
+      out[f.name] = r.bb.readInt32(at);
+    } else if (ty === 'double') {
+      r.check(at, 8, f.name);
+      out[f.name] = r.bb.readFloat64(at);
+    } else if (ty === 'bool') {
+      r.check(at, 1, f.name);
+      out[f.name] = r.bb.readInt8(at) !== 0;
+    } else if (ty === 'strings') {
+      const [start, n] = r.vector(at);
+      const list = new Array<string>(n);
+      for (let j = 0; j < n; j++) list[j] = r.string(start + 4 * j);
+      out[f.name] = list;
+    } else if ('table' in ty) {
+      out[f.name] = decodeTable(r, ty.table, r.indirect(at));
+    } else if ('tables' in ty) {
+      const [start, n] = r.vector(at);
+      const list = new Array<Obj>(n);
+      for (let j = 0; j < n; j++) list[j] = decodeTable(r, ty.tables, r.indirect(start + 4 * j));
+      out[f.name] = list;
+    } else {
+      const [start, n] = r.vector(at);
+      const entryDesc = ty.map === 'string' ? S.StringEntry : S.NumberEntry;
+      const map: Obj = f.rest ? out : {};
+      for (let j = 0; j < n; j++) {
+        const e = decodeTable(r, entryDesc, r.indirect(start + 4 * j));
+        if (typeof e.key === 'string') map[e.key] = e.value;
+      }
+      if (!f.rest) out[f.name] = map;
+    }
+  }
+  return out;
+}
+
+function decodeRoot(desc: TableDesc, bytes: Uint8Array): Obj {
+  if (bytes.length < 8) {
+    throw new ApiError('malformed_body', 'FlatBuffers body is too short to hold a table');
+  }
+  const r = new Reader(bytes);
+  if (!r.bb.__has_identifier(S.FILE_IDENTIFIER)) {
+    throw new ApiError(
+      'malformed_body',
+      `body is not a recserve FlatBuffer (file identifier '${S.FILE_IDENTIFIER}' missing)`,
+    );
+  }
+  return decodeTable(r, desc, r.indirect(0));
+}
+
+// ---- the four payloads ----------------------------------------------------------------
+
+export function encodeRecommendationRequest(req: RecommendationRequest): Uint8Array {
+  return encodeRoot(S.RecommendationRequest, req, 256);
+}
+/** Raw, JSON-shaped: run api/validate.ts on it as on a JSON body. */
+export function decodeRecommendationRequest(bytes: Uint8Array): unknown {
+  return decodeRoot(S.RecommendationRequest, bytes);
+}
+
+export function encodeRecommendationResponse(res: RecommendationResponse): Uint8Array {
+  return encodeRoot(S.RecommendationResponse, res, 128 * (res.recommendations.length + 2));
+}
+export function decodeRecommendationResponse(bytes: Uint8Array): RecommendationResponse {
+  return decodeRoot(S.RecommendationResponse, bytes) as unknown as RecommendationResponse;
+}
+
+export function encodeSimilarRequest(req: SimilarRequest): Uint8Array {
+  return encodeRoot(S.SimilarRequest, req, 256);
+}
+export function decodeSimilarRequest(bytes: Uint8Array): unknown {
+  return decodeRoot(S.SimilarRequest, bytes);
+}
+
+export function encodeSimilarResponse(res: SimilarResponse): Uint8Array {
+  return encodeRoot(S.SimilarResponse, res, 96 * (res.similar_items.length + 2));
+}
+export function decodeSimilarResponse(bytes: Uint8Array): SimilarResponse {
+  return decodeRoot(S.SimilarResponse, bytes) as unknown as SimilarResponse;
+}
