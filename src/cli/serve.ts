@@ -16,10 +16,13 @@ import { Metrics } from '../observability/metrics.js';
 import { RecommendationPipeline } from '../pipeline/service.js';
 import { projectRoot } from '../retrieval/native.js';
 import { startHttpServer, type HttpServer } from '../transport/http/server.js';
+import { startGrpcServer, type GrpcServerHandle } from '../transport/grpc/server.js';
 
 export interface RunningServer {
   config: ServerConfig;
   http: HttpServer;
+  /** The gRPC front end (undefined with --no-grpc). */
+  grpc: GrpcServerHandle | undefined;
   service: RecommendationPipeline;
   registry: ModelRegistry;
   store: FeatureStore;
@@ -105,6 +108,20 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     log: logger.child({ component: 'http' }),
   });
   logger.info({ host: cfg.host, port: http.port }, 'listening (not ready until models load)');
+  // gRPC shares the pipeline; its health service reports the same readiness as /readyz.
+  const grpc = cfg.grpcEnabled
+    ? await startGrpcServer(service, {
+        host: cfg.grpcHost,
+        port: cfg.grpcPort,
+        maxReceiveBytes: cfg.grpcMaxMessageBytes,
+        maxConcurrentStreams: cfg.grpcMaxConcurrentStreams,
+        keepaliveTimeMs: cfg.grpcKeepaliveMs,
+        drainTimeoutMs: cfg.drainTimeoutMs,
+      }).catch(async (err: unknown) => {
+        await http.close(0);
+        throw err;
+      })
+    : undefined;
 
   let ingestor: FeedbackIngestor | undefined;
   const ready = (async () => {
@@ -134,6 +151,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   return {
     config: cfg,
     http,
+    grpc,
     service,
     registry,
     store,
@@ -143,7 +161,8 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     close() {
       closing ??= (async () => {
         service.setReady(false);
-        await http.close(cfg.drainTimeoutMs);
+        // Both front ends drain at once, under the same bound.
+        await Promise.all([http.close(cfg.drainTimeoutMs), grpc?.close(cfg.drainTimeoutMs)]);
         await ready.catch(() => undefined);
         await ingestor?.close();
         await registry.close();
@@ -179,7 +198,7 @@ export async function run(args: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       server.log.info(
-        { signal, inFlight: server.http.inFlight() },
+        { signal, inFlight: server.http.inFlight(), grpcInFlight: server.grpc?.inFlight() ?? 0 },
         'stopping: draining in-flight requests',
       );
       server.close().then(

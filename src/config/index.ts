@@ -28,6 +28,21 @@ export interface ServerConfig {
   logLevel: string;
   /** How long SIGTERM waits for in-flight requests before exiting anyway. Default 10 s. */
   drainTimeoutMs: number;
+  /** Serve gRPC (transport/grpc) beside HTTP. Default true; --no-grpc turns it off. */
+  grpcEnabled: boolean;
+  /** Interface the gRPC server binds. Default 127.0.0.1. */
+  grpcHost: string;
+  /**
+   * gRPC port; 0 picks a free one. Default 50051, or 0 when the HTTP port is 0 and no gRPC
+   * port is given (an ephemeral test server never collides on a fixed port).
+   */
+  grpcPort: number;
+  /** Largest gRPC request message; larger → RESOURCE_EXHAUSTED. Default 1 MiB (as HTTP). */
+  grpcMaxMessageBytes: number;
+  /** HTTP/2 streams in flight per gRPC connection. Default 256. */
+  grpcMaxConcurrentStreams: number;
+  /** Ping idle gRPC connections this often (dead-peer detection). Default 60 s. */
+  grpcKeepaliveMs: number;
   pipeline: PipelineConfig;
 }
 
@@ -97,6 +112,12 @@ export function defaultConfig(): ServerConfig {
     fsyncFeedback: true,
     logLevel: 'info',
     drainTimeoutMs: 10_000,
+    grpcEnabled: true,
+    grpcHost: '127.0.0.1',
+    grpcPort: 50051,
+    grpcMaxMessageBytes: 1024 * 1024,
+    grpcMaxConcurrentStreams: 256,
+    grpcKeepaliveMs: 60_000,
     pipeline: { ...DEFAULT_PIPELINE },
   };
 }
@@ -121,6 +142,22 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   'fsync-feedback': { kind: 'bool', path: ['fsyncFeedback'] },
   'log-level': { kind: 'str', path: ['logLevel'] },
   'drain-timeout-ms': { kind: 'int', path: ['drainTimeoutMs'], min: 0, max: 600_000 },
+  grpc: { kind: 'bool', path: ['grpcEnabled'] },
+  'grpc-host': { kind: 'str', path: ['grpcHost'] },
+  'grpc-port': { kind: 'int', path: ['grpcPort'], min: 0, max: 65535 },
+  'grpc-max-message-bytes': {
+    kind: 'int',
+    path: ['grpcMaxMessageBytes'],
+    min: 1024,
+    max: 64 * 1024 * 1024,
+  },
+  'grpc-max-concurrent-streams': {
+    kind: 'int',
+    path: ['grpcMaxConcurrentStreams'],
+    min: 1,
+    max: 65535,
+  },
+  'grpc-keepalive-ms': { kind: 'int', path: ['grpcKeepaliveMs'], min: 1000, max: 3_600_000 },
   'cold-start-threshold': { kind: 'int', path: ['pipeline', 'coldStartThreshold'], min: 0 },
   'max-candidates': { kind: 'int', path: ['pipeline', 'maxCandidates'], min: 1, max: 5000 },
   'collaborative-k': { kind: 'int', path: ['pipeline', 'collaborativeK'], min: 0, max: 5000 },
@@ -214,6 +251,8 @@ export function loadConfig(
   env: Record<string, string | undefined> = {},
 ): ServerConfig {
   const cfg = defaultConfig();
+  const defaultGrpcPort = cfg.grpcPort;
+  cfg.grpcPort = -1; // "not set": resolved at the end, once the HTTP port is known
   const flags: [string, string][] = [];
   let file = env.RECSERVE_CONFIG;
   for (let i = 0; i < argv.length; i++) {
@@ -255,6 +294,7 @@ export function loadConfig(
     if (v !== undefined) assign(cfg, key, parseValue(key, v, `environment ${envName}`));
   }
   for (const [key, value] of flags) assign(cfg, key, parseValue(key, value, `flag --${key}`));
+  if (cfg.grpcPort < 0) cfg.grpcPort = cfg.port === 0 ? 0 : defaultGrpcPort;
   cfg.modelsDir = resolve(cfg.modelsDir);
   cfg.dataDir = resolve(cfg.dataDir);
   return cfg;
