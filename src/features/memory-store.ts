@@ -76,8 +76,10 @@ const SLOT_KEYS = 65_536;
 const KEY_DURATION = 15;
 const KEY_CATEGORY0 = 16;
 const slot = (bucket: number, w: number, key: number): number => (bucket * 4 + w) * SLOT_KEYS + key;
-/** A user idle this long has nothing live in its windows or idempotency keys. */
-const IDLE_COMPACT_MS = IDEMPOTENCY_TTL_MS + 3600_000;
+/** The compactor leaves users written to within this alone (they are likely to write again). */
+const IDLE_COMPACT_MS = 10 * 60_000;
+/** ... and revisits a compacted, still idle user after this long (more buckets have died). */
+const RECOMPACT_MS = 3600_000;
 
 /** One user's state, packed. Arrays hold (key, value) pairs back to back. */
 interface UserRec {
@@ -98,8 +100,8 @@ interface UserRec {
   win: number[];
   /** nowMs of the last write; the idle compactor reads it. */
   written: number;
-  /** True once the compactor trimmed this record; cleared by the next write. */
-  compact: boolean;
+  /** nowMs of the compactor's last pass over this record; 0 = not since the last write. */
+  compacted: number;
   /**
    * Idempotency keys of the last 24 h, in insertion order, each packed as
    * key33 * 2^20 + expiry hour (hours since epoch, rounded up): one number per event.
@@ -548,7 +550,7 @@ export class MemoryFeatureStore implements FeatureStore {
         win: [],
         idem: [],
         written: nowMs,
-        compact: false,
+        compacted: 0,
       };
       if (this.users.size >= this.maxUsers) {
         const oldest = this.users.keys().next().value as string;
@@ -556,7 +558,7 @@ export class MemoryFeatureStore implements FeatureStore {
       }
     }
     rec.written = nowMs;
-    rec.compact = false;
+    rec.compacted = 0;
     this.users.set(userId, rec);
     this.compactStep(nowMs);
     return rec;
@@ -564,10 +566,10 @@ export class MemoryFeatureStore implements FeatureStore {
 
   /**
    * The idle compactor, run a step at a time by writes (no timer): a cursor walks the users
-   * in least-recently-written order, and a user idle for more than a day loses its windows
-   * and idempotency keys (all expired by then) and has its arrays copied to their exact size
-   * (arrays grown by push carry up to ~50 % spare capacity). Two users per write keep the
-   * walk ahead of the writes.
+   * in least-recently-written order; a user idle for 10 minutes has its dead window buckets
+   * and expired idempotency keys dropped and its arrays copied to their exact size (arrays
+   * grown by push carry up to half again in spare capacity), and is revisited hourly while
+   * idle. After a day idle nothing of the windows or keys is left. Two users per write.
    */
   private compactStep(nowMs: number): void {
     for (let n = 0; n < 2; n++) {
@@ -578,15 +580,18 @@ export class MemoryFeatureStore implements FeatureStore {
         if (next.done) return;
       }
       const rec = next.value as UserRec;
-      if (rec.compact || nowMs - rec.written < IDLE_COMPACT_MS) continue;
-      rec.win = [];
-      rec.idem = [];
+      if (nowMs - rec.written < IDLE_COMPACT_MS) continue;
+      if (rec.compacted !== 0 && nowMs - rec.compacted < RECOMPACT_MS) continue;
+      pruneWindows(rec.win, nowMs);
+      sweepIdem(rec.idem, Math.floor(nowMs / HOUR_MS));
+      rec.win = rec.win.slice();
+      rec.idem = rec.idem.slice();
       rec.recent = rec.recent.slice();
       rec.items = rec.items.slice();
       rec.blocked = rec.blocked.slice();
       rec.creators = rec.creators.slice();
       rec.catTotal = rec.catTotal.slice();
-      rec.compact = true;
+      rec.compacted = nowMs;
     }
   }
 
