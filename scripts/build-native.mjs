@@ -28,7 +28,11 @@ if (!existsSync(join(root, 'CMakeLists.txt'))) {
   console.error('[build-native] no CMakeLists.txt; nothing to build');
   process.exit(0);
 }
-const inputs = [join(root, 'CMakeLists.txt'), ...walk(join(root, 'native'), [])].sort();
+const inputs = [
+  join(root, 'CMakeLists.txt'),
+  fileURLToPath(import.meta.url),
+  ...walk(join(root, 'native'), []),
+].sort();
 const hash = createHash('sha256');
 for (const f of inputs) hash.update(f).update(readFileSync(f));
 hash.update(process.version).update(process.env.RECSERVE_CUDA ?? '');
@@ -51,7 +55,8 @@ const configure = [
   `-DCMAKE_JS_INC=${nodeInclude}`,
   `-DNODE_ADDON_API_DIR=${addonApi}`,
 ];
-if (process.env.RECSERVE_CUDA) configure.push(`-DRECSERVE_CUDA=${process.env.RECSERVE_CUDA}`);
+// Always passed: CMake caches the value, so a one-off RECSERVE_CUDA=OFF must not stick.
+configure.push(`-DRECSERVE_CUDA=${process.env.RECSERVE_CUDA || 'AUTO'}`);
 console.error('[build-native] cmake', configure.join(' '));
 execFileSync('cmake', configure, { stdio: 'inherit' });
 execFileSync('cmake', ['--build', buildDir, '--config', 'Release', '-j', '2'], {

@@ -9,11 +9,88 @@ export interface EngineInfo {
   avx2: boolean;
   fma: boolean;
   f16c: boolean;
+  /** Kernel set the exact index uses by default: 'avx2' or 'scalar'. */
+  exactKernel: string;
+  /** False for the node-gyp build (exact index only). */
+  faiss: boolean;
+  cuda: { compiled: boolean; devices: number; status: string };
+  hardwareThreads: number;
+}
+
+/** What every top-k search resolves to: B×k ids and scores, best first. */
+export interface TopK {
+  ids: Uint32Array;
+  scores: Float32Array;
+  k: number;
+}
+
+export interface NativeExactIndex {
+  readonly dim: number;
+  readonly size: number;
+  readonly storage: 'f32' | 'f16';
+  readonly threads: number;
+  readonly kernel: string;
+  readonly backend: 'cpu' | 'cuda';
+  build(ids: Uint32Array, vectors: Float32Array): void;
+  upsert(ids: Uint32Array, vectors: Float32Array): void;
+  remove(ids: Uint32Array): void;
+  search(
+    queries: Float32Array,
+    k: number,
+    exclude?: (Uint32Array | null)[] | null,
+    allow?: Uint32Array | null,
+  ): Promise<TopK>;
+  searchSync(
+    queries: Float32Array,
+    k: number,
+    exclude?: (Uint32Array | null)[] | null,
+    allow?: Uint32Array | null,
+  ): TopK;
+  setTuning(t: { minRowsPerTask?: number; blockBytes?: number }): void;
+}
+
+export interface NativeHnswIndex {
+  readonly dim: number;
+  readonly size: number;
+  add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
+  search(
+    queries: Float32Array,
+    k: number,
+    efSearch: number,
+    threads: number,
+    useFaiss?: boolean,
+  ): Promise<TopK>;
+  searchSync(
+    queries: Float32Array,
+    k: number,
+    efSearch: number,
+    threads: number,
+    useFaiss?: boolean,
+  ): TopK;
+  save(path: string): Promise<void>;
+  load(path: string): Promise<void>;
+}
+
+export interface NativeFaissFlat {
+  readonly size: number;
+  add(vectors: Float32Array): void;
+  searchSync(queries: Float32Array, k: number, threads?: number): TopK;
 }
 
 /** The raw surface the addon exports; each engine adds its own entries. */
 export interface NativeAddon {
   engineInfo(): EngineInfo;
+  exactKernel: string;
+  NativeExactIndex: new (
+    dim: number,
+    storage: string,
+    threads: number,
+    kernel: string,
+    device: string,
+  ) => NativeExactIndex;
+  /** Absent in the node-gyp build, which has no FAISS. */
+  NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;
+  NativeFaissFlat?: new (dim: number) => NativeFaissFlat;
 }
 
 /** Repository root, found from this file whether it runs from src/ (tsx) or dist/src/. */

@@ -1,0 +1,104 @@
+// Argument checks shared by every native entry point. Each throws ArgumentError naming
+// the argument; Guard() turns that into a JS TypeError/RangeError, and any other C++
+// exception into a JS Error, so no input can crash the process.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+
+namespace recserve {
+
+template <typename F>
+auto Guard(Napi::Env env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const ArgumentError& e) {
+    if (e.kind() == ArgumentError::Kind::Type) throw Napi::TypeError::New(env, e.what());
+    throw Napi::RangeError::New(env, e.what());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("recserve native: ") + e.what());
+  }
+}
+
+inline Napi::Float32Array ArgFloat32Array(const Napi::CallbackInfo& info, size_t i,
+                                          const char* name) {
+  if (info.Length() <= i || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    ThrowType(std::string(name) + " must be a Float32Array");
+  return info[i].As<Napi::Float32Array>();
+}
+
+inline Napi::Uint32Array AsUint32Array(const Napi::Value& v, const std::string& name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+    ThrowType(name + " must be a Uint32Array");
+  return v.As<Napi::Uint32Array>();
+}
+
+inline Napi::Uint32Array ArgUint32Array(const Napi::CallbackInfo& info, size_t i,
+                                        const char* name) {
+  if (info.Length() <= i) ThrowType(std::string(name) + " must be a Uint32Array");
+  return AsUint32Array(info[i], name);
+}
+
+// An integer in [lo, hi]; TypeError when not a number, RangeError otherwise.
+inline int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t lo,
+                      int64_t hi) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    ThrowType(std::string(name) + " must be a number");
+  const double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(v) || std::floor(v) != v || v < static_cast<double>(lo) ||
+      v > static_cast<double>(hi))
+    ThrowRange(std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
+               std::to_string(hi) + "], got " + info[i].ToString().Utf8Value());
+  return static_cast<int64_t>(v);
+}
+
+inline std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsString())
+    ThrowType(std::string(name) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+// RangeError naming the first NaN or infinite element.
+inline void CheckFinite(const float* p, size_t n, const char* name) {
+  for (size_t i = 0; i < n; i++) {
+    if (!std::isfinite(p[i]))
+      ThrowRange(std::string(name) + "[" + std::to_string(i) + "] is " +
+                 (std::isnan(p[i]) ? "NaN" : "infinite") + "; vectors must be finite");
+  }
+}
+
+// Copies a Float32Array of rows of `dim` floats; checks the length and finiteness.
+inline size_t CheckRows(const Napi::Float32Array& a, size_t dim, const char* name) {
+  if (a.ElementLength() % dim != 0)
+    ThrowRange(std::string(name) + ".length (" + std::to_string(a.ElementLength()) +
+               ") must be a multiple of dim (" + std::to_string(dim) + ")");
+  CheckFinite(a.Data(), a.ElementLength(), name);
+  return a.ElementLength() / dim;
+}
+
+inline Napi::Object TopKResult(Napi::Env env, const std::vector<uint32_t>& ids,
+                               const std::vector<float>& scores, size_t k) {
+  Napi::Object o = Napi::Object::New(env);
+  auto idbuf = Napi::ArrayBuffer::New(env, ids.size() * sizeof(uint32_t));
+  if (!ids.empty()) std::memcpy(idbuf.Data(), ids.data(), ids.size() * sizeof(uint32_t));
+  auto scbuf = Napi::ArrayBuffer::New(env, scores.size() * sizeof(float));
+  if (!scores.empty()) std::memcpy(scbuf.Data(), scores.data(), scores.size() * sizeof(float));
+  o.Set("ids", Napi::Uint32Array::New(env, ids.size(), idbuf, 0));
+  o.Set("scores", Napi::Float32Array::New(env, scores.size(), scbuf, 0));
+  o.Set("k", Napi::Number::New(env, static_cast<double>(k)));
+  return o;
+}
+
+// Largest k and B*k any search accepts: keeps a typo'd k from allocating gigabytes.
+constexpr int64_t kMaxK = 1 << 20;
+constexpr size_t kMaxResultEntries = size_t(1) << 28;
+
+}  // namespace recserve

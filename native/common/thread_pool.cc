@@ -1,0 +1,117 @@
+#include "common/thread_pool.h"
+
+#include <atomic>
+#include <exception>
+
+namespace recserve {
+
+struct ThreadPool::Batch {
+  const std::function<void(size_t)>* fn;
+  size_t n;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> done{0};
+  // Workers inside Drain(); incremented under the pool mutex while the batch is queued,
+  // so once the caller has dequeued it only these can still touch it.
+  size_t active = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::exception_ptr error;
+
+  // Claims and runs tasks until none is left unclaimed.
+  void Drain() {
+    for (;;) {
+      const size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      try {
+        (*fn)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(mu);
+        if (!error) error = std::current_exception();
+      }
+      if (done.fetch_add(1) + 1 == n) {
+        std::lock_guard<std::mutex> g(mu);
+        cv.notify_all();
+      }
+    }
+  }
+};
+
+ThreadPool& ThreadPool::Shared() {
+  // Leaked on purpose: joining threads from a static destructor at process exit races
+  // with Node tearing down the addon.
+  static ThreadPool* pool = [] {
+    const unsigned hc = std::thread::hardware_concurrency();
+    return new ThreadPool(hc > 1 ? hc - 1 : 1);
+  }();
+  return *pool;
+}
+
+ThreadPool::ThreadPool(size_t workers) {
+  for (size_t i = 0; i < workers; i++) threads_.emplace_back([this] { WorkerLoop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::WorkerLoop() {
+  for (;;) {
+    Batch* b;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      b = queue_.front();
+      // A batch stays queued until its tasks are all claimed, so several workers join it.
+      if (b->next.load() >= b->n) {
+        queue_.pop_front();
+        continue;
+      }
+      std::lock_guard<std::mutex> g(b->mu);
+      b->active++;
+    }
+    b->Drain();
+    std::lock_guard<std::mutex> g(b->mu);
+    b->active--;
+    b->cv.notify_all();
+  }
+}
+
+void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
+  if (n == 0) return;
+  if (n == 1 || threads_.empty()) {
+    for (size_t i = 0; i < n; i++) fn(i);
+    return;
+  }
+  Batch b;
+  b.fn = &fn;
+  b.n = n;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    queue_.push_back(&b);
+  }
+  cv_.notify_all();
+  b.Drain();
+  {
+    // Dequeue first so no new worker can join, then wait for the ones already inside.
+    std::lock_guard<std::mutex> g(mu_);
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (*it == &b) {
+        queue_.erase(it);
+        break;
+      }
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lk(b.mu);
+    b.cv.wait(lk, [&] { return b.done.load() == n && b.active == 0; });
+  }
+  if (b.error) std::rethrow_exception(b.error);
+}
+
+}  // namespace recserve

@@ -1,0 +1,244 @@
+// N-API surface of the exact index: class NativeExactIndex. Arguments are checked and
+// copied on the JS thread (queries, exclusions and the allow list are small next to the
+// item rows), so the AsyncWorker owns its inputs outright: the caller may reuse its
+// buffers at once, and Execute touches no JS value.
+#include <napi.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/napi_args.h"
+#include "cuda/exact_cuda.h"
+#include "exact/exact_index.h"
+
+namespace recserve {
+namespace {
+
+struct ParsedSearch {
+  std::vector<float> queries;
+  size_t nq = 0;
+  size_t k = 0;
+  std::vector<std::vector<uint32_t>> exclude;
+  std::vector<uint32_t> allow;
+  bool has_allow = false;
+
+  SearchRequest Request() const {
+    SearchRequest r;
+    r.queries = queries.data();
+    r.nq = nq;
+    r.k = k;
+    r.exclude = &exclude;
+    r.allow = has_allow ? &allow : nullptr;
+    return r;
+  }
+};
+
+// search(queries, k, exclude?, allow?)
+ParsedSearch ParseSearch(const Napi::CallbackInfo& info, size_t dim) {
+  ParsedSearch p;
+  auto q = ArgFloat32Array(info, 0, "queries");
+  p.nq = CheckRows(q, dim, "queries");
+  p.k = static_cast<size_t>(ArgInt(info, 1, "k", 1, kMaxK));
+  if (p.nq * p.k > kMaxResultEntries)
+    ThrowRange("queries x k is too large (" + std::to_string(p.nq) + " x " +
+               std::to_string(p.k) + ")");
+  p.queries.assign(q.Data(), q.Data() + q.ElementLength());
+  if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
+    if (!info[2].IsArray()) ThrowType("exclude must be an array of (Uint32Array | null)");
+    auto arr = info[2].As<Napi::Array>();
+    if (arr.Length() != p.nq)
+      ThrowRange("exclude.length (" + std::to_string(arr.Length()) +
+                 ") must equal the number of queries (" + std::to_string(p.nq) + ")");
+    p.exclude.resize(p.nq);
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (v.IsUndefined() || v.IsNull()) continue;
+      auto ids = AsUint32Array(v, "exclude[" + std::to_string(i) + "]");
+      p.exclude[i].assign(ids.Data(), ids.Data() + ids.ElementLength());
+      std::sort(p.exclude[i].begin(), p.exclude[i].end());
+    }
+  }
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    auto ids = AsUint32Array(info[3], "allow");
+    p.allow.assign(ids.Data(), ids.Data() + ids.ElementLength());
+    p.has_allow = true;
+  }
+  return p;
+}
+
+class SearchWorker : public Napi::AsyncWorker {
+ public:
+  SearchWorker(Napi::Env env, std::shared_ptr<ExactIndex> index, ParsedSearch p)
+      : Napi::AsyncWorker(env, "recserve.exact.search"),
+        index_(std::move(index)),
+        p_(std::move(p)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      index_->Search(p_.Request(), &r_);
+    } catch (const std::exception& e) {
+      SetError(std::string("recserve native: exact search failed: ") + e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(TopKResult(Env(), r_.ids, r_.scores, p_.k)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  std::shared_ptr<ExactIndex> index_;  // keeps the index alive while the search runs
+  ParsedSearch p_;
+  SearchResult r_;
+  Napi::Promise::Deferred deferred_;
+};
+
+class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeExactIndex",
+        {
+            InstanceMethod<&ExactIndexWrap::Build>("build"),
+            InstanceMethod<&ExactIndexWrap::Upsert>("upsert"),
+            InstanceMethod<&ExactIndexWrap::Remove>("remove"),
+            InstanceMethod<&ExactIndexWrap::Search>("search"),
+            InstanceMethod<&ExactIndexWrap::SearchSync>("searchSync"),
+            InstanceMethod<&ExactIndexWrap::SetTuning>("setTuning"),
+            InstanceAccessor<&ExactIndexWrap::GetDim>("dim"),
+            InstanceAccessor<&ExactIndexWrap::GetSize>("size"),
+            InstanceAccessor<&ExactIndexWrap::GetStorage>("storage"),
+            InstanceAccessor<&ExactIndexWrap::GetThreads>("threads"),
+            InstanceAccessor<&ExactIndexWrap::GetKernel>("kernel"),
+            InstanceAccessor<&ExactIndexWrap::GetBackend>("backend"),
+        });
+  }
+
+  // new NativeExactIndex(dim, storage: 'f32'|'f16', threads (0 = all cores),
+  //                      kernel: 'auto'|'scalar', device: 'cpu'|'cuda'|'auto')
+  explicit ExactIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExactIndexWrap>(info) {
+    Guard(info.Env(), [&] {
+      const size_t dim = static_cast<size_t>(ArgInt(info, 0, "dim", 1, 65536));
+      const std::string storage = ArgString(info, 1, "storage");
+      if (storage != "f32" && storage != "f16")
+        ThrowRange("storage must be 'f32' or 'f16', got '" + storage + "'");
+      const size_t threads = static_cast<size_t>(ArgInt(info, 2, "threads", 0, 1024));
+      const std::string kernel = ArgString(info, 3, "kernel");
+      if (kernel != "auto" && kernel != "scalar")
+        ThrowRange("kernel must be 'auto' or 'scalar', got '" + kernel + "'");
+      const std::string device = ArgString(info, 4, "device");
+      if (device != "cpu" && device != "cuda" && device != "auto")
+        ThrowRange("device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
+      const Kernels& ks = kernel == "scalar" ? ScalarKernels() : BestKernels();
+      index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,
+                                            threads, ks);
+      // The CUDA backend serves only when a device answers; otherwise the CPU engine does.
+      backend_ = "cpu";
+      if (device != "cpu" && CudaDeviceCount() > 0) backend_ = "cuda";
+      return 0;
+    });
+  }
+
+ private:
+  std::pair<Napi::Uint32Array, Napi::Float32Array> RowsArgs(const Napi::CallbackInfo& info) {
+    auto ids = ArgUint32Array(info, 0, "ids");
+    auto vecs = ArgFloat32Array(info, 1, "vectors");
+    const size_t d = index_->Dim();
+    if (vecs.ElementLength() != ids.ElementLength() * d)
+      ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
+                 ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
+                 " x " + std::to_string(d) + ")");
+    CheckFinite(vecs.Data(), vecs.ElementLength(), "vectors");
+    return {ids, vecs};
+  }
+
+  Napi::Value Build(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto [ids, vecs] = RowsArgs(info);
+      index_->Build(ids.Data(), vecs.Data(), ids.ElementLength());
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Upsert(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto [ids, vecs] = RowsArgs(info);
+      index_->Upsert(ids.Data(), vecs.Data(), ids.ElementLength());
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto ids = ArgUint32Array(info, 0, "ids");
+      index_->Remove(ids.Data(), ids.ElementLength());
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Search(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto* w = new SearchWorker(info.Env(), index_, ParseSearch(info, index_->Dim()));
+      auto promise = w->Promise();
+      w->Queue();
+      return promise;
+    });
+  }
+  Napi::Value SearchSync(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      ParsedSearch p = ParseSearch(info, index_->Dim());
+      SearchResult r;
+      index_->Search(p.Request(), &r);
+      return TopKResult(info.Env(), r.ids, r.scores, p.k);
+    });
+  }
+  // setTuning({ minRowsPerTask?, blockBytes? }): for benchmarks and tests.
+  Napi::Value SetTuning(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
+      auto o = info[0].As<Napi::Object>();
+      auto num = [&](const char* key, size_t lo, size_t hi, size_t* dst) {
+        Napi::Value v = o.Get(key);
+        if (v.IsUndefined()) return;
+        if (!v.IsNumber()) ThrowType(std::string("tuning.") + key + " must be a number");
+        const double x = v.As<Napi::Number>().DoubleValue();
+        if (!(x >= lo && x <= hi) || std::floor(x) != x)
+          ThrowRange(std::string("tuning.") + key + " must be an integer in [" +
+                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        *dst = static_cast<size_t>(x);
+      };
+      num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
+      num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value GetDim(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->Dim()));
+  }
+  Napi::Value GetSize(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->Size()));
+  }
+  Napi::Value GetStorage(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), index_->StorageKind() == Storage::F16 ? "f16" : "f32");
+  }
+  Napi::Value GetThreads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->Threads()));
+  }
+  Napi::Value GetKernel(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), index_->KernelSet().name);
+  }
+  Napi::Value GetBackend(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), backend_);
+  }
+
+  std::shared_ptr<ExactIndex> index_;
+  std::string backend_ = "cpu";
+};
+
+}  // namespace
+
+void InitExact(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeExactIndex", ExactIndexWrap::Define(env));
+  exports.Set("exactKernel", Napi::String::New(env, BestKernels().name));
+}
+
+}  // namespace recserve

@@ -1,0 +1,300 @@
+#include "exact/exact_index.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <string>
+
+#include "common/errors.h"
+#include "common/thread_pool.h"
+
+namespace recserve {
+namespace {
+
+// One query's running top-k: a heap ordered by Better (higher score, then smaller id), so
+// its root is the worst kept entry, the one the next better candidate replaces.
+struct Entry {
+  float score;
+  uint32_t id;
+};
+inline bool Better(const Entry& a, const Entry& b) {
+  return a.score > b.score || (a.score == b.score && a.id < b.id);
+}
+
+class TopK {
+ public:
+  void Reset(size_t k) {
+    k_ = k;
+    heap_.clear();
+    heap_.reserve(std::min<size_t>(k, 4096));
+    threshold_ = -std::numeric_limits<float>::infinity();
+  }
+  // Candidates must beat this to enter (the root once the heap is full).
+  float Threshold() const { return threshold_; }
+  void Push(float score, uint32_t id) {
+    if (heap_.size() < k_) {
+      heap_.push_back({score, id});
+      std::push_heap(heap_.begin(), heap_.end(), Better);
+      if (heap_.size() == k_) threshold_ = heap_.front().score;
+    } else {
+      std::pop_heap(heap_.begin(), heap_.end(), Better);
+      heap_.back() = {score, id};
+      std::push_heap(heap_.begin(), heap_.end(), Better);
+      threshold_ = heap_.front().score;
+    }
+  }
+  const std::vector<Entry>& Entries() const { return heap_; }
+
+ private:
+  size_t k_ = 0;
+  float threshold_ = 0;
+  std::vector<Entry> heap_;
+};
+
+inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
+  return ex != nullptr && std::binary_search(ex->begin(), ex->end(), id);
+}
+
+}  // namespace
+
+ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels)
+    : dim_(dim),
+      dpad_(PaddedDim(dim)),
+      storage_(storage),
+      threads_(std::max<size_t>(
+          1, std::min<size_t>(threads == 0 ? SIZE_MAX : threads,
+                              ThreadPool::Shared().Workers() + 1))),
+      kernels_(kernels),
+      rows_(new Buffer()) {}
+
+size_t ExactIndex::Size() const {
+  auto lk = ReadLock();
+  return n_;
+}
+
+std::shared_lock<std::shared_mutex> ExactIndex::ReadLock() const {
+  { std::lock_guard<std::mutex> g(gate_); }
+  return std::shared_lock<std::shared_mutex>(rw_);
+}
+
+void ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const {
+  const size_t rb = RowBytes();
+  std::memset(dst, 0, n * rb);
+  if (storage_ == Storage::F32) {
+    for (size_t i = 0; i < n; i++)
+      std::memcpy(dst + i * rb, vectors + i * dim_, dim_ * sizeof(float));
+  } else {
+    for (size_t i = 0; i < n; i++)
+      kernels_.to_f16(vectors + i * dim_, reinterpret_cast<uint16_t*>(dst + i * rb), dim_);
+  }
+}
+
+static uint8_t* AllocRows(size_t rows, size_t row_bytes) {
+  // 64-byte alignment: rows start on cache lines whenever row_bytes is a multiple of 64.
+  const size_t bytes = std::max<size_t>(64, (rows * row_bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  return static_cast<uint8_t*>(p);
+}
+
+void ExactIndex::Reserve(size_t rows) {
+  if (rows <= rows_->capacity) return;
+  const size_t cap = std::max(rows, rows_->capacity + rows_->capacity / 2);
+  auto next = std::make_unique<Buffer>();
+  next->data = AllocRows(cap, RowBytes());
+  next->capacity = cap;
+  if (n_ > 0) std::memcpy(next->data, rows_->data, n_ * RowBytes());
+  rows_ = std::move(next);
+}
+
+void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
+  // Everything heavy happens before the lock: searches keep running on the old contents.
+  std::unordered_map<uint32_t, uint32_t> row_of;
+  row_of.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    if (!row_of.emplace(ids[i], static_cast<uint32_t>(i)).second)
+      ThrowRange("ids: duplicate id " + std::to_string(ids[i]) + " at index " +
+                 std::to_string(i));
+  }
+  auto buf = std::make_unique<Buffer>();
+  buf->data = AllocRows(n, RowBytes());
+  buf->capacity = n;
+  EncodeRows(vectors, n, buf->data);
+  std::vector<uint32_t> idv(ids, ids + n);
+
+  std::lock_guard<std::mutex> g(gate_);
+  std::unique_lock<std::shared_mutex> lk(rw_);
+  rows_ = std::move(buf);
+  ids_ = std::move(idv);
+  row_of_ = std::move(row_of);
+  n_ = n;
+}
+
+void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
+  std::vector<uint8_t> encoded(n * RowBytes());
+  EncodeRows(vectors, n, encoded.data());
+  const size_t rb = RowBytes();
+
+  std::lock_guard<std::mutex> g(gate_);
+  std::unique_lock<std::shared_mutex> lk(rw_);
+  size_t fresh = 0;
+  for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
+  Reserve(n_ + fresh);
+  ids_.reserve(n_ + fresh);
+  for (size_t i = 0; i < n; i++) {
+    auto it = row_of_.find(ids[i]);
+    uint32_t row;
+    if (it == row_of_.end()) {
+      row = static_cast<uint32_t>(n_++);
+      row_of_.emplace(ids[i], row);
+      ids_.push_back(ids[i]);
+    } else {
+      row = it->second;
+    }
+    std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
+  }
+}
+
+void ExactIndex::Remove(const uint32_t* ids, size_t n) {
+  const size_t rb = RowBytes();
+  std::lock_guard<std::mutex> g(gate_);
+  std::unique_lock<std::shared_mutex> lk(rw_);
+  for (size_t i = 0; i < n; i++) {
+    if (row_of_.count(ids[i]) == 0)
+      ThrowRange("ids[" + std::to_string(i) + "]: unknown id " + std::to_string(ids[i]));
+  }
+  for (size_t i = 0; i < n; i++) {
+    auto it = row_of_.find(ids[i]);
+    if (it == row_of_.end()) continue;  // listed twice
+    // Swap-remove: the last row moves into the hole, so rows stay dense for the scan.
+    const uint32_t row = it->second;
+    const uint32_t last = static_cast<uint32_t>(n_ - 1);
+    row_of_.erase(it);
+    if (row != last) {
+      std::memcpy(rows_->data + row * rb, rows_->data + last * rb, rb);
+      ids_[row] = ids_[last];
+      row_of_[ids_[row]] = row;
+    }
+    ids_.pop_back();
+    n_--;
+  }
+}
+
+void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
+  const size_t nq = req.nq;
+  const size_t k = req.k;
+  out->ids.assign(nq * k, SearchResult::kNoId);
+  out->scores.assign(nq * k, -std::numeric_limits<float>::infinity());
+  if (nq == 0) return;
+
+  // Queries are copied into the padded layout the kernels expect (zeros past d).
+  std::vector<float> qpad(nq * dpad_, 0.f);
+  for (size_t q = 0; q < nq; q++)
+    std::memcpy(qpad.data() + q * dpad_, req.queries + q * dim_, dim_ * sizeof(float));
+  std::vector<const std::vector<uint32_t>*> ex(nq, nullptr);
+  if (req.exclude && !req.exclude->empty()) {
+    for (size_t q = 0; q < nq; q++)
+      if (!(*req.exclude)[q].empty()) ex[q] = &(*req.exclude)[q];
+  }
+
+  auto lk = ReadLock();
+  const uint8_t* base = rows_->data;
+  const size_t rb = RowBytes();
+
+  // The scan list: all rows, or the allowed rows in storage order (sorted, so an allowed
+  // subset is still read front to back).
+  std::vector<uint32_t> allowed;
+  const bool gather = req.allow != nullptr;
+  if (gather) {
+    allowed.reserve(req.allow->size());
+    for (uint32_t id : *req.allow) {
+      auto it = row_of_.find(id);
+      if (it != row_of_.end()) allowed.push_back(it->second);
+    }
+    std::sort(allowed.begin(), allowed.end());
+    allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
+  }
+  const size_t total = gather ? allowed.size() : n_;
+  if (total == 0) return;
+
+  // Rows per cache block: a multiple of 8 (the widest tile), 8..512.
+  size_t block = tuning_.block_bytes / rb;
+  block = std::max<size_t>(8, std::min<size_t>(512, block / 8 * 8));
+  const size_t nblocks = (total + block - 1) / block;
+  size_t tasks = std::min(threads_, (total + tuning_.min_rows_per_task - 1) /
+                                        std::max<size_t>(1, tuning_.min_rows_per_task));
+  tasks = std::max<size_t>(1, std::min(tasks, nblocks));
+
+  std::vector<std::vector<TopK>> heaps(tasks, std::vector<TopK>(nq));
+  std::atomic<size_t> next_block{0};
+  const bool f16 = storage_ == Storage::F16;
+
+  auto worker = [&](size_t t) {
+    std::vector<TopK>& h = heaps[t];
+    for (auto& x : h) x.Reset(k);
+    std::vector<const uint8_t*> ptrs(block);
+    std::vector<uint32_t> rowidx(block);
+    std::vector<float> scores(nq * block);
+    // Blocks are claimed dynamically, so a core slowed by other work takes fewer of them.
+    for (;;) {
+      const size_t b = next_block.fetch_add(1);
+      if (b >= nblocks) break;
+      const size_t r0 = b * block;
+      const size_t nr = std::min(block, total - r0);
+      for (size_t i = 0; i < nr; i++) {
+        const uint32_t row = gather ? allowed[r0 + i] : static_cast<uint32_t>(r0 + i);
+        rowidx[i] = row;
+        ptrs[i] = base + static_cast<size_t>(row) * rb;
+      }
+      if (f16) {
+        kernels_.score_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+                           qpad.data(), nq, dpad_, scores.data(), block);
+      } else {
+        kernels_.score_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr, qpad.data(),
+                           nq, dpad_, scores.data(), block);
+      }
+      for (size_t q = 0; q < nq; q++) {
+        TopK& top = h[q];
+        const float* s = scores.data() + q * block;
+        const std::vector<uint32_t>* exq = ex[q];
+        float thr = top.Threshold();
+        for (size_t i = 0; i < nr; i++) {
+          if (s[i] > thr) {  // thr is -Infinity until the heap holds k entries
+            const uint32_t id = ids_[rowidx[i]];
+            if (Excluded(exq, id)) continue;
+            top.Push(s[i], id);
+            thr = top.Threshold();
+          }
+        }
+      }
+    }
+  };
+  if (tasks == 1) {
+    worker(0);
+  } else {
+    ThreadPool::Shared().ParallelFor(tasks, worker);
+  }
+  lk.unlock();
+
+  // Merge the tasks' heaps per query: best first, ties by smaller id.
+  std::vector<Entry> all;
+  for (size_t q = 0; q < nq; q++) {
+    all.clear();
+    for (size_t t = 0; t < tasks; t++) {
+      const auto& e = heaps[t][q].Entries();
+      all.insert(all.end(), e.begin(), e.end());
+    }
+    const size_t m = std::min(k, all.size());
+    std::partial_sort(all.begin(), all.begin() + m, all.end(),
+                      [](const Entry& a, const Entry& b) { return Better(a, b); });
+    for (size_t i = 0; i < m; i++) {
+      out->ids[q * k + i] = all[i].id;
+      out->scores[q * k + i] = all[i].score;
+    }
+  }
+}
+
+}  // namespace recserve

@@ -1,0 +1,97 @@
+// The exact inner-product index: N rows of dimension d with external uint32 ids, scanned
+// in full for every batch of queries. No N-API here; native/exact/exact_binding.cc wraps it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "exact/kernels.h"
+
+namespace recserve {
+
+enum class Storage { F32, F16 };
+
+struct SearchRequest {
+  const float* queries = nullptr;  // nq rows of d floats, unpadded
+  size_t nq = 0;
+  size_t k = 0;
+  // Per query (empty, or nq entries): sorted ids to skip. An empty inner vector skips none.
+  const std::vector<std::vector<uint32_t>>* exclude = nullptr;
+  // When set: only these ids are candidates (unknown ids are ignored: they match nothing).
+  const std::vector<uint32_t>* allow = nullptr;
+};
+
+struct SearchResult {
+  static constexpr uint32_t kNoId = 0xFFFFFFFFu;
+  std::vector<uint32_t> ids;  // nq * k, best first, padded with kNoId
+  std::vector<float> scores;  // nq * k, padded with -Infinity
+};
+
+// Tunables, named so benchmarks can report them and tests can force the parallel path.
+struct ExactTuning {
+  // Rows one task scans before the pool is worth waking: below ~this many rows per task,
+  // the hand-off costs more than the second core gives back.
+  size_t min_rows_per_task = 16384;
+  // Target bytes of item rows per cache block; the block is reused by every query of the
+  // batch before the scan moves on (one pass over item memory per batch).
+  size_t block_bytes = 32 * 1024;
+};
+
+class ExactIndex {
+ public:
+  ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels);
+
+  size_t Dim() const { return dim_; }
+  size_t Size() const;
+  Storage StorageKind() const { return storage_; }
+  size_t Threads() const { return threads_; }
+  const Kernels& KernelSet() const { return kernels_; }
+  ExactTuning& Tuning() { return tuning_; }
+
+  // Replaces the contents. Throws ArgumentError on duplicate ids.
+  void Build(const uint32_t* ids, const float* vectors, size_t n);
+  // Inserts new ids and overwrites existing ones; visible to every search that starts after.
+  void Upsert(const uint32_t* ids, const float* vectors, size_t n);
+  // Removes ids; throws ArgumentError (and changes nothing) when one is unknown.
+  void Remove(const uint32_t* ids, size_t n);
+
+  void Search(const SearchRequest& req, SearchResult* out) const;
+
+ private:
+  struct Buffer {
+    uint8_t* data = nullptr;
+    size_t capacity = 0;  // rows
+    ~Buffer() { std::free(data); }
+  };
+
+  size_t RowBytes() const { return dpad_ * (storage_ == Storage::F32 ? 4 : 2); }
+  // Writes n unpadded input vectors as padded rows at dst.
+  void EncodeRows(const float* vectors, size_t n, uint8_t* dst) const;
+  void Reserve(size_t rows);  // caller holds the unique lock
+
+  // Writers take gate_ before the unique lock, and readers pass through gate_ before the
+  // shared lock, so a steady stream of searches cannot starve an upsert (glibc's rwlock
+  // prefers readers).
+  std::shared_lock<std::shared_mutex> ReadLock() const;
+
+  const size_t dim_;
+  const size_t dpad_;
+  const Storage storage_;
+  const size_t threads_;
+  const Kernels& kernels_;
+  ExactTuning tuning_;
+
+  mutable std::mutex gate_;
+  mutable std::shared_mutex rw_;
+  std::unique_ptr<Buffer> rows_;
+  size_t n_ = 0;
+  std::vector<uint32_t> ids_;                      // row -> id
+  std::unordered_map<uint32_t, uint32_t> row_of_;  // id -> row
+};
+
+}  // namespace recserve

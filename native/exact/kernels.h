@@ -1,0 +1,38 @@
+// Dot-product kernels of the exact index. One table of function pointers is chosen once
+// per index (AVX2/FMA/F16C when the CPU has them, else the scalar reference), the way
+// hnswlib picks its distance function, so the hot loop pays one indirect call per block
+// of rows, never a CPU-feature test per row.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace recserve {
+
+// Rows are stored zero-padded to a multiple of kLane elements, and queries are copied
+// into a buffer with the same padded stride (zeros past d). Padding is how every kernel
+// handles any d: the tail lanes multiply zeros, so no masked loads and no scalar tail
+// loop run inside the hot loop.
+constexpr size_t kLane = 8;
+inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
+
+struct Kernels {
+  const char* name;
+  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq.
+  void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
+                    size_t dpad, float* out, size_t ldo);
+  void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+                    size_t dpad, float* out, size_t ldo);
+  // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
+  float (*dot_f32)(const float* a, const float* b, size_t d);
+  // IEEE binary16 conversion, round to nearest even.
+  void (*to_f16)(const float* in, uint16_t* out, size_t n);
+  void (*from_f16)(const uint16_t* in, float* out, size_t n);
+};
+
+const Kernels& ScalarKernels();
+// nullptr when this binary or this CPU lacks AVX2+FMA+F16C.
+const Kernels* Avx2Kernels();
+// The best kernels this CPU runs.
+const Kernels& BestKernels();
+
+}  // namespace recserve

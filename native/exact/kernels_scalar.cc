@@ -1,0 +1,120 @@
+// The scalar reference kernels: plain loops the tests compare the SIMD kernels against,
+// and the engine on CPUs without AVX2. Accumulation is in float, like the SIMD path.
+#include <cstring>
+
+#include "exact/kernels.h"
+
+namespace recserve {
+namespace {
+
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) {  // Inf or NaN (inputs are validated finite; kept for safety)
+    return static_cast<uint16_t>(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0u));
+  }
+  if (absx >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow -> Inf
+  if (absx < 0x38800000u) {
+    // Subnormal half (or zero): shift the mantissa with the implicit bit, round to even.
+    if (absx < 0x33000000u) return static_cast<uint16_t>(sign);
+    const uint32_t e = absx >> 23;
+    const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+    // value = m * 2^(e-150) and a half subnormal counts units of 2^-24, so h = m >> (126-e).
+    const uint32_t shift = 126 - e;
+    uint32_t h = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) h++;
+    return static_cast<uint16_t>(sign | h);
+  }
+  // Normal: rebias exponent 127 -> 15, keep 10 mantissa bits, round to nearest even.
+  uint32_t h = ((absx - 0x38000000u) >> 13);
+  const uint32_t rem = absx & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+  return static_cast<uint16_t>(sign | h);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t e = (h >> 10) & 0x1fu;
+  uint32_t m = h & 0x3ffu;
+  uint32_t x;
+  if (e == 0) {
+    if (m == 0) {
+      x = sign;
+    } else {  // subnormal: normalise
+      e = 113;
+      while ((m & 0x400u) == 0) {
+        m <<= 1;
+        e--;
+      }
+      x = sign | (e << 23) | ((m & 0x3ffu) << 13);
+    }
+  } else if (e == 31) {
+    x = sign | 0x7f800000u | (m << 13);
+  } else {
+    x = sign | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
+              size_t dpad, float* out, size_t ldo) {
+  for (size_t q = 0; q < nq; q++) {
+    const float* qv = queries + q * dpad;
+    for (size_t r = 0; r < nrows; r++) {
+      const float* row = rows[r];
+      float s = 0.f;
+      for (size_t j = 0; j < dpad; j++) s += row[j] * qv[j];
+      out[q * ldo + r] = s;
+    }
+  }
+}
+
+void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+              size_t dpad, float* out, size_t ldo) {
+  for (size_t q = 0; q < nq; q++) {
+    const float* qv = queries + q * dpad;
+    for (size_t r = 0; r < nrows; r++) {
+      const uint16_t* row = rows[r];
+      float s = 0.f;
+      for (size_t j = 0; j < dpad; j++) s += HalfToFloat(row[j]) * qv[j];
+      out[q * ldo + r] = s;
+    }
+  }
+}
+
+float DotF32(const float* a, const float* b, size_t d) {
+  float s = 0.f;
+  for (size_t j = 0; j < d; j++) s += a[j] * b[j];
+  return s;
+}
+
+void ToF16(const float* in, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = FloatToHalf(in[i]);
+}
+
+void FromF16(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = HalfToFloat(in[i]);
+}
+
+}  // namespace
+
+const Kernels& ScalarKernels() {
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, ToF16, FromF16};
+  return k;
+}
+
+const Kernels& BestKernels() {
+  static const Kernels* best = [] {
+    const Kernels* avx = Avx2Kernels();
+    return avx ? avx : &ScalarKernels();
+  }();
+  return *best;
+}
+
+}  // namespace recserve

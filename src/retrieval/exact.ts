@@ -1,0 +1,110 @@
+// Exact inner-product top-k over item embeddings: the "collaborative candidates" of every
+// personalised request. A thin typed adapter over NativeExactIndex; every argument check
+// happens in native code (TypeError/RangeError naming the argument), so the JS side adds
+// only the shaping of options.
+import { loadNative, type NativeExactIndex, type TopK } from './native.js';
+
+export type Storage = 'f32' | 'f16';
+export type { TopK } from './native.js';
+
+/** Id used to pad rows with fewer than k results (score -Infinity). */
+export const NO_ID = 0xffffffff;
+
+export interface ExactIndexOptions {
+  dim: number;
+  /** 'f16' halves the bytes read per scan (F16C conversion); scores within ~1e-3 relative. Default 'f32'. */
+  storage?: Storage;
+  /** Threads one search may use (0 or unset: all cores). */
+  threads?: number;
+  /** 'scalar' forces the reference kernels (tests); default 'auto' picks AVX2 when present. */
+  kernel?: 'auto' | 'scalar';
+  /**
+   * 'auto' (default) uses the CUDA backend when the addon has it and a device answers,
+   * else the CPU engine; 'cpu' always the CPU engine. See `backend` for the one in use.
+   */
+  device?: 'auto' | 'cpu' | 'cuda';
+}
+
+export interface SearchOptions {
+  /** Per query: ids to skip (already seen, blocked), applied inside the scan. */
+  exclude?: (Uint32Array | null)[];
+  /** Shared allowed subset (e.g. a category), applied inside the scan. */
+  allow?: Uint32Array | null;
+}
+
+export class ExactIndex {
+  private constructor(private readonly native: NativeExactIndex) {}
+
+  static create(opts: ExactIndexOptions): ExactIndex {
+    if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
+    const native = new (loadNative().NativeExactIndex)(
+      opts.dim,
+      opts.storage ?? 'f32',
+      opts.threads ?? 0,
+      opts.kernel ?? 'auto',
+      opts.device ?? 'auto',
+    );
+    return new ExactIndex(native);
+  }
+
+  get dim(): number {
+    return this.native.dim;
+  }
+  get size(): number {
+    return this.native.size;
+  }
+  get storage(): Storage {
+    return this.native.storage;
+  }
+  /** Kernel set in use: 'avx2' or 'scalar'. */
+  get kernel(): string {
+    return this.native.kernel;
+  }
+  /** Engine that serves searches: 'cpu', or 'cuda' when a device was found. */
+  get backend(): 'cpu' | 'cuda' {
+    return this.native.backend;
+  }
+  get threads(): number {
+    return this.native.threads;
+  }
+
+  /** Replace contents: ids.length rows of vectors (row-major). Ids are uint32 (item rows). */
+  build(ids: Uint32Array, vectors: Float32Array): void {
+    this.native.build(ids, vectors);
+  }
+
+  /** Insert or overwrite rows; visible to every search that starts afterwards. */
+  upsert(ids: Uint32Array, vectors: Float32Array): void {
+    this.native.upsert(ids, vectors);
+  }
+
+  /** Remove rows by id; an unknown id throws RangeError and nothing is removed. */
+  remove(ids: Uint32Array): void {
+    this.native.remove(ids);
+  }
+
+  /**
+   * B = queries.length / dim queries in one pass over item memory. Resolves to B×k ids and
+   * scores, best first; rows with fewer than k candidates are padded with NO_ID / -Infinity.
+   * Runs on a native thread; the caller may reuse `queries` as soon as this returns.
+   */
+  search(queries: Float32Array, k: number, opts?: SearchOptions): Promise<TopK> {
+    try {
+      return this.native.search(queries, k, opts?.exclude ?? null, opts?.allow ?? null);
+    } catch (err) {
+      // Bad arguments are found before any work is queued; report them the same way as
+      // failures during the search, through the promise.
+      return Promise.reject(err);
+    }
+  }
+
+  /** The same search on the calling thread (benchmarks). Blocks the event loop. */
+  searchSync(queries: Float32Array, k: number, opts?: SearchOptions): TopK {
+    return this.native.searchSync(queries, k, opts?.exclude ?? null, opts?.allow ?? null);
+  }
+
+  /** Scan tuning knobs (benchmarks and tests); the defaults suit this machine. */
+  setTuning(t: { minRowsPerTask?: number; blockBytes?: number }): void {
+    this.native.setTuning(t);
+  }
+}

@@ -1,0 +1,113 @@
+// Approximate inner-product search: FAISS IndexHNSWFlat behind a typed adapter, used for
+// "items similar to what you just watched". Files written by save() are standard FAISS
+// indexes (an IndexIDMap over IndexHNSWFlat), so Python's faiss.read_index reads them.
+import { loadNative, type NativeHnswIndex, type TopK } from './native.js';
+
+export interface HnswBuildOptions {
+  /** Graph degree (FAISS M). Default 32. */
+  M?: number;
+  /** Candidate list size while building. Default 80. */
+  efConstruction?: number;
+}
+
+export interface HnswSearchOptions {
+  /** Candidate list size for this call (raised to k when smaller). Default 64. */
+  efSearch?: number;
+  /**
+   * OpenMP threads for this call; default 1 for a single query (a parallel region only
+   * adds wake-up latency there) and min(B, cores) for a batch.
+   */
+  threads?: number;
+  /**
+   * 'faiss' runs IndexHNSW::search instead of our traversal of the same graph. Benchmark
+   * comparisons only: FAISS 1.7.3 ignores the per-call efSearch there (it uses the value
+   * stored in the index, 16), and `threads` becomes its OpenMP thread count.
+   */
+  impl?: 'recserve' | 'faiss';
+}
+
+export const HNSW_DEFAULTS = { M: 32, efConstruction: 80, efSearch: 64 } as const;
+
+function nativeClass(): new (dim: number, M: number, efc: number) => NativeHnswIndex {
+  const ctor = loadNative().NativeHnswIndex;
+  if (!ctor) throw new Error('recserve: this addon build has no FAISS (HNSW unavailable)');
+  return ctor;
+}
+
+/** Argument errors thrown before the native call queues its work become rejections. */
+function settle<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export class HnswIndex {
+  private constructor(private readonly native: NativeHnswIndex) {}
+
+  static async build(
+    ids: Uint32Array,
+    vectors: Float32Array,
+    dim: number,
+    opts?: HnswBuildOptions,
+  ): Promise<HnswIndex> {
+    const Ctor = nativeClass();
+    const native = new Ctor(
+      dim,
+      opts?.M ?? HNSW_DEFAULTS.M,
+      opts?.efConstruction ?? HNSW_DEFAULTS.efConstruction,
+    );
+    await settle(() => native.add(ids, vectors));
+    return new HnswIndex(native);
+  }
+
+  static async load(path: string): Promise<HnswIndex> {
+    const Ctor = nativeClass();
+    // A placeholder that load() replaces whole (dimension, graph and ids from the file).
+    const native = new Ctor(1, HNSW_DEFAULTS.M, HNSW_DEFAULTS.efConstruction);
+    await settle(() => native.load(path));
+    return new HnswIndex(native);
+  }
+
+  get dim(): number {
+    return this.native.dim;
+  }
+  get size(): number {
+    return this.native.size;
+  }
+
+  save(path: string): Promise<void> {
+    return settle(() => this.native.save(path));
+  }
+
+  /** Adds new ids (HNSW is add-only: an id already present is a RangeError). */
+  add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
+    return settle(() => this.native.add(ids, vectors));
+  }
+
+  search(queries: Float32Array, k: number, opts?: HnswSearchOptions): Promise<TopK> {
+    try {
+      return this.native.search(
+        queries,
+        k,
+        opts?.efSearch ?? HNSW_DEFAULTS.efSearch,
+        opts?.threads ?? 0,
+        opts?.impl === 'faiss',
+      );
+    } catch (err) {
+      return Promise.reject(err); // argument errors, like search failures, reject
+    }
+  }
+
+  /** The same search on the calling thread (benchmarks). Blocks the event loop. */
+  searchSync(queries: Float32Array, k: number, opts?: HnswSearchOptions): TopK {
+    return this.native.searchSync(
+      queries,
+      k,
+      opts?.efSearch ?? HNSW_DEFAULTS.efSearch,
+      opts?.threads ?? 0,
+      opts?.impl === 'faiss',
+    );
+  }
+}

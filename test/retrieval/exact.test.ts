@@ -1,0 +1,312 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ExactIndex, NO_ID, type Storage } from '../../src/retrieval/exact.js';
+import { Rng } from '../../bench/lib/rng.js';
+import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './reference.js';
+
+// Float32 accumulation error bound used for every f32 check: relative to the sum of
+// |x_j * q_j| (the dot product's condition), generous enough for any summation order.
+const f32Tol = (d: number) => (scale: number) => 1e-6 * d * (scale + 1e-3) + 1e-6;
+
+function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: 'auto' | 'scalar') {
+  const ids = distinctIds(rng, n);
+  const vecs = rng.uniformArray(n * d);
+  const index = ExactIndex.create({ dim: d, storage, kernel });
+  index.build(ids, vecs);
+  // The f16 index is checked against the reference over f16-rounded vectors: the scan itself
+  // must then be exact to float32 accuracy. The rounding error vs the unrounded vectors is
+  // at most 2^-11 * sum|x_j q_j| per score (binary16 has an 11-bit significand).
+  const ref = new RefIndex(d);
+  ref.set(ids, storage === 'f16' ? f16RoundArray(vecs) : vecs);
+  return { ids, vecs, index, ref };
+}
+
+function tolFor(ref: RefIndex, queries: Float32Array) {
+  const t = f32Tol(ref.dim);
+  return (q: number, id: number) => t(absDot(ref.rows.get(id)!, 0, queries, q * ref.dim, ref.dim));
+}
+
+test('exact search matches brute force for every B, d, k, storage and kernel', async () => {
+  const rng = new Rng(11);
+  const n = 300;
+  for (const kernel of ['auto', 'scalar'] as const) {
+    for (const storage of ['f32', 'f16'] as const) {
+      for (const d of [1, 7, 64, 100, 128]) {
+        const { index, ref } = setup(rng, n, d, storage, kernel);
+        assert.equal(index.size, n);
+        assert.equal(index.dim, d);
+        for (const B of [1, 3, 64]) {
+          const queries = rng.uniformArray(B * d);
+          for (const k of [1, 10, 100, n + 5]) {
+            const got = await index.search(queries, k);
+            assertMatches(
+              ref,
+              queries,
+              k,
+              got,
+              tolFor(ref, queries),
+              {},
+              `${kernel}/${storage} d=${d} B=${B} k=${k}`,
+            );
+          }
+        }
+      }
+    }
+  }
+});
+
+test('the AVX2 and scalar kernels agree', () => {
+  const rng = new Rng(12);
+  for (const storage of ['f32', 'f16'] as const) {
+    const ids = distinctIds(rng, 500);
+    const vecs = rng.uniformArray(500 * 37);
+    const a = ExactIndex.create({ dim: 37, storage });
+    const s = ExactIndex.create({ dim: 37, storage, kernel: 'scalar' });
+    assert.equal(s.kernel, 'scalar');
+    a.build(ids, vecs);
+    s.build(ids, vecs);
+    const queries = rng.uniformArray(5 * 37);
+    const ra = a.searchSync(queries, 20);
+    const rs = s.searchSync(queries, 20);
+    for (let i = 0; i < ra.scores.length; i++) {
+      assert.ok(Math.abs(ra.scores[i] - rs.scores[i]) < 1e-4, `${storage} score ${i}`);
+    }
+  }
+});
+
+test('float16 storage: scores stay within 2^-11 * sum|x*q| of the float32 dot product', () => {
+  const rng = new Rng(13);
+  const d = 64;
+  const ids = distinctIds(rng, 1000);
+  const vecs = rng.uniformArray(1000 * d);
+  const index = ExactIndex.create({ dim: d, storage: 'f16' });
+  index.build(ids, vecs);
+  const ref = new RefIndex(d);
+  ref.set(ids, vecs);
+  const queries = rng.uniformArray(4 * d);
+  const got = index.searchSync(queries, 50);
+  for (let q = 0; q < 4; q++) {
+    for (let i = 0; i < 50; i++) {
+      const id = got.ids[q * 50 + i];
+      const v = ref.rows.get(id)!;
+      let exact = 0;
+      for (let j = 0; j < d; j++) exact += v[j] * queries[q * d + j];
+      const bound = 2 ** -11 * absDot(v, 0, queries, q * d, d) + 1e-5;
+      assert.ok(Math.abs(got.scores[q * 50 + i] - exact) <= bound, `q=${q} i=${i}`);
+    }
+  }
+});
+
+test('an empty index returns padded rows', async () => {
+  const index = ExactIndex.create({ dim: 8 });
+  assert.equal(index.size, 0);
+  const got = await index.search(new Float32Array(16), 3);
+  assert.deepEqual([...got.ids], new Array(6).fill(NO_ID));
+  assert.deepEqual([...got.scores], new Array(6).fill(-Infinity));
+  index.build(new Uint32Array(0), new Float32Array(0));
+  assert.equal((await index.search(new Float32Array(8), 1)).ids[0], NO_ID);
+});
+
+test('per-query exclusions and a shared allow list apply inside the scan', async () => {
+  const rng = new Rng(14);
+  for (const storage of ['f32', 'f16'] as const) {
+    const d = 16;
+    const { ids, index, ref } = setup(rng, 2000, d, storage, 'auto');
+    const B = 3;
+    const queries = rng.uniformArray(B * d);
+    // Exclude each query's own top 15 (the ones a scan would otherwise return) plus noise.
+    const exclude: (Uint32Array | null)[] = [];
+    for (let q = 0; q < B; q++) {
+      if (q === 1) {
+        exclude.push(null);
+        continue;
+      }
+      const top = ref
+        .ranked(queries, q)
+        .slice(0, 15)
+        .map((h) => h.id);
+      exclude.push(Uint32Array.from([...top, 123456789, ...ids.slice(100, 110)]));
+    }
+    const tol = tolFor(ref, queries);
+    assertMatches(
+      ref,
+      queries,
+      20,
+      await index.search(queries, 20, { exclude }),
+      tol,
+      { exclude },
+      'exclude',
+    );
+
+    // An allow list: a 10% subset plus ids the index does not hold (they match nothing).
+    const allow = Uint32Array.from([...ids.filter((_, i) => i % 10 === 3), 7, 8, 9]);
+    assertMatches(
+      ref,
+      queries,
+      30,
+      await index.search(queries, 30, { allow }),
+      tol,
+      { allow },
+      'allow',
+    );
+    // Both at once, and an allow list smaller than k (rows are padded).
+    const small = ids.slice(0, 5);
+    const both = { exclude, allow: small };
+    assertMatches(ref, queries, 10, await index.search(queries, 10, both), tol, both, 'both');
+    const none = await index.search(queries, 4, { allow: new Uint32Array(0) });
+    assert.ok(none.ids.every((x) => x === NO_ID));
+  }
+});
+
+test('upsert and remove are visible to the next search', async () => {
+  const rng = new Rng(15);
+  const d = 24;
+  const { ids, index, ref } = setup(rng, 1000, d, 'f32', 'auto');
+  const queries = rng.uniformArray(2 * d);
+  // Overwrite 50 existing rows, add 50 new ones.
+  const upIds = Uint32Array.from([...ids.slice(0, 50), ...distinctIds(rng, 50)]);
+  const upVecs = rng.uniformArray(100 * d);
+  index.upsert(upIds, upVecs);
+  ref.set(upIds, upVecs);
+  assert.equal(index.size, ref.rows.size);
+  const tol = tolFor(ref, queries);
+  assertMatches(ref, queries, 40, await index.search(queries, 40), tol, {}, 'after upsert');
+
+  // A new item with a huge score is recommendable at once.
+  const star = new Float32Array(d).fill(10);
+  index.upsert(Uint32Array.of(4242), star);
+  ref.set(Uint32Array.of(4242), star);
+  const pos = Float32Array.from({ length: d }, () => 1);
+  assert.equal((await index.search(pos, 1)).ids[0], 4242);
+
+  // Remove the top hits of query 0 (swap-remove moves other rows around).
+  const top = ref
+    .ranked(queries, 0)
+    .slice(0, 30)
+    .map((h) => h.id);
+  index.remove(Uint32Array.from(top));
+  for (const id of top) ref.rows.delete(id);
+  assert.equal(index.size, ref.rows.size);
+  assertMatches(
+    ref,
+    queries,
+    40,
+    await index.search(queries, 40),
+    tolFor(ref, queries),
+    {},
+    'after remove',
+  );
+
+  // An unknown id anywhere in the batch removes nothing.
+  const before = index.size;
+  assert.throws(() => index.remove(Uint32Array.of(ids[500], 999)), {
+    name: 'RangeError',
+    message: /ids\[1\]: unknown id 999/,
+  });
+  assert.equal(index.size, before);
+  // Removing everything leaves a working empty index.
+  index.remove(Uint32Array.from(ref.rows.keys()));
+  assert.equal(index.size, 0);
+  assert.equal((await index.search(queries, 2)).ids[0], NO_ID);
+});
+
+test('large N splits across threads and cache blocks and still matches', async () => {
+  const rng = new Rng(16);
+  for (const storage of ['f32', 'f16'] as const) {
+    const { index, ref } = setup(rng, 20000, 32, storage, 'auto');
+    // Force many tasks and small blocks so the merge and block edges are exercised.
+    index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024 });
+    const queries = rng.uniformArray(5 * 32);
+    const got = await index.search(queries, 100);
+    assertMatches(ref, queries, 100, got, tolFor(ref, queries), {}, storage);
+    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768 });
+    assert.deepEqual(index.searchSync(queries, 100).ids, got.ids);
+  }
+});
+
+test('concurrent searches stay correct while upserts run', async () => {
+  const rng = new Rng(17);
+  const d = 16;
+  const { ids, index } = setup(rng, 30000, d, 'f32', 'auto');
+  const queries = rng.uniformArray(4 * d);
+  const pending: Promise<unknown>[] = [];
+  for (let round = 0; round < 20; round++) {
+    pending.push(index.search(queries, 10));
+    // Overwrite existing rows and add new ones between searches in flight.
+    index.upsert(ids.slice(round * 10, round * 10 + 10), rng.uniformArray(10 * d));
+    index.upsert(Uint32Array.of(0xfffffff0 - round), rng.uniformArray(d));
+  }
+  const results = (await Promise.all(pending)) as { ids: Uint32Array }[];
+  for (const r of results) assert.ok(r.ids.every((x) => x !== NO_ID));
+  assert.equal(index.size, 30020);
+});
+
+test('bad arguments throw TypeError/RangeError naming the argument', async () => {
+  const bad = (fn: () => unknown, name: string, re: RegExp) =>
+    assert.throws(fn, (e: Error) => e.name === name && re.test(e.message), `${name} ${re}`);
+  bad(() => ExactIndex.create({ dim: 0 }), 'RangeError', /dim/);
+  bad(() => ExactIndex.create({ dim: 2.5 }), 'RangeError', /dim/);
+  bad(() => ExactIndex.create({ dim: '4' as unknown as number }), 'TypeError', /dim/);
+  bad(() => ExactIndex.create({ dim: 4, storage: 'f8' as Storage }), 'RangeError', /storage/);
+  bad(() => ExactIndex.create({ dim: 4, threads: -1 }), 'RangeError', /threads/);
+  bad(() => ExactIndex.create(null as unknown as { dim: number }), 'TypeError', /opts/);
+
+  const index = ExactIndex.create({ dim: 4 });
+  const ids = Uint32Array.of(1, 2);
+  const vecs = new Float32Array(8).fill(0.5);
+  bad(() => index.build([1, 2] as unknown as Uint32Array, vecs), 'TypeError', /ids/);
+  bad(
+    () => index.build(ids, new Float64Array(8) as unknown as Float32Array),
+    'TypeError',
+    /vectors/,
+  );
+  bad(() => index.build(ids, new Float32Array(7)), 'RangeError', /vectors\.length/);
+  bad(() => index.build(Uint32Array.of(1, 1), vecs), 'RangeError', /duplicate id 1/);
+  bad(
+    () => index.build(ids, Float32Array.of(0, 0, 0, 0, 0, NaN, 0, 0)),
+    'RangeError',
+    /vectors\[5\] is NaN/,
+  );
+  bad(
+    () => index.upsert(ids, Float32Array.of(0, 0, Infinity, 0, 0, 0, 0, 0)),
+    'RangeError',
+    /vectors\[2\] is infinite/,
+  );
+  bad(() => index.remove(new Int32Array(1) as unknown as Uint32Array), 'TypeError', /ids/);
+  index.build(ids, vecs);
+  bad(() => index.remove(Uint32Array.of(3)), 'RangeError', /unknown id 3/);
+  assert.equal(index.size, 2);
+
+  const q = new Float32Array(4);
+  const rej = (p: Promise<unknown>, name: string, re: RegExp) =>
+    assert.rejects(p, (e: Error) => e.name === name && re.test(e.message), `${name} ${re}`);
+  await rej(index.search([0, 0, 0, 0] as unknown as Float32Array, 1), 'TypeError', /queries/);
+  await rej(index.search(new Float32Array(6), 1), 'RangeError', /queries\.length/);
+  await rej(index.search(Float32Array.of(0, NaN, 0, 0), 1), 'RangeError', /queries\[1\] is NaN/);
+  await rej(index.search(Float32Array.of(0, 0, -Infinity, 0), 1), 'RangeError', /queries\[2\]/);
+  for (const k of [0, -1, 1.5, NaN, Infinity, 2 ** 40]) {
+    await rej(index.search(q, k), 'RangeError', /k must be an integer/);
+  }
+  await rej(index.search(q, '3' as unknown as number), 'TypeError', /k must be a number/);
+  await rej(index.search(q, 1, { exclude: [null, null] }), 'RangeError', /exclude\.length/);
+  await rej(
+    index.search(q, 1, { exclude: [[1] as unknown as Uint32Array] }),
+    'TypeError',
+    /exclude\[0\]/,
+  );
+  await rej(index.search(q, 1, { exclude: {} as unknown as null[] }), 'TypeError', /exclude/);
+  await rej(index.search(q, 1, { allow: [1] as unknown as Uint32Array }), 'TypeError', /allow/);
+  bad(() => index.searchSync(q, 0), 'RangeError', /k/);
+  bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
+  // The index still works after all of that.
+  assert.equal((await index.search(q, 5)).ids.filter((x) => x !== NO_ID).length, 2);
+});
+
+test('the CUDA backend, when absent or without a device, leaves the CPU engine serving', () => {
+  const index = ExactIndex.create({ dim: 4, device: 'cuda' });
+  // No GPU on these machines: whatever was compiled, the CPU engine must serve.
+  assert.ok(['cpu', 'cuda'].includes(index.backend));
+  index.build(Uint32Array.of(1), Float32Array.of(1, 2, 3, 4));
+  assert.equal(index.searchSync(Float32Array.of(1, 1, 1, 1), 1).scores[0], 10);
+  assert.equal(ExactIndex.create({ dim: 4, device: 'cpu' }).backend, 'cpu');
+});

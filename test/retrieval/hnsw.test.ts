@@ -1,0 +1,195 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HnswIndex } from '../../src/retrieval/hnsw.js';
+import { ExactIndex } from '../../src/retrieval/exact.js';
+import { Rng } from '../../bench/lib/rng.js';
+import { NO_ID, clustered, distinctIds } from './reference.js';
+
+/** Queries near existing items ("more like what you just watched"). */
+function nearItems(
+  rng: Rng,
+  vecs: Float32Array,
+  d: number,
+  nq: number,
+  noise: number,
+): Float32Array {
+  const n = vecs.length / d;
+  const q = new Float32Array(nq * d);
+  for (let i = 0; i < nq; i++) {
+    const r = rng.int(n);
+    for (let j = 0; j < d; j++) q[i * d + j] = vecs[r * d + j] + noise * rng.normal();
+  }
+  return q;
+}
+
+function recallAt(k: number, truth: Uint32Array, got: Uint32Array, nq: number): number {
+  let hit = 0;
+  for (let q = 0; q < nq; q++) {
+    const want = new Set(truth.subarray(q * k, q * k + k));
+    for (const id of got.subarray(q * k, q * k + k)) if (want.has(id)) hit++;
+  }
+  return hit / (nq * k);
+}
+
+test('HNSW recall@10 >= 0.95 against exact on 100k x 64 clustered data, default settings', async () => {
+  const rng = new Rng(21);
+  const n = 100_000;
+  const d = 64;
+  const vecs = clustered(rng, n, d, 100);
+  const ids = Uint32Array.from({ length: n }, (_, i) => 3 * i + 7);
+  const hnsw = await HnswIndex.build(ids, vecs, d);
+  assert.equal(hnsw.size, n);
+  assert.equal(hnsw.dim, d);
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, vecs);
+  const nq = 300;
+  const queries = nearItems(rng, vecs, d, nq, 0.3);
+  const truth = (await exact.search(queries, 10)).ids;
+
+  // Single queries, as the similar-items path issues them.
+  const single = new Uint32Array(nq * 10);
+  for (let q = 0; q < nq; q++) {
+    const r = await hnsw.search(queries.subarray(q * d, (q + 1) * d), 10);
+    single.set(r.ids, q * 10);
+  }
+  const recall = recallAt(10, truth, single, nq);
+  assert.ok(recall >= 0.95, `recall@10 ${recall}`);
+
+  // A batch gives the same answers as the single queries.
+  const batch = await hnsw.search(queries, 10);
+  assert.deepEqual(batch.ids, single);
+  // Returned scores are the true inner products of the returned ids.
+  const row = new Map<number, number>();
+  ids.forEach((id, i) => row.set(id, i));
+  for (let i = 0; i < 50; i++) {
+    const q = Math.floor(i / 10);
+    const r = row.get(batch.ids[i])!;
+    let s = 0;
+    for (let j = 0; j < d; j++) s += vecs[r * d + j] * queries[q * d + j];
+    assert.ok(Math.abs(s - batch.scores[i]) < 1e-3 * (1 + Math.abs(s)), `score ${i}`);
+  }
+
+  // efSearch is per call: a wider beam finds more, and concurrent calls with different
+  // values do not disturb each other.
+  const [narrow, wide] = await Promise.all([
+    hnsw.search(queries, 10, { efSearch: 10 }),
+    hnsw.search(queries, 10, { efSearch: 256 }),
+  ]);
+  const rNarrow = recallAt(10, truth, narrow.ids, nq);
+  const rWide = recallAt(10, truth, wide.ids, nq);
+  assert.ok(rWide > rNarrow, `ef=256 recall ${rWide} should beat ef=10 recall ${rNarrow}`);
+  assert.deepEqual((await hnsw.search(queries, 10, { efSearch: 10 })).ids, narrow.ids);
+});
+
+test('HNSW small index: add, padding, add-only ids, save/load round trip', async () => {
+  const rng = new Rng(22);
+  const d = 16;
+  const n = 2000;
+  const ids = distinctIds(rng, n);
+  const vecs = clustered(rng, n, d, 10);
+  const hnsw = await HnswIndex.build(ids.subarray(0, 1500), vecs.subarray(0, 1500 * d), d, {
+    M: 16,
+    efConstruction: 64,
+  });
+  await hnsw.add(ids.subarray(1500), vecs.subarray(1500 * d));
+  assert.equal(hnsw.size, n);
+  await assert.rejects(hnsw.add(ids.subarray(0, 1), vecs.subarray(0, d)), {
+    name: 'RangeError',
+    message: /already in the index/,
+  });
+  await assert.rejects(hnsw.add(Uint32Array.of(1, 1), new Float32Array(2 * d)), {
+    name: 'RangeError',
+  });
+  assert.equal(hnsw.size, n);
+
+  // With a beam as wide as the index, the search is effectively exact.
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, vecs);
+  const queries = nearItems(rng, vecs, d, 20, 0.2);
+  const truth = (await exact.search(queries, 10)).ids;
+  const got = await hnsw.search(queries, 10, { efSearch: 1000 });
+  assert.ok(recallAt(10, truth, got.ids, 20) >= 0.99);
+
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-'));
+  try {
+    const path = join(dir, 'items.faiss');
+    await hnsw.save(path);
+    const loaded = await HnswIndex.load(path);
+    assert.equal(loaded.dim, d);
+    assert.equal(loaded.size, n);
+    const again = await loaded.search(queries, 10, { efSearch: 1000 });
+    assert.deepEqual(again.ids, got.ids);
+    assert.deepEqual(again.scores, got.scores);
+    // The loaded index keeps its id map: adding a known id is refused, a new one works.
+    await assert.rejects(loaded.add(ids.subarray(5, 6), vecs.subarray(0, d)), RangeError);
+    await loaded.add(Uint32Array.of(0xfffffffe), new Float32Array(d).fill(100));
+    assert.equal((await loaded.search(new Float32Array(d).fill(1), 1)).ids[0], 0xfffffffe);
+
+    await assert.rejects(HnswIndex.load(join(dir, 'missing.faiss')), /missing\.faiss/);
+    writeFileSync(join(dir, 'garbage.faiss'), 'not an index');
+    await assert.rejects(HnswIndex.load(join(dir, 'garbage.faiss')), Error);
+    await assert.rejects(hnsw.save(join(dir, 'no/such/dir/x.faiss')), Error);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // Fewer vectors than k: the rest of the row is padding. An empty index: all padding.
+  const tiny = await HnswIndex.build(Uint32Array.of(5, 6, 7), clustered(rng, 3, d, 1), d);
+  const r = await tiny.search(queries.subarray(0, d), 5);
+  assert.deepEqual(
+    [...r.ids.subarray(0, 3)].sort((a, b) => a - b),
+    [5, 6, 7],
+  );
+  assert.deepEqual([...r.ids.subarray(3)], [NO_ID, NO_ID]);
+  assert.deepEqual([...r.scores.subarray(3)], [-Infinity, -Infinity]);
+  const empty = await HnswIndex.build(new Uint32Array(0), new Float32Array(0), d);
+  assert.equal(empty.size, 0);
+  assert.deepEqual([...(await empty.search(queries.subarray(0, d), 2)).ids], [NO_ID, NO_ID]);
+});
+
+test('HNSW bad arguments reject with TypeError/RangeError naming the argument', async () => {
+  const d = 4;
+  const is = (name: string, re: RegExp) => (e: Error) => e.name === name && re.test(e.message);
+  const v = new Float32Array(2 * d).fill(0.25);
+  await assert.rejects(HnswIndex.build(Uint32Array.of(1, 2), v, 0), is('RangeError', /dim/));
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1, 2), v, d, { M: 1 }),
+    is('RangeError', /M/),
+  );
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1, 2), v, d, { efConstruction: 0 }),
+    is('RangeError', /efConstruction/),
+  );
+  await assert.rejects(
+    HnswIndex.build([1, 2] as unknown as Uint32Array, v, d),
+    is('TypeError', /ids/),
+  );
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1, 2), new Float32Array(7), d),
+    is('RangeError', /vectors\.length/),
+  );
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1, 2), Float32Array.of(0, 0, 0, 0, 0, 0, NaN, 0), d),
+    is('RangeError', /vectors\[6\] is NaN/),
+  );
+  const h = await HnswIndex.build(Uint32Array.of(1, 2), v, d);
+  const q = new Float32Array(d);
+  await assert.rejects(h.search(q, 0), is('RangeError', /k must be/));
+  await assert.rejects(h.search(q, 1, { efSearch: 0 }), is('RangeError', /efSearch/));
+  await assert.rejects(h.search(new Float32Array(3), 1), is('RangeError', /queries\.length/));
+  await assert.rejects(
+    h.search(Float32Array.of(Infinity, 0, 0, 0), 1),
+    is('RangeError', /queries\[0\]/),
+  );
+  await assert.rejects(
+    h.search(new Float64Array(4) as unknown as Float32Array, 1),
+    is('TypeError', /queries/),
+  );
+  await assert.rejects(h.save(''), is('RangeError', /path/));
+  await assert.rejects(h.save(42 as unknown as string), is('TypeError', /path/));
+  await assert.rejects(HnswIndex.load(''), is('RangeError', /path/));
+  assert.equal((await h.search(q, 2)).ids.length, 2);
+});
