@@ -51,12 +51,18 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const sorted = [...cands].sort((a, b) => b.engagement - a.engagement);
   const m = sorted.length;
   const { dim, itemEmbeddings: E, itemNorms } = o;
-  // Everything that does not depend on the selection is computed once per candidate.
+  // Everything that does not depend on the selection is computed once per candidate:
+  // the score without diversity, small-integer category/creator ids (typed-array counters
+  // instead of string-keyed maps) and unit vectors packed side by side (one cache-friendly
+  // block instead of rows scattered over the whole embedding table).
   const rows = new Int32Array(m);
   const base = new Float64Array(m);
   const cat = new Int32Array(m);
-  const creator: string[] = new Array(m);
+  const creator = new Int32Array(m);
+  const unit = new Float32Array(m * dim);
   const maxSim = new Float64Array(m).fill(-1);
+  const catIds = new Map<number, number>();
+  const creatorIds = new Map<string, number>();
   for (let i = 0; i < m; i++) {
     const row = sorted[i]!.row;
     rows[i] = row;
@@ -65,40 +71,48 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
       WEIGHTS.engagement * sorted[i]!.engagement +
       WEIGHTS.freshness * Math.exp(-ageHours / FRESHNESS_TAU_HOURS) +
       (o.recent.has(row) ? 0 : WEIGHTS.exploration);
-    cat[i] = o.primaryCategory(row);
-    creator[i] = o.creatorOf(row);
+    const c = o.primaryCategory(row);
+    let ci = catIds.get(c);
+    if (ci === undefined) catIds.set(c, (ci = catIds.size));
+    cat[i] = ci;
+    const cr = o.creatorOf(row);
+    let ri = creatorIds.get(cr);
+    if (ri === undefined) creatorIds.set(cr, (ri = creatorIds.size));
+    creator[i] = ri;
+    const inv = 1 / (itemNorms[row]! || 1);
+    for (let j = 0, src = row * dim, dst = i * dim; j < dim; j++) unit[dst + j] = E[src + j]! * inv;
   }
+  const catCount = new Int32Array(catIds.size);
+  const creatorCount = new Int32Array(creatorIds.size);
+
   // Lazy greedy: diversity only falls as items are selected, so a candidate's stored
   // diversity is an upper bound. Candidates are visited by `base` (descending) and their
   // similarities are brought up to date only when they could still win; the scan stops once
-  // base + the largest possible diversity term cannot beat the best exact score. Typically
-  // a handful of candidates are examined per pick instead of all of them.
-  const byBase = Array.from({ length: m }, (_, i) => i).sort((a, b) => base[b]! - base[a]!);
+  // base + the largest possible diversity term cannot beat the best exact score.
+  const byBase = Array.from({ length: m }, (_, i) => i).sort((x, y) => base[y]! - base[x]!);
   const alive = new Uint8Array(m).fill(1);
   let aliveCount = m;
-  /** How many of `out` each candidate's maxSim already accounts for. */
+  /** How many of `picked` each candidate's maxSim already accounts for. */
   const upTo = new Int32Array(m);
-  const catCount = new Map<number, number>();
-  const creatorCount = new Map<string, number>();
+  const picked: number[] = [];
   const out: Reranked[] = [];
   const refresh = (i: number): number => {
-    const ro = rows[i]! * dim;
-    const rn = itemNorms[rows[i]!]! || 1;
-    for (let s = upTo[i]!; s < out.length; s++) {
-      const so = out[s]!.row * dim;
+    const io = i * dim;
+    let best = maxSim[i]!;
+    for (let s = upTo[i]!; s < picked.length; s++) {
+      const po = picked[s]! * dim;
       let dot = 0;
-      for (let j = 0; j < dim; j++) dot += E[so + j]! * E[ro + j]!;
-      const sim = dot / ((itemNorms[out[s]!.row]! || 1) * rn);
-      if (sim > maxSim[i]!) maxSim[i] = sim;
+      for (let j = 0; j < dim; j++) dot += unit[po + j]! * unit[io + j]!;
+      if (dot > best) best = dot;
     }
-    upTo[i] = out.length;
-    return base[i]! + WEIGHTS.diversity * (out.length === 0 ? 1 : (1 - maxSim[i]!) / 2);
+    maxSim[i] = best;
+    upTo[i] = picked.length;
+    return base[i]! + WEIGHTS.diversity * (picked.length === 0 ? 1 : (1 - best) / 2);
   };
   let capped = true;
   const within = (i: number) =>
     !capped ||
-    ((catCount.get(cat[i]!) ?? 0) < o.maxPerCategory &&
-      (creatorCount.get(creator[i]!) ?? 0) < o.maxPerCreator);
+    (catCount[cat[i]!]! < o.maxPerCategory && creatorCount[creator[i]!]! < o.maxPerCreator);
   while (out.length < o.n && aliveCount > 0) {
     let pick = -1;
     let pickScore = -Infinity;
@@ -127,9 +141,9 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
       for (const i of byBase) {
         if (!alive[i] || !within(i)) continue;
         if (base[i]! + WEIGHTS.diversity <= pickScore) break;
-        const s = refresh(i);
-        if (s > pickScore) {
-          pickScore = s;
+        const sc = refresh(i);
+        if (sc > pickScore) {
+          pickScore = sc;
           pick = i;
         }
       }
@@ -140,10 +154,11 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
       continue;
     }
     out.push({ row: rows[pick]!, score: pickScore, explored });
+    picked.push(pick);
     alive[pick] = 0;
     aliveCount--;
-    catCount.set(cat[pick]!, (catCount.get(cat[pick]!) ?? 0) + 1);
-    creatorCount.set(creator[pick]!, (creatorCount.get(creator[pick]!) ?? 0) + 1);
+    catCount[cat[pick]!]!++;
+    creatorCount[creator[pick]!]!++;
   }
   return out;
 }
