@@ -63,8 +63,8 @@ export interface EvalReport {
 }
 
 const ALS_GRID = {
-  alpha: [1, 5, 20, 50],
-  regularization: [0.01, 0.1, 1, 10],
+  alpha: [0.5, 1, 3, 10, 30],
+  regularization: [0.1, 1, 10, 30, 100],
   factors: [32, 64, 128],
 };
 
@@ -77,7 +77,7 @@ function tuneAls(
   record: (p: Record<string, number>, ndcg: number) => void,
   maxUsers?: number,
 ): AlsOptions {
-  let best: AlsOptions = { factors: 64, regularization: 0.1, alpha: 5, iterations: 10, ...base };
+  let best: AlsOptions = { factors: 64, regularization: 1, alpha: 3, iterations: 10, ...base };
   let bestScore = -1;
   const tried = new Map<string, number>();
   const score = (o: AlsOptions): number => {
@@ -176,8 +176,8 @@ export async function runEvaluation(opts: EvalRunOptions): Promise<EvalReport> {
 
   let alsOpts: AlsOptions = {
     factors: 64,
-    regularization: 0.1,
-    alpha: 5,
+    regularization: 1,
+    alpha: 3,
     iterations: 10,
     seed: opts.seed,
     ...opts.als,
