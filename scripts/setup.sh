@@ -11,9 +11,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------
 # libfaiss-dev (static libfaiss.a) + libopenblas-dev + OpenMP for the addon;
-# redis-server for the tests that run a real Redis.
+# redis-server for the tests that run a real Redis; flatbuffers-compiler (flatc, the
+# reference the FlatBuffers codec is tested against) and python3-grpcio +
+# python3-grpc-tools (a second gRPC toolchain the .proto contract is tested with).
 need_pkgs=()
-for p in libfaiss-dev libopenblas-dev libomp-dev redis-server cmake g++ make; do
+for p in libfaiss-dev libopenblas-dev libomp-dev redis-server cmake g++ make \
+  flatbuffers-compiler python3-grpcio python3-grpc-tools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
