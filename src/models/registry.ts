@@ -58,13 +58,7 @@ export async function buildServingModel(
   exact.build(ids, shared.itemEmbeddings);
   const hnsw = await HnswIndex.load(bundle.hnswPath);
 
-  const itemNorms = new Float32Array(n);
-  for (let r = 0; r < n; r++) {
-    let s = 0;
-    for (let j = r * dim, e = j + dim; j < e; j++)
-      s += shared.itemEmbeddings[j]! * shared.itemEmbeddings[j]!;
-    itemNorms[r] = Math.sqrt(s);
-  }
+  const itemNorms = shared.itemNorms;
   const byPop = Array.from({ length: n }, (_, i) => i).sort(
     (a, b) => items.popularity[b]! - items.popularity[a]! || a - b,
   );

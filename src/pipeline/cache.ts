@@ -4,7 +4,9 @@
 // string it came from: when the store hands back that same string, a hit costs neither
 // JSON.parse nor JSON.stringify of the item list — only the small per-request metadata is
 // encoded. A different string (another replica wrote it, or it expired and was recomputed)
-// is parsed once and replaces the entry.
+// is parsed once and replaces the entry. Entries are made on the first hit, not on write:
+// most writes under uncached traffic are never read again, and parsing them eagerly would
+// only feed the garbage collector.
 import type { RecommendationResponse } from '../api/types.js';
 
 /**
@@ -51,14 +53,5 @@ export class HotAnswers {
     const json = `{"request_id":${JSON.stringify(requestId)},"recommendations":${e.recsJson},"metadata":${JSON.stringify(metadata)}}`;
     Object.defineProperty(out, PRE_ENCODED_JSON, { value: json, enumerable: false });
     return out;
-  }
-
-  /** Remembers what was just written to the store, so the first hit needs no parse. */
-  remember(key: string, raw: string, resp: RecommendationResponse): void {
-    this.entries.delete(key);
-    this.entries.set(key, { raw, resp, recsJson: JSON.stringify(resp.recommendations) });
-    if (this.entries.size > this.maxEntries) {
-      this.entries.delete(this.entries.keys().next().value as string);
-    }
   }
 }

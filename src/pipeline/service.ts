@@ -40,7 +40,8 @@ import {
 } from './candidates/sources.js';
 import { HotAnswers } from './cache.js';
 import { coldStartPicks } from './coldstart.js';
-import { capFor, rerank, seededRng } from './rerank.js';
+import { capFor, rerank, seededRng, type Reranked } from './rerank.js';
+import type { RankJob, RerankSpec } from './ranking/worker.js';
 import { similarItems } from './similar.js';
 import { buildUserContext, featureView, preferredCategories, type UserContext } from './user.js';
 
@@ -159,8 +160,13 @@ export class RecommendationPipeline implements RecommenderService {
   }
 
   private rng(): () => number {
+    return seededRng(this.nextSeed());
+  }
+
+  /** Exploration seed per request: from --seed when pinned (tests), else random. */
+  private nextSeed(): number {
     const s = this.cfg.seed;
-    return s === null ? Math.random : seededRng(s + this.seedCounter++);
+    return s === null ? (Math.random() * 0x100000000) >>> 0 : (s + this.seedCounter++) >>> 0;
   }
 
   async recommend(req: RecommendationRequest, opts?: CallOptions): Promise<RecommendationResponse> {
@@ -242,7 +248,6 @@ export class RecommendationPipeline implements RecommenderService {
     if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
       const raw = JSON.stringify(resp);
       await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
-      this.hot.remember(cacheKey, raw, resp);
     }
     this.metrics.stageSeconds.observe({ stage: 'total' }, resp.metadata.latency_ms.total / 1000);
     return resp;
@@ -307,31 +312,44 @@ export class RecommendationPipeline implements RecommenderService {
     if (opts?.signal?.aborted) throw new ApiError('unavailable', 'client went away');
 
     const tRank = process.hrtime.bigint();
-    const { scores, fallback } = await this.score(m, u, cands, tsMs, req);
+    const items = m.bundle.items;
+    const spec: RerankSpec = {
+      n,
+      nowMs: tsMs,
+      recent: Int32Array.from(u.recentRows),
+      explorationRate: cfg.explorationRate,
+      seed: this.nextSeed(),
+      maxPerCategory: catCap,
+      maxPerCreator: creatorCap,
+    };
+    // The worker scores AND re-ranks (its idle time is cheaper than the event loop's);
+    // only the fallback path re-ranks here.
+    const ranked = await this.score(m, u, cands, tsMs, req, spec);
     const ranking = ms(tRank);
     this.metrics.stageSeconds.observe({ stage: 'ranking' }, ranking / 1000);
+    const fallback = ranked.fallback;
 
     const tRerank = process.hrtime.bigint();
-    const items = m.bundle.items;
-    const recentSet = new Set(u.recentRows);
-    const picked = rerank(
-      cands.map((c, i) => ({ row: c.row, engagement: scores[i]! })),
-      {
-        n,
-        dim: m.bundle.dim,
-        itemEmbeddings: m.items.itemEmbeddings,
-        itemNorms: m.itemNorms,
-        primaryCategory: (r) => items.categories[r]![0] ?? -1,
-        creatorOf: (r) => items.creatorIds[r] ?? '',
-        createdAt: items.createdAt,
-        nowMs: tsMs,
-        recent: recentSet,
-        explorationRate: cfg.explorationRate,
-        rng: this.rng(),
-        maxPerCategory: catCap,
-        maxPerCreator: creatorCap,
-      },
-    );
+    const picked: Reranked[] =
+      ranked.picked ??
+      rerank(
+        cands.map((c, i) => ({ row: c.row, engagement: ranked.scores[i]! })),
+        {
+          n,
+          dim: m.bundle.dim,
+          itemEmbeddings: m.items.itemEmbeddings,
+          itemNorms: m.itemNorms,
+          primaryCategory: (r) => items.categories[r]![0] ?? -1,
+          creatorOf: (r) => items.creatorIds[r] ?? '',
+          createdAt: items.createdAt,
+          nowMs: tsMs,
+          recent: new Set(u.recentRows),
+          explorationRate: cfg.explorationRate,
+          rng: seededRng(spec.seed),
+          maxPerCategory: catCap,
+          maxPerCreator: creatorCap,
+        },
+      );
     const byRow = new Map(cands.map((c) => [c.row, c]));
     const recommendations: Recommendation[] = picked.map((p, i) => {
       const c = byRow.get(p.row)!;
@@ -388,20 +406,25 @@ export class RecommendationPipeline implements RecommenderService {
     return bestId ? [bestId] : [];
   }
 
-  /** Ranker scores in the worker pool; the cosine fallback past the timeout or on error. */
+  /**
+   * Ranker scores (and the re-ranked list) from the worker pool; past the ranking timeout or
+   * on a worker error, the seed's cosine fallback scores and no list (the caller re-ranks).
+   */
   private async score(
     m: ServingModel,
     u: UserContext,
     cands: Candidate[],
     tsMs: number,
     req: RecommendationRequest,
-  ): Promise<{ scores: Float32Array; fallback: boolean }> {
-    if (cands.length === 0) return { scores: new Float32Array(0), fallback: false };
-    const job = {
+    spec: RerankSpec,
+  ): Promise<{ scores: Float32Array; fallback: boolean; picked?: Reranked[] }> {
+    if (cands.length === 0) return { scores: new Float32Array(0), fallback: false, picked: [] };
+    const job: RankJob = {
       user: featureView(m, u),
       req: { timestampMs: tsMs, device: req.context?.device_type },
       candidates: Int32Array.from(cands, (c) => c.row),
       retrievalScores: Float32Array.from(cands, (c) => c.score),
+      rerank: spec,
     };
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => {
@@ -409,7 +432,18 @@ export class RecommendationPipeline implements RecommenderService {
     });
     try {
       const r = await Promise.race([m.ranker.rank(job), timeout]);
-      if (r !== 'timeout') return { scores: r, fallback: false };
+      if (r !== 'timeout') {
+        const picked: Reranked[] | undefined = r.picks
+          ? Array.from(r.picks, (row, i) => ({
+              row,
+              score: r.pickScores![i]!,
+              explored: r.explored![i] === 1,
+            }))
+          : undefined;
+        return picked
+          ? { scores: r.scores, fallback: false, picked }
+          : { scores: r.scores, fallback: false };
+      }
       this.metrics.fallbacks.inc({ reason: 'timeout' });
     } catch (err) {
       this.metrics.fallbacks.inc({ reason: 'error' });

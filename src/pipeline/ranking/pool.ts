@@ -9,7 +9,7 @@ import { Piscina } from 'piscina';
 import type { RankerConfig } from '../../models/bundle.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { SharedItems } from './shared-bundle.js';
-import type { RankJob, RankResult, RankWorkerData } from './worker.js';
+import type { RankJob, RankOutput, RankResult, RankWorkerData } from './worker.js';
 
 export interface RankerPoolOptions {
   threads: number;
@@ -22,7 +22,7 @@ export interface RankerPoolOptions {
 
 interface Pending {
   job: RankJob;
-  resolve: (scores: Float32Array) => void;
+  resolve: (out: RankOutput) => void;
   reject: (err: unknown) => void;
 }
 
@@ -58,10 +58,10 @@ export class RankerPool {
     return this.pending.length;
   }
 
-  /** Scores (probabilities) for job.candidates, in order. */
-  rank(job: RankJob): Promise<Float32Array> {
+  /** Scores (probabilities) for job.candidates, in order, and the re-ranked list if asked. */
+  rank(job: RankJob): Promise<RankOutput> {
     if (this.closed) return Promise.reject(new Error('ranker pool is closed'));
-    return new Promise<Float32Array>((resolve, reject) => {
+    return new Promise<RankOutput>((resolve, reject) => {
       this.pending.push({ job, resolve, reject });
       this.dispatch();
     });

@@ -9,6 +9,8 @@ import type { FeatureItems } from '../../features/catalog.js';
 export interface SharedItems {
   dim: number;
   itemEmbeddings: Float32Array;
+  /** L2 norm of each item embedding (cosine similarity, re-rank diversity). */
+  itemNorms: Float32Array;
   categoryNames: string[];
   /** categories of item r are catData[catOffsets[r] .. catOffsets[r + 1]). */
   catOffsets: Uint32Array;
@@ -39,11 +41,20 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
     total += items.categories[r]!.length;
   }
   catOffsets[n] = total;
+  const itemEmbeddings = shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l));
+  const dim = bundle.dim;
+  const itemNorms = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, n)), 0, n);
+  for (let r = 0; r < n; r++) {
+    let s2 = 0;
+    for (let j = r * dim, e = j + dim; j < e; j++) s2 += itemEmbeddings[j]! * itemEmbeddings[j]!;
+    itemNorms[r] = Math.sqrt(s2);
+  }
   const catData = new Uint16Array(new SharedArrayBuffer(2 * Math.max(1, total)));
   for (let r = 0; r < n; r++) catData.set(items.categories[r]!, catOffsets[r]!);
   return {
     dim: bundle.dim,
-    itemEmbeddings: shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l)),
+    itemEmbeddings,
+    itemNorms,
     categoryNames: items.categoryNames,
     catOffsets,
     catData,

@@ -7,6 +7,7 @@ import { assembleRankerInput, type AssembleBundle } from '../../features/assembl
 import type { RequestFeatures, UserFeatureView } from '../../features/catalog.js';
 import type { RankerConfig } from '../../models/bundle.js';
 import { RankerSession } from '../../ranker/session.js';
+import { rerank, seededRng } from '../rerank.js';
 import { featureItemsOf, type SharedItems } from './shared-bundle.js';
 import { workerData } from 'node:worker_threads';
 
@@ -16,15 +17,38 @@ export interface RankWorkerData {
   intraOpThreads: number;
 }
 
+/** Re-rank parameters (pipeline/rerank.ts) when the worker should also select the list. */
+export interface RerankSpec {
+  n: number;
+  nowMs: number;
+  /** Rows the user recently interacted with (no exploration bonus). */
+  recent: Int32Array;
+  explorationRate: number;
+  /** Seed of the exploration RNG (the main thread draws it, so results are reproducible). */
+  seed: number;
+  maxPerCategory: number;
+  maxPerCreator: number;
+}
+
 export interface RankJob {
   user: UserFeatureView;
   req: RequestFeatures;
   candidates: Int32Array;
   retrievalScores: Float32Array;
+  rerank?: RerankSpec;
 }
 
-/** Scores per job, in job order; each a probability per candidate. */
-export type RankResult = Float32Array[];
+export interface RankOutput {
+  /** Ranker probability per candidate, in candidate order. */
+  scores: Float32Array;
+  /** With job.rerank: the selected rows, their combined scores, and which were explored. */
+  picks?: Int32Array;
+  pickScores?: Float32Array;
+  explored?: Uint8Array;
+}
+
+/** One output per job, in job order. */
+export type RankResult = RankOutput[];
 
 const data = workerData as RankWorkerData;
 const bundle: AssembleBundle = {
@@ -36,6 +60,41 @@ const sessionReady = RankerSession.create(data.ranker.path, data.ranker, data.it
   intraOpNumThreads: data.intraOpThreads,
   interOpNumThreads: 1,
 });
+
+/**
+ * The multi-objective re-rank runs here too: it is the main thread's largest per-request
+ * CPU cost (a few hundred dot products), and the workers have the embeddings in shared
+ * memory and idle time between inferences.
+ */
+function finish(job: RankJob, scores: Float32Array): RankOutput {
+  const spec = job.rerank;
+  if (!spec) return { scores };
+  const items = bundle.items;
+  const picked = rerank(
+    Array.from(job.candidates, (row, i) => ({ row, engagement: scores[i]! })),
+    {
+      n: spec.n,
+      dim: data.items.dim,
+      itemEmbeddings: data.items.itemEmbeddings,
+      itemNorms: data.items.itemNorms,
+      primaryCategory: (r) => items.categories[r]![0] ?? -1,
+      creatorOf: (r) => items.creatorIds[r] ?? '',
+      createdAt: items.createdAt,
+      nowMs: spec.nowMs,
+      recent: new Set(spec.recent),
+      explorationRate: spec.explorationRate,
+      rng: seededRng(spec.seed),
+      maxPerCategory: spec.maxPerCategory,
+      maxPerCreator: spec.maxPerCreator,
+    },
+  );
+  return {
+    scores,
+    picks: Int32Array.from(picked, (p) => p.row),
+    pickScores: Float32Array.from(picked, (p) => p.score),
+    explored: Uint8Array.from(picked, (p) => (p.explored ? 1 : 0)),
+  };
+}
 
 export default async function rank(jobs: RankJob[]): Promise<RankResult> {
   const session = await sessionReady;
@@ -49,7 +108,7 @@ export default async function rank(jobs: RankJob[]): Promise<RankResult> {
       j.candidates,
       j.retrievalScores,
     );
-    return [await session.score(inputs)];
+    return [finish(j, await session.score(inputs))];
   }
   // Assemble each job separately (each has its own user), then concatenate per input.
   const parts = jobs.map((j) =>
@@ -71,7 +130,7 @@ export default async function rank(jobs: RankJob[]): Promise<RankResult> {
   const out: RankResult = [];
   let off = 0;
   for (const j of jobs) {
-    out.push(scores.slice(off, off + j.candidates.length));
+    out.push(finish(j, scores.slice(off, off + j.candidates.length)));
     off += j.candidates.length;
   }
   return out;
