@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { printTable } from './lib/table.js';
+import { compileRankerInputs } from '../src/features/assemble.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
 import { projectRoot } from '../src/retrieval/native.js';
 import { ExactIndex } from '../src/retrieval/exact.js';
@@ -59,7 +60,10 @@ function ensureModels(): string {
   return dir;
 }
 
-async function startServer(models: string): Promise<{ child: ChildProcess; port: number }> {
+async function startServer(
+  models: string,
+  extra: string[] = [],
+): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(
     process.execPath,
     [
@@ -75,6 +79,7 @@ async function startServer(models: string): Promise<{ child: ChildProcess; port:
       '--no-fsync-feedback',
       '--log-level',
       'info',
+      ...extra,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -186,11 +191,10 @@ async function main(): Promise<void> {
   t = performance.now();
   flat.searchSync(qb, 10);
   const sgemmFlops = (2 * n * d * B) / ((performance.now() - t) / 1000);
-  // The ranker: Deep & Wide MLP, deep input width W → hidden [64, 32] → 1 (+ the wide part).
-  const deep = bundle.ranker.inputs[0]!;
-  let width = 0;
-  for (const f of deep.features) width += f.endsWith('_emb') ? d : 1;
-  const flopsPerCandidate = 2 * (width * 64 + 64 * 32 + 32);
+  // The ranker: Deep & Wide MLP (the trainer's default hidden sizes [64, 32]): the first
+  // input feeds the deep tower, a second one (if any) the wide linear part.
+  const widths = compileRankerInputs(bundle.ranker.inputs, d).map((p) => p.width);
+  const flopsPerCandidate = 2 * (widths[0]! * 64 + 64 * 32 + 32 + (widths[1] ?? 0));
   const candidates = 200;
   const floorSec = (n * d * 4) / bandwidth + (candidates * flopsPerCandidate) / sgemmFlops;
   const floorRps = 1 / floorSec;
@@ -257,6 +261,30 @@ async function main(): Promise<void> {
     await new Promise((r) => child.once('exit', r));
   }
 
+  // Pool sizing and cross-request batching, measured rather than assumed: the uncached
+  // scenario again with 1 and 2 ranking threads, batching on and off (--sweep).
+  const sweep: (Row & { threads: number; batching: boolean })[] = [];
+  if (args.options.has('sweep')) {
+    for (const threads of [1, 2]) {
+      for (const batching of [true, false]) {
+        const s2 = await startServer(models, [
+          '--ranker-threads',
+          String(threads),
+          batching ? '--ranker-batching' : '--no-ranker-batching',
+        ]);
+        try {
+          const r = await scenario(`http://127.0.0.1:${s2.port}`, 'warm_uncached', () =>
+            recs(pick(users), { exclude_items: [pick(itemIds)] }),
+          );
+          sweep.push({ ...r, threads, batching });
+        } finally {
+          s2.child.kill('SIGTERM');
+          await new Promise((r) => s2.child.once('exit', r));
+        }
+      }
+    }
+  }
+
   const warm = rows[0]!;
   const summary = {
     items: n,
@@ -272,6 +300,7 @@ async function main(): Promise<void> {
       rps: Math.round(floorRps),
     },
     scenarios: rows,
+    sweep,
     targets: {
       warm_uncached_rps_vs_floor: Math.round((warm.rps / floorRps) * 100) / 100,
       warm_uncached_p99_under_50ms: warm.p99_ms < 50,
@@ -302,6 +331,13 @@ async function main(): Promise<void> {
       `sgemm ${summary.floor.sgemm_gflops} GFLOP/s → ${summary.floor.ms_per_request} ms/request = ` +
       `${summary.floor.rps} req/s (one un-batched scan per request)`,
   );
+  if (sweep.length > 0) {
+    console.log('\nwarm_uncached by ranking pool size and cross-request batching:');
+    printTable(
+      ['threads', 'batching', 'req/s', 'p50 ms', 'p99 ms', 'loop lag p99 ms'],
+      sweep.map((r) => [r.threads, r.batching, r.rps, r.p50_ms, r.p99_ms, r.loop_lag_p99_ms]),
+    );
+  }
   console.log(`targets: ${JSON.stringify(summary.targets)}`);
 }
 

@@ -66,6 +66,8 @@ export interface PipelineConfig {
   rankerThreads: number;
   /** ONNX intra-op threads per worker. Default 1 (workers are the parallelism). */
   rankerIntraOpThreads: number;
+  /** Score jobs that queue while workers are busy in one ONNX run. Default true. */
+  rankerBatching: boolean;
   /** Ranking slower than this → cosine fallback (seed: 50 ms timeout). */
   rankingTimeoutMs: number;
   /** Recommendation cache TTL; 0 disables the cache. Default 60 s. */
@@ -92,6 +94,7 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   maxBatch: 64,
   rankerThreads: Math.max(1, Math.min(2, availableParallelism())),
   rankerIntraOpThreads: 1,
+  rankerBatching: true,
   rankingTimeoutMs: 50,
   cacheTtlMs: 60_000,
   explorationRate: 0.05,
@@ -179,6 +182,7 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
     min: 1,
     max: 64,
   },
+  'ranker-batching': { kind: 'bool', path: ['pipeline', 'rankerBatching'] },
   'ranking-timeout-ms': { kind: 'int', path: ['pipeline', 'rankingTimeoutMs'], min: 1 },
   'cache-ttl-ms': { kind: 'int', path: ['pipeline', 'cacheTtlMs'], min: 0 },
   'exploration-rate': { kind: 'num', path: ['pipeline', 'explorationRate'], min: 0, max: 1 },

@@ -85,6 +85,7 @@ export async function buildServingModel(
   const ranker = new RankerPool(shared, bundle.ranker, {
     threads: opts.pipeline.rankerThreads,
     intraOpThreads: opts.pipeline.rankerIntraOpThreads,
+    batchAcrossRequests: opts.pipeline.rankerBatching,
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });
   const collaborative = new RetrievalBatcher(exact, {
