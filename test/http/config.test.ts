@@ -1,0 +1,54 @@
+// Server configuration: precedence (defaults < file < environment < flags), validation
+// naming the setting, and the documented defaults.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config/index.js';
+
+test('defaults: 127.0.0.1:8080, 1 MiB bodies, the seed’s pipeline constants', () => {
+  const c = loadConfig([], {});
+  assert.equal(c.host, '127.0.0.1');
+  assert.equal(c.port, 8080);
+  assert.equal(c.maxBodyBytes, 1024 * 1024);
+  assert.equal(c.modelName, 'recserve');
+  assert.equal(c.pipeline.coldStartThreshold, 10);
+  assert.equal(c.pipeline.explorationRate, 0.05);
+  assert.equal(c.pipeline.rankingTimeoutMs, 50);
+});
+
+test('file < environment < flags', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-cfg-'));
+  const file = join(dir, 'c.json');
+  writeFileSync(
+    file,
+    JSON.stringify({ port: 1000, host: '0.0.0.0', pipeline: { maxCandidates: 99 } }),
+  );
+  const c = loadConfig(['--config', file, '--port=3000', '--no-build-missing'], {
+    RECSERVE_PORT: '2000',
+    RECSERVE_CACHE_TTL_MS: '0',
+  });
+  assert.equal(c.port, 3000);
+  assert.equal(c.host, '0.0.0.0');
+  assert.equal(c.pipeline.maxCandidates, 99);
+  assert.equal(c.pipeline.cacheTtlMs, 0);
+  assert.equal(c.buildMissing, false);
+});
+
+test('bad values are refused naming the setting and its source', () => {
+  assert.throws(
+    () => loadConfig(['--port', '70000'], {}),
+    (e: Error) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.message, /flag --port.*between 0 and 65535/);
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig([], { RECSERVE_EXPLORATION_RATE: 'lots' }),
+    /RECSERVE_EXPLORATION_RATE/,
+  );
+  assert.throws(() => loadConfig(['--colour', 'blue'], {}), /unknown setting 'colour'/);
+  assert.throws(() => loadConfig(['--port'], {}), /--port needs a value/);
+});
