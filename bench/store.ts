@@ -1,16 +1,23 @@
 // FeatureStore and feedback ingestion benchmark (embedded backend).
 //
 //   node --expose-gc dist/bench/store.js [--users N] [--events-per-user E] [--quick] [--json]
+//                                        [--redis auto|redis://host:port]
 //
 // Measures, in one run: heap bytes per user after loading N users with E events each (the
 // figure that says whether a million users fit), events/s applied by recordEvents (batches of
 // 1 and 10), getUsers latency (one user, and batches of 8), trending() latency, and the
-// ingestion path with the durable log (fdatasync group commit) under concurrency.
+// ingestion path with the durable log (fdatasync group commit) under concurrency. With
+// --redis, the same load and reads against RedisFeatureStore too ('auto' starts a private
+// redis-server on a free loopback port and stops it after), with 32 requests in flight.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
 import { MemoryFeatureStore } from '../src/features/memory-store.js';
-import type { ItemInfo, StoredEvent } from '../src/features/store.js';
+import { RedisFeatureStore } from '../src/features/redis-store.js';
+import type { FeatureStore, ItemInfo, StoredEvent } from '../src/features/store.js';
 import { FeedbackIngestor } from '../src/feedback/index.js';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { Rng } from './lib/rng.js';
@@ -158,6 +165,13 @@ async function main(): Promise<void> {
     const logStats = ingestor.log?.stats;
     await ingestor.close();
     await s2.close();
+    // Restart: rebuild a fresh store from the log just written.
+    const s3 = new MemoryFeatureStore({ itemInfo: (id) => infoIndex.get(id) });
+    const reopened = await FeedbackIngestor.open(s3, dir);
+    await reopened.ingestor.close();
+    await s3.close();
+    const rp = reopened.replay;
+    out.replayEventsPerSec = rp ? (rp.events / rp.ms) * 1000 : 0;
     out.ingestEventsPerSec = (ingestor.stats.accepted / ms) * 1000;
     out.ingestAckP50Ms = percentile(ackLat, 50);
     out.ingestAckP99Ms = percentile(ackLat, 99);
@@ -167,9 +181,17 @@ async function main(): Promise<void> {
     rows.push(['  ack latency p50', out.ingestAckP50Ms as number, 'ms']);
     rows.push(['  ack latency p99', out.ingestAckP99Ms as number, 'ms']);
     rows.push(['  records per group commit', out.recordsPerWrite as number, 'records']);
+    rows.push([
+      'replay of that log into a new store',
+      out.replayEventsPerSec as number,
+      'events/s',
+    ]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+
+  const redisOpt = args.options.get('redis');
+  if (redisOpt) await benchRedis(redisOpt, now);
 
   if (args.json) console.log(JSON.stringify(out));
   else {
@@ -178,6 +200,127 @@ async function main(): Promise<void> {
         (out.gcExposed ? '' : '  [run with --expose-gc for exact heap figures]'),
     );
     printTable(['measure', 'value', 'unit'], rows);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs `n` tasks with `conc` in flight; returns per-task latencies (ms) and the wall time. */
+async function inFlight(
+  n: number,
+  conc: number,
+  task: (i: number) => Promise<unknown>,
+): Promise<{ lat: number[]; ms: number }> {
+  const lat: number[] = [];
+  let next = 0;
+  const t0 = nowMs();
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (next < n) {
+        const i = next++;
+        const t = nowMs();
+        await task(i);
+        lat.push(nowMs() - t);
+      }
+    }),
+  );
+  return { lat, ms: nowMs() - t0 };
+}
+
+async function benchRedis(opt: string, now: number): Promise<void> {
+  let url = opt;
+  let admin: Redis | null = null;
+  if (opt === 'auto' || opt === 'true') {
+    const port = await freePort();
+    execFileSync('redis-server', [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--daemonize',
+      'yes',
+    ]);
+    url = `redis://127.0.0.1:${port}`;
+    // --daemonize returns before the server listens: retry until it answers.
+    admin = new Redis(url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
+    admin.on('error', () => undefined);
+    for (let i = 0; ; i++) {
+      try {
+        await admin.connect();
+        await admin.ping();
+        break;
+      } catch (err) {
+        if (i > 50) throw err;
+        admin.disconnect();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  const probe = admin ?? new Redis(url);
+  const usedMemory = async () =>
+    Number(/used_memory:(\d+)/.exec((await probe.info('memory')) ?? '')?.[1] ?? NaN);
+  const store: FeatureStore = new RedisFeatureStore({
+    redis: url,
+    itemInfo: (id) => infoIndex.get(id),
+    prefix: `bench${process.pid}:`,
+  });
+  try {
+    const rUsers = Math.min(users, args.quick ? 2000 : 20_000);
+    const mem0 = await usedMemory();
+    const batches = (rUsers * perUser) / 10;
+    const load = await inFlight(batches, 32, (i) => {
+      const batch: StoredEvent[] = [];
+      for (let j = 0; j < 10; j++)
+        batch.push({
+          itemId: pickItem(),
+          event: EVENTS[rng.int(EVENTS.length)],
+          timestampMs: now - Math.floor(rng.next() * 20 * 3600_000),
+          durationSeconds: 30,
+        });
+      return store.recordEvents(`user_${i % rUsers}`, batch, now);
+    });
+    const mem1 = await usedMemory();
+    out.redisUsers = rUsers;
+    out.redisLoadEventsPerSec = ((batches * 10) / load.ms) * 1000;
+    out.redisBytesPerUser = (mem1 - mem0) / rUsers;
+    rows.push(['redis: recordEvents, batches of 10', out.redisLoadEventsPerSec, 'events/s']);
+    rows.push(['redis: used_memory per user', out.redisBytesPerUser, `${rUsers} users`]);
+    const reads = args.quick ? 2000 : 10_000;
+    const seq = await inFlight(reads, 1, () => store.getUsers([`user_${rng.int(rUsers)}`], now));
+    out.redisGetUsers1P50Ms = percentile(seq.lat, 50);
+    out.redisGetUsers1P99Ms = percentile(seq.lat, 99);
+    rows.push(['redis: getUsers(1 user) p50, 1 in flight', out.redisGetUsers1P50Ms, 'ms']);
+    rows.push(['redis: getUsers(1 user) p99, 1 in flight', out.redisGetUsers1P99Ms, 'ms']);
+    const par = await inFlight(reads, 32, () => store.getUsers([`user_${rng.int(rUsers)}`], now));
+    out.redisGetUsersPerSec = (reads / par.ms) * 1000;
+    out.redisGetUsers32P99Ms = percentile(par.lat, 99);
+    rows.push(['redis: getUsers/s, 32 in flight', out.redisGetUsersPerSec, 'reads/s']);
+    rows.push(['redis: getUsers p99, 32 in flight', out.redisGetUsers32P99Ms, 'ms']);
+    const tr = await inFlight(2000, 1, () => store.trending('1h', 100, now));
+    out.redisTrending100P50Ms = percentile(tr.lat, 50);
+    rows.push(['redis: trending(1h, k=100) p50', out.redisTrending100P50Ms, 'ms']);
+  } finally {
+    await store.close();
+    if (admin) await admin.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
+    probe.disconnect();
   }
 }
 

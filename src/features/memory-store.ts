@@ -158,22 +158,34 @@ class Leaders {
   readonly vals: Float64Array;
   size = 0;
 
+  /**
+   * `pos` finds an item's place; without one (the short per-category lists) a scan of `ids`
+   * does, which also spares the shift from updating an index for every item it moves.
+   */
   constructor(
     readonly capacity: number,
-    private readonly pos: PositionIndex = new Map<number, number>(),
+    private readonly pos: PositionIndex | null = null,
   ) {
     this.ids = new Int32Array(capacity);
     this.vals = new Float64Array(capacity);
   }
 
   update(id: number, val: number): void {
-    let i = this.pos.get(id);
+    // Scores only grow, so a member always scores above the last place: an item not beating
+    // it cannot be in a full list, and need not be looked for.
+    if (this.size === this.capacity && val <= this.vals[this.capacity - 1]) return;
+    let i: number | undefined;
+    if (this.pos) i = this.pos.get(id);
+    else {
+      const k = this.ids.subarray(0, this.size).indexOf(id);
+      i = k < 0 ? undefined : k;
+    }
     if (i === undefined) {
       if (this.size < this.capacity) i = this.size++;
-      else if (val > this.vals[this.capacity - 1]) {
+      else {
         i = this.capacity - 1;
-        this.pos.delete(this.ids[i]);
-      } else return;
+        this.pos?.delete(this.ids[i]);
+      }
     }
     // First index in [0, i) whose value is below val: the item's new place.
     let lo = 0;
@@ -186,11 +198,11 @@ class Leaders {
     if (lo < i) {
       this.ids.copyWithin(lo + 1, lo, i);
       this.vals.copyWithin(lo + 1, lo, i);
-      for (let j = lo + 1; j <= i; j++) this.pos.set(this.ids[j], j);
+      if (this.pos) for (let j = lo + 1; j <= i; j++) this.pos.set(this.ids[j], j);
     }
     this.ids[lo] = id;
     this.vals[lo] = val;
-    this.pos.set(id, lo);
+    this.pos?.set(id, lo);
   }
 
   scale(f: number): void {
