@@ -79,6 +79,8 @@ async function startServer(
       '--no-fsync-feedback',
       '--log-level',
       'info',
+      // HTTP only here; bench/grpc-load.ts measures gRPC.
+      '--no-grpc',
       ...extra,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },

@@ -42,6 +42,9 @@ export async function startTestServer(extra: string[] = []): Promise<{
       'silent',
       '--seed',
       '1',
+      // These tests speak HTTP; gRPC has its own (test/grpc). Port 0 keeps servers apart.
+      '--grpc-port',
+      '0',
       ...extra,
     ],
     {},

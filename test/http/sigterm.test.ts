@@ -53,6 +53,8 @@ test('SIGTERM drains in-flight requests and exits 0', async () => {
       '--data-dir',
       mkdtempSync(join(tmpdir(), 'recserve-data-')),
       '--no-fsync-feedback',
+      '--grpc-port',
+      '0',
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
