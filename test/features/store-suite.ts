@@ -269,6 +269,23 @@ export function storeSuite(name: string, makeStore: MakeStore): void {
       await assert.rejects(store.trending('7d' as '1h', 5, now), /window/);
     });
 
+    test('trending survives weeks of clock: old scores fade, new events rank, order holds', async () => {
+      const early = T0 + 5 * HOUR;
+      const late = early + 40 * 24 * HOUR; // 960 tau of the 1 h list: its frame must move
+      await store.recordEvents(uid('weeks1'), [ev('i5001', 'purchase', early)], early);
+      await store.recordEvents(uid('weeks2'), [ev('i5002', 'view', late)], late);
+      await store.recordEvents(uid('weeks3'), [ev('i5003', 'click', late)], late);
+      const top = await store.trending('1h', 1000, late);
+      assert.deepEqual(
+        top.slice(0, 2).map((t) => t.itemId),
+        ['i5003', 'i5002'],
+      );
+      assert.ok(Math.abs(top[0].score - 2) < 1e-9, `score ${top[0].score}`);
+      for (const t of top) assert.ok(Number.isFinite(t.score) && t.score >= 0);
+      const old = top.find((t) => t.itemId === 'i5001');
+      assert.ok(old === undefined || old.score < 1e-9);
+    });
+
     test('item counters count positive interactions across users', async () => {
       const id = 'i4001';
       await store.recordEvents(uid('ic1'), [ev(id, 'view', T0), ev(id, 'skip', T0 + 5000)], T0);

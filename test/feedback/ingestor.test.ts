@@ -199,6 +199,21 @@ test('feedback invalidates the cached answer of that user only', async (t) => {
   assert.equal(await store.getCached(recsCacheKey('b', 'x')), 'B');
 });
 
+test('when the log cannot take writes the call fails with 503 and applies nothing', async (t) => {
+  const { store, ingestor } = await setup(t);
+  await ingestor.log?.close();
+  await assert.rejects(
+    batch(ingestor, 'u', [{ item_id: 'i1', event_type: 'view' }]),
+    (err: unknown) => err instanceof ApiError && err.code === 'unavailable',
+  );
+  await assert.rejects(
+    ingestor.negative('u', 'i1', 'hide'),
+    (err: unknown) => err instanceof ApiError && err.code === 'unavailable',
+  );
+  assert.deepEqual(await store.getUsers(['u'], NOW), [null]);
+  assert.equal(ingestor.stats.logFailures, 2);
+});
+
 test('a restart replays the log: same state, and retries are still duplicates', async (t) => {
   const { dir, store, ingestor } = await setup(t);
   await batch(ingestor, 'u', [
