@@ -58,9 +58,11 @@ export interface PipelineConfig {
   similarSeeds: number;
   trendingK: number;
   popularPerCategory: number;
-  /** Dynamic batcher for collaborative retrieval: wait at most this long for company. */
-  batchWindowMs: number;
-  /** ...and never put more than this many queries in one pass. */
+  /**
+   * Most queries in one collaborative retrieval pass. The batcher never waits for company:
+   * a pass starts on the next tick when none is running, and queries arriving meanwhile
+   * form the next pass (pipeline/candidates/batcher.ts). Default 64.
+   */
   maxBatch: number;
   /** Ranking (feature assembly + ONNX) worker threads. Default: min(2, cores). */
   rankerThreads: number;
@@ -90,7 +92,6 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   similarSeeds: 5,
   trendingK: 20,
   popularPerCategory: 10,
-  batchWindowMs: 1,
   maxBatch: 64,
   rankerThreads: Math.max(1, Math.min(2, availableParallelism())),
   rankerIntraOpThreads: 1,
@@ -173,7 +174,6 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
     min: 0,
     max: 1000,
   },
-  'batch-window-ms': { kind: 'num', path: ['pipeline', 'batchWindowMs'], min: 0, max: 100 },
   'max-batch': { kind: 'int', path: ['pipeline', 'maxBatch'], min: 1, max: 4096 },
   'ranker-threads': { kind: 'int', path: ['pipeline', 'rankerThreads'], min: 1, max: 64 },
   'ranker-intra-op-threads': {
