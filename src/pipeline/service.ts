@@ -38,7 +38,7 @@ import {
   type Candidate,
   type ItemFilter,
 } from './candidates/sources.js';
-import { HotAnswers } from './cache.js';
+import { HotAnswers, PRE_ENCODED_JSON } from './cache.js';
 import { coldStartPicks } from './coldstart.js';
 import { capFor, rerank, seededRng, type Reranked } from './rerank.js';
 import type { RankJob, RerankSpec } from './ranking/worker.js';
@@ -248,6 +248,8 @@ export class RecommendationPipeline implements RecommenderService {
     if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
       const raw = JSON.stringify(resp);
       await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
+      // The HTTP JSON codec can send these very bytes instead of encoding the answer again.
+      Object.defineProperty(resp, PRE_ENCODED_JSON, { value: raw, enumerable: false });
     }
     this.metrics.stageSeconds.observe({ stage: 'total' }, resp.metadata.latency_ms.total / 1000);
     return resp;
