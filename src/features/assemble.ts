@@ -11,6 +11,7 @@
 import { DEVICE_TYPES } from '../api/types.js';
 import type { ModelBundle, RankerInputSpec } from '../models/bundle.js';
 import {
+  RECENT_ITEMS,
   resolveFeature,
   type FeatureContext,
   type FeatureDef,
@@ -94,6 +95,23 @@ export function requestContext(
     throw new Error(`req.timestampMs: must be a finite number, got ${req.timestampMs}`);
   }
   const date = new Date(req.timestampMs);
+  // Recent items' unit vectors, computed once per request for the recent_sim_* features.
+  const recent = user.recentItems ?? new Int32Array(0);
+  const numItems = Math.floor(bundle.itemEmbeddings.length / dim);
+  const recentUnit = new Float32Array(Math.min(recent.length, RECENT_ITEMS) * dim);
+  let recentCount = 0;
+  for (let k = 0; k < recent.length && recentCount < RECENT_ITEMS; k++) {
+    const it = recent[k]!;
+    if (it < 0 || it >= numItems) continue;
+    let nn = 0;
+    for (let i = 0; i < dim; i++) nn += bundle.itemEmbeddings[it * dim + i]! ** 2;
+    if (nn === 0) continue;
+    const inv = 1 / Math.sqrt(nn);
+    for (let i = 0; i < dim; i++) {
+      recentUnit[recentCount * dim + i] = bundle.itemEmbeddings[it * dim + i]! * inv;
+    }
+    recentCount++;
+  }
   let userNorm = 0;
   for (let i = 0; i < dim; i++) userNorm += user.embedding[i]! * user.embedding[i]!;
   return {
@@ -106,6 +124,8 @@ export function requestContext(
     weekday: date.getUTCDay(),
     userNorm: Math.sqrt(userNorm),
     deviceIndex: req.device === undefined ? -1 : DEVICE_TYPES.indexOf(req.device),
+    recentUnit,
+    recentCount,
     item: 0,
     itemOffset: 0,
     dot: 0,
@@ -203,6 +223,9 @@ export class UserHistoryAccumulator {
   readonly itemCounts = new Map<number, number>();
   readonly creatorCounts = new Map<string, number>();
   interactionCount = 0;
+  /** Distinct recent item rows, newest last (trimmed to RECENT_ITEMS). */
+  private recent: number[] = [];
+  private recentLastMs = -Infinity;
 
   constructor(private readonly items: FeatureItems) {
     this.mass = new Float64Array(items.categoryNames.length);
@@ -238,6 +261,19 @@ export class UserHistoryAccumulator {
       this.creatorCounts.set(creator, (this.creatorCounts.get(creator) ?? 0) + 1);
     }
     this.interactionCount++;
+    // A late event only enters the recent list if it is not older than the newest one.
+    if (timestampMs >= this.recentLastMs) {
+      const at = this.recent.indexOf(item);
+      if (at >= 0) this.recent.splice(at, 1);
+      this.recent.push(item);
+      if (this.recent.length > RECENT_ITEMS) this.recent.shift();
+      this.recentLastMs = timestampMs;
+    }
+  }
+
+  /** Recent distinct item rows, newest first. */
+  recentItems(): Int32Array {
+    return Int32Array.from(this.recent).reverse();
   }
 
   /** Normalised category affinity as of the events added so far. */
@@ -255,6 +291,7 @@ export class UserHistoryAccumulator {
       itemCounts: new Map(this.itemCounts),
       creatorCounts: new Map(this.creatorCounts),
       interactionCount: this.interactionCount,
+      recentItems: this.recentItems(),
     };
   }
 }

@@ -27,7 +27,16 @@ export interface UserFeatureView {
   creatorCounts: Map<string, number>;
   /** Total past interactions of the user. */
   interactionCount: number;
+  /**
+   * The user's most recent distinct item rows, newest first (up to RECENT_ITEMS). Optional
+   * for callers, but the recent_sim_* features read 0 without it, so a server that serves a
+   * model using them must fill it (UserHistoryAccumulator does).
+   */
+  recentItems?: Int32Array;
 }
+
+/** How many recent items the history keeps and recent_sim_* features look at. */
+export const RECENT_ITEMS = 10;
 
 /** Per-request context features. */
 export interface RequestFeatures {
@@ -58,6 +67,9 @@ export interface FeatureContext {
   weekday: number;
   userNorm: number;
   deviceIndex: number;
+  /** Unit-normalised embeddings of user.recentItems ([recentCount × dim]), once per request. */
+  recentUnit: Float32Array;
+  recentCount: number;
   /** Candidate item row. */
   item: number;
   /** Offset of the item's embedding in itemEmbeddings (item * dim). */
@@ -133,6 +145,23 @@ function userCreatorPrev(ctx: FeatureContext): number {
 
 const TWO_PI = 2 * Math.PI;
 
+/** Cosine of the candidate with each recent item, reduced by `mode`. */
+function recentSim(ctx: FeatureContext, mode: 'max' | 'mean'): number {
+  if (ctx.recentCount === 0 || ctx.itemNorm === 0) return 0;
+  const { dim, itemOffset, itemEmbeddings: e, recentUnit } = ctx;
+  let best = -1;
+  let sum = 0;
+  for (let r = 0; r < ctx.recentCount; r++) {
+    const o = r * dim;
+    let s = 0;
+    for (let i = 0; i < dim; i++) s += recentUnit[o + i]! * e[itemOffset + i]!;
+    s /= ctx.itemNorm;
+    sum += s;
+    if (s > best) best = s;
+  }
+  return mode === 'max' ? best : sum / ctx.recentCount;
+}
+
 const BASE: FeatureDef[] = [
   {
     name: 'user_emb',
@@ -203,6 +232,16 @@ const BASE: FeatureDef[] = [
     'user_creator_prev',
     "log(1 + number of past user interactions with this item's creator)",
     userCreatorPrev,
+  ),
+  scalar(
+    'recent_sim_max',
+    `largest cosine between the item and the user's last ${RECENT_ITEMS} items (0 without history)`,
+    (ctx) => recentSim(ctx, 'max'),
+  ),
+  scalar(
+    'recent_sim_mean',
+    `mean cosine between the item and the user's last ${RECENT_ITEMS} items (0 without history)`,
+    (ctx) => recentSim(ctx, 'mean'),
   ),
   scalar('user_log_interactions', 'log(1 + total past interactions of the user)', (ctx) =>
     Math.log1p(Math.max(0, ctx.user.interactionCount)),

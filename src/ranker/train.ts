@@ -7,13 +7,18 @@
 //   ranker must predict. History features (category affinity, per-item and per-creator
 //   counts) are folded from the earlier events only (UserHistoryAccumulator), so no example
 //   sees its own future.
-// - The user embedding for an example is, by default, folded in from that same history
-//   (implicit-ALS fold-in with alpha/lambda calibrated to reproduce the trained user
-//   vectors). Using the trained vectors instead would leak: they were fitted to the very
-//   events used as positives, so the ranker would learn to trust the ALS score far more
-//   than it deserves on genuinely unseen items.
-// - Negatives per positive: hard ones from the user's own ALS top-k that they never touched
-//   (what the ranker must demote at serve time), popularity-sampled ones, and uniform ones.
+// - The embeddings and popularity examples see are, by default, re-fitted on history only:
+//   a couple of implicit-ALS sweeps over each user's pre-cut events, warm-started from the
+//   trained embeddings, with alpha/lambda calibrated to reproduce the trained user vectors.
+//   The trained vectors themselves were fitted to the very events used as positives, so
+//   examples built on them teach the ranker to trust the ALS score far more than it
+//   deserves on items the user has not touched yet (measured on MovieLens: the ranker then
+//   loses to ALS alone).
+// - Each example list is what the server would rank at that moment: the user's ALS top-k
+//   (hard negatives: retrieved but not taken), the most popular unseen items, a few uniform
+//   ones; label = the user went on to interact. Positives drawn from outside the retrieved
+//   set would teach "high ALS score means negative", since hard negatives out-score typical
+//   positives by construction.
 // - Features come from features/assemble.ts, the function the server runs per request.
 // - Cleaning follows the design seed's clean_training_data: users with >100 events in a
 //   minute (bots) or >10,000 events (outliers) do not make examples.
@@ -25,7 +30,8 @@ import {
   type AssembleBundle,
 } from '../features/assemble.js';
 import type { ItemCatalog, RankerInputSpec } from '../models/bundle.js';
-import { foldIn, gram } from './linalg.js';
+import { computeWeights } from '../training/weights.js';
+import { foldInCG, gram } from './linalg.js';
 import { Adam, DeepWideModel, rng, sigmoid } from './mlp.js';
 import { DEFAULT_NAMES, exportDeepWide } from './onnx.js';
 
@@ -38,6 +44,12 @@ export interface RankerTrainingInput {
   userIds: string[];
   /** Training split only. */
   train: InteractionLog;
+  /**
+   * Per-event confidence weights the embeddings were trained with (training/weights
+   * computeWeights with the same options). Default: computeWeights(train) with its defaults,
+   * which is wrong for data trained without time decay (e.g. MovieLens): pass them.
+   */
+  weights?: Float32Array;
   seed?: number;
 }
 
@@ -65,10 +77,10 @@ export interface TrainRankerOptions {
   /** Uniformly drawn items added to each example list. Default 20. */
   randomCandidates?: number;
   /**
-   * Embeddings examples are built from: 'refit' (default: ALS re-fitted on history only),
-   * 'foldin' (users folded in from history, items as trained) or 'trained' (as given; leaks).
+   * Embeddings examples are built from: 'refit' (default: ALS re-fitted on history only,
+   * see the file comment) or 'trained' (as given: faster, but they leak the targets).
    */
-  userEmbedding?: 'refit' | 'foldin' | 'trained';
+  userEmbedding?: 'refit' | 'trained';
   /** ALS sweeps of the 'refit' mode. Default 2. */
   refitIterations?: number;
   /** Mini-batch size. Default 256. */
@@ -262,27 +274,35 @@ function ndcgAt(scores: ArrayLike<number>, labels: ArrayLike<number>, k: number)
   return ideal > 0 ? dcg / ideal : 0;
 }
 
-/** Finds fold-in alpha/lambda that best reproduce the trained user vectors. */
+/**
+ * Finds the implicit-ALS alpha/lambda that best reproduce the trained user vectors from the
+ * users' events (so the history-only refit solves the same problem the trainer of the
+ * embeddings solved, whatever its settings were).
+ */
 function calibrateFoldIn(
   input: RankerTrainingInput,
+  weights: Float32Array,
   users: UserEvents[],
   yty: Float64Array,
   rand: () => number,
 ): { alpha: number; lambda: number; relError: number } {
   const { dim, itemEmbeddings, userEmbeddings, train } = input;
   const sample: UserEvents[] = [];
-  for (let i = 0; i < 40 && users.length > 0; i++)
+  for (let i = 0; i < 30 && users.length > 0; i++) {
     sample.push(users[Math.floor(rand() * users.length)]!);
+  }
   let best = { alpha: 1, lambda: 1, relError: Infinity };
   const out = new Float32Array(dim);
-  for (const alpha of [1, 4, 10, 40]) {
+  const steps = Math.min(dim, 25);
+  for (const alpha of [0.5, 1, 4, 10, 40]) {
     for (const lambda of [0.01, 0.1, 1, 10, 100]) {
       let err = 0;
       let norm = 0;
       for (const u of sample) {
-        const items = Array.from(u.events, (e) => train.item[e]!);
-        const weights = Array.from(u.events, (e) => train.weight[e]!);
-        foldIn(itemEmbeddings, dim, yty, items, weights, alpha, lambda, out);
+        const items = Int32Array.from(u.events, (e) => train.item[e]!);
+        const w = Float32Array.from(u.events, (e) => weights[e]!);
+        out.fill(0);
+        foldInCG(itemEmbeddings, dim, yty, items, w, alpha, lambda, out, steps);
         for (let i = 0; i < dim; i++) {
           const t = userEmbeddings[u.user * dim + i]!;
           err += (out[i]! - t) ** 2;
@@ -310,6 +330,7 @@ function targetCount(n: number): number {
  */
 function refitOnHistory(
   input: RankerTrainingInput,
+  weights: Float32Array,
   grouped: UserEvents[],
   alpha: number,
   lambda: number,
@@ -329,7 +350,7 @@ function refitOnHistory(
     userHist.push({
       user,
       items: Int32Array.from(hist, (e) => train.item[e]!),
-      w: Float32Array.from(hist, (e) => train.weight[e]!),
+      w: Float32Array.from(hist, (e) => weights[e]!),
     });
     for (const e of hist) itemCount[train.item[e]! + 1]!++;
   }
@@ -348,19 +369,30 @@ function refitOnHistory(
       itemW[at] = h.w[k]!;
     }
   }
-  const out = new Float32Array(dim);
   for (let it = 0; it < iters; it++) {
+    // Users get more CG steps: their rows move most (their targets just left the data).
     let g = gram(itemEmb, dim);
     for (const h of userHist) {
-      foldIn(itemEmb, dim, g, h.items, h.w, alpha, lambda, out);
-      userEmb.set(out, h.user * dim);
+      const row = userEmb.subarray(h.user * dim, (h.user + 1) * dim);
+      foldInCG(itemEmb, dim, g, h.items, h.w, alpha, lambda, row, 6);
     }
     g = gram(userEmb, dim);
     for (let i = 0; i < numItems; i++) {
       const a = itemCount[i]!;
       const b = itemCount[i + 1]!;
-      foldIn(userEmb, dim, g, itemUsers.subarray(a, b), itemW.subarray(a, b), alpha, lambda, out);
-      itemEmb.set(out, i * dim);
+      const row = itemEmb.subarray(i * dim, (i + 1) * dim);
+      if (a === b) continue; // no history: keep the trained (e.g. content) vector
+      foldInCG(
+        userEmb,
+        dim,
+        g,
+        itemUsers.subarray(a, b),
+        itemW.subarray(a, b),
+        alpha,
+        lambda,
+        row,
+        3,
+      );
     }
   }
   return { userEmb, itemEmb, popularity };
@@ -446,23 +478,36 @@ export async function trainRanker(
     throw new Error('trainRanker train: fewer than 2 users with ≥ 3 events; nothing to learn from');
 
   const mode = opts.userEmbedding ?? 'refit';
-  const useFoldIn = mode !== 'trained';
-  const yty0 = useFoldIn ? gram(itemEmbeddings, dim) : new Float64Array(0);
-  const calib = useFoldIn
-    ? calibrateFoldIn(input, users, yty0, rand)
-    : { alpha: 0, lambda: 0, relError: 0 };
+  // Confidence weights as the embeddings' trainer saw them (the log's weight column is NaN
+  // where the loader left it to training/weights).
+  const weights = input.weights ?? computeWeights(train);
+  if (weights.length < train.length) {
+    throw new Error(
+      `trainRanker weights: length ${weights.length} is less than train.length ${train.length}`,
+    );
+  }
+  const calib =
+    mode === 'refit'
+      ? calibrateFoldIn(input, weights, users, gram(itemEmbeddings, dim), rand)
+      : { alpha: 0, lambda: 0, relError: 0 };
   // Embeddings, popularity and the bundle view that examples are built from (see refit).
   let exItemEmb = itemEmbeddings;
   let exUserEmb = userEmbeddings;
   let exItems: ItemCatalog = items;
   if (mode === 'refit') {
-    const r = refitOnHistory(input, grouped, calib.alpha, calib.lambda, opts.refitIterations ?? 2);
+    const r = refitOnHistory(
+      input,
+      weights,
+      grouped,
+      calib.alpha,
+      calib.lambda,
+      opts.refitIterations ?? 2,
+    );
     exItemEmb = r.itemEmb;
     exUserEmb = r.userEmb;
     exItems = { ...items, popularity: r.popularity };
     pop = r.popularity;
   }
-  const yty = mode === 'foldin' ? yty0 : new Float64Array(0);
   // Items by descending popularity (as the examples see it), for the popular candidates.
   const popOrder = Int32Array.from({ length: numItems }, (_, i) => i).sort(
     (x, y) => pop[y]! - pop[x]! || x - y,
@@ -490,23 +535,7 @@ export async function trainRanker(
     for (let i = 0; i < cut; i++)
       history.add(train.item[events[i]!]!, train.timestamp[events[i]!]!);
     const reqMs = train.timestamp[events[cut]!]!;
-    let emb: Float32Array;
-    if (mode === 'foldin') {
-      emb = new Float32Array(dim);
-      const hist = events.subarray(0, cut);
-      foldIn(
-        itemEmbeddings,
-        dim,
-        yty,
-        Array.from(hist, (e) => train.item[e]!),
-        Array.from(hist, (e) => train.weight[e]!),
-        calib.alpha,
-        calib.lambda,
-        emb,
-      );
-    } else {
-      emb = exUserEmb.subarray(user * dim, (user + 1) * dim);
-    }
+    const emb = exUserEmb.subarray(user * dim, (user + 1) * dim);
     const view = history.view(emb);
     const positives = [...new Set(Array.from(events.subarray(cut), (e) => train.item[e]!))];
     scoreAll(emb, exItemEmb, dim, scores);
