@@ -32,6 +32,7 @@ import type { Metrics } from '../observability/metrics.js';
 import {
   collaborative,
   merge,
+  passes,
   popularInCategories,
   similarToRecent,
   trending,
@@ -228,7 +229,13 @@ export class RecommendationPipeline implements RecommenderService {
     const interactions = state?.interactionCount ?? 0;
     const cold = u.trainedRow === undefined && interactions < this.cfg.coldStartThreshold;
     let resp: RecommendationResponse;
-    if (cold) {
+    const resume =
+      req.request_type === 'continue_watching'
+        ? this.continueWatching(m, req, u, filter, n, featureFetch, t0)
+        : null;
+    if (resume) {
+      resp = resume;
+    } else if (cold) {
       resp = await this.coldStart(m, u, filter, n, catCap, featureFetch, t0, startedMs);
     } else {
       resp = await this.warmPath(
@@ -290,12 +297,25 @@ export class RecommendationPipeline implements RecommenderService {
     }
     const prefs = filter.categories ? [...filter.categories] : preferredCategories(m, u.state, 3);
     const nowMs = Date.now();
+    // request_type "similar" (more like what the user just engaged with) draws from the
+    // user's recent items only, deeper per item; without recent items it is a home feed.
+    const onlySimilar = req.request_type === 'similar' && u.recentRows.length > 0;
     const [collab, similar, trend] = await Promise.all([
-      allow && allow.length === 0 ? [] : collaborative(m, u, cfg.collaborativeK, allow),
-      similarToRecent(m, u, cfg.similarSeeds, cfg.similarPerItem, cfg.efSearch),
-      trending(m, this.store, cfg.trendingK, nowMs),
+      onlySimilar || (allow && allow.length === 0)
+        ? []
+        : collaborative(m, u, cfg.collaborativeK, allow),
+      similarToRecent(
+        m,
+        u,
+        cfg.similarSeeds,
+        onlySimilar
+          ? Math.max(cfg.similarPerItem, Math.ceil((3 * n) / cfg.similarSeeds))
+          : cfg.similarPerItem,
+        cfg.efSearch,
+      ),
+      onlySimilar ? [] : trending(m, this.store, cfg.trendingK, nowMs),
     ]);
-    const popular = popularInCategories(m, prefs, cfg.popularPerCategory);
+    const popular = onlySimilar ? [] : popularInCategories(m, prefs, cfg.popularPerCategory);
     const retrieval_sources: Record<string, number> = {
       collaborative: collab.length,
       similar_to_recent: similar.length,
@@ -471,6 +491,51 @@ export class RecommendationPipeline implements RecommenderService {
       out[i] = (dot / (qn * (m.itemNorms[r]! || 1)) + 1) / 2;
     }
     return out;
+  }
+
+  /**
+   * request_type "continue_watching": the user's own recent items, newest first (seen items
+   * are the point here, so only blocked/excluded/filtered ones are dropped). Null when the
+   * user has none, and the request is served as a home feed.
+   */
+  private continueWatching(
+    m: ServingModel,
+    req: RecommendationRequest,
+    u: UserContext,
+    filter: ItemFilter,
+    n: number,
+    featureFetch: number,
+    t0: bigint,
+  ): RecommendationResponse | null {
+    if (!u.state || u.recentRows.length === 0) return null;
+    const drop = new Set<number>();
+    const add = (id: string) => {
+      const r = m.bundle.items.index.get(id);
+      if (r !== undefined) drop.add(r);
+    };
+    for (const id of u.state.blocked) add(id);
+    for (const id of req.exclude_items ?? []) add(id);
+    const rows = u.recentRows.filter((r) => !drop.has(r) && passes(m, r, filter)).slice(0, n);
+    if (rows.length === 0) return null;
+    const items = m.bundle.items;
+    return {
+      request_id: newRequestId(),
+      recommendations: rows.map((row, i) => ({
+        item_id: items.ids[row]!,
+        score: Math.round((1 - i / rows.length) * 1e6) / 1e6,
+        rank: i + 1,
+        explanation: { reason: 'similar_to_recent', source_items: [items.ids[row]!] },
+        metadata: { ...itemMetadata(m, row), continue_watching: true },
+      })),
+      metadata: {
+        model_version: m.version,
+        experiment_id: null,
+        variant: null,
+        retrieval_sources: { recent: rows.length },
+        latency_ms: { total: ms(t0), retrieval: 0, ranking: 0, feature_fetch: featureFetch },
+        cold_start: false,
+      },
+    };
   }
 
   private async coldStart(

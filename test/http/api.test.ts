@@ -192,6 +192,54 @@ describe('POST /v1/recommendations', () => {
     for (const x of sim.json.similar_items) assert.notEqual(x.item_id, ids[3]);
   });
 
+  test('request_type continue_watching and similar follow the user’s recent items', async () => {
+    const b = server.registry.current()!.bundle;
+    const user = 'fresh-viewer';
+    const watched = [b.items.ids[20]!, b.items.ids[21]!, b.items.ids[22]!];
+    const now = Date.now();
+    await post(base, '/v1/feedback', {
+      user_id: user,
+      events: watched.map((item_id, i) => ({
+        item_id,
+        event_type: 'view',
+        timestamp: new Date(now - (3 - i) * 1000).toISOString(),
+      })),
+    });
+    const cw = await post(base, '/v1/recommendations', {
+      user_id: user,
+      request_type: 'continue_watching',
+      num_items: 5,
+      exclude_items: [watched[0]],
+    });
+    assert.equal(cw.status, 200);
+    assert.deepEqual(
+      cw.json.recommendations.map((x: { item_id: string }) => x.item_id),
+      [watched[2], watched[1]],
+    );
+    await post(base, '/v1/feedback', {
+      user_id: b.userIds[2]!,
+      events: [{ item_id: watched[1], event_type: 'like' }],
+    });
+    const sim = await post(base, '/v1/recommendations', {
+      user_id: b.userIds[2]!,
+      request_type: 'similar',
+      num_items: 5,
+    });
+    assert.equal(sim.status, 200);
+    assert.deepEqual(
+      Object.keys(sim.json.metadata.retrieval_sources).filter(
+        (k) => sim.json.metadata.retrieval_sources[k] > 0,
+      ),
+      ['similar_to_recent'],
+    );
+    for (const x of sim.json.recommendations) {
+      assert.ok(['similar_to_recent', 'exploration'].includes(x.explanation.reason));
+    }
+    const home = await post(base, '/v1/recommendations', { user_id: user, num_items: 5 });
+    assert.equal(home.json.metadata.cold_start, true);
+    for (const x of home.json.recommendations) assert.ok(!watched.includes(x.item_id));
+  });
+
   test('a repeated feedback event is reported as a duplicate', async () => {
     const item = server.registry.current()!.bundle.items.ids[5]!;
     const body = {
