@@ -66,6 +66,7 @@ const ALS_GRID = {
   alpha: [0.5, 1, 3, 10, 30],
   regularization: [0.1, 1, 10, 30, 100],
   factors: [32, 64, 128],
+  iterations: [5, 10, 20],
 };
 
 /** Coordinate search: tune one parameter at a time, keeping the best of each so far. */
@@ -102,7 +103,7 @@ function tuneAls(
     return r.ndcg10;
   };
   bestScore = score(best);
-  for (const key of ['alpha', 'regularization', 'factors'] as const) {
+  for (const key of ['alpha', 'regularization', 'factors', 'iterations'] as const) {
     for (const v of ALS_GRID[key]) {
       const o = { ...best, [key]: v };
       const s = score(o);
