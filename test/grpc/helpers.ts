@@ -35,8 +35,20 @@ export class ScriptedService implements RecommenderService {
     if (this.behaviour) await this.behaviour(method, opts);
   }
 
+  /** When set, recommend() answers it as a cache hit would: the same item list every time. */
+  cachedAnswer: RecommendationResponse | undefined;
+
   async recommend(req: RecommendationRequest, opts?: CallOptions): Promise<RecommendationResponse> {
     await this.enter('recommend', req, opts);
+    const c = this.cachedAnswer;
+    if (c) {
+      const latency = { total: Math.random(), retrieval: 0, ranking: 0, feature_fetch: 0 };
+      return {
+        request_id: `req_${this.calls.length}`,
+        recommendations: c.recommendations,
+        metadata: { ...c.metadata, cache_hit: true, latency_ms: latency },
+      };
+    }
     return {
       request_id: 'req_1',
       recommendations: Array.from({ length: req.num_items ?? 20 }, (_, i) => ({
@@ -168,6 +180,22 @@ export function reflect(
     });
     stream.write(request);
   });
+}
+
+/** Health is copied from readiness by a poll (GrpcServerOptions.healthPollMs): wait for it. */
+export async function waitForHealth(
+  address: string,
+  service: string,
+  want: string,
+  timeoutMs = 2000,
+): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  let got = await healthCheck(address, service);
+  while (got !== want && Date.now() < end) {
+    await sleep(25);
+    got = await healthCheck(address, service);
+  }
+  return got;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -12,7 +12,7 @@ import type { RunningServer } from '../../src/cli/serve.js';
 import { RecommendationClient, RecserveError } from '../../src/sdk/index.js';
 import type { RecommendationResponse, SimilarResponse } from '../../src/api/types.js';
 import { startTestServer } from '../http/harness.js';
-import { healthCheck } from './helpers.js';
+import { healthCheck, waitForHealth } from './helpers.js';
 
 let server: RunningServer;
 let base: string;
@@ -94,7 +94,7 @@ async function errorOf(p: Promise<unknown>): Promise<RecserveError> {
 describe('parity over HTTP JSON, HTTP FlatBuffers and gRPC', () => {
   test('health and readiness agree', async () => {
     assert.equal((await fetch(base + '/readyz')).status, 200);
-    assert.equal(await healthCheck(address, ''), 'SERVING');
+    assert.equal(await waitForHealth(address, '', 'SERVING'), 'SERVING');
     assert.equal(await healthCheck(address, 'recserve.v1.RecommendationService'), 'SERVING');
   });
 

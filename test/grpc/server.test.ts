@@ -10,7 +10,7 @@ import { startGrpcServer, type GrpcServerHandle } from '../../src/transport/grpc
 import { RecserveGrpcClient } from '../../src/transport/grpc/client.js';
 import { ERROR_CODE_KEY, ERROR_FIELD_KEY } from '../../src/transport/grpc/status.js';
 import { serviceClientConstructor } from '../../src/transport/grpc/proto.js';
-import { ScriptedService, healthCheck, reflect, sleep } from './helpers.js';
+import { ScriptedService, healthCheck, reflect, sleep, waitForHealth } from './helpers.js';
 
 const svc = new ScriptedService();
 let server: GrpcServerHandle;
@@ -94,6 +94,24 @@ test('unary RPCs carry the JSON contract both ways', async () => {
     feedback_type: 'hide',
   });
   assert.deepEqual(neg, { status: 'accepted', action_taken: 'item_blocked' });
+});
+
+test('a cached answer (its item list encoded once, then reused) decodes like a fresh one', async () => {
+  svc.behaviour = undefined;
+  const fresh = await client.getRecommendations({ user_id: 'u', num_items: 4 });
+  svc.cachedAnswer = await svc.recommend({ user_id: 'u', num_items: 4 });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const hit = await client.getRecommendations({ user_id: 'u', num_items: 4 });
+      assert.deepEqual(hit.recommendations, fresh.recommendations);
+      assert.equal(hit.metadata.cache_hit, true);
+      assert.equal(hit.request_id, `req_${svc.calls.length}`);
+      assert.equal(hit.metadata.variant, 'control');
+      assert.equal(hit.metadata.experiment_id, null);
+    }
+  } finally {
+    svc.cachedAnswer = undefined;
+  }
 });
 
 test('bad input is INVALID_ARGUMENT naming the field, as over HTTP', async () => {
@@ -193,11 +211,9 @@ test('health follows readiness; reflection lists the services', async () => {
   assert.equal(await healthCheck(server.address, ''), 'SERVING');
   assert.equal(await healthCheck(server.address, 'recserve.v1.RecommendationService'), 'SERVING');
   svc.isReady = false;
-  await sleep(80);
-  assert.equal(await healthCheck(server.address, ''), 'NOT_SERVING');
+  assert.equal(await waitForHealth(server.address, '', 'NOT_SERVING'), 'NOT_SERVING');
   svc.isReady = true;
-  await sleep(80);
-  assert.equal(await healthCheck(server.address, ''), 'SERVING');
+  assert.equal(await waitForHealth(server.address, '', 'SERVING'), 'SERVING');
 
   const list = await reflect(server.address, { list_services: '' });
   const names = (list.list_services_response as { service: { name: string }[] }).service.map(

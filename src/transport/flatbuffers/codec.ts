@@ -27,11 +27,23 @@ function bad(path: string, message: string): ApiError {
   return ApiError.invalid(path, message);
 }
 
+// Builder.createString allocates a fresh Uint8Array per string (TextEncoder.encode); encoding
+// into one scratch buffer and handing the builder a view of it halves the cost of a
+// response, which is mostly short strings.
+const encoder = new TextEncoder();
+const scratch = new Uint8Array(16 * 1024);
+
+function putString(b: Builder, s: string): number {
+  if (s.length * 3 > scratch.length) return b.createString(s);
+  const { written } = encoder.encodeInto(s, scratch);
+  return b.createString(scratch.subarray(0, written));
+}
+
 function encodeStrings(b: Builder, v: unknown, path: string): number {
   if (!Array.isArray(v)) throw bad(path, 'must be an array');
   const offs = v.map((s, i) => {
     if (typeof s !== 'string') throw bad(`${path}[${i}]`, 'must be a string');
-    return b.createString(s);
+    return putString(b, s);
   });
   return offsetVector(b, offs);
 }
@@ -61,42 +73,59 @@ function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Field names of each table, for collecting a `rest` map's keys (built once per table). */
+const knownNames = new WeakMap<TableDesc, Set<string>>();
+function namesOf(desc: TableDesc): Set<string> {
+  let s = knownNames.get(desc);
+  if (!s) knownNames.set(desc, (s = new Set(desc.fields.map((f) => f.name))));
+  return s;
+}
+
+// Paths ("recommendations[3].metadata.title") are only built when a value is refused: on
+// the hot path (encoding a server response) no string is made that is not written.
+const at = (path: string, name: string): string => (path ? `${path}.${name}` : name);
+
 function encodeTable(b: Builder, desc: TableDesc, obj: unknown, path: string): number {
   if (!isObj(obj)) throw bad(path || 'body', 'must be an object');
   const fields = desc.fields;
   // Children first: FlatBuffers builds back to front, so no table may be open meanwhile.
-  const offs = new Array<number>(fields.length).fill(0);
+  const offs: number[] = [];
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i]!;
     const v = obj[f.name];
-    const p = path ? `${path}.${f.name}` : f.name;
     const ty = f.type;
-    if (typeof ty === 'object' && 'map' in ty && f.rest) {
-      const known = new Set(fields.map((x) => x.name));
-      const entries = Object.entries(obj).filter(([k, x]) => !known.has(k) && x !== undefined);
+    let off = 0;
+    if (f.rest) {
+      const known = namesOf(desc);
+      const entries: [string, unknown][] = [];
+      for (const k in obj) {
+        if (!known.has(k) && obj[k] !== undefined) entries.push([k, obj[k]]);
+      }
       if (isObj(v)) entries.push(...Object.entries(v));
-      if (entries.length > 0) offs[i] = encodeMap(b, entries, ty.map, p);
-      continue;
-    }
-    if (v === undefined || v === null) continue;
-    if (ty === 'string') {
-      if (typeof v !== 'string') throw bad(p, 'must be a string');
-      offs[i] = b.createString(v);
-    } else if (ty === 'strings') {
-      offs[i] = encodeStrings(b, v, p);
-    } else if (typeof ty === 'object') {
-      if ('table' in ty) offs[i] = encodeTable(b, ty.table, v, p);
-      else if ('tables' in ty) {
-        if (!Array.isArray(v)) throw bad(p, 'must be an array');
-        offs[i] = offsetVector(
-          b,
-          v.map((x, j) => encodeTable(b, ty.tables, x, `${p}[${j}]`)),
-        );
-      } else {
-        if (!isObj(v)) throw bad(p, 'must be an object');
-        offs[i] = encodeMap(b, Object.entries(v), ty.map, p);
+      if (entries.length > 0)
+        off = encodeMap(b, entries, (ty as { map: 'string' }).map, at(path, f.name));
+    } else if (v !== undefined && v !== null) {
+      if (ty === 'string') {
+        if (typeof v !== 'string') throw bad(at(path, f.name), 'must be a string');
+        off = putString(b, v);
+      } else if (ty === 'strings') {
+        off = encodeStrings(b, v, at(path, f.name));
+      } else if (typeof ty === 'object') {
+        if ('table' in ty) off = encodeTable(b, ty.table, v, at(path, f.name));
+        else if ('tables' in ty) {
+          if (!Array.isArray(v)) throw bad(at(path, f.name), 'must be an array');
+          const list = new Array<number>(v.length);
+          for (let j = 0; j < v.length; j++) {
+            list[j] = encodeTable(b, ty.tables, v[j], `${at(path, f.name)}[${j}]`);
+          }
+          off = offsetVector(b, list);
+        } else {
+          if (!isObj(v)) throw bad(at(path, f.name), 'must be an object');
+          off = encodeMap(b, Object.entries(v), ty.map, at(path, f.name));
+        }
       }
     }
+    offs.push(off);
   }
   b.startObject(fields.length);
   for (let i = 0; i < fields.length; i++) {
@@ -107,19 +136,18 @@ function encodeTable(b: Builder, desc: TableDesc, obj: unknown, path: string): n
     }
     const v = obj[f.name];
     if (v === undefined || v === null) continue;
-    const p = path ? `${path}.${f.name}` : f.name;
     // `= null` scalars are always written when present; others skip their default (0).
     const dflt = f.optional ? null : 0;
     if (f.type === 'int') {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) {
-        throw bad(p, 'must be an integer');
+        throw bad(at(path, f.name), 'must be an integer');
       }
       b.addFieldInt32(i, v, dflt);
     } else if (f.type === 'double') {
-      if (typeof v !== 'number') throw bad(p, 'must be a number');
+      if (typeof v !== 'number') throw bad(at(path, f.name), 'must be a number');
       b.addFieldFloat64(i, v, dflt);
     } else if (f.type === 'bool') {
-      if (typeof v !== 'boolean') throw bad(p, 'must be a boolean');
+      if (typeof v !== 'boolean') throw bad(at(path, f.name), 'must be a boolean');
       b.addFieldInt8(i, v ? 1 : 0, dflt);
     }
   }

@@ -19,7 +19,7 @@ import {
   recommendationResponseFromWire,
   similarResponseFromWire,
 } from './convert.js';
-import { serviceClientConstructor } from './proto.js';
+import { serviceClientConstructor, serviceDefinition } from './proto.js';
 import { fromServiceError } from './status.js';
 
 export interface GrpcClientOptions {
@@ -124,6 +124,30 @@ export class RecserveGrpcClient {
     } finally {
       s.signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * A unary call whose response is NOT decoded: the raw protobuf bytes. For load generators,
+   * which (like autocannon on HTTP) should spend their CPU sending, not parsing, so that the
+   * numbers measure the server.
+   */
+  unaryBytes(
+    method: 'GetRecommendations' | 'GetSimilarItems',
+    req: RecommendationRequest | SimilarRequest,
+    s: GrpcCallSettings = {},
+  ): Promise<Buffer> {
+    const def = serviceDefinition()[method]!;
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest<unknown, Buffer>(
+        def.path,
+        def.requestSerialize,
+        (b: Buffer) => b,
+        req,
+        new grpc.Metadata(),
+        this.callOptions(s),
+        (err, res) => (err ? reject(fromServiceError(err)) : resolve(res!)),
+      );
+    });
   }
 
   close(): void {

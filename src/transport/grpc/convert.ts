@@ -34,7 +34,8 @@ function metadataToWire(m: Recommendation['metadata'] | undefined): Obj {
   return out;
 }
 
-export function recommendationResponseToWire(r: RecommendationResponse): Obj {
+/** The response without its item list: request id and metadata. */
+export function recommendationHeadToWire(r: RecommendationResponse): Obj {
   const md = r.metadata;
   const wireMd: Obj = {
     model_version: md.model_version,
@@ -46,17 +47,23 @@ export function recommendationResponseToWire(r: RecommendationResponse): Obj {
   if (md.cold_start !== undefined) wireMd.cold_start = md.cold_start;
   if (md.cache_hit !== undefined) wireMd.cache_hit = md.cache_hit;
   if (md.ranking_fallback !== undefined) wireMd.ranking_fallback = md.ranking_fallback;
-  return {
-    request_id: r.request_id,
-    recommendations: r.recommendations.map((x) => ({
-      item_id: x.item_id,
-      score: x.score,
-      rank: x.rank,
-      explanation: x.explanation,
-      metadata: metadataToWire(x.metadata),
-    })),
-    metadata: wireMd,
-  };
+  return { request_id: r.request_id, metadata: wireMd };
+}
+
+export function recommendationsToWire(recs: Recommendation[]): Obj[] {
+  return recs.map((x) => ({
+    item_id: x.item_id,
+    score: x.score,
+    rank: x.rank,
+    explanation: x.explanation,
+    metadata: metadataToWire(x.metadata),
+  }));
+}
+
+export function recommendationResponseToWire(r: RecommendationResponse): Obj {
+  const head = recommendationHeadToWire(r);
+  head.recommendations = recommendationsToWire(r.recommendations);
+  return head;
 }
 
 // Similar, feedback and negative-feedback responses already have the proto's shape.

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import type { RecommendationResponse } from '../../api/types.js';
 import { projectRoot } from '../../retrieval/native.js';
+import { recommendationHeadToWire, recommendationsToWire } from './convert.js';
 
 export const SERVICE_NAME = 'recserve.v1.RecommendationService';
 export const PROTO_FILE = 'recserve/v1/recommendation.proto';
@@ -48,6 +50,33 @@ export function packageDefinition(): protoLoader.PackageDefinition {
 
 export function serviceDefinition(): grpc.ServiceDefinition {
   return packageDefinition()[SERVICE_NAME] as grpc.ServiceDefinition;
+}
+
+/**
+ * The definition the SERVER registers: as serviceDefinition(), except that
+ * GetRecommendations serializes the JSON contract's response itself, in two parts: the item
+ * list and the rest. Protobuf allows a message's fields to arrive in any order and
+ * concatenated encodings to merge, so `head ++ items` is one valid message. A cache hit
+ * shares its item list (the same array) with every other hit on that entry
+ * (pipeline/cache.ts), so the list is encoded once per cache entry and only the small head
+ * per request; this is most of a cached call's serialization cost.
+ */
+export function serverServiceDefinition(): grpc.ServiceDefinition {
+  const base = serviceDefinition();
+  const m = base.GetRecommendations!;
+  const serialize = m.responseSerialize as (v: unknown) => Buffer;
+  const encodedItems = new WeakMap<object, Buffer>();
+  const responseSerialize = (res: RecommendationResponse): Buffer => {
+    const head = serialize(recommendationHeadToWire(res));
+    let items = encodedItems.get(res.recommendations);
+    if (!items) {
+      items = serialize({ recommendations: recommendationsToWire(res.recommendations) });
+      // Only a cached answer's list comes back; a fresh list is encoded once and dropped.
+      if (res.metadata.cache_hit) encodedItems.set(res.recommendations, items);
+    }
+    return Buffer.concat([head, items], head.length + items.length);
+  };
+  return { ...base, GetRecommendations: { ...m, responseSerialize } };
 }
 
 /** The generated client constructor for RecommendationService. */

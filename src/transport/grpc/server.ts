@@ -27,8 +27,8 @@ import {
   validateSimilarRequest,
 } from '../../api/validate.js';
 import { logger, type Logger } from '../../observability/logger.js';
-import { recommendationResponseToWire, similarResponseToWire } from './convert.js';
-import { packageDefinition, serviceDefinition, SERVICE_NAME } from './proto.js';
+import { similarResponseToWire } from './convert.js';
+import { packageDefinition, serverServiceDefinition, SERVICE_NAME } from './proto.js';
 import { toStatus } from './status.js';
 
 export interface GrpcServerOptions {
@@ -221,7 +221,8 @@ export async function startGrpcServer(
       'GetRecommendations',
       validateRecommendationRequest,
       (r, o) => service.recommend(r, o),
-      recommendationResponseToWire,
+      // Encoded by serverServiceDefinition's serializer, straight from the contract's object.
+      (r) => r,
     ),
     GetSimilarItems: unary(
       'GetSimilarItems',
@@ -253,7 +254,7 @@ export async function startGrpcServer(
     'grpc.max_connection_idle_ms': opts.maxConnectionIdleMs,
     'grpc.enable_channelz': 0,
   });
-  server.addService(serviceDefinition(), impl);
+  server.addService(serverServiceDefinition(), impl);
 
   // Health: '' (the whole server) and the service name follow service.ready().
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });

@@ -1,0 +1,405 @@
+// gRPC load benchmark (`npm run bench:grpc [-- --quick --json]`), built to run beside the
+// HTTP one (bench/load.ts): it starts ONE `recserve serve` child, drives the same scenarios
+// through both front ends in the same run, and reports them side by side, so the ratios
+// compare like with like on a machine whose absolute numbers drift with its neighbours.
+//
+//   grpc      grpc-js clients (transport/grpc/client.ts), closed loop: `connections`
+//             callers spread over `--channels` HTTP/2 connections, each sending its next
+//             request when the last one answered. Responses are not decoded, as autocannon
+//             does not parse HTTP bodies: both rows measure the server, not the client.
+//   grpc_sdk  the same through the SDK (RecommendationClient): decoded into the JSON
+//             contract's objects, so the difference to `grpc` is the client's decode cost.
+//   http      autocannon (the same generator bench/load.ts uses), same connection count.
+//   http_fb   autocannon with FlatBuffers bodies both ways (Content-Type and Accept).
+//
+// Scenarios (as bench/load.ts): cached (50 hot users, answers from the recommendation
+// cache) and warm_uncached (a random excluded item gives every request its own cache key).
+// Then payload costs for one real 20- and 100-item response: bytes on the wire and encode /
+// decode time for JSON, FlatBuffers and protobuf.
+//
+// Options: --models DIR (default: the bench/load.ts repository for --items), --items N,
+// --duration S per scenario, --connections C, --channels K, --only grpc|http.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import autocannon from 'autocannon';
+import { numberOption, parseBenchArgs } from './lib/args.js';
+import { percentile, nowMs } from './lib/stats.js';
+import { printTable } from './lib/table.js';
+import type { RecommendationRequest, RecommendationResponse } from '../src/api/types.js';
+import { latestVersion, loadBundle } from '../src/models/repository.js';
+import { projectRoot } from '../src/retrieval/native.js';
+import { RecommendationClient } from '../src/sdk/index.js';
+import { RecserveGrpcClient } from '../src/transport/grpc/client.js';
+import * as fb from '../src/transport/flatbuffers/codec.js';
+import { serverServiceDefinition, serviceDefinition } from '../src/transport/grpc/proto.js';
+
+const args = parseBenchArgs();
+const quick = args.quick;
+const duration = numberOption(args, 'duration', quick ? 3 : 10);
+const connections = numberOption(args, 'connections', 16);
+const channels = numberOption(args, 'channels', 4);
+const items = numberOption(args, 'items', quick ? 3000 : 20000);
+const only = args.options.get('only');
+const log = (msg: string) => {
+  if (!args.json) console.error(`[grpc-load] ${msg}`);
+};
+
+/** The repository bench/load.ts builds for the same --items (shared, built once). */
+function ensureModels(): string {
+  const given = args.options.get('models');
+  if (given) return given;
+  const dir = join(tmpdir(), `recserve-bench-models-${items}`);
+  if (latestVersion(dir, 'recserve') !== undefined) return dir;
+  log(`building a ${items}-item synthetic repository into ${dir} (once)`);
+  const users = Math.max(500, Math.min(200_000, Math.round(items / 4)));
+  const events = Math.max(20_000, Math.min(10_000_000, items * 10));
+  const r = spawnSync(
+    process.execPath,
+    [
+      join(projectRoot(), 'dist', 'src', 'cli', 'main.js'),
+      'build-demo',
+      '--repo',
+      dir,
+      '--items',
+      String(items),
+      '--users',
+      String(users),
+      '--events',
+      String(events),
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  if (r.status !== 0) throw new Error('build-demo failed');
+  return dir;
+}
+
+async function startServer(
+  models: string,
+): Promise<{ child: ChildProcess; port: number; grpcPort: number }> {
+  const child = spawn(
+    process.execPath,
+    [
+      join(projectRoot(), 'bin', 'recserve.js'),
+      'serve',
+      '--port',
+      '0',
+      '--grpc-port',
+      '0',
+      '--models',
+      models,
+      '--no-build-missing',
+      '--data-dir',
+      mkdtempSync(join(tmpdir(), 'recserve-bench-data-')),
+      '--no-fsync-feedback',
+      '--log-level',
+      'info',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let buf = '';
+  let port = 0;
+  let grpcPort = 0;
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (c: Buffer) => {
+      buf += c.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        try {
+          const rec = JSON.parse(line) as { port?: number; grpcPort?: number; msg?: string };
+          if (typeof rec.port === 'number') port = rec.port;
+          if (typeof rec.grpcPort === 'number') grpcPort = rec.grpcPort;
+          if (rec.msg === 'model loaded and warm: ready') resolve();
+        } catch {
+          /* not JSON */
+        }
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited (${code})`)));
+  });
+  if (!grpcPort) throw new Error('the server did not report a gRPC port (started with --no-grpc?)');
+  return { child, port, grpcPort };
+}
+
+export interface LoadRow {
+  scenario: string;
+  transport: string;
+  rps: number;
+  p50_ms: number;
+  p99_ms: number;
+  errors: number;
+}
+
+/**
+ * Closed-loop gRPC load: `connections` callers over `channels` clients (separate HTTP/2
+ * connections), each calling back to back for `seconds`. `sdk` decodes every response into
+ * the contract's objects (RecommendationClient); otherwise the bytes are left undecoded.
+ * Exported so other benchmarks can drive gRPC the same way.
+ */
+export async function grpcLoad(
+  address: string,
+  scenario: string,
+  makeRequest: () => RecommendationRequest,
+  o: { seconds: number; connections: number; channels: number; sdk: boolean },
+): Promise<LoadRow> {
+  // A private subchannel pool each: otherwise grpc-js shares one connection among clients.
+  const channelOptions = { 'grpc.use_local_subchannel_pool': 1 };
+  const calls: (() => Promise<unknown>)[] = [];
+  const closers: (() => void)[] = [];
+  for (let i = 0; i < o.channels; i++) {
+    if (o.sdk) {
+      const c = new RecommendationClient({
+        transport: 'grpc',
+        address,
+        timeoutMs: 10_000,
+        retry: { maxAttempts: 1 },
+        channelOptions,
+      });
+      calls.push(() => {
+        const r = makeRequest();
+        return c.getRecommendations(r.user_id, {
+          numItems: r.num_items!,
+          ...(r.exclude_items ? { excludeItems: r.exclude_items } : {}),
+        });
+      });
+      closers.push(() => c.close());
+    } else {
+      const c = new RecserveGrpcClient(address, { channelOptions });
+      calls.push(() =>
+        c.unaryBytes('GetRecommendations', makeRequest(), { deadline: Date.now() + 10_000 }),
+      );
+      closers.push(() => c.close());
+    }
+  }
+  // Warm every channel (connection set-up is not what is measured).
+  await Promise.all(calls.map((call) => call().catch(() => undefined)));
+  const lat: number[] = [];
+  let errors = 0;
+  const end = nowMs() + o.seconds * 1000;
+  const t0 = nowMs();
+  await Promise.all(
+    Array.from({ length: o.connections }, async (_, i) => {
+      const call = calls[i % calls.length]!;
+      while (nowMs() < end) {
+        const t = nowMs();
+        try {
+          await call();
+          lat.push(nowMs() - t);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const secs = (nowMs() - t0) / 1000;
+  for (const close of closers) close();
+  return {
+    scenario,
+    transport: o.sdk ? 'grpc_sdk' : 'grpc',
+    rps: Math.round(lat.length / secs),
+    p50_ms: round2(percentile(lat, 50)),
+    p99_ms: round2(percentile(lat, 99)),
+    errors,
+  };
+}
+
+async function httpLoad(
+  base: string,
+  scenario: string,
+  transport: 'http' | 'http_fb',
+  body: () => string | Buffer,
+  seconds: number,
+): Promise<LoadRow> {
+  const type = transport === 'http' ? 'application/json' : 'application/x-flatbuffers';
+  const result = await autocannon({
+    url: base,
+    connections,
+    duration: seconds,
+    requests: [
+      {
+        method: 'POST',
+        path: '/v1/recommendations',
+        headers: { 'content-type': type, accept: type },
+        setupRequest: (req) => ({ ...req, body: body() as string }),
+      },
+    ],
+  });
+  return {
+    scenario,
+    transport,
+    rps: Math.round(result.requests.average),
+    p50_ms: result.latency.p50,
+    p99_ms: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx,
+  };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
+}
+
+function pick<T>(a: T[]): T {
+  return a[Math.floor(Math.random() * a.length)]!;
+}
+
+/** µs per call of f, over at least `ms` milliseconds. */
+function usPer(f: () => unknown, ms: number): number {
+  f();
+  let n = 0;
+  const t0 = nowMs();
+  let t = t0;
+  while (t - t0 < ms) {
+    for (let i = 0; i < 20; i++) f();
+    n += 20;
+    t = nowMs();
+  }
+  return round2(((t - t0) * 1000) / n);
+}
+
+interface PayloadRow {
+  num_items: number;
+  format: string;
+  bytes: number;
+  encode_us: number;
+  decode_us: number;
+}
+
+function payloadCosts(res: RecommendationResponse): PayloadRow[] {
+  // Serialized as the server does (serverServiceDefinition), decoded as a client does.
+  const ser = serverServiceDefinition().GetRecommendations!.responseSerialize as (
+    v: unknown,
+  ) => Buffer;
+  const deser = serviceDefinition().GetRecommendations!.responseDeserialize;
+  const ms = quick ? 100 : 400;
+  const json = JSON.stringify(res);
+  const fbBytes = fb.encodeRecommendationResponse(res);
+  const pbBytes = ser(res);
+  const n = res.recommendations.length;
+  return [
+    {
+      num_items: n,
+      format: 'json',
+      bytes: Buffer.byteLength(json),
+      encode_us: usPer(() => JSON.stringify(res), ms),
+      decode_us: usPer(() => JSON.parse(json), ms),
+    },
+    {
+      num_items: n,
+      format: 'flatbuffers',
+      bytes: fbBytes.length,
+      encode_us: usPer(() => fb.encodeRecommendationResponse(res), ms),
+      decode_us: usPer(() => fb.decodeRecommendationResponse(fbBytes), ms),
+    },
+    {
+      num_items: n,
+      format: 'protobuf',
+      bytes: pbBytes.length,
+      encode_us: usPer(() => ser(res), ms),
+      decode_us: usPer(() => deser(pbBytes), ms),
+    },
+  ];
+}
+
+async function main(): Promise<void> {
+  const models = ensureModels();
+  const v = latestVersion(models, 'recserve')!;
+  const bundle = await loadBundle(join(models, 'recserve', String(v)));
+  const users = bundle.userIds;
+  const itemIds = bundle.items.ids;
+  const { child, port, grpcPort } = await startServer(models);
+  const base = `http://127.0.0.1:${port}`;
+  const address = `127.0.0.1:${grpcPort}`;
+  const rows: LoadRow[] = [];
+  let payload: PayloadRow[] = [];
+  const run = { seconds: duration, connections, channels };
+  try {
+    log(`${duration}s per scenario, ${connections} connections (${channels} gRPC channels)`);
+    const hot = users.slice(0, 50);
+    const http = new RecommendationClient({ transport: 'http', baseUrl: base, timeoutMs: 10_000 });
+    for (const u of hot) await http.getRecommendations(u, { numItems: 20 });
+    const reqOf = (u: string, extra: Partial<RecommendationRequest> = {}) => ({
+      user_id: u,
+      num_items: 20,
+      ...extra,
+    });
+    const scenarios: [string, () => RecommendationRequest][] = [
+      ['cached', () => reqOf(pick(hot))],
+      ['warm_uncached', () => reqOf(pick(users), { exclude_items: [pick(itemIds)] })],
+    ];
+    for (const [name, make] of scenarios) {
+      if (only !== 'http') {
+        rows.push(await grpcLoad(address, name, make, { ...run, sdk: false }));
+        if (name === 'cached')
+          rows.push(await grpcLoad(address, name, make, { ...run, sdk: true }));
+      }
+      if (only !== 'grpc') {
+        rows.push(await httpLoad(base, name, 'http', () => JSON.stringify(make()), duration));
+        rows.push(
+          await httpLoad(
+            base,
+            name,
+            'http_fb',
+            () => Buffer.from(fb.encodeRecommendationRequest(make())),
+            duration,
+          ),
+        );
+      }
+    }
+    const r20 = await http.getRecommendations(users[1]!, { numItems: 20 });
+    const r100 = await http.getRecommendations(users[2]!, { numItems: 100 });
+    http.close();
+    payload = [...payloadCosts(r20), ...payloadCosts(r100)];
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+
+  const find = (s: string, t: string) => rows.find((r) => r.scenario === s && r.transport === t);
+  const ratio = (s: string) => {
+    const g = find(s, 'grpc');
+    const h = find(s, 'http');
+    return g && h ? round2(g.rps / h.rps) : null;
+  };
+  const cached = find('cached', 'grpc');
+  const summary = {
+    items: bundle.items.ids.length,
+    connections,
+    grpc_channels: channels,
+    duration_s: duration,
+    scenarios: rows,
+    payload,
+    grpc_vs_http_rps: { cached: ratio('cached'), warm_uncached: ratio('warm_uncached') },
+    targets: {
+      grpc_cached_8k_rps_p99_under_10ms: cached ? cached.rps >= 8000 && cached.p99_ms < 10 : null,
+      grpc_uncached_within_15pct_of_http: (ratio('warm_uncached') ?? 0) >= 0.85,
+    },
+    date: new Date().toISOString(),
+  };
+  if (args.json) {
+    console.log(JSON.stringify(summary, null, 2));
+    return;
+  }
+  printTable(
+    ['scenario', 'transport', 'req/s', 'p50 ms', 'p99 ms', 'errors'],
+    rows.map((r) => [r.scenario, r.transport, r.rps, r.p50_ms, r.p99_ms, r.errors]),
+  );
+  console.log('');
+  printTable(
+    ['items', 'format', 'bytes', 'encode µs', 'decode µs'],
+    payload.map((p) => [p.num_items, p.format, p.bytes, p.encode_us, p.decode_us]),
+  );
+  console.log(`\ngRPC / HTTP req/s: ${JSON.stringify(summary.grpc_vs_http_rps)}`);
+  console.log(`targets: ${JSON.stringify(summary.targets)}`);
+}
+
+// Run only as a script (grpcLoad is importable without starting a benchmark).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}
