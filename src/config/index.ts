@@ -64,7 +64,7 @@ export interface PipelineConfig {
    * form the next pass (pipeline/candidates/batcher.ts). Default 64.
    */
   maxBatch: number;
-  /** Ranking (feature assembly + ONNX) worker threads. Default: min(2, cores). */
+  /** Ranking (feature assembly + ONNX + re-rank) worker threads. Default: 1 below 4 cores, else 2. */
   rankerThreads: number;
   /** ONNX intra-op threads per worker. Default 1 (workers are the parallelism). */
   rankerIntraOpThreads: number;
@@ -93,7 +93,9 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   trendingK: 20,
   popularPerCategory: 10,
   maxBatch: 64,
-  rankerThreads: Math.max(1, Math.min(2, availableParallelism())),
+  // One worker measured best on 2 shared cores (bench/load.ts --sweep, bench/README.md): a
+  // second worker competes with the event loop and the retrieval threads for the same cores.
+  rankerThreads: availableParallelism() >= 4 ? 2 : 1,
   rankerIntraOpThreads: 1,
   rankerBatching: true,
   rankingTimeoutMs: 50,
