@@ -229,8 +229,17 @@ export async function startHttpServer(
           sendError(ex, err);
           return;
         }
-        ex.controller = new AbortController();
-        const callOpts: CallOptions = { signal: ex.controller.signal };
+        // The AbortController is made only if a stage asks for the signal: most answers
+        // (cache hits) never do, and one per request is measurable at 20k req/s.
+        const callOpts: CallOptions = {
+          get signal(): AbortSignal {
+            if (!ex.controller) {
+              ex.controller = new AbortController();
+              if (ex.aborted) ex.controller.abort();
+            }
+            return ex.controller.signal;
+          },
+        };
         if (timeoutMs > 0) callOpts.deadline = Date.now() + timeoutMs;
         call(input, callOpts).then(
           (value) => {
