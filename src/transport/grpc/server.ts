@@ -121,10 +121,15 @@ export async function startGrpcServer(
   ): { opts: CallOptions; expired: boolean; settle: (err: unknown, value?: unknown) => void } {
     const deadline = deadlineMs(call.getDeadline());
     const ac = new AbortController();
-    call.once('cancelled', () => ac.abort());
+    let settled = false;
+    // grpc-js also reports 'cancelled' for streams that close after the answer was sent;
+    // only a call still being worked on has anything to abort (and aborting costs a
+    // DOMException allocation per call).
+    call.once('cancelled', () => {
+      if (!settled) ac.abort();
+    });
     const o: CallOptions = { signal: ac.signal };
     if (deadline !== undefined) o.deadline = deadline;
-    let settled = false;
     const settle = (err: unknown, value?: unknown): void => {
       if (settled) return;
       settled = true;
