@@ -85,11 +85,11 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const catCount = new Int32Array(catIds.size);
   const creatorCount = new Int32Array(creatorIds.size);
 
-  // Lazy greedy: diversity only falls as items are selected, so a candidate's stored
-  // diversity is an upper bound. Candidates are visited by `base` (descending) and their
-  // similarities are brought up to date only when they could still win; the scan stops once
-  // base + the largest possible diversity term cannot beat the best exact score.
-  const byBase = Array.from({ length: m }, (_, i) => i).sort((x, y) => base[y]! - base[x]!);
+  // Lazy greedy (CELF): diversity only falls as items are selected, so a candidate's score
+  // computed against fewer selected items is an upper bound on its current score. A max-heap
+  // holds those bounds; the top entry is brought up to date and pushed back until the top
+  // is current, which is then the exact best. Most candidates are never refreshed for most
+  // picks, so a list costs a few dozen dot products per pick instead of one per candidate.
   const alive = new Uint8Array(m).fill(1);
   let aliveCount = m;
   /** How many of `picked` each candidate's maxSim already accounts for. */
@@ -101,14 +101,25 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
     let best = maxSim[i]!;
     for (let s = upTo[i]!; s < picked.length; s++) {
       const po = picked[s]! * dim;
-      let dot = 0;
-      for (let j = 0; j < dim; j++) dot += unit[po + j]! * unit[io + j]!;
+      let d0 = 0;
+      let d1 = 0;
+      let j = 0;
+      for (; j + 1 < dim; j += 2) {
+        d0 += unit[po + j]! * unit[io + j]!;
+        d1 += unit[po + j + 1]! * unit[io + j + 1]!;
+      }
+      if (j < dim) d0 += unit[po + j]! * unit[io + j]!;
+      const dot = d0 + d1;
       if (dot > best) best = dot;
     }
     maxSim[i] = best;
     upTo[i] = picked.length;
     return base[i]! + WEIGHTS.diversity * (picked.length === 0 ? 1 : (1 - best) / 2);
   };
+  const heap = new MaxHeap(m);
+  for (let i = 0; i < m; i++) heap.push(i, base[i]! + WEIGHTS.diversity);
+  /** Candidates outside the caps, set aside until the backfill lifts the caps. */
+  const deferred: number[] = [];
   let capped = true;
   const within = (i: number) =>
     !capped ||
@@ -137,20 +148,24 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
         explored = true;
       }
     }
-    if (pick < 0) {
-      for (const i of byBase) {
-        if (!alive[i] || !within(i)) continue;
-        if (base[i]! + WEIGHTS.diversity <= pickScore) break;
-        const sc = refresh(i);
-        if (sc > pickScore) {
-          pickScore = sc;
-          pick = i;
-        }
+    while (pick < 0 && heap.size > 0) {
+      const i = heap.pop();
+      if (!alive[i]) continue; // taken by exploration: dropped lazily
+      if (!within(i)) {
+        deferred.push(i);
+        continue;
+      }
+      if (upTo[i] === picked.length) {
+        pick = i;
+        pickScore = heap.lastKey;
+      } else {
+        heap.push(i, refresh(i));
       }
     }
     if (pick < 0) {
-      if (!capped) break;
+      if (!capped || deferred.length === 0) break;
       capped = false; // the seed's backfill: caps give way rather than a short list
+      for (const i of deferred.splice(0)) if (alive[i]) heap.push(i, refresh(i));
       continue;
     }
     out.push({ row: rows[pick]!, score: pickScore, explored });
@@ -161,6 +176,68 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
     creatorCount[creator[pick]!]!++;
   }
   return out;
+}
+
+/** A binary max-heap of candidate indices by key (ties: smaller index first, deterministic). */
+class MaxHeap {
+  private readonly idx: Int32Array;
+  private readonly key: Float64Array;
+  size = 0;
+  /** Key of the entry the last pop() returned. */
+  lastKey = -Infinity;
+
+  constructor(capacity: number) {
+    this.idx = new Int32Array(capacity);
+    this.key = new Float64Array(capacity);
+  }
+
+  private above(a: number, b: number): boolean {
+    const ka = this.key[a]!;
+    const kb = this.key[b]!;
+    return ka > kb || (ka === kb && this.idx[a]! < this.idx[b]!);
+  }
+
+  private swap(a: number, b: number): void {
+    const i = this.idx[a]!;
+    this.idx[a] = this.idx[b]!;
+    this.idx[b] = i;
+    const k = this.key[a]!;
+    this.key[a] = this.key[b]!;
+    this.key[b] = k;
+  }
+
+  push(i: number, k: number): void {
+    let c = this.size++;
+    this.idx[c] = i;
+    this.key[c] = k;
+    while (c > 0) {
+      const p = (c - 1) >> 1;
+      if (!this.above(c, p)) break;
+      this.swap(c, p);
+      c = p;
+    }
+  }
+
+  pop(): number {
+    const top = this.idx[0]!;
+    this.lastKey = this.key[0]!;
+    const last = --this.size;
+    if (last > 0) {
+      this.idx[0] = this.idx[last]!;
+      this.key[0] = this.key[last]!;
+      let c = 0;
+      for (;;) {
+        const l = 2 * c + 1;
+        if (l >= last) break;
+        const r = l + 1;
+        const best = r < last && this.above(r, l) ? r : l;
+        if (!this.above(best, c)) break;
+        this.swap(best, c);
+        c = best;
+      }
+    }
+    return top;
+  }
 }
 
 /** mulberry32: a tiny seeded RNG (exploration must be reproducible in tests). */
