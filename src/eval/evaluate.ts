@@ -67,3 +67,57 @@ export function evaluateScorer(
   }
   return acc.result();
 }
+
+/**
+ * evaluateScorer for an embedding model, with retrieval on the native exact top-k engine
+ * (batched SIMD scans with the training items excluded inside the scan) when the addon is
+ * built: on a 1M-item catalog the JS scan costs minutes, the native one seconds. Falls back
+ * to the JS scorer when the addon is not available. Same metrics either way (up to ties).
+ */
+export async function evaluateEmbeddings(
+  userFactors: Float32Array,
+  itemFactors: Float32Array,
+  dim: number,
+  train: Interactions,
+  relevant: Map<number, Set<number>>,
+  opts: EvalOptions,
+): Promise<Metrics> {
+  let index: import('../retrieval/exact.js').ExactIndex | undefined;
+  try {
+    const { ExactIndex } = await import('../retrieval/exact.js');
+    index = ExactIndex.create({ dim, device: 'cpu' });
+    const ids = new Uint32Array(train.numItems);
+    for (let i = 0; i < ids.length; i++) ids[i] = i;
+    index.build(ids, itemFactors);
+  } catch {
+    index = undefined;
+  }
+  if (!index) {
+    const { alsScorer } = await import('./baselines.js');
+    return evaluateScorer(alsScorer(userFactors, itemFactors, dim), train, relevant, opts);
+  }
+  const acc = new MetricAccumulator(train.numItems, opts.categories);
+  const L = opts.listLength ?? 20;
+  const users = [...relevant.keys()].slice(0, opts.maxUsers ?? Infinity);
+  const B = 256;
+  for (let s = 0; s < users.length; s += B) {
+    const batch = users.slice(s, s + B);
+    const q = new Float32Array(batch.length * dim);
+    const exclude = batch.map((u, i) => {
+      q.set(userFactors.subarray(u * dim, (u + 1) * dim), i * dim);
+      return u < train.numUsers
+        ? Uint32Array.from(train.userItems.subarray(train.userPtr[u], train.userPtr[u + 1]))
+        : null;
+    });
+    const r = await index.search(q, L, { exclude });
+    for (let i = 0; i < batch.length; i++) {
+      const list: number[] = [];
+      for (let j = 0; j < L; j++) {
+        const id = r.ids[i * r.k + j];
+        if (id !== 0xffffffff) list.push(id);
+      }
+      acc.add(list, relevant.get(batch[i])!);
+    }
+  }
+  return acc.result();
+}

@@ -10,8 +10,7 @@ import { loadMovieLens } from '../data/movielens.js';
 import { temporalSplit, type SplitOptions } from '../data/split.js';
 import { generateSynthetic, type SyntheticOptions } from '../data/synthetic.js';
 import type { InteractionLog } from '../data/types.js';
-import { alsScorer } from '../eval/baselines.js';
-import { evaluateScorer, heldOutSets } from '../eval/evaluate.js';
+import { evaluateEmbeddings, heldOutSets } from '../eval/evaluate.js';
 import { buildInteractions, trainAls, type AlsOptions } from '../training/als.js';
 import {
   applyColdItems,
@@ -146,7 +145,7 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
 
   {
     const rel = heldOutSets(cm, test);
-    const m = evaluateScorer(alsScorer(als.userFactors, als.itemFactors, dim), cm, rel, {
+    const m = await evaluateEmbeddings(als.userFactors, als.itemFactors, dim, cm, rel, {
       categories: items.categories,
       maxUsers: opts.evalUsers ?? 2000,
     });

@@ -71,3 +71,24 @@ test('recserve eval --json prints the report as JSON', () => {
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /--dataset must be movielens or synthetic/);
 });
+
+test('native-retrieval evaluation agrees with the JS scorer', async () => {
+  const { generateSynthetic } = await import('../../src/data/synthetic.js');
+  const { temporalSplit } = await import('../../src/data/split.js');
+  const { buildInteractions, trainAls } = await import('../../src/training/als.js');
+  const { computeWeights } = await import('../../src/training/weights.js');
+  const { alsScorer } = await import('../../src/eval/baselines.js');
+  const { evaluateEmbeddings, evaluateScorer, heldOutSets } =
+    await import('../../src/eval/evaluate.js');
+  const { log, items } = generateSynthetic({ users: 300, items: 700, events: 9000, seed: 9 });
+  const { train, test: held } = temporalSplit(log);
+  const cm = buildInteractions(train, computeWeights(train), items.ids.length);
+  const rel = heldOutSets(cm, held);
+  const m = trainAls(cm, { factors: 8, iterations: 4 });
+  const opts = { categories: items.categories };
+  const js = evaluateScorer(alsScorer(m.userFactors, m.itemFactors, m.dim), cm, rel, opts);
+  const native = await evaluateEmbeddings(m.userFactors, m.itemFactors, m.dim, cm, rel, opts);
+  assert.equal(native.users, js.users);
+  for (const k of ['recall20', 'ndcg10', 'mrr'] as const)
+    assert.ok(Math.abs(native[k] - js[k]) < 0.01, `${k}: native ${native[k]} js ${js[k]}`);
+});
