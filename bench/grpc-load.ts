@@ -20,7 +20,7 @@
 // Options: --models DIR (default: the bench/load.ts repository for --items), --items N,
 // --duration S per scenario, --connections C, --channels K, --only grpc|http.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -132,6 +132,39 @@ export interface LoadRow {
   p50_ms: number;
   p99_ms: number;
   errors: number;
+  /** Server CPU (user + system, all threads) per request, µs. */
+  server_cpu_us?: number;
+  /** Load generator CPU per request, µs (this process). */
+  client_cpu_us?: number;
+}
+
+/**
+ * CPU seconds a process has used, from /proc (Linux). On a machine shared with other
+ * work, CPU per request is the figure that compares front ends fairly: req/s depends on
+ * how much of the cores the neighbours leave, CPU time per request much less so.
+ */
+function procCpuSec(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ (100 on Linux)
+  } catch {
+    return NaN;
+  }
+}
+
+/** Runs one load, adding server and client CPU per request to its row. */
+async function measured(serverPid: number, load: () => Promise<LoadRow>): Promise<LoadRow> {
+  const s0 = procCpuSec(serverPid);
+  const c0 = process.cpuUsage();
+  const t0 = nowMs();
+  const row = await load();
+  const c = process.cpuUsage(c0);
+  const requests = (row.rps * (nowMs() - t0)) / 1000;
+  row.server_cpu_us = Math.round(((procCpuSec(serverPid) - s0) * 1e6) / requests);
+  row.client_cpu_us = Math.round((c.user + c.system) / requests);
+  return row;
 }
 
 /**
@@ -246,18 +279,18 @@ function pick<T>(a: T[]): T {
   return a[Math.floor(Math.random() * a.length)]!;
 }
 
-/** µs per call of f, over at least `ms` milliseconds. */
+/** CPU µs per call of f (this process's user + system time: robust to busy neighbours). */
 function usPer(f: () => unknown, ms: number): number {
-  f();
+  for (let i = 0; i < 50; i++) f(); // warm-up: JIT tiers
   let n = 0;
+  const c0 = process.cpuUsage();
   const t0 = nowMs();
-  let t = t0;
-  while (t - t0 < ms) {
+  while (nowMs() - t0 < ms) {
     for (let i = 0; i < 20; i++) f();
     n += 20;
-    t = nowMs();
   }
-  return round2(((t - t0) * 1000) / n);
+  const c = process.cpuUsage(c0);
+  return round2((c.user + c.system) / n);
 }
 
 interface PayloadRow {
@@ -313,6 +346,7 @@ async function main(): Promise<void> {
   const { child, port, grpcPort } = await startServer(models);
   const base = `http://127.0.0.1:${port}`;
   const address = `127.0.0.1:${grpcPort}`;
+  const pid = child.pid!;
   const rows: LoadRow[] = [];
   let payload: PayloadRow[] = [];
   const run = { seconds: duration, connections, channels };
@@ -332,21 +366,18 @@ async function main(): Promise<void> {
     ];
     for (const [name, make] of scenarios) {
       if (only !== 'http') {
-        rows.push(await grpcLoad(address, name, make, { ...run, sdk: false }));
-        if (name === 'cached')
-          rows.push(await grpcLoad(address, name, make, { ...run, sdk: true }));
+        rows.push(await measured(pid, () => grpcLoad(address, name, make, { ...run, sdk: false })));
+        if (name === 'cached') {
+          rows.push(
+            await measured(pid, () => grpcLoad(address, name, make, { ...run, sdk: true })),
+          );
+        }
       }
       if (only !== 'grpc') {
-        rows.push(await httpLoad(base, name, 'http', () => JSON.stringify(make()), duration));
-        rows.push(
-          await httpLoad(
-            base,
-            name,
-            'http_fb',
-            () => Buffer.from(fb.encodeRecommendationRequest(make())),
-            duration,
-          ),
-        );
+        const json = () => JSON.stringify(make());
+        const flat = () => Buffer.from(fb.encodeRecommendationRequest(make()));
+        rows.push(await measured(pid, () => httpLoad(base, name, 'http', json, duration)));
+        rows.push(await measured(pid, () => httpLoad(base, name, 'http_fb', flat, duration)));
       }
     }
     const r20 = await http.getRecommendations(users[1]!, { numItems: 20 });
@@ -364,6 +395,11 @@ async function main(): Promise<void> {
     const h = find(s, 'http');
     return g && h ? round2(g.rps / h.rps) : null;
   };
+  const cpuRatio = (s: string) => {
+    const g = find(s, 'grpc');
+    const h = find(s, 'http');
+    return g?.server_cpu_us && h?.server_cpu_us ? round2(g.server_cpu_us / h.server_cpu_us) : null;
+  };
   const cached = find('cached', 'grpc');
   const summary = {
     items: bundle.items.ids.length,
@@ -373,6 +409,10 @@ async function main(): Promise<void> {
     scenarios: rows,
     payload,
     grpc_vs_http_rps: { cached: ratio('cached'), warm_uncached: ratio('warm_uncached') },
+    grpc_vs_http_server_cpu: {
+      cached: cpuRatio('cached'),
+      warm_uncached: cpuRatio('warm_uncached'),
+    },
     targets: {
       grpc_cached_8k_rps_p99_under_10ms: cached ? cached.rps >= 8000 && cached.p99_ms < 10 : null,
       grpc_uncached_within_15pct_of_http: (ratio('warm_uncached') ?? 0) >= 0.85,
@@ -384,8 +424,26 @@ async function main(): Promise<void> {
     return;
   }
   printTable(
-    ['scenario', 'transport', 'req/s', 'p50 ms', 'p99 ms', 'errors'],
-    rows.map((r) => [r.scenario, r.transport, r.rps, r.p50_ms, r.p99_ms, r.errors]),
+    [
+      'scenario',
+      'transport',
+      'req/s',
+      'p50 ms',
+      'p99 ms',
+      'errors',
+      'server µs/req',
+      'client µs/req',
+    ],
+    rows.map((r) => [
+      r.scenario,
+      r.transport,
+      r.rps,
+      r.p50_ms,
+      r.p99_ms,
+      r.errors,
+      r.server_cpu_us,
+      r.client_cpu_us,
+    ]),
   );
   console.log('');
   printTable(
@@ -393,6 +451,9 @@ async function main(): Promise<void> {
     payload.map((p) => [p.num_items, p.format, p.bytes, p.encode_us, p.decode_us]),
   );
   console.log(`\ngRPC / HTTP req/s: ${JSON.stringify(summary.grpc_vs_http_rps)}`);
+  console.log(
+    `gRPC / HTTP server CPU per request: ${JSON.stringify(summary.grpc_vs_http_server_cpu)}`,
+  );
   console.log(`targets: ${JSON.stringify(summary.targets)}`);
 }
 
