@@ -12,6 +12,7 @@ import type { RunningServer } from '../../src/cli/serve.js';
 import { RecommendationClient, RecserveError } from '../../src/sdk/index.js';
 import type { RecommendationResponse, SimilarResponse } from '../../src/api/types.js';
 import { startTestServer } from '../http/harness.js';
+import { RecserveGrpcClient } from '../../src/transport/grpc/client.js';
 import { healthCheck, waitForHealth } from './helpers.js';
 
 let server: RunningServer;
@@ -289,11 +290,7 @@ describe('parity over HTTP JSON, HTTP FlatBuffers and gRPC', () => {
   });
 
   test('StreamFeedback records batches from many users and counts duplicates', async () => {
-    const g = (
-      clients.grpc.transport as unknown as {
-        client: import('../../src/transport/grpc/client.js').RecserveGrpcClient;
-      }
-    ).client;
+    const g = (clients.grpc.transport as unknown as { client: RecserveGrpcClient }).client;
     const ts = new Date(Date.now() - 5000).toISOString();
     const batches = users.map((u, i) => ({
       user_id: u,
@@ -301,5 +298,69 @@ describe('parity over HTTP JSON, HTTP FlatBuffers and gRPC', () => {
     }));
     const r1 = await g.streamFeedback([...batches, batches[0]!]);
     assert.deepEqual(r1, { status: 'accepted', events_processed: 3, duplicates_ignored: 1 });
+  });
+});
+
+describe('readiness and draining, on the real server', () => {
+  test('not ready is unavailable on every transport (503 / UNAVAILABLE), and retried', async () => {
+    const { server: s2, base: b2 } = await startTestServer(['--models', '/nonexistent-models']);
+    try {
+      await assert.rejects(s2.ready);
+      assert.equal(await waitForHealth(s2.grpc!.address, '', 'NOT_SERVING'), 'NOT_SERVING');
+      const opts = { timeoutMs: 5000, retry: { maxAttempts: 2, baseDelayMs: 1 } };
+      for (const c of [
+        new RecommendationClient({ transport: 'http', baseUrl: b2, ...opts }),
+        new RecommendationClient({
+          transport: 'http',
+          baseUrl: b2,
+          format: 'flatbuffers',
+          ...opts,
+        }),
+        new RecommendationClient({ transport: 'grpc', address: s2.grpc!.address, ...opts }),
+      ]) {
+        const e = await errorOf(c.getRecommendations('u'));
+        assert.equal(e.code, 'unavailable', `${c.transport.kind}: ${e.message}`);
+        assert.equal(e.fromServer, true);
+        assert.equal(e.grpcStatus, grpc.status.UNAVAILABLE);
+        if (c.transport.kind === 'http') assert.equal(e.httpStatus, 503);
+        assert.equal(e.attempts, 2);
+        c.close();
+      }
+    } finally {
+      await s2.close();
+    }
+  });
+
+  test('close() drains an open gRPC stream: it finishes and is counted', async () => {
+    const g = new RecserveGrpcClient(address);
+    const ts = new Date().toISOString();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    async function* batches(): AsyncGenerator<{
+      user_id: string;
+      events: { item_id: string; event_type: 'view'; timestamp: string }[];
+    }> {
+      yield {
+        user_id: users[0]!,
+        events: [{ item_id: items[0]!, event_type: 'view', timestamp: ts }],
+      };
+      await gate; // the server starts closing while the stream is open
+      yield {
+        user_id: users[1]!,
+        events: [{ item_id: items[1]!, event_type: 'view', timestamp: ts }],
+      };
+    }
+    const streamed = g.streamFeedback(batches());
+    await new Promise((r) => setTimeout(r, 100));
+    const closing = server.close();
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    assert.deepEqual(await streamed, {
+      status: 'accepted',
+      events_processed: 2,
+      duplicates_ignored: 0,
+    });
+    await closing;
+    g.close();
   });
 });
