@@ -10,8 +10,7 @@
 // Options: --models DIR (default: a demo repository built into the temp dir), --items N
 // (build a synthetic repository of N items with d=64 for the reference configuration, e.g.
 // --items 1000000; built once and reused), --duration S (per scenario), --connections C,
-// --pipelining P (requests in flight per connection), --sweep (ranking pool size and
-// cross-request batching compared on the uncached scenario).
+// --sweep (ranking pool size and cross-request batching compared on the uncached scenario).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,8 +28,6 @@ const args = parseBenchArgs();
 const quick = args.quick;
 const duration = numberOption(args, 'duration', quick ? 3 : 10);
 const connections = numberOption(args, 'connections', 16);
-/** HTTP pipelining depth per connection (autocannon's client cost per request drops). */
-const pipelining = numberOption(args, 'pipelining', 1);
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
 const log = (msg: string) => {
   if (!args.json) console.error(`[load] ${msg}`);
@@ -143,7 +140,6 @@ async function scenario(
     url: base,
     connections,
     duration,
-    pipelining,
     requests: [
       {
         method: 'POST',
@@ -311,7 +307,6 @@ async function main(): Promise<void> {
     dim: d,
     candidates,
     connections,
-    pipelining,
     duration_s: duration,
     floor: {
       scan_gb_per_s: Math.round(bandwidth / 1e7) / 100,
