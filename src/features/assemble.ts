@@ -131,6 +131,7 @@ export function requestContext(
     dot: 0,
     itemNorm: 0,
     retrievalScore: NaN,
+    memo: { recentFor: -1, recentMax: 0, recentMean: 0, catFor: -1, catSum: 0 },
   };
 }
 
@@ -152,6 +153,8 @@ export function setCandidate(ctx: FeatureContext, item: number, retrievalScore: 
   ctx.dot = dot;
   ctx.itemNorm = Math.sqrt(nn);
   ctx.retrievalScore = retrievalScore;
+  ctx.memo.recentFor = -1;
+  ctx.memo.catFor = -1;
 }
 
 /**

@@ -79,6 +79,17 @@ export interface FeatureContext {
   itemNorm: number;
   /** The retrieval stage's score for this candidate; NaN when the caller gave none. */
   retrievalScore: number;
+  /**
+   * Per-candidate memo for values several features share (set to -1 by setCandidate):
+   * the item row they were computed for, then their values.
+   */
+  memo: {
+    recentFor: number;
+    recentMax: number;
+    recentMean: number;
+    catFor: number;
+    catSum: number;
+  };
 }
 
 export interface FeatureDef {
@@ -107,10 +118,12 @@ function scalar(name: string, doc: string, f: (ctx: FeatureContext) => number): 
 }
 
 function categorySum(ctx: FeatureContext): number {
+  if (ctx.memo.catFor === ctx.item) return ctx.memo.catSum;
   const cats = ctx.items.categories[ctx.item];
-  if (!cats) return 0;
   let s = 0;
-  for (let i = 0; i < cats.length; i++) s += ctx.user.categoryAffinity[cats[i]!] ?? 0;
+  if (cats) for (let i = 0; i < cats.length; i++) s += ctx.user.categoryAffinity[cats[i]!] ?? 0;
+  ctx.memo.catFor = ctx.item;
+  ctx.memo.catSum = s;
   return s;
 }
 
@@ -145,21 +158,30 @@ function userCreatorPrev(ctx: FeatureContext): number {
 
 const TWO_PI = 2 * Math.PI;
 
-/** Cosine of the candidate with each recent item, reduced by `mode`. */
+/** Cosine of the candidate with each recent item, reduced by `mode` (both memoised). */
 function recentSim(ctx: FeatureContext, mode: 'max' | 'mean'): number {
-  if (ctx.recentCount === 0 || ctx.itemNorm === 0) return 0;
-  const { dim, itemOffset, itemEmbeddings: e, recentUnit } = ctx;
-  let best = -1;
-  let sum = 0;
-  for (let r = 0; r < ctx.recentCount; r++) {
-    const o = r * dim;
-    let s = 0;
-    for (let i = 0; i < dim; i++) s += recentUnit[o + i]! * e[itemOffset + i]!;
-    s /= ctx.itemNorm;
-    sum += s;
-    if (s > best) best = s;
+  const m = ctx.memo;
+  if (m.recentFor !== ctx.item) {
+    m.recentFor = ctx.item;
+    m.recentMax = 0;
+    m.recentMean = 0;
+    if (ctx.recentCount > 0 && ctx.itemNorm > 0) {
+      const { dim, itemOffset, itemEmbeddings: e, recentUnit } = ctx;
+      let best = -1;
+      let sum = 0;
+      for (let r = 0; r < ctx.recentCount; r++) {
+        const o = r * dim;
+        let s = 0;
+        for (let i = 0; i < dim; i++) s += recentUnit[o + i]! * e[itemOffset + i]!;
+        s /= ctx.itemNorm;
+        sum += s;
+        if (s > best) best = s;
+      }
+      m.recentMax = best;
+      m.recentMean = sum / ctx.recentCount;
+    }
   }
-  return mode === 'max' ? best : sum / ctx.recentCount;
+  return mode === 'max' ? m.recentMax : m.recentMean;
 }
 
 const BASE: FeatureDef[] = [
