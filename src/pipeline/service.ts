@@ -644,11 +644,29 @@ export class RecommendationPipeline implements RecommenderService {
       if (e.context?.surface !== undefined) ev.surface = e.context.surface;
       return ev;
     });
-    this.lastFeedback.set(req.user_id, now);
+    this.noteFeedback(req.user_id, now);
     const r = await sink.recordBatch(req.user_id, events);
     this.metrics.feedbackEvents.inc({ result: 'accepted' }, r.accepted);
     this.metrics.feedbackEvents.inc({ result: 'duplicate' }, r.duplicates);
     return { status: 'accepted', events_processed: r.accepted, duplicates_ignored: r.duplicates };
+  }
+
+  /**
+   * Remembers when the user last gave feedback. Entries older than any request still in
+   * flight could be (the cache TTL bounds how long an answer lives) are pruned in bulk,
+   * so the map stays bounded by the users active in the last TTL.
+   */
+  private noteFeedback(userId: string, nowMs: number): void {
+    this.lastFeedback.delete(userId);
+    this.lastFeedback.set(userId, nowMs);
+    if (this.lastFeedback.size > 100_000) {
+      const horizon = nowMs - Math.max(this.cfg.cacheTtlMs, 60_000);
+      // Insertion order is feedback order: stop at the first recent entry.
+      for (const [u, t] of this.lastFeedback) {
+        if (t >= horizon) break;
+        this.lastFeedback.delete(u);
+      }
+    }
   }
 
   async negativeFeedback(
@@ -656,7 +674,7 @@ export class RecommendationPipeline implements RecommenderService {
     opts?: CallOptions,
   ): Promise<NegativeFeedbackResponse> {
     const sink = this.feedbackSink(opts);
-    this.lastFeedback.set(req.user_id, Date.now());
+    this.noteFeedback(req.user_id, Date.now());
     const r = await sink.negative(req.user_id, req.item_id, req.feedback_type, req.reason);
     return {
       status: r.duplicate ? 'duplicate_ignored' : 'accepted',
