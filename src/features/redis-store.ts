@@ -62,6 +62,11 @@ export interface RedisStoreOptions {
   trendingGlobalSize?: number;
   trendingCategorySize?: number;
   maxReports?: number;
+  /**
+   * A user's keys expire this long after the user's last write (Redis's stand-in for the
+   * memory store's LRU cap; the seed keeps user features 7 days). Default 30 days; 0 = never.
+   */
+  userTtlMs?: number;
   /** Extra ioredis options when `redis` is a URL. */
   redisOptions?: RedisOptions;
 }
@@ -75,7 +80,8 @@ const NEG_KIND_BIT: Readonly<Record<NegativeFeedbackType, number>> = {
 const SEP = '\x1f';
 
 // Applies a batch of events to one user. KEYS: s r i il c cl t w ci, then one idempotency key
-// per event. ARGV: now, idemTtl, maxItems, maxCreators, n, then per event: item, code, t,
+// per event. ARGV: now, idemTtl, maxItems, maxCreators, n, userTtl (0 = none), then per
+// event: item, code, t,
 // duration ('' = none), weight, positive (0/1), creator ('' = none), ncats, cats...
 // Returns one 0/1 per event (1 = applied).
 const RECORD_LUA = `
@@ -84,6 +90,7 @@ local ttl = ARGV[2]
 local maxItems = tonumber(ARGV[3])
 local maxCreators = tonumber(ARGV[4])
 local n = tonumber(ARGV[5])
+local userTtl = tonumber(ARGV[6])
 local specs = { ${WINDOWS.map((w) => `{${w.bucketMs}, ${w.buckets}}`).join(', ')} }
 local function lru(h, z, member, add, seq, cap)
   redis.call('HINCRBY', h, member, add)
@@ -104,7 +111,7 @@ for _, f in ipairs(fields) do
 end
 local out = {}
 local applied = 0
-local a = 6
+local a = 7
 for j = 1, n do
   local item = ARGV[a]
   local code = ARGV[a + 1]
@@ -151,11 +158,15 @@ if applied > 0 then
   local cached = redis.call('SMEMBERS', KEYS[9])
   for _, k in ipairs(cached) do redis.call('DEL', k) end
   redis.call('DEL', KEYS[9])
+  if userTtl > 0 then
+    for k = 1, 8 do redis.call('PEXPIRE', KEYS[k], userTtl) end
+  end
 end
 return out
 `;
 
-// Negative feedback. KEYS: s b ci. ARGV: item, bit. Returns 1 when new, 0 when a duplicate.
+// Negative feedback. KEYS: s b ci. ARGV: item, bit, userTtl. Returns 1 when new, 0 when a
+// duplicate.
 const BLOCK_LUA = `
 local bits = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local bit = tonumber(ARGV[2])
@@ -165,6 +176,11 @@ redis.call('HSETNX', KEYS[1], 'ic', 0)
 local cached = redis.call('SMEMBERS', KEYS[3])
 for _, k in ipairs(cached) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[3])
+local userTtl = tonumber(ARGV[3])
+if userTtl > 0 then
+  redis.call('PEXPIRE', KEYS[1], userTtl)
+  redis.call('PEXPIRE', KEYS[2], userTtl)
+end
 return 1
 `;
 
@@ -242,6 +258,7 @@ export class RedisFeatureStore implements FeatureStore {
   private readonly trendingGlobalSize: number;
   private readonly trendingCategorySize: number;
   private readonly maxReports: number;
+  private readonly userTtlMs: number;
 
   constructor(opts: RedisStoreOptions) {
     if (typeof opts.redis === 'string') {
@@ -258,6 +275,9 @@ export class RedisFeatureStore implements FeatureStore {
     this.trendingGlobalSize = positiveInt(opts.trendingGlobalSize, 1000, 'trendingGlobalSize');
     this.trendingCategorySize = positiveInt(opts.trendingCategorySize, 200, 'trendingCategorySize');
     this.maxReports = positiveInt(opts.maxReports, 10_000, 'maxReports');
+    this.userTtlMs = opts.userTtlMs ?? 30 * 86_400_000;
+    if (!(Number.isInteger(this.userTtlMs) && this.userTtlMs >= 0))
+      throw new RangeError(`RedisFeatureStore: userTtlMs must be an integer >= 0`);
     this.redis.defineCommand('recserveRecord', { lua: RECORD_LUA });
     this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 3 });
     this.redis.defineCommand('recserveTrend', { lua: TREND_LUA });
@@ -394,6 +414,7 @@ export class RedisFeatureStore implements FeatureStore {
       this.maxItemsPerUser,
       this.maxCreatorsPerUser,
       events.length,
+      this.userTtlMs,
     ];
     const infos = events.map((e) => (e.event === 'skip' ? undefined : this.itemInfo(e.itemId)));
     for (let j = 0; j < events.length; j++) {
@@ -486,6 +507,7 @@ export class RedisFeatureStore implements FeatureStore {
       this.uk(userId, 'ci'),
       itemId,
       bit,
+      this.userTtlMs,
     );
     if (fresh !== 1) return { duplicate: true };
     if (kind === 'report') {

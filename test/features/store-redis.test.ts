@@ -1,6 +1,7 @@
 // The shared FeatureStore suite on a real Redis: a redis-server started on a free loopback
 // port for this file only (no persistence), stopped afterwards.
 import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
@@ -57,6 +58,24 @@ if (!hasRedis) {
   after(async () => {
     await probe.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
     probe.disconnect();
+  });
+
+  test("redis: a user's keys expire userTtlMs after the last write", async () => {
+    const store = new RedisFeatureStore({
+      redis: `redis://127.0.0.1:${port}`,
+      prefix: 'ttl:',
+      userTtlMs: 60_000,
+    });
+    try {
+      await store.recordEvents('u1', [{ itemId: 'i1', event: 'view', timestampMs: Date.now() }]);
+      await store.block('u2', 'i1', 'hide');
+      for (const key of ['ttl:u:{u1}:s', 'ttl:u:{u1}:r', 'ttl:u:{u1}:w', 'ttl:u:{u2}:b']) {
+        const ttl = await probe.pttl(key);
+        assert.ok(ttl > 0 && ttl <= 60_000, `${key} pttl ${ttl}`);
+      }
+    } finally {
+      await store.close();
+    }
   });
 
   storeSuite(
