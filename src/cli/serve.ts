@@ -2,7 +2,7 @@
 // HTTP front end at once (so /healthz answers and /readyz says "not ready" while loading),
 // loads and warms the newest model version, then turns ready. SIGTERM/SIGINT: stop
 // accepting, finish in-flight requests, exit 0.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
@@ -40,19 +40,27 @@ export function latestVersionDir(modelsDir: string, name: string): string | unde
   return v === undefined ? undefined : join(modelsDir, name, String(v));
 }
 
-function buildMissing(cfg: ServerConfig, log: Logger): void {
+/** Runs a build step as a child process without blocking the event loop (/healthz answers). */
+function runStep(args: string[], what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // The child's stdout goes to our stderr: stdout carries only this server's JSON logs.
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 2, 2] });
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${what} failed (exit ${code})`)),
+    );
+  });
+}
+
+async function buildMissing(cfg: ServerConfig, log: Logger): Promise<void> {
   const root = projectRoot();
   if (!existsSync(join(root, 'build', 'Release', 'recserve_native.node'))) {
     log.info('native addon missing: building it (scripts/build-native.mjs)');
-    const r = spawnSync(process.execPath, [join(root, 'scripts', 'build-native.mjs')], {
-      stdio: 'inherit',
-    });
-    if (r.status !== 0) throw new Error('building the native addon failed');
+    await runStep([join(root, 'scripts', 'build-native.mjs')], 'building the native addon');
   }
   if (!latestVersionDir(cfg.modelsDir, cfg.modelName)) {
     log.info({ modelsDir: cfg.modelsDir }, 'no model version found: building the demo repository');
-    const r = spawnSync(
-      process.execPath,
+    await runStep(
       [
         join(root, 'dist', 'src', 'cli', 'main.js'),
         'build-demo',
@@ -62,9 +70,8 @@ function buildMissing(cfg: ServerConfig, log: Logger): void {
         '--name',
         cfg.modelName,
       ],
-      { stdio: 'inherit' },
+      'recserve build-demo',
     );
-    if (r.status !== 0) throw new Error('recserve build-demo failed');
   }
 }
 
@@ -126,7 +133,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   let ingestor: FeedbackIngestor | undefined;
   const ready = (async () => {
     const t0 = Date.now();
-    if (cfg.buildMissing) buildMissing(cfg, logger);
+    if (cfg.buildMissing) await buildMissing(cfg, logger);
     const dir = latestVersionDir(cfg.modelsDir, cfg.modelName);
     if (!dir) throw new Error(`no model version under ${join(cfg.modelsDir, cfg.modelName)}`);
     const bundle = await loadBundle(dir);
