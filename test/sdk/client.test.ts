@@ -123,11 +123,12 @@ for (const kind of KINDS) {
       const seen = svc.calls.at(-1)!.opts!.deadline!;
       assert.ok(seen > t0 + 1000 && seen <= t0 + 2100, `server deadline ${seen - t0} ms ahead`);
 
-      svc.behaviour = async () => sleep(500);
+      svc.behaviour = async () => sleep(2000);
       const t1 = Date.now();
       const e = await errorOf(c.getSimilarItems('i1', { timeoutMs: 100 }));
       assert.equal(e.code, 'deadline_exceeded');
-      assert.ok(Date.now() - t1 < 450, `gave up after ${Date.now() - t1} ms`);
+      // Far below the server's 2 s (slack for a busy machine).
+      assert.ok(Date.now() - t1 < 1500, `gave up after ${Date.now() - t1} ms`);
       svc.behaviour = undefined;
       c.close();
     });

@@ -283,7 +283,17 @@ export async function startGrpcServer(
     server.bindAsync(
       `${opts.host}:${opts.port}`,
       grpc.ServerCredentials.createInsecure(),
-      (err, p) => (err ? reject(err) : resolve(p)),
+      (err, p) => {
+        if (!err) return resolve(p);
+        clearInterval(healthTimer);
+        server.forceShutdown();
+        reject(
+          new Error(
+            `gRPC cannot listen on ${opts.host}:${opts.port} (${err.message}); ` +
+              'choose another --grpc-port, or --no-grpc',
+          ),
+        );
+      },
     );
   });
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
