@@ -8,7 +8,7 @@
 //   counts) are folded from the earlier events only (UserHistoryAccumulator), so no example
 //   sees its own future.
 // - The embeddings and popularity examples see are, by default, re-fitted on history only:
-//   a couple of implicit-ALS sweeps over each user's pre-cut events, warm-started from the
+//   an implicit-ALS sweep (users, then items) over each user's pre-cut events, warm-started from the
 //   trained embeddings, with alpha/lambda calibrated to reproduce the trained user vectors.
 //   The trained vectors themselves were fitted to the very events used as positives, so
 //   examples built on them teach the ranker to trust the ALS score far more than it
@@ -65,7 +65,7 @@ export interface TrainedRanker {
 export interface TrainRankerOptions {
   /** Passes over the examples. Default 3. */
   epochs?: number;
-  /** Cap on training examples (rows); users are sampled until it is reached. Default 100,000. */
+  /** Cap on training examples (rows); users are sampled until it is reached. Default 60,000. */
   maxExamples?: number;
   seed?: number;
   /** Deep hidden layer sizes. Default [64, 32]. */
@@ -83,7 +83,7 @@ export interface TrainRankerOptions {
    * see the file comment) or 'trained' (as given: faster, but they leak the targets).
    */
   userEmbedding?: 'refit' | 'trained';
-  /** ALS sweeps of the 'refit' mode. Default 2. */
+  /** ALS sweeps (users, then items) of the 'refit' mode. Default 1. */
   refitIterations?: number;
   /** Mini-batch size. Default 256. */
   batchSize?: number;
@@ -91,7 +91,7 @@ export interface TrainRankerOptions {
   learningRate?: number;
   /** Feature spec to train (deep/wide inputs). Default defaultRankerInputs(dim). */
   inputs?: RankerInputSpec[];
-  /** Share of users held out for validation metrics (at most 300 users). Default 0.1. */
+  /** Share of users held out for validation metrics (at most 150 users). Default 0.1. */
   valFraction?: number;
 }
 
@@ -482,7 +482,7 @@ export async function trainRanker(
   const seed = opts.seed ?? input.seed ?? 42;
   const rand = rng(seed);
   const epochs = opts.epochs ?? 3;
-  const maxExamples = opts.maxExamples ?? 100_000;
+  const maxExamples = opts.maxExamples ?? 60_000;
   const hardK = opts.hardTopK ?? 150;
   const numPopular = opts.popularCandidates ?? 30;
   const numRandom = opts.randomCandidates ?? 20;
@@ -554,7 +554,7 @@ export async function trainRanker(
       grouped,
       calib.alpha,
       calib.lambda,
-      opts.refitIterations ?? 2,
+      opts.refitIterations ?? 1,
     );
     exItemEmb = r.itemEmb;
     exUserEmb = r.userEmb;
@@ -568,7 +568,7 @@ export async function trainRanker(
   );
 
   const bundle: AssembleBundle = { dim, items: exItems, itemEmbeddings: exItemEmb };
-  const numVal = Math.min(300, Math.max(1, Math.round(users.length * valFraction)));
+  const numVal = Math.min(150, Math.max(1, Math.round(users.length * valFraction)));
   const trainDeep = new Rows(deepW, 4096);
   const trainWide = new Rows(wideW, 4096);
   const trainLabels: number[] = [];
