@@ -43,6 +43,7 @@ const COMMON = {
   'no-hnsw': { type: 'boolean' },
   'ranker-epochs': { type: 'string' },
   'ranker-examples': { type: 'string' },
+  threads: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean' },
 } as const;
@@ -81,6 +82,7 @@ async function run(
           }),
         },
     hnsw: v['no-hnsw'] ? 'off' : 'auto',
+    threads: v.threads === undefined ? undefined : int(v.threads, 'threads', 2),
     log: v.quiet ? undefined : (m) => console.error(`[build] ${m}`),
   });
   console.log(
@@ -136,7 +138,7 @@ const BUILD_HELP = `usage: recserve build --source synthetic|movielens|files [op
   synthetic:  --items N --users N --events N [--seed N]
   movielens:  [--dir DIR]   (default ../shared/datasets/ml-latest-small)
   files:      --interactions FILE [--items-file FILE]   (CSV with header, or .jsonl)
-  training:   --factors N --iterations N --reg X --alpha X
+  training:   --factors N --iterations N --reg X --alpha X --threads N (ALS workers, default 2)
               --no-ranker --ranker-epochs N --ranker-examples N --no-hnsw
   output:     --repo DIR (default <project>/models) --name NAME (default recserve) --version N`;
 

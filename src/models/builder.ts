@@ -11,7 +11,7 @@ import { temporalSplit, type SplitOptions } from '../data/split.js';
 import { generateSynthetic, type SyntheticOptions } from '../data/synthetic.js';
 import type { InteractionLog } from '../data/types.js';
 import { evaluateEmbeddings, heldOutSets } from '../eval/evaluate.js';
-import { buildInteractions, trainAls, type AlsOptions } from '../training/als.js';
+import { buildInteractions, trainAlsParallel, type AlsOptions } from '../training/als.js';
 import {
   applyColdItems,
   fitContentModel,
@@ -90,6 +90,8 @@ export interface BuildOptions {
   /** Evaluate at most this many held-out users for the recorded metrics (default 2000). */
   evalUsers?: number;
   seed?: number;
+  /** Worker threads for ALS (default 2: this machine's cores; 1 = on the calling thread). */
+  threads?: number;
   log?: (msg: string) => void;
 }
 
@@ -121,7 +123,8 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
   const weightOpts = { ...data.defaults.weights, ...opts.weights };
   const cm = buildInteractions(train, computeWeights(train, weightOpts), numItems);
   const alsOpts: AlsOptions = { factors: 32, iterations: 10, seed: opts.seed, ...opts.als };
-  const als = trainAls(cm, {
+  const als = await trainAlsParallel(cm, {
+    threads: opts.threads ?? 2,
     ...alsOpts,
     onIteration: (i, s) => say(`als: iteration ${i}/${alsOpts.iterations} (${s.toFixed(1)}s)`),
   });

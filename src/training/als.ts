@@ -119,11 +119,16 @@ export function buildInteractions(
   return { numUsers, numItems, userPtr, userItems, userWeights, itemPtr, itemUsers, itemWeights };
 }
 
-/** Gram matrix FᵀF (d×d, float64) of a row-major n×d factor matrix. */
-function gram(F: Float32Array, n: number, d: number): Float64Array {
-  const G = new Float64Array(d * d);
+/** Adds the upper triangle of FᵀF over rows [start, end) of a row-major ·×d matrix into G. */
+export function gramRange(
+  F: Float32Array,
+  start: number,
+  end: number,
+  d: number,
+  G: Float64Array,
+): void {
   const row = new Float64Array(d);
-  for (let r = 0; r < n; r++) {
+  for (let r = start; r < end; r++) {
     const o = r * d;
     let nz = false;
     for (let j = 0; j < d; j++) {
@@ -135,12 +140,14 @@ function gram(F: Float32Array, n: number, d: number): Float64Array {
       const ra = row[a];
       if (ra === 0) continue;
       const ga = a * d;
-      // Upper triangle only; mirrored below.
       for (let b = a; b < d; b++) G[ga + b] += ra * row[b];
     }
   }
+}
+
+/** Copies the upper triangle of a d×d matrix onto the lower one. */
+export function mirrorUpper(G: Float64Array, d: number): void {
   for (let a = 0; a < d; a++) for (let b = 0; b < a; b++) G[a * d + b] = G[b * d + a];
-  return G;
 }
 
 /**
@@ -194,14 +201,24 @@ export function symmetricEigen(
   return { values, vectors: V };
 }
 
-/** F ← F·Q in place for a row-major n×d matrix (all-zero rows are skipped). */
-function rotateRows(F: Float32Array, n: number, d: number, Q: Float64Array): void {
-  // Qᵀ row-major, so each output element is a contiguous dot product.
+/** Qᵀ of a row-major d×d matrix, so rotations read contiguous rows. */
+export function transpose(Q: Float64Array, d: number): Float64Array {
   const QT = new Float64Array(d * d);
   for (let j = 0; j < d; j++) for (let k = 0; k < d; k++) QT[k * d + j] = Q[j * d + k];
+  return QT;
+}
+
+/** Rows [start, end) of F ← F·Q in place, given QT = Qᵀ (all-zero rows are skipped). */
+export function rotateRange(
+  F: Float32Array,
+  start: number,
+  end: number,
+  d: number,
+  QT: Float64Array,
+): void {
   const row = new Float64Array(d);
   const d4 = d - (d % 4);
-  for (let r = 0; r < n; r++) {
+  for (let r = start; r < end; r++) {
     const o = r * d;
     let nz = false;
     for (let j = 0; j < d; j++) {
@@ -229,8 +246,8 @@ function rotateRows(F: Float32Array, n: number, d: number, Q: Float64Array): voi
 }
 
 /**
- * One half-sweep: recompute every row of X (numRows × d) against fixed Y, warm-starting
- * CG from X's current values. Rows without observations are set to zero.
+ * One half-sweep: recompute every row of X against fixed Y, warm-starting CG from X's
+ * current values. Rows without observations are set to zero.
  *
  * Both factor matrices are first rotated into the eigenbasis of YᵀY (X·Yᵀ, and so every
  * score, is unchanged by a common rotation). There YᵀY + λI is diagonal, so a CG step
@@ -250,11 +267,35 @@ function solveSide(
   cgSteps: number,
   numY: number,
 ): void {
-  const { values, vectors } = symmetricEigen(gram(Y, numY, d), d);
-  rotateRows(Y, numY, d, vectors);
-  rotateRows(X, numRows, d, vectors);
-  const diag0 = new Float64Array(d);
-  for (let j = 0; j < d; j++) diag0[j] = Math.max(0, values[j]) + lambda;
+  const G = new Float64Array(d * d);
+  gramRange(Y, 0, numY, d, G);
+  mirrorUpper(G, d);
+  const { values, vectors } = symmetricEigen(G, d);
+  const QT = transpose(vectors, d);
+  rotateRange(Y, 0, numY, d, QT);
+  rotateRange(X, 0, numRows, d, QT);
+  solveRange(X, Y, 0, numRows, ptr, idx, wts, d, diagonal(values, lambda), alpha, cgSteps);
+}
+
+/** diag(YᵀY + λI) in the eigenbasis (eigenvalues clamped at 0 against round-off). */
+export function diagonal(values: Float64Array, lambda: number): Float64Array {
+  return Float64Array.from(values, (v) => Math.max(0, v) + lambda);
+}
+
+/** Solves rows [start, end) of X (see solveSide); factors must already be rotated. */
+export function solveRange(
+  X: Float32Array,
+  Y: Float32Array,
+  start: number,
+  end: number,
+  ptr: Int32Array,
+  idx: Int32Array,
+  wts: Float32Array,
+  d: number,
+  diag0: Float64Array,
+  alpha: number,
+  cgSteps: number,
+): void {
   const x = new Float64Array(d);
   const r = new Float64Array(d);
   const z = new Float64Array(d);
@@ -284,7 +325,7 @@ function solveSide(
       for (j = 0; j < d; j++) out[j] += f * Y[o + j];
     }
   };
-  for (let row = 0; row < numRows; row++) {
+  for (let row = start; row < end; row++) {
     const a = ptr[row];
     const b = ptr[row + 1];
     const xo = row * d;
@@ -335,7 +376,14 @@ function solveSide(
   }
 }
 
-export function trainAls(data: Interactions, opts: AlsOptions = {}): AlsModel {
+/** Options with defaults applied, validated (RangeError naming the option). */
+function alsParams(opts: AlsOptions): {
+  d: number;
+  lambda: number;
+  alpha: number;
+  iterations: number;
+  cgSteps: number;
+} {
   const d = opts.factors ?? 64;
   const lambda = opts.regularization ?? 0.05;
   const alpha = opts.alpha ?? 10;
@@ -346,6 +394,11 @@ export function trainAls(data: Interactions, opts: AlsOptions = {}): AlsModel {
       throw new RangeError(`ALS option '${k}' must be a positive integer: ${v}`);
   if (!(lambda >= 0)) throw new RangeError(`ALS option 'regularization' must be >= 0: ${lambda}`);
   if (!(alpha > 0)) throw new RangeError(`ALS option 'alpha' must be > 0: ${alpha}`);
+  return { d, lambda, alpha, iterations, cgSteps };
+}
+
+export function trainAls(data: Interactions, opts: AlsOptions = {}): AlsModel {
+  const { d, lambda, alpha, iterations, cgSteps } = alsParams(opts);
   const t0 = performance.now();
   const rand = rng(opts.seed ?? 7);
   const init = (n: number, ptr: Int32Array): Float32Array => {
@@ -392,6 +445,141 @@ export function trainAls(data: Interactions, opts: AlsOptions = {}): AlsModel {
     dim: d,
     userFactors: U,
     itemFactors: V,
+    seconds: (performance.now() - t0) / 1000,
+    nnz: data.userItems.length,
+  };
+}
+
+function shared<T extends Float32Array | Int32Array>(a: T): T {
+  const Ctor = a.constructor as new (b: SharedArrayBuffer) => T;
+  const out = new Ctor(new SharedArrayBuffer(a.byteLength));
+  out.set(a);
+  return out;
+}
+
+/** Splits rows [0, n) into k ranges of about equal cost (rows + observations). */
+function splitRows(ptr: Int32Array, n: number, k: number): [number, number][] {
+  const total = n + ptr[n];
+  const out: [number, number][] = [];
+  let start = 0;
+  for (let i = 1; i <= k; i++) {
+    let end = start;
+    const target = (total * i) / k;
+    while (end < n && end + ptr[end] < target) end++;
+    if (i === k) end = n;
+    out.push([start, end]);
+    start = end;
+  }
+  return out;
+}
+
+/**
+ * trainAls on `threads` worker threads (default 2) over shared memory: the Gram matrix,
+ * the rotations and the row solves are split by rows; the d×d eigen-decomposition stays
+ * on the calling thread. Same algorithm and initialisation as trainAls, so results match
+ * it up to floating-point summation order. threads ≤ 1 runs trainAls.
+ */
+export async function trainAlsParallel(
+  data: Interactions,
+  opts: AlsOptions & { threads?: number } = {},
+): Promise<AlsModel> {
+  const threads = opts.threads ?? 2;
+  if (threads <= 1) return trainAls(data, opts);
+  const { Worker } = await import('node:worker_threads');
+  const { d, lambda, alpha, iterations, cgSteps } = alsParams(opts);
+  // Initialisation identical to trainAls (same PRNG stream, same skipped rows).
+  const t0 = performance.now();
+  const rand = rng(opts.seed ?? 7);
+  const initF = (n: number, ptr: Int32Array): Float32Array => {
+    const F = new Float32Array(new SharedArrayBuffer(n * d * 4));
+    const scale = 0.1 / Math.sqrt(d);
+    for (let r = 0; r < n; r++) {
+      if (ptr[r] === ptr[r + 1]) continue;
+      for (let j = 0; j < d; j++) F[r * d + j] = (rand() * 2 - 1) * scale;
+    }
+    return F;
+  };
+  const U = initF(data.numUsers, data.userPtr);
+  const V = initF(data.numItems, data.itemPtr);
+  const sides = [
+    { F: U, ptr: shared(data.userPtr), idx: shared(data.userItems), wts: shared(data.userWeights) },
+    { F: V, ptr: shared(data.itemPtr), idx: shared(data.itemUsers), wts: shared(data.itemWeights) },
+  ];
+  const counts = [data.numUsers, data.numItems];
+  const workers = Array.from(
+    { length: threads },
+    () => new Worker(new URL('./als-worker.js', import.meta.url)),
+  );
+  const call = (w: InstanceType<typeof Worker>, msg: unknown): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const onMsg = (v: unknown): void => {
+        w.off('error', onErr);
+        resolve(v);
+      };
+      const onErr = (e: Error): void => {
+        w.off('message', onMsg);
+        reject(e);
+      };
+      w.once('message', onMsg);
+      w.once('error', onErr);
+      w.postMessage(msg);
+    });
+  try {
+    await Promise.all(workers.map((w) => call(w, { op: 'init', d, sides })));
+    const rangesBy = [
+      splitRows(data.userPtr, data.numUsers, threads),
+      splitRows(data.itemPtr, data.numItems, threads),
+    ];
+    const evenBy = counts.map((n) =>
+      Array.from(
+        { length: threads },
+        (_, i) =>
+          [Math.floor((n * i) / threads), Math.floor((n * (i + 1)) / threads)] as [number, number],
+      ),
+    );
+    const half = async (x: 0 | 1): Promise<void> => {
+      const y = (1 - x) as 0 | 1;
+      const parts = (await Promise.all(
+        workers.map((w, i) =>
+          call(w, { op: 'gram', side: y, start: evenBy[y][i][0], end: evenBy[y][i][1] }),
+        ),
+      )) as Float64Array[];
+      const G = new Float64Array(d * d);
+      for (const p of parts) for (let i = 0; i < G.length; i++) G[i] += p[i];
+      mirrorUpper(G, d);
+      const { values, vectors } = symmetricEigen(G, d);
+      const QT = transpose(vectors, d);
+      await Promise.all(
+        workers.map((w, i) => call(w, { op: 'rotate', ranges: [evenBy[0][i], evenBy[1][i]], QT })),
+      );
+      const diag0 = diagonal(values, lambda);
+      await Promise.all(
+        workers.map((w, i) =>
+          call(w, {
+            op: 'solve',
+            side: x,
+            start: rangesBy[x][i][0],
+            end: rangesBy[x][i][1],
+            diag0,
+            alpha,
+            cgSteps,
+          }),
+        ),
+      );
+    };
+    for (let it = 0; it < iterations; it++) {
+      await half(0);
+      await half(1);
+      opts.onIteration?.(it + 1, (performance.now() - t0) / 1000);
+    }
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  // Hand back ordinary (non-shared) arrays: callers may transfer or slice them freely.
+  return {
+    dim: d,
+    userFactors: Float32Array.from(U),
+    itemFactors: Float32Array.from(V),
     seconds: (performance.now() - t0) / 1000,
     nnz: data.userItems.length,
   };

@@ -153,3 +153,26 @@ test('cold start: a new item lands near its taste cluster; new users get the mea
   assert.equal(mean.length, d);
   assert.ok(mean.some((x) => x !== 0));
 });
+
+test('trainAlsParallel (2 worker threads) matches trainAls', async () => {
+  const { trainAlsParallel } = await import('../../src/training/als.js');
+  const { log, items } = generateSynthetic({ users: 300, items: 500, events: 9000, seed: 21 });
+  const cm = buildInteractions(log, computeWeights(log), items.ids.length);
+  const o = { factors: 12, iterations: 4, regularization: 0.1, alpha: 5 };
+  const seq = trainAls(cm, o);
+  const par = await trainAlsParallel(cm, { ...o, threads: 2 });
+  // Scores (not raw factors) are the invariant: compare user·item for a sample of pairs.
+  let worst = 0;
+  for (let u = 0; u < 300; u += 7)
+    for (let i = 0; i < 500; i += 11) {
+      let a = 0;
+      let b = 0;
+      for (let j = 0; j < 12; j++) {
+        a += seq.userFactors[u * 12 + j] * seq.itemFactors[i * 12 + j];
+        b += par.userFactors[u * 12 + j] * par.itemFactors[i * 12 + j];
+      }
+      worst = Math.max(worst, Math.abs(a - b));
+    }
+  assert.ok(worst < 1e-3, `max score difference ${worst}`);
+  assert.ok(!(par.itemFactors.buffer instanceof SharedArrayBuffer));
+});
