@@ -81,6 +81,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   const metrics = new Metrics();
   const registry = new ModelRegistry();
   const store = new MemoryFeatureStore({
+    maxCacheBytes: Math.max(1, cfg.pipeline.cacheMaxBytes),
     // Aggregation reads the current model's catalog; an item it does not know is still
     // recorded (seen, counts), just without category/creator aggregates.
     itemInfo: (itemId: string): ItemInfo | undefined => {

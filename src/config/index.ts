@@ -74,6 +74,12 @@ export interface PipelineConfig {
   rankingTimeoutMs: number;
   /** Recommendation cache TTL; 0 disables the cache. Default 60 s. */
   cacheTtlMs: number;
+  /**
+   * Bytes of cached answers the embedded store keeps (LRU). Default 64 MiB (~8k answers of
+   * 20 items): enough for the hot users, small enough that the old generation the garbage
+   * collector has to mark stays small under uncached traffic.
+   */
+  cacheMaxBytes: number;
   /** ε of ε-greedy exploration in the re-rank (seed: 0.05). */
   explorationRate: number;
   /** Category cap per list when the request gives no category_diversity (seed: 5). */
@@ -100,6 +106,7 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   rankerBatching: true,
   rankingTimeoutMs: 50,
   cacheTtlMs: 60_000,
+  cacheMaxBytes: 64 * 1024 * 1024,
   explorationRate: 0.05,
   maxPerCategory: 5,
   efSearch: 50,
@@ -187,6 +194,7 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   'ranker-batching': { kind: 'bool', path: ['pipeline', 'rankerBatching'] },
   'ranking-timeout-ms': { kind: 'int', path: ['pipeline', 'rankingTimeoutMs'], min: 1 },
   'cache-ttl-ms': { kind: 'int', path: ['pipeline', 'cacheTtlMs'], min: 0 },
+  'cache-max-bytes': { kind: 'int', path: ['pipeline', 'cacheMaxBytes'], min: 0 },
   'exploration-rate': { kind: 'num', path: ['pipeline', 'explorationRate'], min: 0, max: 1 },
   'max-per-category': { kind: 'int', path: ['pipeline', 'maxPerCategory'], min: 1, max: 500 },
   'ef-search': { kind: 'int', path: ['pipeline', 'efSearch'], min: 1, max: 10_000 },

@@ -3,7 +3,7 @@
 // the store are external strings (they outlive models); rows are resolved here per model.
 import type { UserState } from '../features/store.js';
 import { isPositive } from '../features/store.js';
-import type { UserFeatureView } from '../features/catalog.js';
+import { RECENT_ITEMS, type UserFeatureView } from '../features/catalog.js';
 import type { ServingModel } from '../models/registry.js';
 
 /** Weight of the live session in a trained user's query (the seed's lukewarm blend). */
@@ -122,6 +122,8 @@ export function featureView(m: ServingModel, u: UserContext): UserFeatureView {
     itemCounts,
     creatorCounts,
     interactionCount,
+    // Newest first, distinct, positive events only: what the recent_sim_* features read.
+    recentItems: Int32Array.from(u.recentRows.slice(0, RECENT_ITEMS)),
   };
 }
 
