@@ -10,6 +10,7 @@
 
 namespace recserve {
 void InitExact(Napi::Env env, Napi::Object exports);
+void InitBench(Napi::Env env, Napi::Object exports);
 #ifdef RECSERVE_WITH_FAISS
 void InitHnsw(Napi::Env env, Napi::Object exports);
 #endif
@@ -44,6 +45,7 @@ Napi::Value EngineInfo(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineInfo", Napi::Function::New(env, EngineInfo, "engineInfo"));
   recserve::InitExact(env, exports);
+  recserve::InitBench(env, exports);
 #ifdef RECSERVE_WITH_FAISS
   recserve::InitHnsw(env, exports);
 #endif

@@ -1,7 +1,8 @@
 // CUDA backend of the exact index: scores item rows against a batch of queries on the
 // device. Compiled only when CMake finds nvcc. It has never run on a GPU: these machines
 // have none, so every entry point must fail cleanly (false / 0) and leave the CPU engine
-// serving. Top-k selection stays on the host, so the scores are all that cross the bus.
+// serving. The rows stay resident on the device (re-uploaded after a write); top-k
+// selection stays on the host, so queries and scores are what cross the bus per search.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -54,29 +55,65 @@ std::string CudaStatus() {
   return n > 0 ? "" : "compiled; no device";
 }
 
-bool CudaScoreF32(const float* rows, size_t n, size_t dpad, const float* queries, size_t nq,
-                  float* out, std::string* error) {
-  if (n == 0 || nq == 0) return true;
-  float *d_rows = nullptr, *d_q = nullptr, *d_out = nullptr;
-  bool ok = Check(cudaMalloc(&d_rows, n * dpad * sizeof(float)), "cudaMalloc rows", error) &&
-            Check(cudaMalloc(&d_q, nq * dpad * sizeof(float)), "cudaMalloc queries", error) &&
-            Check(cudaMalloc(&d_out, n * nq * sizeof(float)), "cudaMalloc scores", error) &&
-            Check(cudaMemcpy(d_rows, rows, n * dpad * sizeof(float), cudaMemcpyHostToDevice),
-                  "copy rows", error) &&
-            Check(cudaMemcpy(d_q, queries, nq * dpad * sizeof(float), cudaMemcpyHostToDevice),
-                  "copy queries", error);
-  if (ok) {
-    const unsigned threads = 256;
-    const dim3 grid(static_cast<unsigned>((n + threads - 1) / threads), static_cast<unsigned>(nq));
-    ScoreKernel<<<grid, threads>>>(d_rows, n, dpad, d_q, nq, d_out);
-    ok = Check(cudaGetLastError(), "launch", error) &&
-         Check(cudaMemcpy(out, d_out, n * nq * sizeof(float), cudaMemcpyDeviceToHost),
-               "copy scores", error);
+CudaRows::~CudaRows() { Free(); }
+
+void CudaRows::Free() {
+  cudaFree(rows_);
+  cudaFree(queries_);
+  cudaFree(scores_);
+  rows_ = queries_ = scores_ = nullptr;
+  n_ = q_cap_ = s_cap_ = 0;
+}
+
+bool CudaRows::Upload(const float* rows, size_t n, size_t dpad, std::string* error) {
+  Free();
+  dpad_ = dpad;
+  if (n == 0) return true;
+  if (!Check(cudaMalloc(&rows_, n * dpad * sizeof(float)), "cudaMalloc rows", error)) {
+    Free();
+    return false;
   }
-  cudaFree(d_rows);
-  cudaFree(d_q);
-  cudaFree(d_out);
-  return ok;
+  if (!Check(cudaMemcpy(rows_, rows, n * dpad * sizeof(float), cudaMemcpyHostToDevice),
+             "copy rows", error)) {
+    Free();
+    return false;
+  }
+  n_ = n;
+  return true;
+}
+
+bool CudaRows::Score(const float* queries, size_t nq, size_t r0, size_t nr, float* out,
+                     std::string* error) {
+  if (nq == 0 || nr == 0) return true;
+  if (r0 + nr > n_) {
+    if (error) *error = "row range outside the uploaded rows";
+    return false;
+  }
+  if (nq * dpad_ > q_cap_) {
+    cudaFree(queries_);
+    queries_ = nullptr;
+    q_cap_ = 0;
+    if (!Check(cudaMalloc(&queries_, nq * dpad_ * sizeof(float)), "cudaMalloc queries", error))
+      return false;
+    q_cap_ = nq * dpad_;
+  }
+  if (nq * nr > s_cap_) {
+    cudaFree(scores_);
+    scores_ = nullptr;
+    s_cap_ = 0;
+    if (!Check(cudaMalloc(&scores_, nq * nr * sizeof(float)), "cudaMalloc scores", error))
+      return false;
+    s_cap_ = nq * nr;
+  }
+  if (!Check(cudaMemcpy(queries_, queries, nq * dpad_ * sizeof(float), cudaMemcpyHostToDevice),
+             "copy queries", error))
+    return false;
+  const unsigned threads = 256;
+  const dim3 grid(static_cast<unsigned>((nr + threads - 1) / threads), static_cast<unsigned>(nq));
+  ScoreKernel<<<grid, threads>>>(rows_ + r0 * dpad_, nr, dpad_, queries_, nq, scores_);
+  return Check(cudaGetLastError(), "launch", error) &&
+         Check(cudaMemcpy(out, scores_, nq * nr * sizeof(float), cudaMemcpyDeviceToHost),
+               "copy scores", error);
 }
 
 }  // namespace recserve

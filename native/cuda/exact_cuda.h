@@ -14,9 +14,27 @@ int CudaDeviceCount();
 // Why there is no device, when there is none ("" otherwise).
 std::string CudaStatus();
 
-// Scores rows (n x dpad, float32, padded) against queries (nq x dpad) on the device:
-// out[q * n + r]. Returns false (and the caller falls back to the CPU) on any CUDA error.
-bool CudaScoreF32(const float* rows, size_t n, size_t dpad, const float* queries, size_t nq,
-                  float* out, std::string* error);
+// A device-resident copy of an exact index's float32 rows (padded stride dpad). Every
+// method returns false with *error set on any CUDA failure; the index then serves the
+// search on the CPU and stops using the device.
+class CudaRows {
+ public:
+  CudaRows() = default;
+  ~CudaRows();
+  CudaRows(const CudaRows&) = delete;
+  CudaRows& operator=(const CudaRows&) = delete;
+
+  bool Upload(const float* rows, size_t n, size_t dpad, std::string* error);
+  // out[q * nr + i] = dot(row r0 + i, query q) for i < nr.
+  bool Score(const float* queries, size_t nq, size_t r0, size_t nr, float* out,
+             std::string* error);
+
+ private:
+  void Free();
+  float* rows_ = nullptr;
+  float* queries_ = nullptr;
+  float* scores_ = nullptr;
+  size_t n_ = 0, dpad_ = 0, q_cap_ = 0, s_cap_ = 0;
+};
 
 }  // namespace recserve

@@ -6,8 +6,13 @@ namespace recserve {
 bool CudaCompiled() { return false; }
 int CudaDeviceCount() { return 0; }
 std::string CudaStatus() { return "not compiled (no CUDA toolkit at build time)"; }
-bool CudaScoreF32(const float*, size_t, size_t, const float*, size_t, float*,
-                  std::string* error) {
+CudaRows::~CudaRows() = default;
+void CudaRows::Free() {}
+bool CudaRows::Upload(const float*, size_t, size_t, std::string* error) {
+  if (error) *error = CudaStatus();
+  return false;
+}
+bool CudaRows::Score(const float*, size_t, size_t, size_t, float*, std::string* error) {
   if (error) *error = CudaStatus();
   return false;
 }

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "common/napi_args.h"
-#include "cuda/exact_cuda.h"
 #include "exact/exact_index.h"
 
 namespace recserve {
@@ -135,8 +134,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,
                                             threads, ks);
       // The CUDA backend serves only when a device answers; otherwise the CPU engine does.
-      backend_ = "cpu";
-      if (device != "cpu" && CudaDeviceCount() > 0) backend_ = "cuda";
+      if (device != "cpu") index_->EnableCuda();
       return 0;
     });
   }
@@ -191,7 +189,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       return TopKResult(info.Env(), r.ids, r.scores, p.k);
     });
   }
-  // setTuning({ minRowsPerTask?, blockBytes? }): for benchmarks and tests.
+  // setTuning({ minRowsPerTask?, blockBytes?, sgemmMinBatch?, sgemmRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -208,6 +206,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       };
       num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
       num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
+      num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
+      num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
       return info.Env().Undefined();
     });
   }
@@ -227,11 +227,10 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     return Napi::String::New(info.Env(), index_->KernelSet().name);
   }
   Napi::Value GetBackend(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), backend_);
+    return Napi::String::New(info.Env(), index_->CudaActive() ? "cuda" : "cpu");
   }
 
   std::shared_ptr<ExactIndex> index_;
-  std::string backend_ = "cpu";
 };
 
 }  // namespace
@@ -239,6 +238,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
 void InitExact(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeExactIndex", ExactIndexWrap::Define(env));
   exports.Set("exactKernel", Napi::String::New(env, BestKernels().name));
+  exports.Set("exactHasSgemm", Napi::Boolean::New(env, ExactIndex::HasSgemm()));
 }
 
 }  // namespace recserve

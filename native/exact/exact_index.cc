@@ -8,6 +8,10 @@
 #include <new>
 #include <string>
 
+#ifdef RECSERVE_WITH_BLAS
+#include <cblas.h>
+#endif
+
 #include "common/errors.h"
 #include "common/thread_pool.h"
 
@@ -56,6 +60,23 @@ class TopK {
 
 inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
   return ex != nullptr && std::binary_search(ex->begin(), ex->end(), id);
+}
+
+// Offers one block of scores (row i of the block is storage row row_of(i)) to a query's
+// top-k. Only scores above the current threshold reach the exclusion check and the heap,
+// so exclusions cost nothing for the rows that could not enter anyway.
+template <typename RowOf>
+inline void Offer(TopK& top, const float* s, size_t nr, RowOf row_of, const uint32_t* ids,
+                  const std::vector<uint32_t>* exq) {
+  float thr = top.Threshold();
+  for (size_t i = 0; i < nr; i++) {
+    if (s[i] > thr) {  // thr is -Infinity until the heap holds k entries
+      const uint32_t id = ids[row_of(i)];
+      if (Excluded(exq, id)) continue;
+      top.Push(s[i], id);
+      thr = top.Threshold();
+    }
+  }
 }
 
 }  // namespace
@@ -128,6 +149,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
   rows_ = std::move(buf);
+  version_++;
   ids_ = std::move(idv);
   row_of_ = std::move(row_of);
   n_ = n;
@@ -140,6 +162,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
 
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
+  version_++;
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
   Reserve(n_ + fresh);
@@ -166,6 +189,7 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
     if (row_of_.count(ids[i]) == 0)
       ThrowRange("ids[" + std::to_string(i) + "]: unknown id " + std::to_string(ids[i]));
   }
+  version_++;
   for (size_t i = 0; i < n; i++) {
     auto it = row_of_.find(ids[i]);
     if (it == row_of_.end()) continue;  // listed twice
@@ -181,6 +205,54 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
     ids_.pop_back();
     n_--;
   }
+}
+
+bool ExactIndex::EnableCuda() {
+  cuda_active_ = CudaDeviceCount() > 0;
+  return cuda_active_;
+}
+
+// Caller holds the shared lock. Scores on the device in chunks of rows, offers each chunk
+// on the host. Never run on a GPU: no machine this was written on has one.
+bool ExactIndex::SearchCuda(const float* qpad, size_t nq, size_t k,
+                            const std::vector<const std::vector<uint32_t>*>& ex,
+                            void* heaps_out) const {
+  auto& heaps = *static_cast<std::vector<TopK>*>(heaps_out);
+  for (auto& h : heaps) h.Reset(k);
+  std::lock_guard<std::mutex> g(cuda_mu_);
+  std::string error;
+  bool ok = true;
+  if (!cuda_rows_ || cuda_version_ != version_) {
+    if (!cuda_rows_) cuda_rows_ = std::make_unique<CudaRows>();
+    ok = cuda_rows_->Upload(reinterpret_cast<const float*>(rows_->data), n_, dpad_, &error);
+    if (ok) cuda_version_ = version_;
+  }
+  // Chunks of at most 2^24 scores (64 MiB) per round trip.
+  const size_t chunk = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(1, nq));
+  std::vector<float> scores;
+  for (size_t r0 = 0; ok && r0 < n_; r0 += chunk) {
+    const size_t nr = std::min(chunk, n_ - r0);
+    scores.resize(nq * nr);
+    ok = cuda_rows_->Score(qpad, nq, r0, nr, scores.data(), &error);
+    for (size_t q = 0; ok && q < nq; q++) {
+      Offer(
+          heaps[q], scores.data() + q * nr, nr,
+          [&](size_t i) { return static_cast<uint32_t>(r0 + i); }, ids_.data(), ex[q]);
+    }
+  }
+  if (!ok) {
+    cuda_active_ = false;
+    cuda_rows_.reset();
+  }
+  return ok;
+}
+
+bool ExactIndex::HasSgemm() {
+#ifdef RECSERVE_WITH_BLAS
+  return true;
+#else
+  return false;
+#endif
 }
 
 void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
@@ -257,25 +329,68 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
                            nq, dpad_, scores.data(), block);
       }
       for (size_t q = 0; q < nq; q++) {
-        TopK& top = h[q];
-        const float* s = scores.data() + q * block;
-        const std::vector<uint32_t>* exq = ex[q];
-        float thr = top.Threshold();
-        for (size_t i = 0; i < nr; i++) {
-          if (s[i] > thr) {  // thr is -Infinity until the heap holds k entries
-            const uint32_t id = ids_[rowidx[i]];
-            if (Excluded(exq, id)) continue;
-            top.Push(s[i], id);
-            thr = top.Threshold();
-          }
-        }
+        Offer(
+            h[q], scores.data() + q * block, nr, [&](size_t i) { return rowidx[i]; },
+            ids_.data(), ex[q]);
       }
     }
   };
-  if (tasks == 1) {
-    worker(0);
-  } else {
-    ThreadPool::Shared().ParallelFor(tasks, worker);
+  bool done = false;
+  if (!gather && !f16 && cuda_active_.load()) {
+    std::vector<TopK> gpu(nq);
+    if (SearchCuda(qpad.data(), nq, k, ex, &gpu)) {
+      tasks = 1;
+      heaps.assign(1, std::move(gpu));
+      done = true;
+    }
+  }
+#ifdef RECSERVE_WITH_BLAS
+  if (!done && !gather && tuning_.sgemm_min_batch > 0 && nq >= tuning_.sgemm_min_batch) {
+    // One sgemm per chunk of rows: OpenBLAS spreads each call over its own threads, then
+    // the pool offers the chunk's scores to the heaps, split by query.
+    tasks = 1;
+    heaps.assign(1, std::vector<TopK>(nq));
+    for (auto& x : heaps[0]) x.Reset(k);
+    const size_t chunk = std::max<size_t>(64, tuning_.sgemm_rows);
+    std::vector<float> scores(nq * chunk);
+    std::vector<float> conv(f16 ? chunk * dpad_ : 0);
+    const size_t qtasks = std::max<size_t>(1, std::min(threads_, nq / 16));
+    for (size_t r0 = 0; r0 < total; r0 += chunk) {
+      const size_t nr = std::min(chunk, total - r0);
+      const float* rows;
+      if (f16) {
+        kernels_.from_f16(reinterpret_cast<const uint16_t*>(base + r0 * rb), conv.data(),
+                          nr * dpad_);
+        rows = conv.data();
+      } else {
+        rows = reinterpret_cast<const float*>(base + r0 * rb);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq),
+                  static_cast<int>(nr), static_cast<int>(dpad_), 1.f, qpad.data(),
+                  static_cast<int>(dpad_), rows, static_cast<int>(dpad_), 0.f, scores.data(),
+                  static_cast<int>(chunk));
+      auto offer = [&](size_t t) {
+        for (size_t q = nq * t / qtasks; q < nq * (t + 1) / qtasks; q++) {
+          Offer(
+              heaps[0][q], scores.data() + q * chunk, nr,
+              [&](size_t i) { return static_cast<uint32_t>(r0 + i); }, ids_.data(), ex[q]);
+        }
+      };
+      if (qtasks == 1) {
+        offer(0);
+      } else {
+        ThreadPool::Shared().ParallelFor(qtasks, offer);
+      }
+    }
+    done = true;
+  }
+#endif
+  if (!done) {
+    if (tasks == 1) {
+      worker(0);
+    } else {
+      ThreadPool::Shared().ParallelFor(tasks, worker);
+    }
   }
   lk.unlock();
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cuda/exact_cuda.h"
 #include "exact/kernels.h"
 
 namespace recserve {
@@ -40,6 +42,12 @@ struct ExactTuning {
   // Target bytes of item rows per cache block; the block is reused by every query of the
   // batch before the scan moves on (one pass over item memory per batch).
   size_t block_bytes = 32 * 1024;
+  // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
+  // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds
+  // with BLAS (the CMake addon), and only for full scans (no allow list).
+  size_t sgemm_min_batch = 0;
+  // Item rows per sgemm call.
+  size_t sgemm_rows = 4096;
 };
 
 class ExactIndex {
@@ -61,6 +69,15 @@ class ExactIndex {
   void Remove(const uint32_t* ids, size_t n);
 
   void Search(const SearchRequest& req, SearchResult* out) const;
+
+  // True when this build has the BLAS path (see ExactTuning::sgemm_min_batch).
+  static bool HasSgemm();
+
+  // Routes float32 full scans to the CUDA backend when a device answers; returns whether
+  // it is in use. Any later CUDA failure turns it off for good and the CPU engine serves
+  // that same search, so callers never see a GPU error.
+  bool EnableCuda();
+  bool CudaActive() const { return cuda_active_.load(); }
 
  private:
   struct Buffer {
@@ -88,6 +105,15 @@ class ExactIndex {
 
   mutable std::mutex gate_;
   mutable std::shared_mutex rw_;
+  // The CUDA backend's device copy of the rows, refreshed when version_ moved on.
+  bool SearchCuda(const float* qpad, size_t nq, size_t k,
+                  const std::vector<const std::vector<uint32_t>*>& ex, void* heaps) const;
+  mutable std::atomic<bool> cuda_active_{false};
+  mutable std::mutex cuda_mu_;
+  mutable std::unique_ptr<CudaRows> cuda_rows_;
+  mutable uint64_t cuda_version_ = ~uint64_t(0);
+  uint64_t version_ = 0;  // bumped by every write, under the unique lock
+
   std::unique_ptr<Buffer> rows_;
   size_t n_ = 0;
   std::vector<uint32_t> ids_;                      // row -> id

@@ -24,6 +24,8 @@ struct Kernels {
                     size_t dpad, float* out, size_t ldo);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
+  // Sum of n floats, read once front to back: the benchmark's streaming-read probe.
+  float (*sum_f32)(const float* p, size_t n);
   // IEEE binary16 conversion, round to nearest even.
   void (*to_f16)(const float* in, uint16_t* out, size_t n);
   void (*from_f16)(const uint16_t* in, float* out, size_t n);

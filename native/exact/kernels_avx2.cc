@@ -123,6 +123,21 @@ float DotF32(const float* a, const float* b, size_t d) {
   return HSum(_mm256_add_ps(s0, s1));
 }
 
+// Four independent accumulators keep enough loads in flight to saturate memory.
+float SumF32(const float* p, size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+  }
+  float s = HSum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; i++) s += p[i];
+  return s;
+}
+
 void ToF16(const float* in, uint16_t* out, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -148,7 +163,7 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, ToF16, FromF16};
+  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, SumF32, ToF16, FromF16};
   return &k;
 }
 

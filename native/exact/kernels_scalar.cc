@@ -94,6 +94,12 @@ float DotF32(const float* a, const float* b, size_t d) {
   return s;
 }
 
+float SumF32(const float* p, size_t n) {
+  float s = 0.f;
+  for (size_t i = 0; i < n; i++) s += p[i];
+  return s;
+}
+
 void ToF16(const float* in, uint16_t* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = FloatToHalf(in[i]);
 }
@@ -105,7 +111,7 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, ToF16, FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SumF32, ToF16, FromF16};
   return k;
 }
 

@@ -2,10 +2,10 @@
 // personalised request. A thin typed adapter over NativeExactIndex; every argument check
 // happens in native code (TypeError/RangeError naming the argument), so the JS side adds
 // only the shaping of options.
-import { loadNative, type NativeExactIndex, type TopK } from './native.js';
+import { loadNative, type ExactTuning, type NativeExactIndex, type TopK } from './native.js';
 
 export type Storage = 'f32' | 'f16';
-export type { TopK } from './native.js';
+export type { ExactTuning, TopK } from './native.js';
 
 /** Id used to pad rows with fewer than k results (score -Infinity). */
 export const NO_ID = 0xffffffff;
@@ -104,7 +104,7 @@ export class ExactIndex {
   }
 
   /** Scan tuning knobs (benchmarks and tests); the defaults suit this machine. */
-  setTuning(t: { minRowsPerTask?: number; blockBytes?: number }): void {
+  setTuning(t: ExactTuning): void {
     this.native.setTuning(t);
   }
 }

@@ -24,6 +24,18 @@ export interface TopK {
   k: number;
 }
 
+/** Scan tuning knobs of the exact index (see native/exact/exact_index.h). */
+export interface ExactTuning {
+  /** Rows one thread scans at least before a search is split (default 16384). */
+  minRowsPerTask?: number;
+  /** Item bytes per cache block reused by every query of a batch (default 32768). */
+  blockBytes?: number;
+  /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
+  sgemmMinBatch?: number;
+  /** Item rows per sgemm call (default 4096). */
+  sgemmRows?: number;
+}
+
 export interface NativeExactIndex {
   readonly dim: number;
   readonly size: number;
@@ -46,7 +58,7 @@ export interface NativeExactIndex {
     exclude?: (Uint32Array | null)[] | null,
     allow?: Uint32Array | null,
   ): TopK;
-  setTuning(t: { minRowsPerTask?: number; blockBytes?: number }): void;
+  setTuning(t: ExactTuning): void;
 }
 
 export interface NativeHnswIndex {
@@ -81,6 +93,8 @@ export interface NativeFaissFlat {
 export interface NativeAddon {
   engineInfo(): EngineInfo;
   exactKernel: string;
+  /** Whether this build has the sgemm path of the exact index. */
+  exactHasSgemm: boolean;
   NativeExactIndex: new (
     dim: number,
     storage: string,
@@ -91,6 +105,10 @@ export interface NativeAddon {
   /** Absent in the node-gyp build, which has no FAISS. */
   NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;
   NativeFaissFlat?: new (dim: number) => NativeFaissFlat;
+  /** Benchmark probe: best-of-reps streaming read of a buffer, in GB/s (1e9 bytes/s). */
+  benchStreamRead(mebibytes: number, threads: number, reps: number): number;
+  /** Benchmark probe: GFLOP/s of a size^3 OpenBLAS sgemm (absent without BLAS). */
+  benchSgemm?(size: number, reps: number): number;
 }
 
 /** Repository root, found from this file whether it runs from src/ (tsx) or dist/src/. */

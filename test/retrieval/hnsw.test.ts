@@ -6,33 +6,12 @@ import { join } from 'node:path';
 import { HnswIndex } from '../../src/retrieval/hnsw.js';
 import { ExactIndex } from '../../src/retrieval/exact.js';
 import { Rng } from '../../bench/lib/rng.js';
-import { NO_ID, clustered, distinctIds } from './reference.js';
+import { NO_ID, distinctIds } from './reference.js';
+import { clustered, nearRows, recallAtK } from '../../bench/lib/data.js';
 
-/** Queries near existing items ("more like what you just watched"). */
-function nearItems(
-  rng: Rng,
-  vecs: Float32Array,
-  d: number,
-  nq: number,
-  noise: number,
-): Float32Array {
-  const n = vecs.length / d;
-  const q = new Float32Array(nq * d);
-  for (let i = 0; i < nq; i++) {
-    const r = rng.int(n);
-    for (let j = 0; j < d; j++) q[i * d + j] = vecs[r * d + j] + noise * rng.normal();
-  }
-  return q;
-}
-
-function recallAt(k: number, truth: Uint32Array, got: Uint32Array, nq: number): number {
-  let hit = 0;
-  for (let q = 0; q < nq; q++) {
-    const want = new Set(truth.subarray(q * k, q * k + k));
-    for (const id of got.subarray(q * k, q * k + k)) if (want.has(id)) hit++;
-  }
-  return hit / (nq * k);
-}
+const nearItems = nearRows;
+const recallAt = (k: number, truth: Uint32Array, got: Uint32Array, nq: number) =>
+  recallAtK(truth, got, nq, k);
 
 test('HNSW recall@10 >= 0.95 against exact on 100k x 64 clustered data, default settings', async () => {
   const rng = new Rng(21);

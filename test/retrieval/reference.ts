@@ -135,22 +135,4 @@ export function distinctIds(rng: Rng, n: number): Uint32Array {
   return Uint32Array.from(s);
 }
 
-/**
- * Clustered data: `clusters` Gaussian centres, each point a centre plus noise, the way item
- * embeddings group by topic. Queries are drawn the same way.
- */
-export function clustered(
-  rng: Rng,
-  n: number,
-  d: number,
-  clusters: number,
-  noise = 0.5,
-): Float32Array {
-  const centres = rng.normalArray(clusters * d);
-  const out = new Float32Array(n * d);
-  for (let i = 0; i < n; i++) {
-    const c = rng.int(clusters);
-    for (let j = 0; j < d; j++) out[i * d + j] = centres[c * d + j] + noise * rng.normal();
-  }
-  return out;
-}
+export { clustered } from '../../bench/lib/data.js';

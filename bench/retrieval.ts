@@ -1,0 +1,228 @@
+// Retrieval benchmark: the machine's read bandwidth and sgemm rate, then queries/s of the
+// exact index (fp32, fp16) and FAISS IndexFlatIP on the same data, and HNSW recall@10
+// against queries/s for several efSearch values, all in one run.
+//
+//   npm run bench:retrieval [-- --quick] [-- --json]
+//
+// --quick keeps the whole run under a minute (shorter timing windows, fewer queries);
+// --json prints one JSON object instead of tables. The HNSW index (100k x 64) is cached
+// under .cache/ after the first build, since building it costs more than the rest.
+// libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a
+// while after each parallel region) lets FAISS's idle OpenMP threads starve OpenBLAS's
+// threads on a 2-core machine: FAISS IndexFlatIP ran 10-50x slower at B >= 20 (its sgemm
+// path) in our first runs. PASSIVE gives FAISS its best case; set it in the environment to
+// measure something else.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseBenchArgs } from './lib/args.js';
+import { clustered, nearRows, recallAtK } from './lib/data.js';
+import { Rng } from './lib/rng.js';
+import { nowMs, rate } from './lib/stats.js';
+import { printTable, type Cell } from './lib/table.js';
+import { ExactIndex } from '../src/retrieval/exact.js';
+import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
+import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
+import { loadNative, projectRoot } from '../src/retrieval/native.js';
+
+interface Row {
+  engine: 'exact-fp32' | 'exact-fp16' | 'faiss-flat' | 'hnsw' | 'hnsw-faiss';
+  n: number;
+  d: number;
+  batch: number;
+  k: number;
+  qps: number;
+  threads: number;
+  /** exact-fp32/fp16: bytes of item rows read per query / time per query, GB/s. */
+  read_gbps?: number;
+  /** qps / faiss-flat qps on the same n, d, batch. */
+  vs_faiss?: number;
+  /** exact-fp16: recall@100 against exact fp32. */
+  recall_at_100_vs_fp32?: number;
+  ef_search?: number;
+  recall_at_10?: number;
+}
+
+const args = parseBenchArgs();
+const quick = args.quick;
+const log = (msg: string) => {
+  if (!args.json) console.error(msg);
+};
+const addon = loadNative();
+const info = addon.engineInfo();
+const threads = info.hardwareThreads;
+const windowMs = quick ? 40 : 800;
+const K = 100;
+const BATCHES = [1, 8, 32, 128];
+const t0 = nowMs();
+
+// --- machine probes ----------------------------------------------------------------------
+const bandwidth1 = addon.benchStreamRead(quick ? 256 : 1024, 1, quick ? 3 : 6);
+const bandwidth = addon.benchStreamRead(quick ? 256 : 1024, threads, quick ? 3 : 6);
+const sgemm = addon.benchSgemm ? addon.benchSgemm(1024, quick ? 3 : 8) : NaN;
+log(
+  `read bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
+    `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s`,
+);
+
+const results: Row[] = [];
+
+// --- exact: fp32, fp16 and FAISS IndexFlatIP on the same data --------------------------------
+for (const n of [100_000, 1_000_000]) {
+  for (const d of [64, 128]) {
+    const rng = new Rng(n + d);
+    const vecs = rng.uniformArray(n * d);
+    const ids = Uint32Array.from({ length: n }, (_, i) => i);
+    const queries = rng.uniformArray(128 * d);
+    const f32 = ExactIndex.create({ dim: d, storage: 'f32' });
+    f32.build(ids, vecs);
+    const f16 = ExactIndex.create({ dim: d, storage: 'f16' });
+    f16.build(ids, vecs);
+    const faiss = FaissFlatIndex.create(d);
+    faiss.add(vecs);
+    // fp16 quality: recall@100 of the fp16 index against the fp32 one on 32 queries.
+    const q32 = queries.subarray(0, 32 * d);
+    const recall16 = recallAtK(f32.searchSync(q32, K).ids, f16.searchSync(q32, K).ids, 32, K);
+
+    for (const B of BATCHES) {
+      const q = queries.subarray(0, B * d);
+      const measure = (fn: () => void) => B * rate(fn, windowMs, quick ? 1 : 3);
+      const faissQps = measure(() => faiss.searchSync(q, K));
+      const rows: Row[] = [
+        { engine: 'exact-fp32', qps: measure(() => f32.searchSync(q, K)) } as Row,
+        { engine: 'exact-fp16', qps: measure(() => f16.searchSync(q, K)) } as Row,
+        { engine: 'faiss-flat', qps: faissQps } as Row,
+      ];
+      for (const r of rows) {
+        Object.assign(r, { n, d, batch: B, k: K, threads });
+        r.vs_faiss = r.qps / faissQps;
+        if (r.engine === 'exact-fp32') r.read_gbps = (n * d * 4 * r.qps) / 1e9;
+        if (r.engine === 'exact-fp16') {
+          r.read_gbps = (n * d * 2 * r.qps) / 1e9;
+          r.recall_at_100_vs_fp32 = recall16;
+        }
+        results.push(r);
+      }
+    }
+    log(`exact n=${n} d=${d} done (${((nowMs() - t0) / 1000).toFixed(1)} s)`);
+  }
+}
+
+// --- HNSW: recall@10 against queries/s, single queries on one thread ----------------------
+{
+  const n = 100_000;
+  const d = 64;
+  const rng = new Rng(31);
+  const vecs = clustered(rng, n, d, 100);
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const cacheDir = join(projectRoot(), '.cache');
+  const cached = join(
+    cacheDir,
+    `bench-hnsw-${n}x${d}-M${HNSW_DEFAULTS.M}-efc${HNSW_DEFAULTS.efConstruction}-seed31.faiss`,
+  );
+  let hnsw: HnswIndex;
+  if (existsSync(cached)) {
+    hnsw = await HnswIndex.load(cached);
+  } else {
+    const tb = nowMs();
+    hnsw = await HnswIndex.build(ids, vecs, d);
+    log(`hnsw build ${((nowMs() - tb) / 1000).toFixed(1)} s (cached at ${cached})`);
+    mkdirSync(cacheDir, { recursive: true });
+    await hnsw.save(cached);
+  }
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, vecs);
+  const nq = quick ? 200 : 2000;
+  const queries = nearRows(rng, vecs, d, nq, 0.3);
+  const truth = exact.searchSync(queries, 10).ids;
+  const single = (opts: Parameters<HnswIndex['searchSync']>[2]) => {
+    const got = new Uint32Array(nq * 10);
+    const ts = nowMs();
+    for (let q = 0; q < nq; q++) {
+      got.set(hnsw.searchSync(queries.subarray(q * d, (q + 1) * d), 10, opts).ids, q * 10);
+    }
+    const qps = (nq * 1000) / (nowMs() - ts);
+    return { qps, recall: recallAtK(truth, got, nq, 10) };
+  };
+  single({ efSearch: 64 }); // warm caches
+  for (const ef of [16, 32, 64, 128, 256]) {
+    const r = single({ efSearch: ef, threads: 1 });
+    results.push({
+      engine: 'hnsw',
+      n,
+      d,
+      batch: 1,
+      k: 10,
+      qps: r.qps,
+      threads: 1,
+      ef_search: ef,
+      recall_at_10: r.recall,
+    });
+  }
+  // FAISS's own IndexHNSW::search on the same graph (its efSearch is fixed at 16 in 1.7.3),
+  // with 1 and 2 OpenMP threads for a single query.
+  for (const th of [1, 2]) {
+    const r = single({ impl: 'faiss', threads: th, efSearch: 16 });
+    results.push({
+      engine: 'hnsw-faiss',
+      n,
+      d,
+      batch: 1,
+      k: 10,
+      qps: r.qps,
+      threads: th,
+      ef_search: 16,
+      recall_at_10: r.recall,
+    });
+  }
+}
+
+const out = {
+  bench: 'retrieval',
+  date: new Date().toISOString(),
+  quick,
+  omp_wait_policy: process.env.OMP_WAIT_POLICY,
+  seconds: (nowMs() - t0) / 1000,
+  machine: { ...info, threads },
+  bandwidth_gbps: bandwidth,
+  bandwidth_1t_gbps: bandwidth1,
+  sgemm_gflops: sgemm,
+  results,
+};
+
+if (args.json) {
+  console.log(JSON.stringify(out));
+} else {
+  const fmt = (x: number | undefined): Cell => (x === undefined ? '' : x);
+  console.log(
+    `\nread bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
+      `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s; ` +
+      `kernel ${info.exactKernel}\n`,
+  );
+  printTable(
+    ['engine', 'n', 'd', 'batch', 'k', 'qps', 'us/query', 'read GB/s', 'vs faiss', 'recall'],
+    results
+      .filter((r) => !r.engine.startsWith('hnsw'))
+      .map((r) => [
+        r.engine,
+        r.n,
+        r.d,
+        r.batch,
+        r.k,
+        r.qps,
+        1e6 / r.qps,
+        fmt(r.read_gbps),
+        fmt(r.vs_faiss),
+        fmt(r.recall_at_100_vs_fp32),
+      ]),
+  );
+  console.log('');
+  printTable(
+    ['engine', 'n', 'd', 'threads', 'efSearch', 'recall@10', 'qps'],
+    results
+      .filter((r) => r.engine.startsWith('hnsw'))
+      .map((r) => [r.engine, r.n, r.d, r.threads, fmt(r.ef_search), fmt(r.recall_at_10), r.qps]),
+  );
+  console.log(`\n${out.seconds.toFixed(1)} s`);
+}
