@@ -112,6 +112,16 @@ export function requestContext(
     }
     recentCount++;
   }
+  // Mean age of the recent items at request time (recent_age_gap): do they watch new releases
+  // or classics?
+  let ageSum = 0;
+  let ageN = 0;
+  for (let k = 0; k < recent.length && k < RECENT_ITEMS; k++) {
+    const created = bundle.items.createdAt[recent[k]!];
+    if (created === undefined || !Number.isFinite(created)) continue;
+    ageSum += Math.log1p(Math.max(0, (req.timestampMs - created) / 86_400_000));
+    ageN++;
+  }
   let userNorm = 0;
   for (let i = 0; i < dim; i++) userNorm += user.embedding[i]! * user.embedding[i]!;
   return {
@@ -126,12 +136,13 @@ export function requestContext(
     deviceIndex: req.device === undefined ? -1 : DEVICE_TYPES.indexOf(req.device),
     recentUnit,
     recentCount,
+    recentLogAge: ageN > 0 ? ageSum / ageN : NaN,
     item: 0,
     itemOffset: 0,
     dot: 0,
     itemNorm: 0,
     retrievalScore: NaN,
-    memo: { recentFor: -1, recentMax: 0, recentMean: 0, catFor: -1, catSum: 0 },
+    memo: { recentFor: -1, recentMax: 0, recentMean: 0, recent3Max: 0, catFor: -1, catSum: 0 },
   };
 }
 

@@ -87,9 +87,12 @@ export interface FeatureContext {
     recentFor: number;
     recentMax: number;
     recentMean: number;
+    recent3Max: number;
     catFor: number;
     catSum: number;
   };
+  /** Mean log(1 + age in days) of the recent items at request time; NaN when unknown. */
+  recentLogAge: number;
 }
 
 export interface FeatureDef {
@@ -158,13 +161,14 @@ function userCreatorPrev(ctx: FeatureContext): number {
 
 const TWO_PI = 2 * Math.PI;
 
-/** Cosine of the candidate with each recent item, reduced by `mode` (both memoised). */
-function recentSim(ctx: FeatureContext, mode: 'max' | 'mean'): number {
+/** Cosine of the candidate with each recent item, reduced by `mode` (all memoised). */
+function recentSim(ctx: FeatureContext, mode: 'max' | 'mean' | 'max3'): number {
   const m = ctx.memo;
   if (m.recentFor !== ctx.item) {
     m.recentFor = ctx.item;
     m.recentMax = 0;
     m.recentMean = 0;
+    m.recent3Max = 0;
     if (ctx.recentCount > 0 && ctx.itemNorm > 0) {
       const { dim, itemOffset, itemEmbeddings: e, recentUnit } = ctx;
       let best = -1;
@@ -176,12 +180,13 @@ function recentSim(ctx: FeatureContext, mode: 'max' | 'mean'): number {
         s /= ctx.itemNorm;
         sum += s;
         if (s > best) best = s;
+        if (r === Math.min(3, ctx.recentCount) - 1) m.recent3Max = best;
       }
       m.recentMax = best;
       m.recentMean = sum / ctx.recentCount;
     }
   }
-  return mode === 'max' ? m.recentMax : m.recentMean;
+  return mode === 'max' ? m.recentMax : mode === 'max3' ? m.recent3Max : m.recentMean;
 }
 
 const BASE: FeatureDef[] = [
@@ -264,6 +269,17 @@ const BASE: FeatureDef[] = [
     'recent_sim_mean',
     `mean cosine between the item and the user's last ${RECENT_ITEMS} items (0 without history)`,
     (ctx) => recentSim(ctx, 'mean'),
+  ),
+  scalar(
+    'recent3_sim_max',
+    "largest cosine between the item and the user's last 3 items (0 without history)",
+    (ctx) => recentSim(ctx, 'max3'),
+  ),
+  scalar(
+    'recent_age_gap',
+    "|log(1 + item age) − mean log(1 + age) of the user's recent items|, in days at request time (0 without history)",
+    (ctx) =>
+      Number.isNaN(ctx.recentLogAge) ? 0 : Math.abs(Math.log1p(ageDays(ctx)) - ctx.recentLogAge),
   ),
   scalar('user_log_interactions', 'log(1 + total past interactions of the user)', (ctx) =>
     Math.log1p(Math.max(0, ctx.user.interactionCount)),

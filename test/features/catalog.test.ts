@@ -69,6 +69,9 @@ test('embedding, similarity and retrieval features', () => {
   // Recent items are 2 (unit (0.6, 0, 0.8)) and 1 (zero vector, skipped).
   close(compute('recent_sim_max', 0), [(0.6 + 1.6) / 3], 'recent_sim_max');
   close(compute('recent_sim_mean', 2), [1], 'recent_sim_mean of the item itself');
+  close(compute('recent3_sim_max', 0), [(0.6 + 1.6) / 3], 'recent3_sim_max');
+  // Of the recent items only item 1 has a known age (2 days).
+  close(compute('recent_age_gap', 0), [Math.log1p(30) - Math.log1p(2)], 'recent_age_gap');
 });
 
 test('item features: popularity, freshness, age, quality', () => {
