@@ -534,18 +534,31 @@ export async function trainRanker(
 
   const mode = opts.userEmbedding ?? 'refit';
   // Confidence weights as the embeddings' trainer saw them (the log's weight column is NaN
-  // where the loader left it to training/weights).
-  const weights = input.weights ?? computeWeights(train);
-  if (weights.length < train.length) {
+  // where the loader left it to training/weights). Without them, try training/weights with
+  // and without its time decay and keep whichever reproduces the trained vectors better.
+  if (input.weights && input.weights.length < train.length) {
     throw new Error(
-      `trainRanker weights: length ${weights.length} is less than train.length ${train.length}`,
+      `trainRanker weights: length ${input.weights.length} is less than train.length ${train.length}`,
     );
   }
   const tCalib = performance.now();
-  const calib =
-    mode === 'refit'
-      ? calibrateFoldIn(input, weights, users, gram(itemEmbeddings, dim), rand)
-      : { alpha: 0, lambda: 0, relError: 0 };
+  let weights = input.weights ?? computeWeights(train);
+  let calib = { alpha: 0, lambda: 0, relError: 0 };
+  let weightsGuessed = 0;
+  if (mode === 'refit') {
+    const yty = gram(itemEmbeddings, dim);
+    calib = calibrateFoldIn(input, weights, users, yty, rng(seed + 1));
+    if (!input.weights) {
+      const undecayed = computeWeights(train, { decayPerDay: 0 });
+      const alt = calibrateFoldIn(input, undecayed, users, yty, rng(seed + 1));
+      weightsGuessed = 1;
+      if (alt.relError < calib.relError) {
+        weights = undecayed;
+        calib = alt;
+        weightsGuessed = 2;
+      }
+    }
+  }
   const tRefit = performance.now();
   // Embeddings, popularity and the bundle view that examples are built from (see refit).
   let exItemEmb = itemEmbeddings;
@@ -707,6 +720,8 @@ export async function trainRanker(
     ranker_foldin_alpha: calib.alpha,
     ranker_foldin_lambda: calib.lambda,
     ranker_foldin_rel_error: calib.relError,
+    /** 0: weights given; 1: guessed, decayed; 2: guessed, undecayed. */
+    ranker_weights_guessed: weightsGuessed,
   };
   const evalRows = (deep: Float32Array, wide: Float32Array, labels: number[]) => {
     const logits = new Float32Array(labels.length);
