@@ -29,6 +29,12 @@ const commands: Record<string, Command> = {
     summary: 'offline evaluation: popularity, item-kNN, ALS, ALS + ranker (--json)',
     run: async (args) => (await import('./eval.js')).evalCommand(args),
   },
+  features: {
+    summary: 'list the ranker features a model config may name',
+    run: async () => {
+      console.log((await import('../features/catalog.js')).describeFeatures().join('\n'));
+    },
+  },
 };
 
 function printHelp(): void {

@@ -306,7 +306,7 @@ const BASE: FeatureDef[] = [
     },
   },
   ...DEVICE_TYPES.map((d, i) =>
-    scalar(`device_${d}`, `1 when the request came from a ${d} device`, (ctx) =>
+    scalar(`device_${d}`, `1 when the request's device_type is '${d}'`, (ctx) =>
       ctx.deviceIndex === i ? 1 : 0,
     ),
   ),
@@ -391,5 +391,8 @@ export function resolveFeature(name: string, dim: number): FeatureDef {
 
 /** Lines of "name  doc" for help output and models/README.md. */
 export function describeFeatures(): string[] {
-  return BASE.map((f) => `${f.name.padEnd(26)} ${f.doc}`);
+  return [
+    ...BASE.map((f) => `${f.name.padEnd(26)} ${f.doc}`),
+    `${'user_emb[i] item_emb[i]'.padEnd(26)} one dimension of a vector feature (also user_item_product[i])`,
+  ];
 }
