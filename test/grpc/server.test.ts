@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { ApiError, ERRORS, type ErrorCode } from '../../src/api/errors.js';
+import type { FeedbackRequest } from '../../src/api/types.js';
 import { startGrpcServer, type GrpcServerHandle } from '../../src/transport/grpc/server.js';
 import { RecserveGrpcClient } from '../../src/transport/grpc/client.js';
 import { ERROR_CODE_KEY, ERROR_FIELD_KEY } from '../../src/transport/grpc/status.js';
@@ -300,4 +301,28 @@ test('close drains in-flight calls within its bound and refuses new ones', async
   // Answered UNAVAILABLE (retry on another replica), not left hanging.
   assert.equal(await stuck, 'unavailable');
   c3.close();
+});
+
+test('a stream cut by the drain bound is answered UNAVAILABLE and records nothing after', async () => {
+  const s4 = new ScriptedService();
+  const srv4 = await startGrpcServer(s4, { port: 0 });
+  const c4 = new RecserveGrpcClient(srv4.address);
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  async function* batches(): AsyncGenerator<FeedbackRequest> {
+    yield { user_id: 'd', events: [{ item_id: 'first', event_type: 'view' }] };
+    await gate;
+    yield { user_id: 'd', events: [{ item_id: 'late', event_type: 'view' }] };
+  }
+  const streamed = c4.streamFeedback(batches()).then(
+    () => 'answered',
+    (e: unknown) => (e instanceof ApiError ? e.code : String(e)),
+  );
+  await sleep(100);
+  await srv4.close(100); // the stream stays open past the bound
+  release();
+  assert.equal(await streamed, 'unavailable');
+  const items = s4.calls.map((c) => (c.req as FeedbackRequest).events[0]!.item_id);
+  assert.deepEqual(items, ['first']);
+  c4.close();
 });

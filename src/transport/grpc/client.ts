@@ -104,10 +104,18 @@ export class RecserveGrpcClient {
         err ? reject(fromServiceError(err)) : resolve(res),
       );
     });
+    // The server may answer before the batches run out (a bad message, a drain): stop
+    // writing then, and keep that early answer from counting as an unhandled rejection.
+    let answered = false;
+    result.then(
+      () => (answered = true),
+      () => (answered = true),
+    );
     const onAbort = (): void => stream!.cancel();
     s.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       for await (const b of batches) {
+        if (answered) break;
         if (!stream!.write(b)) {
           // Either the buffer drains, or the call already failed and the result says why.
           await Promise.race([

@@ -118,7 +118,13 @@ export async function startGrpcServer(
     method: string,
     call: AnyCall,
     respond: (err: Partial<grpc.StatusObject> | null, value?: unknown) => void,
-  ): { opts: CallOptions; expired: boolean; settle: (err: unknown, value?: unknown) => void } {
+  ): {
+    opts: CallOptions;
+    expired: boolean;
+    settle: (err: unknown, value?: unknown) => void;
+    /** True once the call was answered (by its handler or by the drain). */
+    answered: () => boolean;
+  } {
     const deadline = deadlineMs(call.getDeadline());
     let settled = false;
     let cancelled = false;
@@ -157,7 +163,12 @@ export async function startGrpcServer(
     };
     active.add(cut);
     inFlight++;
-    return { opts: o, expired: deadline !== undefined && deadline <= Date.now(), settle };
+    return {
+      opts: o,
+      expired: deadline !== undefined && deadline <= Date.now(),
+      settle,
+      answered: () => settled,
+    };
   }
 
   function fail(method: string, err: unknown): Partial<grpc.StatusObject> {
@@ -194,7 +205,7 @@ export async function startGrpcServer(
   }
 
   const streamFeedback: grpc.handleClientStreamingCall<unknown, unknown> = (call, callback) => {
-    const { opts: o, settle } = track('StreamFeedback', call, callback);
+    const { opts: o, settle, answered } = track('StreamFeedback', call, callback);
     const total: FeedbackResponse = {
       status: 'accepted',
       events_processed: 0,
@@ -209,14 +220,16 @@ export async function startGrpcServer(
       settle(err);
     };
     call.on('data', (msg: unknown) => {
-      if (failed) return;
+      if (failed || answered()) return;
       const i = index++;
       // Each message is recorded in arrival order (a user's session order matters); the
       // window bounds how far the reader runs ahead of the pipeline.
       if (++pending >= opts.streamWindow) call.pause();
       chain = chain.then(async () => {
         try {
-          if (failed) return;
+          // Nothing more is recorded once the stream was answered (a bad message, or the
+          // drain's UNAVAILABLE): the client was told the rest did not go in.
+          if (failed || answered()) return;
           const r = await service.feedback(validateFeedbackRequest(msg), o);
           total.events_processed += r.events_processed;
           total.duplicates_ignored += r.duplicates_ignored;
