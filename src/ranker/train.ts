@@ -319,8 +319,7 @@ function calibrateFoldIn(
       let err = 0;
       let norm = 0;
       for (const u of sample) {
-        const items = Int32Array.from(u.events, (e) => train.item[e]!);
-        const w = Float32Array.from(u.events, (e) => weights[e]!);
+        const { items, w } = aggregateEvents(u.events, train, weights);
         out.fill(0);
         foldInCG(itemEmbeddings, dim, yty, items, w, alpha, lambda, out, steps);
         for (let i = 0; i < dim; i++) {
@@ -334,6 +333,28 @@ function calibrateFoldIn(
     }
   }
   return best;
+}
+
+/**
+ * A user's events as training/als.ts sees them: repeated items merged (weights added) and
+ * pairs whose total weight is <= 0 (e.g. only skips) left out.
+ */
+function aggregateEvents(
+  events: ArrayLike<number>,
+  train: InteractionLog,
+  weights: Float32Array,
+): { items: Int32Array; w: Float32Array } {
+  const sums = new Map<number, number>();
+  for (let k = 0; k < events.length; k++) {
+    const e = events[k]!;
+    const it = train.item[e]!;
+    sums.set(it, (sums.get(it) ?? 0) + weights[e]!);
+  }
+  const kept = [...sums].filter(([, w]) => w > 0);
+  return {
+    items: Int32Array.from(kept, ([it]) => it),
+    w: Float32Array.from(kept, ([, w]) => w),
+  };
 }
 
 /** Number of an n-event user's latest events held back as that user's prediction targets. */
@@ -367,17 +388,12 @@ function refitOnHistory(
   for (const { user, events } of grouped) {
     const cut = events.length - targetCount(events.length);
     const hist = events.subarray(0, Math.max(0, cut));
-    userHist.push({
-      user,
-      items: Int32Array.from(hist, (e) => train.item[e]!),
-      w: Float32Array.from(hist, (e) => weights[e]!),
-    });
-    for (const e of hist) itemCount[train.item[e]! + 1]!++;
+    const agg = aggregateEvents(hist, train, weights);
+    userHist.push({ user, items: agg.items, w: agg.w });
+    for (const it of agg.items) itemCount[it + 1]!++;
+    for (const e of hist) popularity[train.item[e]!]!++;
   }
-  for (let i = 0; i < numItems; i++) {
-    popularity[i] = itemCount[i + 1]!;
-    itemCount[i + 1]! += itemCount[i]!;
-  }
+  for (let i = 0; i < numItems; i++) itemCount[i + 1]! += itemCount[i]!;
   const total = itemCount[numItems]!;
   const itemUsers = new Int32Array(total);
   const itemW = new Float32Array(total);
@@ -608,7 +624,8 @@ export async function trainRanker(
     const reqMs = train.timestamp[events[cut]!]!;
     const emb = exUserEmb.subarray(user * dim, (user + 1) * dim);
     const view = history.view(emb);
-    const positives = [...new Set(Array.from(events.subarray(cut), (e) => train.item[e]!))];
+    // Positives: what the user went on to do with positive weight (a skip is no positive).
+    const positives = aggregateEvents(events.subarray(cut), train, weights).items;
     scoreAll(emb, exItemEmb, dim, scores);
     const top = topK(scores, hardK, history.itemCounts);
 
