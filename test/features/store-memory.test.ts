@@ -137,3 +137,30 @@ test('memory: the idle compactor trims users idle for a day and keeps their hist
   assert.equal(again?.categoryCounts['5m'].get('c3'), 3);
   await store.close();
 });
+
+test('memory: eviction keeps exact least-recently-written order over many writes', async () => {
+  // A reference LRU (an array) against the store, through thousands of mixed writes: the
+  // store's eviction cursor must pick the same victim every time.
+  const cap = 50;
+  const store = new MemoryFeatureStore({ maxUsers: cap });
+  const ref: string[] = [];
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 16807) % 2147483647;
+    return seed % n;
+  };
+  for (let k = 0; k < 5000; k++) {
+    const id = rand(3) === 0 ? `new${k}` : `u${rand(120)}`;
+    await store.recordEvents(id, [{ itemId: 'x', event: 'view', timestampMs: T0 + k }], T0 + k);
+    const at = ref.indexOf(id);
+    if (at >= 0) ref.splice(at, 1);
+    else if (ref.length >= cap) ref.shift();
+    ref.push(id);
+  }
+  assert.equal(store.userCount, cap);
+  const got = await store.getUsers(ref, T0 + 5000);
+  assert.ok(got.every((s) => s !== null));
+  const gone = await store.getUsers(['u0', 'u1', 'u2', 'u3'].filter((u) => !ref.includes(u)));
+  assert.ok(gone.every((s) => s === null));
+  await store.close();
+});
