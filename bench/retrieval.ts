@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { parseBenchArgs } from './lib/args.js';
 import { clustered, nearRows, recallAtK } from './lib/data.js';
 import { Rng } from './lib/rng.js';
-import { nowMs, rate } from './lib/stats.js';
+import { nowMs, rateWithCpu } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
 import { ExactIndex } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
@@ -27,12 +27,14 @@ import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
 import { loadNative, projectRoot } from '../src/retrieval/native.js';
 
 interface Row {
-  engine: 'exact-fp32' | 'exact-fp16' | 'faiss-flat' | 'hnsw' | 'hnsw-faiss';
+  engine: 'exact-fp32' | 'exact-fp16' | 'exact-fp32-sgemm' | 'faiss-flat' | 'hnsw' | 'hnsw-faiss';
   n: number;
   d: number;
   batch: number;
   k: number;
   qps: number;
+  /** Process CPU time (all threads) per query, microseconds: steadier than qps under load. */
+  cpu_us_per_query: number;
   threads: number;
   /** exact-fp32/fp16: bytes of item rows read per query / time per query, GB/s. */
   read_gbps?: number;
@@ -85,18 +87,36 @@ for (const n of [100_000, 1_000_000]) {
     const q32 = queries.subarray(0, 32 * d);
     const recall16 = recallAtK(f32.searchSync(q32, K).ids, f16.searchSync(q32, K).ids, 32, K);
 
+    // The sgemm variant of the exact index (off by default: see bench/README.md).
+    const viaSgemm = addon.exactHasSgemm ? ExactIndex.create({ dim: d }) : null;
+    viaSgemm?.build(ids, vecs);
+    viaSgemm?.setTuning({ sgemmMinBatch: 1 });
+
     for (const B of BATCHES) {
       const q = queries.subarray(0, B * d);
-      const measure = (fn: () => void) => B * rate(fn, windowMs, quick ? 1 : 3);
-      const faissQps = measure(() => faiss.searchSync(q, K));
+      const measure = (engine: Row['engine'], fn: () => void): Row => {
+        const r = rateWithCpu(fn, windowMs, quick ? 1 : 3);
+        return {
+          engine,
+          n,
+          d,
+          batch: B,
+          k: K,
+          threads,
+          qps: B * r.perSec,
+          cpu_us_per_query: (r.cpuMs * 1000) / B,
+        };
+      };
+      const faissRow = measure('faiss-flat', () => faiss.searchSync(q, K));
       const rows: Row[] = [
-        { engine: 'exact-fp32', qps: measure(() => f32.searchSync(q, K)) } as Row,
-        { engine: 'exact-fp16', qps: measure(() => f16.searchSync(q, K)) } as Row,
-        { engine: 'faiss-flat', qps: faissQps } as Row,
+        measure('exact-fp32', () => f32.searchSync(q, K)),
+        measure('exact-fp16', () => f16.searchSync(q, K)),
       ];
+      if (viaSgemm && B >= 32)
+        rows.push(measure('exact-fp32-sgemm', () => viaSgemm.searchSync(q, K)));
+      rows.push(faissRow);
       for (const r of rows) {
-        Object.assign(r, { n, d, batch: B, k: K, threads });
-        r.vs_faiss = r.qps / faissQps;
+        r.vs_faiss = r.qps / faissRow.qps;
         if (r.engine === 'exact-fp32') r.read_gbps = (n * d * 4 * r.qps) / 1e9;
         if (r.engine === 'exact-fp16') {
           r.read_gbps = (n * d * 2 * r.qps) / 1e9;
@@ -138,12 +158,14 @@ for (const n of [100_000, 1_000_000]) {
   const truth = exact.searchSync(queries, 10).ids;
   const single = (opts: Parameters<HnswIndex['searchSync']>[2]) => {
     const got = new Uint32Array(nq * 10);
+    const c0 = process.cpuUsage();
     const ts = nowMs();
     for (let q = 0; q < nq; q++) {
       got.set(hnsw.searchSync(queries.subarray(q * d, (q + 1) * d), 10, opts).ids, q * 10);
     }
     const qps = (nq * 1000) / (nowMs() - ts);
-    return { qps, recall: recallAtK(truth, got, nq, 10) };
+    const c = process.cpuUsage(c0);
+    return { qps, cpu: (c.user + c.system) / nq, recall: recallAtK(truth, got, nq, 10) };
   };
   single({ efSearch: 64 }); // warm caches
   for (const ef of [16, 32, 64, 128, 256]) {
@@ -155,6 +177,7 @@ for (const n of [100_000, 1_000_000]) {
       batch: 1,
       k: 10,
       qps: r.qps,
+      cpu_us_per_query: r.cpu,
       threads: 1,
       ef_search: ef,
       recall_at_10: r.recall,
@@ -171,6 +194,7 @@ for (const n of [100_000, 1_000_000]) {
       batch: 1,
       k: 10,
       qps: r.qps,
+      cpu_us_per_query: r.cpu,
       threads: th,
       ef_search: 16,
       recall_at_10: r.recall,
@@ -201,7 +225,19 @@ if (args.json) {
       `kernel ${info.exactKernel}\n`,
   );
   printTable(
-    ['engine', 'n', 'd', 'batch', 'k', 'qps', 'us/query', 'read GB/s', 'vs faiss', 'recall'],
+    [
+      'engine',
+      'n',
+      'd',
+      'batch',
+      'k',
+      'qps',
+      'us/query',
+      'cpu us/q',
+      'read GB/s',
+      'vs faiss',
+      'recall',
+    ],
     results
       .filter((r) => !r.engine.startsWith('hnsw'))
       .map((r) => [
@@ -212,6 +248,7 @@ if (args.json) {
         r.k,
         r.qps,
         1e6 / r.qps,
+        r.cpu_us_per_query,
         fmt(r.read_gbps),
         fmt(r.vs_faiss),
         fmt(r.recall_at_100_vs_fp32),
@@ -219,10 +256,19 @@ if (args.json) {
   );
   console.log('');
   printTable(
-    ['engine', 'n', 'd', 'threads', 'efSearch', 'recall@10', 'qps'],
+    ['engine', 'n', 'd', 'threads', 'efSearch', 'recall@10', 'qps', 'cpu us/q'],
     results
       .filter((r) => r.engine.startsWith('hnsw'))
-      .map((r) => [r.engine, r.n, r.d, r.threads, fmt(r.ef_search), fmt(r.recall_at_10), r.qps]),
+      .map((r) => [
+        r.engine,
+        r.n,
+        r.d,
+        r.threads,
+        fmt(r.ef_search),
+        fmt(r.recall_at_10),
+        r.qps,
+        r.cpu_us_per_query,
+      ]),
   );
   console.log(`\n${out.seconds.toFixed(1)} s`);
 }

@@ -38,3 +38,27 @@ export function rate(fn: () => void, minMs: number, minIters = 1): number {
   }
   return (iters * 1000) / (t - t0);
 }
+
+/**
+ * Like rate(), and also the process CPU time (all threads) per call in milliseconds. On a
+ * shared machine wall-clock rates swing with other load; CPU time per call does much less,
+ * so it is the figure to compare engines by when the two disagree.
+ */
+export function rateWithCpu(
+  fn: () => void,
+  minMs: number,
+  minIters = 1,
+): { perSec: number; cpuMs: number } {
+  fn();
+  let iters = 0;
+  const c0 = process.cpuUsage();
+  const t0 = nowMs();
+  let t = t0;
+  while (iters < minIters || t - t0 < minMs) {
+    fn();
+    iters++;
+    t = nowMs();
+  }
+  const c = process.cpuUsage(c0);
+  return { perSec: (iters * 1000) / (t - t0), cpuMs: (c.user + c.system) / 1000 / iters };
+}

@@ -66,16 +66,15 @@ inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
 // top-k. Only scores above the current threshold reach the exclusion check and the heap,
 // so exclusions cost nothing for the rows that could not enter anyway.
 template <typename RowOf>
-inline void Offer(TopK& top, const float* s, size_t nr, RowOf row_of, const uint32_t* ids,
-                  const std::vector<uint32_t>* exq) {
-  float thr = top.Threshold();
-  for (size_t i = 0; i < nr; i++) {
-    if (s[i] > thr) {  // thr is -Infinity until the heap holds k entries
-      const uint32_t id = ids[row_of(i)];
-      if (Excluded(exq, id)) continue;
-      top.Push(s[i], id);
-      thr = top.Threshold();
-    }
+inline void Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, RowOf row_of,
+                  const uint32_t* ids, const std::vector<uint32_t>* exq) {
+  float thr = top.Threshold();  // -Infinity until the heap holds k entries
+  // Once the heap is full almost no score beats the threshold; the SIMD scan skips those.
+  for (size_t i = kern.find_above(s, 0, nr, thr); i < nr; i = kern.find_above(s, i + 1, nr, thr)) {
+    const uint32_t id = ids[row_of(i)];
+    if (Excluded(exq, id)) continue;
+    top.Push(s[i], id);
+    thr = top.Threshold();
   }
 }
 
@@ -236,7 +235,7 @@ bool ExactIndex::SearchCuda(const float* qpad, size_t nq, size_t k,
     ok = cuda_rows_->Score(qpad, nq, r0, nr, scores.data(), &error);
     for (size_t q = 0; ok && q < nq; q++) {
       Offer(
-          heaps[q], scores.data() + q * nr, nr,
+          kernels_, heaps[q], scores.data() + q * nr, nr,
           [&](size_t i) { return static_cast<uint32_t>(r0 + i); }, ids_.data(), ex[q]);
     }
   }
@@ -330,7 +329,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
       }
       for (size_t q = 0; q < nq; q++) {
         Offer(
-            h[q], scores.data() + q * block, nr, [&](size_t i) { return rowidx[i]; },
+            kernels_, h[q], scores.data() + q * block, nr, [&](size_t i) { return rowidx[i]; },
             ids_.data(), ex[q]);
       }
     }
@@ -372,7 +371,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
       auto offer = [&](size_t t) {
         for (size_t q = nq * t / qtasks; q < nq * (t + 1) / qtasks; q++) {
           Offer(
-              heaps[0][q], scores.data() + q * chunk, nr,
+              kernels_, heaps[0][q], scores.data() + q * chunk, nr,
               [&](size_t i) { return static_cast<uint32_t>(r0 + i); }, ids_.data(), ex[q]);
         }
       };

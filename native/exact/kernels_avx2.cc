@@ -123,6 +123,18 @@ float DotF32(const float* a, const float* b, size_t d) {
   return HSum(_mm256_add_ps(s0, s1));
 }
 
+size_t FindAbove(const float* s, size_t from, size_t n, float thr) {
+  const __m256 t = _mm256_set1_ps(thr);
+  size_t i = from;
+  for (; i + 8 <= n; i += 8) {
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + i), t, _CMP_GT_OQ));
+    if (m != 0) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(m)));
+  }
+  for (; i < n; i++)
+    if (s[i] > thr) return i;
+  return n;
+}
+
 // Four independent accumulators keep enough loads in flight to saturate memory.
 float SumF32(const float* p, size_t n) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -163,7 +175,7 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, SumF32, ToF16, FromF16};
+  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, FindAbove, SumF32, ToF16, FromF16};
   return &k;
 }
 

@@ -94,6 +94,11 @@ float DotF32(const float* a, const float* b, size_t d) {
   return s;
 }
 
+size_t FindAbove(const float* s, size_t from, size_t n, float thr) {
+  while (from < n && !(s[from] > thr)) from++;
+  return from;
+}
+
 float SumF32(const float* p, size_t n) {
   float s = 0.f;
   for (size_t i = 0; i < n; i++) s += p[i];
@@ -111,7 +116,7 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SumF32, ToF16, FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, FindAbove, SumF32, ToF16, FromF16};
   return k;
 }
 

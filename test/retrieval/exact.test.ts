@@ -242,6 +242,25 @@ test('the sgemm path (CMake build) matches brute force, with exclusions', async 
   }
 });
 
+test('search runs off the event loop and owns a copy of its queries', async () => {
+  const rng = new Rng(19);
+  const d = 64;
+  const index = ExactIndex.create({ dim: d });
+  index.build(distinctIds(rng, 100_000), rng.uniformArray(100_000 * d));
+  const queries = rng.uniformArray(128 * d);
+  const saved = queries.slice();
+  const expected = index.searchSync(saved, 100);
+  // 1.6 GFLOP of work: tens of milliseconds on a native thread, while timers keep firing.
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const pending = index.search(queries, 100);
+  queries.fill(0); // the caller may reuse its buffer at once
+  const got = await pending;
+  clearInterval(timer);
+  assert.ok(ticks >= 2, `event loop turned ${ticks} times during the search`);
+  assert.deepEqual(got.ids, expected.ids);
+});
+
 test('concurrent searches stay correct while upserts run', async () => {
   const rng = new Rng(17);
   const d = 16;
