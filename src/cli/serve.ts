@@ -102,11 +102,14 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     metrics,
     log: logger.child({ component: 'pipeline' }),
   });
+  // Set once the gRPC server is up (a scrape may come while it starts).
+  const grpcRef: { current?: GrpcServerHandle } = {};
   metrics.queueDepth.onCollect(() => {
     const m = registry.current();
     metrics.queueDepth.set({ queue: 'ranking' }, m ? m.ranker.queueDepth() : 0);
     metrics.queueDepth.set({ queue: 'retrieval' }, m ? m.collaborative.queueDepth() : 0);
     metrics.queueDepth.set({ queue: 'http_in_flight' }, http.inFlight());
+    metrics.queueDepth.set({ queue: 'grpc_in_flight' }, grpcRef.current?.inFlight() ?? 0);
   });
   const http = await startHttpServer(service, {
     host: cfg.host,
@@ -130,6 +133,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         throw err;
       })
     : undefined;
+  grpcRef.current = grpc;
 
   let ingestor: FeedbackIngestor | undefined;
   const ready = (async () => {
