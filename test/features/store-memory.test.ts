@@ -164,3 +164,46 @@ test('memory: eviction keeps exact least-recently-written order over many writes
   assert.ok(gone.every((s) => s === null));
   await store.close();
 });
+
+test('memory: trending top lists equal a brute-force ranking of decayed sums', async () => {
+  const size = 20;
+  const store = new MemoryFeatureStore({
+    trendingGlobalSize: size,
+    trendingCategorySize: 10,
+    itemInfo: (id) => ({ categories: [`c${Number(id.slice(1)) % 4}`], creatorId: null }),
+  });
+  const kinds = ['view', 'click', 'like', 'share', 'purchase'] as const;
+  const sums = new Map<string, number>();
+  let seed = 99;
+  const rand = (n: number) => {
+    seed = (seed * 16807) % 2147483647;
+    return seed % n;
+  };
+  const tau = 3600_000;
+  const end = T0 + 3000 * 1000;
+  for (let k = 0; k < 3000; k++) {
+    // Skewed popularity, one event a second, over 50 minutes.
+    const item = `i${Math.min(rand(200), rand(200))}`;
+    const event = kinds[rand(5)];
+    const t = T0 + k * 1000;
+    await store.recordEvents(`u${k}`, [{ itemId: item, event, timestampMs: t }], t);
+    const w = { view: 1, click: 2, like: 3, share: 4, purchase: 5 }[event];
+    sums.set(item, (sums.get(item) ?? 0) + w * Math.exp(-(end - t) / tau));
+  }
+  const want = [...sums].sort((a, b) => b[1] - a[1]);
+  const got = await store.trending('1h', size, end);
+  assert.deepEqual(
+    got.map((g) => g.itemId),
+    want.slice(0, size).map(([id]) => id),
+  );
+  for (const g of got) assert.ok(Math.abs(g.score - (sums.get(g.itemId) ?? 0)) < 1e-9 * g.score);
+  const c1 = await store.trendingInCategory('c1', '1h', 10, end);
+  assert.deepEqual(
+    c1.map((g) => g.itemId),
+    want
+      .filter(([id]) => Number(id.slice(1)) % 4 === 1)
+      .slice(0, 10)
+      .map(([id]) => id),
+  );
+  await store.close();
+});
