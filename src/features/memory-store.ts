@@ -334,6 +334,27 @@ export class MemoryFeatureStore implements FeatureStore {
     return this.users.size;
   }
 
+  /** Sizes worth exporting as gauges (all O(1) to read). */
+  get stats(): {
+    users: number;
+    items: number;
+    categories: number;
+    creators: number;
+    cacheEntries: number;
+    cacheBytes: number;
+    reports: number;
+  } {
+    return {
+      users: this.users.size,
+      items: this.items.size,
+      categories: this.categories.size,
+      creators: this.creators.size,
+      cacheEntries: this.cache.size,
+      cacheBytes: this.cacheBytes,
+      reports: this.reportLog.length,
+    };
+  }
+
   async getUsers(userIds: string[], nowMs = Date.now()): Promise<(UserState | null)[]> {
     this.assertOpen();
     return userIds.map((id) => {

@@ -23,6 +23,15 @@ test('memory: beyond maxUsers the least recently written user is dropped', async
     ['a', null, 'c', 'd'],
   );
   assert.equal(store.userCount, 3);
+  assert.deepEqual(store.stats, {
+    users: 3,
+    items: 2,
+    categories: 0,
+    creators: 0,
+    cacheEntries: 0,
+    cacheBytes: 0,
+    reports: 0,
+  });
   await store.close();
 });
 
