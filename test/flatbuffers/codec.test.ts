@@ -111,6 +111,29 @@ test('responses round-trip; open metadata keys come back as strings', () => {
   assert.deepEqual(fb.decodeSimilarResponse(fb.encodeSimilarResponse(sim)), sim);
 });
 
+test('a cached answer (item list encoded once, copied behind a fresh head) decodes the same', () => {
+  // A flatbuffers upgrade that renamed Builder's fields would silently lose the splice.
+  assert.equal(fb.splicesCachedItems(), true);
+  const base = { ...response, metadata: { ...response.metadata, cache_hit: true } };
+  const fresh = fb.decodeRecommendationResponse(
+    fb.encodeRecommendationResponse({ ...base, recommendations: [...base.recommendations] }),
+  );
+  for (let i = 0; i < 3; i++) {
+    // Same list object each time, as cache hits share it; head fields differ per request,
+    // and a long request id forces the builder to grow past its first buffer.
+    const hit = {
+      ...base,
+      request_id: `req_${i}_${'x'.repeat(i * 400)}`,
+      metadata: { ...base.metadata, latency_ms: { ...base.metadata.latency_ms, total: i } },
+    };
+    const back = fb.decodeRecommendationResponse(fb.encodeRecommendationResponse(hit));
+    assert.deepEqual(back.recommendations, fresh.recommendations);
+    assert.equal(back.request_id, hit.request_id);
+    assert.equal(back.metadata.latency_ms.total, i);
+    assert.equal(back.metadata.cache_hit, true);
+  }
+});
+
 test('a value the schema cannot carry is invalid_argument naming the field', () => {
   assert.throws(
     () => fb.encodeRecommendationRequest({ user_id: 'u', num_items: 2.5 }),
@@ -216,6 +239,15 @@ test('flatc reads what we write and we read what flatc writes', { skip: noFlatc 
       { key: 'collaborative', value: 35 },
       { key: 'trending', value: 5 },
     ]);
+
+    // A cached answer's spliced buffer (its second encoding) is read by flatc too.
+    const hit = { ...response, metadata: { ...response.metadata, cache_hit: true } };
+    fb.encodeRecommendationResponse(hit);
+    writeFileSync(join(dir, 'hit.bin'), fb.encodeRecommendationResponse(hit));
+    run(['--json', '--strict-json', '--raw-binary', '-o', 'out', FBS, '--', 'hit.bin']);
+    const hitSeen = JSON.parse(readFileSync(join(dir, 'out', 'hit.json'), 'utf8'));
+    assert.deepEqual(hitSeen.recommendations, seen.recommendations);
+    assert.equal(hitSeen.metadata.cache_hit, true);
 
     // flatc's binary (from JSON) → ours, for a request type (a different root).
     const reqJson = { ...request, context: { ...request.context } };

@@ -85,13 +85,28 @@ function namesOf(desc: TableDesc): Set<string> {
 // the hot path (encoding a server response) no string is made that is not written.
 const at = (path: string, name: string): string => (path ? `${path}.${name}` : name);
 
-function encodeTable(b: Builder, desc: TableDesc, obj: unknown, path: string): number {
+/**
+ * Encodes `obj` as table `desc`. `preset` gives offsets of children already in the buffer
+ * (by slot); those fields of `obj` are not looked at.
+ */
+function encodeTable(
+  b: Builder,
+  desc: TableDesc,
+  obj: unknown,
+  path: string,
+  preset?: readonly (number | undefined)[],
+): number {
   if (!isObj(obj)) throw bad(path || 'body', 'must be an object');
   const fields = desc.fields;
   // Children first: FlatBuffers builds back to front, so no table may be open meanwhile.
   const offs: number[] = [];
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i]!;
+    const pre = preset?.[i];
+    if (pre !== undefined) {
+      offs.push(pre);
+      continue;
+    }
     const v = obj[f.name];
     const ty = f.type;
     let off = 0;
@@ -292,8 +307,75 @@ export function decodeRecommendationRequest(bytes: Uint8Array): unknown {
   return decodeRoot(S.RecommendationRequest, bytes);
 }
 
+// ---- cached answers: the item list encoded once ---------------------------------------
+//
+// A cache hit shares its item list (the same array) with every other hit on that entry
+// (pipeline/cache.ts), and the list is nearly all of a response's bytes. FlatBuffers
+// addresses everything relative to the END of the buffer and builds back to front, so a
+// subtree built first is a byte suffix that stays valid when copied to the end of another
+// builder: the list is encoded once per cache entry and each hit builds only the head
+// (request id, metadata) in front of a copy of it. This reaches into Builder's fields
+// (bb, space, minalign: stable across flatbuffers releases, but not public API), so it is
+// checked once and the plain encoder is used if they are not there.
+
+interface BuilderInternals {
+  bb: ByteBuffer;
+  space: number;
+  minalign: number;
+}
+
+interface EncodedItems {
+  /** The builder's bytes from `space` to the end: the list and everything it points at. */
+  tail: Uint8Array;
+  /** The list vector's offset (from the end of the buffer). */
+  offset: number;
+  minalign: number;
+}
+
+const RECS_SLOT = S.RecommendationResponse.fields.findIndex((f) => f.name === 'recommendations');
+const encodedItems = new WeakMap<object, EncodedItems>();
+
+function internals(b: Builder): BuilderInternals | undefined {
+  const x = b as unknown as Partial<BuilderInternals>;
+  return x.bb instanceof ByteBuffer && typeof x.space === 'number' && typeof x.minalign === 'number'
+    ? (x as BuilderInternals)
+    : undefined;
+}
+
+/** Whether this flatbuffers release has the Builder fields the splice needs (tests check it). */
+export function splicesCachedItems(): boolean {
+  return internals(new Builder(16)) !== undefined;
+}
+
+function itemsOf(res: RecommendationResponse): EncodedItems | undefined {
+  let e = encodedItems.get(res.recommendations);
+  if (e) return e;
+  const b = new Builder(128 * (res.recommendations.length + 1));
+  const desc = (S.RecommendationResponse.fields[RECS_SLOT]!.type as { tables: TableDesc }).tables;
+  const offs = res.recommendations.map((x, j) => encodeTable(b, desc, x, `recommendations[${j}]`));
+  const offset = offsetVector(b, offs);
+  const bi = internals(b);
+  if (!bi) return undefined;
+  e = { tail: bi.bb.bytes().slice(bi.space), offset, minalign: bi.minalign };
+  encodedItems.set(res.recommendations, e);
+  return e;
+}
+
 export function encodeRecommendationResponse(res: RecommendationResponse): Uint8Array {
-  return encodeRoot(S.RecommendationResponse, res, 128 * (res.recommendations.length + 2));
+  const items = res.metadata?.cache_hit === true ? itemsOf(res) : undefined;
+  if (!items) {
+    return encodeRoot(S.RecommendationResponse, res, 128 * (res.recommendations.length + 2));
+  }
+  const b = new Builder(items.tail.length + 512);
+  const bi = internals(b)!;
+  const cap = bi.bb.capacity();
+  bi.bb.bytes().set(items.tail, cap - items.tail.length);
+  bi.space = cap - items.tail.length;
+  bi.minalign = Math.max(bi.minalign, items.minalign);
+  const preset: (number | undefined)[] = [];
+  preset[RECS_SLOT] = items.offset;
+  b.finish(encodeTable(b, S.RecommendationResponse, res, '', preset), S.FILE_IDENTIFIER);
+  return b.asUint8Array();
 }
 export function decodeRecommendationResponse(bytes: Uint8Array): RecommendationResponse {
   return decodeRoot(S.RecommendationResponse, bytes) as unknown as RecommendationResponse;
