@@ -65,7 +65,7 @@ export interface TrainedRanker {
 export interface TrainRankerOptions {
   /** Passes over the examples. Default 3. */
   epochs?: number;
-  /** Cap on training examples (rows); users are sampled until it is reached. Default 60,000. */
+  /** Cap on training examples (rows); users are sampled until it is reached. Default 40,000. */
   maxExamples?: number;
   seed?: number;
   /** Deep hidden layer sizes. Default [64, 32]. */
@@ -502,7 +502,7 @@ export async function trainRanker(
   const seed = opts.seed ?? input.seed ?? 42;
   const rand = rng(seed);
   const epochs = opts.epochs ?? 3;
-  const maxExamples = opts.maxExamples ?? 60_000;
+  const maxExamples = opts.maxExamples ?? 40_000;
   const hardK = opts.hardTopK ?? 150;
   const numPopular = opts.popularCandidates ?? 30;
   const numRandom = opts.randomCandidates ?? 20;
