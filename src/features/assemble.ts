@@ -199,7 +199,7 @@ export function assembleRankerInput(
   }
   const numItems = Math.floor(bundle.itemEmbeddings.length / bundle.dim);
   const out: Record<string, Float32Array> = {};
-  for (const input of plan) out[input.name] = new Float32Array(n * input.width);
+  const bufs = plan.map((input) => (out[input.name] = new Float32Array(n * input.width)));
   const ctx = requestContext(bundle, user, req);
   for (let r = 0; r < n; r++) {
     const item = candidates[r]!;
@@ -207,10 +207,13 @@ export function assembleRankerInput(
       throw new Error(`candidates[${r}]: item row ${item} is outside 0..${numItems - 1}`);
     }
     setCandidate(ctx, item, retrievalScores ? retrievalScores[r]! : NaN);
-    for (const input of plan) {
-      const buf = out[input.name]!;
+    for (let p = 0; p < plan.length; p++) {
+      const input = plan[p]!;
+      const buf = bufs[p]!;
       const base = r * input.width;
-      for (const f of input.features) f.def.compute(ctx, buf, base + f.offset);
+      const feats = input.features;
+      for (let f = 0; f < feats.length; f++)
+        feats[f]!.def.compute(ctx, buf, base + feats[f]!.offset);
     }
   }
   return out;

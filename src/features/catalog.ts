@@ -194,8 +194,10 @@ const BASE: FeatureDef[] = [
     name: 'user_emb',
     doc: 'user embedding (dim floats; user_emb[i] selects one dimension)',
     width: (dim) => dim,
+    // Plain loops: a subarray() view per candidate costs more than copying 32-128 floats.
     compute: (ctx, out, offset) => {
-      out.set(ctx.user.embedding.subarray(0, ctx.dim), offset);
+      const u = ctx.user.embedding;
+      for (let i = 0; i < ctx.dim; i++) out[offset + i] = u[i]!;
     },
   },
   {
@@ -203,7 +205,9 @@ const BASE: FeatureDef[] = [
     doc: 'item embedding (dim floats; item_emb[i] selects one dimension)',
     width: (dim) => dim,
     compute: (ctx, out, offset) => {
-      out.set(ctx.itemEmbeddings.subarray(ctx.itemOffset, ctx.itemOffset + ctx.dim), offset);
+      const e = ctx.itemEmbeddings;
+      const o = ctx.itemOffset;
+      for (let i = 0; i < ctx.dim; i++) out[offset + i] = e[o + i]!;
     },
   },
   {
