@@ -326,3 +326,24 @@ test('a stream cut by the drain bound is answered UNAVAILABLE and records nothin
   assert.deepEqual(items, ['first']);
   c4.close();
 });
+
+test('max concurrent streams bounds the calls one connection has in the server at once', async () => {
+  const s5 = new ScriptedService();
+  const srv5 = await startGrpcServer(s5, { port: 0, maxConcurrentStreams: 2 });
+  const c5 = new RecserveGrpcClient(srv5.address);
+  await c5.getSimilarItems({ item_id: 'warm' });
+  let now = 0;
+  let peak = 0;
+  s5.behaviour = async () => {
+    peak = Math.max(peak, ++now);
+    await sleep(150);
+    now--;
+  };
+  const all = await Promise.all(
+    Array.from({ length: 6 }, (_, i) => c5.getSimilarItems({ item_id: `i${i}` })),
+  );
+  assert.equal(all.length, 6, 'every call was answered (the rest waited, none failed)');
+  assert.equal(peak, 2);
+  c5.close();
+  await srv5.close(500);
+});
