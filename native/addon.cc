@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cuda/exact_cuda.h"
+#include "exact/kernels.h"
 
 namespace recserve {
 void InitExact(Napi::Env env, Napi::Object exports);
@@ -27,7 +28,7 @@ Napi::Value EngineInfo(const Napi::CallbackInfo& info) {
   out.Set("avx2", Napi::Boolean::New(env, __builtin_cpu_supports("avx2")));
   out.Set("fma", Napi::Boolean::New(env, __builtin_cpu_supports("fma")));
   out.Set("f16c", Napi::Boolean::New(env, __builtin_cpu_supports("f16c")));
-  out.Set("exactKernel", info.This().As<Napi::Object>().Get("exactKernel"));
+  out.Set("exactKernel", Napi::String::New(env, recserve::BestKernels().name));
 #ifdef RECSERVE_WITH_FAISS
   out.Set("faiss", Napi::Boolean::New(env, true));
 #else

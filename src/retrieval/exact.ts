@@ -73,7 +73,12 @@ export class ExactIndex {
     this.native.build(ids, vectors);
   }
 
-  /** Insert or overwrite rows; visible to every search that starts afterwards. */
+  /**
+   * Insert or overwrite rows; visible to every search that starts afterwards. Writes take
+   * the index's write lock on the calling thread: they wait for searches already scanning
+   * (at most one scan's duration) and new searches wait for them, never the other way
+   * round for long (writers are preferred, so a stream of searches cannot starve them).
+   */
   upsert(ids: Uint32Array, vectors: Float32Array): void {
     this.native.upsert(ids, vectors);
   }

@@ -81,7 +81,10 @@ export class HnswIndex {
     return settle(() => this.native.save(path));
   }
 
-  /** Adds new ids (HNSW is add-only: an id already present is a RangeError). */
+  /**
+   * Adds new ids (HNSW is add-only: an id already present is a RangeError). Runs on a
+   * native thread with every core; searches issued meanwhile wait until it finishes.
+   */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));
   }
