@@ -4,10 +4,10 @@
 // its examples with it: the features a model was trained on are, by construction, the
 // features it is served.
 //
-// Also here: UserHistoryAccumulator, the one definition of the user-side history features
-// (category affinity, per-item and per-creator counts). The trainer replays events through
-// it to build features "as of" each example's time; a FeatureStore that folds feedback in
-// the same way serves exactly what the model was trained on.
+// Also here: UserHistoryAccumulator, the trainer's definition of the user-side history
+// features (category affinity, per-item and per-creator counts, recent items), written to
+// match what the server's FeatureStore keeps. The trainer replays events through it to
+// build features "as of" each example's time.
 import { DEVICE_TYPES } from '../api/types.js';
 import type { ModelBundle, RankerInputSpec } from '../models/bundle.js';
 import {
@@ -219,24 +219,19 @@ export function assembleRankerInput(
   return out;
 }
 
-const DAY_MS = 86_400_000;
 /**
- * Half-life of category affinity: an event this much older than the user's newest one
- * weighs half as much. Because every event decays at the same rate, the normalised
- * affinity does not depend on the request time, only on the events' relative ages; a store
- * can keep it incrementally (scale by the decay since the last event, then add).
- */
-export const AFFINITY_HALF_LIFE_MS = 14 * DAY_MS;
-
-/**
- * Folds a user's events, in time order, into the history features of UserFeatureView.
- * Each event adds 1/k to each of its item's k categories (so affinity sums to <= 1), older
- * events decayed by AFFINITY_HALF_LIFE_MS, and counts 1 toward the item and its creator.
+ * Folds a user's events, in time order, into the history features of UserFeatureView, with
+ * the semantics of the server's FeatureStore (features/store.ts), so the features a model
+ * is trained on are the ones it is served:
+ * - only positive events count (weight > 0; a skip has weight 0);
+ * - category affinity: each event adds its weight to every category of its item, all
+ *   time, normalised by the sum over categories (so it sums to 1 once any category is seen);
+ * - item and creator counts and interactionCount count positive events;
+ * - recentItems: the last RECENT_ITEMS distinct positive items, newest first.
  */
 export class UserHistoryAccumulator {
   private readonly mass: Float64Array;
   private total = 0;
-  private lastMs = -Infinity;
   readonly itemCounts = new Map<number, number>();
   readonly creatorCounts = new Map<string, number>();
   interactionCount = 0;
@@ -248,29 +243,13 @@ export class UserHistoryAccumulator {
     this.mass = new Float64Array(items.categoryNames.length);
   }
 
-  add(item: number, timestampMs: number): void {
-    let w = 1;
-    if (this.interactionCount === 0) {
-      this.lastMs = timestampMs;
-    } else if (timestampMs >= this.lastMs) {
-      const f = Math.pow(0.5, (timestampMs - this.lastMs) / AFFINITY_HALF_LIFE_MS);
-      for (let c = 0; c < this.mass.length; c++) this.mass[c]! *= f;
-      this.total *= f;
-      this.lastMs = timestampMs;
-    } else {
-      // A late event (out of order) enters already decayed instead of rescaling the rest.
-      w = Math.pow(0.5, (this.lastMs - timestampMs) / AFFINITY_HALF_LIFE_MS);
-    }
+  /** One event; `weight` is its event-type (or rating) weight, without time decay. */
+  add(item: number, timestampMs: number, weight = 1): void {
+    if (!(weight > 0)) return;
     const cats = this.items.categories[item];
-    if (cats && cats.length > 0) {
-      const share = w / cats.length;
-      for (let i = 0; i < cats.length; i++) this.mass[cats[i]!]! += share;
-    }
-    this.total += w;
-    // Rescale before the masses underflow (a user idle for decades).
-    if (this.total < 1e-200) {
-      for (let c = 0; c < this.mass.length; c++) this.mass[c]! *= 1e200;
-      this.total *= 1e200;
+    if (cats) {
+      for (let i = 0; i < cats.length; i++) this.mass[cats[i]!]! += weight;
+      this.total += weight * cats.length;
     }
     this.itemCounts.set(item, (this.itemCounts.get(item) ?? 0) + 1);
     const creator = this.items.creatorIds[item];
@@ -315,8 +294,9 @@ export class UserHistoryAccumulator {
 
 /**
  * The view of a user built from their events (item rows with timestamps, any order); only
- * events strictly before `beforeMs` count. Offline evaluation uses this to build the same
- * features the trainer saw.
+ * events strictly before `beforeMs` count. `weights` (undecayed event weights, e.g.
+ * training/weights computeWeights(log, { decayPerDay: 0 })) default to 1 each. Offline
+ * evaluation uses this to build the same features the trainer saw.
  */
 export function userViewFromEvents(
   items: FeatureItems,
@@ -324,11 +304,12 @@ export function userViewFromEvents(
   itemRows: ArrayLike<number>,
   timestamps: ArrayLike<number>,
   beforeMs = Infinity,
+  weights?: ArrayLike<number>,
 ): UserFeatureView {
   const order: number[] = [];
   for (let i = 0; i < itemRows.length; i++) if (timestamps[i]! < beforeMs) order.push(i);
   order.sort((a, b) => timestamps[a]! - timestamps[b]!);
   const acc = new UserHistoryAccumulator(items);
-  for (const i of order) acc.add(itemRows[i]!, timestamps[i]!);
+  for (const i of order) acc.add(itemRows[i]!, timestamps[i]!, weights ? weights[i]! : 1);
   return acc.view(embedding);
 }

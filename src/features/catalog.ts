@@ -16,9 +16,9 @@ export interface UserFeatureView {
   /** Length dim (the bundle's trained user embedding, or its cold-user embedding). */
   embedding: Float32Array;
   /**
-   * Per category number (bundle.items.categoryNames): the user's recency-weighted share of
-   * events in that category; sums to <= 1 (see features/assemble.ts UserHistoryAccumulator
-   * for the exact definition the trainer uses).
+   * Per category number (bundle.items.categoryNames): the user's all-time weighted positive
+   * interactions in that category, normalised by their sum over categories (sums to <= 1;
+   * features/assemble.ts UserHistoryAccumulator is the exact definition the trainer uses).
    */
   categoryAffinity: Float32Array;
   /** Item row -> number of the user's past interactions with it. */

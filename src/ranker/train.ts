@@ -576,6 +576,8 @@ export async function trainRanker(
     }
   }
   const tRefit = performance.now();
+  // History features use undecayed event weights, as the FeatureStore keeps them.
+  const baseWeights = computeWeights(train, { decayPerDay: 0 });
   // Embeddings, popularity and the bundle view that examples are built from (see refit).
   let exItemEmb = itemEmbeddings;
   let exUserEmb = userEmbeddings;
@@ -619,15 +621,20 @@ export async function trainRanker(
     const n = events.length;
     const cut = n - targetCount(n);
     const history = new UserHistoryAccumulator(items);
-    for (let i = 0; i < cut; i++)
-      history.add(train.item[events[i]!]!, train.timestamp[events[i]!]!);
+    // Everything the user touched before the cut (skips too) is "seen": never a candidate.
+    const seen = new Set<number>();
+    for (let i = 0; i < cut; i++) {
+      const e = events[i]!;
+      history.add(train.item[e]!, train.timestamp[e]!, baseWeights[e]!);
+      seen.add(train.item[e]!);
+    }
     const reqMs = train.timestamp[events[cut]!]!;
     const emb = exUserEmb.subarray(user * dim, (user + 1) * dim);
     const view = history.view(emb);
     // Positives: what the user went on to do with positive weight (a skip is no positive).
     const positives = aggregateEvents(events.subarray(cut), train, weights).items;
     scoreAll(emb, exItemEmb, dim, scores);
-    const top = topK(scores, hardK, history.itemCounts);
+    const top = topK(scores, hardK, seen);
 
     // The candidate list a server would rank for this user at reqMs: the ALS top-k (hard
     // negatives), the most popular unseen items and a few uniform ones. Labels are whether
@@ -637,13 +644,13 @@ export async function trainRanker(
     const pool = new Set<number>(top);
     for (let i = 0, added = 0; i < popOrder.length && added < numPopular; i++) {
       const it = popOrder[i]!;
-      if (history.itemCounts.has(it) || pool.has(it)) continue;
+      if (seen.has(it) || pool.has(it)) continue;
       pool.add(it);
       added++;
     }
     for (let r = 0; r < numRandom; r++) {
       const it = Math.floor(rand() * numItems);
-      if (!history.itemCounts.has(it)) pool.add(it);
+      if (!seen.has(it)) pool.add(it);
     }
     const posSet = new Set(positives);
     let cands = [...pool];

@@ -3,7 +3,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  AFFINITY_HALF_LIFE_MS,
   UserHistoryAccumulator,
   assembleRankerInput,
   compileRankerInputs,
@@ -121,23 +120,23 @@ test('compiled widths follow the embedding dimension', () => {
   );
 });
 
-test('UserHistoryAccumulator: affinity sums to 1, decays with age, counts items and creators', () => {
+test('UserHistoryAccumulator: weighted affinity sums to 1, positives only, counts and recency', () => {
   const acc = new UserHistoryAccumulator(items);
-  acc.add(0, T0); // category x
-  acc.add(2, T0 + AFFINITY_HALF_LIFE_MS); // x and y, half each; the first event now weighs 0.5
+  acc.add(0, T0, 2); // category x, weight 2
+  acc.add(2, T0 + 1000); // categories x and y, weight 1 each
+  acc.add(1, T0 + 2000, 0); // a skip: ignored everywhere
   const a = acc.affinity();
-  const total = 0.5 + 1;
-  assert.ok(Math.abs(a[0]! - (0.5 + 0.5) / total) < 1e-6);
-  assert.ok(Math.abs(a[1]! - 0.5 / total) < 1e-6);
+  assert.ok(Math.abs(a[0]! - 3 / 4) < 1e-6, `x ${a[0]}`);
+  assert.ok(Math.abs(a[1]! - 1 / 4) < 1e-6, `y ${a[1]}`);
   assert.equal(a[2], 0);
-  assert.ok(Math.abs(a.reduce((s, v) => s + v, 0) - 1) < 1e-6);
-  acc.add(3, T0 + 2 * AFFINITY_HALF_LIFE_MS); // an item without a creator
+  acc.add(3, T0 + 3000); // an item without a creator
   const v = acc.view(Float32Array.of(0, 0));
   assert.equal(v.interactionCount, 3);
+  assert.equal(v.itemCounts.has(1), false);
   assert.deepEqual([...v.creatorCounts], [['p', 2]]);
   assert.deepEqual(Array.from(v.recentItems!), [3, 2, 0]);
   // The view is a snapshot.
-  acc.add(0, T0 + 3 * AFFINITY_HALF_LIFE_MS);
+  acc.add(0, T0 + 4000);
   assert.equal(v.itemCounts.get(0), 1);
   assert.deepEqual(Array.from(acc.recentItems()), [0, 3, 2]);
 });
@@ -152,4 +151,7 @@ test('userViewFromEvents only counts events before the request time, in time ord
   assert.equal(v.categoryAffinity[2], 0);
   const sum = v.categoryAffinity.reduce((s, x) => s + x, 0);
   assert.ok(sum <= 1 + 1e-6 && sum > 0.99);
+  // Weights, when given, weigh the affinity: item 1 (category y) at 3, items 0 and 2 at 1.
+  const w = userViewFromEvents(items, Float32Array.of(1, 1), rows, ts, T0 + 5000, [3, 1, 1, 1]);
+  assert.ok(Math.abs(w.categoryAffinity[1]! - 4 / 6) < 1e-6, `y ${w.categoryAffinity[1]}`);
 });
