@@ -27,7 +27,7 @@ import {
   type FeatureStore,
   type StoredEvent,
 } from '../features/store.js';
-import { EventLog, type LogRecord } from './event-log.js';
+import { EventLog, type EventLogOptions, type LogRecord } from './event-log.js';
 
 export type NegativeAction = NegativeFeedbackResponse['action_taken'];
 
@@ -109,14 +109,21 @@ export class FeedbackIngestor {
   static async open(
     store: FeatureStore,
     dataDir: string,
-    opts: Omit<FeedbackIngestorOptions, 'store' | 'log'> & {
-      fsync?: boolean;
-      replay?: boolean;
-    } = {},
+    opts: Omit<FeedbackIngestorOptions, 'store' | 'log'> &
+      Pick<EventLogOptions, 'fsync' | 'maxFileBytes' | 'maxFiles' | 'maxPendingBytes'> & {
+        /** Replay the log into the store first (default true; false with a shared store). */
+        replay?: boolean;
+      } = {},
   ): Promise<{ ingestor: FeedbackIngestor; replay: ReplayResult | null }> {
     const dir = join(dataDir, 'events');
     const replay = opts.replay === false ? null : await replayLog(store, dir);
-    const log = await EventLog.open({ dir, fsync: opts.fsync ?? true });
+    const log = await EventLog.open({
+      dir,
+      fsync: opts.fsync ?? true,
+      maxFileBytes: opts.maxFileBytes,
+      maxFiles: opts.maxFiles,
+      maxPendingBytes: opts.maxPendingBytes,
+    });
     return { ingestor: new FeedbackIngestor({ ...opts, store, log }), replay };
   }
 
