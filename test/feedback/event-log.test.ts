@@ -98,3 +98,19 @@ test('a failing write rejects its appends, keeps the records queued, and close r
 test('reading a folder that does not exist yields nothing', async () => {
   assert.deepEqual(await readAll(join(tmpdir(), 'recserve-no-such-dir-' + process.pid)), []);
 });
+
+test('beyond maxPendingBytes appends are refused at once until the disk catches up', async (t) => {
+  const dir = await tempDir(t);
+  const log = await EventLog.open({ dir, maxPendingBytes: 10 });
+  const first = log.append([rec('u', 1)]); // ~90 bytes queued: over the limit from now on
+  assert.equal(log.accepting, false);
+  assert.throws(() => log.append([rec('u', 2)]), EventLogUnavailableError);
+  await first;
+  assert.equal(log.accepting, true);
+  await log.append([rec('u', 3)]);
+  await log.close();
+  assert.deepEqual(
+    (await readAll(dir)).map((r) => (r.t === 'e' ? r.ev.itemId : '')),
+    ['i1', 'i3'],
+  );
+});
