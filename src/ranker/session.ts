@@ -2,9 +2,12 @@
 //
 // onnxruntime-node's run() blocks the calling thread for the whole inference, so this is
 // meant to live inside a Piscina worker (one session per worker), never on the main thread.
-// Thread counts are deliberate: on 2 shared cores, intra-op parallelism mostly adds
-// hand-off cost for a ~25k-parameter MLP (bench/ranker.ts measures 1 vs 2), so the default
-// is one intra-op and one inter-op thread per session, and parallelism comes from workers.
+// Thread counts are deliberate: on this 2-core machine, shared with the event loop and the
+// other workers, a second intra-op thread made the default ranker 3-5× SLOWER for batches
+// of 16-1024 candidates (bench/ranker.ts, `npm run bench:ranker`: batch 150 at 1.13M vs
+// 0.28M candidates/s, with far worse p99; most likely ORT's intra-op pool spinning on cores
+// the rest of the process needs; spinning was not switched off and re-measured). So the default is one intra-op and one inter-op thread per session, and
+// parallelism comes from running one session per worker.
 import * as ort from 'onnxruntime-node';
 import { compileRankerInputs, type CompiledInput } from '../features/assemble.js';
 import type { RankerConfig } from '../models/bundle.js';
