@@ -11,14 +11,14 @@ import { Cluster, Redis } from 'ioredis';
 import { RedisFeatureStore } from '../../src/features/redis-store.js';
 import { storeSuite } from './store-suite.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function freePort(port = 0): Promise<number> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.once('error', () => resolve(-1));
+    srv.listen(port, '127.0.0.1', () => {
       const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
+      const got = typeof addr === 'object' && addr ? addr.port : -1;
+      srv.close(() => resolve(got));
     });
   });
 }
@@ -36,7 +36,8 @@ if (!hasRedis) {
   // Cluster nodes also listen on port + 10000 (the bus): pick ports whose bus port is free too.
   while (ports.length < 3) {
     const p = await freePort();
-    if (p < 55_000 && !ports.includes(p)) ports.push(p);
+    if (p > 0 && p < 55_000 && !ports.includes(p) && (await freePort(p + 10_000)) > 0)
+      ports.push(p);
   }
   for (const port of ports)
     execFileSync('redis-server', [
