@@ -6,8 +6,9 @@
 // other workers, a second intra-op thread made the default ranker 3-5× SLOWER for batches
 // of 16-1024 candidates (bench/ranker.ts, `npm run bench:ranker`: batch 150 at 1.13M vs
 // 0.28M candidates/s, with far worse p99; most likely ORT's intra-op pool spinning on cores
-// the rest of the process needs; spinning was not switched off and re-measured). So the default is one intra-op and one inter-op thread per session, and
-// parallelism comes from running one session per worker.
+// the rest of the process needs; spinning was not switched off and re-measured). So the
+// default is one intra-op and one inter-op thread per session, and parallelism comes from
+// running one session per worker.
 import * as ort from 'onnxruntime-node';
 import { compileRankerInputs, type CompiledInput } from '../features/assemble.js';
 import type { RankerConfig } from '../models/bundle.js';
