@@ -1,5 +1,6 @@
 // Ranker benchmark: candidates/s of the default Deep & Wide ranker in onnxruntime-node for
-// several batch sizes, with 1 and 2 intra-op threads, plus the cost of feature assembly
+// several batch sizes, with 1 and 2 intra-op threads (2 both without and with ORT's idle
+// spinning, which RankerSession turns off), plus the cost of feature assembly
 // (assembleRankerInput) for the same batches. The serving engineer sizes the Piscina pool
 // and each worker's session threads from these ratios (measured in the same run).
 //
@@ -21,6 +22,8 @@ import { defaultRankerInputs } from '../src/ranker/train.js';
 interface Row {
   what: 'onnx' | 'assemble';
   threads: number;
+  /** ORT thread pools spin while idle (ORT's own default; RankerSession turns it off). */
+  spinning: boolean;
   batch: number;
   calls: number;
   p50_ms: number;
@@ -88,12 +91,19 @@ async function timeCalls(fn: () => Promise<unknown> | unknown): Promise<number[]
   return samples;
 }
 
-function row(what: Row['what'], threads: number, batch: number, samples: number[]): Row {
+function row(
+  what: Row['what'],
+  threads: number,
+  spinning: boolean,
+  batch: number,
+  samples: number[],
+): Row {
   const total = samples.reduce((a, b) => a + b, 0);
   const cps = (samples.length * batch * 1000) / total;
   return {
     what,
     threads,
+    spinning,
     batch,
     calls: samples.length,
     p50_ms: percentile(samples, 50),
@@ -110,30 +120,40 @@ for (const batch of batches) {
     row(
       'assemble',
       1,
+      false,
       batch,
       await timeCalls(() => assembleRankerInput(spec, bundle, user, req, c)),
     ),
   );
 }
-for (const threads of [1, 2]) {
+// 1 thread; 2 threads as RankerSession sets them up (no spinning); 2 threads with ORT's
+// default spinning, to show why RankerSession turns it off.
+const configs: [number, boolean][] = [
+  [1, false],
+  [2, false],
+  [2, true],
+];
+for (const [threads, spinning] of configs) {
   const session = await RankerSession.create(
     onnx,
     { inputs: spec, output: 'logit', outputKind: 'logit' },
     dim,
-    { intraOpNumThreads: threads },
+    { intraOpNumThreads: threads, allowSpinning: spinning },
   );
   for (const batch of batches) {
     const inputs = assembleRankerInput(spec, bundle, user, req, candidates(batch));
-    rows.push(row('onnx', threads, batch, await timeCalls(() => session.score(inputs))));
+    rows.push(row('onnx', threads, spinning, batch, await timeCalls(() => session.score(inputs))));
   }
   await session.release();
 }
 
-const ratio = (batch: number) => {
-  const one = rows.find((r) => r.what === 'onnx' && r.threads === 1 && r.batch === batch)!;
-  const two = rows.find((r) => r.what === 'onnx' && r.threads === 2 && r.batch === batch)!;
-  return two.candidates_per_s / one.candidates_per_s;
-};
+const onnxRate = (threads: number, spinning: boolean, batch: number) =>
+  rows.find(
+    (r) =>
+      r.what === 'onnx' && r.threads === threads && r.spinning === spinning && r.batch === batch,
+  )!.candidates_per_s;
+const ratio = (batch: number, spinning = false) =>
+  onnxRate(2, spinning, batch) / onnxRate(1, false, batch);
 const summary = {
   dim,
   deep_width: widths[0],
@@ -141,6 +161,7 @@ const summary = {
   hidden,
   macs_per_candidate: macs,
   two_vs_one_thread: Object.fromEntries(batches.map((b) => [b, ratio(b)])),
+  two_spinning_vs_one_thread: Object.fromEntries(batches.map((b) => [b, ratio(b, true)])),
 };
 if (args.json) {
   console.log(JSON.stringify({ summary, rows }, null, 2));
@@ -149,10 +170,11 @@ if (args.json) {
     `ranker: deep ${widths[0]} → ${hidden.join(' → ')} → 1, wide ${widths[1]}; ${macs} MACs/candidate (dim ${dim})`,
   );
   printTable(
-    ['what', 'threads', 'batch', 'calls', 'p50 ms', 'p99 ms', 'candidates/s', 'GFLOP/s'],
+    ['what', 'threads', 'spin', 'batch', 'calls', 'p50 ms', 'p99 ms', 'candidates/s', 'GFLOP/s'],
     rows.map((r) => [
       r.what,
       r.threads,
+      r.spinning ? 'yes' : 'no',
       r.batch,
       r.calls,
       r.p50_ms,
@@ -162,7 +184,11 @@ if (args.json) {
     ]),
   );
   console.log(
-    '2 vs 1 intra-op threads (candidates/s ratio): ' +
+    '2 vs 1 intra-op threads (candidates/s ratio), no spinning: ' +
       batches.map((b) => `batch ${b}: ${ratio(b).toFixed(2)}×`).join(', '),
+  );
+  console.log(
+    '2 vs 1 intra-op threads (candidates/s ratio), ORT default spinning: ' +
+      batches.map((b) => `batch ${b}: ${ratio(b, true).toFixed(2)}×`).join(', '),
   );
 }

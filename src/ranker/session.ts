@@ -2,13 +2,14 @@
 //
 // onnxruntime-node's run() blocks the calling thread for the whole inference, so this is
 // meant to live inside a Piscina worker (one session per worker), never on the main thread.
-// Thread counts are deliberate: on this 2-core machine, shared with the event loop and the
-// other workers, a second intra-op thread made the default ranker 3-5× SLOWER for batches
-// of 16-1024 candidates (bench/ranker.ts, `npm run bench:ranker`: batch 150 at 1.13M vs
-// 0.28M candidates/s, with far worse p99; most likely ORT's intra-op pool spinning on cores
-// the rest of the process needs; spinning was not switched off and re-measured). So the
-// default is one intra-op and one inter-op thread per session, and parallelism comes from
-// running one session per worker.
+// Thread counts are deliberate. ORT's intra-op pool spins while it waits for work by
+// default; on this 2-core machine, shared with the event loop and other workers, 2 intra-op
+// threads WITH spinning ran the default ranker at 0.40-0.57× the candidates/s of one thread
+// (batches 16-1024), and 2 threads WITHOUT spinning at 0.7-1.3× (noisy across runs, never a
+// clear win). So spinning is off here (allowSpinning), and the default is one intra-op and
+// one inter-op thread per session: parallelism comes from one session per worker, which
+// leaves the cores to whatever else the process is doing. `npm run bench:ranker` measures
+// all three in one run.
 import * as ort from 'onnxruntime-node';
 import { compileRankerInputs, type CompiledInput } from '../features/assemble.js';
 import type { RankerConfig } from '../models/bundle.js';
@@ -19,6 +20,11 @@ export interface RankerSessionOptions {
   intraOpNumThreads?: number;
   /** Threads for running independent graph nodes in parallel. Default 1. */
   interOpNumThreads?: number;
+  /**
+   * Let ORT's thread pools spin while waiting for work. Default false: with more than one
+   * thread, spinning made the ranker 2-3× slower on 2 shared cores (see the file comment).
+   */
+  allowSpinning?: boolean;
 }
 
 /** The parts of a RankerConfig a session needs (path is optional when bytes are given). */
@@ -55,6 +61,12 @@ export class RankerSession {
       interOpNumThreads: opts.interOpNumThreads ?? 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      extra: {
+        session: {
+          intra_op: { allow_spinning: opts.allowSpinning ? '1' : '0' },
+          inter_op: { allow_spinning: opts.allowSpinning ? '1' : '0' },
+        },
+      },
     };
     const session =
       typeof model === 'string'
