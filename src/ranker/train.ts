@@ -28,6 +28,7 @@ import {
   compileRankerInputs,
   UserHistoryAccumulator,
   type AssembleBundle,
+  type CompiledInput,
 } from '../features/assemble.js';
 import type { ItemCatalog, RankerInputSpec } from '../models/bundle.js';
 import { computeWeights } from '../training/weights.js';
@@ -60,6 +61,8 @@ export interface TrainedRanker {
   outputKind: 'logit' | 'probability';
   /** Example counts, train/val logloss and AUC, validation NDCG@10 of ranker vs dot, timings. */
   metrics: Record<string, number>;
+  /** Set when the data could not train a model and a dot-product fallback was returned. */
+  fallbackReason?: string;
 }
 
 export interface TrainRankerOptions {
@@ -434,6 +437,36 @@ function refitOnHistory(
   return { userEmb, itemEmb, popularity };
 }
 
+/**
+ * What trainRanker returns when the data cannot teach anything (too few users, no example
+ * list with a positive): a valid model of the same inputs whose logit is the dot product
+ * when the wide input has it (so ranking keeps the ALS order), else constant. A bundle
+ * build on tiny data still gets a working ranker; metrics.ranker_fallback says so.
+ */
+function fallbackRanker(
+  spec: RankerInputSpec[],
+  plan: CompiledInput[],
+  hidden: number[],
+  reason: string,
+): TrainedRanker {
+  const deepW = plan[0]!.width;
+  const wideW = plan[1]?.width ?? 0;
+  const model = new DeepWideModel({ deepIn: deepW, wideIn: wideW, hidden }, 1);
+  for (const w of model.weights) w.fill(0);
+  const dot = plan[1]?.features.find((f) => f.def.name === 'dot');
+  if (dot) model.wide[dot.offset] = 1;
+  const deepName = plan[0]!.name;
+  const wideName = plan[1]?.name ?? 'wide';
+  return {
+    onnx: exportDeepWide(model, { deep: deepName, wide: wideName, output: DEFAULT_NAMES.output }),
+    inputs: spec.map((s) => ({ name: s.name, features: [...s.features] })),
+    output: DEFAULT_NAMES.output,
+    outputKind: 'logit',
+    metrics: { ranker_fallback: 1, ranker_train_examples: 0, ranker_fallback_dot: dot ? 1 : 0 },
+    fallbackReason: reason,
+  };
+}
+
 /** Largest |ONNX − forward| logit over (up to) the first 512 example rows. */
 async function onnxParity(
   onnx: Uint8Array,
@@ -545,8 +578,14 @@ export async function trainRanker(
     const j = Math.floor(rand() * (i + 1));
     [users[i], users[j]] = [users[j]!, users[i]!];
   }
-  if (users.length < 2)
-    throw new Error('trainRanker train: fewer than 2 users with ≥ 3 events; nothing to learn from');
+  if (users.length < 2) {
+    return fallbackRanker(
+      spec,
+      plan,
+      opts.hidden ?? [64, 32],
+      'fewer than 2 users with ≥ 3 events',
+    );
+  }
 
   const mode = opts.userEmbedding ?? 'refit';
   // Confidence weights as the embeddings' trainer saw them (the log's weight column is NaN
@@ -692,6 +731,9 @@ export async function trainRanker(
   const tExamples = performance.now();
 
   const nTrain = trainLabels.length;
+  if (!trainLabels.some((l) => l > 0)) {
+    return fallbackRanker(spec, plan, opts.hidden ?? [64, 32], 'no example list had a positive');
+  }
   const model = new DeepWideModel(
     { deepIn: deepW, wideIn: wideW, hidden: opts.hidden ?? [64, 32] },
     seed,

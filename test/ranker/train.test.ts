@@ -112,3 +112,53 @@ test('bad inputs fail with errors naming the field', async () => {
     /unknown ranker feature 'nonsense'/,
   );
 });
+
+test('too little data gives a working fallback ranker that keeps the dot-product order', async () => {
+  // Only user 0's first two events: no user with the 3 events a split needs.
+  const keep = [] as number[];
+  for (let e = 0; e < data.train.length && keep.length < 2; e++) {
+    if (data.train.user[e] === 0) keep.push(e);
+  }
+  const pick = <T extends { [i: number]: number; length: number }>(
+    a: T,
+    make: (n: number) => T,
+  ) => {
+    const out = make(keep.length);
+    keep.forEach((e, i) => (out[i] = a[e]!));
+    return out;
+  };
+  const train = {
+    ...data.train,
+    length: keep.length,
+    user: pick(data.train.user, (n) => new Int32Array(n)),
+    item: pick(data.train.item, (n) => new Int32Array(n)),
+    timestamp: pick(data.train.timestamp, (n) => new Float64Array(n)),
+    event: pick(data.train.event, (n) => new Uint8Array(n)),
+    rating: pick(data.train.rating, (n) => new Float32Array(n)),
+    weight: pick(data.train.weight, (n) => new Float32Array(n)),
+  };
+  const trained = await trainRanker({ ...data, train, weights: undefined });
+  assert.equal(trained.metrics.ranker_fallback, 1);
+  assert.match(trained.fallbackReason ?? '', /fewer than 2 users/);
+  const session = await RankerSession.create(trained.onnx, trained, data.dim);
+  try {
+    const emb = data.userEmbeddings.subarray(0, data.dim);
+    const view = userViewFromEvents(data.items, emb, [], []);
+    const candidates = Int32Array.from({ length: 40 }, (_, i) => i);
+    const inputs = assembleRankerInput(
+      trained.inputs,
+      data,
+      view,
+      { timestampMs: Date.UTC(2025, 0, 1), device: undefined },
+      candidates,
+    );
+    const logits = await session.scoreRaw(inputs);
+    candidates.forEach((c, i) => {
+      let dot = 0;
+      for (let k = 0; k < data.dim; k++) dot += emb[k]! * data.itemEmbeddings[c * data.dim + k]!;
+      assert.ok(Math.abs(logits[i]! - dot) < 1e-5, `candidate ${c}: ${logits[i]} vs dot ${dot}`);
+    });
+  } finally {
+    await session.release();
+  }
+});
