@@ -5,10 +5,10 @@
 // Thread counts are deliberate. ORT's intra-op pool spins while it waits for work by
 // default; on this 2-core machine, shared with the event loop and other workers, 2 intra-op
 // threads WITH spinning ran the default ranker at 0.40-0.57× the candidates/s of one thread
-// (batches 16-1024), and 2 threads WITHOUT spinning at 0.7-1.3× (noisy across runs, never a
-// clear win). So spinning is off here (allowSpinning), and the default is one intra-op and
-// one inter-op thread per session: parallelism comes from one session per worker, which
-// leaves the cores to whatever else the process is doing. `npm run bench:ranker` measures
+// (batches 16-1024), and 2 threads WITHOUT spinning at 0.7-2.0× (it swings with whatever
+// else the machine runs). So spinning is off here (allowSpinning), and the default is one
+// intra-op and one inter-op thread per session: parallelism comes from one session per
+// worker, which leaves the other core to the event loop and the addon's threads. `npm run bench:ranker` measures
 // all three in one run.
 import * as ort from 'onnxruntime-node';
 import { compileRankerInputs, type CompiledInput } from '../features/assemble.js';
