@@ -8,8 +8,8 @@
 // (batches 16-1024), and 2 threads WITHOUT spinning at 0.7-2.0× (it swings with whatever
 // else the machine runs). So spinning is off here (allowSpinning), and the default is one
 // intra-op and one inter-op thread per session: parallelism comes from one session per
-// worker, which leaves the other core to the event loop and the addon's threads. `npm run bench:ranker` measures
-// all three in one run.
+// worker, which leaves the other core to the event loop and the addon's threads.
+// `npm run bench:ranker` measures all three in one run.
 import * as ort from 'onnxruntime-node';
 import { compileRankerInputs, type CompiledInput } from '../features/assemble.js';
 import type { RankerConfig } from '../models/bundle.js';
