@@ -11,7 +11,8 @@ declare module 'autocannon' {
     url: string;
     connections?: number;
     duration?: number;
-    pipelining?: number;
+    /** Requests per second across all connections (fixed-rate load). */
+    overallRate?: number;
     requests?: RequestSpec[];
   }
   interface Histogram {

@@ -134,12 +134,14 @@ async function scenario(
   base: string,
   name: string,
   makeBody: () => { path: string; body: string },
+  overallRate?: number,
 ): Promise<Row> {
   await loopLagMs(base); // starts a fresh lag interval
   const result = await autocannon({
     url: base,
     connections,
     duration,
+    ...(overallRate ? { overallRate } : {}),
     requests: [
       {
         method: 'POST',
@@ -233,6 +235,15 @@ async function main(): Promise<void> {
         recs(pick(users), { exclude_items: [pick(itemIds)] }),
       ),
     );
+    // The issue's figure: p99 at a fixed rate of 70% of the floor's rate (open-loop load).
+    rows.push(
+      await scenario(
+        base,
+        'warm_uncached@0.7floor',
+        () => recs(pick(users), { exclude_items: [pick(itemIds)] }),
+        Math.max(1, Math.round(0.7 * floorRps)),
+      ),
+    );
     let c = 0;
     rows.push(await scenario(base, 'cold', () => recs(`bench-cold-${c++}`)));
     const hot = users.slice(0, 50);
@@ -322,7 +333,10 @@ async function main(): Promise<void> {
     targets: {
       warm_uncached_rps_vs_floor: Math.round((warm.rps / floorRps) * 100) / 100,
       warm_uncached_p99_under_50ms: warm.p99_ms < 50,
-      cached_20k_rps_p99_under_5ms: rows[2]!.rps >= 20_000 && rows[2]!.p99_ms < 5,
+      warm_at_0_7_floor_rps: rows[1]!.rps,
+      warm_at_0_7_floor_p99_under_50ms:
+        rows[1]!.rps >= 0.7 * floorRps * 0.95 && rows[1]!.p99_ms < 50,
+      cached_20k_rps_p99_under_5ms: rows[3]!.rps >= 20_000 && rows[3]!.p99_ms < 5,
       loop_lag_p99_under_10ms: warm.loop_lag_p99_ms < 10,
     },
     date: new Date().toISOString(),
