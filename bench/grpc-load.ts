@@ -20,10 +20,12 @@
 // Options: --models DIR (default: the bench/load.ts repository for --items), --items N,
 // --duration S per scenario, --connections C, --channels K, --only grpc|http.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
 import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { percentile, nowMs } from './lib/stats.js';
@@ -40,7 +42,9 @@ const args = parseBenchArgs();
 const quick = args.quick;
 const duration = numberOption(args, 'duration', quick ? 3 : 10);
 const connections = numberOption(args, 'connections', 16);
-const channels = numberOption(args, 'channels', 4);
+const channels = numberOption(args, 'channels', 2);
+// Uncached gRPC requests serialised ahead: more than a run of --duration sends at ~2k req/s.
+const uncachedPool = Math.max(5000, duration * 2500);
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
 const only = args.options.get('only');
 const log = (msg: string) => {
@@ -167,22 +171,157 @@ async function measured(serverPid: number, load: () => Promise<LoadRow>): Promis
   return row;
 }
 
+/** A gRPC request body as it goes on the wire: flag byte 0 (uncompressed), length, message. */
+export function grpcFrame(message: Uint8Array): Buffer {
+  const f = Buffer.allocUnsafe(5 + message.length);
+  f[0] = 0;
+  f.writeUInt32BE(message.length, 1);
+  f.set(message, 5);
+  return f;
+}
+
 /**
- * Closed-loop gRPC load: `connections` callers over `channels` clients (separate HTTP/2
- * connections), each calling back to back for `seconds`. `sdk` decodes every response into
- * the contract's objects (RecommendationClient); otherwise the bytes are left undecoded.
- * Exported so other benchmarks can drive gRPC the same way.
+ * Closed-loop gRPC load from raw HTTP/2 (node:http2), the gRPC counterpart of autocannon:
+ * request bodies are framed once beforehand, each call is one HTTP/2 stream carrying those
+ * bytes, and only the grpc-status (trailers, or headers for a trailers-only answer) is read;
+ * the response body is drained unparsed. `connections` callers share `channels` HTTP/2
+ * sessions, so many calls ride one connection as a gRPC client's would. On two shared
+ * cores the generator competes with the server for CPU: a grpc-js client costs ~3x this
+ * per call (measured in the same run: the `grpc_jsclient` row), which is what the first
+ * figures of this benchmark were really measuring.
+ */
+export async function h2GrpcLoad(
+  address: string,
+  path: string,
+  scenario: string,
+  transport: string,
+  nextBody: () => Buffer,
+  o: { seconds: number; connections: number; channels: number },
+): Promise<LoadRow> {
+  const sessions = Array.from({ length: o.channels }, () =>
+    http2.connect(`http://${address}`, { settings: { initialWindowSize: 1 << 20 } }),
+  );
+  for (const s of sessions) s.on('error', () => undefined);
+  const headers = {
+    ':method': 'POST',
+    ':path': path,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  };
+  // Resolves true for grpc-status 0; any other status, or a stream error, is false.
+  const call = (s: http2.ClientHttp2Session): Promise<boolean> =>
+    new Promise((resolve) => {
+      const req = s.request(headers, { endStream: false });
+      let status: unknown;
+      req.on('response', (h) => (status = h['grpc-status']));
+      req.on('trailers', (t) => (status = t['grpc-status']));
+      req.on('error', () => undefined);
+      req.on('close', () => resolve(status === '0'));
+      req.resume();
+      req.end(nextBody());
+    });
+  await Promise.all(sessions.map(call));
+  const lat: number[] = [];
+  let errors = 0;
+  const end = nowMs() + o.seconds * 1000;
+  const t0 = nowMs();
+  await Promise.all(
+    Array.from({ length: o.connections }, async (_, i) => {
+      const s = sessions[i % sessions.length]!;
+      while (nowMs() < end) {
+        const t = nowMs();
+        if (await call(s)) lat.push(nowMs() - t);
+        else errors++;
+      }
+    }),
+  );
+  const secs = (nowMs() - t0) / 1000;
+  for (const s of sessions) s.close();
+  return {
+    scenario,
+    transport,
+    rps: Math.round(lat.length / secs),
+    p50_ms: round2(percentile(lat, 50)),
+    p99_ms: round2(percentile(lat, 99)),
+    errors,
+  };
+}
+
+/**
+ * A bare grpc-js server (no pipeline, no validation, identity serializers) answering every
+ * call with the same canned bytes: grpc-js's own per-call cost, the floor under ours.
+ * Started as a child (`--bare-server FILE`) so its CPU is counted apart from this process.
+ */
+async function bareServerMain(responseFile: string): Promise<void> {
+  const canned = readFileSync(responseFile);
+  const id = (b: Buffer): Buffer => b;
+  const server = new grpc.Server({
+    'grpc.max_concurrent_streams': 256,
+    'grpc.enable_channelz': 0,
+  });
+  server.addService(
+    {
+      Get: {
+        path: BARE_PATH,
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: id,
+        requestDeserialize: id,
+        responseSerialize: id,
+        responseDeserialize: id,
+      },
+    },
+    { Get: (_call: unknown, cb: grpc.sendUnaryData<Buffer>) => cb(null, canned) },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  console.log(JSON.stringify({ barePort: port }));
+  process.on('SIGTERM', () => server.forceShutdown());
+}
+
+const BARE_PATH = '/bench.Bare/Get';
+
+async function startBareServer(
+  response: Buffer,
+): Promise<{ child: ChildProcess; address: string }> {
+  const file = join(mkdtempSync(join(tmpdir(), 'recserve-bench-bare-')), 'response.bin');
+  writeFileSync(file, response);
+  const child = spawn(process.execPath, [process.argv[1]!, '--bare-server', file], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (c: Buffer) =>
+      resolve((JSON.parse(c.toString()) as { barePort: number }).barePort),
+    );
+    child.once('exit', (code) => reject(new Error(`bare server exited (${code})`)));
+  });
+  return { child, address: `127.0.0.1:${port}` };
+}
+
+/**
+ * Closed-loop gRPC load through grpc-js clients: `connections` callers spread over
+ * `channels` clients (separate HTTP/2 connections). `sdk` goes through the SDK
+ * (RecommendationClient: serialize, decode into the contract's objects); otherwise it is the
+ * cheapest grpc-js client can be: pre-serialised request bytes, `makeUnaryRequest` with
+ * identity (de)serialisers, one shared Metadata, response bytes left undecoded.
  */
 export async function grpcLoad(
   address: string,
   scenario: string,
   makeRequest: () => RecommendationRequest,
+  nextMessage: () => Buffer,
   o: { seconds: number; connections: number; channels: number; sdk: boolean },
 ): Promise<LoadRow> {
   // A private subchannel pool each: otherwise grpc-js shares one connection among clients.
   const channelOptions = { 'grpc.use_local_subchannel_pool': 1 };
   const calls: (() => Promise<unknown>)[] = [];
   const closers: (() => void)[] = [];
+  const path = serviceDefinition().GetRecommendations!.path;
+  const id = (b: Buffer): Buffer => b;
+  const md = new grpc.Metadata();
   for (let i = 0; i < o.channels; i++) {
     if (o.sdk) {
       const c = new RecommendationClient({
@@ -201,9 +340,17 @@ export async function grpcLoad(
       });
       closers.push(() => c.close());
     } else {
-      const c = new RecserveGrpcClient(address, { channelOptions });
-      calls.push(() =>
-        c.unaryBytes('GetRecommendations', makeRequest(), { deadline: Date.now() + 10_000 }),
+      const c = new grpc.Client(address, grpc.credentials.createInsecure(), {
+        ...channelOptions,
+        'grpc.enable_channelz': 0,
+      });
+      calls.push(
+        () =>
+          new Promise((resolve, reject) =>
+            c.makeUnaryRequest(path, id, id, nextMessage(), md, {}, (err, res) =>
+              err ? reject(err) : resolve(res),
+            ),
+          ),
       );
       closers.push(() => c.close());
     }
@@ -232,7 +379,7 @@ export async function grpcLoad(
   for (const close of closers) close();
   return {
     scenario,
-    transport: o.sdk ? 'grpc_sdk' : 'grpc',
+    transport: o.sdk ? 'grpc_sdk' : 'grpc_jsclient',
     rps: Math.round(lat.length / secs),
     p50_ms: round2(percentile(lat, 50)),
     p99_ms: round2(percentile(lat, 99)),
@@ -373,13 +520,50 @@ async function main(): Promise<void> {
       ['cached', () => reqOf(pick(hot))],
       ['warm_uncached', () => reqOf(pick(users), { exclude_items: [pick(itemIds)] })],
     ];
+    const serReq = serviceDefinition().GetRecommendations!.requestSerialize as (
+      v: unknown,
+    ) => Buffer;
+    const path = serviceDefinition().GetRecommendations!.path;
     for (const [name, make] of scenarios) {
       if (only !== 'http') {
-        rows.push(await measured(pid, () => grpcLoad(address, name, make, { ...run, sdk: false })));
+        // Requests are serialised before the clock starts, as autocannon's bodies are
+        // strings: the hot set whole, or (uncached) more distinct requests than a run sends,
+        // taken in turn so none repeats (a repeat would be a cache hit).
+        const pool = Array.from({ length: name === 'cached' ? 1000 : uncachedPool }, () =>
+          serReq(make()),
+        );
+        let next = 0;
+        const nextMessage = () => pool[next++ % pool.length]!;
+        const frames = pool.map(grpcFrame);
+        const nextBody = () => frames[next++ % frames.length]!;
+        rows.push(
+          await measured(pid, () => h2GrpcLoad(address, path, name, 'grpc', nextBody, run)),
+        );
         if (name === 'cached') {
           rows.push(
-            await measured(pid, () => grpcLoad(address, name, make, { ...run, sdk: true })),
+            await measured(pid, () =>
+              grpcLoad(address, name, make, nextMessage, { ...run, sdk: false }),
+            ),
           );
+          rows.push(
+            await measured(pid, () =>
+              grpcLoad(address, name, make, nextMessage, { ...run, sdk: true }),
+            ),
+          );
+          // grpc-js alone, answering the bytes of a real cached answer, in the same run.
+          const probe = new RecserveGrpcClient(address);
+          const sample = await probe.unaryBytes('GetRecommendations', reqOf(hot[0]!));
+          probe.close();
+          const bare = await startBareServer(sample);
+          try {
+            rows.push(
+              await measured(bare.child.pid!, () =>
+                h2GrpcLoad(bare.address, BARE_PATH, name, 'grpc_bare', nextBody, run),
+              ),
+            );
+          } finally {
+            bare.child.kill('SIGTERM');
+          }
         }
       }
       if (only !== 'grpc') {
@@ -465,7 +649,8 @@ async function main(): Promise<void> {
 
 // Run only as a script (grpcLoad is importable without starting a benchmark).
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
+  const bareFile = args.options.get('bare-server');
+  (bareFile ? bareServerMain(bareFile) : main()).catch((err: unknown) => {
     console.error(err);
     process.exitCode = 1;
   });
