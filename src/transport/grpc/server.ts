@@ -27,6 +27,7 @@ import {
   validateSimilarRequest,
 } from '../../api/validate.js';
 import { logger, type Logger } from '../../observability/logger.js';
+import type { Metrics } from '../../observability/metrics.js';
 import { similarResponseToWire } from './convert.js';
 import { packageDefinition, serverServiceDefinition, SERVICE_NAME } from './proto.js';
 import { toStatus } from './status.js';
@@ -56,6 +57,8 @@ export interface GrpcServerOptions {
   reflection: boolean;
   /** Stream feedback: messages validated/recorded ahead of the reader at most. Default 32. */
   streamWindow: number;
+  /** Calls by method and status code, latency by method (/metrics). Default: none. */
+  metrics?: Metrics;
 }
 
 export const DEFAULT_GRPC_OPTIONS: GrpcServerOptions = {
@@ -93,6 +96,14 @@ function deadlineMs(d: grpc.Deadline): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
+const OK = 'OK';
+/** grpc.status number → its name, the `code` label of recserve_grpc_requests_total. */
+const CODE_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(grpc.status)
+    .filter(([, v]) => typeof v === 'number')
+    .map(([k, v]) => [v, k]),
+);
+
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>;
 
 export async function startGrpcServer(
@@ -108,6 +119,20 @@ export async function startGrpcServer(
   // bound passes: every such call is answered UNAVAILABLE (retry on another replica) and its
   // pipeline work aborted, so no client waits on a server that is going away.
   const active = new Set<(err: ApiError) => void>();
+
+  const metrics = opts.metrics;
+  // Label objects made once per method and code, not per call.
+  const labels = new Map<string, { method: string; code?: string }>();
+  const labelsOf = (method: string, code?: string) => {
+    const k = code === undefined ? method : `${method} ${code}`;
+    let l = labels.get(k);
+    if (!l) labels.set(k, (l = code === undefined ? { method } : { method, code }));
+    return l as Record<string, string>;
+  };
+  const record = (method: string, code: string, t0: number): void => {
+    metrics!.grpcRequests.inc(labelsOf(method, code));
+    metrics!.grpcRequestSeconds.observe(labelsOf(method), (performance.now() - t0) / 1000);
+  };
 
   /**
    * Bookkeeping shared by every handler: the caller's deadline and an abort signal for the
@@ -126,23 +151,22 @@ export async function startGrpcServer(
     answered: () => boolean;
   } {
     const deadline = deadlineMs(call.getDeadline());
+    const t0 = metrics ? performance.now() : 0;
     let settled = false;
     let cancelled = false;
     let ac: AbortController | undefined;
-    // grpc-js also reports 'cancelled' for streams that close after the answer was sent;
-    // only a call still being worked on has anything to abort.
-    call.once('cancelled', () => {
-      if (settled) return;
-      cancelled = true;
-      ac?.abort();
-    });
     // As on HTTP, the AbortController is made only when a stage asks for the signal: most
-    // answers (cache hits) never do, and one per call is measurable at high call rates.
+    // answers (cache hits) never do, and one per call is measurable at high call rates. So
+    // is the 'cancelled' listener, which only matters when there is a signal to abort.
     const o: CallOptions = {
       get signal(): AbortSignal {
         if (!ac) {
-          ac = new AbortController();
-          if (cancelled) ac.abort();
+          const c = new AbortController();
+          ac = c;
+          if (cancelled || call.cancelled) c.abort();
+          // grpc-js also reports 'cancelled' for streams that close after the answer was
+          // sent; only a call still being worked on has anything to abort.
+          else call.once('cancelled', () => settled || c.abort());
         }
         return ac.signal;
       },
@@ -153,8 +177,14 @@ export async function startGrpcServer(
       settled = true;
       active.delete(cut);
       inFlight--;
-      if (err == null) respond(null, value);
-      else respond(fail(method, err));
+      if (err == null) {
+        respond(null, value);
+        if (metrics) record(method, OK, t0);
+      } else {
+        const st = fail(method, err);
+        respond(st);
+        if (metrics) record(method, CODE_NAMES[st.code ?? grpc.status.UNKNOWN] ?? 'UNKNOWN', t0);
+      }
     };
     const cut = (err: ApiError): void => {
       cancelled = true;
