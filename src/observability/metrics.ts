@@ -140,6 +140,17 @@ export class Metrics {
     LATENCY_BUCKETS,
     ['route'],
   );
+  readonly grpcRequests = new Counter(
+    'recserve_grpc_requests_total',
+    'gRPC calls by method and status code (OK, INVALID_ARGUMENT, ...)',
+    ['method', 'code'],
+  );
+  readonly grpcRequestSeconds = new Histogram(
+    'recserve_grpc_request_duration_seconds',
+    'gRPC call latency by method (handler start to answer)',
+    LATENCY_BUCKETS,
+    ['method'],
+  );
   readonly stageSeconds = new Histogram(
     'recserve_pipeline_stage_duration_seconds',
     'Pipeline stage latency (cache, feature_fetch, retrieval, ranking, rerank, total)',
@@ -190,6 +201,8 @@ export class Metrics {
     this.all = [
       this.requests,
       this.requestSeconds,
+      this.grpcRequests,
+      this.grpcRequestSeconds,
       this.stageSeconds,
       this.batchSize,
       this.queueDepth,
