@@ -128,6 +128,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         maxConcurrentStreams: cfg.grpcMaxConcurrentStreams,
         keepaliveTimeMs: cfg.grpcKeepaliveMs,
         drainTimeoutMs: cfg.drainTimeoutMs,
+        metrics,
       }).catch(async (err: unknown) => {
         await http.close(0);
         throw err;
