@@ -11,7 +11,8 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { RecommendationResponse } from '../../api/types.js';
 import { projectRoot } from '../../retrieval/native.js';
-import { recommendationHeadToWire, recommendationsToWire } from './convert.js';
+import { recommendationsToWire } from './convert.js';
+import { encodeRecommendationHead } from './head.js';
 
 export const SERVICE_NAME = 'recserve.v1.RecommendationService';
 export const PROTO_FILE = 'recserve/v1/recommendation.proto';
@@ -67,14 +68,14 @@ export function serverServiceDefinition(): grpc.ServiceDefinition {
   const serialize = m.responseSerialize as (v: unknown) => Buffer;
   const encodedItems = new WeakMap<object, Buffer>();
   const responseSerialize = (res: RecommendationResponse): Buffer => {
-    const head = serialize(recommendationHeadToWire(res));
     let items = encodedItems.get(res.recommendations);
     if (!items) {
       items = serialize({ recommendations: recommendationsToWire(res.recommendations) });
       // Only a cached answer's list comes back; a fresh list is encoded once and dropped.
       if (res.metadata.cache_hit) encodedItems.set(res.recommendations, items);
     }
-    return Buffer.concat([head, items], head.length + items.length);
+    // The head is written by hand straight in front of the items (head.ts says why).
+    return encodeRecommendationHead(res, items);
   };
   return { ...base, GetRecommendations: { ...m, responseSerialize } };
 }
