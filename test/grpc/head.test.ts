@@ -1,13 +1,17 @@
-// The hand-written GetRecommendations head (head.ts) must be byte for byte what protobufjs
+// The hand-written GetRecommendations encoding (head.ts: item list and head) must be byte for byte what protobufjs
 // writes for the same response, over the shapes that change its layout: absent and present
 // optional fields, false booleans, negative and fractional int32 counts, non-ASCII and long
 // strings, empty maps and metadata longer than one varint byte of length.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { RecommendationResponse } from '../../src/api/types.js';
-import { recommendationHeadToWire } from '../../src/transport/grpc/convert.js';
-import { encodeRecommendationHead } from '../../src/transport/grpc/head.js';
-import { serviceDefinition } from '../../src/transport/grpc/proto.js';
+import type { Recommendation, RecommendationResponse } from '../../src/api/types.js';
+import {
+  recommendationHeadToWire,
+  recommendationResponseToWire,
+  recommendationsToWire,
+} from '../../src/transport/grpc/convert.js';
+import { encodeRecommendationHead, encodeRecommendations } from '../../src/transport/grpc/head.js';
+import { serverServiceDefinition, serviceDefinition } from '../../src/transport/grpc/proto.js';
 
 const def = serviceDefinition().GetRecommendations!;
 const serialize = def.responseSerialize as (v: unknown) => Buffer;
@@ -89,3 +93,71 @@ for (const [name, res] of cases) {
     assert.equal((back.recommendations as unknown[]).length, 1);
   });
 }
+
+const item = (over: Partial<Recommendation>): Recommendation => ({
+  item_id: 'item_1',
+  score: 0.8125,
+  rank: 1,
+  explanation: { reason: 'collaborative', source_items: [] },
+  metadata: {},
+  ...over,
+});
+
+const itemCases: [string, Recommendation[]][] = [
+  ['no items', []],
+  [
+    'typed metadata, sources, open attributes of every JSON type',
+    [
+      item({
+        explanation: { reason: 'similar_to_recent', source_items: ['a', 'b'] },
+        metadata: {
+          title: 'Película – 東京',
+          categories: ['action', 'drama'],
+          creator_id: 'c9',
+          year: 2021,
+          tags: ['x', 'y'],
+          quality: 0.5,
+          kids: false,
+          note: 'plain',
+          nested: { a: 1 },
+        },
+      }),
+      item({ item_id: 'item_2', score: 0, rank: 2, metadata: { categories: [] } }),
+    ],
+  ],
+  [
+    'empty strings, negative rank, long title, many items',
+    Array.from({ length: 60 }, (_, i) =>
+      item({
+        item_id: i === 0 ? '' : `item_${i}`,
+        rank: i === 1 ? -5 : i + 1,
+        score: 1 / (i + 1),
+        explanation: { reason: '' as never, source_items: [] },
+        metadata: { title: 't'.repeat(i * 5) },
+      }),
+    ),
+  ],
+];
+
+for (const [name, recs] of itemCases) {
+  test(`item bytes equal protobufjs's: ${name}`, () => {
+    const ours = encodeRecommendations(recs);
+    assert.deepEqual(ours, serialize({ recommendations: recommendationsToWire(recs) }));
+  });
+}
+
+// The head goes first (before the items, unlike protobufjs's field order): equal decodes.
+test('the server serializer answers fresh and cached responses as protobufjs would', () => {
+  const ser = serverServiceDefinition().GetRecommendations!.responseSerialize as (
+    v: unknown,
+  ) => Buffer;
+  const recs = itemCases[1]![1];
+  for (const cache_hit of [false, true, true]) {
+    const res = response({ cache_hit });
+    res.recommendations = recs;
+    assert.deepEqual(
+      deserialize(ser(res)),
+      deserialize(serialize(recommendationResponseToWire(res))),
+    );
+  }
+});

@@ -1,17 +1,19 @@
-// The per-request part of a GetRecommendations answer (request_id and ResponseMetadata),
-// written straight into the wire buffer in front of the item list's pre-encoded bytes.
+// GetRecommendations responses written by hand: the item list (once per cache entry on a
+// cache hit, once per answer otherwise) and the per-request head (request_id and
+// ResponseMetadata) written straight into one buffer in front of the list's bytes.
 //
-// Why by hand: on a cache hit the item list is already encoded (proto.ts), so this head is
-// the only serialization left per call, and protobufjs spends ~6 µs on it (fromObject builds
-// message objects, the Writer a linked list of ops, then Buffer.concat copies the result
-// once more behind the item list). Sizing first and writing once into one buffer costs
-// about a fifth of that. The bytes are the same as protobufjs writes (fields in number
-// order, map entries with key and value, int32 as a sign-extended varint), which
-// test/grpc/head.test.ts checks against protobufjs itself.
+// Why by hand: protobufjs first builds message objects from plain ones (fromObject, after
+// convert.ts built the wire-shaped objects), then its Writer records a linked list of ops
+// and copies them out, and Buffer.concat copies the head once more in front of the list.
+// Sizing first and writing once costs a fraction of that (bench:grpc's payload table:
+// the `protobuf` row is this encoder). The bytes are exactly what protobufjs writes
+// (fields in number order, map entries with key and value, int32 as a sign-extended
+// varint, empty repeated fields left out), which test/grpc/head.test.ts checks against
+// protobufjs itself; decoding is untouched (clients use protobufjs or any other stack).
 //
 // Field numbers: proto/recserve/v1/recommendation.proto, RecommendationResponse and
 // ResponseMetadata. Change them together.
-import type { RecommendationResponse } from '../../api/types.js';
+import type { Recommendation, RecommendationResponse } from '../../api/types.js';
 
 type Meta = RecommendationResponse['metadata'];
 
@@ -94,6 +96,123 @@ function mapEntries(m: Record<string, number> | undefined): [string, number][] {
 function entrySize(key: string, valueSize: number): number {
   const body = strSize(key) + 1 + valueSize;
   return 1 + varintSize(body) + body;
+}
+
+// Recommendation (field 2 of the response) and its sub-messages.
+const TAG_RECOMMENDATION = (2 << 3) | 2;
+const TAG_ITEM_ID = (1 << 3) | 2;
+const TAG_SCORE = (2 << 3) | 1;
+const TAG_RANK = (3 << 3) | 0;
+const TAG_EXPLANATION = (4 << 3) | 2;
+const TAG_ITEM_METADATA = (5 << 3) | 2;
+const TAG_REASON = (1 << 3) | 2;
+const TAG_SOURCE_ITEM = (2 << 3) | 2;
+const TAG_TITLE = (1 << 3) | 2;
+const TAG_CATEGORY = (2 << 3) | 2;
+const TAG_CREATOR_ID = (3 << 3) | 2;
+const TAG_ATTRIBUTE = (4 << 3) | 2;
+const TAG_STRING_VALUE = (2 << 3) | 2;
+
+const TYPED_METADATA = new Set(['title', 'categories', 'creator_id']);
+
+/** Sizes found by the first pass, so the second writes without measuring again. */
+interface ItemPlan {
+  explanation: number;
+  metadata: number;
+  total: number;
+  /** metadata keys beyond the typed ones, values as strings (as convert.ts maps them). */
+  attributes: [string, string][] | undefined;
+}
+
+function planItem(x: Recommendation): ItemPlan {
+  let explanation = -1;
+  const ex = x.explanation;
+  if (ex != null) {
+    explanation = 0;
+    if (ex.reason != null) explanation += strSize(String(ex.reason));
+    if (ex.source_items) for (const s of ex.source_items) explanation += strSize(String(s));
+  }
+  let metadata = 0;
+  let attributes: [string, string][] | undefined;
+  const m = x.metadata;
+  if (m) {
+    if (typeof m.title === 'string') metadata += strSize(m.title);
+    if (Array.isArray(m.categories)) for (const c of m.categories) metadata += strSize(String(c));
+    if (typeof m.creator_id === 'string') metadata += strSize(m.creator_id);
+    for (const k in m) {
+      const v = m[k];
+      if (v === undefined || TYPED_METADATA.has(k)) continue;
+      const sv = typeof v === 'string' ? v : JSON.stringify(v);
+      (attributes ??= []).push([k, sv]);
+      const body = strSize(k) + strSize(sv);
+      metadata += 1 + varintSize(body) + body;
+    }
+  }
+  let total = 1 + varintSize(metadata) + metadata;
+  if (x.item_id != null) total += strSize(String(x.item_id));
+  if (x.score != null) total += 9;
+  if (x.rank != null) total += 1 + int32Size(x.rank | 0);
+  if (explanation >= 0) total += 1 + varintSize(explanation) + explanation;
+  return { explanation, metadata, total, attributes };
+}
+
+/**
+ * The item list as field-2 entries of a RecommendationResponse (what protobufjs writes for
+ * `{ recommendations: recommendationsToWire(recs) }`), without building the wire objects.
+ */
+export function encodeRecommendations(recs: readonly Recommendation[]): Buffer {
+  const plans = new Array<ItemPlan>(recs.length);
+  let size = 0;
+  for (let i = 0; i < recs.length; i++) {
+    const p = planItem(recs[i]!);
+    plans[i] = p;
+    size += 1 + varintSize(p.total) + p.total;
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (let i = 0; i < recs.length; i++) {
+    const x = recs[i]!;
+    const p = plans[i]!;
+    buf[pos++] = TAG_RECOMMENDATION;
+    pos = writeVarint(buf, pos, p.total);
+    if (x.item_id != null) pos = writeStr(buf, pos, TAG_ITEM_ID, String(x.item_id));
+    if (x.score != null) {
+      buf[pos++] = TAG_SCORE;
+      pos = buf.writeDoubleLE(Number(x.score), pos);
+    }
+    if (x.rank != null) {
+      buf[pos++] = TAG_RANK;
+      pos = writeInt32(buf, pos, x.rank | 0);
+    }
+    const ex = x.explanation;
+    if (p.explanation >= 0) {
+      buf[pos++] = TAG_EXPLANATION;
+      pos = writeVarint(buf, pos, p.explanation);
+      if (ex.reason != null) pos = writeStr(buf, pos, TAG_REASON, String(ex.reason));
+      if (ex.source_items) {
+        for (const s of ex.source_items) pos = writeStr(buf, pos, TAG_SOURCE_ITEM, String(s));
+      }
+    }
+    buf[pos++] = TAG_ITEM_METADATA;
+    pos = writeVarint(buf, pos, p.metadata);
+    const m = x.metadata;
+    if (m) {
+      if (typeof m.title === 'string') pos = writeStr(buf, pos, TAG_TITLE, m.title);
+      if (Array.isArray(m.categories)) {
+        for (const c of m.categories) pos = writeStr(buf, pos, TAG_CATEGORY, String(c));
+      }
+      if (typeof m.creator_id === 'string') pos = writeStr(buf, pos, TAG_CREATOR_ID, m.creator_id);
+      if (p.attributes) {
+        for (const [k, v] of p.attributes) {
+          buf[pos++] = TAG_ATTRIBUTE;
+          pos = writeVarint(buf, pos, strSize(k) + strSize(v));
+          pos = writeStr(buf, pos, TAG_KEY, k);
+          pos = writeStr(buf, pos, TAG_STRING_VALUE, v);
+        }
+      }
+    }
+  }
+  return buf;
 }
 
 /**
