@@ -5,7 +5,7 @@
 //   node dist/bench/train.js [--quick] [--json] [--items N --users N --events N] [--dims 32,64]
 import { generateSynthetic } from '../src/data/synthetic.js';
 import { setPopularity } from '../src/data/log.js';
-import { buildInteractions, trainAls } from '../src/training/als.js';
+import { buildInteractions, trainAls, trainAlsParallel } from '../src/training/als.js';
 import { fitContentModel } from '../src/training/coldstart.js';
 import { computeWeights } from '../src/training/weights.js';
 import { parseBenchArgs, numberOption } from './lib/args.js';
@@ -77,6 +77,10 @@ for (const d of dims) {
     items,
     'items/s',
   );
+  const t = performance.now();
+  await trainAlsParallel(cm, { factors: d, iterations, threads: 2 });
+  const sp = (performance.now() - t) / 1000;
+  add(`als d=${d} 2 threads (per iteration)`, sp / iterations, cm.userItems.length, 'nnz/s');
 }
 const result = {
   items,

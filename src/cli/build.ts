@@ -138,7 +138,7 @@ const BUILD_HELP = `usage: recserve build --source synthetic|movielens|files [op
   synthetic:  --items N --users N --events N [--seed N]
   movielens:  [--dir DIR]   (default ../shared/datasets/ml-latest-small)
   files:      --interactions FILE [--items-file FILE]   (CSV with header, or .jsonl)
-  training:   --factors N --iterations N --reg X --alpha X --threads N (ALS workers, default 2)
+  training:   --factors N --iterations N --reg X --alpha X --threads N (ALS workers; default 2 from 1M observations)
               --no-ranker --ranker-epochs N --ranker-examples N --no-hnsw
   output:     --repo DIR (default <project>/models) --name NAME (default recserve) --version N`;
 

@@ -90,7 +90,7 @@ export interface BuildOptions {
   /** Evaluate at most this many held-out users for the recorded metrics (default 2000). */
   evalUsers?: number;
   seed?: number;
-  /** Worker threads for ALS (default 2: this machine's cores; 1 = on the calling thread). */
+  /** Worker threads for ALS (default: 2 from 1M observations up, else 1 = the calling thread). */
   threads?: number;
   log?: (msg: string) => void;
 }
@@ -124,7 +124,9 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
   const cm = buildInteractions(train, computeWeights(train, weightOpts), numItems);
   const alsOpts: AlsOptions = { factors: 32, iterations: 10, seed: opts.seed, ...opts.als };
   const als = await trainAlsParallel(cm, {
-    threads: opts.threads ?? 2,
+    // Workers pay a start-up and JIT warm-up cost per build; below ~1M observations a
+    // sequential run finishes first (bench/train.ts compares both in one run).
+    threads: opts.threads ?? (cm.userItems.length >= 1_000_000 ? 2 : 1),
     ...alsOpts,
     onIteration: (i, s) => say(`als: iteration ${i}/${alsOpts.iterations} (${s.toFixed(1)}s)`),
   });
