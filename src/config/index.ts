@@ -84,6 +84,12 @@ export interface PipelineConfig {
   explorationRate: number;
   /** Category cap per list when the request gives no category_diversity (seed: 5). */
   maxPerCategory: number;
+  /**
+   * Storage of the exact index's item vectors. 'f16' halves the bytes each collaborative
+   * pass reads (scores within ~1e-3 relative; the ranker re-scores every candidate anyway).
+   * Default 'f32' (exact).
+   */
+  exactStorage: 'f32' | 'f16';
   /** HNSW efSearch for similar-to-recent and /v1/similar (seed: 50). */
   efSearch: number;
   /** Seed for the re-rank's exploration RNG; null = Math.random (tests pin it). */
@@ -109,6 +115,7 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   cacheMaxBytes: 64 * 1024 * 1024,
   explorationRate: 0.05,
   maxPerCategory: 5,
+  exactStorage: 'f32',
   efSearch: 50,
   seed: null,
 };
@@ -197,6 +204,7 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   'cache-max-bytes': { kind: 'int', path: ['pipeline', 'cacheMaxBytes'], min: 0 },
   'exploration-rate': { kind: 'num', path: ['pipeline', 'explorationRate'], min: 0, max: 1 },
   'max-per-category': { kind: 'int', path: ['pipeline', 'maxPerCategory'], min: 1, max: 500 },
+  'exact-storage': { kind: 'str', path: ['pipeline', 'exactStorage'] },
   'ef-search': { kind: 'int', path: ['pipeline', 'efSearch'], min: 1, max: 10_000 },
   seed: { kind: 'int', path: ['pipeline', 'seed'] },
 };
@@ -309,6 +317,11 @@ export function loadConfig(
   }
   for (const [key, value] of flags) assign(cfg, key, parseValue(key, value, `flag --${key}`));
   if (cfg.grpcPort < 0) cfg.grpcPort = cfg.port === 0 ? 0 : defaultGrpcPort;
+  if (cfg.pipeline.exactStorage !== 'f32' && cfg.pipeline.exactStorage !== 'f16') {
+    throw new ConfigError(
+      `'exact-storage' must be f32 or f16, got ${String(cfg.pipeline.exactStorage)}`,
+    );
+  }
   cfg.modelsDir = resolve(cfg.modelsDir);
   cfg.dataDir = resolve(cfg.dataDir);
   return cfg;

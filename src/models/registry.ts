@@ -58,9 +58,11 @@ export async function buildServingModel(
   bundle.items.popularity = shared.popularity;
   const ids = new Uint32Array(n);
   for (let i = 0; i < n; i++) ids[i] = i;
-  const exact = ExactIndex.create(
-    opts.exactThreads === undefined ? { dim } : { dim, threads: opts.exactThreads },
-  );
+  const exact = ExactIndex.create({
+    dim,
+    storage: opts.pipeline.exactStorage,
+    ...(opts.exactThreads === undefined ? {} : { threads: opts.exactThreads }),
+  });
   exact.build(ids, shared.itemEmbeddings);
   const hnsw = await HnswIndex.load(bundle.hnswPath);
 
