@@ -3,12 +3,20 @@
 // through both front ends in the same run, and reports them side by side, so the ratios
 // compare like with like on a machine whose absolute numbers drift with its neighbours.
 //
-//   grpc      grpc-js clients (transport/grpc/client.ts), closed loop: `connections`
-//             callers spread over `--channels` HTTP/2 connections, each sending its next
-//             request when the last one answered. Responses are not decoded, as autocannon
-//             does not parse HTTP bodies: both rows measure the server, not the client.
-//   grpc_sdk  the same through the SDK (RecommendationClient): decoded into the JSON
-//             contract's objects, so the difference to `grpc` is the client's decode cost.
+//   grpc          raw HTTP/2 (node:http2, h2GrpcLoad), closed loop: `connections` callers
+//                 over `--channels` HTTP/2 connections, each sending its next request when
+//                 the last one answered; requests serialised and framed before the clock
+//                 starts, responses drained unparsed (only grpc-status is read), as
+//                 autocannon does on HTTP: the cheapest generator, so the row measures the
+//                 server rather than the client competing with it for two shared cores.
+//   grpc_jsclient (cached) the cheapest grpc-js client: pre-serialised bytes,
+//                 makeUnaryRequest with identity (de)serialisers. Its client µs/req beside
+//                 the grpc row's is what a grpc-js generator costs.
+//   grpc_sdk      (cached) through the SDK (RecommendationClient): serialised and decoded
+//                 into the JSON contract's objects, as an application would.
+//   grpc_bare     (cached) a bare grpc-js server (child process, identity serialisers, no
+//                 pipeline) answering the bytes of a real cached answer, driven like `grpc`:
+//                 grpc-js's own per-call floor under recserve's, in the same run.
 //   http      autocannon (the same generator bench/load.ts uses), same connection count.
 //   http_fb   autocannon with FlatBuffers bodies both ways (Content-Type and Accept).
 //
@@ -18,7 +26,8 @@
 // decode time for JSON, FlatBuffers and protobuf.
 //
 // Options: --models DIR (default: the bench/load.ts repository for --items), --items N,
-// --duration S per scenario, --connections C, --channels K, --only grpc|http.
+// --duration S per scenario, --connections C, --channels K, --warmup S (untimed load per
+// scenario and front end before its rows), --only grpc|http.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
@@ -45,6 +54,8 @@ const connections = numberOption(args, 'connections', 16);
 const channels = numberOption(args, 'channels', 2);
 // Uncached gRPC requests serialised ahead: more than a run of --duration sends at ~2k req/s.
 const uncachedPool = Math.max(5000, duration * 2500);
+// Seconds of untimed load through each front end before a scenario's rows.
+const warmup = numberOption(args, 'warmup', quick ? 2 : 5);
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
 const only = args.options.get('only');
 const log = (msg: string) => {
@@ -525,6 +536,19 @@ async function main(): Promise<void> {
     ) => Buffer;
     const path = serviceDefinition().GetRecommendations!.path;
     for (const [name, make] of scenarios) {
+      // Untimed warm-up through both front ends: the first load on a path pays V8's
+      // compilation of it (and of the pipeline's uncached stages), which otherwise lands
+      // on whichever row happens to run first (measured: 1.4-1.9x the server CPU per
+      // request of the same row run second).
+      const warm = { seconds: warmup, connections, channels };
+      const warmFrames = Array.from({ length: 2000 }, () => grpcFrame(serReq(make())));
+      let w = 0;
+      if (warmup > 0 && only !== 'http') {
+        await h2GrpcLoad(address, path, name, 'warmup', () => warmFrames[w++ % 2000]!, warm);
+      }
+      if (warmup > 0 && only !== 'grpc') {
+        await httpLoad(base, name, 'http', () => JSON.stringify(make()), warmup);
+      }
       if (only !== 'http') {
         // Requests are serialised before the clock starts, as autocannon's bodies are
         // strings: the hot set whole, or (uncached) more distinct requests than a run sends,
