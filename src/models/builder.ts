@@ -33,7 +33,7 @@ export interface LoadedData {
   /** Loader counters (duplicates, unknown ids ...), recorded in config.json. */
   stats: Record<string, number>;
   /** Sensible training defaults for this kind of data. */
-  defaults: { weights: WeightOptions };
+  defaults: { weights: WeightOptions; als?: AlsOptions };
 }
 
 export async function loadSource(src: DataSource): Promise<LoadedData> {
@@ -54,7 +54,8 @@ export async function loadSource(src: DataSource): Promise<LoadedData> {
       log: m.log,
       items: m.items,
       stats: { ...prefix('ratings_', m.stats), ...prefix('movies_', m.itemStats) },
-      defaults: { weights: { decayPerDay: 0 } },
+      // ALS values `recserve eval` selects on this data set's validation split.
+      defaults: { weights: { decayPerDay: 0 }, als: { regularization: 10, alpha: 1 } },
     };
   }
   const f = await loadFiles(src.interactions, src.items);
@@ -125,7 +126,13 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
 
   const weightOpts = { ...data.defaults.weights, ...opts.weights };
   const cm = buildInteractions(train, computeWeights(train, weightOpts), numItems);
-  const alsOpts: AlsOptions = { factors: 32, iterations: 10, seed: opts.seed, ...opts.als };
+  const alsOpts: AlsOptions = {
+    factors: 32,
+    iterations: 10,
+    seed: opts.seed,
+    ...data.defaults.als,
+    ...opts.als,
+  };
   const als = await trainAlsParallel(cm, {
     // Workers pay a start-up and JIT warm-up cost per build; below ~1M observations a
     // sequential run finishes first (bench/train.ts compares both in one run).
