@@ -10,7 +10,7 @@ const commands: Record<string, Command> = {
     },
   },
   serve: {
-    summary: 'serve /v1 over HTTP (builds the addon and demo models when missing)',
+    summary: 'serve /v1 over HTTP and gRPC (builds the addon and demo models when missing)',
     run: async (args) => (await import('./serve.js')).run(args),
   },
   'build-demo': {
