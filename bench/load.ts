@@ -8,8 +8,8 @@
 // sgemm rate from FAISS IndexFlatIP over a 256-query batch (a BLAS sgemm).
 //
 // Options: --models DIR (default: a demo repository built into the temp dir), --items N
-// (build a synthetic repository of N items with d=64 for the reference configuration, e.g.
-// --items 1000000; built once and reused), --duration S (per scenario), --connections C,
+// (build a synthetic repository of N items with d = --dim, default 64, the reference
+// configuration, e.g. --items 1000000; built once and reused), --duration S (per scenario), --connections C,
 // --sweep (ranking pool size and cross-request batching compared on the uncached scenario).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -29,6 +29,8 @@ const quick = args.quick;
 const duration = numberOption(args, 'duration', quick ? 3 : 10);
 const connections = numberOption(args, 'connections', 16);
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
+// The issue's reference configuration is d = 64; --dim changes it.
+const dim = numberOption(args, 'dim', 64);
 const log = (msg: string) => {
   if (!args.json) console.error(`[load] ${msg}`);
 };
@@ -36,7 +38,7 @@ const log = (msg: string) => {
 function ensureModels(): string {
   const given = args.options.get('models');
   if (given) return given;
-  const dir = join(tmpdir(), `recserve-bench-models-${items}`);
+  const dir = join(tmpdir(), `recserve-bench-models-${items}-d${dim}`);
   if (latestVersion(dir, 'recserve') !== undefined) return dir;
   log(`building a ${items}-item synthetic repository into ${dir} (once)`);
   const users = Math.max(500, Math.min(200_000, Math.round(items / 4)));
@@ -54,6 +56,8 @@ function ensureModels(): string {
       String(users),
       '--events',
       String(events),
+      '--factors',
+      String(dim),
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
