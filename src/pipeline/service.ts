@@ -346,7 +346,7 @@ export class RecommendationPipeline implements RecommenderService {
     };
     // The worker scores AND re-ranks (its idle time is cheaper than the event loop's);
     // only the fallback path re-ranks here.
-    const ranked = await this.score(m, u, cands, tsMs, req, spec);
+    const ranked = await this.score(m, u, cands, tsMs, req, spec, opts?.deadline);
     const ranking = ms(tRank);
     this.metrics.stageSeconds.observe({ stage: 'ranking' }, ranking / 1000);
     const fallback = ranked.fallback;
@@ -439,18 +439,36 @@ export class RecommendationPipeline implements RecommenderService {
     tsMs: number,
     req: RecommendationRequest,
     spec: RerankSpec,
+    deadline?: number,
   ): Promise<{ scores: Float32Array; fallback: boolean; picked?: Reranked[] }> {
     if (cands.length === 0) return { scores: new Float32Array(0), fallback: false, picked: [] };
+    // The ranking budget is the configured timeout, cut to what the caller's deadline leaves
+    // after the fallback's own re-rank and the response (RANK_DEADLINE_RESERVE_MS). A request
+    // whose deadline leaves no budget goes straight to the cosine fallback instead of
+    // dispatching work whose answer would arrive after the caller gave up.
+    let budget = this.cfg.rankingTimeoutMs;
+    let reason: 'timeout' | 'deadline' = 'timeout';
+    if (deadline !== undefined) {
+      const left = deadline - Date.now() - RANK_DEADLINE_RESERVE_MS;
+      if (left < budget) {
+        budget = left;
+        reason = 'deadline';
+      }
+    }
+    if (budget <= 0) {
+      this.metrics.fallbacks.inc({ reason });
+      return { scores: this.cosineScores(m, u.query, candidateRows(cands)), fallback: true };
+    }
     const job: RankJob = {
       user: featureView(m, u),
       req: { timestampMs: tsMs, device: req.context?.device_type },
-      candidates: Int32Array.from(cands, (c) => c.row),
+      candidates: candidateRows(cands),
       retrievalScores: Float32Array.from(cands, (c) => c.score),
       rerank: spec,
     };
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.cfg.rankingTimeoutMs);
+      timer = setTimeout(() => resolve('timeout'), budget);
     });
     try {
       const r = await Promise.race([m.ranker.rank(job), timeout]);
@@ -466,7 +484,7 @@ export class RecommendationPipeline implements RecommenderService {
           ? { scores: r.scores, fallback: false, picked }
           : { scores: r.scores, fallback: false };
       }
-      this.metrics.fallbacks.inc({ reason: 'timeout' });
+      this.metrics.fallbacks.inc({ reason });
     } catch (err) {
       this.metrics.fallbacks.inc({ reason: 'error' });
       this.log.warn({ err }, 'ranking failed; cosine fallback');
@@ -712,4 +730,11 @@ export function cacheShape(req: RecommendationRequest, modelVersion: string): st
     req.diversity_settings?.creator_diversity ?? null,
     req.context?.device_type ?? null,
   ]);
+}
+
+/** Time kept back from the caller's deadline for the fallback re-rank and the response. */
+const RANK_DEADLINE_RESERVE_MS = 2;
+
+function candidateRows(cands: readonly Candidate[]): Int32Array {
+  return Int32Array.from(cands, (c) => c.row);
 }
