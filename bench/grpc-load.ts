@@ -28,7 +28,7 @@
 // Options: --models DIR (default: the bench/load.ts repository for --items), --items N,
 // --duration S per scenario, --connections C, --channels K, --warmup S (untimed load per
 // scenario and front end before its rows), --only grpc|http.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
@@ -39,9 +39,9 @@ import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { percentile, nowMs } from './lib/stats.js';
 import { printTable } from './lib/table.js';
+import { ensureSyntheticModels, startBenchServer, type BenchServer } from './lib/server.js';
 import type { RecommendationRequest, RecommendationResponse } from '../src/api/types.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
-import { projectRoot } from '../src/retrieval/native.js';
 import { RecommendationClient } from '../src/sdk/index.js';
 import { RecserveGrpcClient } from '../src/transport/grpc/client.js';
 import * as fb from '../src/transport/flatbuffers/codec.js';
@@ -57,6 +57,8 @@ const uncachedPool = Math.max(5000, duration * 2500);
 // Seconds of untimed load through each front end before a scenario's rows.
 const warmup = numberOption(args, 'warmup', quick ? 2 : 5);
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
+// Embedding dimension of the synthetic bundle built when --models is not given.
+const dim = numberOption(args, 'dim', 64);
 const only = args.options.get('only');
 const log = (msg: string) => {
   if (!args.json) console.error(`[grpc-load] ${msg}`);
@@ -64,80 +66,13 @@ const log = (msg: string) => {
 
 /** The repository bench/load.ts builds for the same --items (shared, built once). */
 function ensureModels(): string {
-  const given = args.options.get('models');
-  if (given) return given;
-  const dir = join(tmpdir(), `recserve-bench-models-${items}`);
-  if (latestVersion(dir, 'recserve') !== undefined) return dir;
-  log(`building a ${items}-item synthetic repository into ${dir} (once)`);
-  const users = Math.max(500, Math.min(200_000, Math.round(items / 4)));
-  const events = Math.max(20_000, Math.min(10_000_000, items * 10));
-  const r = spawnSync(
-    process.execPath,
-    [
-      join(projectRoot(), 'dist', 'src', 'cli', 'main.js'),
-      'build-demo',
-      '--repo',
-      dir,
-      '--items',
-      String(items),
-      '--users',
-      String(users),
-      '--events',
-      String(events),
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  if (r.status !== 0) throw new Error('build-demo failed');
-  return dir;
+  return args.options.get('models') ?? ensureSyntheticModels(items, dim, log);
 }
 
-async function startServer(
-  models: string,
-): Promise<{ child: ChildProcess; port: number; grpcPort: number }> {
-  const child = spawn(
-    process.execPath,
-    [
-      join(projectRoot(), 'bin', 'recserve.js'),
-      'serve',
-      '--port',
-      '0',
-      '--grpc-port',
-      '0',
-      '--models',
-      models,
-      '--no-build-missing',
-      '--data-dir',
-      mkdtempSync(join(tmpdir(), 'recserve-bench-data-')),
-      '--no-fsync-feedback',
-      '--log-level',
-      'info',
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let buf = '';
-  let port = 0;
-  let grpcPort = 0;
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        try {
-          const rec = JSON.parse(line) as { port?: number; grpcPort?: number; msg?: string };
-          if (typeof rec.port === 'number') port = rec.port;
-          if (typeof rec.grpcPort === 'number') grpcPort = rec.grpcPort;
-          if (rec.msg === 'model loaded and warm: ready') resolve();
-        } catch {
-          /* not JSON */
-        }
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-  });
-  if (!grpcPort) throw new Error('the server did not report a gRPC port (started with --no-grpc?)');
-  return { child, port, grpcPort };
+async function startServer(models: string): Promise<BenchServer> {
+  const server = await startBenchServer(models);
+  if (!server.grpcPort) throw new Error('the server did not report a gRPC port');
+  return server;
 }
 
 export interface LoadRow {

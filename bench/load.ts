@@ -11,16 +11,13 @@
 // (build a synthetic repository of N items with d = --dim, default 64, the reference
 // configuration, e.g. --items 1000000; built once and reused), --duration S (per scenario), --connections C,
 // --sweep (ranking pool size and cross-request batching compared on the uncached scenario).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { printTable } from './lib/table.js';
+import { ensureSyntheticModels, startBenchServer } from './lib/server.js';
 import { compileRankerInputs } from '../src/features/assemble.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
-import { projectRoot } from '../src/retrieval/native.js';
 import { ExactIndex } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
 
@@ -36,82 +33,12 @@ const log = (msg: string) => {
 };
 
 function ensureModels(): string {
-  const given = args.options.get('models');
-  if (given) return given;
-  const dir = join(tmpdir(), `recserve-bench-models-${items}-d${dim}`);
-  if (latestVersion(dir, 'recserve') !== undefined) return dir;
-  log(`building a ${items}-item synthetic repository into ${dir} (once)`);
-  const users = Math.max(500, Math.min(200_000, Math.round(items / 4)));
-  const events = Math.max(20_000, Math.min(10_000_000, items * 10));
-  const r = spawnSync(
-    process.execPath,
-    [
-      join(projectRoot(), 'dist', 'src', 'cli', 'main.js'),
-      'build-demo',
-      '--repo',
-      dir,
-      '--items',
-      String(items),
-      '--users',
-      String(users),
-      '--events',
-      String(events),
-      '--factors',
-      String(dim),
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'] },
-  );
-  if (r.status !== 0) throw new Error('build-demo failed');
-  return dir;
+  return args.options.get('models') ?? ensureSyntheticModels(items, dim, log);
 }
 
-async function startServer(
-  models: string,
-  extra: string[] = [],
-): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(
-    process.execPath,
-    [
-      join(projectRoot(), 'bin', 'recserve.js'),
-      'serve',
-      '--port',
-      '0',
-      '--models',
-      models,
-      '--no-build-missing',
-      '--data-dir',
-      mkdtempSync(join(tmpdir(), 'recserve-bench-data-')),
-      '--no-fsync-feedback',
-      '--log-level',
-      'info',
-      // HTTP only here; bench/grpc-load.ts measures gRPC.
-      '--no-grpc',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let buf = '';
-  let port = 0;
-  await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        try {
-          const rec = JSON.parse(line) as { port?: number; msg?: string };
-          if (typeof rec.port === 'number') port = rec.port;
-          if (rec.msg === 'model loaded and warm: ready') resolve();
-        } catch {
-          /* not JSON */
-        }
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`server exited (${code})`)));
-  });
-  return { child, port };
-}
+// HTTP only here; bench/grpc-load.ts measures gRPC.
+const startServer = (models: string, extra: string[] = []) =>
+  startBenchServer(models, ['--no-grpc', ...extra]);
 
 async function loopLagMs(base: string): Promise<number> {
   const text = await (await fetch(base + '/metrics')).text();
