@@ -12,8 +12,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { MemoryFeatureStore } from '../src/features/memory-store.js';
 import { RedisFeatureStore } from '../src/features/redis-store.js';
@@ -23,6 +21,7 @@ import { numberOption, parseBenchArgs } from './lib/args.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, percentile } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
+import { startRedisServer, type RedisServerHandle } from '../test/support/redis-server.js';
 
 const args = parseBenchArgs();
 const users = numberOption(args, 'users', args.quick ? 20_000 : 200_000);
@@ -203,18 +202,6 @@ async function main(): Promise<void> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** Runs `n` tasks with `conc` in flight; returns per-task latencies (ms) and the wall time. */
 async function inFlight(
   n: number,
@@ -239,42 +226,12 @@ async function inFlight(
 
 async function benchRedis(opt: string, now: number): Promise<void> {
   let url = opt;
-  let admin: Redis | null = null;
+  let local: RedisServerHandle | null = null;
   if (opt === 'auto' || opt === 'true') {
-    const port = await freePort();
-    execFileSync('redis-server', [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--daemonize',
-      'yes',
-    ]);
-    url = `redis://127.0.0.1:${port}`;
-    // --daemonize returns before the server listens: retry until it answers.
-    admin = new Redis(url, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-    });
-    admin.on('error', () => undefined);
-    for (let i = 0; ; i++) {
-      try {
-        await admin.connect();
-        await admin.ping();
-        break;
-      } catch (err) {
-        if (i > 50) throw err;
-        admin.disconnect();
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    local = await startRedisServer();
+    url = local.url;
   }
-  const probe = admin ?? new Redis(url);
+  const probe = local?.admin ?? new Redis(url);
   const usedMemory = async () =>
     Number(/used_memory:(\d+)/.exec((await probe.info('memory')) ?? '')?.[1] ?? NaN);
   const store: FeatureStore = new RedisFeatureStore({
@@ -319,7 +276,7 @@ async function benchRedis(opt: string, now: number): Promise<void> {
     rows.push(['redis: trending(1h, k=100) p50', out.redisTrending100P50Ms, 'ms']);
   } finally {
     await store.close();
-    if (admin) await admin.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
+    if (local) await local.stop();
     probe.disconnect();
   }
 }

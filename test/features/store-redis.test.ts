@@ -2,25 +2,11 @@
 // port for this file only (no persistence), stopped afterwards.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
-import { Redis } from 'ioredis';
 import { RedisFeatureStore } from '../../src/features/redis-store.js';
 import { storeSuite } from './store-suite.js';
+import { hasRedisServer, startRedisServer } from '../support/redis-server.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+const hasRedis = hasRedisServer();
 
 if (!hasRedis) {
   test(
@@ -29,36 +15,9 @@ if (!hasRedis) {
     () => {},
   );
 } else {
-  const port = await freePort();
-  execFileSync('redis-server', [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--daemonize',
-    'yes',
-  ]);
-  // Wait until it answers.
-  const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
-  for (let i = 0; ; i++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      break;
-    } catch (err) {
-      if (i > 50) throw err;
-      probe.disconnect();
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  after(async () => {
-    await probe.call('SHUTDOWN', 'NOSAVE').catch(() => undefined);
-    probe.disconnect();
-  });
+  const server = await startRedisServer();
+  const { port, admin: probe } = server;
+  after(() => server.stop());
 
   test("redis: a user's keys expire userTtlMs after the last write", async () => {
     const store = new RedisFeatureStore({
