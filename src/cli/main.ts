@@ -37,9 +37,10 @@ const commands: Record<string, Command> = {
   },
 };
 
-function printHelp(): void {
+// Help asked for goes to stdout; help after a mistake goes to stderr with the error.
+function printHelp(out: (text: string) => void = console.log): void {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(14)} ${c.summary}`);
-  console.log(`usage: recserve <command> [options]\n\ncommands:\n${lines.join('\n')}`);
+  out(`usage: recserve <command> [options]\n\ncommands:\n${lines.join('\n')}`);
 }
 
 export function registerCommand(name: string, command: Command): void {
@@ -51,11 +52,28 @@ async function main(argv: string[]): Promise<number> {
   const command = commands[name];
   if (!command) {
     console.error(`recserve: unknown command '${name}'`);
-    printHelp();
+    printHelp(console.error);
     return 2;
   }
-  const code = await command.run(rest);
-  return typeof code === 'number' ? code : 0;
+  try {
+    const code = await command.run(rest);
+    return typeof code === 'number' ? code : 0;
+  } catch (err) {
+    // A mistyped flag is the caller's mistake, not a bug: one line naming the command and
+    // the flag, exit status 2 like other usage errors, no stack trace.
+    if (isUsageError(err)) {
+      console.error(`recserve ${name}: ${err.message} (see 'recserve help')`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+// node:util parseArgs reports unknown options, missing values and stray positionals with
+// these codes.
+function isUsageError(err: unknown): err is Error {
+  const code = (err as { code?: unknown } | null)?.code;
+  return err instanceof Error && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_');
 }
 
 main(process.argv.slice(2)).then(
