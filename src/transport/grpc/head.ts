@@ -217,9 +217,14 @@ export function encodeRecommendations(recs: readonly Recommendation[]): Buffer {
 
 /**
  * request_id + metadata of `res`, followed by `tail` (the encoded item list: field 2
- * entries), as one RecommendationResponse message.
+ * entries), as one RecommendationResponse message, after `gap` bytes left unwritten at the
+ * front (the fast path writes its gRPC frame prefix there instead of copying the message).
  */
-export function encodeRecommendationHead(res: RecommendationResponse, tail: Uint8Array): Buffer {
+export function encodeRecommendationHead(
+  res: RecommendationResponse,
+  tail: Uint8Array,
+  gap = 0,
+): Buffer {
   const md: Meta = res.metadata;
   // protobufjs (int32) truncates as `| 0` does; the sizes below must see the same values.
   const sources = mapEntries(md.retrieval_sources).map(([k, v]): [string, number] => [k, v | 0]);
@@ -237,8 +242,8 @@ export function encodeRecommendationHead(res: RecommendationResponse, tail: Uint
 
   const headSize =
     (res.request_id != null ? strSize(res.request_id) : 0) + 1 + varintSize(mdSize) + mdSize;
-  const buf = Buffer.allocUnsafe(headSize + tail.length);
-  let pos = 0;
+  const buf = Buffer.allocUnsafe(gap + headSize + tail.length);
+  let pos = gap;
   if (res.request_id != null) pos = writeStr(buf, pos, TAG_REQUEST_ID, res.request_id);
   buf[pos++] = TAG_METADATA;
   pos = writeVarint(buf, pos, mdSize);

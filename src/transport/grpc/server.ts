@@ -29,7 +29,20 @@ import {
 import { logger, type Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { similarResponseToWire } from './convert.js';
-import { packageDefinition, serverServiceDefinition, SERVICE_NAME } from './proto.js';
+import {
+  attachFastPath,
+  frameMessage,
+  type CallControl,
+  type FastMethod,
+  type Respond,
+  type UnaryHandler,
+} from './fast.js';
+import {
+  packageDefinition,
+  recommendationFrame,
+  serverServiceDefinition,
+  SERVICE_NAME,
+} from './proto.js';
 import { toStatus } from './status.js';
 
 export interface GrpcServerOptions {
@@ -57,6 +70,11 @@ export interface GrpcServerOptions {
   reflection: boolean;
   /** Stream feedback: messages validated/recorded ahead of the reader at most. Default 32. */
   streamWindow: number;
+  /**
+   * Serve the unary methods on a hand-written node:http2 path in front of grpc-js (fast.ts
+   * says why and how). Default true; false leaves every call to grpc-js.
+   */
+  fastPath: boolean;
   /** Calls by method and status code, latency by method (/metrics). Default: none. */
   metrics?: Metrics;
 }
@@ -74,6 +92,7 @@ export const DEFAULT_GRPC_OPTIONS: GrpcServerOptions = {
   healthPollMs: 250,
   reflection: true,
   streamWindow: 32,
+  fastPath: true,
 };
 
 export interface GrpcServerHandle {
@@ -81,6 +100,8 @@ export interface GrpcServerHandle {
   readonly port: number;
   /** host:port, what a client dials. */
   readonly address: string;
+  /** True when unary calls take the node:http2 fast path (fast.ts) rather than grpc-js. */
+  readonly fastPath: boolean;
   /** Calls currently being handled. */
   inFlight(): number;
   /**
@@ -105,6 +126,19 @@ const CODE_NAMES: Record<number, string> = Object.fromEntries(
 );
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>;
+
+/** A grpc-js call as a CallControl: grpc-js enforces the deadline itself. */
+function grpcJsControl(call: AnyCall): CallControl {
+  return {
+    deadline: deadlineMs(call.getDeadline()),
+    enforceDeadline: false,
+    cancelled: () => call.cancelled,
+    onCancel: (f) => call.once('cancelled', f),
+  };
+}
+
+/** What a fast-path call that outlives its deadline is answered (grpc-js's words). */
+const DEADLINE_PASSED = new ApiError('deadline_exceeded', 'Deadline exceeded');
 
 export async function startGrpcServer(
   service: RecommenderService,
@@ -137,12 +171,12 @@ export async function startGrpcServer(
   /**
    * Bookkeeping shared by every handler: the caller's deadline and an abort signal for the
    * pipeline, and a settle function that answers exactly once (the pipeline's answer, an
-   * error, or the drain's UNAVAILABLE, whichever comes first).
+   * error, the drain's UNAVAILABLE, or the deadline on the fast path, whichever comes first).
    */
   function track(
     method: string,
-    call: AnyCall,
-    respond: (err: Partial<grpc.StatusObject> | null, value?: unknown) => void,
+    call: CallControl,
+    respond: Respond,
   ): {
     opts: CallOptions;
     expired: boolean;
@@ -150,23 +184,24 @@ export async function startGrpcServer(
     /** True once the call was answered (by its handler or by the drain). */
     answered: () => boolean;
   } {
-    const deadline = deadlineMs(call.getDeadline());
+    const deadline = call.deadline;
     const t0 = metrics ? performance.now() : 0;
     let settled = false;
     let cancelled = false;
     let ac: AbortController | undefined;
+    let timer: NodeJS.Timeout | undefined;
     // As on HTTP, the AbortController is made only when a stage asks for the signal: most
     // answers (cache hits) never do, and one per call is measurable at high call rates. So
-    // is the 'cancelled' listener, which only matters when there is a signal to abort.
+    // is the cancel listener, which only matters when there is a signal to abort.
     const o: CallOptions = {
       get signal(): AbortSignal {
         if (!ac) {
           const c = new AbortController();
           ac = c;
-          if (cancelled || call.cancelled) c.abort();
-          // grpc-js also reports 'cancelled' for streams that close after the answer was
-          // sent; only a call still being worked on has anything to abort.
-          else call.once('cancelled', () => settled || c.abort());
+          if (cancelled || call.cancelled()) c.abort();
+          // The stream also closes after the answer was sent; only a call still being
+          // worked on has anything to abort.
+          else call.onCancel(() => settled || c.abort());
         }
         return ac.signal;
       },
@@ -175,6 +210,7 @@ export async function startGrpcServer(
     const settle = (err: unknown, value?: unknown): void => {
       if (settled) return;
       settled = true;
+      if (timer) clearTimeout(timer);
       active.delete(cut);
       inFlight--;
       if (err == null) {
@@ -193,12 +229,13 @@ export async function startGrpcServer(
     };
     active.add(cut);
     inFlight++;
-    return {
-      opts: o,
-      expired: deadline !== undefined && deadline <= Date.now(),
-      settle,
-      answered: () => settled,
-    };
+    const expired = deadline !== undefined && deadline <= Date.now();
+    // grpc-js ends its own calls at their deadline; fast-path calls are ended here, the
+    // pipeline's work aborted as grpc-js's cancellation would.
+    if (call.enforceDeadline && deadline !== undefined && !expired) {
+      timer = setTimeout(cut, deadline - Date.now(), DEADLINE_PASSED);
+    }
+    return { opts: o, expired, settle, answered: () => settled };
   }
 
   function fail(method: string, err: unknown): Partial<grpc.StatusObject> {
@@ -207,14 +244,15 @@ export async function startGrpcServer(
     return toStatus(api);
   }
 
+  /** One unary method's handler, the same for the grpc-js path and the fast path. */
   function unary<Req, Res>(
     method: string,
     validate: (raw: unknown) => Req,
     run: (req: Req, o: CallOptions) => Promise<Res>,
     encode: (res: Res) => unknown,
-  ): grpc.handleUnaryCall<unknown, unknown> {
-    return (call, callback) => {
-      const { opts: o, expired, settle } = track(method, call, callback);
+  ): UnaryHandler {
+    return (request, call, respond) => {
+      const { opts: o, expired, settle } = track(method, call, respond);
       // A call whose deadline already passed (it queued behind others) is not started.
       if (expired) {
         settle(new ApiError('deadline_exceeded', 'deadline passed before the call started'));
@@ -222,7 +260,7 @@ export async function startGrpcServer(
       }
       let req: Req;
       try {
-        req = validate(call.request);
+        req = validate(request);
       } catch (err) {
         settle(err);
         return;
@@ -234,8 +272,14 @@ export async function startGrpcServer(
     };
   }
 
+  /** A unary handler as grpc-js calls it. */
+  const viaGrpcJs =
+    (h: UnaryHandler): grpc.handleUnaryCall<unknown, unknown> =>
+    (call, callback) =>
+      h(call.request, grpcJsControl(call), callback);
+
   const streamFeedback: grpc.handleClientStreamingCall<unknown, unknown> = (call, callback) => {
-    const { opts: o, settle, answered } = track('StreamFeedback', call, callback);
+    const { opts: o, settle, answered } = track('StreamFeedback', grpcJsControl(call), callback);
     const total: FeedbackResponse = {
       status: 'accepted',
       events_processed: 0,
@@ -277,7 +321,7 @@ export async function startGrpcServer(
     call.on('error', fail1);
   };
 
-  const impl: grpc.UntypedServiceImplementation = {
+  const handlers: Record<string, UnaryHandler> = {
     GetRecommendations: unary(
       'GetRecommendations',
       validateRecommendationRequest,
@@ -297,7 +341,6 @@ export async function startGrpcServer(
       (r, o) => service.feedback(r, o),
       (r) => r,
     ),
-    StreamFeedback: streamFeedback,
     RecordNegativeFeedback: unary(
       'RecordNegativeFeedback',
       validateNegativeFeedbackRequest,
@@ -305,6 +348,8 @@ export async function startGrpcServer(
       (r) => r,
     ),
   };
+  const impl: grpc.UntypedServiceImplementation = { StreamFeedback: streamFeedback };
+  for (const [name, h] of Object.entries(handlers)) impl[name] = viaGrpcJs(h);
 
   const server = new grpc.Server({
     'grpc.max_receive_message_length': opts.maxReceiveBytes,
@@ -315,7 +360,8 @@ export async function startGrpcServer(
     'grpc.max_connection_idle_ms': opts.maxConnectionIdleMs,
     'grpc.enable_channelz': 0,
   });
-  server.addService(serverServiceDefinition(), impl);
+  const definition = serverServiceDefinition();
+  server.addService(definition, impl);
 
   // Health: '' (the whole server) and the service name follow service.ready().
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -352,14 +398,31 @@ export async function startGrpcServer(
       },
     );
   });
+  let fastPath = false;
+  if (opts.fastPath) {
+    const methods: FastMethod[] = Object.entries(handlers).map(([name, handler]) => {
+      const d = definition[name]!;
+      const serialize = d.responseSerialize as (v: unknown) => Buffer;
+      return {
+        path: d.path,
+        deserialize: d.requestDeserialize as (b: Buffer) => unknown,
+        frame:
+          name === 'GetRecommendations' ? recommendationFrame() : (v) => frameMessage(serialize(v)),
+        handler,
+      };
+    });
+    fastPath = attachFastPath(server, methods, opts);
+    if (!fastPath) log.warn('grpc-js internals not as expected: unary calls stay on grpc-js');
+  }
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   // Not `port`: log readers (bench/load.ts) take that key for the HTTP port.
-  log.info({ grpcHost: opts.host, grpcPort: port }, 'grpc listening');
+  log.info({ grpcHost: opts.host, grpcPort: port, fastPath }, 'grpc listening');
 
   let closed: Promise<void> | undefined;
   return {
     port,
     address: `${host}:${port}`,
+    fastPath,
     inFlight: () => inFlight,
     close(timeoutMs = opts.drainTimeoutMs): Promise<void> {
       closed ??= new Promise<void>((resolve) => {
