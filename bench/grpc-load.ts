@@ -46,7 +46,7 @@
 // --duration S per scenario, --connections C, --channels K, --warmup S (untimed load per
 // scenario and front end before its rows), --only grpc|http, --generators node,h2load
 // (default both when h2load is installed), --h2load-clients N (default 4),
-// --h2load-streams M (default 8).
+// --h2load-streams M (default 8), --rate R (the fixed-rate cached rows, default 8200: h2load ramps up, so 8,000 is offered with a little to spare; 0: none).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http2 from 'node:http2';
@@ -81,6 +81,9 @@ const dim = numberOption(args, 'dim', 64);
 const only = args.options.get('only');
 const h2loadClients = numberOption(args, 'h2load-clients', 4);
 const h2loadStreams = numberOption(args, 'h2load-streams', 8);
+// Offered calls/s of the fixed-rate cached rows (the issue's 8,000 plus what h2load's ramp-up
+// loses); 0 leaves them out.
+const rate = numberOption(args, 'rate', 8200);
 const hasH2load = spawnSync('h2load', ['--version']).status === 0;
 const generators = new Set(
   (args.options.get('generators') ?? (hasH2load ? 'node,h2load' : 'node')).split(','),
@@ -252,6 +255,8 @@ export function h2loadRun(o: {
   streams: number;
   seconds: number;
   h1?: boolean;
+  /** Total requests/s to offer (h2load --rps, split evenly over the clients); none: closed loop. */
+  rate?: number;
   scenario: string;
   transport: string;
 }): Promise<LoadRow> {
@@ -267,6 +272,7 @@ export function h2loadRun(o: {
     String(o.streams),
     '-D',
     String(o.seconds),
+    ...(o.rate ? [`--rps=${Math.ceil(o.rate / o.clients)}`] : []),
     '-d',
     bodyFile,
     ...o.headers.flatMap((h) => ['-H', h]),
@@ -317,7 +323,9 @@ export function h2loadRun(o: {
             Number(codes[4]),
           requests: done,
           client_cpu_us: Math.round((cpuSec * 1e6) / done),
-          generator: `h2load${o.h1 ? ' --h1' : ''} -c ${o.clients} -m ${o.streams}`,
+          generator:
+            `h2load${o.h1 ? ' --h1' : ''} -c ${o.clients} -m ${o.streams}` +
+            (o.rate ? ` --rps ${Math.ceil(o.rate / o.clients)}` : ''),
         });
       } catch (err) {
         reject(err as Error);
@@ -341,6 +349,7 @@ async function grpcH2load(
   path: string,
   frame: Buffer,
   scenario: string,
+  rate?: number,
 ): Promise<LoadRow> {
   const before = await grpcCallsByCode(base);
   const row = await h2loadRun({
@@ -350,6 +359,7 @@ async function grpcH2load(
     clients: h2loadClients,
     streams: h2loadStreams,
     seconds: duration,
+    ...(rate ? { rate } : {}),
     scenario,
     transport: 'grpc_h2load',
   });
@@ -362,7 +372,7 @@ async function grpcH2load(
 }
 
 /** The same body as JSON over HTTP/1.1, one request in flight per connection. */
-function httpH2load(base: string, json: string, scenario: string): Promise<LoadRow> {
+function httpH2load(base: string, json: string, scenario: string, rate?: number): Promise<LoadRow> {
   return h2loadRun({
     url: `${base}/v1/recommendations`,
     body: Buffer.from(json),
@@ -370,6 +380,7 @@ function httpH2load(base: string, json: string, scenario: string): Promise<LoadR
     clients: h2loadClients * h2loadStreams,
     streams: 1,
     seconds: duration,
+    ...(rate ? { rate } : {}),
     h1: true,
     scenario,
     transport: 'http_h2load',
@@ -753,6 +764,15 @@ async function main(): Promise<void> {
         }
       }
       if (only !== 'grpc') rows.push(await measured(pid, () => httpH2load(base, json, 'cached')));
+      // The issue's figure is a rate AND a tail: offered at exactly --rate calls/s (open
+      // loop per client), the p99 is read where the server is not saturated by design.
+      if (rate > 0) {
+        const at = `cached@${rate}`;
+        if (only !== 'http') {
+          rows.push(await measured(pid, () => grpcH2load(base, address, path, frame, at, rate)));
+        }
+        if (only !== 'grpc') rows.push(await measured(pid, () => httpH2load(base, json, at, rate)));
+      }
 
       // No recommendation cache: every call runs the pipeline, with one body.
       log('uncached_fixed: a second server with --cache-ttl-ms 0');
@@ -802,6 +822,7 @@ async function main(): Promise<void> {
   // The figures are read from the h2load rows when there are any (the cheapest generator,
   // the same for both front ends), else from the Node-generator rows.
   const cached = find('cached', 'grpc_h2load') ?? find('cached', 'grpc');
+  const atRate = find(`cached@${rate}`, 'grpc_h2load');
   const uncachedRatio = h2Ratio('uncached_fixed') ?? ratio('warm_uncached');
   const summary = {
     items: bundle.items.ids.length,
@@ -823,7 +844,10 @@ async function main(): Promise<void> {
       warm_uncached: cpuRatio('warm_uncached'),
     },
     targets: {
-      grpc_cached_8k_rps_p99_under_10ms: cached ? cached.rps >= 8000 && cached.p99_ms < 10 : null,
+      // Met when either the closed-loop row or the fixed-rate row does both at once.
+      grpc_cached_8k_rps_p99_under_10ms: [cached, atRate].some(
+        (r) => r !== undefined && r.rps >= 8000 && r.p99_ms < 10 && r.errors === 0,
+      ),
       grpc_uncached_within_15pct_of_http: uncachedRatio === null ? null : uncachedRatio >= 0.85,
     },
     date: new Date().toISOString(),
