@@ -185,6 +185,17 @@ test('a fast-path call past its grpc-timeout is DEADLINE_EXCEEDED and its work a
   behave(undefined);
 });
 
+test('a grpc-timeout beyond any timer (99999999H) is no deadline, not an instant one', async () => {
+  // The work takes a little while: an overflowed timer (1 ms) would end the call first.
+  behave(() => sleep(30));
+  const frame = requestFrame('GetSimilarItems', { item_id: 'far' });
+  const r = await exchange(fast.address, 'GetSimilarItems', [frame], {
+    'grpc-timeout': '99999999H',
+  });
+  assert.equal(r.trailers['grpc-status'], '0');
+  behave(undefined);
+});
+
 test('grpc-timeout is read as the gRPC spec writes it; malformed values are left to grpc-js', () => {
   assert.equal(parseGrpcTimeout('100m', 1000), 1100);
   assert.equal(parseGrpcTimeout('2S', 0), 2000);

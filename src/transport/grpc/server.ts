@@ -137,6 +137,9 @@ function grpcJsControl(call: AnyCall): CallControl {
   };
 }
 
+/** The longest delay setTimeout honours (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** What a fast-path call that outlives its deadline is answered (grpc-js's words). */
 const DEADLINE_PASSED = new ApiError('deadline_exceeded', 'Deadline exceeded');
 
@@ -199,8 +202,11 @@ export async function startGrpcServer(
       inFlight++;
       // grpc-js ends its own calls at their deadline; fast-path calls are ended here, the
       // pipeline's work aborted as grpc-js's cancellation would.
-      if (call.enforceDeadline && deadline !== undefined && !this.expired) {
-        this.timer = setTimeout(cutAtDeadline, deadline - Date.now(), this);
+      // A deadline past setTimeout's range (grpc-timeout allows 99999999H) is no deadline:
+      // Node would fire such a timer after 1 ms instead.
+      const ms = deadline === undefined ? 0 : deadline - Date.now();
+      if (call.enforceDeadline && deadline !== undefined && !this.expired && ms <= MAX_TIMER_MS) {
+        this.timer = setTimeout(cutAtDeadline, ms, this);
       }
     }
 
