@@ -2,6 +2,8 @@
 // standard grpc.health.v1.Health and server reflection. It decodes, validates with the same
 // functions as HTTP (api/validate.ts), calls the one RecommenderService and encodes; all
 // policy (caching, fallbacks, deadlines inside the pipeline) lives behind that interface.
+// The unary methods are served by fast.ts's node:http2 path in front of grpc-js (same port,
+// same frames; fast.ts says why); the handlers below are the same for both paths.
 //
 // Every channel argument below is set on purpose, because grpc-js's defaults suit a
 // general-purpose library rather than a latency-bound service:
