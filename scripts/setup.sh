@@ -13,10 +13,11 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # libfaiss-dev (static libfaiss.a) + libopenblas-dev + OpenMP for the addon;
 # redis-server for the tests that run a real Redis; flatbuffers-compiler (flatc, the
 # reference the FlatBuffers codec is tested against) and python3-grpcio +
-# python3-grpc-tools (a second gRPC toolchain the .proto contract is tested with).
+# python3-grpc-tools (a second gRPC toolchain the .proto contract is tested with);
+# nghttp2-client (h2load, the C load generator bench/grpc-load.ts drives both front ends with).
 need_pkgs=()
 for p in libfaiss-dev libopenblas-dev libomp-dev redis-server cmake g++ make \
-  flatbuffers-compiler python3-grpcio python3-grpc-tools; do
+  flatbuffers-compiler python3-grpcio python3-grpc-tools nghttp2-client; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

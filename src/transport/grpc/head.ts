@@ -89,9 +89,9 @@ function writeStr(buf: Buffer, pos: number, tag: number, s: string): number {
   return pos;
 }
 
-function mapEntries(m: Record<string, number> | undefined): [string, number][] {
-  return m ? Object.entries(m) : [];
-}
+// Maps are walked with for-in (own enumerable keys of plain objects, in Object.entries'
+// order) rather than Object.entries: no pair arrays per call on the cache-hit path.
+const NO_MAP: Record<string, number> = {};
 
 function entrySize(key: string, valueSize: number): number {
   const body = strSize(key) + 1 + valueSize;
@@ -217,42 +217,49 @@ export function encodeRecommendations(recs: readonly Recommendation[]): Buffer {
 
 /**
  * request_id + metadata of `res`, followed by `tail` (the encoded item list: field 2
- * entries), as one RecommendationResponse message.
+ * entries), as one RecommendationResponse message, after `gap` bytes left unwritten at the
+ * front (the fast path writes its gRPC frame prefix there instead of copying the message).
  */
-export function encodeRecommendationHead(res: RecommendationResponse, tail: Uint8Array): Buffer {
+export function encodeRecommendationHead(
+  res: RecommendationResponse,
+  tail: Uint8Array,
+  gap = 0,
+): Buffer {
   const md: Meta = res.metadata;
   // protobufjs (int32) truncates as `| 0` does; the sizes below must see the same values.
-  const sources = mapEntries(md.retrieval_sources).map(([k, v]): [string, number] => [k, v | 0]);
-  const latency = mapEntries(md.latency_ms as Record<string, number>);
+  const sources = md.retrieval_sources ?? NO_MAP;
+  const latency = (md.latency_ms as Record<string, number> | undefined) ?? NO_MAP;
 
   let mdSize = 0;
   if (md.model_version != null) mdSize += strSize(md.model_version);
   if (md.experiment_id != null) mdSize += strSize(md.experiment_id);
   if (md.variant != null) mdSize += strSize(md.variant);
-  for (const [k, v] of sources) mdSize += entrySize(k, int32Size(v));
-  for (const [k] of latency) mdSize += entrySize(k, 8);
+  for (const k in sources) mdSize += entrySize(k, int32Size(sources[k]! | 0));
+  for (const k in latency) mdSize += entrySize(k, 8);
   if (md.cold_start != null) mdSize += 2;
   if (md.cache_hit != null) mdSize += 2;
   if (md.ranking_fallback != null) mdSize += 2;
 
   const headSize =
     (res.request_id != null ? strSize(res.request_id) : 0) + 1 + varintSize(mdSize) + mdSize;
-  const buf = Buffer.allocUnsafe(headSize + tail.length);
-  let pos = 0;
+  const buf = Buffer.allocUnsafe(gap + headSize + tail.length);
+  let pos = gap;
   if (res.request_id != null) pos = writeStr(buf, pos, TAG_REQUEST_ID, res.request_id);
   buf[pos++] = TAG_METADATA;
   pos = writeVarint(buf, pos, mdSize);
   if (md.model_version != null) pos = writeStr(buf, pos, TAG_MODEL_VERSION, md.model_version);
   if (md.experiment_id != null) pos = writeStr(buf, pos, TAG_EXPERIMENT_ID, md.experiment_id);
   if (md.variant != null) pos = writeStr(buf, pos, TAG_VARIANT, md.variant);
-  for (const [k, v] of sources) {
+  for (const k in sources) {
+    const v = sources[k]! | 0;
     buf[pos++] = TAG_RETRIEVAL_SOURCES;
     pos = writeVarint(buf, pos, strSize(k) + 1 + int32Size(v));
     pos = writeStr(buf, pos, TAG_KEY, k);
     buf[pos++] = TAG_INT_VALUE;
     pos = writeInt32(buf, pos, v);
   }
-  for (const [k, v] of latency) {
+  for (const k in latency) {
+    const v = latency[k];
     buf[pos++] = TAG_LATENCY_MS;
     pos = writeVarint(buf, pos, strSize(k) + 1 + 8);
     pos = writeStr(buf, pos, TAG_KEY, k);

@@ -11,6 +11,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { RecommendationResponse } from '../../api/types.js';
 import { projectRoot } from '../../retrieval/native.js';
+import { frameInPlace } from './fast.js';
 import { encodeRecommendationHead, encodeRecommendations } from './head.js';
 
 export const SERVICE_NAME = 'recserve.v1.RecommendationService';
@@ -65,8 +66,24 @@ export function serviceDefinition(): grpc.ServiceDefinition {
 export function serverServiceDefinition(): grpc.ServiceDefinition {
   const base = serviceDefinition();
   const m = base.GetRecommendations!;
+  const encode = recommendationEncoder();
+  const responseSerialize = (res: RecommendationResponse): Buffer => encode(res, 0);
+  return { ...base, GetRecommendations: { ...m, responseSerialize } };
+}
+
+/**
+ * GetRecommendations' response as one gRPC frame (fast.ts), written in one buffer: the
+ * same bytes as serverServiceDefinition's serializer, after the 5-byte frame prefix.
+ */
+export function recommendationFrame(): (res: unknown) => Buffer {
+  const encode = recommendationEncoder();
+  return (res) => frameInPlace(encode(res as RecommendationResponse, 5));
+}
+
+/** The encoder both serializers share: per-entry item lists cached, the head per call. */
+function recommendationEncoder(): (res: RecommendationResponse, gap: number) => Buffer {
   const encodedItems = new WeakMap<object, Buffer>();
-  const responseSerialize = (res: RecommendationResponse): Buffer => {
+  return (res, gap) => {
     let items = encodedItems.get(res.recommendations);
     if (!items) {
       items = encodeRecommendations(res.recommendations);
@@ -74,9 +91,8 @@ export function serverServiceDefinition(): grpc.ServiceDefinition {
       if (res.metadata.cache_hit) encodedItems.set(res.recommendations, items);
     }
     // The head is written by hand straight in front of the items (head.ts says why).
-    return encodeRecommendationHead(res, items);
+    return encodeRecommendationHead(res, items, gap);
   };
-  return { ...base, GetRecommendations: { ...m, responseSerialize } };
 }
 
 /** The generated client constructor for RecommendationService. */

@@ -2,6 +2,8 @@
 // standard grpc.health.v1.Health and server reflection. It decodes, validates with the same
 // functions as HTTP (api/validate.ts), calls the one RecommenderService and encodes; all
 // policy (caching, fallbacks, deadlines inside the pipeline) lives behind that interface.
+// The unary methods are served by fast.ts's node:http2 path in front of grpc-js (same port,
+// same frames; fast.ts says why); the handlers below are the same for both paths.
 //
 // Every channel argument below is set on purpose, because grpc-js's defaults suit a
 // general-purpose library rather than a latency-bound service:
@@ -29,7 +31,20 @@ import {
 import { logger, type Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { similarResponseToWire } from './convert.js';
-import { packageDefinition, serverServiceDefinition, SERVICE_NAME } from './proto.js';
+import {
+  attachFastPath,
+  frameMessage,
+  type CallControl,
+  type FastMethod,
+  type Respond,
+  type UnaryHandler,
+} from './fast.js';
+import {
+  packageDefinition,
+  recommendationFrame,
+  serverServiceDefinition,
+  SERVICE_NAME,
+} from './proto.js';
 import { toStatus } from './status.js';
 
 export interface GrpcServerOptions {
@@ -57,6 +72,11 @@ export interface GrpcServerOptions {
   reflection: boolean;
   /** Stream feedback: messages validated/recorded ahead of the reader at most. Default 32. */
   streamWindow: number;
+  /**
+   * Serve the unary methods on a hand-written node:http2 path in front of grpc-js (fast.ts
+   * says why and how). Default true; false leaves every call to grpc-js.
+   */
+  fastPath: boolean;
   /** Calls by method and status code, latency by method (/metrics). Default: none. */
   metrics?: Metrics;
 }
@@ -74,6 +94,7 @@ export const DEFAULT_GRPC_OPTIONS: GrpcServerOptions = {
   healthPollMs: 250,
   reflection: true,
   streamWindow: 32,
+  fastPath: true,
 };
 
 export interface GrpcServerHandle {
@@ -81,6 +102,8 @@ export interface GrpcServerHandle {
   readonly port: number;
   /** host:port, what a client dials. */
   readonly address: string;
+  /** True when unary calls take the node:http2 fast path (fast.ts) rather than grpc-js. */
+  readonly fastPath: boolean;
   /** Calls currently being handled. */
   inFlight(): number;
   /**
@@ -106,6 +129,22 @@ const CODE_NAMES: Record<number, string> = Object.fromEntries(
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>;
 
+/** A grpc-js call as a CallControl: grpc-js enforces the deadline itself. */
+function grpcJsControl(call: AnyCall): CallControl {
+  return {
+    deadline: deadlineMs(call.getDeadline()),
+    enforceDeadline: false,
+    cancelled: () => call.cancelled,
+    onCancel: (f) => call.once('cancelled', f),
+  };
+}
+
+/** The longest delay setTimeout honours (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** What a fast-path call that outlives its deadline is answered (grpc-js's words). */
+const DEADLINE_PASSED = new ApiError('deadline_exceeded', 'Deadline exceeded');
+
 export async function startGrpcServer(
   service: RecommenderService,
   options: Partial<GrpcServerOptions> = {},
@@ -115,90 +154,114 @@ export async function startGrpcServer(
   let inFlight = 0;
   let closing = false;
 
-  // Calls being handled, each with a way to end it early. close() uses it when the drain
-  // bound passes: every such call is answered UNAVAILABLE (retry on another replica) and its
-  // pipeline work aborted, so no client waits on a server that is going away.
-  const active = new Set<(err: ApiError) => void>();
+  // Calls being handled. close() uses it when the drain bound passes: every such call is
+  // answered UNAVAILABLE (retry on another replica) and its pipeline work aborted, so no
+  // client waits on a server that is going away.
+  const active = new Set<TrackedCall>();
 
   const metrics = opts.metrics;
-  // Label objects made once per method and code, not per call.
-  const labels = new Map<string, { method: string; code?: string }>();
-  const labelsOf = (method: string, code?: string) => {
-    const k = code === undefined ? method : `${method} ${code}`;
-    let l = labels.get(k);
-    if (!l) labels.set(k, (l = code === undefined ? { method } : { method, code }));
-    return l as Record<string, string>;
-  };
-  const record = (method: string, code: string, t0: number): void => {
-    metrics!.grpcRequests.inc(labelsOf(method, code));
-    metrics!.grpcRequestSeconds.observe(labelsOf(method), (performance.now() - t0) / 1000);
-  };
+  /** Per method, the metric label objects, made once rather than per call. */
+  class MethodStats {
+    readonly duration: Record<string, string>;
+    private readonly byCode = new Map<string, Record<string, string>>();
+    constructor(readonly method: string) {
+      this.duration = { method };
+    }
+    record(code: string, t0: number): void {
+      let l = this.byCode.get(code);
+      if (!l) this.byCode.set(code, (l = { method: this.method, code }));
+      metrics!.grpcRequests.inc(l);
+      metrics!.grpcRequestSeconds.observe(this.duration, (performance.now() - t0) / 1000);
+    }
+  }
 
   /**
-   * Bookkeeping shared by every handler: the caller's deadline and an abort signal for the
-   * pipeline, and a settle function that answers exactly once (the pipeline's answer, an
-   * error, or the drain's UNAVAILABLE, whichever comes first).
+   * Bookkeeping shared by every handler, and the CallOptions the pipeline gets: the caller's
+   * deadline, an abort signal, and settle(), which answers exactly once (the pipeline's
+   * answer, an error, the drain's UNAVAILABLE, or the deadline on the fast path, whichever
+   * comes first). A class rather than closures: one object per call on the hot path.
    */
-  function track(
-    method: string,
-    call: AnyCall,
-    respond: (err: Partial<grpc.StatusObject> | null, value?: unknown) => void,
-  ): {
-    opts: CallOptions;
-    expired: boolean;
-    settle: (err: unknown, value?: unknown) => void;
-    /** True once the call was answered (by its handler or by the drain). */
-    answered: () => boolean;
-  } {
-    const deadline = deadlineMs(call.getDeadline());
-    const t0 = metrics ? performance.now() : 0;
-    let settled = false;
-    let cancelled = false;
-    let ac: AbortController | undefined;
-    // As on HTTP, the AbortController is made only when a stage asks for the signal: most
-    // answers (cache hits) never do, and one per call is measurable at high call rates. So
-    // is the 'cancelled' listener, which only matters when there is a signal to abort.
-    const o: CallOptions = {
-      get signal(): AbortSignal {
-        if (!ac) {
-          const c = new AbortController();
-          ac = c;
-          if (cancelled || call.cancelled) c.abort();
-          // grpc-js also reports 'cancelled' for streams that close after the answer was
-          // sent; only a call still being worked on has anything to abort.
-          else call.once('cancelled', () => settled || c.abort());
-        }
-        return ac.signal;
-      },
-    };
-    if (deadline !== undefined) o.deadline = deadline;
-    const settle = (err: unknown, value?: unknown): void => {
-      if (settled) return;
-      settled = true;
-      active.delete(cut);
+  class TrackedCall implements CallOptions {
+    deadline?: number;
+    /** The deadline had passed before the call started. */
+    readonly expired: boolean;
+    private settled = false;
+    private cancelled = false;
+    private ac: AbortController | undefined;
+    private timer: NodeJS.Timeout | undefined;
+    private readonly t0: number;
+
+    constructor(
+      private readonly stats: MethodStats,
+      private readonly call: CallControl,
+      private readonly respond: Respond,
+    ) {
+      const deadline = call.deadline;
+      this.t0 = metrics ? performance.now() : 0;
+      if (deadline !== undefined) this.deadline = deadline;
+      this.expired = deadline !== undefined && deadline <= Date.now();
+      active.add(this);
+      inFlight++;
+      // grpc-js ends its own calls at their deadline; fast-path calls are ended here, the
+      // pipeline's work aborted as grpc-js's cancellation would.
+      // A deadline past setTimeout's range (grpc-timeout allows 99999999H) is no deadline:
+      // Node would fire such a timer after 1 ms instead.
+      const ms = deadline === undefined ? 0 : deadline - Date.now();
+      if (call.enforceDeadline && deadline !== undefined && !this.expired && ms <= MAX_TIMER_MS) {
+        this.timer = setTimeout(cutAtDeadline, ms, this);
+      }
+    }
+
+    /**
+     * As on HTTP, the AbortController is made only when a stage asks for the signal: most
+     * answers (cache hits) never do, and one per call is measurable at high call rates. So
+     * is the cancel listener, which only matters when there is a signal to abort.
+     */
+    get signal(): AbortSignal {
+      if (!this.ac) {
+        const c = new AbortController();
+        this.ac = c;
+        if (this.cancelled || this.call.cancelled()) c.abort();
+        // The stream also closes after the answer was sent; only a call still being
+        // worked on has anything to abort.
+        else this.call.onCancel(() => this.settled || c.abort());
+      }
+      return this.ac.signal;
+    }
+
+    /** True once the call was answered (by its handler, the drain or the deadline). */
+    get answered(): boolean {
+      return this.settled;
+    }
+
+    settle(err: unknown, value?: unknown): void {
+      if (this.settled) return;
+      this.settled = true;
+      if (this.timer) clearTimeout(this.timer);
+      active.delete(this);
       inFlight--;
       if (err == null) {
-        respond(null, value);
-        if (metrics) record(method, OK, t0);
+        this.respond(null, value);
+        if (metrics) this.stats.record(OK, this.t0);
       } else {
-        const st = fail(method, err);
-        respond(st);
-        if (metrics) record(method, CODE_NAMES[st.code ?? grpc.status.UNKNOWN] ?? 'UNKNOWN', t0);
+        const st = fail(this.stats.method, err);
+        this.respond(st);
+        if (metrics) {
+          this.stats.record(CODE_NAMES[st.code ?? grpc.status.UNKNOWN] ?? 'UNKNOWN', this.t0);
+        }
       }
-    };
-    const cut = (err: ApiError): void => {
-      cancelled = true;
-      ac?.abort();
-      settle(err);
-    };
-    active.add(cut);
-    inFlight++;
-    return {
-      opts: o,
-      expired: deadline !== undefined && deadline <= Date.now(),
-      settle,
-      answered: () => settled,
-    };
+    }
+
+    /** Ends the call now with `err`, aborting the pipeline's work for it. */
+    cut(err: ApiError): void {
+      this.cancelled = true;
+      this.ac?.abort();
+      this.settle(err);
+    }
+  }
+
+  function cutAtDeadline(t: TrackedCall): void {
+    t.cut(DEADLINE_PASSED);
   }
 
   function fail(method: string, err: unknown): Partial<grpc.StatusObject> {
@@ -207,35 +270,44 @@ export async function startGrpcServer(
     return toStatus(api);
   }
 
+  /** One unary method's handler, the same for the grpc-js path and the fast path. */
   function unary<Req, Res>(
     method: string,
     validate: (raw: unknown) => Req,
     run: (req: Req, o: CallOptions) => Promise<Res>,
     encode: (res: Res) => unknown,
-  ): grpc.handleUnaryCall<unknown, unknown> {
-    return (call, callback) => {
-      const { opts: o, expired, settle } = track(method, call, callback);
+  ): UnaryHandler {
+    const stats = new MethodStats(method);
+    return (request, call, respond) => {
+      const t = new TrackedCall(stats, call, respond);
       // A call whose deadline already passed (it queued behind others) is not started.
-      if (expired) {
-        settle(new ApiError('deadline_exceeded', 'deadline passed before the call started'));
+      if (t.expired) {
+        t.settle(new ApiError('deadline_exceeded', 'deadline passed before the call started'));
         return;
       }
       let req: Req;
       try {
-        req = validate(call.request);
+        req = validate(request);
       } catch (err) {
-        settle(err);
+        t.settle(err);
         return;
       }
-      run(req, o).then(
-        (res) => settle(null, encode(res)),
-        (err: unknown) => settle(err ?? new Error('rejected without a reason')),
+      run(req, t).then(
+        (res) => t.settle(null, encode(res)),
+        (err: unknown) => t.settle(err ?? new Error('rejected without a reason')),
       );
     };
   }
 
+  /** A unary handler as grpc-js calls it. */
+  const viaGrpcJs =
+    (h: UnaryHandler): grpc.handleUnaryCall<unknown, unknown> =>
+    (call, callback) =>
+      h(call.request, grpcJsControl(call), callback);
+
+  const streamStats = new MethodStats('StreamFeedback');
   const streamFeedback: grpc.handleClientStreamingCall<unknown, unknown> = (call, callback) => {
-    const { opts: o, settle, answered } = track('StreamFeedback', call, callback);
+    const t = new TrackedCall(streamStats, grpcJsControl(call), callback);
     const total: FeedbackResponse = {
       status: 'accepted',
       events_processed: 0,
@@ -247,10 +319,10 @@ export async function startGrpcServer(
     let chain: Promise<void> = Promise.resolve();
     const fail1 = (err: unknown): void => {
       failed = true;
-      settle(err);
+      t.settle(err);
     };
     call.on('data', (msg: unknown) => {
-      if (failed || answered()) return;
+      if (failed || t.answered) return;
       const i = index++;
       // Each message is recorded in arrival order (a user's session order matters); the
       // window bounds how far the reader runs ahead of the pipeline.
@@ -259,8 +331,8 @@ export async function startGrpcServer(
         try {
           // Nothing more is recorded once the stream was answered (a bad message, or the
           // drain's UNAVAILABLE): the client was told the rest did not go in.
-          if (failed || answered()) return;
-          const r = await service.feedback(validateFeedbackRequest(msg), o);
+          if (failed || t.answered) return;
+          const r = await service.feedback(validateFeedbackRequest(msg), t);
           total.events_processed += r.events_processed;
           total.duplicates_ignored += r.duplicates_ignored;
         } catch (err) {
@@ -272,12 +344,12 @@ export async function startGrpcServer(
       });
     });
     call.on('end', () => {
-      void chain.then(() => settle(null, total));
+      void chain.then(() => t.settle(null, total));
     });
     call.on('error', fail1);
   };
 
-  const impl: grpc.UntypedServiceImplementation = {
+  const handlers: Record<string, UnaryHandler> = {
     GetRecommendations: unary(
       'GetRecommendations',
       validateRecommendationRequest,
@@ -297,7 +369,6 @@ export async function startGrpcServer(
       (r, o) => service.feedback(r, o),
       (r) => r,
     ),
-    StreamFeedback: streamFeedback,
     RecordNegativeFeedback: unary(
       'RecordNegativeFeedback',
       validateNegativeFeedbackRequest,
@@ -305,6 +376,8 @@ export async function startGrpcServer(
       (r) => r,
     ),
   };
+  const impl: grpc.UntypedServiceImplementation = { StreamFeedback: streamFeedback };
+  for (const [name, h] of Object.entries(handlers)) impl[name] = viaGrpcJs(h);
 
   const server = new grpc.Server({
     'grpc.max_receive_message_length': opts.maxReceiveBytes,
@@ -315,7 +388,8 @@ export async function startGrpcServer(
     'grpc.max_connection_idle_ms': opts.maxConnectionIdleMs,
     'grpc.enable_channelz': 0,
   });
-  server.addService(serverServiceDefinition(), impl);
+  const definition = serverServiceDefinition();
+  server.addService(definition, impl);
 
   // Health: '' (the whole server) and the service name follow service.ready().
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -352,14 +426,31 @@ export async function startGrpcServer(
       },
     );
   });
+  let fastPath = false;
+  if (opts.fastPath) {
+    const methods: FastMethod[] = Object.entries(handlers).map(([name, handler]) => {
+      const d = definition[name]!;
+      const serialize = d.responseSerialize as (v: unknown) => Buffer;
+      return {
+        path: d.path,
+        deserialize: d.requestDeserialize as (b: Buffer) => unknown,
+        frame:
+          name === 'GetRecommendations' ? recommendationFrame() : (v) => frameMessage(serialize(v)),
+        handler,
+      };
+    });
+    fastPath = attachFastPath(server, methods, opts);
+    if (!fastPath) log.warn('grpc-js internals not as expected: unary calls stay on grpc-js');
+  }
   const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
   // Not `port`: log readers (bench/load.ts) take that key for the HTTP port.
-  log.info({ grpcHost: opts.host, grpcPort: port }, 'grpc listening');
+  log.info({ grpcHost: opts.host, grpcPort: port, fastPath }, 'grpc listening');
 
   let closed: Promise<void> | undefined;
   return {
     port,
     address: `${host}:${port}`,
+    fastPath,
     inFlight: () => inFlight,
     close(timeoutMs = opts.drainTimeoutMs): Promise<void> {
       closed ??= new Promise<void>((resolve) => {
@@ -369,7 +460,7 @@ export async function startGrpcServer(
         const timer = setTimeout(() => {
           log.warn({ inFlight }, 'grpc drain timed out; cancelling the calls left');
           const stop = new ApiError('unavailable', 'server shutting down; retry elsewhere');
-          for (const cut of [...active]) cut(stop);
+          for (const t of [...active]) t.cut(stop);
           // Answered calls let tryShutdown finish; forceShutdown catches anything else.
           force = setTimeout(() => {
             server.forceShutdown();
