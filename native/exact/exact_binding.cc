@@ -189,7 +189,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       return TopKResult(info.Env(), r.ids, r.scores, p.k);
     });
   }
-  // setTuning({ minRowsPerTask?, blockBytes?, sgemmMinBatch?, sgemmRows? }): benchmarks, tests.
+  // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, packMinBatch?, sgemmMinBatch?,
+  //             sgemmRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -206,6 +207,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       };
       num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
       num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
+      num("chunksPerTask", 0, size_t(1) << 20, &index_->Tuning().chunks_per_task);
+      num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
       num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
       return info.Env().Undefined();

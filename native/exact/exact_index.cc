@@ -13,6 +13,7 @@
 #endif
 
 #include "common/errors.h"
+#include "common/huge_alloc.h"
 #include "common/thread_pool.h"
 
 namespace recserve {
@@ -56,6 +57,22 @@ class TopK {
   size_t k_ = 0;
   float threshold_ = 0;
   std::vector<Entry> heap_;
+};
+
+// A 64-byte aligned float buffer (the kernels' packing scratch).
+class AlignedFloats {
+ public:
+  explicit AlignedFloats(size_t n)
+      : p_(static_cast<float*>(std::aligned_alloc(64, (n * 4 + 127) / 64 * 64))) {
+    if (!p_) throw std::bad_alloc();
+  }
+  ~AlignedFloats() { std::free(p_); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+  float* get() const { return p_; }
+
+ private:
+  float* p_;
 };
 
 inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
@@ -113,11 +130,9 @@ void ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const 
 }
 
 static uint8_t* AllocRows(size_t rows, size_t row_bytes) {
-  // 64-byte alignment: rows start on cache lines whenever row_bytes is a multiple of 64.
-  const size_t bytes = std::max<size_t>(64, (rows * row_bytes + 63) / 64 * 64);
-  void* p = std::aligned_alloc(64, bytes);
-  if (!p) throw std::bad_alloc();
-  return static_cast<uint8_t*>(p);
+  // Rows start on cache lines whenever row_bytes is a multiple of 64; large stores sit on
+  // 2 MiB pages (see common/huge_alloc.h).
+  return static_cast<uint8_t*>(AllocLarge(rows * row_bytes));
 }
 
 void ExactIndex::Reserve(size_t rows) {
@@ -300,7 +315,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
   tasks = std::max<size_t>(1, std::min(tasks, nblocks));
 
   std::vector<std::vector<TopK>> heaps(tasks, std::vector<TopK>(nq));
-  std::atomic<size_t> next_block{0};
+  // Claims are runs of blocks: chunks_per_task per task, or single blocks when 0.
+  const size_t nchunks =
+      tuning_.chunks_per_task == 0 ? nblocks : std::min(nblocks, tasks * tuning_.chunks_per_task);
+  std::atomic<size_t> next_chunk{0};
   const bool f16 = storage_ == Storage::F16;
 
   auto worker = [&](size_t t) {
@@ -309,28 +327,34 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     std::vector<const uint8_t*> ptrs(block);
     std::vector<uint32_t> rowidx(block);
     std::vector<float> scores(nq * block);
-    // Blocks are claimed dynamically, so a core slowed by other work takes fewer of them.
+    const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch;
+    AlignedFloats scratch(pack ? ScoreScratchFloats(nq, dpad_) : 0);
+    float* pack_to = pack ? scratch.get() : nullptr;
+    // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
+    // fewer of them, and each core still reads long stretches of consecutive memory.
     for (;;) {
-      const size_t b = next_block.fetch_add(1);
-      if (b >= nblocks) break;
-      const size_t r0 = b * block;
-      const size_t nr = std::min(block, total - r0);
-      for (size_t i = 0; i < nr; i++) {
-        const uint32_t row = gather ? allowed[r0 + i] : static_cast<uint32_t>(r0 + i);
-        rowidx[i] = row;
-        ptrs[i] = base + static_cast<size_t>(row) * rb;
-      }
-      if (f16) {
-        kernels_.score_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
-                           qpad.data(), nq, dpad_, scores.data(), block);
-      } else {
-        kernels_.score_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr, qpad.data(),
-                           nq, dpad_, scores.data(), block);
-      }
-      for (size_t q = 0; q < nq; q++) {
-        Offer(
-            kernels_, h[q], scores.data() + q * block, nr, [&](size_t i) { return rowidx[i]; },
-            ids_.data(), ex[q]);
+      const size_t c = next_chunk.fetch_add(1);
+      if (c >= nchunks) break;
+      for (size_t b = nblocks * c / nchunks; b < nblocks * (c + 1) / nchunks; b++) {
+        const size_t r0 = b * block;
+        const size_t nr = std::min(block, total - r0);
+        for (size_t i = 0; i < nr; i++) {
+          const uint32_t row = gather ? allowed[r0 + i] : static_cast<uint32_t>(r0 + i);
+          rowidx[i] = row;
+          ptrs[i] = base + static_cast<size_t>(row) * rb;
+        }
+        if (f16) {
+          kernels_.score_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+                             qpad.data(), nq, dpad_, scores.data(), block, pack_to);
+        } else {
+          kernels_.score_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
+                             qpad.data(), nq, dpad_, scores.data(), block, pack_to);
+        }
+        for (size_t q = 0; q < nq; q++) {
+          Offer(
+              kernels_, h[q], scores.data() + q * block, nr,
+              [&](size_t i) { return rowidx[i]; }, ids_.data(), ex[q]);
+        }
       }
     }
   };

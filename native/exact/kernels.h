@@ -15,13 +15,21 @@ namespace recserve {
 constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
+// Floats of scratch a score call may use for nq queries (see Kernels::score_f32).
+inline size_t ScoreScratchFloats(size_t nq, size_t dpad) {
+  return ((nq + 15) / 16 * 16 + 4) * dpad;
+}
+
 struct Kernels {
   const char* name;
-  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq.
+  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq. scratch is
+  // nullptr or ScoreScratchFloats(nq, dpad) floats, 64-byte aligned; given one, the SIMD
+  // kernels pack the queries there (transposed into panels of 8) and score 8 queries per
+  // vector, which pays off for larger batches (see kernels_avx2.cc).
   void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo);
+                    size_t dpad, float* out, size_t ldo, float* scratch);
   void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo);
+                    size_t dpad, float* out, size_t ldo, float* scratch);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
   // First i in [from, n) with s[i] > thr, or n: the top-k filter skips 8 scores per test.

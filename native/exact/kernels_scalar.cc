@@ -63,7 +63,7 @@ float HalfToFloat(uint16_t h) {
 }
 
 void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -76,7 +76,7 @@ void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size
 }
 
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {

@@ -75,6 +75,35 @@ test('the AVX2 and scalar kernels agree', () => {
   }
 });
 
+test('the batch (query-panel) and direct kernels match brute force at every batch size', async () => {
+  // packMinBatch 1 sends every batch, B = 1 included, through the query-panel kernel; 0
+  // sends every batch through the direct one. B spans partial query panels (8 per panel,
+  // 24 per pass), n leaves partial tiles of 4 and 8 rows, d odd and padded.
+  const rng = new Rng(20);
+  const n = 203;
+  for (const storage of ['f32', 'f16'] as const) {
+    for (const d of [1, 7, 37, 100]) {
+      const { ids, vecs, index, ref } = setup(rng, n, d, storage, 'auto');
+      const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
+      scalar.build(ids, vecs);
+      for (const B of [1, 2, 5, 8, 9, 17, 24, 25, 33]) {
+        const queries = rng.uniformArray(B * d);
+        const want = scalar.searchSync(queries, 10);
+        for (const packMinBatch of [1, 0]) {
+          index.setTuning({ packMinBatch, blockBytes: 1024 });
+          const got = await index.search(queries, 10);
+          const label = `${storage} d=${d} B=${B} packMinBatch=${packMinBatch}`;
+          assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
+          for (let i = 0; i < got.scores.length; i++) {
+            const tol = 1e-5 * (Math.abs(want.scores[i]) + d);
+            assert.ok(Math.abs(got.scores[i] - want.scores[i]) <= tol, `${label} score ${i}`);
+          }
+        }
+      }
+    }
+  }
+});
+
 test('float16 storage: scores stay within 2^-11 * sum|x*q| of the float32 dot product', () => {
   const rng = new Rng(13);
   const d = 64;
@@ -215,13 +244,27 @@ test('large N splits across threads and cache blocks and still matches', async (
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {
     const { index, ref } = setup(rng, 20000, 32, storage, 'auto');
-    // Force many tasks and small blocks so the merge and block edges are exercised.
-    index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024 });
+    // Force many tasks and small blocks so the merge and block edges are exercised, with
+    // blocks claimed one at a time, in runs, and in runs that do not divide the blocks.
     const queries = rng.uniformArray(5 * 32);
-    const got = await index.search(queries, 100);
-    assertMatches(ref, queries, 100, got, tolFor(ref, queries), {}, storage);
-    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768 });
-    assert.deepEqual(index.searchSync(queries, 100).ids, got.ids);
+    let first: Uint32Array | undefined;
+    for (const chunksPerTask of [0, 1, 3, 8]) {
+      index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024, chunksPerTask });
+      const got = await index.search(queries, 100);
+      assertMatches(
+        ref,
+        queries,
+        100,
+        got,
+        tolFor(ref, queries),
+        {},
+        `${storage} ${chunksPerTask}`,
+      );
+      first ??= got.ids;
+      assert.deepEqual(got.ids, first);
+    }
+    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768, chunksPerTask: 8 });
+    assert.deepEqual(index.searchSync(queries, 100).ids, first);
   }
 });
 
@@ -335,6 +378,8 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   await rej(index.search(q, 1, { allow: [1] as unknown as Uint32Array }), 'TypeError', /allow/);
   bad(() => index.searchSync(q, 0), 'RangeError', /k/);
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
+  bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
+  bad(() => index.setTuning({ chunksPerTask: 0.5 }), 'RangeError', /chunksPerTask/);
   // The index still works after all of that.
   assert.equal((await index.search(q, 5)).ids.filter((x) => x !== NO_ID).length, 2);
 });
