@@ -328,7 +328,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     std::vector<uint32_t> rowidx(block);
     std::vector<float> scores(nq * block);
     const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch;
-    AlignedFloats scratch(pack ? ScoreScratchFloats(nq, dpad_) : 0);
+    AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
     float* pack_to = pack ? scratch.get() : nullptr;
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
     // fewer of them, and each core still reads long stretches of consecutive memory.

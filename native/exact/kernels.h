@@ -15,15 +15,17 @@ namespace recserve {
 constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
-// Floats of scratch a score call may use for nq queries (see Kernels::score_f32).
-inline size_t ScoreScratchFloats(size_t nq, size_t dpad) {
-  return ((nq + 15) / 16 * 16 + 4) * dpad;
+// Floats of scratch a score call may use for up to nrows rows and nq queries (see
+// Kernels::score_f32): packed queries, a 6-row stage, row-major scores.
+inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
+  const size_t nq16 = (nq + 15) / 16 * 16;
+  return (nq16 + 6) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
 }
 
 struct Kernels {
   const char* name;
   // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq. scratch is
-  // nullptr or ScoreScratchFloats(nq, dpad) floats, 64-byte aligned; given one, the SIMD
+  // nullptr or ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte aligned; given one, the SIMD
   // kernels pack the queries there (transposed into panels of 8) and score 8 queries per
   // vector, which pays off for larger batches (see kernels_avx2.cc).
   void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,

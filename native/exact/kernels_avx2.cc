@@ -48,20 +48,28 @@ inline __m256 HSum8(const __m256* a) {
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
+// Scores R rows against Q queries, reading each row front to back before the next (row
+// order): with the slices of 8 rows interleaved instead (one slice of every row, then the
+// next slice), one core streamed ~13 GB/s from memory, in row order ~25 GB/s on this
+// machine (1M x 64 float32, B = 1, which is bound by memory). The R x Q accumulators are
+// independent, so the FMA latency stays hidden.
 template <class L, int R, int Q>
 inline void Tile(const typename L::T* const* rows, const float* queries, size_t dpad, float* out,
                  size_t ldo) {
   __m256 acc[Q][R];
-  for (int q = 0; q < Q; q++)
-    for (int r = 0; r < R; r++) acc[q][r] = _mm256_setzero_ps();
-  for (size_t j = 0; j < dpad; j += kLane) {
-    __m256 x[R];
-    for (int r = 0; r < R; r++) x[r] = L::Load(rows[r] + j);
-    for (int q = 0; q < Q; q++) {
-      const __m256 qv = _mm256_loadu_ps(queries + q * dpad + j);
-      for (int r = 0; r < R; r++) acc[q][r] = _mm256_fmadd_ps(x[r], qv, acc[q][r]);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++) {
+    const typename L::T* row = rows[r];
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; q++) acc[q][r] = _mm256_setzero_ps();
+    for (size_t j = 0; j < dpad; j += kLane) {
+      const __m256 x = L::Load(row + j);
+#pragma GCC unroll 4
+      for (int q = 0; q < Q; q++)
+        acc[q][r] = _mm256_fmadd_ps(x, _mm256_loadu_ps(queries + q * dpad + j), acc[q][r]);
     }
   }
+#pragma GCC unroll 4
   for (int q = 0; q < Q; q++) {
     if constexpr (R == 8) {
       _mm256_storeu_ps(out + q * ldo, HSum8(acc[q]));
@@ -71,24 +79,6 @@ inline void Tile(const typename L::T* const* rows, const float* queries, size_t 
       for (int r = 0; r < R; r++) out[q * ldo + r] = HSum(acc[q][r]);
     }
   }
-}
-
-// One query against 8 rows, reading each row front to back before the next. The same
-// arithmetic as Tile<L, 8, 1>, but memory is read in address order: with the slices of 8
-// rows interleaved (Tile's order) one core streamed ~13 GB/s, in row order ~27 GB/s on
-// this machine (1M x 64 float32, the B = 1 scan that is bound by memory).
-template <class L>
-inline void RowOrder8(const typename L::T* const* rows, const float* query, size_t dpad,
-                      float* out) {
-  __m256 acc[8];
-  for (int r = 0; r < 8; r++) {
-    const typename L::T* p = rows[r];
-    __m256 a = _mm256_setzero_ps();
-    for (size_t j = 0; j < dpad; j += kLane)
-      a = _mm256_fmadd_ps(L::Load(p + j), _mm256_loadu_ps(query + j), a);
-    acc[r] = a;
-  }
-  _mm256_storeu_ps(out, HSum8(acc));
 }
 
 // Scores all rows for a block of Q queries: full tiles of R rows, then single rows.
@@ -105,8 +95,13 @@ inline void RowsForQueries(const typename L::T* const* rows, size_t nrows, const
 // of 8, transposed: element j of queries 8p .. 8p+7 is one 8-float vector. The micro-kernel
 // broadcasts one element of an item row and multiplies it with whole query-panel vectors,
 // so each accumulator holds one row's scores for 8 queries: no horizontal sums, and the
-// rows are read where they lie, once, with no packing pass over item memory. Float16 rows
-// are converted 4 at a time into a small float32 stage that stays in L1.
+// rows are read where they lie, once, with no packing pass over item memory. Tiles are 6
+// rows x 2 panels (16 queries): 12 accumulators + 2 panel vectors + 1 broadcast fill the
+// 16 ymm registers, and each broadcast feeds two FMAs. On this Zen 4 a loop of such tiles
+// ran at ~110 GFLOP/s from L1, while 4 x 3 and 12 x 1 tiles (more broadcasts per FMA) ran
+// at ~100 and ~35. Scores land row-major in scratch and are transposed 8 x 8 into the
+// query-major output at the end. Float16 rows are converted 6 at a time into a float32
+// stage that stays in L1.
 
 // In-register 8x8 transpose: afterwards v[i] holds element i of the 8 input vectors.
 inline void Transpose8(__m256 v[8]) {
@@ -132,9 +127,20 @@ inline void Transpose8(__m256 v[8]) {
   v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// qp[(p * dpad + j) * 8 + i] = element j of query 8p + i; queries past nq are zeros.
+// Stores the first n (1..8) lanes of v.
+inline void StorePartial(float* out, __m256 v, size_t n) {
+  if (n >= 8) {
+    _mm256_storeu_ps(out, v);
+  } else {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx), v);
+  }
+}
+
+// qp[(p * dpad + j) * 8 + i] = element j of query 8p + i, for panels up to a multiple of 2
+// (the tile's width); queries past nq are zeros.
 inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp) {
-  for (size_t q0 = 0; q0 < nq; q0 += 8) {
+  for (size_t q0 = 0; q0 < (nq + 15) / 16 * 16; q0 += 8) {
     float* panel = qp + q0 * dpad;
     for (size_t j = 0; j < dpad; j += kLane) {
       __m256 v[8];
@@ -146,13 +152,12 @@ inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp)
   }
 }
 
-// R rows x P query panels (8P queries, of which nvalid are real). R = 4, P = 3 fills 12
-// accumulators + 3 panel vectors + 1 broadcast of the 16 ymm registers. The loops over r
-// and p are unrolled by hand-placed pragmas: left to the optimiser, g++ 12 kept such
-// accumulator arrays in memory and stored all of them on every step (3x slower).
+// R rows x P query panels; scores to sc[r * ldsc + 8p .. 8p+7]. The loops over r and p are
+// unrolled by pragmas: left to the optimiser, g++ 12 kept such accumulator arrays in memory
+// and stored all of them on every step (3x slower).
 template <int R, int P>
-inline void QueryPanelTile(const float* const* rows, size_t dpad, const float* qp, size_t nvalid,
-                           float* out, size_t ldo) {
+inline void QueryPanelTile(const float* const* rows, size_t dpad, const float* qp, float* sc,
+                           size_t ldsc) {
   __m256 acc[R][P];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++)
@@ -169,48 +174,21 @@ inline void QueryPanelTile(const float* const* rows, size_t dpad, const float* q
       for (int p = 0; p < P; p++) acc[r][p] = _mm256_fmadd_ps(qv[p], x, acc[r][p]);
     }
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-  for (int p = 0; p < P; p++) {
-    const size_t q0 = static_cast<size_t>(p) * 8;
-    if (q0 >= nvalid) break;
-    const size_t nv = std::min<size_t>(8, nvalid - q0);
-    if constexpr (R == 4) {
-      // 4 rows x 8 queries -> 8 queries x 4 rows: s_i holds query i (low half) and i + 4.
-      const __m256 t0 = _mm256_unpacklo_ps(acc[0][p], acc[1][p]);
-      const __m256 t1 = _mm256_unpackhi_ps(acc[0][p], acc[1][p]);
-      const __m256 t2 = _mm256_unpacklo_ps(acc[2][p], acc[3][p]);
-      const __m256 t3 = _mm256_unpackhi_ps(acc[2][p], acc[3][p]);
-      const __m256 s[4] = {_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
-                           _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
-                           _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
-                           _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
-      for (size_t i = 0; i < nv; i++) {
-        const __m128 v = i < 4 ? _mm256_castps256_ps128(s[i]) : _mm256_extractf128_ps(s[i - 4], 1);
-        _mm_storeu_ps(out + (q0 + i) * ldo, v);
-      }
-    } else {
-      alignas(32) float tmp[R][8];
-      for (int r = 0; r < R; r++) _mm256_store_ps(tmp[r], acc[r][p]);
-      for (size_t i = 0; i < nv; i++)
-        for (int r = 0; r < R; r++) out[(q0 + i) * ldo + r] = tmp[r][i];
-    }
-  }
+    for (int p = 0; p < P; p++) _mm256_store_ps(sc + r * ldsc + p * 8, acc[r][p]);
 }
 
-// All query panels for R rows, 3 panels (24 queries) at a time.
+// All queries for R rows: 16 at a time, then a last panel of 8.
 template <int R>
 inline void QueryPanelsForRows(const float* const* rows, size_t dpad, const float* qp, size_t nq,
-                               float* out, size_t ldo) {
-  for (size_t q = 0; q < nq; q += 24) {
-    const size_t nv = std::min<size_t>(24, nq - q);
-    const float* panels = qp + q * dpad;
-    float* o = out + q * ldo;
-    if (nv > 16) {
-      QueryPanelTile<R, 3>(rows, dpad, panels, nv, o, ldo);
-    } else if (nv > 8) {
-      QueryPanelTile<R, 2>(rows, dpad, panels, nv, o, ldo);
+                               float* sc, size_t ldsc) {
+  for (size_t q = 0; q < nq; q += 16) {
+    if (nq - q > 8) {
+      QueryPanelTile<R, 2>(rows, dpad, qp + q * dpad, sc + q, ldsc);
     } else {
-      QueryPanelTile<R, 1>(rows, dpad, panels, nv, o, ldo);
+      QueryPanelTile<R, 1>(rows, dpad, qp + q * dpad, sc + q, ldsc);
     }
   }
 }
@@ -218,12 +196,22 @@ inline void QueryPanelsForRows(const float* const* rows, size_t dpad, const floa
 template <class L>
 void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const float* queries,
                       size_t nq, size_t dpad, float* out, size_t ldo, float* scratch) {
+  const size_t nq16 = (nq + 15) / 16 * 16;
   float* qp = scratch;
+  float* stage = qp + nq16 * dpad;
+  float* sc = stage + 6 * dpad;  // row-major scores, ldsc = nq16
   PackQueries(queries, nq, dpad, qp);
-  float* stage = scratch + (nq + 7) / 8 * 8 * dpad;
-  for (size_t r = 0; r < nrows; r += 4) {
-    const size_t nr = std::min<size_t>(4, nrows - r);
-    const float* src[4];
+  for (size_t r = 0; r < nrows; r += 6) {
+    const size_t nr = std::min<size_t>(6, nrows - r);
+    // A tile computes for long enough (dpad x 12 FMAs per 16 queries) that the next tile's
+    // rows can be fetched meanwhile; left to the hardware, a tile over rows not yet in
+    // cache stalled at its start (d = 128 from DRAM ran no faster than the direct kernel).
+    for (size_t i = r + 6; i < std::min(nrows, r + 12); i++) {
+      const char* p = reinterpret_cast<const char*>(rows[i]);
+      for (size_t b = 0; b < dpad * sizeof(typename L::T); b += 64)
+        _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+    const float* src[6];
     for (size_t i = 0; i < nr; i++) {
       if constexpr (std::is_same_v<typename L::T, float>) {
         src[i] = rows[r + i];
@@ -233,11 +221,26 @@ void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const floa
         src[i] = stage + i * dpad;
       }
     }
+    float* s = sc + r * nq16;
     switch (nr) {
-      case 4: QueryPanelsForRows<4>(src, dpad, qp, nq, out + r, ldo); break;
-      case 3: QueryPanelsForRows<3>(src, dpad, qp, nq, out + r, ldo); break;
-      case 2: QueryPanelsForRows<2>(src, dpad, qp, nq, out + r, ldo); break;
-      default: QueryPanelsForRows<1>(src, dpad, qp, nq, out + r, ldo); break;
+      case 6: QueryPanelsForRows<6>(src, dpad, qp, nq, s, nq16); break;
+      case 5: QueryPanelsForRows<5>(src, dpad, qp, nq, s, nq16); break;
+      case 4: QueryPanelsForRows<4>(src, dpad, qp, nq, s, nq16); break;
+      case 3: QueryPanelsForRows<3>(src, dpad, qp, nq, s, nq16); break;
+      case 2: QueryPanelsForRows<2>(src, dpad, qp, nq, s, nq16); break;
+      default: QueryPanelsForRows<1>(src, dpad, qp, nq, s, nq16); break;
+    }
+  }
+  // Row-major sc -> query-major out, 8 x 8 at a time. Rows of sc past nrows (up to the next
+  // multiple of 8) hold garbage that is transposed along and never stored.
+  for (size_t r = 0; r < nrows; r += 8) {
+    const size_t nr = std::min<size_t>(8, nrows - r);
+    for (size_t q = 0; q < nq; q += 8) {
+      __m256 v[8];
+      for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(sc + (r + i) * nq16 + q);
+      Transpose8(v);
+      const size_t nv = std::min<size_t>(8, nq - q);
+      for (size_t i = 0; i < nv; i++) StorePartial(out + (q + i) * ldo + r, v[i], nr);
     }
   }
 }
@@ -259,11 +262,7 @@ void Score(const typename L::T* const* rows, size_t nrows, const float* queries,
   if (nq - q == 2) {
     RowsForQueries<L, 4, 2>(rows, nrows, queries + q * dpad, dpad, out + q * ldo, ldo);
   } else if (nq - q == 1) {
-    const float* qv = queries + q * dpad;
-    float* o = out + q * ldo;
-    size_t r = 0;
-    for (; r + 8 <= nrows; r += 8) RowOrder8<L>(rows + r, qv, dpad, o + r);
-    for (; r < nrows; r++) Tile<L, 1, 1>(rows + r, qv, dpad, o + r, ldo);
+    RowsForQueries<L, 8, 1>(rows, nrows, queries + q * dpad, dpad, out + q * ldo, ldo);
   }
 }
 
