@@ -56,11 +56,14 @@ class TopK {
     buf_.clear();
     buf_.reserve(std::min<size_t>(cap_, 8192));
     threshold_ = -std::numeric_limits<float>::infinity();
+    threshold_key_ = 0;
   }
-  // Candidates must beat this to be among the best k (-Infinity until k are known).
+  // A candidate can be among the best k only if its score is at least Threshold()
+  // (-Infinity until k are known) and its key above ThresholdKey() (0 until then).
   float Threshold() const { return threshold_; }
-  void Push(float score, uint32_t id) {
-    buf_.push_back(MakeKey(score, id));
+  Key ThresholdKey() const { return threshold_key_; }
+  void Push(Key key) {
+    buf_.push_back(key);
     if (buf_.size() >= cap_) Cut();
   }
   // The kept candidates, unordered: the best k of all pushed, possibly with more behind
@@ -72,12 +75,14 @@ class TopK {
     std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end(), std::greater<Key>());
     buf_.resize(k_);
     // The k-th best after nth_element; everything before it is at least as good.
-    threshold_ = KeyScore(buf_[k_ - 1]);
+    threshold_key_ = buf_[k_ - 1];
+    threshold_ = KeyScore(threshold_key_);
   }
 
   size_t k_ = 0;
   size_t cap_ = 0;
   float threshold_ = 0;
+  Key threshold_key_ = 0;
   std::vector<Key> buf_;
 };
 
@@ -86,21 +91,22 @@ inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
 }
 
 // Offers one block of scores (row i of the block is storage row row_of(i)) to a query's
-// top-k. Only scores above the threshold reach the exclusion check and the buffer, so
+// top-k. Only candidates above the threshold reach the exclusion check and the buffer, so
 // exclusions cost nothing for the rows that could not enter anyway. hits is scratch of at
 // least nr entries.
 template <typename RowOf>
 inline void Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, RowOf row_of,
                   const uint32_t* ids, const std::vector<uint32_t>* exq, uint32_t* hits) {
-  // Once the threshold is up almost no score beats it: the SIMD filter finds the few that
-  // do in one pass. A cut inside the loop raises the threshold, hence the second test.
-  const size_t nh = kern.select_above(s, nr, top.Threshold(), hits);
+  // Once the threshold is up almost no score reaches it: the SIMD filter finds the few
+  // that do in one pass. Scores equal to the threshold pass it, and their keys decide (a
+  // smaller id wins a tie); a cut inside the loop raises the threshold, hence the key test.
+  const size_t nh = kern.select_at_least(s, nr, top.Threshold(), hits);
   for (size_t h = 0; h < nh; h++) {
     const size_t i = hits[h];
-    if (!(s[i] > top.Threshold())) continue;
     const uint32_t id = ids[row_of(i)];
-    if (Excluded(exq, id)) continue;
-    top.Push(s[i], id);
+    const Key key = MakeKey(s[i], id);
+    if (key <= top.ThresholdKey() || Excluded(exq, id)) continue;
+    top.Push(key);
   }
 }
 

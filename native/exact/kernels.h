@@ -34,9 +34,9 @@ struct Kernels {
                     size_t dpad, float* out, size_t ldo, float* scratch);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
-  // Writes the indexes i < n with s[i] > thr to hits, ascending; returns how many. The
+  // Writes the indexes i < n with s[i] >= thr to hits, ascending; returns how many. The
   // top-k filter: one vector compare per 8 scores, then a loop over the hits alone.
-  size_t (*select_above)(const float* s, size_t n, float thr, uint32_t* hits);
+  size_t (*select_at_least)(const float* s, size_t n, float thr, uint32_t* hits);
   // Sum of n floats, read once front to back: the benchmark's streaming-read probe.
   float (*sum_f32)(const float* p, size_t n);
   // IEEE binary16 conversion, round to nearest even.

@@ -295,20 +295,20 @@ float DotF32(const float* a, const float* b, size_t d) {
   return HSum(_mm256_add_ps(s0, s1));
 }
 
-size_t SelectAbove(const float* s, size_t n, float thr, uint32_t* hits) {
+size_t SelectAtLeast(const float* s, size_t n, float thr, uint32_t* hits) {
   const __m256 t = _mm256_set1_ps(thr);
   size_t count = 0;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     unsigned m = static_cast<unsigned>(
-        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + i), t, _CMP_GT_OQ)));
+        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + i), t, _CMP_GE_OQ)));
     while (m != 0) {
       hits[count++] = static_cast<uint32_t>(i + static_cast<size_t>(__builtin_ctz(m)));
       m &= m - 1;
     }
   }
   for (; i < n; i++)
-    if (s[i] > thr) hits[count++] = static_cast<uint32_t>(i);
+    if (s[i] >= thr) hits[count++] = static_cast<uint32_t>(i);
   return count;
 }
 
@@ -352,7 +352,7 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, SelectAbove, SumF32, ToF16, FromF16};
+  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, SelectAtLeast, SumF32, ToF16, FromF16};
   return &k;
 }
 

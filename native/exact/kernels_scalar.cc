@@ -94,10 +94,10 @@ float DotF32(const float* a, const float* b, size_t d) {
   return s;
 }
 
-size_t SelectAbove(const float* s, size_t n, float thr, uint32_t* hits) {
+size_t SelectAtLeast(const float* s, size_t n, float thr, uint32_t* hits) {
   size_t m = 0;
   for (size_t i = 0; i < n; i++)
-    if (s[i] > thr) hits[m++] = static_cast<uint32_t>(i);
+    if (s[i] >= thr) hits[m++] = static_cast<uint32_t>(i);
   return m;
 }
 
@@ -118,7 +118,7 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SelectAbove, SumF32, ToF16, FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SelectAtLeast, SumF32, ToF16, FromF16};
   return k;
 }
 

@@ -104,6 +104,52 @@ test('the batch (query-panel) and direct kernels match brute force at every batc
   }
 });
 
+test('equal scores come out by ascending id, across cuts, tasks and kernels', async () => {
+  // Small integers make every dot product exact in float32 whatever the summation order,
+  // so the 20 distinct rows give exactly equal scores for their 20 copies each; the order
+  // among them must be by id, including negative scores and many cuts of the top-k buffer.
+  const rng = new Rng(21);
+  const d = 5;
+  const n = 400;
+  const base = Float32Array.from({ length: 20 * d }, () => rng.int(5) - 2);
+  const ids = distinctIds(rng, n);
+  const vecs = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) vecs.set(base.subarray((i % 20) * d, (i % 20) * d + d), i * d);
+  for (const storage of ['f32', 'f16'] as const) {
+    const index = ExactIndex.create({ dim: d, storage });
+    index.build(ids, vecs);
+    for (const B of [1, 9]) {
+      const queries = Float32Array.from({ length: B * d }, () => rng.int(7) - 3);
+      for (const tuning of [{}, { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1 }]) {
+        index.setTuning(tuning);
+        const k = 90;
+        const got = await index.search(queries, k);
+        for (let q = 0; q < B; q++) {
+          const want = [...ids]
+            .map((id, i) => {
+              let sc = 0;
+              for (let j = 0; j < d; j++) sc += vecs[i * d + j] * queries[q * d + j];
+              return { id, sc };
+            })
+            .sort((a, b) => b.sc - a.sc || a.id - b.id)
+            .slice(0, k);
+          const label = `${storage} B=${B} q=${q} ${JSON.stringify(tuning)}`;
+          assert.deepEqual(
+            [...got.ids.subarray(q * k, (q + 1) * k)],
+            want.map((w) => w.id),
+            label,
+          );
+          assert.deepEqual(
+            [...got.scores.subarray(q * k, (q + 1) * k)],
+            want.map((w) => w.sc),
+            label,
+          );
+        }
+      }
+    }
+  }
+});
+
 test('float16 storage: scores stay within 2^-11 * sum|x*q| of the float32 dot product', () => {
   const rng = new Rng(13);
   const d = 64;
