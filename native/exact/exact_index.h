@@ -48,7 +48,7 @@ struct ExactTuning {
   size_t block_bytes = 32 * 1024;
   // Batches of at least this many queries are scored by the query-panel kernel (queries
   // packed 8 to a vector, see kernels_avx2.cc); 0 never uses it.
-  size_t pack_min_batch = 8;
+  size_t pack_min_batch = 12;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds
   // with BLAS (the CMake addon), and only for full scans (no allow list).

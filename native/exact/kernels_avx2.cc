@@ -81,6 +81,32 @@ inline void Tile(const typename L::T* const* rows, const float* queries, size_t 
   }
 }
 
+// Scores every row against Q (4..8) queries, one row at a time in address order: Q
+// accumulators, one per query, then one 8-way horizontal sum gives the row's Q scores.
+// Each row slice is loaded (and converted from float16) once for all Q queries. For B = 8
+// this ran ~2x faster than three passes of 3-query tiles (f32, 1M x 64, one thread) and
+// faster than the query-panel kernel, whose 6 x 1-panel tile is bound by its broadcasts.
+template <class L, int Q>
+void RowsForQueriesWide(const typename L::T* const* rows, size_t nrows, const float* queries,
+                        size_t dpad, float* out, size_t ldo) {
+  for (size_t r = 0; r < nrows; r++) {
+    const typename L::T* row = rows[r];
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++) acc[q] = _mm256_setzero_ps();
+    for (size_t j = 0; j < dpad; j += kLane) {
+      const __m256 x = L::Load(row + j);
+#pragma GCC unroll 8
+      for (int q = 0; q < Q; q++)
+        acc[q] = _mm256_fmadd_ps(x, _mm256_loadu_ps(queries + q * dpad + j), acc[q]);
+    }
+    alignas(32) float s[8];
+    _mm256_store_ps(s, HSum8(acc));
+#pragma GCC unroll 8
+    for (int q = 0; q < Q; q++) out[q * ldo + r] = s[q];
+  }
+}
+
 // Scores all rows for a block of Q queries: full tiles of R rows, then single rows.
 template <class L, int R, int Q>
 inline void RowsForQueries(const typename L::T* const* rows, size_t nrows, const float* queries,
@@ -255,11 +281,22 @@ void Score(const typename L::T* const* rows, size_t nrows, const float* queries,
     return;
   }
   size_t q = 0;
-  // Blocks of 3 queries x 4 rows: 12 accumulators + 4 row registers fill the 16 ymm
-  // registers without spilling.
-  for (; q + 3 <= nq; q += 3)
+  // Groups of up to 8 queries while at least 4 are left, then 3, 2 or 1.
+  for (; nq - q >= 4; q += std::min<size_t>(8, nq - q)) {
+    const float* qs = queries + q * dpad;
+    float* o = out + q * ldo;
+    switch (std::min<size_t>(8, nq - q)) {
+      case 8: RowsForQueriesWide<L, 8>(rows, nrows, qs, dpad, o, ldo); break;
+      case 7: RowsForQueriesWide<L, 7>(rows, nrows, qs, dpad, o, ldo); break;
+      case 6: RowsForQueriesWide<L, 6>(rows, nrows, qs, dpad, o, ldo); break;
+      case 5: RowsForQueriesWide<L, 5>(rows, nrows, qs, dpad, o, ldo); break;
+      default: RowsForQueriesWide<L, 4>(rows, nrows, qs, dpad, o, ldo); break;
+    }
+  }
+  if (nq - q == 3) {
+    // 3 queries x 4 rows: 12 accumulators + row registers fit the 16 ymm registers.
     RowsForQueries<L, 4, 3>(rows, nrows, queries + q * dpad, dpad, out + q * ldo, ldo);
-  if (nq - q == 2) {
+  } else if (nq - q == 2) {
     RowsForQueries<L, 4, 2>(rows, nrows, queries + q * dpad, dpad, out + q * ldo, ldo);
   } else if (nq - q == 1) {
     RowsForQueries<L, 8, 1>(rows, nrows, queries + q * dpad, dpad, out + q * ldo, ldo);

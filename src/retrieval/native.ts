@@ -32,7 +32,7 @@ export interface ExactTuning {
   chunksPerTask?: number;
   /** Item bytes per cache block reused by every query of a batch (default 32768). */
   blockBytes?: number;
-  /** Batches at least this large pack each block of rows into transposed panels first (default 8; 0 = never). */
+  /** Batches at least this large pack each block of rows into transposed panels first (default 12; 0 = never). */
   packMinBatch?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
   sgemmMinBatch?: number;

@@ -86,7 +86,7 @@ test('the batch (query-panel) and direct kernels match brute force at every batc
       const { ids, vecs, index, ref } = setup(rng, n, d, storage, 'auto');
       const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
       scalar.build(ids, vecs);
-      for (const B of [1, 2, 5, 8, 9, 17, 24, 25, 33]) {
+      for (const B of [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 24, 25, 33]) {
         const queries = rng.uniformArray(B * d);
         const want = scalar.searchSync(queries, 10);
         for (const packMinBatch of [1, 0]) {
