@@ -47,6 +47,9 @@ struct Kernels {
 const Kernels& ScalarKernels();
 // nullptr when this binary or this CPU lacks AVX2+FMA+F16C.
 const Kernels* Avx2Kernels();
+// The AVX2 table with AVX-512 kernels where they measured faster (kernels_avx512.cc);
+// nullptr without AVX2 or AVX-512 F/VL/BW/DQ.
+const Kernels* Avx512Kernels();
 // The best kernels this CPU runs.
 const Kernels& BestKernels();
 

@@ -124,8 +124,9 @@ const Kernels& ScalarKernels() {
 
 const Kernels& BestKernels() {
   static const Kernels* best = [] {
-    const Kernels* avx = Avx2Kernels();
-    return avx ? avx : &ScalarKernels();
+    if (const Kernels* k = Avx512Kernels()) return k;
+    if (const Kernels* k = Avx2Kernels()) return k;
+    return &ScalarKernels();
   }();
   return *best;
 }

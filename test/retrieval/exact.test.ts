@@ -9,7 +9,18 @@ import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './r
 // |x_j * q_j| (the dot product's condition), generous enough for any summation order.
 const f32Tol = (d: number) => (scale: number) => 1e-6 * d * (scale + 1e-3) + 1e-6;
 
-function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: 'auto' | 'scalar') {
+type Kernel = 'auto' | 'scalar' | 'avx2' | 'avx512';
+// Every kernel set this CPU runs, forced one by one ('auto' is the best of them).
+const KERNELS: Kernel[] = (['auto', 'scalar', 'avx2', 'avx512'] as const).filter((kernel) => {
+  try {
+    ExactIndex.create({ dim: 1, kernel });
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: Kernel) {
   const ids = distinctIds(rng, n);
   const vecs = rng.uniformArray(n * d);
   const index = ExactIndex.create({ dim: d, storage, kernel });
@@ -30,7 +41,7 @@ function tolFor(ref: RefIndex, queries: Float32Array) {
 test('exact search matches brute force for every B, d, k, storage and kernel', async () => {
   const rng = new Rng(11);
   const n = 300;
-  for (const kernel of ['auto', 'scalar'] as const) {
+  for (const kernel of KERNELS) {
     for (const storage of ['f32', 'f16'] as const) {
       for (const d of [1, 7, 64, 100, 128]) {
         const { index, ref } = setup(rng, n, d, storage, kernel);
@@ -56,21 +67,37 @@ test('exact search matches brute force for every B, d, k, storage and kernel', a
   }
 });
 
-test('the AVX2 and scalar kernels agree', () => {
+test('the SIMD and scalar kernels agree, single queries and batches', () => {
   const rng = new Rng(12);
+  assert.ok(KERNELS.includes('scalar'));
+  assert.throws(() => ExactIndex.create({ dim: 4, kernel: 'sse' as Kernel }), {
+    name: 'RangeError',
+    message: /kernel must be/,
+  });
   for (const storage of ['f32', 'f16'] as const) {
-    const ids = distinctIds(rng, 500);
-    const vecs = rng.uniformArray(500 * 37);
-    const a = ExactIndex.create({ dim: 37, storage });
-    const s = ExactIndex.create({ dim: 37, storage, kernel: 'scalar' });
-    assert.equal(s.kernel, 'scalar');
-    a.build(ids, vecs);
-    s.build(ids, vecs);
-    const queries = rng.uniformArray(5 * 37);
-    const ra = a.searchSync(queries, 20);
-    const rs = s.searchSync(queries, 20);
-    for (let i = 0; i < ra.scores.length; i++) {
-      assert.ok(Math.abs(ra.scores[i] - rs.scores[i]) < 1e-4, `${storage} score ${i}`);
+    // 501 rows: partial 8-row tiles; d = 37 and 40: padded tails, and for the AVX-512
+    // float16 scan both a 16-wide body with an 8-wide tail (40) and without one (37 -> 40,
+    // 24 -> 24).
+    for (const d of [24, 37, 40]) {
+      const ids = distinctIds(rng, 501);
+      const vecs = rng.uniformArray(501 * d);
+      const s = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
+      assert.equal(s.kernel, 'scalar');
+      s.build(ids, vecs);
+      for (const kernel of KERNELS.filter((x) => x !== 'scalar')) {
+        const a = ExactIndex.create({ dim: d, storage, kernel });
+        if (kernel !== 'auto') assert.equal(a.kernel, kernel);
+        a.build(ids, vecs);
+        for (const B of [1, 5]) {
+          const queries = rng.uniformArray(B * d);
+          const ra = a.searchSync(queries, 20);
+          const rs = s.searchSync(queries, 20);
+          for (let i = 0; i < ra.scores.length; i++) {
+            const label = `${kernel}/${storage} d=${d} B=${B} score ${i}`;
+            assert.ok(Math.abs(ra.scores[i] - rs.scores[i]) < 1e-4, label);
+          }
+        }
+      }
     }
   }
 });
