@@ -238,9 +238,13 @@ void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const floa
         _mm_prefetch(p + b, _MM_HINT_T0);
     }
     const float* src[6];
+    // Float16 rows are converted into the stage; float32 rows are broadcast where they lie
+    // up to 64 dimensions and copied to the stage above: one thread, B = 32, 100k rows,
+    // the copy cost 7% at d = 64 and gained 20% at d = 128.
+    const bool direct = std::is_same_v<typename L::T, float> && dpad <= 64;
     for (size_t i = 0; i < nr; i++) {
-      if constexpr (std::is_same_v<typename L::T, float>) {
-        src[i] = rows[r + i];
+      if (direct) {
+        src[i] = reinterpret_cast<const float*>(rows[r + i]);
       } else {
         for (size_t j = 0; j < dpad; j += kLane)
           _mm256_store_ps(stage + i * dpad + j, L::Load(rows[r + i] + j));
