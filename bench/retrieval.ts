@@ -63,6 +63,8 @@ const windowMs = quick ? 40 : 800;
 // halved a mean-based rate, and the probe (best of 3) would then be compared with a
 // disturbed scan. qps_mean keeps the plain mean over all windows.
 const WINDOWS = quick ? 3 : 5;
+const BLAS_IDLE_MS = 250;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const K = 100;
 const BATCHES = [1, 8, 32, 128];
 const t0 = nowMs();
@@ -131,14 +133,20 @@ for (const n of [100_000, 1_000_000]) {
           cpu_us_per_query: (best.cpuMs * 1000) / B,
         };
       };
-      const faissRow = measure('faiss-flat', () => faiss.searchSync(q, K));
+      // The engines that call OpenBLAS (FAISS at B >= 20, the sgemm variant) go last, and
+      // the next cell waits BLAS_IDLE_MS: Debian's OpenBLAS is the pthreads build, whose
+      // threads spin after each call. Measured right after FAISS, our B = 32 scan got half
+      // a core and its process CPU time included the spinning (100k x 64 fp32: 241 µs per
+      // query wall and 482 µs CPU, against ~120 µs wall with no FAISS in the process).
       const rows: Row[] = [
         measure('exact-fp32', () => f32.searchSync(q, K)),
         measure('exact-fp16', () => f16.searchSync(q, K)),
       ];
       if (viaSgemm && B >= 32)
         rows.push(measure('exact-fp32-sgemm', () => viaSgemm.searchSync(q, K)));
+      const faissRow = measure('faiss-flat', () => faiss.searchSync(q, K));
       rows.push(faissRow);
+      await sleep(BLAS_IDLE_MS);
       for (const r of rows) {
         r.vs_faiss = r.qps / faissRow.qps;
         if (r.engine === 'exact-fp32') r.read_gbps = (n * d * 4 * r.qps) / 1e9;
