@@ -15,7 +15,7 @@
         "native/exact/bench_binding.cc",
         "native/cuda/exact_cuda_stub.cc"
       ],
-      "dependencies": ["recserve_avx2_kernels"],
+      "dependencies": ["recserve_avx2_kernels", "recserve_avx512_kernels"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
@@ -31,6 +31,17 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fPIC", "-mavx2", "-mfma", "-mf16c"]
+    },
+    {
+      # The AVX-512 kernels, entered after the same kind of CPU check.
+      "target_name": "recserve_avx512_kernels",
+      "type": "static_library",
+      "sources": ["native/exact/kernels_avx512.cc"],
+      "include_dirs": ["native"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fPIC", "-mavx2", "-mfma", "-mf16c", "-mavx512f",
+                    "-mavx512vl", "-mavx512bw", "-mavx512dq"]
     }
   ]
 }

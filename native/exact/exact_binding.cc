@@ -116,7 +116,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
 
   // new NativeExactIndex(dim, storage: 'f32'|'f16', threads (0 = all cores),
-  //                      kernel: 'auto'|'scalar', device: 'cpu'|'cuda'|'auto')
+  //                      kernel: 'auto'|'scalar'|'avx2'|'avx512', device: 'cpu'|'cuda'|'auto')
   explicit ExactIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExactIndexWrap>(info) {
     Guard(info.Env(), [&] {
       const size_t dim = static_cast<size_t>(ArgInt(info, 0, "dim", 1, 65536));
@@ -125,14 +125,22 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
         ThrowRange("storage must be 'f32' or 'f16', got '" + storage + "'");
       const size_t threads = static_cast<size_t>(ArgInt(info, 2, "threads", 0, 1024));
       const std::string kernel = ArgString(info, 3, "kernel");
-      if (kernel != "auto" && kernel != "scalar")
-        ThrowRange("kernel must be 'auto' or 'scalar', got '" + kernel + "'");
+      const Kernels* ks = nullptr;
+      if (kernel == "auto") {
+        ks = &BestKernels();
+      } else if (kernel == "scalar") {
+        ks = &ScalarKernels();
+      } else if (kernel == "avx2" || kernel == "avx512") {
+        ks = kernel == "avx2" ? Avx2Kernels() : Avx512Kernels();
+        if (ks == nullptr) ThrowRange("kernel '" + kernel + "' is not supported by this CPU");
+      } else {
+        ThrowRange("kernel must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + kernel + "'");
+      }
       const std::string device = ArgString(info, 4, "device");
       if (device != "cpu" && device != "cuda" && device != "auto")
         ThrowRange("device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
-      const Kernels& ks = kernel == "scalar" ? ScalarKernels() : BestKernels();
       index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,
-                                            threads, ks);
+                                            threads, *ks);
       // The CUDA backend serves only when a device answers; otherwise the CPU engine does.
       if (device != "cpu") index_->EnableCuda();
       return 0;
@@ -189,7 +197,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       return TopKResult(info.Env(), r.ids, r.scores, p.k);
     });
   }
-  // setTuning({ minRowsPerTask?, blockBytes?, sgemmMinBatch?, sgemmRows? }): benchmarks, tests.
+  // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, packMinBatch?, sgemmMinBatch?,
+  //             sgemmRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -206,6 +215,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       };
       num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
       num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
+      num("chunksPerTask", 0, size_t(1) << 20, &index_->Tuning().chunks_per_task);
+      num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
       num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
       return info.Env().Undefined();

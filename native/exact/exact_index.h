@@ -39,9 +39,16 @@ struct ExactTuning {
   // Rows one task scans before the pool is worth waking: below ~this many rows per task,
   // the hand-off costs more than the second core gives back.
   size_t min_rows_per_task = 16384;
+  // The scan's blocks are handed to threads as this many runs of consecutive blocks per
+  // thread (0: one block at a time). Runs keep each core's reads sequential over long
+  // stretches; several per thread still let a core that other work slows take fewer.
+  size_t chunks_per_task = 8;
   // Target bytes of item rows per cache block; the block is reused by every query of the
   // batch before the scan moves on (one pass over item memory per batch).
   size_t block_bytes = 32 * 1024;
+  // Batches of at least this many queries are scored by the query-panel kernel (queries
+  // packed 8 to a vector, see kernels_avx2.cc); 0 never uses it.
+  size_t pack_min_batch = 12;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds
   // with BLAS (the CMake addon), and only for full scans (no allow list).

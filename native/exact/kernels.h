@@ -15,17 +15,28 @@ namespace recserve {
 constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
+// Floats of scratch a score call may use for up to nrows rows and nq queries (see
+// Kernels::score_f32): packed queries, a 6-row stage, row-major scores.
+inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
+  const size_t nq16 = (nq + 15) / 16 * 16;
+  return (nq16 + 6) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
+}
+
 struct Kernels {
   const char* name;
-  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq.
+  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq. scratch is
+  // nullptr or ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte aligned; given one, the SIMD
+  // kernels pack the queries there (transposed into panels of 8) and score 8 queries per
+  // vector, which pays off for larger batches (see kernels_avx2.cc).
   void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo);
+                    size_t dpad, float* out, size_t ldo, float* scratch);
   void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo);
+                    size_t dpad, float* out, size_t ldo, float* scratch);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
-  // First i in [from, n) with s[i] > thr, or n: the top-k filter skips 8 scores per test.
-  size_t (*find_above)(const float* s, size_t from, size_t n, float thr);
+  // Writes the indexes i < n with s[i] >= thr to hits, ascending; returns how many. The
+  // top-k filter: one vector compare per 8 scores, then a loop over the hits alone.
+  size_t (*select_at_least)(const float* s, size_t n, float thr, uint32_t* hits);
   // Sum of n floats, read once front to back: the benchmark's streaming-read probe.
   float (*sum_f32)(const float* p, size_t n);
   // IEEE binary16 conversion, round to nearest even.
@@ -36,6 +47,9 @@ struct Kernels {
 const Kernels& ScalarKernels();
 // nullptr when this binary or this CPU lacks AVX2+FMA+F16C.
 const Kernels* Avx2Kernels();
+// The AVX2 table with AVX-512 kernels where they measured faster (kernels_avx512.cc);
+// nullptr without AVX2 or AVX-512 F/VL/BW/DQ.
+const Kernels* Avx512Kernels();
 // The best kernels this CPU runs.
 const Kernels& BestKernels();
 

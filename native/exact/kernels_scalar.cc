@@ -63,7 +63,7 @@ float HalfToFloat(uint16_t h) {
 }
 
 void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -76,7 +76,7 @@ void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size
 }
 
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -94,9 +94,11 @@ float DotF32(const float* a, const float* b, size_t d) {
   return s;
 }
 
-size_t FindAbove(const float* s, size_t from, size_t n, float thr) {
-  while (from < n && !(s[from] > thr)) from++;
-  return from;
+size_t SelectAtLeast(const float* s, size_t n, float thr, uint32_t* hits) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] >= thr) hits[m++] = static_cast<uint32_t>(i);
+  return m;
 }
 
 float SumF32(const float* p, size_t n) {
@@ -116,14 +118,15 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, FindAbove, SumF32, ToF16, FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SelectAtLeast, SumF32, ToF16, FromF16};
   return k;
 }
 
 const Kernels& BestKernels() {
   static const Kernels* best = [] {
-    const Kernels* avx = Avx2Kernels();
-    return avx ? avx : &ScalarKernels();
+    if (const Kernels* k = Avx512Kernels()) return k;
+    if (const Kernels* k = Avx2Kernels()) return k;
+    return &ScalarKernels();
   }();
   return *best;
 }

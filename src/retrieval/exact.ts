@@ -16,8 +16,11 @@ export interface ExactIndexOptions {
   storage?: Storage;
   /** Threads one search may use (0 or unset: all cores). */
   threads?: number;
-  /** 'scalar' forces the reference kernels (tests); default 'auto' picks AVX2 when present. */
-  kernel?: 'auto' | 'scalar';
+  /**
+   * Kernel set: default 'auto' picks the best this CPU runs ('avx512', else 'avx2', else
+   * 'scalar'); the others force one (tests, benchmarks) and throw RangeError when absent.
+   */
+  kernel?: 'auto' | 'scalar' | 'avx2' | 'avx512';
   /**
    * 'auto' (default) uses the CUDA backend when the addon has it and a device answers,
    * else the CPU engine; 'cpu' always the CPU engine. See `backend` for the one in use.
@@ -56,7 +59,7 @@ export class ExactIndex {
   get storage(): Storage {
     return this.native.storage;
   }
-  /** Kernel set in use: 'avx2' or 'scalar'. */
+  /** Kernel set in use: 'avx512', 'avx2' or 'scalar'. */
   get kernel(): string {
     return this.native.kernel;
   }

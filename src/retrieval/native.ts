@@ -9,7 +9,7 @@ export interface EngineInfo {
   avx2: boolean;
   fma: boolean;
   f16c: boolean;
-  /** Kernel set the exact index uses by default: 'avx2' or 'scalar'. */
+  /** Kernel set the exact index uses by default: 'avx512', 'avx2' or 'scalar'. */
   exactKernel: string;
   /** False for the node-gyp build (exact index only). */
   faiss: boolean;
@@ -28,8 +28,12 @@ export interface TopK {
 export interface ExactTuning {
   /** Rows one thread scans at least before a search is split (default 16384). */
   minRowsPerTask?: number;
+  /** Runs of consecutive blocks handed to each thread (default 8; 0 = one block at a time). */
+  chunksPerTask?: number;
   /** Item bytes per cache block reused by every query of a batch (default 32768). */
   blockBytes?: number;
+  /** Batches at least this large pack each block of rows into transposed panels first (default 12; 0 = never). */
+  packMinBatch?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
   sgemmMinBatch?: number;
   /** Item rows per sgemm call (default 4096). */
@@ -105,8 +109,11 @@ export interface NativeAddon {
   /** Absent in the node-gyp build, which has no FAISS. */
   NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;
   NativeFaissFlat?: new (dim: number) => NativeFaissFlat;
-  /** Benchmark probe: best-of-reps streaming read of a buffer, in GB/s (1e9 bytes/s). */
-  benchStreamRead(mebibytes: number, threads: number, reps: number): number;
+  /**
+   * Benchmark probe: best-of-reps streaming read of a buffer, in GB/s (1e9 bytes/s). The
+   * buffer is on 2 MiB pages like the exact index's rows unless hugePages is false.
+   */
+  benchStreamRead(mebibytes: number, threads: number, reps: number, hugePages?: boolean): number;
   /** Benchmark probe: GFLOP/s of a size^3 OpenBLAS sgemm (absent without BLAS). */
   benchSgemm?(size: number, reps: number): number;
 }

@@ -9,7 +9,18 @@ import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './r
 // |x_j * q_j| (the dot product's condition), generous enough for any summation order.
 const f32Tol = (d: number) => (scale: number) => 1e-6 * d * (scale + 1e-3) + 1e-6;
 
-function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: 'auto' | 'scalar') {
+type Kernel = 'auto' | 'scalar' | 'avx2' | 'avx512';
+// Every kernel set this CPU runs, forced one by one ('auto' is the best of them).
+const KERNELS: Kernel[] = (['auto', 'scalar', 'avx2', 'avx512'] as const).filter((kernel) => {
+  try {
+    ExactIndex.create({ dim: 1, kernel });
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: Kernel) {
   const ids = distinctIds(rng, n);
   const vecs = rng.uniformArray(n * d);
   const index = ExactIndex.create({ dim: d, storage, kernel });
@@ -30,7 +41,7 @@ function tolFor(ref: RefIndex, queries: Float32Array) {
 test('exact search matches brute force for every B, d, k, storage and kernel', async () => {
   const rng = new Rng(11);
   const n = 300;
-  for (const kernel of ['auto', 'scalar'] as const) {
+  for (const kernel of KERNELS) {
     for (const storage of ['f32', 'f16'] as const) {
       for (const d of [1, 7, 64, 100, 128]) {
         const { index, ref } = setup(rng, n, d, storage, kernel);
@@ -56,21 +67,112 @@ test('exact search matches brute force for every B, d, k, storage and kernel', a
   }
 });
 
-test('the AVX2 and scalar kernels agree', () => {
+test('the SIMD and scalar kernels agree, single queries and batches', () => {
   const rng = new Rng(12);
+  assert.ok(KERNELS.includes('scalar'));
+  assert.throws(() => ExactIndex.create({ dim: 4, kernel: 'sse' as Kernel }), {
+    name: 'RangeError',
+    message: /kernel must be/,
+  });
   for (const storage of ['f32', 'f16'] as const) {
-    const ids = distinctIds(rng, 500);
-    const vecs = rng.uniformArray(500 * 37);
-    const a = ExactIndex.create({ dim: 37, storage });
-    const s = ExactIndex.create({ dim: 37, storage, kernel: 'scalar' });
-    assert.equal(s.kernel, 'scalar');
-    a.build(ids, vecs);
-    s.build(ids, vecs);
-    const queries = rng.uniformArray(5 * 37);
-    const ra = a.searchSync(queries, 20);
-    const rs = s.searchSync(queries, 20);
-    for (let i = 0; i < ra.scores.length; i++) {
-      assert.ok(Math.abs(ra.scores[i] - rs.scores[i]) < 1e-4, `${storage} score ${i}`);
+    // 501 rows: partial 8-row tiles; d = 37 and 40: padded tails, and for the AVX-512
+    // float16 scan both a 16-wide body with an 8-wide tail (40) and without one (37 -> 40,
+    // 24 -> 24).
+    for (const d of [24, 37, 40]) {
+      const ids = distinctIds(rng, 501);
+      const vecs = rng.uniformArray(501 * d);
+      const s = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
+      assert.equal(s.kernel, 'scalar');
+      s.build(ids, vecs);
+      for (const kernel of KERNELS.filter((x) => x !== 'scalar')) {
+        const a = ExactIndex.create({ dim: d, storage, kernel });
+        if (kernel !== 'auto') assert.equal(a.kernel, kernel);
+        a.build(ids, vecs);
+        for (const B of [1, 5]) {
+          const queries = rng.uniformArray(B * d);
+          const ra = a.searchSync(queries, 20);
+          const rs = s.searchSync(queries, 20);
+          for (let i = 0; i < ra.scores.length; i++) {
+            const label = `${kernel}/${storage} d=${d} B=${B} score ${i}`;
+            assert.ok(Math.abs(ra.scores[i] - rs.scores[i]) < 1e-4, label);
+          }
+        }
+      }
+    }
+  }
+});
+
+test('the batch (query-panel) and direct kernels match brute force at every batch size', async () => {
+  // packMinBatch 1 sends every batch, B = 1 included, through the query-panel kernel; 0
+  // sends every batch through the direct one. B spans partial query panels (8 per panel,
+  // 24 per pass), n leaves partial tiles of 4 and 8 rows, d odd and padded.
+  const rng = new Rng(20);
+  const n = 203;
+  for (const storage of ['f32', 'f16'] as const) {
+    for (const d of [1, 7, 37, 100]) {
+      const { ids, vecs, index, ref } = setup(rng, n, d, storage, 'auto');
+      const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
+      scalar.build(ids, vecs);
+      for (const B of [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 24, 25, 33]) {
+        const queries = rng.uniformArray(B * d);
+        const want = scalar.searchSync(queries, 10);
+        for (const packMinBatch of [1, 0]) {
+          index.setTuning({ packMinBatch, blockBytes: 1024 });
+          const got = await index.search(queries, 10);
+          const label = `${storage} d=${d} B=${B} packMinBatch=${packMinBatch}`;
+          assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
+          for (let i = 0; i < got.scores.length; i++) {
+            const tol = 1e-5 * (Math.abs(want.scores[i]) + d);
+            assert.ok(Math.abs(got.scores[i] - want.scores[i]) <= tol, `${label} score ${i}`);
+          }
+        }
+      }
+    }
+  }
+});
+
+test('equal scores come out by ascending id, across cuts, tasks and kernels', async () => {
+  // Small integers make every dot product exact in float32 whatever the summation order,
+  // so the 20 distinct rows give exactly equal scores for their 20 copies each; the order
+  // among them must be by id, including negative scores and many cuts of the top-k buffer.
+  const rng = new Rng(21);
+  const d = 5;
+  const n = 400;
+  const base = Float32Array.from({ length: 20 * d }, () => rng.int(5) - 2);
+  const ids = distinctIds(rng, n);
+  const vecs = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) vecs.set(base.subarray((i % 20) * d, (i % 20) * d + d), i * d);
+  for (const storage of ['f32', 'f16'] as const) {
+    const index = ExactIndex.create({ dim: d, storage });
+    index.build(ids, vecs);
+    for (const B of [1, 9]) {
+      const queries = Float32Array.from({ length: B * d }, () => rng.int(7) - 3);
+      for (const tuning of [{}, { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1 }]) {
+        index.setTuning(tuning);
+        const k = 90;
+        const got = await index.search(queries, k);
+        for (let q = 0; q < B; q++) {
+          const want = [...ids]
+            .map((id, i) => {
+              let sc = 0;
+              for (let j = 0; j < d; j++) sc += vecs[i * d + j] * queries[q * d + j];
+              return { id, sc };
+            })
+            .sort((a, b) => b.sc - a.sc || a.id - b.id)
+            .slice(0, k);
+          const label = `${storage} B=${B} q=${q} ${JSON.stringify(tuning)}`;
+          assert.deepEqual(
+            [...got.ids.subarray(q * k, (q + 1) * k)],
+            want.map((w) => w.id),
+            label,
+          );
+          assert.deepEqual(
+            [...got.scores.subarray(q * k, (q + 1) * k)],
+            want.map((w) => w.sc),
+            label,
+          );
+        }
+      }
     }
   }
 });
@@ -215,13 +317,27 @@ test('large N splits across threads and cache blocks and still matches', async (
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {
     const { index, ref } = setup(rng, 20000, 32, storage, 'auto');
-    // Force many tasks and small blocks so the merge and block edges are exercised.
-    index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024 });
+    // Force many tasks and small blocks so the merge and block edges are exercised, with
+    // blocks claimed one at a time, in runs, and in runs that do not divide the blocks.
     const queries = rng.uniformArray(5 * 32);
-    const got = await index.search(queries, 100);
-    assertMatches(ref, queries, 100, got, tolFor(ref, queries), {}, storage);
-    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768 });
-    assert.deepEqual(index.searchSync(queries, 100).ids, got.ids);
+    let first: Uint32Array | undefined;
+    for (const chunksPerTask of [0, 1, 3, 8]) {
+      index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024, chunksPerTask });
+      const got = await index.search(queries, 100);
+      assertMatches(
+        ref,
+        queries,
+        100,
+        got,
+        tolFor(ref, queries),
+        {},
+        `${storage} ${chunksPerTask}`,
+      );
+      first ??= got.ids;
+      assert.deepEqual(got.ids, first);
+    }
+    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768, chunksPerTask: 8 });
+    assert.deepEqual(index.searchSync(queries, 100).ids, first);
   }
 });
 
@@ -335,6 +451,8 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   await rej(index.search(q, 1, { allow: [1] as unknown as Uint32Array }), 'TypeError', /allow/);
   bad(() => index.searchSync(q, 0), 'RangeError', /k/);
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
+  bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
+  bad(() => index.setTuning({ chunksPerTask: 0.5 }), 'RangeError', /chunksPerTask/);
   // The index still works after all of that.
   assert.equal((await index.search(q, 5)).ids.filter((x) => x !== NO_ID).length, 2);
 });
