@@ -9,7 +9,7 @@
 // match what the server's FeatureStore keeps. The trainer replays events through it to
 // build features "as of" each example's time.
 import { DEVICE_TYPES } from '../api/types.js';
-import type { ModelBundle, RankerInputSpec } from '../models/bundle.js';
+import { categoryTableOf, type ModelBundle, type RankerInputSpec } from '../models/bundle.js';
 import {
   RECENT_ITEMS,
   resolveFeature,
@@ -124,9 +124,12 @@ export function requestContext(
   }
   let userNorm = 0;
   for (let i = 0; i < dim; i++) userNorm += user.embedding[i]! * user.embedding[i]!;
+  const table = categoryTableOf(bundle.items);
   return {
     dim,
     items: bundle.items,
+    catOffsets: table.offsets,
+    catData: table.data,
     itemEmbeddings: bundle.itemEmbeddings,
     user,
     req,

@@ -48,7 +48,13 @@ export interface RequestFeatures {
 /** The item-side data features read (a subset of ItemCatalog). */
 export type FeatureItems = Pick<
   ItemCatalog,
-  'categoryNames' | 'categories' | 'creatorIds' | 'createdAt' | 'quality' | 'popularity'
+  | 'categoryNames'
+  | 'categories'
+  | 'categoryTable'
+  | 'creatorIds'
+  | 'createdAt'
+  | 'quality'
+  | 'popularity'
 >;
 
 /**
@@ -59,6 +65,9 @@ export type FeatureItems = Pick<
 export interface FeatureContext {
   dim: number;
   items: FeatureItems;
+  /** items' categories, flat (models/bundle.ts CategoryTable): item r's are catData[catOffsets[r]..catOffsets[r+1]). */
+  catOffsets: Uint32Array;
+  catData: Uint16Array;
   itemEmbeddings: Float32Array;
   user: UserFeatureView;
   req: RequestFeatures;
@@ -122,19 +131,22 @@ function scalar(name: string, doc: string, f: (ctx: FeatureContext) => number): 
 
 function categorySum(ctx: FeatureContext): number {
   if (ctx.memo.catFor === ctx.item) return ctx.memo.catSum;
-  const cats = ctx.items.categories[ctx.item];
+  const { catOffsets, catData } = ctx;
+  const aff = ctx.user.categoryAffinity;
   let s = 0;
-  if (cats) for (let i = 0; i < cats.length; i++) s += ctx.user.categoryAffinity[cats[i]!] ?? 0;
+  for (let i = catOffsets[ctx.item]!, e = catOffsets[ctx.item + 1]!; i < e; i++)
+    s += aff[catData[i]!] ?? 0;
   ctx.memo.catFor = ctx.item;
   ctx.memo.catSum = s;
   return s;
 }
 
 function categoryMax(ctx: FeatureContext): number {
-  const cats = ctx.items.categories[ctx.item];
-  if (!cats) return 0;
+  const { catOffsets, catData } = ctx;
+  const aff = ctx.user.categoryAffinity;
   let m = 0;
-  for (let i = 0; i < cats.length; i++) m = Math.max(m, ctx.user.categoryAffinity[cats[i]!] ?? 0);
+  for (let i = catOffsets[ctx.item]!, e = catOffsets[ctx.item + 1]!; i < e; i++)
+    m = Math.max(m, aff[catData[i]!] ?? 0);
   return m;
 }
 

@@ -44,6 +44,7 @@ import { coldStartPicks } from './coldstart.js';
 import { capFor, rerank, seededRng, type Reranked } from './rerank.js';
 import type { RankJob, RerankSpec } from './ranking/worker.js';
 import { similarItems } from './similar.js';
+import { categoryNamesOf, primaryCategoryOf } from './ranking/shared-bundle.js';
 import { buildUserContext, featureView, preferredCategories, type UserContext } from './user.js';
 
 /** Where feedback goes (src/feedback's ingestor; the store directly when none is given). */
@@ -361,7 +362,7 @@ export class RecommendationPipeline implements RecommenderService {
           dim: m.bundle.dim,
           itemEmbeddings: m.items.itemEmbeddings,
           itemNorms: m.itemNorms,
-          primaryCategory: (r) => items.categories[r]![0] ?? -1,
+          primaryCategory: (r) => primaryCategoryOf(m.items, r),
           creatorOf: (r) => items.creatorIds[r] ?? '',
           createdAt: items.createdAt,
           nowMs: tsMs,
@@ -709,7 +710,7 @@ function itemMetadata(m: ServingModel, row: number): Recommendation['metadata'] 
   const { items } = m.bundle;
   return {
     title: items.titles[row] ?? '',
-    categories: Array.from(items.categories[row]!, (c) => items.categoryNames[c]!),
+    categories: categoryNamesOf(m.items, row),
     creator_id: items.creatorIds[row] ?? '',
   };
 }

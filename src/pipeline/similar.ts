@@ -28,8 +28,9 @@ function cosine(m: ServingModel, a: number, b: number): number {
 
 function contentScore(m: ServingModel, a: number, b: number): { score: number; common: string[] } {
   const { items } = m.bundle;
-  const ca = items.categories[a]!;
-  const cb = items.categories[b]!;
+  const { catOffsets, catData } = m.items;
+  const ca = catData.subarray(catOffsets[a]!, catOffsets[a + 1]!);
+  const cb = catData.subarray(catOffsets[b]!, catOffsets[b + 1]!);
   const common: string[] = [];
   for (const c of ca) if (cb.includes(c)) common.push(`category:${items.categoryNames[c]}`);
   const union = new Set([...ca, ...cb]).size || 1;
@@ -58,7 +59,8 @@ export async function similarItems(m: ServingModel, q: SimilarQuery): Promise<Si
     for (let i = 0; i < res.k; i++) if (res.ids[i] !== 0xffffffff) pool.add(res.ids[i]!);
     const creator = items.creatorIds[q.row];
     for (const r of (creator && m.creatorRows.get(creator)) || []) pool.add(r);
-    for (const c of items.categories[q.row]!) {
+    const { catOffsets, catData } = m.items;
+    for (const c of catData.subarray(catOffsets[q.row]!, catOffsets[q.row + 1]!)) {
       const list = m.popularByCategory[c]!;
       for (let i = 0; i < Math.min(50, list.length); i++) pool.add(list[i]!);
     }

@@ -3,7 +3,7 @@
 // one copy, not one per thread). Per-item category lists are flattened to offsets + data,
 // because structured-cloning a million small typed arrays into each worker would cost
 // seconds and hundreds of megabytes.
-import type { ModelBundle } from '../../models/bundle.js';
+import { categoryTableOf, withCategoryTable, type ModelBundle } from '../../models/bundle.js';
 import type { FeatureItems } from '../../features/catalog.js';
 
 export interface SharedItems {
@@ -34,13 +34,10 @@ function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Arra
 export function shareBundleItems(bundle: ModelBundle): SharedItems {
   const { items } = bundle;
   const n = items.ids.length;
-  const catOffsets = new Uint32Array(new SharedArrayBuffer(4 * (n + 1)));
-  let total = 0;
-  for (let r = 0; r < n; r++) {
-    catOffsets[r] = total;
-    total += items.categories[r]!.length;
-  }
-  catOffsets[n] = total;
+  // Loaded bundles already hold their category table in shared memory; others are copied.
+  const table = categoryTableOf(items);
+  const catOffsets = shared(table.offsets, (b, l) => new Uint32Array(b, 0, l));
+  const catData = shared(table.data, (b, l) => new Uint16Array(b, 0, l));
   const itemEmbeddings = shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l));
   const dim = bundle.dim;
   const itemNorms = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, n)), 0, n);
@@ -49,8 +46,6 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
     for (let j = r * dim, e = j + dim; j < e; j++) s2 += itemEmbeddings[j]! * itemEmbeddings[j]!;
     itemNorms[r] = Math.sqrt(s2);
   }
-  const catData = new Uint16Array(new SharedArrayBuffer(2 * Math.max(1, total)));
-  for (let r = 0; r < n; r++) catData.set(items.categories[r]!, catOffsets[r]!);
   return {
     dim: bundle.dim,
     itemEmbeddings,
@@ -65,18 +60,36 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
   };
 }
 
-/** Rebuilds the FeatureItems view inside a worker (category lists as views, no copies). */
+/** Item r's first (primary) category number, -1 when it has none. */
+export function primaryCategoryOf(
+  s: Pick<SharedItems, 'catOffsets' | 'catData'>,
+  r: number,
+): number {
+  const at = s.catOffsets[r]!;
+  return at < s.catOffsets[r + 1]! ? s.catData[at]! : -1;
+}
+
+/** Item r's category names. */
+export function categoryNamesOf(s: SharedItems, r: number): string[] {
+  const out: string[] = [];
+  for (let i = s.catOffsets[r]!, e = s.catOffsets[r + 1]!; i < e; i++)
+    out.push(s.categoryNames[s.catData[i]!]!);
+  return out;
+}
+
+/**
+ * Rebuilds the FeatureItems view inside a worker: the shared category table as is, the
+ * per-item arrays only if something reads them (features read the table).
+ */
 export function featureItemsOf(s: SharedItems): FeatureItems {
-  const n = s.catOffsets.length - 1;
-  const categories: Uint16Array[] = new Array(n);
-  for (let r = 0; r < n; r++)
-    categories[r] = s.catData.subarray(s.catOffsets[r]!, s.catOffsets[r + 1]!);
-  return {
-    categoryNames: s.categoryNames,
-    categories,
-    creatorIds: s.creatorIds,
-    createdAt: s.createdAt,
-    quality: s.quality,
-    popularity: s.popularity,
-  };
+  return withCategoryTable(
+    {
+      categoryNames: s.categoryNames,
+      creatorIds: s.creatorIds,
+      createdAt: s.createdAt,
+      quality: s.quality,
+      popularity: s.popularity,
+    },
+    { offsets: s.catOffsets, data: s.catData },
+  );
 }
