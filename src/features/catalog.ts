@@ -52,6 +52,7 @@ export type FeatureItems = Pick<
   | 'categories'
   | 'categoryTable'
   | 'creatorIds'
+  | 'creatorTable'
   | 'createdAt'
   | 'quality'
   | 'popularity'
@@ -68,6 +69,9 @@ export interface FeatureContext {
   /** items' categories, flat (models/bundle.ts CategoryTable): item r's are catData[catOffsets[r]..catOffsets[r+1]). */
   catOffsets: Uint32Array;
   catData: Uint16Array;
+  /** items' creators as numbers (models/bundle.ts CreatorTable). */
+  creatorOf: Int32Array;
+  creatorNames: string[];
   itemEmbeddings: Float32Array;
   user: UserFeatureView;
   req: RequestFeatures;
@@ -166,9 +170,10 @@ function userItemPrev(ctx: FeatureContext): number {
 }
 
 function userCreatorPrev(ctx: FeatureContext): number {
-  const creator = ctx.items.creatorIds[ctx.item];
-  if (creator === undefined || creator === '') return 0;
-  return Math.log1p(ctx.user.creatorCounts.get(creator) ?? 0);
+  // Numbers in shared memory, then one of the few distinct names: no per-item string.
+  const c = ctx.creatorOf[ctx.item];
+  if (c === undefined || c < 0 || ctx.user.creatorCounts.size === 0) return 0;
+  return Math.log1p(ctx.user.creatorCounts.get(ctx.creatorNames[c]!) ?? 0);
 }
 
 const TWO_PI = 2 * Math.PI;

@@ -23,6 +23,8 @@ export interface ItemCatalog {
   /** The same lists, flat (loaded bundles have it; categoryTableOf builds it otherwise). */
   categoryTable?: CategoryTable;
   creatorIds: string[];
+  /** The same creators as numbers (see creatorTableOf); loaded for serving, built otherwise. */
+  creatorTable?: CreatorTable;
   /** ms since epoch. */
   createdAt: Float64Array;
   /** 0..1 editorial/content quality. */
@@ -118,6 +120,82 @@ export function withCategoryTable<T extends object>(
     },
   });
   return target as T & { categories: Uint16Array[]; categoryTable: CategoryTable };
+}
+
+/**
+ * Per-item creator as a number into `names` (-1: none), so threads that share the catalog
+ * share one Int32Array instead of each holding a million strings.
+ */
+export interface CreatorTable {
+  of: Int32Array;
+  /** Distinct creator ids; names[of[r]] is item r's creator. */
+  names: string[];
+}
+
+/** Builds a creator table from per-item ids ('' = none); with `shared`, in shared memory. */
+export function buildCreatorTable(ids: readonly string[], shared = false): CreatorTable {
+  const n = ids.length;
+  const of = shared
+    ? new Int32Array(new SharedArrayBuffer(4 * Math.max(1, n)), 0, n)
+    : new Int32Array(n);
+  const names: string[] = [];
+  const numbers = new Map<string, number>();
+  for (let r = 0; r < n; r++) {
+    const id = ids[r];
+    if (id === undefined || id === '') {
+      of[r] = -1;
+      continue;
+    }
+    let c = numbers.get(id);
+    if (c === undefined) {
+      numbers.set(id, (c = names.length));
+      names.push(id);
+    }
+    of[r] = c;
+  }
+  return { of, names };
+}
+
+const derivedCreators = new WeakMap<object, CreatorTable>();
+
+/** The catalog's creator table: its own, else built once from creatorIds and remembered. */
+export function creatorTableOf(
+  items: Pick<ItemCatalog, 'creatorIds' | 'creatorTable'>,
+): CreatorTable {
+  if (items.creatorTable) return items.creatorTable;
+  let t = derivedCreators.get(items);
+  if (!t) derivedCreators.set(items, (t = buildCreatorTable(items.creatorIds)));
+  return t;
+}
+
+/**
+ * Gives `target` the creator table as `creatorTable`, and a `creatorIds` property made from
+ * it on first read only (see withCategoryTable).
+ */
+export function withCreatorTable<T extends object>(
+  target: T,
+  table: CreatorTable,
+): T & { creatorIds: string[]; creatorTable: CreatorTable } {
+  let ids: string[] | undefined;
+  Object.defineProperty(target, 'creatorTable', {
+    value: table,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+  Object.defineProperty(target, 'creatorIds', {
+    enumerable: true,
+    configurable: true,
+    get(): string[] {
+      ids ??= Array.from(table.of, (c) => (c < 0 ? '' : table.names[c]!));
+      return ids;
+    },
+    set(v: string[]) {
+      ids = v;
+      (target as { creatorTable?: CreatorTable }).creatorTable = buildCreatorTable(v);
+    },
+  });
+  return target as T & { creatorIds: string[]; creatorTable: CreatorTable };
 }
 
 export interface RankerInputSpec {

@@ -23,7 +23,8 @@ export interface RerankOptions {
   itemNorms: Float32Array;
   /** Primary category number of each row (-1 when none). */
   primaryCategory: (row: number) => number;
-  creatorOf: (row: number) => string;
+  /** Creator id or number of a row; rows with the same value share the creator cap. */
+  creatorOf: (row: number) => string | number;
   createdAt: Float64Array;
   nowMs: number;
   /** Rows the user was recently shown or interacted with (no exploration bonus). */
@@ -62,7 +63,7 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const unit = new Float32Array(m * dim);
   const maxSim = new Float64Array(m).fill(-1);
   const catIds = new Map<number, number>();
-  const creatorIds = new Map<string, number>();
+  const creatorIds = new Map<string | number, number>();
   for (let i = 0; i < m; i++) {
     const row = sorted[i]!.row;
     rows[i] = row;

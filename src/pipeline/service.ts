@@ -363,7 +363,7 @@ export class RecommendationPipeline implements RecommenderService {
           itemEmbeddings: m.items.itemEmbeddings,
           itemNorms: m.itemNorms,
           primaryCategory: (r) => primaryCategoryOf(m.items, r),
-          creatorOf: (r) => items.creatorIds[r] ?? '',
+          creatorOf: (r) => m.items.creatorOf[r]!,
           createdAt: items.createdAt,
           nowMs: tsMs,
           recent: new Set(u.recentRows),

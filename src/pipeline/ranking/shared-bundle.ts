@@ -3,7 +3,13 @@
 // one copy, not one per thread). Per-item category lists are flattened to offsets + data,
 // because structured-cloning a million small typed arrays into each worker would cost
 // seconds and hundreds of megabytes.
-import { categoryTableOf, withCategoryTable, type ModelBundle } from '../../models/bundle.js';
+import {
+  categoryTableOf,
+  creatorTableOf,
+  withCategoryTable,
+  withCreatorTable,
+  type ModelBundle,
+} from '../../models/bundle.js';
 import type { FeatureItems } from '../../features/catalog.js';
 
 export interface SharedItems {
@@ -15,13 +21,15 @@ export interface SharedItems {
   /** categories of item r are catData[catOffsets[r] .. catOffsets[r + 1]). */
   catOffsets: Uint32Array;
   catData: Uint16Array;
-  creatorIds: string[];
+  /** Item r's creator is creatorNames[creatorOf[r]] (-1: none). */
+  creatorOf: Int32Array;
+  creatorNames: string[];
   createdAt: Float64Array;
   quality: Float32Array;
   popularity: Float32Array;
 }
 
-function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Array>(
+function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Array | Int32Array>(
   src: T,
   make: (buf: SharedArrayBuffer, length: number) => T,
 ): T {
@@ -38,6 +46,7 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
   const table = categoryTableOf(items);
   const catOffsets = shared(table.offsets, (b, l) => new Uint32Array(b, 0, l));
   const catData = shared(table.data, (b, l) => new Uint16Array(b, 0, l));
+  const creators = creatorTableOf(items);
   const itemEmbeddings = shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l));
   const dim = bundle.dim;
   const itemNorms = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, n)), 0, n);
@@ -53,7 +62,8 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
     categoryNames: items.categoryNames,
     catOffsets,
     catData,
-    creatorIds: items.creatorIds,
+    creatorOf: shared(creators.of, (b, l) => new Int32Array(b, 0, l)),
+    creatorNames: creators.names,
     createdAt: shared(items.createdAt, (b, l) => new Float64Array(b, 0, l)),
     quality: shared(items.quality, (b, l) => new Float32Array(b, 0, l)),
     popularity: shared(items.popularity, (b, l) => new Float32Array(b, 0, l)),
@@ -70,7 +80,10 @@ export function primaryCategoryOf(
 }
 
 /** Item r's category names. */
-export function categoryNamesOf(s: SharedItems, r: number): string[] {
+export function categoryNamesOf(
+  s: Pick<SharedItems, 'catOffsets' | 'catData' | 'categoryNames'>,
+  r: number,
+): string[] {
   const out: string[] = [];
   for (let i = s.catOffsets[r]!, e = s.catOffsets[r + 1]!; i < e; i++)
     out.push(s.categoryNames[s.catData[i]!]!);
@@ -82,14 +95,16 @@ export function categoryNamesOf(s: SharedItems, r: number): string[] {
  * per-item arrays only if something reads them (features read the table).
  */
 export function featureItemsOf(s: SharedItems): FeatureItems {
-  return withCategoryTable(
-    {
-      categoryNames: s.categoryNames,
-      creatorIds: s.creatorIds,
-      createdAt: s.createdAt,
-      quality: s.quality,
-      popularity: s.popularity,
-    },
-    { offsets: s.catOffsets, data: s.catData },
+  return withCreatorTable(
+    withCategoryTable(
+      {
+        categoryNames: s.categoryNames,
+        createdAt: s.createdAt,
+        quality: s.quality,
+        popularity: s.popularity,
+      },
+      { offsets: s.catOffsets, data: s.catData },
+    ),
+    { of: s.creatorOf, names: s.creatorNames },
   );
 }

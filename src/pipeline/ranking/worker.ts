@@ -78,7 +78,7 @@ function finish(job: RankJob, scores: Float32Array): RankOutput {
       itemEmbeddings: data.items.itemEmbeddings,
       itemNorms: data.items.itemNorms,
       primaryCategory: (r) => primaryCategoryOf(data.items, r),
-      creatorOf: (r) => items.creatorIds[r] ?? '',
+      creatorOf: (r) => data.items.creatorOf[r]!,
       createdAt: items.createdAt,
       nowMs: spec.nowMs,
       recent: new Set(spec.recent),
