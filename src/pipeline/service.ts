@@ -543,7 +543,7 @@ export class RecommendationPipeline implements RecommenderService {
         item_id: items.ids[row]!,
         score: Math.round((1 - i / rows.length) * 1e6) / 1e6,
         rank: i + 1,
-        explanation: { reason: 'similar_to_recent', source_items: [items.ids[row]!] },
+        explanation: { reason: 'continue_watching', source_items: [items.ids[row]!] },
         metadata: { ...itemMetadata(m, row), continue_watching: true },
       })),
       metadata: {

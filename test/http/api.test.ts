@@ -216,6 +216,11 @@ describe('POST /v1/recommendations', () => {
       cw.json.recommendations.map((x: { item_id: string }) => x.item_id),
       [watched[2], watched[1]],
     );
+    // Resumed items say so (not "similar to" themselves).
+    for (const x of cw.json.recommendations) {
+      assert.equal(x.explanation.reason, 'continue_watching');
+      assert.deepEqual(x.explanation.source_items, [x.item_id]);
+    }
     await post(base, '/v1/feedback', {
       user_id: b.userIds[2]!,
       events: [{ item_id: watched[1], event_type: 'like' }],
