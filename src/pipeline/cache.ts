@@ -63,8 +63,19 @@ export class HotAnswers {
       recommendations: e.resp.recommendations,
       metadata,
     };
-    const json = `{"request_id":${JSON.stringify(requestId)}${e.middle}${JSON.stringify(latency)}}}`;
+    const json = `{"request_id":${JSON.stringify(requestId)}${e.middle}${latencyJson(latency)}}}`;
     Object.defineProperty(out, PRE_ENCODED_JSON, { value: json, enumerable: false });
     return out;
   }
+}
+
+/** JSON of a flat record of numbers (latency_ms) without the generic serialiser. */
+function latencyJson(l: Record<string, number>): string {
+  let out = '{';
+  for (const k in l) {
+    const v = l[k]!;
+    // Keys are our own stage names (no escaping needed); non-finite numbers are null in JSON.
+    out += `${out.length > 1 ? ',' : ''}"${k}":${Number.isFinite(v) ? v : 'null'}`;
+  }
+  return out + '}';
 }

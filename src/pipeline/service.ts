@@ -8,7 +8,7 @@
 //
 // Each request acquires the serving model once and uses only it (models/registry.ts), so a
 // model swap never mixes two bundles' row numbers inside one answer.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { ApiError } from '../api/errors.js';
 import type {
   CallOptions,
@@ -464,7 +464,7 @@ export class RecommendationPipeline implements RecommenderService {
       user: featureView(m, u),
       req: { timestampMs: tsMs, device: req.context?.device_type },
       candidates: candidateRows(cands),
-      retrievalScores: Float32Array.from(cands, (c) => c.score),
+      retrievalScores: candidateScores(cands),
       rerank: spec,
     };
     let timer: NodeJS.Timeout | undefined;
@@ -702,8 +702,15 @@ export class RecommendationPipeline implements RecommenderService {
   }
 }
 
+// Request ids: a random per-process prefix and a counter, 20 hex digits as before. Unique
+// across replicas and restarts (40 random bits per process) without a UUID, a regular
+// expression and three strings per request (measurable on the cached path at 20k req/s).
+const REQUEST_ID_PREFIX = 'req_' + randomBytes(5).toString('hex');
+let requestCounter = 0;
+
 function newRequestId(): string {
-  return 'req_' + randomUUID().replace(/-/g, '').slice(0, 20);
+  requestCounter = (requestCounter + 1) % 0x10000000000;
+  return REQUEST_ID_PREFIX + requestCounter.toString(16).padStart(10, '0');
 }
 
 function itemMetadata(m: ServingModel, row: number): Recommendation['metadata'] {
@@ -736,6 +743,16 @@ export function cacheShape(req: RecommendationRequest, modelVersion: string): st
 /** Time kept back from the caller's deadline for the fallback re-rank and the response. */
 const RANK_DEADLINE_RESERVE_MS = 2;
 
+// Plain loops: TypedArray.from with a map function goes through the iterator protocol and
+// cost ~20 µs per 200 candidates on the event loop.
 function candidateRows(cands: readonly Candidate[]): Int32Array {
-  return Int32Array.from(cands, (c) => c.row);
+  const out = new Int32Array(cands.length);
+  for (let i = 0; i < cands.length; i++) out[i] = cands[i]!.row;
+  return out;
+}
+
+function candidateScores(cands: readonly Candidate[]): Float32Array {
+  const out = new Float32Array(cands.length);
+  for (let i = 0; i < cands.length; i++) out[i] = cands[i]!.score;
+  return out;
 }
