@@ -10,17 +10,21 @@
 import type { RecommendationResponse } from '../api/types.js';
 
 /**
- * A response may carry its JSON encoding under this symbol; the HTTP JSON codec sends it
- * as is. Other codecs (FlatBuffers, gRPC) ignore it and encode the object's fields.
- * Symbol.for: the codec reads it without importing the pipeline.
+ * A response may carry its JSON encoding (a string, or its UTF-8 bytes) under this symbol;
+ * the HTTP JSON codec sends it as is. Other codecs (FlatBuffers, gRPC) ignore it and encode
+ * the object's fields. Symbol.for: the codec reads it without importing the pipeline.
  */
 export const PRE_ENCODED_JSON: unique symbol = Symbol.for('recserve.preEncodedJson') as never;
 
 interface HotEntry {
   raw: string;
   resp: RecommendationResponse;
-  /** `{"request_id":` is written per request; this is everything between it and latency. */
-  middle: string;
+  /**
+   * `{"request_id":` and the id are written per request; this is everything between them and
+   * the latency, already UTF-8: a hit copies these bytes instead of building and encoding a
+   * multi-kilobyte string again.
+   */
+  middle: Buffer;
 }
 
 function entryOf(raw: string): HotEntry {
@@ -32,7 +36,9 @@ function entryOf(raw: string): HotEntry {
   return {
     raw,
     resp,
-    middle: `,"recommendations":${JSON.stringify(resp.recommendations)},"metadata":${metaOpen}"cache_hit":true,"latency_ms":`,
+    middle: Buffer.from(
+      `,"recommendations":${JSON.stringify(resp.recommendations)},"metadata":${metaOpen}"cache_hit":true,"latency_ms":`,
+    ),
   };
 }
 
@@ -63,8 +69,15 @@ export class HotAnswers {
       recommendations: e.resp.recommendations,
       metadata,
     };
-    const json = `{"request_id":${JSON.stringify(requestId)}${e.middle}${latencyJson(latency)}}}`;
-    Object.defineProperty(out, PRE_ENCODED_JSON, { value: json, enumerable: false });
+    const head = `{"request_id":${JSON.stringify(requestId)}`;
+    const tail = `${latencyJson(latency)}}}`;
+    const headBytes = Buffer.byteLength(head);
+    // One buffer (small ones come from Node's pool), filled by two short writes and a memcpy.
+    const bytes = Buffer.allocUnsafe(headBytes + e.middle.length + Buffer.byteLength(tail));
+    bytes.write(head, 0);
+    e.middle.copy(bytes, headBytes);
+    bytes.write(tail, headBytes + e.middle.length);
+    Object.defineProperty(out, PRE_ENCODED_JSON, { value: bytes, enumerable: false });
     return out;
   }
 }
