@@ -25,6 +25,9 @@ interface HotEntry {
    * multi-kilobyte string again.
    */
   middle: Buffer;
+  /** The stored metadata without latency_ms / cache_hit, and its keys in order. */
+  meta: Record<string, unknown>;
+  metaKeys: string[];
 }
 
 function entryOf(raw: string): HotEntry {
@@ -36,6 +39,8 @@ function entryOf(raw: string): HotEntry {
   return {
     raw,
     resp,
+    meta,
+    metaKeys: Object.keys(meta),
     middle: Buffer.from(
       `,"recommendations":${JSON.stringify(resp.recommendations)},"metadata":${metaOpen}"cache_hit":true,"latency_ms":`,
     ),
@@ -63,11 +68,18 @@ export class HotAnswers {
         this.entries.delete(this.entries.keys().next().value as string);
       }
     }
-    const metadata = { ...e.resp.metadata, cache_hit: true, latency_ms: latency };
+    // Copied key by key: an object spread with extra properties cost ~1 µs per hit.
+    const metadata: Record<string, unknown> = {};
+    for (let i = 0; i < e.metaKeys.length; i++) {
+      const k = e.metaKeys[i]!;
+      metadata[k] = e.meta[k];
+    }
+    metadata.cache_hit = true;
+    metadata.latency_ms = latency;
     const out: RecommendationResponse = {
       request_id: requestId,
       recommendations: e.resp.recommendations,
-      metadata,
+      metadata: metadata as unknown as RecommendationResponse['metadata'],
     };
     const head = `{"request_id":${JSON.stringify(requestId)}`;
     const tail = `${latencyJson(latency)}}}`;
