@@ -27,6 +27,12 @@ export interface OpenLoopOptions {
   timeoutMs?: number;
   /** Seeded uniform [0, 1) source for the arrivals; default Math.random. */
   random?: () => number;
+  /**
+   * Requests in flight at most; an arrival beyond it is not sent and counts as an error
+   * (`dropped`), so an overloaded server cannot make the generator open thousands of
+   * sockets. Default 1,000.
+   */
+  maxInFlight?: number;
 }
 
 export interface OpenLoopResult {
@@ -39,7 +45,10 @@ export interface OpenLoopResult {
   p90_ms: number;
   p99_ms: number;
   max_ms: number;
+  /** Failed, timed out or dropped requests (dropped are counted again in `dropped`). */
   errors: number;
+  /** Arrivals not sent because maxInFlight requests were already waiting. */
+  dropped: number;
   non2xx: number;
   /** Most requests the server held at once. */
   max_in_flight: number;
@@ -56,7 +65,9 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
   const target = new URL(o.url);
   const latencies: number[] = [];
   let errors = 0;
+  let dropped = 0;
   let non2xx = 0;
+  const maxInFlightAllowed = o.maxInFlight ?? 1000;
   let inFlight = 0;
   let maxInFlight = 0;
   let sent = 0;
@@ -110,8 +121,13 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
     // Everything whose time has come goes now, each stamped with its own scheduled time.
     const now = performance.now();
     while (next <= now && next < endMs) {
-      pending.push(fire(next));
-      sent++;
+      if (inFlight >= maxInFlightAllowed) {
+        dropped++;
+        errors++;
+      } else {
+        pending.push(fire(next));
+        sent++;
+      }
       next += -Math.log(1 - random()) * (1000 / o.rate);
     }
   }
@@ -129,6 +145,7 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
     p99_ms: round(percentile(latencies, 99)),
     max_ms: round(latencies.reduce((a, b) => Math.max(a, b), 0)),
     errors,
+    dropped,
     non2xx,
     max_in_flight: maxInFlight,
   };
