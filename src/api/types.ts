@@ -52,7 +52,9 @@ export type ExplanationReason =
   | 'popular_in_category'
   | 'popular'
   | 'exploration'
-  | 'cold_start';
+  | 'cold_start'
+  /** request_type continue_watching: the item is one the user started; source_items = [it]. */
+  | 'continue_watching';
 
 export interface Recommendation {
   item_id: string;

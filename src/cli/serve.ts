@@ -13,6 +13,7 @@ import { latestVersion, loadBundle } from '../models/repository.js';
 import { buildServingModel, ModelRegistry } from '../models/registry.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
+import { categoryNamesOf } from '../pipeline/ranking/shared-bundle.js';
 import { RecommendationPipeline } from '../pipeline/service.js';
 import { projectRoot } from '../retrieval/native.js';
 import { startHttpServer, type HttpServer } from '../transport/http/server.js';
@@ -90,7 +91,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
       if (m === undefined || row === undefined) return undefined;
       const items = m.bundle.items;
       return {
-        categories: Array.from(items.categories[row]!, (c) => items.categoryNames[c]!),
+        categories: categoryNamesOf(m.items, row),
         creatorId: items.creatorIds[row] || null,
       };
     },

@@ -9,7 +9,12 @@
 // match what the server's FeatureStore keeps. The trainer replays events through it to
 // build features "as of" each example's time.
 import { DEVICE_TYPES } from '../api/types.js';
-import type { ModelBundle, RankerInputSpec } from '../models/bundle.js';
+import {
+  categoryTableOf,
+  creatorTableOf,
+  type ModelBundle,
+  type RankerInputSpec,
+} from '../models/bundle.js';
 import {
   RECENT_ITEMS,
   resolveFeature,
@@ -124,9 +129,15 @@ export function requestContext(
   }
   let userNorm = 0;
   for (let i = 0; i < dim; i++) userNorm += user.embedding[i]! * user.embedding[i]!;
+  const table = categoryTableOf(bundle.items);
+  const creators = creatorTableOf(bundle.items);
   return {
     dim,
     items: bundle.items,
+    catOffsets: table.offsets,
+    catData: table.data,
+    creatorOf: creators.of,
+    creatorNames: creators.names,
     itemEmbeddings: bundle.itemEmbeddings,
     user,
     req,

@@ -48,7 +48,14 @@ export interface RequestFeatures {
 /** The item-side data features read (a subset of ItemCatalog). */
 export type FeatureItems = Pick<
   ItemCatalog,
-  'categoryNames' | 'categories' | 'creatorIds' | 'createdAt' | 'quality' | 'popularity'
+  | 'categoryNames'
+  | 'categories'
+  | 'categoryTable'
+  | 'creatorIds'
+  | 'creatorTable'
+  | 'createdAt'
+  | 'quality'
+  | 'popularity'
 >;
 
 /**
@@ -59,6 +66,12 @@ export type FeatureItems = Pick<
 export interface FeatureContext {
   dim: number;
   items: FeatureItems;
+  /** items' categories, flat (models/bundle.ts CategoryTable): item r's are catData[catOffsets[r]..catOffsets[r+1]). */
+  catOffsets: Uint32Array;
+  catData: Uint16Array;
+  /** items' creators as numbers (models/bundle.ts CreatorTable). */
+  creatorOf: Int32Array;
+  creatorNames: string[];
   itemEmbeddings: Float32Array;
   user: UserFeatureView;
   req: RequestFeatures;
@@ -122,19 +135,22 @@ function scalar(name: string, doc: string, f: (ctx: FeatureContext) => number): 
 
 function categorySum(ctx: FeatureContext): number {
   if (ctx.memo.catFor === ctx.item) return ctx.memo.catSum;
-  const cats = ctx.items.categories[ctx.item];
+  const { catOffsets, catData } = ctx;
+  const aff = ctx.user.categoryAffinity;
   let s = 0;
-  if (cats) for (let i = 0; i < cats.length; i++) s += ctx.user.categoryAffinity[cats[i]!] ?? 0;
+  for (let i = catOffsets[ctx.item]!, e = catOffsets[ctx.item + 1]!; i < e; i++)
+    s += aff[catData[i]!] ?? 0;
   ctx.memo.catFor = ctx.item;
   ctx.memo.catSum = s;
   return s;
 }
 
 function categoryMax(ctx: FeatureContext): number {
-  const cats = ctx.items.categories[ctx.item];
-  if (!cats) return 0;
+  const { catOffsets, catData } = ctx;
+  const aff = ctx.user.categoryAffinity;
   let m = 0;
-  for (let i = 0; i < cats.length; i++) m = Math.max(m, ctx.user.categoryAffinity[cats[i]!] ?? 0);
+  for (let i = catOffsets[ctx.item]!, e = catOffsets[ctx.item + 1]!; i < e; i++)
+    m = Math.max(m, aff[catData[i]!] ?? 0);
   return m;
 }
 
@@ -154,9 +170,10 @@ function userItemPrev(ctx: FeatureContext): number {
 }
 
 function userCreatorPrev(ctx: FeatureContext): number {
-  const creator = ctx.items.creatorIds[ctx.item];
-  if (creator === undefined || creator === '') return 0;
-  return Math.log1p(ctx.user.creatorCounts.get(creator) ?? 0);
+  // Numbers in shared memory, then one of the few distinct names: no per-item string.
+  const c = ctx.creatorOf[ctx.item];
+  if (c === undefined || c < 0 || ctx.user.creatorCounts.size === 0) return 0;
+  return Math.log1p(ctx.user.creatorCounts.get(ctx.creatorNames[c]!) ?? 0);
 }
 
 const TWO_PI = 2 * Math.PI;

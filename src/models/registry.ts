@@ -74,9 +74,14 @@ export async function buildServingModel(
   const nc = items.categoryNames.length;
   const catLists: number[][] = Array.from({ length: nc }, () => []);
   const popLists: number[][] = Array.from({ length: nc }, () => []);
-  for (let r = 0; r < n; r++) for (const c of items.categories[r]!) catLists[c]!.push(r);
+  const { catOffsets, catData } = shared;
+  for (let r = 0; r < n; r++)
+    for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) catLists[catData[i]!]!.push(r);
   for (const r of byPop) {
-    for (const c of items.categories[r]!) if (popLists[c]!.length < 200) popLists[c]!.push(r);
+    for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) {
+      const c = catData[i]!;
+      if (popLists[c]!.length < 200) popLists[c]!.push(r);
+    }
   }
   const creatorRows = new Map<string, number[]>();
   for (let r = 0; r < n; r++) {

@@ -22,7 +22,13 @@ import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from 'node
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ContentModel } from '../training/coldstart.js';
-import type { ItemCatalog, ModelBundle, RankerInputSpec } from './bundle.js';
+import {
+  buildCategoryTable,
+  withCategoryTable,
+  type ItemCatalog,
+  type ModelBundle,
+  type RankerInputSpec,
+} from './bundle.js';
 
 export const BUNDLE_KIND = 'recserve-bundle';
 export const DEFAULT_BUNDLE_NAME = 'recserve';
@@ -327,6 +333,18 @@ export async function verifyVersion(dir: string): Promise<Manifest> {
   return manifest;
 }
 
+/** The same strings, each distinct value held once (in place; returns `a`). */
+function internStrings(a: string[]): string[] {
+  const seen = new Map<string, string>();
+  for (let i = 0; i < a.length; i++) {
+    const s = a[i]!;
+    const first = seen.get(s);
+    if (first === undefined) seen.set(s, s);
+    else a[i] = first;
+  }
+  return a;
+}
+
 async function readF32(path: string): Promise<Float32Array> {
   const b = await readFile(path);
   // Copy into a fresh, aligned buffer (small reads come from a shared pool at any offset).
@@ -377,17 +395,26 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
     creator_ids: string[];
   };
   const n = raw.ids.length;
-  const items: ItemCatalog = {
-    ids: raw.ids,
-    index: new Map(raw.ids.map((id, i) => [id, i])),
-    titles: raw.titles,
-    categoryNames: raw.category_names,
-    categories: raw.categories.map((x) => Uint16Array.from(x)),
-    creatorIds: raw.creator_ids,
-    createdAt: await readF64(join(dir, 'items_created_at.f64')),
-    quality: await readF32(join(dir, 'items_quality.f32')),
-    popularity: await readF32(join(dir, 'items_popularity.f32')),
-  };
+  if (!Array.isArray(raw.categories) || raw.categories.length !== n)
+    throw new BundleIntegrityError(dir, `items.json categories: expected ${n} lists`);
+  // Flat, in shared memory (ranking workers read the same bytes); the per-item arrays are
+  // only made if something asks for them (models/bundle.ts withCategoryTable).
+  const categoryTable = buildCategoryTable(raw.categories, true);
+  const items: ItemCatalog = withCategoryTable(
+    {
+      ids: raw.ids,
+      index: new Map(raw.ids.map((id, i) => [id, i])),
+      titles: raw.titles,
+      categoryNames: raw.category_names,
+      // JSON.parse makes one string per occurrence: 1M items by 40k creators would be a
+      // million strings. One per distinct creator is the same data in 1/25 of the objects.
+      creatorIds: internStrings(raw.creator_ids),
+      createdAt: await readF64(join(dir, 'items_created_at.f64')),
+      quality: await readF32(join(dir, 'items_quality.f32')),
+      popularity: await readF32(join(dir, 'items_popularity.f32')),
+    },
+    categoryTable,
+  );
   const userIds = JSON.parse(await readFile(join(dir, 'users.json'), 'utf8')) as string[];
   const itemEmbeddings = await readF32(join(dir, 'item_embeddings.f32'));
   const userEmbeddings = await readF32(join(dir, 'user_embeddings.f32'));
@@ -403,7 +430,7 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
   check('items_quality.f32', items.quality.length, n);
   check('items_popularity.f32', items.popularity.length, n);
   check('items.json titles', items.titles.length, n);
-  check('items.json categories', items.categories.length, n);
+  check('items.json categories', categoryTable.offsets.length - 1, n);
   check('items.json creator_ids', items.creatorIds.length, n);
   if (c.num_items !== n)
     throw new BundleIntegrityError(dir, `config num_items ${c.num_items} != ${n} items`);

@@ -5,8 +5,18 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 
 type Labels = Record<string, string>;
 
+// Called several times per request: no array and no join for the usual one or two labels.
 function labelKey(names: readonly string[], labels: Labels): string {
-  return names.map((n) => labels[n] ?? '').join('\u0001');
+  switch (names.length) {
+    case 0:
+      return '';
+    case 1:
+      return labels[names[0]!] ?? '';
+    case 2:
+      return (labels[names[0]!] ?? '') + '\u0001' + (labels[names[1]!] ?? '');
+    default:
+      return names.map((n) => labels[n] ?? '').join('\u0001');
+  }
 }
 
 function escapeLabel(v: string): string {

@@ -5,6 +5,7 @@
 import type { FeatureStore } from '../features/store.js';
 import type { ServingModel } from '../models/registry.js';
 import { passes, type ItemFilter } from './candidates/sources.js';
+import { primaryCategoryOf } from './ranking/shared-bundle.js';
 
 export type ColdSource = 'popular' | 'trending' | 'popular_in_category' | 'exploration';
 
@@ -105,7 +106,7 @@ export async function coldStartPicks(
   const picks: ColdPick[] = [];
   const overflow: ColdPick[] = [];
   for (const p of pool) {
-    const cat = items.categories[p.row]![0] ?? -1;
+    const cat = primaryCategoryOf(m.items, p.row);
     if ((counts.get(cat) ?? 0) < caps.maxPerCategory) {
       counts.set(cat, (counts.get(cat) ?? 0) + 1);
       picks.push(p);

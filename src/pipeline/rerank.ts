@@ -23,7 +23,8 @@ export interface RerankOptions {
   itemNorms: Float32Array;
   /** Primary category number of each row (-1 when none). */
   primaryCategory: (row: number) => number;
-  creatorOf: (row: number) => string;
+  /** Creator id or number of a row; rows with the same value share the creator cap. */
+  creatorOf: (row: number) => string | number;
   createdAt: Float64Array;
   nowMs: number;
   /** Rows the user was recently shown or interacted with (no exploration bonus). */
@@ -51,10 +52,12 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const sorted = [...cands].sort((a, b) => b.engagement - a.engagement);
   const m = sorted.length;
   const { dim, itemEmbeddings: E, itemNorms } = o;
-  // Everything that does not depend on the selection is computed once per candidate:
-  // the score without diversity, small-integer category/creator ids (typed-array counters
-  // instead of string-keyed maps) and unit vectors packed side by side (one cache-friendly
-  // block instead of rows scattered over the whole embedding table).
+  // Everything that does not depend on the selection is computed once per candidate: the
+  // score without diversity and small-integer category/creator ids (typed-array counters
+  // instead of string-keyed maps). Unit vectors, packed side by side (one cache-friendly
+  // block instead of rows scattered over the whole embedding table), are made the first
+  // time a candidate's diversity is needed: the lazy greedy below never looks at most of
+  // the tail, and gathering 150 scattered rows was the largest cost of a re-rank.
   const rows = new Int32Array(m);
   const base = new Float64Array(m);
   const cat = new Int32Array(m);
@@ -62,7 +65,7 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const unit = new Float32Array(m * dim);
   const maxSim = new Float64Array(m).fill(-1);
   const catIds = new Map<number, number>();
-  const creatorIds = new Map<string, number>();
+  const creatorIds = new Map<string | number, number>();
   for (let i = 0; i < m; i++) {
     const row = sorted[i]!.row;
     rows[i] = row;
@@ -79,9 +82,15 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
     let ri = creatorIds.get(cr);
     if (ri === undefined) creatorIds.set(cr, (ri = creatorIds.size));
     creator[i] = ri;
+  }
+  const hasUnit = new Uint8Array(m);
+  const ensureUnit = (i: number): void => {
+    if (hasUnit[i]) return;
+    hasUnit[i] = 1;
+    const row = rows[i]!;
     const inv = 1 / (itemNorms[row]! || 1);
     for (let j = 0, src = row * dim, dst = i * dim; j < dim; j++) unit[dst + j] = E[src + j]! * inv;
-  }
+  };
   const catCount = new Int32Array(catIds.size);
   const creatorCount = new Int32Array(creatorIds.size);
 
@@ -97,6 +106,7 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
   const picked: number[] = [];
   const out: Reranked[] = [];
   const refresh = (i: number): number => {
+    ensureUnit(i);
     const io = i * dim;
     let best = maxSim[i]!;
     for (let s = upTo[i]!; s < picked.length; s++) {
@@ -169,6 +179,7 @@ export function rerank(cands: RerankInput[], o: RerankOptions): Reranked[] {
       continue;
     }
     out.push({ row: rows[pick]!, score: pickScore, explored });
+    ensureUnit(pick);
     picked.push(pick);
     alive[pick] = 0;
     aliveCount--;

@@ -8,7 +8,7 @@
 //
 // Each request acquires the serving model once and uses only it (models/registry.ts), so a
 // model swap never mixes two bundles' row numbers inside one answer.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { ApiError } from '../api/errors.js';
 import type {
   CallOptions,
@@ -44,6 +44,7 @@ import { coldStartPicks } from './coldstart.js';
 import { capFor, rerank, seededRng, type Reranked } from './rerank.js';
 import type { RankJob, RerankSpec } from './ranking/worker.js';
 import { similarItems } from './similar.js';
+import { categoryNamesOf, primaryCategoryOf } from './ranking/shared-bundle.js';
 import { buildUserContext, featureView, preferredCategories, type UserContext } from './user.js';
 
 /** Where feedback goes (src/feedback's ingestor; the store directly when none is given). */
@@ -361,8 +362,8 @@ export class RecommendationPipeline implements RecommenderService {
           dim: m.bundle.dim,
           itemEmbeddings: m.items.itemEmbeddings,
           itemNorms: m.itemNorms,
-          primaryCategory: (r) => items.categories[r]![0] ?? -1,
-          creatorOf: (r) => items.creatorIds[r] ?? '',
+          primaryCategory: (r) => primaryCategoryOf(m.items, r),
+          creatorOf: (r) => m.items.creatorOf[r]!,
           createdAt: items.createdAt,
           nowMs: tsMs,
           recent: new Set(u.recentRows),
@@ -463,7 +464,7 @@ export class RecommendationPipeline implements RecommenderService {
       user: featureView(m, u),
       req: { timestampMs: tsMs, device: req.context?.device_type },
       candidates: candidateRows(cands),
-      retrievalScores: Float32Array.from(cands, (c) => c.score),
+      retrievalScores: candidateScores(cands),
       rerank: spec,
     };
     let timer: NodeJS.Timeout | undefined;
@@ -542,7 +543,7 @@ export class RecommendationPipeline implements RecommenderService {
         item_id: items.ids[row]!,
         score: Math.round((1 - i / rows.length) * 1e6) / 1e6,
         rank: i + 1,
-        explanation: { reason: 'similar_to_recent', source_items: [items.ids[row]!] },
+        explanation: { reason: 'continue_watching', source_items: [items.ids[row]!] },
         metadata: { ...itemMetadata(m, row), continue_watching: true },
       })),
       metadata: {
@@ -701,15 +702,22 @@ export class RecommendationPipeline implements RecommenderService {
   }
 }
 
+// Request ids: a random per-process prefix and a counter, 20 hex digits as before. Unique
+// across replicas and restarts (40 random bits per process) without a UUID, a regular
+// expression and three strings per request (measurable on the cached path at 20k req/s).
+const REQUEST_ID_PREFIX = 'req_' + randomBytes(5).toString('hex');
+let requestCounter = 0;
+
 function newRequestId(): string {
-  return 'req_' + randomUUID().replace(/-/g, '').slice(0, 20);
+  requestCounter = (requestCounter + 1) % 0x10000000000;
+  return REQUEST_ID_PREFIX + requestCounter.toString(16).padStart(10, '0');
 }
 
 function itemMetadata(m: ServingModel, row: number): Recommendation['metadata'] {
   const { items } = m.bundle;
   return {
     title: items.titles[row] ?? '',
-    categories: Array.from(items.categories[row]!, (c) => items.categoryNames[c]!),
+    categories: categoryNamesOf(m.items, row),
     creator_id: items.creatorIds[row] ?? '',
   };
 }
@@ -735,6 +743,16 @@ export function cacheShape(req: RecommendationRequest, modelVersion: string): st
 /** Time kept back from the caller's deadline for the fallback re-rank and the response. */
 const RANK_DEADLINE_RESERVE_MS = 2;
 
+// Plain loops: TypedArray.from with a map function goes through the iterator protocol and
+// cost ~20 µs per 200 candidates on the event loop.
 function candidateRows(cands: readonly Candidate[]): Int32Array {
-  return Int32Array.from(cands, (c) => c.row);
+  const out = new Int32Array(cands.length);
+  for (let i = 0; i < cands.length; i++) out[i] = cands[i]!.row;
+  return out;
+}
+
+function candidateScores(cands: readonly Candidate[]): Float32Array {
+  const out = new Float32Array(cands.length);
+  for (let i = 0; i < cands.length; i++) out[i] = cands[i]!.score;
+  return out;
 }

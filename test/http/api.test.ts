@@ -216,6 +216,11 @@ describe('POST /v1/recommendations', () => {
       cw.json.recommendations.map((x: { item_id: string }) => x.item_id),
       [watched[2], watched[1]],
     );
+    // Resumed items say so (not "similar to" themselves).
+    for (const x of cw.json.recommendations) {
+      assert.equal(x.explanation.reason, 'continue_watching');
+      assert.deepEqual(x.explanation.source_items, [x.item_id]);
+    }
     await post(base, '/v1/feedback', {
       user_id: b.userIds[2]!,
       events: [{ item_id: watched[1], event_type: 'like' }],
@@ -307,6 +312,18 @@ describe('POST /v1/similar', () => {
         x.common_attributes.some((a) => a.startsWith('category:')),
       ),
     );
+    // Exactly the categories both items have, then the creator when it is the same one.
+    const catsOf = (row: number) => new Set(b.items.categories[row]!);
+    const src = b.items.index.get(b.items.ids[10]!)!;
+    for (const x of r.json.similar_items as { item_id: string; common_attributes: string[] }[]) {
+      const row = b.items.index.get(x.item_id)!;
+      const shared = [...catsOf(src)]
+        .filter((c) => catsOf(row).has(c))
+        .map((c) => `category:${b.items.categoryNames[c]}`);
+      const creator = b.items.creatorIds[src];
+      if (creator && creator === b.items.creatorIds[row]) shared.push(`creator:${creator}`);
+      assert.deepEqual(x.common_attributes, shared, x.item_id);
+    }
   });
 
   test('unknown item → 404 naming item_id', async () => {

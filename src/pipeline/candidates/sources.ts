@@ -125,10 +125,10 @@ export interface ItemFilter {
 export function passes(m: ServingModel, row: number, f: ItemFilter): boolean {
   if (f.minQuality > 0 && m.bundle.items.quality[row]! < f.minQuality) return false;
   if (f.categories) {
-    const cats = m.bundle.items.categories[row]!;
+    const { catOffsets, catData } = m.items;
     let ok = false;
-    for (let i = 0; i < cats.length; i++) {
-      if (f.categories.has(cats[i]!)) {
+    for (let i = catOffsets[row]!, e = catOffsets[row + 1]!; i < e; i++) {
+      if (f.categories.has(catData[i]!)) {
         ok = true;
         break;
       }

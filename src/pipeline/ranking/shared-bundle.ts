@@ -3,7 +3,13 @@
 // one copy, not one per thread). Per-item category lists are flattened to offsets + data,
 // because structured-cloning a million small typed arrays into each worker would cost
 // seconds and hundreds of megabytes.
-import type { ModelBundle } from '../../models/bundle.js';
+import {
+  categoryTableOf,
+  creatorTableOf,
+  withCategoryTable,
+  withCreatorTable,
+  type ModelBundle,
+} from '../../models/bundle.js';
 import type { FeatureItems } from '../../features/catalog.js';
 
 export interface SharedItems {
@@ -15,13 +21,15 @@ export interface SharedItems {
   /** categories of item r are catData[catOffsets[r] .. catOffsets[r + 1]). */
   catOffsets: Uint32Array;
   catData: Uint16Array;
-  creatorIds: string[];
+  /** Item r's creator is creatorNames[creatorOf[r]] (-1: none). */
+  creatorOf: Int32Array;
+  creatorNames: string[];
   createdAt: Float64Array;
   quality: Float32Array;
   popularity: Float32Array;
 }
 
-function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Array>(
+function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Array | Int32Array>(
   src: T,
   make: (buf: SharedArrayBuffer, length: number) => T,
 ): T {
@@ -34,13 +42,11 @@ function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Arra
 export function shareBundleItems(bundle: ModelBundle): SharedItems {
   const { items } = bundle;
   const n = items.ids.length;
-  const catOffsets = new Uint32Array(new SharedArrayBuffer(4 * (n + 1)));
-  let total = 0;
-  for (let r = 0; r < n; r++) {
-    catOffsets[r] = total;
-    total += items.categories[r]!.length;
-  }
-  catOffsets[n] = total;
+  // Loaded bundles already hold their category table in shared memory; others are copied.
+  const table = categoryTableOf(items);
+  const catOffsets = shared(table.offsets, (b, l) => new Uint32Array(b, 0, l));
+  const catData = shared(table.data, (b, l) => new Uint16Array(b, 0, l));
+  const creators = creatorTableOf(items);
   const itemEmbeddings = shared(bundle.itemEmbeddings, (b, l) => new Float32Array(b, 0, l));
   const dim = bundle.dim;
   const itemNorms = new Float32Array(new SharedArrayBuffer(4 * Math.max(1, n)), 0, n);
@@ -49,8 +55,6 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
     for (let j = r * dim, e = j + dim; j < e; j++) s2 += itemEmbeddings[j]! * itemEmbeddings[j]!;
     itemNorms[r] = Math.sqrt(s2);
   }
-  const catData = new Uint16Array(new SharedArrayBuffer(2 * Math.max(1, total)));
-  for (let r = 0; r < n; r++) catData.set(items.categories[r]!, catOffsets[r]!);
   return {
     dim: bundle.dim,
     itemEmbeddings,
@@ -58,25 +62,49 @@ export function shareBundleItems(bundle: ModelBundle): SharedItems {
     categoryNames: items.categoryNames,
     catOffsets,
     catData,
-    creatorIds: items.creatorIds,
+    creatorOf: shared(creators.of, (b, l) => new Int32Array(b, 0, l)),
+    creatorNames: creators.names,
     createdAt: shared(items.createdAt, (b, l) => new Float64Array(b, 0, l)),
     quality: shared(items.quality, (b, l) => new Float32Array(b, 0, l)),
     popularity: shared(items.popularity, (b, l) => new Float32Array(b, 0, l)),
   };
 }
 
-/** Rebuilds the FeatureItems view inside a worker (category lists as views, no copies). */
+/** Item r's first (primary) category number, -1 when it has none. */
+export function primaryCategoryOf(
+  s: Pick<SharedItems, 'catOffsets' | 'catData'>,
+  r: number,
+): number {
+  const at = s.catOffsets[r]!;
+  return at < s.catOffsets[r + 1]! ? s.catData[at]! : -1;
+}
+
+/** Item r's category names. */
+export function categoryNamesOf(
+  s: Pick<SharedItems, 'catOffsets' | 'catData' | 'categoryNames'>,
+  r: number,
+): string[] {
+  const out: string[] = [];
+  for (let i = s.catOffsets[r]!, e = s.catOffsets[r + 1]!; i < e; i++)
+    out.push(s.categoryNames[s.catData[i]!]!);
+  return out;
+}
+
+/**
+ * Rebuilds the FeatureItems view inside a worker: the shared category table as is, the
+ * per-item arrays only if something reads them (features read the table).
+ */
 export function featureItemsOf(s: SharedItems): FeatureItems {
-  const n = s.catOffsets.length - 1;
-  const categories: Uint16Array[] = new Array(n);
-  for (let r = 0; r < n; r++)
-    categories[r] = s.catData.subarray(s.catOffsets[r]!, s.catOffsets[r + 1]!);
-  return {
-    categoryNames: s.categoryNames,
-    categories,
-    creatorIds: s.creatorIds,
-    createdAt: s.createdAt,
-    quality: s.quality,
-    popularity: s.popularity,
-  };
+  return withCreatorTable(
+    withCategoryTable(
+      {
+        categoryNames: s.categoryNames,
+        createdAt: s.createdAt,
+        quality: s.quality,
+        popularity: s.popularity,
+      },
+      { offsets: s.catOffsets, data: s.catData },
+    ),
+    { of: s.creatorOf, names: s.creatorNames },
+  );
 }

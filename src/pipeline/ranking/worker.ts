@@ -8,7 +8,7 @@ import type { RequestFeatures, UserFeatureView } from '../../features/catalog.js
 import type { RankerConfig } from '../../models/bundle.js';
 import { RankerSession } from '../../ranker/session.js';
 import { rerank, seededRng } from '../rerank.js';
-import { featureItemsOf, type SharedItems } from './shared-bundle.js';
+import { featureItemsOf, primaryCategoryOf, type SharedItems } from './shared-bundle.js';
 import { workerData } from 'node:worker_threads';
 
 export interface RankWorkerData {
@@ -77,8 +77,8 @@ function finish(job: RankJob, scores: Float32Array): RankOutput {
       dim: data.items.dim,
       itemEmbeddings: data.items.itemEmbeddings,
       itemNorms: data.items.itemNorms,
-      primaryCategory: (r) => items.categories[r]![0] ?? -1,
-      creatorOf: (r) => items.creatorIds[r] ?? '',
+      primaryCategory: (r) => primaryCategoryOf(data.items, r),
+      creatorOf: (r) => data.items.creatorOf[r]!,
       createdAt: items.createdAt,
       nowMs: spec.nowMs,
       recent: new Set(spec.recent),

@@ -47,7 +47,7 @@ export const jsonCodec: Codec = {
   encode(_route, value) {
     // A cached answer arrives already encoded (pipeline/cache.ts): send it as it is.
     const pre = (value as Record<symbol, unknown> | null)?.[PRE_ENCODED_JSON];
-    return typeof pre === 'string' ? pre : JSON.stringify(value);
+    return typeof pre === 'string' || pre instanceof Uint8Array ? pre : JSON.stringify(value);
   },
 };
 
