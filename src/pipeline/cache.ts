@@ -10,8 +10,8 @@
 import type { RecommendationResponse } from '../api/types.js';
 
 /**
- * A response may carry its JSON encoding (a string, or its UTF-8 bytes) under this symbol;
- * the HTTP JSON codec sends it as is. Other codecs (FlatBuffers, gRPC) ignore it and encode
+ * A response may carry its JSON encoding (a string, its UTF-8 bytes, or a function that
+ * makes them on demand) under this symbol; the HTTP JSON codec sends it as is. Other codecs (FlatBuffers, gRPC) ignore it and encode
  * the object's fields. Symbol.for: the codec reads it without importing the pipeline.
  */
 export const PRE_ENCODED_JSON: unique symbol = Symbol.for('recserve.preEncodedJson') as never;
@@ -81,17 +81,31 @@ export class HotAnswers {
       recommendations: e.resp.recommendations,
       metadata: metadata as unknown as RecommendationResponse['metadata'],
     };
-    const head = `{"request_id":${JSON.stringify(requestId)}`;
-    const tail = `${latencyJson(latency)}}}`;
-    const headBytes = Buffer.byteLength(head);
-    // One buffer (small ones come from Node's pool), filled by two short writes and a memcpy.
-    const bytes = Buffer.allocUnsafe(headBytes + e.middle.length + Buffer.byteLength(tail));
-    bytes.write(head, 0);
-    e.middle.copy(bytes, headBytes);
-    bytes.write(tail, headBytes + e.middle.length);
-    Object.defineProperty(out, PRE_ENCODED_JSON, { value: bytes, enumerable: false });
+    // The bytes are built only if the HTTP JSON codec asks: gRPC and FlatBuffers answers
+    // encode the object, and building ~1-2 KB per hit for them was pure garbage.
+    Object.defineProperty(out, PRE_ENCODED_JSON, {
+      value: () => encodeHit(e, requestId, latency),
+      enumerable: false,
+    });
     return out;
   }
+}
+
+/** A hit's JSON as UTF-8: the id and latency written around a memcpy of the entry's middle. */
+function encodeHit(
+  e: HotEntry,
+  requestId: string,
+  latency: RecommendationResponse['metadata']['latency_ms'],
+): Uint8Array {
+  const head = `{"request_id":${JSON.stringify(requestId)}`;
+  const tail = `${latencyJson(latency)}}}`;
+  const headBytes = Buffer.byteLength(head);
+  // One buffer (small ones come from Node's pool), filled by two short writes and a memcpy.
+  const bytes = Buffer.allocUnsafe(headBytes + e.middle.length + Buffer.byteLength(tail));
+  bytes.write(head, 0);
+  e.middle.copy(bytes, headBytes);
+  bytes.write(tail, headBytes + e.middle.length);
+  return bytes;
 }
 
 /** JSON of a flat record of numbers (latency_ms) without the generic serialiser. */

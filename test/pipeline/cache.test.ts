@@ -36,7 +36,9 @@ test('a hit is re-stamped with its own request id and latency, and its JSON matc
   ] as const) {
     const latency = { total, retrieval: 0, ranking: 0, feature_fetch: 0, cache: total };
     const resp = hot.answer('k', raw, id, latency);
-    const bytes = (resp as unknown as Record<symbol, Uint8Array>)[PRE_ENCODED_JSON]!;
+    const encode = (resp as unknown as Record<symbol, () => Uint8Array>)[PRE_ENCODED_JSON]!;
+    assert.equal(typeof encode, 'function');
+    const bytes = encode();
     assert.ok(bytes instanceof Uint8Array);
     const parsed = JSON.parse(Buffer.from(bytes).toString('utf8')) as RecommendationResponse;
     assert.deepEqual(parsed, JSON.parse(JSON.stringify(resp)));

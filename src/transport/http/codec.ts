@@ -46,7 +46,9 @@ export const jsonCodec: Codec = {
   },
   encode(_route, value) {
     // A cached answer arrives already encoded (pipeline/cache.ts): send it as it is.
-    const pre = (value as Record<symbol, unknown> | null)?.[PRE_ENCODED_JSON];
+    let pre = (value as Record<symbol, unknown> | null)?.[PRE_ENCODED_JSON];
+    // A cache hit defers building its bytes until a JSON encoder asks (pipeline/cache.ts).
+    if (typeof pre === 'function') pre = (pre as () => unknown)();
     return typeof pre === 'string' || pre instanceof Uint8Array ? pre : JSON.stringify(value);
   },
 };
