@@ -15,13 +15,14 @@
 // --only a,b (just those scenarios), --sweep (ranking pool size and cross-request batching
 // compared on the uncached scenario), --storage f16|f32 (the server's exact-index storage;
 // with f16 a second open-loop row runs at 70% of the floor of the bytes really read).
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { printTable } from './lib/table.js';
 import { openLoop } from './lib/openloop.js';
+import { onnxFlopsPerRow } from './lib/onnx-flops.js';
 import { ensureSyntheticModels, startBenchServer } from './lib/server.js';
-import { compileRankerInputs } from '../src/features/assemble.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
 import { ExactIndex } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
@@ -195,10 +196,16 @@ async function main(): Promise<void> {
   exact2.searchSync(qb, 10);
   const exactFlops = (2 * n * d * B) / ((performance.now() - t) / 1000);
   const sgemmFlops = Math.max(faissFlops, exactFlops);
-  // The ranker: Deep & Wide MLP (the trainer's default hidden sizes [64, 32]): the first
-  // input feeds the deep tower, a second one (if any) the wide linear part.
-  const widths = compileRankerInputs(bundle.ranker.inputs, d).map((p) => p.width);
-  const flopsPerCandidate = 2 * (widths[0]! * 64 + 64 * 32 + 32 + (widths[1] ?? 0));
+  // The ranker's cost per candidate, read from the bundle's ONNX model (every Gemm/MatMul
+  // weight: 2 × in × out), so the floor follows the ranker actually served.
+  const versionDir = join(models, 'recserve', String(v));
+  const rankerFile = (
+    JSON.parse(readFileSync(join(versionDir, 'config.json'), 'utf8')) as {
+      ranker?: { file?: string };
+    }
+  ).ranker?.file;
+  if (!rankerFile) throw new Error(`${versionDir}: the bundle has no ranker; the floor needs one`);
+  const flopsPerCandidate = onnxFlopsPerRow(join(versionDir, rankerFile));
   const candidates = 200;
   const floorSec = (n * d * 4) / bandwidth + (candidates * flopsPerCandidate) / sgemmFlops;
   const floorRps = 1 / floorSec;

@@ -5,8 +5,9 @@
 // and each worker's session threads from these ratios (measured in the same run).
 //
 //   npm run bench:ranker [-- --quick] [-- --json] [-- --dim 32] [-- --items 20000]
+//                        [-- --hidden 1024,512,256,128]
 //
-// The model has the trainer's exact shape (defaultRankerInputs(dim), hidden [64, 32]) with
+// The model has the trainer's exact shape (defaultRankerInputs(dim), hidden [64, 32] or --hidden) with
 // random weights: inference cost does not depend on the values.
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
@@ -68,7 +69,13 @@ const req = { timestampMs: now, device: 'mobile' as const };
 const widths = spec.map(
   (s) => assembleRankerInput([s], bundle, user, req, Int32Array.of(0))[s.name]!.length,
 );
-const hidden = [64, 32];
+// --hidden 1024,512,256,128 measures the seed's Deep & Wide MLP (API design seed, Algorithm
+// 3) instead of the trainer's default.
+const hiddenArg = args.options.get('hidden');
+const hidden = hiddenArg ? hiddenArg.split(',').map(Number) : [64, 32];
+if (hidden.length === 0 || hidden.some((h) => !Number.isInteger(h) || h < 1)) {
+  throw new Error(`--hidden: a comma-separated list of positive integers, got ${hiddenArg}`);
+}
 const model = new DeepWideModel({ deepIn: widths[0]!, wideIn: widths[1]!, hidden }, 1);
 const onnx = exportDeepWide(model);
 const sizes = [widths[0]!, ...hidden, 1];

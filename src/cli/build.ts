@@ -8,6 +8,7 @@ import { buildBundle, defaultRepoDir, type DataSource } from '../models/builder.
 import { defaultMovieLensDir } from '../data/movielens.js';
 import { DEFAULT_BUNDLE_NAME, latestVersion } from '../models/repository.js';
 import { importRanker } from '../models/import.js';
+import { UsageError } from './usage.js';
 
 /** Size of the demo repository: small enough to build in well under a minute. */
 export const DEMO_SIZE = { items: 20000, users: 5000, events: 300000 } as const;
@@ -18,7 +19,7 @@ function int(v: string | undefined, name: string, def: number): number {
   if (v === undefined) return def;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
-    throw new RangeError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
+    throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -26,8 +27,19 @@ function num(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isFinite(n) || n < 0)
-    throw new RangeError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
+    throw new UsageError(`--${name} must be a non-negative number, got ${JSON.stringify(v)}`);
   return n;
+}
+
+/** "1024,512,256,128" → [1024, 512, 256, 128]: the deep tower's hidden layer widths. */
+function hiddenSizes(v: string): number[] {
+  const sizes = v.split(',').map((x) => Number(x.trim()));
+  if (sizes.length === 0 || sizes.some((h) => !Number.isInteger(h) || h < 1 || h > 8192)) {
+    throw new UsageError(
+      `flag --ranker-hidden: expected comma-separated layer widths 1..8192, got ${JSON.stringify(v)}`,
+    );
+  }
+  return sizes;
 }
 
 const COMMON = {
@@ -43,6 +55,7 @@ const COMMON = {
   'no-hnsw': { type: 'boolean' },
   'ranker-epochs': { type: 'string' },
   'ranker-examples': { type: 'string' },
+  'ranker-hidden': { type: 'string' },
   threads: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean' },
@@ -80,6 +93,7 @@ async function run(
           ...(v['ranker-examples'] !== undefined && {
             maxExamples: int(v['ranker-examples'], 'ranker-examples', 150000),
           }),
+          ...(v['ranker-hidden'] !== undefined && { hidden: hiddenSizes(v['ranker-hidden']) }),
         },
     hnsw: v['no-hnsw'] ? 'off' : 'auto',
     threads: v.threads === undefined ? undefined : int(v.threads, 'threads', 2),
@@ -93,6 +107,7 @@ async function run(
 
 const DEMO_HELP = `usage: recserve build-demo [--if-missing] [--items N] [--users N] [--events N]
                           [--repo DIR] [--name NAME] [--seed N] [--no-ranker] [--no-hnsw]
+                          [--factors N] [--ranker-epochs N] [--ranker-examples N] [--ranker-hidden W1,W2,...]
 Builds the demo bundle from the seeded synthetic generator (default ${DEMO_SIZE.items} items,
 ${DEMO_SIZE.users} users, ${DEMO_SIZE.events} events) into <project>/models/recserve/<next version>.
 --if-missing: do nothing when a version already exists.`;
@@ -140,6 +155,7 @@ const BUILD_HELP = `usage: recserve build --source synthetic|movielens|files [op
   files:      --interactions FILE [--items-file FILE]   (CSV with header, or .jsonl)
   training:   --factors N --iterations N --reg X --alpha X --threads N (ALS workers; default 2 from 1M observations)
               --no-ranker --ranker-epochs N --ranker-examples N --no-hnsw
+              --ranker-hidden W1,W2,... (deep tower widths; default 64,32; the seed's: 1024,512,256,128)
   output:     --repo DIR (default <project>/models) --name NAME (default recserve) --version N`;
 
 export async function buildCommand(args: string[]): Promise<number> {
@@ -180,7 +196,7 @@ export async function buildCommand(args: string[]): Promise<number> {
       };
       break;
     case 'files':
-      if (!values.interactions) throw new Error('--source files needs --interactions FILE');
+      if (!values.interactions) throw new UsageError('--source files needs --interactions FILE');
       source = {
         kind: 'files',
         interactions: resolve(values.interactions),
@@ -188,7 +204,7 @@ export async function buildCommand(args: string[]): Promise<number> {
       };
       break;
     default:
-      throw new Error(
+      throw new UsageError(
         `--source must be synthetic, movielens or files, got ${JSON.stringify(values.source)}`,
       );
   }

@@ -6,6 +6,7 @@ import { defaultMovieLensDir, hasMovieLens } from '../data/movielens.js';
 import { formatReport, runEvaluation } from '../eval/run.js';
 import type { DataSource } from '../models/builder.js';
 import { projectRoot } from '../retrieval/native.js';
+import { UsageError } from './usage.js';
 
 const HELP = `usage: recserve eval [--dataset movielens|synthetic] [--dir DIR] [--json]
                     [--items N --users N --events N] [--no-tune] [--no-ranker]
@@ -18,7 +19,7 @@ function int(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1)
-    throw new RangeError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
+    throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -68,7 +69,9 @@ export async function evalCommand(args: string[]): Promise<number> {
       },
     };
   } else {
-    throw new Error(`--dataset must be movielens or synthetic, got ${JSON.stringify(dataset)}`);
+    throw new UsageError(
+      `--dataset must be movielens or synthetic, got ${JSON.stringify(dataset)}`,
+    );
   }
   const epochs = int(values['ranker-epochs'], 'ranker-epochs');
   const maxExamples = int(values['ranker-examples'], 'ranker-examples');

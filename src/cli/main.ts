@@ -70,10 +70,14 @@ async function main(argv: string[]): Promise<number> {
 }
 
 // node:util parseArgs reports unknown options, missing values and stray positionals with
-// these codes.
+// ERR_PARSE_ARGS_* codes; our own flag checks throw UsageError (src/cli/usage.ts).
 function isUsageError(err: unknown): err is Error {
   const code = (err as { code?: unknown } | null)?.code;
-  return err instanceof Error && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_');
+  return (
+    err instanceof Error &&
+    typeof code === 'string' &&
+    (code.startsWith('ERR_PARSE_ARGS_') || code === 'ERR_RECSERVE_USAGE')
+  );
 }
 
 main(process.argv.slice(2)).then(

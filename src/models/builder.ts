@@ -85,7 +85,7 @@ export interface BuildOptions {
   /** Items with fewer training interactions get content-based embeddings (default 5). */
   coldMinInteractions?: number;
   /** Train the ranker (default true); options go to trainRanker. */
-  ranker?: false | { epochs?: number; maxExamples?: number };
+  ranker?: false | { epochs?: number; maxExamples?: number; hidden?: number[] };
   /** 'auto' (default): build HNSW when the native addon has FAISS; 'require'; 'off'. */
   hnsw?: 'auto' | 'require' | 'off';
   /** Evaluate at most this many held-out users for the recorded metrics (default 2000). */

@@ -132,3 +132,34 @@ test('build rejects bad arguments with the option named', () => {
   assert.notEqual(r2.status, 0);
   assert.match(r2.stderr, /--items must be a positive integer/);
 });
+
+test('--ranker-hidden sets the deep tower the ranker is trained and exported with', async () => {
+  const repo = join(root, 'hidden');
+  const r = recserve(
+    'build-demo',
+    '--repo',
+    repo,
+    '--quiet',
+    ...tiny,
+    '--ranker-hidden',
+    '24,12,6',
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const dir = JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string;
+  const { default: onnxProto } = await import('onnx-proto');
+  const model = onnxProto.onnx.ModelProto.decode(readFileSync(join(dir, 'model.onnx')));
+  const dims = new Map(
+    (model.graph?.initializer ?? []).map((t) => [t.name, (t.dims ?? []).map(Number)]),
+  );
+  // The deep tower's Gemm weights, in order: [in, 24], [24, 12], [12, 6], [6, 1].
+  const widths = (model.graph?.node ?? [])
+    .filter((n) => n.opType === 'Gemm')
+    .map((n) => dims.get(n.input?.[1] ?? '')![1]);
+  assert.deepEqual(widths, [24, 12, 6, 1]);
+
+  const bad = recserve('build-demo', '--repo', repo, '--ranker-hidden', '64,zero');
+  assert.notEqual(bad.status, 0);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^recserve build-demo: flag --ranker-hidden/);
+  assert.doesNotMatch(bad.stderr, /\n\s+at /);
+});
