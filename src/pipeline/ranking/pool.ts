@@ -35,6 +35,8 @@ export class RankerPool {
   private readonly batchAcross: boolean;
   private readonly metrics: Metrics | undefined;
   private closed = false;
+  /** Batches handed to a worker and not yet settled (the caller may have stopped waiting). */
+  private readonly inWorkers = new Set<Promise<unknown>>();
 
   constructor(items: SharedItems, ranker: RankerConfig, opts: RankerPoolOptions) {
     this.threads = opts.threads;
@@ -79,7 +81,7 @@ export class RankerPool {
       } while (this.batchAcross && this.pending.length > 0);
       this.running++;
       this.metrics?.batchSize.observe({ stage: 'ranking' }, batch.length);
-      this.piscina.run(batch.map((p) => p.job)).then(
+      const run = this.piscina.run(batch.map((p) => p.job)).then(
         (result: RankResult) => {
           this.running--;
           batch.forEach((p, i) => p.resolve(result[i]!));
@@ -91,6 +93,8 @@ export class RankerPool {
           this.dispatch();
         },
       );
+      this.inWorkers.add(run);
+      void run.finally(() => this.inWorkers.delete(run));
     }
   }
 
@@ -101,9 +105,32 @@ export class RankerPool {
     );
   }
 
-  async close(): Promise<void> {
+  /**
+   * Rejects what is still queued, lets the batches already in workers finish (at most
+   * `settleMs`), then stops the workers. Why wait: a request whose ranking overran its budget
+   * was answered by the cosine fallback, but its batch is still inside onnxruntime-node's
+   * run(); terminating that worker mid-run makes the binding throw a C++ exception in a dying
+   * environment, which aborts the whole process (seen on shutdown under load with the seed's
+   * 1024-512-256-128 ranker, and the same would happen when a hot swap retires a pool).
+   */
+  async close(settleMs = 10_000): Promise<void> {
     this.closed = true;
     for (const p of this.pending.splice(0)) p.reject(new Error('ranker pool is closed'));
+    if (this.inWorkers.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.inWorkers]),
+        new Promise((r) => {
+          timer = setTimeout(r, settleMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
     await this.piscina.destroy();
+  }
+
+  /** Batches inside workers right now (tests, metrics). */
+  inWorkerBatches(): number {
+    return this.inWorkers.size;
   }
 }
