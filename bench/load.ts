@@ -21,7 +21,7 @@ import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { printTable } from './lib/table.js';
 import { openLoop } from './lib/openloop.js';
-import { onnxFlopsPerRow } from './lib/onnx-flops.js';
+import { onnxFlopsPerRow } from '../src/ranker/flops.js';
 import { ensureSyntheticModels, startBenchServer } from './lib/server.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
 import { ExactIndex } from '../src/retrieval/exact.js';

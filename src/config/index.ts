@@ -3,7 +3,6 @@
 // variables (RECSERVE_*) and command-line flags; validated once, then passed down typed.
 // Nothing else in the server reads process.env or argv.
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { projectRoot } from '../retrieval/native.js';
 
@@ -64,7 +63,11 @@ export interface PipelineConfig {
    * form the next pass (pipeline/candidates/batcher.ts). Default 64.
    */
   maxBatch: number;
-  /** Ranking (feature assembly + ONNX + re-rank) worker threads. Default: 1 below 4 cores, else 2. */
+  /**
+   * Ranking (feature assembly + ONNX + re-rank) worker threads. 0 (the default) sizes the
+   * pool per model: 2 from 4 cores up; below that 1, or 2 for a ranker costing at least
+   * HEAVY_RANKER_FLOPS per candidate (models/registry.ts says why).
+   */
   rankerThreads: number;
   /** ONNX intra-op threads per worker. Default 1 (workers are the parallelism). */
   rankerIntraOpThreads: number;
@@ -107,9 +110,8 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   trendingK: 20,
   popularPerCategory: 10,
   maxBatch: 64,
-  // One worker measured best on 2 shared cores (bench/load.ts --sweep, bench/README.md): a
-  // second worker competes with the event loop and the retrieval threads for the same cores.
-  rankerThreads: availableParallelism() >= 4 ? 2 : 1,
+  // Sized per model from its ranker's cost (models/registry.ts rankerPoolThreads).
+  rankerThreads: 0,
   rankerIntraOpThreads: 1,
   rankerBatching: true,
   rankingTimeoutMs: 50,
@@ -193,7 +195,7 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
     max: 1000,
   },
   'max-batch': { kind: 'int', path: ['pipeline', 'maxBatch'], min: 1, max: 4096 },
-  'ranker-threads': { kind: 'int', path: ['pipeline', 'rankerThreads'], min: 1, max: 64 },
+  'ranker-threads': { kind: 'int', path: ['pipeline', 'rankerThreads'], min: 0, max: 64 },
   'ranker-intra-op-threads': {
     kind: 'int',
     path: ['pipeline', 'rankerIntraOpThreads'],

@@ -10,6 +10,8 @@ import { ExactIndex } from '../retrieval/exact.js';
 import { HnswIndex } from '../retrieval/hnsw.js';
 import { RetrievalBatcher } from '../pipeline/candidates/batcher.js';
 import { RankerPool } from '../pipeline/ranking/pool.js';
+import { onnxFlopsPerRow } from '../ranker/flops.js';
+import { availableParallelism } from 'node:os';
 import { shareBundleItems, type SharedItems } from '../pipeline/ranking/shared-bundle.js';
 
 export interface ServingModel {
@@ -96,7 +98,7 @@ export async function buildServingModel(
     if (items.popularity[r]! > maxPopularity) maxPopularity = items.popularity[r]!;
 
   const ranker = new RankerPool(shared, bundle.ranker, {
-    threads: opts.pipeline.rankerThreads,
+    threads: rankerPoolThreads(opts.pipeline.rankerThreads, bundle.ranker.path),
     intraOpThreads: opts.pipeline.rankerIntraOpThreads,
     batchAcrossRequests: opts.pipeline.rankerBatching,
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
@@ -121,6 +123,26 @@ export async function buildServingModel(
     creatorRows,
     maxPopularity,
   };
+}
+
+/**
+ * From this many FLOPs per candidate a ranker is "heavy": the seed's 1024-512-256-128 tower
+ * costs 1.68M, the trainer's default [64, 32] tower 23k.
+ */
+export const HEAVY_RANKER_FLOPS = 250_000;
+
+/**
+ * Ranking workers for a model: the configured count, or with 0 (auto) 2 from 4 cores up and,
+ * below that, 1 for a light ranker and 2 for a heavy one. Measured on the 2-core machine
+ * (bench/README.md): with the default tower one worker beat two (a second competes with the
+ * event loop and the scan threads, and ranking is a small part of a request); with the
+ * seed-size tower ranking dominates and two workers cut the 0.7-floor p99 from 69-83 ms to
+ * 42-62 ms in four alternating runs.
+ */
+export function rankerPoolThreads(configured: number, rankerPath: string): number {
+  if (configured > 0) return configured;
+  if (availableParallelism() >= 4) return 2;
+  return onnxFlopsPerRow(rankerPath) >= HEAVY_RANKER_FLOPS ? 2 : 1;
 }
 
 /** Frees a model's runtime state (worker threads; native memory goes with the GC). */

@@ -1,7 +1,8 @@
 // Multiply-add cost of an ONNX ranker per candidate, read from the model file itself: every
 // Gemm and MatMul whose weight is a 2-D initializer costs 2 × rows × cols FLOPs per input
-// row. The floor then follows whatever ranker the bundle ships (the trainer's default
-// [64, 32] tower or the seed's 1024 → 512 → 256 → 128), not a size assumed in the bench.
+// row. The server sizes its ranking pool from it (models/registry.ts) and bench:load's floor
+// follows whatever ranker the bundle ships (the trainer's default [64, 32] tower or the
+// seed's 1024 → 512 → 256 → 128), not a size assumed in advance.
 import { readFileSync } from 'node:fs';
 import onnxProto from 'onnx-proto';
 
