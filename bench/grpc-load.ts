@@ -167,6 +167,39 @@ export function grpcFrame(message: Uint8Array): Buffer {
 }
 
 /**
+ * A closed loop: `connections` callers, caller i on calls[i % calls.length], each sending its
+ * next call when the last one answers, for `seconds`. A call resolves true when it succeeded;
+ * latency percentiles are over the successful calls.
+ */
+async function closedLoop(
+  calls: (() => Promise<boolean>)[],
+  connections: number,
+  seconds: number,
+): Promise<Pick<LoadRow, 'rps' | 'p50_ms' | 'p99_ms' | 'errors'>> {
+  const lat: number[] = [];
+  let errors = 0;
+  const end = nowMs() + seconds * 1000;
+  const t0 = nowMs();
+  await Promise.all(
+    Array.from({ length: connections }, async (_, i) => {
+      const call = calls[i % calls.length]!;
+      while (nowMs() < end) {
+        const t = nowMs();
+        if (await call()) lat.push(nowMs() - t);
+        else errors++;
+      }
+    }),
+  );
+  const secs = (nowMs() - t0) / 1000;
+  return {
+    rps: Math.round(lat.length / secs),
+    p50_ms: round2(percentile(lat, 50)),
+    p99_ms: round2(percentile(lat, 99)),
+    errors,
+  };
+}
+
+/**
  * Closed-loop gRPC load from raw HTTP/2 (node:http2), the gRPC counterpart of autocannon:
  * request bodies are framed once beforehand, each call is one HTTP/2 stream carrying those
  * bytes, and only the grpc-status (trailers, or headers for a trailers-only answer) is read;
@@ -207,29 +240,16 @@ export async function h2GrpcLoad(
       req.end(nextBody());
     });
   await Promise.all(sessions.map(call));
-  const lat: number[] = [];
-  let errors = 0;
-  const end = nowMs() + o.seconds * 1000;
-  const t0 = nowMs();
-  await Promise.all(
-    Array.from({ length: o.connections }, async (_, i) => {
-      const s = sessions[i % sessions.length]!;
-      while (nowMs() < end) {
-        const t = nowMs();
-        if (await call(s)) lat.push(nowMs() - t);
-        else errors++;
-      }
-    }),
+  const stats = await closedLoop(
+    sessions.map((s) => () => call(s)),
+    o.connections,
+    o.seconds,
   );
-  const secs = (nowMs() - t0) / 1000;
   for (const s of sessions) s.close();
   return {
     scenario,
     transport,
-    rps: Math.round(lat.length / secs),
-    p50_ms: round2(percentile(lat, 50)),
-    p99_ms: round2(percentile(lat, 99)),
-    errors,
+    ...stats,
     generator: `node:http2 ${o.connections} over ${o.channels}`,
   };
 }
@@ -502,33 +522,22 @@ export async function grpcLoad(
   }
   // Warm every channel (connection set-up is not what is measured).
   await Promise.all(calls.map((call) => call().catch(() => undefined)));
-  const lat: number[] = [];
-  let errors = 0;
-  const end = nowMs() + o.seconds * 1000;
-  const t0 = nowMs();
-  await Promise.all(
-    Array.from({ length: o.connections }, async (_, i) => {
-      const call = calls[i % calls.length]!;
-      while (nowMs() < end) {
-        const t = nowMs();
-        try {
-          await call();
-          lat.push(nowMs() - t);
-        } catch {
-          errors++;
-        }
-      }
-    }),
+  const stats = await closedLoop(
+    calls.map(
+      (call) => () =>
+        call().then(
+          () => true,
+          () => false,
+        ),
+    ),
+    o.connections,
+    o.seconds,
   );
-  const secs = (nowMs() - t0) / 1000;
   for (const close of closers) close();
   return {
     scenario,
     transport: o.sdk ? 'grpc_sdk' : 'grpc_jsclient',
-    rps: Math.round(lat.length / secs),
-    p50_ms: round2(percentile(lat, 50)),
-    p99_ms: round2(percentile(lat, 99)),
-    errors,
+    ...stats,
     generator: `grpc-js ${o.connections} over ${o.channels}`,
   };
 }

@@ -15,13 +15,13 @@
 // --only a,b (just those scenarios), --sweep (ranking pool size and cross-request batching
 // compared on the uncached scenario), --storage f16|f32 (the server's exact-index storage;
 // with f16 a second open-loop row runs at 70% of the floor of the bytes really read).
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { printTable } from './lib/table.js';
 import { openLoop } from './lib/openloop.js';
 import { onnxFlopsPerRow } from '../src/ranker/flops.js';
+import { DEFAULT_PIPELINE } from '../src/config/index.js';
 import { ensureSyntheticModels, startBenchServer } from './lib/server.js';
 import { latestVersion, loadBundle } from '../src/models/repository.js';
 import { ExactIndex } from '../src/retrieval/exact.js';
@@ -198,15 +198,9 @@ async function main(): Promise<void> {
   const sgemmFlops = Math.max(faissFlops, exactFlops);
   // The ranker's cost per candidate, read from the bundle's ONNX model (every Gemm/MatMul
   // weight: 2 × in × out), so the floor follows the ranker actually served.
-  const versionDir = join(models, 'recserve', String(v));
-  const rankerFile = (
-    JSON.parse(readFileSync(join(versionDir, 'config.json'), 'utf8')) as {
-      ranker?: { file?: string };
-    }
-  ).ranker?.file;
-  if (!rankerFile) throw new Error(`${versionDir}: the bundle has no ranker; the floor needs one`);
-  const flopsPerCandidate = onnxFlopsPerRow(join(versionDir, rankerFile));
-  const candidates = 200;
+  const flopsPerCandidate = onnxFlopsPerRow(bundle.ranker.path);
+  // As many candidates as the server ranks (its default; the bench does not change it).
+  const candidates = DEFAULT_PIPELINE.maxCandidates;
   const floorSec = (n * d * 4) / bandwidth + (candidates * flopsPerCandidate) / sgemmFlops;
   const floorRps = 1 / floorSec;
   // A stricter floor from the bytes the server's scan really reads (float16 rows: half of

@@ -49,9 +49,15 @@ export interface BenchServer {
   port: number;
   /** 0 when started with --no-grpc. */
   grpcPort: number;
+  /** Every JSON log line the server has written so far (kept until it exits). */
+  logs: Record<string, unknown>[];
 }
 
-/** Starts `recserve serve` on ephemeral ports over `models`; `extra` adds CLI flags. */
+/**
+ * Starts `recserve serve` on ephemeral ports over `models` (`extra` adds CLI flags) and
+ * resolves once it logs that the model is loaded and warm. Benchmarks and the SIGTERM test
+ * both start the server this way.
+ */
 export async function startBenchServer(models: string, extra: string[] = []): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'recserve-bench-data-'));
   const child = spawn(
@@ -79,6 +85,7 @@ export async function startBenchServer(models: string, extra: string[] = []): Pr
   let buf = '';
   let port = 0;
   let grpcPort = 0;
+  const logs: Record<string, unknown>[] = [];
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (c: Buffer) => {
       buf += c.toString();
@@ -87,7 +94,8 @@ export async function startBenchServer(models: string, extra: string[] = []): Pr
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         try {
-          const rec = JSON.parse(line) as { port?: number; grpcPort?: number; msg?: string };
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          logs.push(rec);
           if (typeof rec.port === 'number') port = rec.port;
           if (typeof rec.grpcPort === 'number') grpcPort = rec.grpcPort;
           if (rec.msg === 'model loaded and warm: ready') resolve();
@@ -98,5 +106,5 @@ export async function startBenchServer(models: string, extra: string[] = []): Pr
     });
     child.once('exit', (code) => reject(new Error(`server exited (${code})`)));
   });
-  return { child, port, grpcPort };
+  return { child, port, grpcPort, logs };
 }

@@ -11,8 +11,9 @@ import type { RecommendationResponse } from '../api/types.js';
 
 /**
  * A response may carry its JSON encoding (a string, its UTF-8 bytes, or a function that
- * makes them on demand) under this symbol; the HTTP JSON codec sends it as is. Other codecs (FlatBuffers, gRPC) ignore it and encode
- * the object's fields. Symbol.for: the codec reads it without importing the pipeline.
+ * makes them on demand) under this symbol; the HTTP JSON codec sends it as is. Other codecs
+ * (FlatBuffers, gRPC) ignore it and encode the object's fields. Symbol.for: the codec reads
+ * it without importing the pipeline.
  */
 export const PRE_ENCODED_JSON: unique symbol = Symbol.for('recserve.preEncodedJson') as never;
 

@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listVersions, loadBundle } from '../../src/models/repository.js';
 import { importRanker } from '../../src/models/import.js';
+import { HEAVY_RANKER_FLOPS, rankerPoolThreads } from '../../src/models/registry.js';
+import { onnxFlopsPerRow } from '../../src/ranker/flops.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recserve-build-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -162,4 +164,25 @@ test('--ranker-hidden sets the deep tower the ranker is trained and exported wit
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^recserve build-demo: flag --ranker-hidden/);
   assert.doesNotMatch(bad.stderr, /\n\s+at /);
+});
+
+test('a heavy ranker (a 1024-wide layer) gets two ranking workers', () => {
+  const repo = join(root, 'heavy');
+  // The last --ranker-examples wins: fewer examples keep the wide tower's training short.
+  const r = recserve(
+    'build-demo',
+    '--repo',
+    repo,
+    '--quiet',
+    '--no-hnsw',
+    ...tiny,
+    '--ranker-examples',
+    '500',
+    '--ranker-hidden',
+    '1024,256',
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const path = join(JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string, 'model.onnx');
+  assert.ok(onnxFlopsPerRow(path) >= HEAVY_RANKER_FLOPS);
+  assert.equal(rankerPoolThreads(0, path), 2);
 });

@@ -29,7 +29,6 @@ interface Pending {
 export class RankerPool {
   private readonly piscina: Piscina;
   private readonly pending: Pending[] = [];
-  private running = 0;
   private readonly threads: number;
   private readonly maxBatchRows: number;
   private readonly batchAcross: boolean;
@@ -70,7 +69,7 @@ export class RankerPool {
   }
 
   private dispatch(): void {
-    while (this.running < this.threads && this.pending.length > 0) {
+    while (this.inWorkers.size < this.threads && this.pending.length > 0) {
       const batch: Pending[] = [];
       let rows = 0;
       do {
@@ -79,22 +78,20 @@ export class RankerPool {
         batch.push(this.pending.shift()!);
         rows += next.job.candidates.length;
       } while (this.batchAcross && this.pending.length > 0);
-      this.running++;
       this.metrics?.batchSize.observe({ stage: 'ranking' }, batch.length);
-      const run = this.piscina.run(batch.map((p) => p.job)).then(
+      const run: Promise<void> = this.piscina.run(batch.map((p) => p.job)).then(
         (result: RankResult) => {
-          this.running--;
+          this.inWorkers.delete(run);
           batch.forEach((p, i) => p.resolve(result[i]!));
           this.dispatch();
         },
         (err: unknown) => {
-          this.running--;
+          this.inWorkers.delete(run);
           for (const p of batch) p.reject(err);
           this.dispatch();
         },
       );
       this.inWorkers.add(run);
-      void run.finally(() => this.inWorkers.delete(run));
     }
   }
 
@@ -129,7 +126,7 @@ export class RankerPool {
     await this.piscina.destroy();
   }
 
-  /** Batches inside workers right now (tests, metrics). */
+  /** Batches inside workers right now (tests). */
   inWorkerBatches(): number {
     return this.inWorkers.size;
   }
