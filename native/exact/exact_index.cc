@@ -364,6 +364,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch;
     AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
     float* pack_to = pack ? scratch.get() : nullptr;
+    if (pack) kernels_.pack_queries(qpad.data(), nq, dpad_, pack_to);
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
     // fewer of them, and each core still reads long stretches of consecutive memory.
     for (;;) {

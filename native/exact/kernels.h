@@ -16,22 +16,28 @@ constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
 // Floats of scratch a score call may use for up to nrows rows and nq queries (see
-// Kernels::score_f32): packed queries, a 6-row stage, row-major scores.
+// Kernels::score_f32): packed queries, a stage of up to 12 rows, row-major scores.
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
   const size_t nq16 = (nq + 15) / 16 * 16;
-  return (nq16 + 6) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
+  return (nq16 + 12) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
 }
 
 struct Kernels {
   const char* name;
   // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq. scratch is
-  // nullptr or ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte aligned; given one, the SIMD
-  // kernels pack the queries there (transposed into panels of 8) and score 8 queries per
-  // vector, which pays off for larger batches (see kernels_avx2.cc).
+  // nullptr or ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte aligned, that
+  // pack_queries has prepared for these queries; given one, the SIMD kernels score whole
+  // panels of packed queries per vector, which pays off for larger batches (see
+  // kernels_avx2.cc).
   void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
                     size_t dpad, float* out, size_t ldo, float* scratch);
   void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
                     size_t dpad, float* out, size_t ldo, float* scratch);
+  // Packs the queries into scratch in this kernel set's panel layout (transposed panels of
+  // 8 for AVX2, 16 for AVX-512; nothing for the scalar set). Once per search and thread,
+  // not per block of rows: at d = 64 a block is 128 rows, and packing 32 queries for every
+  // block cost a third of the block's FMA time.
+  void (*pack_queries)(const float* queries, size_t nq, size_t dpad, float* scratch);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
   // Writes the indexes i < n with s[i] >= thr to hits, ascending; returns how many. The

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "exact/kernels.h"
+#include "exact/kernels_x86_inl.h"
 
 namespace recserve {
 namespace {
@@ -129,40 +130,6 @@ inline void RowsForQueries(const typename L::T* const* rows, size_t nrows, const
 // query-major output at the end. Float16 rows are converted 6 at a time into a float32
 // stage that stays in L1.
 
-// In-register 8x8 transpose: afterwards v[i] holds element i of the 8 input vectors.
-inline void Transpose8(__m256 v[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
-  v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-  v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-  v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-  v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-  v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-  v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-  v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-  v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
-// Stores the first n (1..8) lanes of v.
-inline void StorePartial(float* out, __m256 v, size_t n) {
-  if (n >= 8) {
-    _mm256_storeu_ps(out, v);
-  } else {
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx), v);
-  }
-}
-
 // qp[(p * dpad + j) * 8 + i] = element j of query 8p + i, for panels up to a multiple of 2
 // (the tile's width); queries past nq are zeros.
 inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp) {
@@ -220,13 +187,12 @@ inline void QueryPanelsForRows(const float* const* rows, size_t dpad, const floa
 }
 
 template <class L>
-void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const float* queries,
+void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const float* /*queries*/,
                       size_t nq, size_t dpad, float* out, size_t ldo, float* scratch) {
   const size_t nq16 = (nq + 15) / 16 * 16;
   float* qp = scratch;
   float* stage = qp + nq16 * dpad;
   float* sc = stage + 6 * dpad;  // row-major scores, ldsc = nq16
-  PackQueries(queries, nq, dpad, qp);
   for (size_t r = 0; r < nrows; r += 6) {
     const size_t nr = std::min<size_t>(6, nrows - r);
     // A tile computes for long enough (dpad x 12 FMAs per 16 queries) that the next tile's
@@ -261,18 +227,7 @@ void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const floa
       default: QueryPanelsForRows<1>(src, dpad, qp, nq, s, nq16); break;
     }
   }
-  // Row-major sc -> query-major out, 8 x 8 at a time. Rows of sc past nrows (up to the next
-  // multiple of 8) hold garbage that is transposed along and never stored.
-  for (size_t r = 0; r < nrows; r += 8) {
-    const size_t nr = std::min<size_t>(8, nrows - r);
-    for (size_t q = 0; q < nq; q += 8) {
-      __m256 v[8];
-      for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(sc + (r + i) * nq16 + q);
-      Transpose8(v);
-      const size_t nv = std::min<size_t>(8, nq - q);
-      for (size_t i = 0; i < nv; i++) StorePartial(out + (q + i) * ldo + r, v[i], nr);
-    }
-  }
+  StoreQueryMajor(sc, nrows, nq, nq16, out, ldo);
 }
 
 template <class L>
@@ -393,7 +348,8 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2", ScoreF32, ScoreF16, DotF32, SelectAtLeast, SumF32, ToF16, FromF16};
+  static const Kernels k{"avx2",        ScoreF32, ScoreF16, PackQueries, DotF32,
+                        SelectAtLeast, SumF32,   ToF16,    FromF16};
   return &k;
 }
 

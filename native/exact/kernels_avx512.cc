@@ -1,19 +1,27 @@
 // AVX-512 (F, VL, BW, DQ) kernels. This file alone is compiled with the AVX-512 flags; the
-// table it returns is the AVX2 one with the float16 single-query scan replaced, so it is
-// reached only after Avx512Kernels() has checked the CPU.
+// table it returns is the AVX2 one with the float16 single-query scan and the batch
+// (query-panel) kernels replaced, so it is reached only after Avx512Kernels() has checked
+// the CPU.
 //
-// Why only that kernel: a float16 B = 1 scan converts every element (vcvtph2ps) before
-// its FMA, and one 512-bit conversion handles 16 halves where AVX2 handles 8. On this
-// Zen 4, 1M float16 rows, B = 1, interleaved A/B in one process: 4% less time on one
-// thread at d = 128 and at d = 64 (medians), 2-3% with two threads, where memory bounds
-// the scan more than the conversions do. A small win, kept because it held in every
-// comparison. The same
-// widening for float32 rows ran slower than the AVX2 kernel (the 16-lane horizontal sums
-// cost more than the wider loads save), and the batch kernels are bound by FMA ports that
-// 512-bit instructions do not add to on Zen 4, so those stay AVX2.
+// The float16 B = 1 scan converts every element (vcvtph2ps) before its FMA, and one 512-bit
+// conversion handles 16 halves where AVX2 handles 8. On a Zen 4, 1M float16 rows, B = 1,
+// interleaved A/B in one process: 4% less time on one thread at d = 128 and d = 64, 2-3%
+// with two threads, where memory bounds the scan more than the conversions do. The same
+// widening for float32 rows ran slower than the AVX2 kernel there (the 16-lane horizontal
+// sums cost more than the wider loads save), so the float32 direct scan stays AVX2.
+//
+// The batch kernel is bound by FMA throughput. Zen 4 splits a 512-bit FMA in two, so there
+// it gained nothing; this Xeon (2 x 512-bit FMA ports, OpenBLAS sgemm 138 GFLOP/s on one
+// core) runs the 12 x 2-panel tile below faster than the AVX2 6 x 2 tile: 100k x 64 float32,
+// B = 32, one thread, the two kernel sets interleaved in one process (ExactIndex's `kernel`
+// option): 5.85 against 6.67 ms at k = 100, 4.67 against 5.46 ms at k = 1.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "exact/kernels.h"
+#include "exact/kernels_x86_inl.h"
 
 // g++ 12 warns about the intrinsics' own placeholder vectors (_mm512_undefined_*) inside
 // avx512fintrin.h; nothing here reads an uninitialised value.
@@ -45,9 +53,135 @@ inline __m256 RowDot(const uint16_t* row, const float* query, size_t dpad) {
   return s;
 }
 
+// --- The batch kernel: queries packed in panels of 16 ----------------------------------
+// The AVX2 query-panel kernel (kernels_avx2.cc) with 512-bit panels: element j of queries
+// 16p .. 16p+15 is one zmm vector, one element of an item row is broadcast and multiplied
+// with whole panels, so an accumulator holds one row's scores for 16 queries. With 32 zmm
+// registers a tile is 12 rows x 2 panels (32 queries): 24 accumulators, 2 panel vectors,
+// and every broadcast feeds two FMAs.
+
+// qp[(p * dpad + j) * 16 + i] = element j of query 16p + i; queries past nq are zeros.
+inline void PackQueries16(const float* queries, size_t nq, size_t dpad, float* qp) {
+  for (size_t q0 = 0; q0 < nq; q0 += 16) {
+    float* panel = qp + q0 * dpad;
+    for (size_t j = 0; j < dpad; j++)
+      for (size_t i = 0; i < 16; i++)
+        panel[j * 16 + i] = q0 + i < nq ? queries[(q0 + i) * dpad + j] : 0.f;
+  }
+}
+
+// R rows x P panels; scores to sc[r * ldsc + 16p .. 16p+15]. Unrolled by pragmas for the
+// reason given at QueryPanelTile in kernels_avx2.cc.
+template <int R, int P>
+inline void PanelTile16(const float* const* rows, size_t dpad, const float* qp, float* sc,
+                        size_t ldsc) {
+  __m512 acc[R][P];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) acc[r][p] = _mm512_setzero_ps();
+  for (size_t j = 0; j < dpad; j++) {
+    __m512 qv[P];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) qv[p] = _mm512_load_ps(qp + (p * dpad + j) * 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      const __m512 x = _mm512_set1_ps(rows[r][j]);
+#pragma GCC unroll 2
+      for (int p = 0; p < P; p++) acc[r][p] = _mm512_fmadd_ps(qv[p], x, acc[r][p]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) _mm512_store_ps(sc + r * ldsc + p * 16, acc[r][p]);
+}
+
+// All queries for R rows: 32 at a time, then a last panel of 16.
+template <int R>
+inline void PanelsForRows16(const float* const* rows, size_t dpad, const float* qp, size_t nq,
+                            float* sc, size_t ldsc) {
+  for (size_t q = 0; q < nq; q += 32) {
+    if (nq - q > 16) {
+      PanelTile16<R, 2>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+    } else {
+      PanelTile16<R, 1>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+    }
+  }
+}
+
+template <int R>
+inline void PanelsForSomeRows16(size_t nr, const float* const* rows, size_t dpad, const float* qp,
+                                size_t nq, float* sc, size_t ldsc) {
+  if constexpr (R > 1) {
+    if (nr < R) return PanelsForSomeRows16<R - 1>(nr, rows, dpad, qp, nq, sc, ldsc);
+  }
+  PanelsForRows16<R>(rows, dpad, qp, nq, sc, ldsc);
+}
+
+struct F32Rows {
+  using T = float;
+};
+struct F16Rows {
+  using T = uint16_t;
+};
+
+constexpr size_t kTileRows = 12;
+
+template <class L>
+void ScorePanels16(const typename L::T* const* rows, size_t nrows, const float* /*queries*/,
+                   size_t nq, size_t dpad, float* out, size_t ldo, float* scratch) {
+  constexpr bool kF32 = std::is_same_v<typename L::T, float>;
+  const size_t nq16 = (nq + 15) / 16 * 16;
+  float* qp = scratch;
+  float* stage = qp + nq16 * dpad;
+  float* sc = stage + kTileRows * dpad;  // row-major scores, ldsc = nq16
+  for (size_t r = 0; r < nrows; r += kTileRows) {
+    const size_t nr = std::min(kTileRows, nrows - r);
+    // The next tile's rows are fetched while this one computes (see kernels_avx2.cc).
+    for (size_t i = r + kTileRows; i < std::min(nrows, r + 2 * kTileRows); i++) {
+      const char* p = reinterpret_cast<const char*>(rows[i]);
+      for (size_t b = 0; b < dpad * sizeof(typename L::T); b += 64)
+        _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+    const float* src[kTileRows];
+    for (size_t i = 0; i < nr; i++) {
+      if constexpr (kF32) {
+        src[i] = rows[r + i];
+      } else {
+        const uint16_t* row = rows[r + i];
+        float* dst = stage + i * dpad;
+        size_t j = 0;
+        for (; j + 16 <= dpad; j += 16)
+          _mm512_storeu_ps(dst + j, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                       reinterpret_cast<const __m256i*>(row + j))));
+        if (j < dpad)
+          _mm256_store_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128(
+                                       reinterpret_cast<const __m128i*>(row + j))));
+        src[i] = dst;
+      }
+    }
+    PanelsForSomeRows16<kTileRows>(nr, src, dpad, qp, nq, sc + r * nq16, nq16);
+  }
+  StoreQueryMajor(sc, nrows, nq, nq16, out, ldo);
+}
+
+void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
+              size_t dpad, float* out, size_t ldo, float* scratch) {
+  if (scratch == nullptr) {
+    Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+    return;
+  }
+  ScorePanels16<F32Rows>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+}
+
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo, float* scratch) {
-  if (nq != 1 || scratch != nullptr) {
+  if (scratch != nullptr) {
+    ScorePanels16<F16Rows>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+    return;
+  }
+  if (nq != 1) {
     Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo, scratch);
     return;
   }
@@ -77,7 +211,9 @@ const Kernels* Avx512Kernels() {
   static const Kernels k = [base] {
     Kernels x = *base;
     x.name = "avx512";
+    x.score_f32 = ScoreF32;
     x.score_f16 = ScoreF16;
+    x.pack_queries = PackQueries16;
     return x;
   }();
   return &k;

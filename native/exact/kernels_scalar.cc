@@ -115,10 +115,14 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = HalfToFloat(in[i]);
 }
 
+// The scalar kernels score queries where they lie and ignore scratch.
+void PackNothing(const float* /*queries*/, size_t /*nq*/, size_t /*dpad*/, float* /*scratch*/) {}
+
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, DotF32, SelectAtLeast, SumF32, ToF16, FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, PackNothing, DotF32, SelectAtLeast, SumF32,
+                        ToF16,    FromF16};
   return k;
 }
 

@@ -104,26 +104,29 @@ test('the SIMD and scalar kernels agree, single queries and batches', () => {
 
 test('the batch (query-panel) and direct kernels match brute force at every batch size', async () => {
   // packMinBatch 1 sends every batch, B = 1 included, through the query-panel kernel; 0
-  // sends every batch through the direct one. B spans partial query panels (8 per panel,
-  // 24 per pass), n leaves partial tiles of 4 and 8 rows, d odd and padded.
+  // sends every batch through the direct one. B spans partial query panels (8 per panel and
+  // 16 per pass in AVX2, 16 and 32 in AVX-512), n leaves partial tiles of 4, 6, 8 and 12
+  // rows, d odd and padded (100 pads to 104, not a multiple of 16).
   const rng = new Rng(20);
   const n = 203;
-  for (const storage of ['f32', 'f16'] as const) {
-    for (const d of [1, 7, 37, 100]) {
-      const { ids, vecs, index, ref } = setup(rng, n, d, storage, 'auto');
-      const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
-      scalar.build(ids, vecs);
-      for (const B of [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 24, 25, 33]) {
-        const queries = rng.uniformArray(B * d);
-        const want = scalar.searchSync(queries, 10);
-        for (const packMinBatch of [1, 0]) {
-          index.setTuning({ packMinBatch, blockBytes: 1024 });
-          const got = await index.search(queries, 10);
-          const label = `${storage} d=${d} B=${B} packMinBatch=${packMinBatch}`;
-          assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
-          for (let i = 0; i < got.scores.length; i++) {
-            const tol = 1e-5 * (Math.abs(want.scores[i]) + d);
-            assert.ok(Math.abs(got.scores[i] - want.scores[i]) <= tol, `${label} score ${i}`);
+  for (const kernel of KERNELS.filter((x) => x !== 'scalar' && x !== 'auto')) {
+    for (const storage of ['f32', 'f16'] as const) {
+      for (const d of [1, 7, 37, 100]) {
+        const { ids, vecs, index, ref } = setup(rng, n, d, storage, kernel);
+        const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
+        scalar.build(ids, vecs);
+        for (const B of [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 24, 25, 33, 48, 65]) {
+          const queries = rng.uniformArray(B * d);
+          const want = scalar.searchSync(queries, 10);
+          for (const packMinBatch of [1, 0]) {
+            index.setTuning({ packMinBatch, blockBytes: 1024 });
+            const got = await index.search(queries, 10);
+            const label = `${kernel}/${storage} d=${d} B=${B} packMinBatch=${packMinBatch}`;
+            assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
+            for (let i = 0; i < got.scores.length; i++) {
+              const tol = 1e-5 * (Math.abs(want.scores[i]) + d);
+              assert.ok(Math.abs(got.scores[i] - want.scores[i]) <= tol, `${label} score ${i}`);
+            }
           }
         }
       }
