@@ -116,7 +116,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
 
   // new NativeExactIndex(dim, storage: 'f32'|'f16', threads (0 = all cores),
-  //                      kernel: 'auto'|'scalar'|'avx2'|'avx512', device: 'cpu'|'cuda'|'auto')
+  //                      kernel: 'auto'|'scalar'|'avx2'|'avx512'|'avx512-scan',
+  //                      device: 'cpu'|'cuda'|'auto')
   explicit ExactIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExactIndexWrap>(info) {
     Guard(info.Env(), [&] {
       const size_t dim = static_cast<size_t>(ArgInt(info, 0, "dim", 1, 65536));
@@ -130,11 +131,14 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
         ks = &BestKernels();
       } else if (kernel == "scalar") {
         ks = &ScalarKernels();
-      } else if (kernel == "avx2" || kernel == "avx512") {
-        ks = kernel == "avx2" ? Avx2Kernels() : Avx512Kernels();
+      } else if (kernel == "avx2" || kernel == "avx512" || kernel == "avx512-scan") {
+        ks = kernel == "avx2"     ? Avx2Kernels()
+             : kernel == "avx512" ? Avx512Kernels()
+                                  : Avx512ScanKernels();
         if (ks == nullptr) ThrowRange("kernel '" + kernel + "' is not supported by this CPU");
       } else {
-        ThrowRange("kernel must be 'auto', 'scalar', 'avx2' or 'avx512', got '" + kernel + "'");
+        ThrowRange("kernel must be 'auto', 'scalar', 'avx2', 'avx512' or 'avx512-scan', got '" +
+                   kernel + "'");
       }
       const std::string device = ArgString(info, 4, "device");
       if (device != "cpu" && device != "cuda" && device != "auto")

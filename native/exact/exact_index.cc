@@ -359,12 +359,19 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     std::vector<TopK>& h = heaps[t];
     for (auto& x : h) x.Reset(k);
     std::vector<const uint8_t*> ptrs(block);
-    std::vector<uint32_t> rowidx(block), hits(block);
-    std::vector<float> scores(nq * block);
-    const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch;
+    const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch &&
+                      kernels_.panel_f32 != nullptr;
+    std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq : 0);
+    std::vector<float> scores(pack ? 0 : nq * block);
     AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
-    float* pack_to = pack ? scratch.get() : nullptr;
-    if (pack) kernels_.pack_queries(qpad.data(), nq, dpad_, pack_to);
+    // The batch kernels' thresholds: each query's current top-k threshold, +Infinity for
+    // the padding queries of the last panel. A threshold moves only when its TopK cuts.
+    const size_t nq16 = PanelStride(nq);
+    std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
+    if (pack) {
+      kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get());
+      for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
+    }
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
     // fewer of them, and each core still reads long stretches of consecutive memory.
     for (;;) {
@@ -378,12 +385,38 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
           rowidx[i] = row;
           ptrs[i] = base + static_cast<size_t>(row) * rb;
         }
+        if (pack) {
+          // The batch kernel filters on its accumulators and names the rows that hold a
+          // candidate for some query; only those rows are read back, row-major.
+          const float* sc = nullptr;
+          const size_t nh =
+              f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+                                       nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
+                  : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
+                                       nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
+          for (size_t x = 0; x < nh; x++) {
+            const size_t i = hits[x];
+            const float* srow = sc + i * nq16;
+            const uint32_t id = ids_[rowidx[i]];
+            // A hit row holds a candidate for at least one query; early in a scan, or with
+            // many queries, for several. One vector compare per 8 queries finds them.
+            const size_t nqh = kernels_.select_each(srow, thr.data(), nq, qhits.data());
+            for (size_t y = 0; y < nqh; y++) {
+              const size_t q = qhits[y];
+              const Key key = MakeKey(srow[q], id);
+              if (key <= h[q].ThresholdKey() || Excluded(ex[q], id)) continue;
+              h[q].Push(key);
+              thr[q] = h[q].Threshold();
+            }
+          }
+          continue;
+        }
         if (f16) {
           kernels_.score_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
-                             qpad.data(), nq, dpad_, scores.data(), block, pack_to);
+                             qpad.data(), nq, dpad_, scores.data(), block);
         } else {
           kernels_.score_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
-                             qpad.data(), nq, dpad_, scores.data(), block, pack_to);
+                             qpad.data(), nq, dpad_, scores.data(), block);
         }
         for (size_t q = 0; q < nq; q++) {
           Offer(

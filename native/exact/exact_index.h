@@ -46,8 +46,9 @@ struct ExactTuning {
   // Target bytes of item rows per cache block; the block is reused by every query of the
   // batch before the scan moves on (one pass over item memory per batch).
   size_t block_bytes = 32 * 1024;
-  // Batches of at least this many queries are scored by the query-panel kernel (queries
-  // packed 8 to a vector, see kernels_avx2.cc); 0 never uses it.
+  // Batches of at least this many queries are scored by the batch (query-panel) kernels
+  // (Kernels::panel_f32, see kernels_avx2.cc), which also filter by the top-k thresholds;
+  // 0 never uses them, nor does the scalar kernel set, which has none.
   size_t pack_min_batch = 12;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -15,24 +15,38 @@ namespace recserve {
 constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
-// Floats of scratch a score call may use for up to nrows rows and nq queries (see
-// Kernels::score_f32): packed queries, a stage of up to 12 rows, row-major scores.
+// Queries of a batch rounded up to the batch kernels' panel pair (16): the row stride of
+// the row-major scores a panel kernel leaves, and the length of its threshold array.
+inline size_t PanelStride(size_t nq) { return (nq + 15) / 16 * 16; }
+
+// Floats of scratch a panel kernel uses for up to nrows rows and nq queries (see
+// Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
-  const size_t nq16 = (nq + 15) / 16 * 16;
+  const size_t nq16 = PanelStride(nq);
   return (nq16 + 12) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
 }
 
 struct Kernels {
   const char* name;
-  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq. scratch is
-  // nullptr or ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte aligned, that
-  // pack_queries has prepared for these queries; given one, the SIMD kernels score whole
-  // panels of packed queries per vector, which pays off for larger batches (see
-  // kernels_avx2.cc).
+  // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq: rows scored
+  // where they lie, one query or a few at a time (the B = 1 scan, small batches).
   void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo, float* scratch);
+                    size_t dpad, float* out, size_t ldo);
   void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-                    size_t dpad, float* out, size_t ldo, float* scratch);
+                    size_t dpad, float* out, size_t ldo);
+  // The batch kernels (nullptr in the scalar set). They score rows against queries that
+  // pack_queries has put into scratch (ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte
+  // aligned) in panels, and leave the scores row-major: *scores + r * PanelStride(nq) + q.
+  // The top-k filter runs inside, on the accumulators before they are stored: the rows
+  // that hold at least one score >= thr[q] for its query q go to hit_rows, ascending, and
+  // the count is returned, so the caller visits only those rows. thr holds PanelStride(nq)
+  // floats, +Infinity past nq (the zero scores of padding queries never pass). Once the
+  // thresholds are up almost no row passes, and a block of rows costs its FMAs alone: no
+  // transpose to query-major order and no filter pass per query over every score.
+  size_t (*panel_f32)(const float* const* rows, size_t nrows, size_t nq, size_t dpad,
+                      float* scratch, const float* thr, uint32_t* hit_rows, const float** scores);
+  size_t (*panel_f16)(const uint16_t* const* rows, size_t nrows, size_t nq, size_t dpad,
+                      float* scratch, const float* thr, uint32_t* hit_rows, const float** scores);
   // Packs the queries into scratch in this kernel set's panel layout (transposed panels of
   // 8 for AVX2, 16 for AVX-512; nothing for the scalar set). Once per search and thread,
   // not per block of rows: at d = 64 a block is 128 rows, and packing 32 queries for every
@@ -43,6 +57,9 @@ struct Kernels {
   // Writes the indexes i < n with s[i] >= thr to hits, ascending; returns how many. The
   // top-k filter: one vector compare per 8 scores, then a loop over the hits alone.
   size_t (*select_at_least)(const float* s, size_t n, float thr, uint32_t* hits);
+  // The same with one threshold per score: indexes i < n with s[i] >= thr[i]. A batch
+  // kernel's hit row against the queries' thresholds, 8 queries per compare.
+  size_t (*select_each)(const float* s, const float* thr, size_t n, uint32_t* hits);
   // Sum of n floats, read once front to back: the benchmark's streaming-read probe.
   float (*sum_f32)(const float* p, size_t n);
   // IEEE binary16 conversion, round to nearest even.
@@ -56,7 +73,15 @@ const Kernels* Avx2Kernels();
 // The AVX2 table with AVX-512 kernels where they measured faster (kernels_avx512.cc);
 // nullptr without AVX2 or AVX-512 F/VL/BW/DQ.
 const Kernels* Avx512Kernels();
-// The best kernels this CPU runs.
+// The AVX2 table with the AVX-512 float16 scan alone, for CPUs that execute 512-bit FMAs
+// as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose; nullptr where
+// Avx512Kernels() is.
+const Kernels* Avx512ScanKernels();
+// True on CPUs that split 512-bit FMAs into two 256-bit operations (AMD family 19h, Zen 3
+// and Zen 4; Zen 3 has no AVX-512 at all).
+bool SplitsWideFma();
+// The best kernels this CPU runs: "avx512", or "avx512-scan" where SplitsWideFma(), else
+// "avx2", else "scalar".
 const Kernels& BestKernels();
 
 }  // namespace recserve

@@ -13,7 +13,6 @@
 #include <type_traits>
 
 #include "exact/kernels.h"
-#include "exact/kernels_x86_inl.h"
 
 namespace recserve {
 namespace {
@@ -28,6 +27,30 @@ struct LoadF16 {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
 };
+
+// In-register 8x8 transpose: afterwards v[i] holds element i of the 8 input vectors.
+inline void Transpose8(__m256 v[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  v[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  v[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  v[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  v[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  v[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  v[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  v[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
 
 inline float HSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -126,9 +149,10 @@ inline void RowsForQueries(const typename L::T* const* rows, size_t nrows, const
 // rows x 2 panels (16 queries): 12 accumulators + 2 panel vectors + 1 broadcast fill the
 // 16 ymm registers, and each broadcast feeds two FMAs. On this Zen 4 a loop of such tiles
 // ran at ~110 GFLOP/s from L1, while 4 x 3 and 12 x 1 tiles (more broadcasts per FMA) ran
-// at ~100 and ~35. Scores land row-major in scratch and are transposed 8 x 8 into the
-// query-major output at the end. Float16 rows are converted 6 at a time into a float32
-// stage that stays in L1.
+// at ~100 and ~35. Before a tile stores its accumulators it compares them with the
+// queries' top-k thresholds (one compare per accumulator) and reports which of its rows
+// hold a candidate; the scores stay row-major in scratch for the caller to read at those
+// rows only. Float16 rows are converted 6 at a time into a float32 stage that stays in L1.
 
 // qp[(p * dpad + j) * 8 + i] = element j of query 8p + i, for panels up to a multiple of 2
 // (the tile's width); queries past nq are zeros.
@@ -145,12 +169,13 @@ inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp)
   }
 }
 
-// R rows x P query panels; scores to sc[r * ldsc + 8p .. 8p+7]. The loops over r and p are
-// unrolled by pragmas: left to the optimiser, g++ 12 kept such accumulator arrays in memory
-// and stored all of them on every step (3x slower).
+// R rows x P query panels; scores to sc[r * ldsc + 8p .. 8p+7], and bit r of the result
+// set when row r has a score >= its query's threshold (thr[8p .. 8p+7]). The loops over r
+// and p are unrolled by pragmas: left to the optimiser, g++ 12 kept such accumulator arrays
+// in memory and stored all of them on every step (3x slower).
 template <int R, int P>
-inline void QueryPanelTile(const float* const* rows, size_t dpad, const float* qp, float* sc,
-                           size_t ldsc) {
+inline unsigned QueryPanelTile(const float* const* rows, size_t dpad, const float* qp,
+                               const float* thr, float* sc, size_t ldsc) {
   __m256 acc[R][P];
 #pragma GCC unroll 8
   for (int r = 0; r < R; r++)
@@ -167,32 +192,46 @@ inline void QueryPanelTile(const float* const* rows, size_t dpad, const float* q
       for (int p = 0; p < P; p++) acc[r][p] = _mm256_fmadd_ps(qv[p], x, acc[r][p]);
     }
   }
+  __m256 t[P];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; p++) t[p] = _mm256_loadu_ps(thr + p * 8);
+  unsigned hit = 0;
 #pragma GCC unroll 8
-  for (int r = 0; r < R; r++)
+  for (int r = 0; r < R; r++) {
+    __m256 m = _mm256_cmp_ps(acc[r][0], t[0], _CMP_GE_OQ);
+#pragma GCC unroll 4
+    for (int p = 1; p < P; p++) m = _mm256_or_ps(m, _mm256_cmp_ps(acc[r][p], t[p], _CMP_GE_OQ));
+    hit |= static_cast<unsigned>(_mm256_movemask_ps(m) != 0) << r;
 #pragma GCC unroll 4
     for (int p = 0; p < P; p++) _mm256_store_ps(sc + r * ldsc + p * 8, acc[r][p]);
+  }
+  return hit;
 }
 
-// All queries for R rows: 16 at a time, then a last panel of 8.
+// All queries for R rows: 16 at a time, then a last panel of 8. Returns the rows with a
+// candidate for any query, as bits.
 template <int R>
-inline void QueryPanelsForRows(const float* const* rows, size_t dpad, const float* qp, size_t nq,
-                               float* sc, size_t ldsc) {
+inline unsigned QueryPanelsForRows(const float* const* rows, size_t dpad, const float* qp,
+                                   size_t nq, const float* thr, float* sc, size_t ldsc) {
+  unsigned hit = 0;
   for (size_t q = 0; q < nq; q += 16) {
     if (nq - q > 8) {
-      QueryPanelTile<R, 2>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+      hit |= QueryPanelTile<R, 2>(rows, dpad, qp + q * dpad, thr + q, sc + q, ldsc);
     } else {
-      QueryPanelTile<R, 1>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+      hit |= QueryPanelTile<R, 1>(rows, dpad, qp + q * dpad, thr + q, sc + q, ldsc);
     }
   }
+  return hit;
 }
 
 template <class L>
-void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const float* /*queries*/,
-                      size_t nq, size_t dpad, float* out, size_t ldo, float* scratch) {
-  const size_t nq16 = (nq + 15) / 16 * 16;
+size_t PanelHits(const typename L::T* const* rows, size_t nrows, size_t nq, size_t dpad,
+                 float* scratch, const float* thr, uint32_t* hit_rows, const float** scores) {
+  const size_t nq16 = PanelStride(nq);
   float* qp = scratch;
   float* stage = qp + nq16 * dpad;
   float* sc = stage + 6 * dpad;  // row-major scores, ldsc = nq16
+  size_t nhit = 0;
   for (size_t r = 0; r < nrows; r += 6) {
     const size_t nr = std::min<size_t>(6, nrows - r);
     // A tile computes for long enough (dpad x 12 FMAs per 16 queries) that the next tile's
@@ -218,27 +257,25 @@ void ScoreQueryPanels(const typename L::T* const* rows, size_t nrows, const floa
       }
     }
     float* s = sc + r * nq16;
+    unsigned hit;
     switch (nr) {
-      case 6: QueryPanelsForRows<6>(src, dpad, qp, nq, s, nq16); break;
-      case 5: QueryPanelsForRows<5>(src, dpad, qp, nq, s, nq16); break;
-      case 4: QueryPanelsForRows<4>(src, dpad, qp, nq, s, nq16); break;
-      case 3: QueryPanelsForRows<3>(src, dpad, qp, nq, s, nq16); break;
-      case 2: QueryPanelsForRows<2>(src, dpad, qp, nq, s, nq16); break;
-      default: QueryPanelsForRows<1>(src, dpad, qp, nq, s, nq16); break;
+      case 6: hit = QueryPanelsForRows<6>(src, dpad, qp, nq, thr, s, nq16); break;
+      case 5: hit = QueryPanelsForRows<5>(src, dpad, qp, nq, thr, s, nq16); break;
+      case 4: hit = QueryPanelsForRows<4>(src, dpad, qp, nq, thr, s, nq16); break;
+      case 3: hit = QueryPanelsForRows<3>(src, dpad, qp, nq, thr, s, nq16); break;
+      case 2: hit = QueryPanelsForRows<2>(src, dpad, qp, nq, thr, s, nq16); break;
+      default: hit = QueryPanelsForRows<1>(src, dpad, qp, nq, thr, s, nq16); break;
     }
+    for (; hit != 0; hit &= hit - 1)
+      hit_rows[nhit++] = static_cast<uint32_t>(r + static_cast<size_t>(__builtin_ctz(hit)));
   }
-  StoreQueryMajor(sc, nrows, nq, nq16, out, ldo);
+  *scores = sc;
+  return nhit;
 }
 
 template <class L>
 void Score(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
-           size_t dpad, float* out, size_t ldo, float* scratch) {
-  // The caller passes scratch when the batch is large enough to repay the packing pass
-  // (ExactTuning::pack_min_batch); without it, rows are scored where they lie.
-  if (scratch != nullptr) {
-    ScoreQueryPanels<L>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
-    return;
-  }
+           size_t dpad, float* out, size_t ldo) {
   size_t q = 0;
   // Groups of up to 8 queries while at least 4 are left, then 3, 2 or 1.
   for (; nq - q >= 4; q += std::min<size_t>(8, nq - q)) {
@@ -263,13 +300,13 @@ void Score(const typename L::T* const* rows, size_t nrows, const float* queries,
 }
 
 void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* scratch) {
-  Score<LoadF32>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+              size_t dpad, float* out, size_t ldo) {
+  Score<LoadF32>(rows, nrows, queries, nq, dpad, out, ldo);
 }
 
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* scratch) {
-  Score<LoadF16>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+              size_t dpad, float* out, size_t ldo) {
+  Score<LoadF16>(rows, nrows, queries, nq, dpad, out, ldo);
 }
 
 // Two accumulators over 16-float steps, then one masked 8-float tail: no scalar loop.
@@ -305,6 +342,22 @@ size_t SelectAtLeast(const float* s, size_t n, float thr, uint32_t* hits) {
   }
   for (; i < n; i++)
     if (s[i] >= thr) hits[count++] = static_cast<uint32_t>(i);
+  return count;
+}
+
+size_t SelectEach(const float* s, const float* thr, size_t n, uint32_t* hits) {
+  size_t count = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    unsigned m = static_cast<unsigned>(_mm256_movemask_ps(
+        _mm256_cmp_ps(_mm256_loadu_ps(s + i), _mm256_loadu_ps(thr + i), _CMP_GE_OQ)));
+    while (m != 0) {
+      hits[count++] = static_cast<uint32_t>(i + static_cast<size_t>(__builtin_ctz(m)));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; i++)
+    if (s[i] >= thr[i]) hits[count++] = static_cast<uint32_t>(i);
   return count;
 }
 
@@ -348,8 +401,9 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2",        ScoreF32, ScoreF16, PackQueries, DotF32,
-                        SelectAtLeast, SumF32,   ToF16,    FromF16};
+  static const Kernels k{"avx2",         ScoreF32, ScoreF16, PanelHits<LoadF32>, PanelHits<LoadF16>,
+                        PackQueries,    DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16,
+                        FromF16};
   return &k;
 }
 

@@ -1,27 +1,30 @@
 // AVX-512 (F, VL, BW, DQ) kernels. This file alone is compiled with the AVX-512 flags; the
-// table it returns is the AVX2 one with the float16 single-query scan and the batch
-// (query-panel) kernels replaced, so it is reached only after Avx512Kernels() has checked
-// the CPU.
+// tables it returns are the AVX2 one with some kernels replaced, so they are reached only
+// after Avx512Kernels() has checked the CPU.
 //
 // The float16 B = 1 scan converts every element (vcvtph2ps) before its FMA, and one 512-bit
 // conversion handles 16 halves where AVX2 handles 8. On a Zen 4, 1M float16 rows, B = 1,
 // interleaved A/B in one process: 4% less time on one thread at d = 128 and d = 64, 2-3%
-// with two threads, where memory bounds the scan more than the conversions do. The same
-// widening for float32 rows ran slower than the AVX2 kernel there (the 16-lane horizontal
-// sums cost more than the wider loads save), so the float32 direct scan stays AVX2.
+// with two threads, where memory bounds the scan more than the conversions do; 100k x 64
+// (in L3), two threads: 0.30 against 0.37 ms. The same widening for float32 rows ran slower
+// than the AVX2 kernel there (the 16-lane horizontal sums cost more than the wider loads
+// save), so the float32 direct scan stays AVX2.
 //
-// The batch kernel is bound by FMA throughput. Zen 4 splits a 512-bit FMA in two, so there
-// it gained nothing; this Xeon (2 x 512-bit FMA ports, OpenBLAS sgemm 138 GFLOP/s on one
-// core) runs the 12 x 2-panel tile below faster than the AVX2 6 x 2 tile: 100k x 64 float32,
-// B = 32, one thread, the two kernel sets interleaved in one process (ExactIndex's `kernel`
-// option): 5.85 against 6.67 ms at k = 100, 4.67 against 5.46 ms at k = 1.
+// The batch kernel is bound by FMA throughput. This Xeon (2 x 512-bit FMA ports, OpenBLAS
+// sgemm 138 GFLOP/s on one core) runs the 12 x 2-panel tile below faster than the AVX2
+// 6 x 2 tile: 100k x 64 float32, B = 32, one thread, the two kernel sets interleaved in one
+// process (ExactIndex's `kernel` option): 5.85 against 6.67 ms at k = 100, 4.67 against
+// 5.46 ms at k = 1. Zen 4 splits a 512-bit FMA in two, and there the 512-bit tile ran up to
+// 1.34x slower than the AVX2 one (100k x 64, two threads: B = 16 2.92 against 2.17 ms, B = 32
+// 4.28 against 3.48 ms; never faster at any d, storage or batch size measured), so on that
+// CPU BestKernels() takes the "avx512-scan" set: the AVX2 batch tiles with the 512-bit
+// float16 scan.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <type_traits>
 
 #include "exact/kernels.h"
-#include "exact/kernels_x86_inl.h"
 
 // g++ 12 warns about the intrinsics' own placeholder vectors (_mm512_undefined_*) inside
 // avx512fintrin.h; nothing here reads an uninitialised value.
@@ -70,11 +73,12 @@ inline void PackQueries16(const float* queries, size_t nq, size_t dpad, float* q
   }
 }
 
-// R rows x P panels; scores to sc[r * ldsc + 16p .. 16p+15]. Unrolled by pragmas for the
-// reason given at QueryPanelTile in kernels_avx2.cc.
+// R rows x P panels; scores to sc[r * ldsc + 16p .. 16p+15], and bit r of the result set
+// when row r has a score >= its query's threshold (thr[16p .. 16p+15]), as the AVX2 tile.
+// Unrolled by pragmas for the reason given at QueryPanelTile in kernels_avx2.cc.
 template <int R, int P>
-inline void PanelTile16(const float* const* rows, size_t dpad, const float* qp, float* sc,
-                        size_t ldsc) {
+inline unsigned PanelTile16(const float* const* rows, size_t dpad, const float* qp,
+                            const float* thr, float* sc, size_t ldsc) {
   __m512 acc[R][P];
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++)
@@ -91,32 +95,46 @@ inline void PanelTile16(const float* const* rows, size_t dpad, const float* qp, 
       for (int p = 0; p < P; p++) acc[r][p] = _mm512_fmadd_ps(qv[p], x, acc[r][p]);
     }
   }
+  __m512 t[P];
+#pragma GCC unroll 2
+  for (int p = 0; p < P; p++) t[p] = _mm512_loadu_ps(thr + p * 16);
+  unsigned hit = 0;
 #pragma GCC unroll 12
-  for (int r = 0; r < R; r++)
+  for (int r = 0; r < R; r++) {
+    __mmask16 m = _mm512_cmp_ps_mask(acc[r][0], t[0], _CMP_GE_OQ);
+#pragma GCC unroll 2
+    for (int p = 1; p < P; p++) m = m | _mm512_cmp_ps_mask(acc[r][p], t[p], _CMP_GE_OQ);
+    hit |= static_cast<unsigned>(m != 0) << r;
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) _mm512_store_ps(sc + r * ldsc + p * 16, acc[r][p]);
+  }
+  return hit;
 }
 
-// All queries for R rows: 32 at a time, then a last panel of 16.
+// All queries for R rows: 32 at a time, then a last panel of 16; the rows with a candidate
+// as bits.
 template <int R>
-inline void PanelsForRows16(const float* const* rows, size_t dpad, const float* qp, size_t nq,
-                            float* sc, size_t ldsc) {
+inline unsigned PanelsForRows16(const float* const* rows, size_t dpad, const float* qp, size_t nq,
+                                const float* thr, float* sc, size_t ldsc) {
+  unsigned hit = 0;
   for (size_t q = 0; q < nq; q += 32) {
     if (nq - q > 16) {
-      PanelTile16<R, 2>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+      hit |= PanelTile16<R, 2>(rows, dpad, qp + q * dpad, thr + q, sc + q, ldsc);
     } else {
-      PanelTile16<R, 1>(rows, dpad, qp + q * dpad, sc + q, ldsc);
+      hit |= PanelTile16<R, 1>(rows, dpad, qp + q * dpad, thr + q, sc + q, ldsc);
     }
   }
+  return hit;
 }
 
 template <int R>
-inline void PanelsForSomeRows16(size_t nr, const float* const* rows, size_t dpad, const float* qp,
-                                size_t nq, float* sc, size_t ldsc) {
+inline unsigned PanelsForSomeRows16(size_t nr, const float* const* rows, size_t dpad,
+                                    const float* qp, size_t nq, const float* thr, float* sc,
+                                    size_t ldsc) {
   if constexpr (R > 1) {
-    if (nr < R) return PanelsForSomeRows16<R - 1>(nr, rows, dpad, qp, nq, sc, ldsc);
+    if (nr < R) return PanelsForSomeRows16<R - 1>(nr, rows, dpad, qp, nq, thr, sc, ldsc);
   }
-  PanelsForRows16<R>(rows, dpad, qp, nq, sc, ldsc);
+  return PanelsForRows16<R>(rows, dpad, qp, nq, thr, sc, ldsc);
 }
 
 struct F32Rows {
@@ -129,10 +147,11 @@ struct F16Rows {
 constexpr size_t kTileRows = 12;
 
 template <class L>
-void ScorePanels16(const typename L::T* const* rows, size_t nrows, const float* /*queries*/,
-                   size_t nq, size_t dpad, float* out, size_t ldo, float* scratch) {
+size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, size_t dpad,
+                   float* scratch, const float* thr, uint32_t* hit_rows, const float** scores) {
   constexpr bool kF32 = std::is_same_v<typename L::T, float>;
-  const size_t nq16 = (nq + 15) / 16 * 16;
+  const size_t nq16 = PanelStride(nq);
+  size_t nhit = 0;
   float* qp = scratch;
   float* stage = qp + nq16 * dpad;
   float* sc = stage + kTileRows * dpad;  // row-major scores, ldsc = nq16
@@ -161,28 +180,19 @@ void ScorePanels16(const typename L::T* const* rows, size_t nrows, const float* 
         src[i] = dst;
       }
     }
-    PanelsForSomeRows16<kTileRows>(nr, src, dpad, qp, nq, sc + r * nq16, nq16);
+    for (unsigned hit = PanelsForSomeRows16<kTileRows>(nr, src, dpad, qp, nq, thr, sc + r * nq16,
+                                                       nq16);
+         hit != 0; hit &= hit - 1)
+      hit_rows[nhit++] = static_cast<uint32_t>(r + static_cast<size_t>(__builtin_ctz(hit)));
   }
-  StoreQueryMajor(sc, nrows, nq, nq16, out, ldo);
-}
-
-void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* scratch) {
-  if (scratch == nullptr) {
-    Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo, scratch);
-    return;
-  }
-  ScorePanels16<F32Rows>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+  *scores = sc;
+  return nhit;
 }
 
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* scratch) {
-  if (scratch != nullptr) {
-    ScorePanels16<F16Rows>(rows, nrows, queries, nq, dpad, out, ldo, scratch);
-    return;
-  }
+              size_t dpad, float* out, size_t ldo) {
   if (nq != 1) {
-    Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo, scratch);
+    Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
     return;
   }
   // Rows in address order, 8 at a time, one horizontal sum per 8 rows (as the AVX2 kernel).
@@ -211,9 +221,22 @@ const Kernels* Avx512Kernels() {
   static const Kernels k = [base] {
     Kernels x = *base;
     x.name = "avx512";
-    x.score_f32 = ScoreF32;
     x.score_f16 = ScoreF16;
+    x.panel_f32 = PanelHits16<F32Rows>;
+    x.panel_f16 = PanelHits16<F16Rows>;
     x.pack_queries = PackQueries16;
+    return x;
+  }();
+  return &k;
+}
+
+const Kernels* Avx512ScanKernels() {
+  const Kernels* base = Avx2Kernels();
+  if (base == nullptr || Avx512Kernels() == nullptr) return nullptr;
+  static const Kernels k = [base] {
+    Kernels x = *base;
+    x.name = "avx512-scan";
+    x.score_f16 = ScoreF16;
     return x;
   }();
   return &k;

@@ -2,6 +2,10 @@
 // and the engine on CPUs without AVX2. Accumulation is in float, like the SIMD path.
 #include <cstring>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include "exact/kernels.h"
 
 namespace recserve {
@@ -63,7 +67,7 @@ float HalfToFloat(uint16_t h) {
 }
 
 void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
+              size_t dpad, float* out, size_t ldo) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -76,7 +80,7 @@ void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size
 }
 
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo, float* /*scratch*/) {
+              size_t dpad, float* out, size_t ldo) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -101,6 +105,13 @@ size_t SelectAtLeast(const float* s, size_t n, float thr, uint32_t* hits) {
   return m;
 }
 
+size_t SelectEach(const float* s, const float* thr, size_t n, uint32_t* hits) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] >= thr[i]) hits[m++] = static_cast<uint32_t>(i);
+  return m;
+}
+
 float SumF32(const float* p, size_t n) {
   float s = 0.f;
   for (size_t i = 0; i < n; i++) s += p[i];
@@ -115,19 +126,42 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = HalfToFloat(in[i]);
 }
 
-// The scalar kernels score queries where they lie and ignore scratch.
+// The scalar set has no batch kernels: every batch is scored where the queries lie.
 void PackNothing(const float* /*queries*/, size_t /*nq*/, size_t /*dpad*/, float* /*scratch*/) {}
 
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, PackNothing, DotF32, SelectAtLeast, SumF32,
-                        ToF16,    FromF16};
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, PackNothing,
+                        DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16};
   return k;
+}
+
+bool SplitsWideFma() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
+  char vendor[13];
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  vendor[12] = 0;
+  if (std::strcmp(vendor, "AuthenticAMD") != 0) return false;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  // Family = base family, plus the extended family when the base reads 0xF.
+  unsigned family = (eax >> 8) & 0xF;
+  if (family == 0xF) family += (eax >> 20) & 0xFF;
+  return family == 0x19;
+#else
+  return false;
+#endif
 }
 
 const Kernels& BestKernels() {
   static const Kernels* best = [] {
+    if (SplitsWideFma()) {
+      if (const Kernels* k = Avx512ScanKernels()) return k;
+    }
     if (const Kernels* k = Avx512Kernels()) return k;
     if (const Kernels* k = Avx2Kernels()) return k;
     return &ScalarKernels();

@@ -17,10 +17,12 @@ export interface ExactIndexOptions {
   /** Threads one search may use (0 or unset: all cores). */
   threads?: number;
   /**
-   * Kernel set: default 'auto' picks the best this CPU runs ('avx512', else 'avx2', else
-   * 'scalar'); the others force one (tests, benchmarks) and throw RangeError when absent.
+   * Kernel set: default 'auto' picks the best this CPU runs ('avx512', or on CPUs that
+   * split 512-bit FMAs (AMD Zen 4) 'avx512-scan': the AVX2 batch tiles with the 512-bit
+   * float16 scan; else 'avx2', else 'scalar'); the others force one (tests, benchmarks)
+   * and throw RangeError when absent.
    */
-  kernel?: 'auto' | 'scalar' | 'avx2' | 'avx512';
+  kernel?: 'auto' | 'scalar' | 'avx2' | 'avx512' | 'avx512-scan';
   /**
    * 'auto' (default) uses the CUDA backend when the addon has it and a device answers,
    * else the CPU engine; 'cpu' always the CPU engine. See `backend` for the one in use.
@@ -59,7 +61,7 @@ export class ExactIndex {
   get storage(): Storage {
     return this.native.storage;
   }
-  /** Kernel set in use: 'avx512', 'avx2' or 'scalar'. */
+  /** Kernel set in use: 'avx512', 'avx512-scan', 'avx2' or 'scalar'. */
   get kernel(): string {
     return this.native.kernel;
   }

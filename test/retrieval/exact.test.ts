@@ -9,16 +9,18 @@ import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './r
 // |x_j * q_j| (the dot product's condition), generous enough for any summation order.
 const f32Tol = (d: number) => (scale: number) => 1e-6 * d * (scale + 1e-3) + 1e-6;
 
-type Kernel = 'auto' | 'scalar' | 'avx2' | 'avx512';
+type Kernel = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'avx512-scan';
 // Every kernel set this CPU runs, forced one by one ('auto' is the best of them).
-const KERNELS: Kernel[] = (['auto', 'scalar', 'avx2', 'avx512'] as const).filter((kernel) => {
-  try {
-    ExactIndex.create({ dim: 1, kernel });
-    return true;
-  } catch {
-    return false;
-  }
-});
+const KERNELS: Kernel[] = (['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const).filter(
+  (kernel) => {
+    try {
+      ExactIndex.create({ dim: 1, kernel });
+      return true;
+    } catch {
+      return false;
+    }
+  },
+);
 
 function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: Kernel) {
   const ids = distinctIds(rng, n);
@@ -148,9 +150,15 @@ test('equal scores come out by ascending id, across cuts, tasks and kernels', as
   for (const storage of ['f32', 'f16'] as const) {
     const index = ExactIndex.create({ dim: d, storage });
     index.build(ids, vecs);
-    for (const B of [1, 9]) {
+    // B = 20 goes through the batch (query-panel) kernels, whose threshold filter runs on
+    // the accumulators; packMinBatch 1 sends B = 1 and 9 there too.
+    for (const B of [1, 9, 20]) {
       const queries = Float32Array.from({ length: B * d }, () => rng.int(7) - 3);
-      for (const tuning of [{}, { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1 }]) {
+      for (const tuning of [
+        {},
+        { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1 },
+        { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1, packMinBatch: 1 },
+      ]) {
         index.setTuning(tuning);
         const k = 90;
         const got = await index.search(queries, k);
@@ -234,33 +242,45 @@ test('per-query exclusions and a shared allow list apply inside the scan', async
       exclude.push(Uint32Array.from([...top, 123456789, ...ids.slice(100, 110)]));
     }
     const tol = tolFor(ref, queries);
-    assertMatches(
-      ref,
-      queries,
-      20,
-      await index.search(queries, 20, { exclude }),
-      tol,
-      { exclude },
-      'exclude',
-    );
-
     // An allow list: a 10% subset plus ids the index does not hold (they match nothing).
     const allow = Uint32Array.from([...ids.filter((_, i) => i % 10 === 3), 7, 8, 9]);
-    assertMatches(
-      ref,
-      queries,
-      30,
-      await index.search(queries, 30, { allow }),
-      tol,
-      { allow },
-      'allow',
-    );
-    // Both at once, and an allow list smaller than k (rows are padded).
     const small = ids.slice(0, 5);
-    const both = { exclude, allow: small };
-    assertMatches(ref, queries, 10, await index.search(queries, 10, both), tol, both, 'both');
-    const none = await index.search(queries, 4, { allow: new Uint32Array(0) });
-    assert.ok(none.ids.every((x) => x === NO_ID));
+    // packMinBatch 1: the same through the batch (query-panel) kernels and their filter.
+    for (const packMinBatch of [0, 1]) {
+      index.setTuning({ packMinBatch });
+      const label = `packMinBatch=${packMinBatch}`;
+      assertMatches(
+        ref,
+        queries,
+        20,
+        await index.search(queries, 20, { exclude }),
+        tol,
+        { exclude },
+        `exclude ${label}`,
+      );
+      assertMatches(
+        ref,
+        queries,
+        30,
+        await index.search(queries, 30, { allow }),
+        tol,
+        { allow },
+        `allow ${label}`,
+      );
+      // Both at once, and an allow list smaller than k (rows are padded).
+      const both = { exclude, allow: small };
+      assertMatches(
+        ref,
+        queries,
+        10,
+        await index.search(queries, 10, both),
+        tol,
+        both,
+        `both ${label}`,
+      );
+      const none = await index.search(queries, 4, { allow: new Uint32Array(0) });
+      assert.ok(none.ids.every((x) => x === NO_ID));
+    }
   }
 });
 

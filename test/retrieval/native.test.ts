@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { loadNative } from '../../src/retrieval/native.js';
 
 test('the built addon loads and reports the CPU features it found', () => {
@@ -7,4 +8,30 @@ test('the built addon loads and reports the CPU features it found', () => {
   for (const key of ['avx2', 'fma', 'f16c'] as const) {
     assert.equal(typeof info[key], 'boolean', `${key} is a boolean`);
   }
+});
+
+test('the default exact kernel set is the one this CPU should get', (t) => {
+  // Read the CPU from the kernel's own report, independently of the addon's cpuid code.
+  let cpuinfo: string;
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    t.skip('no /proc/cpuinfo');
+    return;
+  }
+  const first = cpuinfo.split('\n\n')[0]!;
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, 'm').exec(first)?.[1] ?? '';
+  const flags = new Set(field('flags').split(/\s+/));
+  const has = (...f: string[]) => f.every((x) => flags.has(x));
+  let want = 'scalar';
+  if (has('avx2', 'fma', 'f16c')) {
+    want = 'avx2';
+    if (has('avx512f', 'avx512vl', 'avx512bw', 'avx512dq')) {
+      // AMD family 19h (Zen 4) executes 512-bit FMAs as two halves: the AVX2 batch tiles.
+      const zen4 = field('vendor_id') === 'AuthenticAMD' && Number(field('cpu family')) === 0x19;
+      want = zen4 ? 'avx512-scan' : 'avx512';
+    }
+  }
+  assert.equal(loadNative().exactKernel, want);
+  assert.equal(loadNative().engineInfo().exactKernel, want);
 });
