@@ -100,6 +100,7 @@ export async function buildServingModel(
   const ranker = new RankerPool(shared, bundle.ranker, {
     threads: rankerPoolThreads(opts.pipeline.rankerThreads, bundle.ranker.path),
     intraOpThreads: opts.pipeline.rankerIntraOpThreads,
+    nice: opts.pipeline.rankerNice,
     batchAcrossRequests: opts.pipeline.rankerBatching,
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });

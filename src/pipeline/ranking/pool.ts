@@ -14,6 +14,13 @@ import type { RankJob, RankOutput, RankResult, RankWorkerData } from './worker.j
 export interface RankerPoolOptions {
   threads: number;
   intraOpThreads: number;
+  /**
+   * Nice value of the worker threads (0..19, default 0). Above 0 the event loop and the
+   * retrieval threads win the CPU when it is short: under saturation the loop keeps
+   * answering (cached requests, feedback, health) and starts retrieval passes on time
+   * while rankings queue, instead of sharing every core equally with ONNX.
+   */
+  nice?: number;
   /** Most candidate rows in one task. Default 2048. */
   maxBatchRows?: number;
   batchAcrossRequests?: boolean;
@@ -42,7 +49,12 @@ export class RankerPool {
     this.maxBatchRows = opts.maxBatchRows ?? 2048;
     this.batchAcross = opts.batchAcrossRequests ?? true;
     this.metrics = opts.metrics;
-    const workerData: RankWorkerData = { items, ranker, intraOpThreads: opts.intraOpThreads };
+    const workerData: RankWorkerData = {
+      items,
+      ranker,
+      intraOpThreads: opts.intraOpThreads,
+      nice: opts.nice ?? 0,
+    };
     this.piscina = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
       workerData,

@@ -9,12 +9,16 @@ import type { RankerConfig } from '../../models/bundle.js';
 import { RankerSession } from '../../ranker/session.js';
 import { rerank, seededRng } from '../rerank.js';
 import { featureItemsOf, primaryCategoryOf, type SharedItems } from './shared-bundle.js';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { workerData } from 'node:worker_threads';
 
 export interface RankWorkerData {
   items: SharedItems;
   ranker: RankerConfig;
   intraOpThreads: number;
+  /** Nice value for this worker's thread (0 leaves it as the process's); see pool.ts. */
+  nice: number;
 }
 
 /** Re-rank parameters (pipeline/rerank.ts) when the worker should also select the list. */
@@ -51,6 +55,7 @@ export interface RankOutput {
 export type RankResult = RankOutput[];
 
 const data = workerData as RankWorkerData;
+if (data.nice > 0) lowerThisThreadsPriority(data.nice);
 const bundle: AssembleBundle = {
   dim: data.items.dim,
   itemEmbeddings: data.items.itemEmbeddings,
@@ -134,4 +139,20 @@ export default async function rank(jobs: RankJob[]): Promise<RankResult> {
     off += j.candidates.length;
   }
   return out;
+}
+
+/**
+ * Lowers the scheduling priority of this worker's thread alone. On Linux a thread is a task
+ * with its own id and nice value (/proc/thread-self names it), setpriority() on that id
+ * changes that thread only, and threads it starts later (ONNX Runtime's) inherit it.
+ * Raising a nice value needs no privilege; where the platform has no thread-self or
+ * refuses, the worker runs at the process's priority, as with nice 0.
+ */
+function lowerThisThreadsPriority(nice: number): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
+  } catch {
+    // Not Linux, or /proc not mounted: the default priority is a correct, slower choice.
+  }
 }
