@@ -2,11 +2,13 @@
 // exact index (fp32, fp16) and FAISS IndexFlatIP on the same data, and HNSW recall@10
 // against queries/s for several efSearch values, all in one run.
 //
-//   npm run bench:retrieval [-- --quick] [-- --json]
+//   npm run bench:retrieval [-- --quick] [-- --json] [-- --kernel NAME]
 //
 // --quick keeps the whole run under a minute (shorter timing windows, fewer queries);
-// --json prints one JSON object instead of tables. The HNSW index (100k x 64) is cached
-// under .cache/ after the first build, since building it costs more than the rest.
+// --json prints one JSON object instead of tables; --kernel forces the exact index's kernel
+// set (ExactIndexOptions.kernel: avx2, avx512, avx512-scan, scalar; default auto). The
+// HNSW index (100k x 64) is cached under .cache/ after the first build, since building it
+// costs more than the rest.
 // libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a
 // while after each parallel region) lets FAISS's idle OpenMP threads starve OpenBLAS's
 // threads on a 2-core machine: FAISS IndexFlatIP ran 10-50x slower at B >= 20 (its sgemm
@@ -55,6 +57,12 @@ const log = (msg: string) => {
 };
 const addon = loadNative();
 const info = addon.engineInfo();
+const kernelOption = args.options.get('kernel') ?? 'auto';
+const KERNEL_NAMES = ['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const;
+type KernelName = (typeof KERNEL_NAMES)[number];
+if (!(KERNEL_NAMES as readonly string[]).includes(kernelOption))
+  throw new RangeError(`--kernel must be one of ${KERNEL_NAMES.join(', ')}, got '${kernelOption}'`);
+const kernel = kernelOption as KernelName;
 const threads = info.hardwareThreads;
 const windowMs = quick ? 40 : 800;
 // Each exact/FAISS cell is timed over WINDOWS windows of windowMs / WINDOWS and reports the
@@ -98,9 +106,9 @@ for (const n of [100_000, 1_000_000]) {
     const vecs = rng.uniformArray(n * d);
     const ids = Uint32Array.from({ length: n }, (_, i) => i);
     const queries = rng.uniformArray(128 * d);
-    const f32 = ExactIndex.create({ dim: d, storage: 'f32' });
+    const f32 = ExactIndex.create({ dim: d, storage: 'f32', kernel });
     f32.build(ids, vecs);
-    const f16 = ExactIndex.create({ dim: d, storage: 'f16' });
+    const f16 = ExactIndex.create({ dim: d, storage: 'f16', kernel });
     f16.build(ids, vecs);
     const faiss = FaissFlatIndex.create(d);
     faiss.add(vecs);
@@ -109,7 +117,7 @@ for (const n of [100_000, 1_000_000]) {
     const recall16 = recallAtK(f32.searchSync(q32, K).ids, f16.searchSync(q32, K).ids, 32, K);
 
     // The sgemm variant of the exact index (off by default: see bench/README.md).
-    const viaSgemm = addon.exactHasSgemm ? ExactIndex.create({ dim: d }) : null;
+    const viaSgemm = addon.exactHasSgemm ? ExactIndex.create({ dim: d, kernel }) : null;
     viaSgemm?.build(ids, vecs);
     viaSgemm?.setTuning({ sgemmMinBatch: 1 });
 
@@ -242,6 +250,8 @@ const out = {
   omp_wait_policy: process.env.OMP_WAIT_POLICY,
   seconds: (nowMs() - t0) / 1000,
   machine: { ...info, threads },
+  /** The exact index's kernel set in this run (--kernel, else the CPU's default). */
+  kernel: kernel === 'auto' ? info.exactKernel : kernel,
   bandwidth_gbps: bandwidth,
   bandwidth_1t_gbps: bandwidth1,
   sgemm_gflops: sgemm,
@@ -255,7 +265,7 @@ if (args.json) {
   console.log(
     `\nread bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
       `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s; ` +
-      `kernel ${info.exactKernel}\n`,
+      `kernel ${kernel === 'auto' ? info.exactKernel : kernel}\n`,
   );
   printTable(
     [

@@ -82,6 +82,12 @@ export interface PipelineConfig {
   rankerNice: number;
   /** Score jobs that queue while workers are busy in one ONNX run. Default true. */
   rankerBatching: boolean;
+  /**
+   * Most candidate rows in one such run. 0 (the default) sizes it per model: 2048 for a
+   * light ranker, 2 x maxCandidates for one of at least HEAVY_RANKER_FLOPS per candidate
+   * (models/registry.ts rankerMaxBatchRows says why).
+   */
+  rankerMaxBatchRows: number;
   /** Ranking slower than this → cosine fallback (seed: 50 ms timeout). */
   rankingTimeoutMs: number;
   /** Recommendation cache TTL; 0 disables the cache. Default 60 s. */
@@ -124,6 +130,7 @@ export const DEFAULT_PIPELINE: PipelineConfig = {
   rankerIntraOpThreads: 1,
   rankerNice: 5,
   rankerBatching: true,
+  rankerMaxBatchRows: 0,
   rankingTimeoutMs: 50,
   cacheTtlMs: 60_000,
   cacheMaxBytes: 64 * 1024 * 1024,
@@ -214,6 +221,12 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   },
   'ranker-nice': { kind: 'int', path: ['pipeline', 'rankerNice'], min: 0, max: 19 },
   'ranker-batching': { kind: 'bool', path: ['pipeline', 'rankerBatching'] },
+  'ranker-max-batch-rows': {
+    kind: 'int',
+    path: ['pipeline', 'rankerMaxBatchRows'],
+    min: 0,
+    max: 1_000_000,
+  },
   'ranking-timeout-ms': { kind: 'int', path: ['pipeline', 'rankingTimeoutMs'], min: 1 },
   'cache-ttl-ms': { kind: 'int', path: ['pipeline', 'cacheTtlMs'], min: 0 },
   'cache-max-bytes': { kind: 'int', path: ['pipeline', 'cacheMaxBytes'], min: 0 },

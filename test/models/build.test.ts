@@ -8,7 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listVersions, loadBundle } from '../../src/models/repository.js';
 import { importRanker } from '../../src/models/import.js';
-import { HEAVY_RANKER_FLOPS, rankerPoolThreads } from '../../src/models/registry.js';
+import {
+  HEAVY_RANKER_FLOPS,
+  rankerMaxBatchRows,
+  rankerPoolThreads,
+} from '../../src/models/registry.js';
 import { onnxFlopsPerRow } from '../../src/ranker/flops.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recserve-build-'));
@@ -185,4 +189,8 @@ test('a heavy ranker (a 1024-wide layer) gets two ranking workers', () => {
   const path = join(JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string, 'model.onnx');
   assert.ok(onnxFlopsPerRow(path) >= HEAVY_RANKER_FLOPS);
   assert.equal(rankerPoolThreads(0, path), 2);
+  // Cross-request batches of a heavy ranker hold two requests' candidates; explicit wins.
+  assert.equal(rankerMaxBatchRows(0, 200, path), 400);
+  assert.equal(rankerMaxBatchRows(0, 150, path), 300);
+  assert.equal(rankerMaxBatchRows(1000, 200, path), 1000);
 });

@@ -8,7 +8,11 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { ensureTestModels } from '../http/harness.js';
 import { latestVersion, loadBundle } from '../../src/models/repository.js';
-import { HEAVY_RANKER_FLOPS, rankerPoolThreads } from '../../src/models/registry.js';
+import {
+  HEAVY_RANKER_FLOPS,
+  rankerMaxBatchRows,
+  rankerPoolThreads,
+} from '../../src/models/registry.js';
 import { onnxFlopsPerRow } from '../../src/ranker/flops.js';
 
 test('auto ranker pool size follows the ranker cost; an explicit count wins', async () => {
@@ -21,4 +25,7 @@ test('auto ranker pool size follows the ranker cost; an explicit count wins', as
   assert.equal(rankerPoolThreads(3, bundle.ranker.path), 3);
   const auto = rankerPoolThreads(0, bundle.ranker.path);
   assert.equal(auto, availableParallelism() >= 4 ? 2 : 1);
+  // A light ranker shares its per-call cost over large cross-request batches.
+  assert.equal(rankerMaxBatchRows(0, 200, bundle.ranker.path), 2048);
+  assert.equal(rankerMaxBatchRows(300, 200, bundle.ranker.path), 300);
 });
