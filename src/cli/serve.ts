@@ -155,7 +155,20 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     await service.warm();
     service.setReady(true);
     logger.info(
-      { model: model.version, items: bundle.items.ids.length, ms: Date.now() - t0 },
+      {
+        model: model.version,
+        items: bundle.items.ids.length,
+        ms: Date.now() - t0,
+        // What the engines chose on this host (kernel set, CUDA or not, pool sizes): the
+        // first thing to check when figures differ between machines.
+        exact: {
+          kernel: model.exact.kernel,
+          backend: model.exact.backend,
+          storage: model.exact.storage,
+          threads: model.exact.threads,
+        },
+        ranker: model.ranker.describe(),
+      },
       'model loaded and warm: ready',
     );
   })();

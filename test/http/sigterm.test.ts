@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { test } from 'node:test';
 import { startBenchServer } from '../../bench/lib/server.js';
+import { loadNative } from '../../src/retrieval/native.js';
 import { ensureTestModels } from './harness.js';
 
 function request(
@@ -61,4 +62,18 @@ test('SIGTERM drains in-flight requests and exits 0', async () => {
   agent.destroy();
   assert.ok(lines.some((l) => l.msg === 'stopping: draining in-flight requests'));
   assert.ok(lines.some((l) => l.msg === 'stopped'));
+  // The ready line says what the engines chose on this host.
+  const ready = lines.find((l) => l.msg === 'model loaded and warm: ready') as
+    | {
+        exact: { kernel: string; backend: string };
+        ranker: { workers: number; maxBatchRows: number };
+      }
+    | undefined;
+  assert.ok(ready, 'ready line logged');
+  assert.equal(ready.exact.kernel, loadNative().exactKernel);
+  assert.ok(['cpu', 'cuda'].includes(ready.exact.backend));
+  assert.ok(
+    ready.ranker.workers >= 1 && ready.ranker.maxBatchRows >= 1,
+    JSON.stringify(ready.ranker),
+  );
 });

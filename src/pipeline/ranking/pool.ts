@@ -66,6 +66,15 @@ export class RankerPool {
     });
   }
 
+  /** The pool's sizing, as the server logs it at start-up. */
+  describe(): { workers: number; maxBatchRows: number; batchAcrossRequests: boolean } {
+    return {
+      workers: this.threads,
+      maxBatchRows: this.maxBatchRows,
+      batchAcrossRequests: this.batchAcross,
+    };
+  }
+
   /** Jobs waiting for a free worker. */
   queueDepth(): number {
     return this.pending.length;
