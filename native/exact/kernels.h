@@ -77,8 +77,8 @@ const Kernels* Avx512Kernels();
 // as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose; nullptr where
 // Avx512Kernels() is.
 const Kernels* Avx512ScanKernels();
-// True on CPUs that split 512-bit FMAs into two 256-bit operations (AMD family 19h, Zen 3
-// and Zen 4; Zen 3 has no AVX-512 at all).
+// True on AMD family 19h: Zen 4 executes a 512-bit FMA as two 256-bit halves (Zen 3, the
+// same family, has no AVX-512, so there the answer changes nothing).
 bool SplitsWideFma();
 // The best kernels this CPU runs: "avx512", or "avx512-scan" where SplitsWideFma(), else
 // "avx2", else "scalar".
