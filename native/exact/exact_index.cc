@@ -42,8 +42,42 @@ inline float KeyScore(Key key) {
 }
 inline uint32_t KeyId(Key key) { return ~static_cast<uint32_t>(key); }
 
+// Reorders a[0, n) so that a[m] holds what a descending sort would put there, with
+// everything before it >= a[m] >= everything after it (std::nth_element with
+// std::greater). Quickselect whose partition has no data-dependent branch: each element is
+// swapped to the front part and the front grows by (v >= pivot). On candidate keys the
+// comparisons are coin flips, and std::nth_element's branchy partition mispredicted about
+// half of them.
+inline void NthLargest(Key* a, size_t n, size_t m) {
+  size_t lo = 0, hi = n;  // a[m] is in [lo, hi); [0, lo) >= [lo, hi) >= [hi, n)
+  while (hi - lo > 16) {
+    const Key x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi - 1];
+    const Key p = std::max(std::min(x, y), std::min(std::max(x, y), z));  // median of 3
+    size_t j = lo;
+    for (size_t i = lo; i < hi; i++) {
+      const Key v = a[i];
+      a[i] = a[j];
+      a[j] = v;
+      j += v >= p;
+    }
+    // [lo, j) >= p > [j, hi). With distinct keys both parts are non-empty (the median's
+    // range holds p and the largest of the three, the other part the smallest); equal keys
+    // could leave one empty, so hand those ranges to the library.
+    if (j == lo || j == hi) {
+      std::nth_element(a + lo, a + m, a + hi, std::greater<Key>());
+      return;
+    }
+    if (m < j) {
+      hi = j;
+    } else {
+      lo = j;
+    }
+  }
+  std::sort(a + lo, a + hi, std::greater<Key>());
+}
+
 // One query's running top-k: an unsorted buffer of candidates, cut back to the best k with
-// nth_element whenever it holds 2k. Only scores above Threshold() are offered, and the
+// NthLargest whenever it holds 2k. Only scores above Threshold() are offered, and the
 // threshold rises at each cut. On uniform data a scan inserts about k ln(N/k) candidates
 // per query; a binary heap paid ~150 cycles for each (sift down and up over k entries),
 // which was a third of a B = 32 search over 100k x 64 at k = 100. Appending costs a few
@@ -72,9 +106,9 @@ class TopK {
 
  private:
   void Cut() {
-    std::nth_element(buf_.begin(), buf_.begin() + (k_ - 1), buf_.end(), std::greater<Key>());
+    NthLargest(buf_.data(), buf_.size(), k_ - 1);
     buf_.resize(k_);
-    // The k-th best after nth_element; everything before it is at least as good.
+    // The k-th best after the selection; everything before it is at least as good.
     threshold_key_ = buf_[k_ - 1];
     threshold_ = KeyScore(threshold_key_);
   }
