@@ -384,7 +384,10 @@ test('the sgemm path (CMake build) matches brute force, with exclusions', async 
 test('search runs off the event loop and owns a copy of its queries', async () => {
   const rng = new Rng(19);
   const d = 64;
-  const index = ExactIndex.create({ dim: d });
+  // One search thread, so that on a 2-core machine a core is left for the event loop: with
+  // every core scanning, the main thread could be descheduled for the whole (now ~12 ms)
+  // search, and a timer count would then measure the scheduler, not where the search runs.
+  const index = ExactIndex.create({ dim: d, threads: 1 });
   index.build(distinctIds(rng, 100_000), rng.uniformArray(100_000 * d));
   const queries = rng.uniformArray(128 * d);
   const saved = queries.slice();
