@@ -23,7 +23,7 @@ import { clustered, nearRows, recallAtK } from './lib/data.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, rateWithCpu } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
-import { ExactIndex } from '../src/retrieval/exact.js';
+import { EXACT_KERNELS, ExactIndex, type ExactKernel } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
 import { loadNative, projectRoot } from '../src/retrieval/native.js';
@@ -58,11 +58,13 @@ const log = (msg: string) => {
 const addon = loadNative();
 const info = addon.engineInfo();
 const kernelOption = args.options.get('kernel') ?? 'auto';
-const KERNEL_NAMES = ['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const;
-type KernelName = (typeof KERNEL_NAMES)[number];
-if (!(KERNEL_NAMES as readonly string[]).includes(kernelOption))
-  throw new RangeError(`--kernel must be one of ${KERNEL_NAMES.join(', ')}, got '${kernelOption}'`);
-const kernel = kernelOption as KernelName;
+if (!(EXACT_KERNELS as readonly string[]).includes(kernelOption))
+  throw new RangeError(
+    `--kernel must be one of ${EXACT_KERNELS.join(', ')}, got '${kernelOption}'`,
+  );
+const kernel = kernelOption as ExactKernel;
+/** The kernel set the exact indexes of this run use. */
+const kernelInUse = kernel === 'auto' ? info.exactKernel : kernel;
 const threads = info.hardwareThreads;
 const windowMs = quick ? 40 : 800;
 // Each exact/FAISS cell is timed over WINDOWS windows of windowMs / WINDOWS and reports the
@@ -251,7 +253,7 @@ const out = {
   seconds: (nowMs() - t0) / 1000,
   machine: { ...info, threads },
   /** The exact index's kernel set in this run (--kernel, else the CPU's default). */
-  kernel: kernel === 'auto' ? info.exactKernel : kernel,
+  kernel: kernelInUse,
   bandwidth_gbps: bandwidth,
   bandwidth_1t_gbps: bandwidth1,
   sgemm_gflops: sgemm,
@@ -265,7 +267,7 @@ if (args.json) {
   console.log(
     `\nread bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
       `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s; ` +
-      `kernel ${kernel === 'auto' ? info.exactKernel : kernel}\n`,
+      `kernel ${kernelInUse}\n`,
   );
   printTable(
     [

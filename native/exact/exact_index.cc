@@ -60,10 +60,10 @@ inline void NthLargest(Key* a, size_t n, size_t m) {
       a[j] = v;
       j += v >= p;
     }
-    // [lo, j) >= p > [j, hi). With distinct keys both parts are non-empty (the median's
-    // range holds p and the largest of the three, the other part the smallest); equal keys
-    // could leave one empty, so hand those ranges to the library.
-    if (j == lo || j == hi) {
+    // [lo, j) >= p > [j, hi). The front always holds p; with distinct keys the back holds
+    // at least the smallest of the three. Equal keys could leave the back empty, and such
+    // a range goes to the library.
+    if (j == hi) {
       std::nth_element(a + lo, a + m, a + hi, std::greater<Key>());
       return;
     }

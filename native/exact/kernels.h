@@ -48,7 +48,7 @@ struct Kernels {
   size_t (*panel_f16)(const uint16_t* const* rows, size_t nrows, size_t nq, size_t dpad,
                       float* scratch, const float* thr, uint32_t* hit_rows, const float** scores);
   // Packs the queries into scratch in this kernel set's panel layout (transposed panels of
-  // 8 for AVX2, 16 for AVX-512; nothing for the scalar set). Once per search and thread,
+  // 8 for AVX2, 16 for AVX-512; nullptr in the scalar set, with the batch kernels). Once per search and thread,
   // not per block of rows: at d = 64 a block is 128 rows, and packing 32 queries for every
   // block cost a third of the block's FMA time.
   void (*pack_queries)(const float* queries, size_t nq, size_t dpad, float* scratch);

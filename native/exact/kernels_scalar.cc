@@ -2,10 +2,6 @@
 // and the engine on CPUs without AVX2. Accumulation is in float, like the SIMD path.
 #include <cstring>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
-
 #include "exact/kernels.h"
 
 namespace recserve {
@@ -126,32 +122,19 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = HalfToFloat(in[i]);
 }
 
-// The scalar set has no batch kernels: every batch is scored where the queries lie.
-void PackNothing(const float* /*queries*/, size_t /*nq*/, size_t /*dpad*/, float* /*scratch*/) {}
-
 }  // namespace
 
 const Kernels& ScalarKernels() {
-  static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, PackNothing,
+  // No batch kernels (nor their packing): every batch is scored where the queries lie.
+  static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, nullptr,
                         DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16};
   return k;
 }
 
 bool SplitsWideFma() {
 #if defined(__x86_64__) || defined(__i386__)
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return false;
-  char vendor[13];
-  std::memcpy(vendor, &ebx, 4);
-  std::memcpy(vendor + 4, &edx, 4);
-  std::memcpy(vendor + 8, &ecx, 4);
-  vendor[12] = 0;
-  if (std::strcmp(vendor, "AuthenticAMD") != 0) return false;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
-  // Family = base family, plus the extended family when the base reads 0xF.
-  unsigned family = (eax >> 8) & 0xF;
-  if (family == 0xF) family += (eax >> 20) & 0xFF;
-  return family == 0x19;
+  __builtin_cpu_init();
+  return __builtin_cpu_is("amdfam19h");
 #else
   return false;
 #endif

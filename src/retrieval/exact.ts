@@ -10,6 +10,10 @@ export type { ExactTuning, TopK } from './native.js';
 /** Id used to pad rows with fewer than k results (score -Infinity). */
 export const NO_ID = 0xffffffff;
 
+/** The kernel sets ExactIndexOptions.kernel names ('auto': the best this CPU runs). */
+export const EXACT_KERNELS = ['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const;
+export type ExactKernel = (typeof EXACT_KERNELS)[number];
+
 export interface ExactIndexOptions {
   dim: number;
   /** 'f16' halves the bytes read per scan (F16C conversion); scores within ~1e-3 relative. Default 'f32'. */
@@ -22,7 +26,7 @@ export interface ExactIndexOptions {
    * float16 scan; else 'avx2', else 'scalar'); the others force one (tests, benchmarks)
    * and throw RangeError when absent.
    */
-  kernel?: 'auto' | 'scalar' | 'avx2' | 'avx512' | 'avx512-scan';
+  kernel?: ExactKernel;
   /**
    * 'auto' (default) uses the CUDA backend when the addon has it and a device answers,
    * else the CPU engine; 'cpu' always the CPU engine. See `backend` for the one in use.

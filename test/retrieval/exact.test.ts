@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ExactIndex, NO_ID, type Storage } from '../../src/retrieval/exact.js';
+import {
+  EXACT_KERNELS,
+  ExactIndex,
+  NO_ID,
+  type ExactKernel,
+  type Storage,
+} from '../../src/retrieval/exact.js';
 import { loadNative } from '../../src/retrieval/native.js';
 import { Rng } from '../../bench/lib/rng.js';
 import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './reference.js';
@@ -9,18 +15,16 @@ import { RefIndex, absDot, assertMatches, distinctIds, f16RoundArray } from './r
 // |x_j * q_j| (the dot product's condition), generous enough for any summation order.
 const f32Tol = (d: number) => (scale: number) => 1e-6 * d * (scale + 1e-3) + 1e-6;
 
-type Kernel = 'auto' | 'scalar' | 'avx2' | 'avx512' | 'avx512-scan';
+type Kernel = ExactKernel;
 // Every kernel set this CPU runs, forced one by one ('auto' is the best of them).
-const KERNELS: Kernel[] = (['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const).filter(
-  (kernel) => {
-    try {
-      ExactIndex.create({ dim: 1, kernel });
-      return true;
-    } catch {
-      return false;
-    }
-  },
-);
+const KERNELS: Kernel[] = EXACT_KERNELS.filter((kernel) => {
+  try {
+    ExactIndex.create({ dim: 1, kernel });
+    return true;
+  } catch {
+    return false;
+  }
+});
 
 function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: Kernel) {
   const ids = distinctIds(rng, n);
@@ -245,39 +249,19 @@ test('per-query exclusions and a shared allow list apply inside the scan', async
     // An allow list: a 10% subset plus ids the index does not hold (they match nothing).
     const allow = Uint32Array.from([...ids.filter((_, i) => i % 10 === 3), 7, 8, 9]);
     const small = ids.slice(0, 5);
-    // packMinBatch 1: the same through the batch (query-panel) kernels and their filter.
+    // Exclusions, an allow list, both at once with an allow list smaller than k (rows are
+    // padded); packMinBatch 1 sends the same through the batch (query-panel) kernels.
+    const cases = [
+      { name: 'exclude', k: 20, opts: { exclude } },
+      { name: 'allow', k: 30, opts: { allow } },
+      { name: 'both', k: 10, opts: { exclude, allow: small } },
+    ];
     for (const packMinBatch of [0, 1]) {
       index.setTuning({ packMinBatch });
-      const label = `packMinBatch=${packMinBatch}`;
-      assertMatches(
-        ref,
-        queries,
-        20,
-        await index.search(queries, 20, { exclude }),
-        tol,
-        { exclude },
-        `exclude ${label}`,
-      );
-      assertMatches(
-        ref,
-        queries,
-        30,
-        await index.search(queries, 30, { allow }),
-        tol,
-        { allow },
-        `allow ${label}`,
-      );
-      // Both at once, and an allow list smaller than k (rows are padded).
-      const both = { exclude, allow: small };
-      assertMatches(
-        ref,
-        queries,
-        10,
-        await index.search(queries, 10, both),
-        tol,
-        both,
-        `both ${label}`,
-      );
+      for (const { name, k, opts } of cases) {
+        const got = await index.search(queries, k, opts);
+        assertMatches(ref, queries, k, got, tol, opts, `${name} packMinBatch=${packMinBatch}`);
+      }
       const none = await index.search(queries, 4, { allow: new Uint32Array(0) });
       assert.ok(none.ids.every((x) => x === NO_ID));
     }
