@@ -12,7 +12,7 @@
 // (build a synthetic repository of N items with d = --dim, default 64, the reference
 // configuration, e.g. --items 1000000; built once and reused), --duration S (per scenario),
 // --connections C, --open-duration S (the open-loop scenario; default max(duration, 30)),
-// --only a,b (just those scenarios), --sweep (ranking pool size and cross-request batching
+// --only a,b (just those scenarios), --rate R (an extra open-loop row at R req/s), --sweep (ranking pool size and cross-request batching
 // compared on the uncached scenario), --storage f16|f32 (the server's exact-index storage;
 // with f16 a second open-loop row runs at 70% of the floor of the bytes really read).
 import { join } from 'node:path';
@@ -35,6 +35,9 @@ const connections = numberOption(args, 'connections', 16);
 // the 4th slowest of them; 30 s puts ~1,000 under it.
 const openDuration = numberOption(args, 'open-duration', quick ? duration : Math.max(duration, 30));
 const items = numberOption(args, 'items', quick ? 3000 : 20000);
+// --rate R adds an open-loop row at a fixed R req/s (`warm_uncached@R`): the same offered
+// load for every run of an A/B, where the 0.7-floor row's rate follows each run's floor.
+const fixedRate = numberOption(args, 'rate', 0);
 // The issue's reference configuration is d = 64; --dim changes it.
 const dim = numberOption(args, 'dim', 64);
 const log = (msg: string) => {
@@ -251,6 +254,11 @@ async function main(): Promise<void> {
     await run('warm_uncached@0.7floor', () =>
       poissonScenario(base, 'warm_uncached@0.7floor', uncached, rate07),
     );
+    if (fixedRate > 0) {
+      await run(`warm_uncached@${fixedRate}`, () =>
+        poissonScenario(base, `warm_uncached@${fixedRate}`, uncached, fixedRate),
+      );
+    }
     if (servedBytes !== 4) {
       const rateServed = Math.max(1, Math.round(0.7 * servedFloorRps));
       await run('warm_uncached@0.7servedfloor', () =>

@@ -74,10 +74,11 @@ export interface PipelineConfig {
   /**
    * Nice value of the ranking worker threads (0..19; Linux, per thread). Default 5: when
    * requests outrun the cores, the event loop and the retrieval threads get the CPU first,
-   * so loop lag stays low and the rankings queue instead (pipeline/ranking/pool.ts). With
-   * the seed-size ranker on 2 cores (bench:load, closed loop) loop lag p99 fell from
-   * 10.9-12.0 ms at 0 to 8.0-8.8 at 5; 10 starved the rankings behind bursts of retrieval
-   * (p99 at 70% of the floor 68-72 ms against 38-59 at 0 and 44-54 at 5).
+   * so loop lag stays low and the rankings queue instead (pipeline/ranking/pool.ts).
+   * Measured with `RECSERVE_RANKER_NICE=N npm run bench:load -- --models <seed-ranker
+   * bundle> --only warm_uncached,warm_uncached@0.7floor` (bench/README.md, 2026-12-04):
+   * closed-loop loop lag p99 8.5-8.6 ms at 0, 7.4-7.6 at 5, 6.8-7.6 at 10; 10 starved the
+   * rankings behind bursts of retrieval in one run (0.7-floor p99 67 ms).
    */
   rankerNice: number;
   /** Score jobs that queue while workers are busy in one ONNX run. Default true. */

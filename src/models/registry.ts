@@ -158,8 +158,10 @@ export function rankerPoolThreads(configured: number, rankerPath: string): numbe
  * seed-size tower runs at the same candidates/s from 64 rows to 1024 (bench:ranker, one
  * thread: 58.9k at 64, 59.5k at 150, 57.1k at 1024), so a large batch buys nothing and
  * makes the requests queued behind it wait for all of it. Open loop at 63 req/s on the
- * 1M-item bundle (2 cores, two alternating 40 s rounds): p99 45.7 / 37.6 ms at 2048 rows,
- * 33.9 / 35.5 at 400, 40.3 / 45.2 at 200 (no cross-request batching).
+ * 1M-item bundle (`RECSERVE_RANKER_MAX_BATCH_ROWS=R npm run bench:load -- --models ...
+ * --only warm_uncached@63 --rate 63 --open-duration 40`, 2 cores, noisy host, two
+ * alternating rounds): p99 74.2 / 66.1 ms at 2048 rows, 60.7 / 68.3 at 400, 62.1 / 48.9 at
+ * 200 (no cross-request batching); bench/README.md has the runs.
  */
 export function rankerMaxBatchRows(
   configured: number,

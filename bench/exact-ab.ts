@@ -1,0 +1,150 @@
+// A/B of two exact-index variants in ONE process, timed interleaved (A B, B A, A B, ...):
+// on a shared machine whose neighbours move wall-clock rates by 2x within minutes, two
+// separate benchmark runs compare the neighbours more than the code. A variant is a kernel
+// set of this addon (--kernels avx2,avx512) or another build of the addon (--addons
+// OLD.node,NEW.node: an earlier commit built elsewhere, e.g. in a git worktree).
+//
+//   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
+//        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
+//        [--rounds 7] [--json]
+//
+// Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
+// share of result ids the two agree on (1 unless a variant changes results).
+import { createRequire } from 'node:module';
+import { numberOption, parseBenchArgs } from './lib/args.js';
+import { percentile, nowMs } from './lib/stats.js';
+import { Rng } from './lib/rng.js';
+import { printTable } from './lib/table.js';
+import { EXACT_KERNELS } from '../src/retrieval/exact.js';
+import { loadNative, type NativeAddon, type NativeExactIndex } from '../src/retrieval/native.js';
+
+const args = parseBenchArgs();
+const list = (name: string, dflt: string) => (args.options.get(name) ?? dflt).split(',');
+const n = numberOption(args, 'n', 100_000);
+const threads = numberOption(args, 'threads', 2);
+const k = numberOption(args, 'k', 100);
+const rounds = numberOption(args, 'rounds', 7);
+const dims = list('dims', '64,128').map(Number);
+const batches = list('batches', '16,32,128').map(Number);
+const storages = list('storage', 'f32,f16');
+for (const s of storages)
+  if (s !== 'f32' && s !== 'f16') throw new RangeError(`--storage takes f32,f16; got '${s}'`);
+
+interface Variant {
+  name: string;
+  addon: NativeAddon;
+  kernel: string;
+}
+function variants(): [Variant, Variant] {
+  const addons = args.options.get('addons');
+  if (addons !== undefined) {
+    const paths = addons.split(',');
+    if (paths.length !== 2) throw new RangeError('--addons takes two paths, A,B');
+    const require = createRequire(import.meta.url);
+    const [a, b] = paths.map((p) => ({
+      name: p,
+      addon: require(p) as NativeAddon,
+      kernel: 'auto',
+    }));
+    return [a!, b!];
+  }
+  const kernels = list('kernels', 'avx2,avx512');
+  if (kernels.length !== 2) throw new RangeError('--kernels takes two kernel sets, A,B');
+  for (const x of kernels)
+    if (!(EXACT_KERNELS as readonly string[]).includes(x))
+      throw new RangeError(`--kernels: '${x}' is not one of ${EXACT_KERNELS.join(', ')}`);
+  const addon = loadNative();
+  return [
+    { name: kernels[0]!, addon, kernel: kernels[0]! },
+    { name: kernels[1]!, addon, kernel: kernels[1]! },
+  ];
+}
+
+const [va, vb] = variants();
+const rng = new Rng(7);
+interface AbRow {
+  n: number;
+  d: number;
+  storage: string;
+  batch: number;
+  k: number;
+  threads: number;
+  a_ms: number;
+  b_ms: number;
+  b_over_a: number;
+  same_ids: number;
+}
+const rows: AbRow[] = [];
+for (const d of dims) {
+  const vecs = rng.uniformArray(n * d);
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  for (const storage of storages) {
+    const make = (v: Variant): NativeExactIndex => {
+      const index = new v.addon.NativeExactIndex(d, storage, threads, v.kernel, 'cpu');
+      index.build(ids, vecs);
+      return index;
+    };
+    const ia = make(va);
+    const ib = make(vb);
+    for (const batch of batches) {
+      const q = rng.uniformArray(batch * d);
+      const ra = ia.searchSync(q, k, null, null);
+      const rb = ib.searchSync(q, k, null, null);
+      let same = 0;
+      for (let i = 0; i < ra.ids.length; i++) same += ra.ids[i] === rb.ids[i] ? 1 : 0;
+      // About 50 M multiply-adds per timing window, at least 3 searches.
+      const reps = Math.max(3, Math.round(5e7 / (n * d * batch)));
+      const time = (index: NativeExactIndex) => {
+        index.searchSync(q, k, null, null);
+        const t0 = nowMs();
+        for (let i = 0; i < reps; i++) index.searchSync(q, k, null, null);
+        return (nowMs() - t0) / reps;
+      };
+      const ta: number[] = [];
+      const tb: number[] = [];
+      for (let r = 0; r < rounds; r++) {
+        // Alternate which variant goes first, so neither always follows the other.
+        if (r % 2 === 0) {
+          ta.push(time(ia));
+          tb.push(time(ib));
+        } else {
+          tb.push(time(ib));
+          ta.push(time(ia));
+        }
+      }
+      const ma = percentile(ta, 50);
+      const mb = percentile(tb, 50);
+      rows.push({
+        n,
+        d,
+        storage,
+        batch,
+        k,
+        threads,
+        a_ms: Math.round(ma * 1000) / 1000,
+        b_ms: Math.round(mb * 1000) / 1000,
+        b_over_a: Math.round((mb / ma) * 100) / 100,
+        same_ids: Math.round((same / ra.ids.length) * 10000) / 10000,
+      });
+    }
+  }
+}
+
+if (args.json) {
+  console.log(
+    JSON.stringify({
+      bench: 'exact-ab',
+      date: new Date().toISOString(),
+      a: va.name,
+      b: vb.name,
+      rounds,
+      results: rows,
+    }),
+  );
+} else {
+  console.log(`A = ${va.name}, B = ${vb.name}; medians of ${rounds} interleaved rounds\n`);
+  printTable(
+    ['n', 'd', 'storage', 'batch', 'A ms', 'B ms', 'B/A', 'same ids'],
+    rows.map((r) => [r.n, r.d, r.storage, r.batch, r.a_ms, r.b_ms, r.b_over_a, r.same_ids]),
+  );
+}
