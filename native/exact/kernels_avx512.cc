@@ -209,6 +209,29 @@ void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, s
   }
 }
 
+// select_each with 16 queries per compare and no branch on the hits: the matching query
+// indexes are compressed in a register and stored under a mask (vpcompressd to memory is
+// microcoded on Zen 4, the register form is not). The AVX2 version's loop over the set
+// bits of each compare mispredicted on the hit rows early in a scan, where any of the
+// queries may pass: 13% of a 100k x 64 float16 B = 32 search's samples (perf) on a Zen 5.
+size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) {
+  size_t count = 0;
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 live =
+        n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __mmask16 m = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, s + i),
+                                                _mm512_maskz_loadu_ps(live, thr + i), _CMP_GE_OQ);
+    const unsigned c = static_cast<unsigned>(__builtin_popcount(m));
+    _mm512_mask_storeu_epi32(hits + count, static_cast<__mmask16>((1u << c) - 1),
+                             _mm512_maskz_compress_epi32(m, idx));
+    count += c;
+    idx = _mm512_add_epi32(idx, step);
+  }
+  return count;
+}
+
 }  // namespace
 
 const Kernels* Avx512Kernels() {
@@ -225,6 +248,7 @@ const Kernels* Avx512Kernels() {
     x.panel_f32 = PanelHits16<F32Rows>;
     x.panel_f16 = PanelHits16<F16Rows>;
     x.pack_queries = PackQueries16;
+    x.select_each = SelectEach16;
     return x;
   }();
   return &k;
