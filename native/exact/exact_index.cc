@@ -414,10 +414,20 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
       for (size_t b = nblocks * c / nchunks; b < nblocks * (c + 1) / nchunks; b++) {
         const size_t r0 = b * block;
         const size_t nr = std::min(block, total - r0);
-        for (size_t i = 0; i < nr; i++) {
-          const uint32_t row = gather ? allowed[r0 + i] : static_cast<uint32_t>(r0 + i);
-          rowidx[i] = row;
-          ptrs[i] = base + static_cast<size_t>(row) * rb;
+        // Without a filter the rows are consecutive, and their addresses are sums: the
+        // multiply per row, which the compiler vectorised into 64-bit SSE2 multiplies (the
+        // addon's baseline ISA), took 10% of a 1M x 64 float16 B = 1 search (perf).
+        if (gather) {
+          for (size_t i = 0; i < nr; i++) {
+            rowidx[i] = allowed[r0 + i];
+            ptrs[i] = base + static_cast<size_t>(rowidx[i]) * rb;
+          }
+        } else {
+          const uint8_t* p = base + r0 * rb;
+          for (size_t i = 0; i < nr; i++, p += rb) {
+            rowidx[i] = static_cast<uint32_t>(r0 + i);
+            ptrs[i] = p;
+          }
         }
         if (pack) {
           // The batch kernel filters on its accumulators and names the rows that hold a
