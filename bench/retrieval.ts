@@ -66,13 +66,13 @@ const kernel = kernelOption as ExactKernel;
 /** The kernel set the exact indexes of this run use. */
 const kernelInUse = kernel === 'auto' ? info.exactKernel : kernel;
 const threads = info.hardwareThreads;
-const windowMs = quick ? 40 : 800;
+const windowMs = quick ? 150 : 800;
 // Each exact/FAISS cell is timed over WINDOWS windows of windowMs / WINDOWS and reports the
 // best window's rate (CPU time from that window), like the bandwidth probe's best of
 // passes: on this shared 2-core machine another process running for part of a window
 // halved a mean-based rate, and the probe (best of 3) would then be compared with a
 // disturbed scan. qps_mean keeps the plain mean over all windows.
-const WINDOWS = quick ? 3 : 5;
+const WINDOWS = 5;
 const BLAS_IDLE_MS = 250;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const K = 100;
@@ -123,35 +123,56 @@ for (const n of [100_000, 1_000_000]) {
     viaSgemm?.build(ids, vecs);
     viaSgemm?.setTuning({ sgemmMinBatch: 1 });
 
+    const row = (
+      engine: Row['engine'],
+      B: number,
+      wins: { perSec: number; cpuMs: number }[],
+    ): Row => {
+      const best = wins.reduce((a, b) => (b.perSec > a.perSec ? b : a));
+      const meanPerSec = wins.length / wins.reduce((s, w) => s + 1 / w.perSec, 0);
+      return {
+        engine,
+        n,
+        d,
+        batch: B,
+        k: K,
+        threads,
+        qps: B * best.perSec,
+        qps_mean: B * meanPerSec,
+        cpu_us_per_query: (best.cpuMs * 1000) / B,
+      };
+    };
+    const window = (fn: () => void) => rateWithCpu(fn, windowMs / WINDOWS, quick ? 1 : 2);
+
+    // Our engines at every batch size, interleaved: each round times one window of every
+    // (storage, batch) pair, so fp16 against fp32 and B = 32 against B = 1 compare windows
+    // a few milliseconds apart. Timed one cell after another, another process busy for a
+    // part of the run moved those ratios by up to 2x between runs on this shared machine.
+    const ours: { engine: Row['engine']; B: number; fn: () => void }[] = [];
     for (const B of BATCHES) {
       const q = queries.subarray(0, B * d);
-      const measure = (engine: Row['engine'], fn: () => void): Row => {
-        const wins = Array.from({ length: WINDOWS }, () =>
-          rateWithCpu(fn, windowMs / WINDOWS, quick ? 1 : 2),
-        );
-        const best = wins.reduce((a, b) => (b.perSec > a.perSec ? b : a));
-        const meanPerSec = WINDOWS / wins.reduce((s, w) => s + 1 / w.perSec, 0);
-        return {
+      ours.push({ engine: 'exact-fp32', B, fn: () => f32.searchSync(q, K) });
+      ours.push({ engine: 'exact-fp16', B, fn: () => f16.searchSync(q, K) });
+    }
+    const oursWins = ours.map(() => [] as { perSec: number; cpuMs: number }[]);
+    for (let w = 0; w < WINDOWS; w++) ours.forEach((o, i) => oursWins[i]!.push(window(o.fn)));
+
+    for (const B of BATCHES) {
+      const q = queries.subarray(0, B * d);
+      const measure = (engine: Row['engine'], fn: () => void): Row =>
+        row(
           engine,
-          n,
-          d,
-          batch: B,
-          k: K,
-          threads,
-          qps: B * best.perSec,
-          qps_mean: B * meanPerSec,
-          cpu_us_per_query: (best.cpuMs * 1000) / B,
-        };
-      };
-      // The engines that call OpenBLAS (FAISS at B >= 20, the sgemm variant) go last, and
-      // the next cell waits BLAS_IDLE_MS: Debian's OpenBLAS is the pthreads build, whose
+          B,
+          Array.from({ length: WINDOWS }, () => window(fn)),
+        );
+      // The engines that call OpenBLAS (FAISS at B >= 20, the sgemm variant) go after ours,
+      // and the next cell waits BLAS_IDLE_MS: Debian's OpenBLAS is the pthreads build, whose
       // threads spin after each call. Measured right after FAISS, our B = 32 scan got half
       // a core and its process CPU time included the spinning (100k x 64 fp32: 241 µs per
       // query wall and 482 µs CPU, against ~120 µs wall with no FAISS in the process).
-      const rows: Row[] = [
-        measure('exact-fp32', () => f32.searchSync(q, K)),
-        measure('exact-fp16', () => f16.searchSync(q, K)),
-      ];
+      const rows: Row[] = ours.flatMap((o, i) =>
+        o.B === B ? [row(o.engine, B, oursWins[i]!)] : [],
+      );
       if (viaSgemm && B >= 32)
         rows.push(measure('exact-fp32-sgemm', () => viaSgemm.searchSync(q, K)));
       const faissRow = measure('faiss-flat', () => faiss.searchSync(q, K));
