@@ -123,11 +123,8 @@ for (const n of [100_000, 1_000_000]) {
     viaSgemm?.build(ids, vecs);
     viaSgemm?.setTuning({ sgemmMinBatch: 1 });
 
-    const row = (
-      engine: Row['engine'],
-      B: number,
-      wins: { perSec: number; cpuMs: number }[],
-    ): Row => {
+    type Window = ReturnType<typeof rateWithCpu>;
+    const row = (engine: Row['engine'], B: number, wins: Window[]): Row => {
       const best = wins.reduce((a, b) => (b.perSec > a.perSec ? b : a));
       const meanPerSec = wins.length / wins.reduce((s, w) => s + 1 / w.perSec, 0);
       return {
@@ -148,14 +145,14 @@ for (const n of [100_000, 1_000_000]) {
     // (storage, batch) pair, so fp16 against fp32 and B = 32 against B = 1 compare windows
     // a few milliseconds apart. Timed one cell after another, another process busy for a
     // part of the run moved those ratios by up to 2x between runs on this shared machine.
-    const ours: { engine: Row['engine']; B: number; fn: () => void }[] = [];
-    for (const B of BATCHES) {
+    const ours = BATCHES.flatMap((B) => {
       const q = queries.subarray(0, B * d);
-      ours.push({ engine: 'exact-fp32', B, fn: () => f32.searchSync(q, K) });
-      ours.push({ engine: 'exact-fp16', B, fn: () => f16.searchSync(q, K) });
-    }
-    const oursWins = ours.map(() => [] as { perSec: number; cpuMs: number }[]);
-    for (let w = 0; w < WINDOWS; w++) ours.forEach((o, i) => oursWins[i]!.push(window(o.fn)));
+      return [
+        { engine: 'exact-fp32' as const, B, fn: () => f32.searchSync(q, K), wins: [] as Window[] },
+        { engine: 'exact-fp16' as const, B, fn: () => f16.searchSync(q, K), wins: [] as Window[] },
+      ];
+    });
+    for (let w = 0; w < WINDOWS; w++) for (const o of ours) o.wins.push(window(o.fn));
 
     for (const B of BATCHES) {
       const q = queries.subarray(0, B * d);
@@ -170,9 +167,7 @@ for (const n of [100_000, 1_000_000]) {
       // threads spin after each call. Measured right after FAISS, our B = 32 scan got half
       // a core and its process CPU time included the spinning (100k x 64 fp32: 241 µs per
       // query wall and 482 µs CPU, against ~120 µs wall with no FAISS in the process).
-      const rows: Row[] = ours.flatMap((o, i) =>
-        o.B === B ? [row(o.engine, B, oursWins[i]!)] : [],
-      );
+      const rows: Row[] = ours.filter((o) => o.B === B).map((o) => row(o.engine, B, o.wins));
       if (viaSgemm && B >= 32)
         rows.push(measure('exact-fp32-sgemm', () => viaSgemm.searchSync(q, K)));
       const faissRow = measure('faiss-flat', () => faiss.searchSync(q, K));
