@@ -112,11 +112,12 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetThreads>("threads"),
             InstanceAccessor<&ExactIndexWrap::GetKernel>("kernel"),
             InstanceAccessor<&ExactIndexWrap::GetBackend>("backend"),
+            InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
         });
   }
 
   // new NativeExactIndex(dim, storage: 'f32'|'f16', threads (0 = all cores),
-  //                      kernel: 'auto'|'scalar'|'avx2'|'avx512'|'avx512-scan',
+  //                      kernel: 'auto'|'scalar'|'avx2'|'avx512'|'avx512-bf16'|'avx512-scan',
   //                      device: 'cpu'|'cuda'|'auto')
   explicit ExactIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExactIndexWrap>(info) {
     Guard(info.Env(), [&] {
@@ -131,13 +132,16 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
         ks = &BestKernels();
       } else if (kernel == "scalar") {
         ks = &ScalarKernels();
-      } else if (kernel == "avx2" || kernel == "avx512" || kernel == "avx512-scan") {
-        ks = kernel == "avx2"     ? Avx2Kernels()
-             : kernel == "avx512" ? Avx512Kernels()
-                                  : Avx512ScanKernels();
+      } else if (kernel == "avx2" || kernel == "avx512" || kernel == "avx512-bf16" ||
+                 kernel == "avx512-scan") {
+        ks = kernel == "avx2"          ? Avx2Kernels()
+             : kernel == "avx512"      ? Avx512Kernels()
+             : kernel == "avx512-bf16" ? Avx512Bf16Kernels()
+                                       : Avx512ScanKernels();
         if (ks == nullptr) ThrowRange("kernel '" + kernel + "' is not supported by this CPU");
       } else {
-        ThrowRange("kernel must be 'auto', 'scalar', 'avx2', 'avx512' or 'avx512-scan', got '" +
+        ThrowRange("kernel must be 'auto', 'scalar', 'avx2', 'avx512', 'avx512-bf16' or "
+                   "'avx512-scan', got '" +
                    kernel + "'");
       }
       const std::string device = ArgString(info, 4, "device");
@@ -202,7 +206,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     });
   }
   // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, packMinBatch?, sgemmMinBatch?,
-  //             sgemmRows? }): benchmarks, tests.
+  //             sgemmRows?, guessRank?, guessMinRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -223,6 +227,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
       num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
+      num("guessRank", 0, size_t(1) << 20, &index_->Tuning().guess_rank);
+      num("guessMinRows", 1, size_t(1) << 31, &index_->Tuning().guess_min_rows);
       return info.Env().Undefined();
     });
   }
@@ -240,6 +246,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetKernel(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), index_->KernelSet().name);
+  }
+  Napi::Value GetGuessRetries(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->GuessRetries()));
   }
   Napi::Value GetBackend(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), index_->CudaActive() ? "cuda" : "cpu");

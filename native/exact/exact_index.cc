@@ -96,10 +96,17 @@ class TopK {
   // (-Infinity until k are known) and its key above ThresholdKey() (0 until then).
   float Threshold() const { return threshold_; }
   Key ThresholdKey() const { return threshold_key_; }
-  void Push(Key key) {
+  // Returns whether the threshold rose.
+  bool Push(Key key) {
     buf_.push_back(key);
-    if (buf_.size() >= cap_) Cut();
+    if (buf_.size() < cap_) return false;
+    Cut();
+    return true;
   }
+  // Raises Threshold() to a score that k candidates elsewhere (another thread's part of the
+  // scan) reach: nothing below it can be among the best k of the whole scan. The key stays
+  // this buffer's own, so a tie with the floor is still decided by id.
+  void RaiseFloor(float floor) { threshold_ = std::max(threshold_, floor); }
   // The kept candidates, unordered: the best k of all pushed, possibly with more behind
   // them (the merge sorts and keeps k).
   const std::vector<Key>& Entries() const { return buf_; }
@@ -110,7 +117,7 @@ class TopK {
     buf_.resize(k_);
     // The k-th best after the selection; everything before it is at least as good.
     threshold_key_ = buf_[k_ - 1];
-    threshold_ = KeyScore(threshold_key_);
+    threshold_ = std::max(threshold_, KeyScore(threshold_key_));
   }
 
   size_t k_ = 0;
@@ -129,20 +136,42 @@ inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
 // exclusions cost nothing for the rows that could not enter anyway. hits is scratch of at
 // least nr entries.
 template <typename RowOf>
-inline void Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, RowOf row_of,
+inline bool Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, RowOf row_of,
                   const uint32_t* ids, const std::vector<uint32_t>* exq, uint32_t* hits) {
   // Once the threshold is up almost no score reaches it: the SIMD filter finds the few
   // that do in one pass. Scores equal to the threshold pass it, and their keys decide (a
   // smaller id wins a tie); a cut inside the loop raises the threshold, hence the key test.
   const size_t nh = kern.select_at_least(s, nr, top.Threshold(), hits);
+  bool rose = false;
   for (size_t h = 0; h < nh; h++) {
     const size_t i = hits[h];
     const uint32_t id = ids[row_of(i)];
     const Key key = MakeKey(s[i], id);
     if (key <= top.ThresholdKey() || Excluded(exq, id)) continue;
-    top.Push(key);
+    rose |= top.Push(key);
   }
+  return rose;
 }
+
+// Each query's best threshold among the threads of one scan. A thread's k-th best score is a
+// floor for every thread: k candidates reach it already. Sharing it, a thread stops offering
+// what another thread's part has beaten; alone, each of T threads inserted about
+// k ln(N / (T k)) candidates per query instead of the whole scan's k ln(N / k) between them.
+class SharedFloors {
+ public:
+  explicit SharedFloors(size_t nq) : f_(new std::atomic<float>[nq]) {
+    for (size_t q = 0; q < nq; q++) f_[q].store(-std::numeric_limits<float>::infinity());
+  }
+  float Get(size_t q) const { return f_[q].load(std::memory_order_relaxed); }
+  void Publish(size_t q, float t) {
+    float cur = f_[q].load(std::memory_order_relaxed);
+    while (t > cur && !f_[q].compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
+    }
+  }
+
+ private:
+  std::unique_ptr<std::atomic<float>[]> f_;
+};
 
 // A 64-byte aligned float buffer (the kernels' packing scratch).
 class AlignedFloats {
@@ -182,7 +211,7 @@ std::shared_lock<std::shared_mutex> ExactIndex::ReadLock() const {
   return std::shared_lock<std::shared_mutex>(rw_);
 }
 
-void ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const {
+float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const {
   const size_t rb = RowBytes();
   std::memset(dst, 0, n * rb);
   if (storage_ == Storage::F32) {
@@ -192,6 +221,22 @@ void ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const 
     for (size_t i = 0; i < n; i++)
       kernels_.to_f16(vectors + i * dim_, reinterpret_cast<uint16_t*>(dst + i * rb), dim_);
   }
+  // The norms of the rows as stored (float16 rows decoded: an element beyond its range is
+  // infinite, and the bound with it), rounded up.
+  std::vector<float> row(storage_ == Storage::F16 ? dpad_ : 0);
+  double max2 = 0;
+  for (size_t i = 0; i < n; i++) {
+    const float* v = vectors + i * dim_;
+    if (storage_ == Storage::F16) {
+      kernels_.from_f16(reinterpret_cast<const uint16_t*>(dst + i * rb), row.data(), dpad_);
+      v = row.data();
+    }
+    double s = 0;
+    for (size_t j = 0; j < dim_; j++) s += double(v[j]) * v[j];
+    max2 = std::max(max2, s);
+  }
+  const double bound = std::sqrt(max2) * (1 + 1e-6);
+  return static_cast<float>(std::min<double>(bound, std::numeric_limits<float>::infinity()));
 }
 
 static uint8_t* AllocRows(size_t rows, size_t row_bytes) {
@@ -222,7 +267,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   auto buf = std::make_unique<Buffer>();
   buf->data = AllocRows(n, RowBytes());
   buf->capacity = n;
-  EncodeRows(vectors, n, buf->data);
+  const float norm_max = EncodeRows(vectors, n, buf->data);
   std::vector<uint32_t> idv(ids, ids + n);
 
   std::lock_guard<std::mutex> g(gate_);
@@ -232,16 +277,18 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   ids_ = std::move(idv);
   row_of_ = std::move(row_of);
   n_ = n;
+  row_norm_max_ = norm_max;
 }
 
 void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   std::vector<uint8_t> encoded(n * RowBytes());
-  EncodeRows(vectors, n, encoded.data());
+  const float norm_max = EncodeRows(vectors, n, encoded.data());
   const size_t rb = RowBytes();
 
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
   version_++;
+  row_norm_max_ = std::max(row_norm_max_, norm_max);
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
   Reserve(n_ + fresh);
@@ -337,7 +384,63 @@ bool ExactIndex::HasSgemm() {
 #endif
 }
 
-void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
+std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t k, size_t total,
+                                           const std::vector<uint32_t>* allowed,
+                                           size_t block) const {
+  const size_t r = tuning_.guess_rank;
+  const size_t ns = (r * total + 3 * k - 1) / (3 * k);
+  const size_t nq16 = PanelStride(nq);
+  AlignedFloats scratch(ScoreScratchFloats(block, nq, dpad_));
+  kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
+  // Thresholds of +Infinity: the kernel reports no hit, rescores nothing, and leaves every
+  // row's scores (a bfloat16 kernel's approximate ones, which serve a guess as well).
+  const std::vector<float> never(nq16, std::numeric_limits<float>::infinity());
+  // Each query's best r sample scores, descending, and the r-th of them (-Infinity until r
+  // are known): a row's scores reach the lists through select_each, so the typical row
+  // costs two vector compares (std::nth_element over the sample, query by query, took as
+  // long as the batch's whole top-k work).
+  std::vector<float> best(nq * r, -std::numeric_limits<float>::infinity());
+  std::vector<float> guess(nq, -std::numeric_limits<float>::infinity());
+  std::vector<const uint8_t*> ptrs(block);
+  std::vector<uint32_t> hits(std::max(block, nq));
+  const size_t rb = RowBytes();
+  for (size_t s0 = 0; s0 < ns; s0 += block) {
+    const size_t nr = std::min(block, ns - s0);
+    for (size_t i = 0; i < nr; i++) {
+      // One row drawn from each of ns equal strata, at a hashed offset: random enough that
+      // an ordered or periodic list does not bias the guess, and the same on every call.
+      const size_t j = s0 + i;
+      const size_t lo = j * total / ns, hi = (j + 1) * total / ns;
+      uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
+      h ^= h >> 31;
+      const size_t pos = lo + static_cast<size_t>(h % std::max<size_t>(1, hi - lo));
+      ptrs[i] = rows_->data + static_cast<size_t>(allowed ? (*allowed)[pos] : pos) * rb;
+    }
+    const float* sc = nullptr;
+    if (storage_ == Storage::F16) {
+      kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr, nq, dpad_,
+                         scratch.get(), never.data(), hits.data(), &sc);
+    } else {
+      kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr, nq, dpad_,
+                         scratch.get(), never.data(), hits.data(), &sc);
+    }
+    for (size_t i = 0; i < nr; i++) {
+      const float* srow = sc + i * nq16;
+      const size_t nh = kernels_.select_each(srow, guess.data(), nq, hits.data());
+      for (size_t x = 0; x < nh; x++) {
+        const size_t q = hits[x];
+        float* b = best.data() + q * r;
+        size_t at = r - 1;  // insertion into the sorted list; the r-th best drops out
+        for (; at > 0 && b[at - 1] < srow[q]; at--) b[at] = b[at - 1];
+        b[at] = srow[q];
+        guess[q] = b[r - 1];
+      }
+    }
+  }
+  return guess;
+}
+
+void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_floors) const {
   const size_t nq = req.nq;
   const size_t k = req.k;
   out->ids.assign(nq * k, SearchResult::kNoId);
@@ -382,19 +485,24 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
                                         std::max<size_t>(1, tuning_.min_rows_per_task));
   tasks = std::max<size_t>(1, std::min(tasks, nblocks));
 
+  const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch &&
+                    kernels_.panel_f32 != nullptr;
+  std::vector<float> guess;  // empty: no guessed floors (set below, for the kernels' scan)
+
   std::vector<std::vector<TopK>> heaps(tasks, std::vector<TopK>(nq));
   // Claims are runs of blocks: chunks_per_task per task, or single blocks when 0.
   const size_t nchunks =
       tuning_.chunks_per_task == 0 ? nblocks : std::min(nblocks, tasks * tuning_.chunks_per_task);
   std::atomic<size_t> next_chunk{0};
   const bool f16 = storage_ == Storage::F16;
+  SharedFloors floors(tasks > 1 ? nq : 0);
 
   auto worker = [&](size_t t) {
     std::vector<TopK>& h = heaps[t];
     for (auto& x : h) x.Reset(k);
     std::vector<const uint8_t*> ptrs(block);
-    const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch &&
-                      kernels_.panel_f32 != nullptr;
+    if (!guess.empty())
+      for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(guess[q]);
     std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq : 0);
     std::vector<float> scores(pack ? 0 : nq * block);
     AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
@@ -403,7 +511,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     const size_t nq16 = PanelStride(nq);
     std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
     if (pack) {
-      kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get());
+      kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get(), row_norm_max_);
       for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
     }
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
@@ -414,6 +522,11 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
       for (size_t b = nblocks * c / nchunks; b < nblocks * (c + 1) / nchunks; b++) {
         const size_t r0 = b * block;
         const size_t nr = std::min(block, total - r0);
+        if (tasks > 1) {
+          for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(floors.Get(q));
+          if (pack)
+            for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
+        }
         // Without a filter the rows are consecutive, and their addresses are sums: the
         // multiply per row, which the compiler vectorised into 64-bit SSE2 multiplies (the
         // addon's baseline ISA), took 10% of a 1M x 64 float16 B = 1 search (perf).
@@ -449,8 +562,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
               const size_t q = qhits[y];
               const Key key = MakeKey(srow[q], id);
               if (key <= h[q].ThresholdKey() || Excluded(ex[q], id)) continue;
-              h[q].Push(key);
-              thr[q] = h[q].Threshold();
+              if (h[q].Push(key)) {
+                thr[q] = h[q].Threshold();
+                if (tasks > 1) floors.Publish(q, thr[q]);
+              }
             }
           }
           continue;
@@ -463,9 +578,11 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
                              qpad.data(), nq, dpad_, scores.data(), block);
         }
         for (size_t q = 0; q < nq; q++) {
-          Offer(
-              kernels_, h[q], scores.data() + q * block, nr,
-              [&](size_t i) { return rowidx[i]; }, ids_.data(), ex[q], hits.data());
+          if (Offer(
+                  kernels_, h[q], scores.data() + q * block, nr,
+                  [&](size_t i) { return rowidx[i]; }, ids_.data(), ex[q], hits.data()) &&
+              tasks > 1)
+            floors.Publish(q, h[q].Threshold());
         }
       }
     }
@@ -523,6 +640,9 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
   }
 #endif
   if (!done) {
+    if (guess_floors && pack && tuning_.guess_rank > 0 && total >= tuning_.guess_min_rows &&
+        tuning_.guess_rank * total / (3 * k) * 16 <= total)
+      guess = GuessFloors(qpad.data(), nq, k, total, gather ? &allowed : nullptr, block);
     if (tasks == 1) {
       worker(0);
     } else {
@@ -535,6 +655,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
   // a sort of the k kept is linear plus k log k; partial_sort's heap over every candidate
   // cost ~15 us per query at k = 100. Large batches merge on every thread (queries are
   // independent).
+  std::vector<char> retry(guess.empty() ? 0 : nq, 0);
   const size_t merge_tasks = std::max<size_t>(1, std::min(threads_, nq / 8));
   auto merge = [&](size_t t0) {
     std::vector<Key> all;
@@ -548,6 +669,8 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
       if (m < all.size())
         std::nth_element(all.begin(), all.begin() + (m - 1), all.end(), std::greater<Key>());
       std::sort(all.begin(), all.begin() + m, std::greater<Key>());
+      // A guessed floor overshot unless k candidates reach it: this query is searched again.
+      if (!guess.empty() && (m < k || KeyScore(all[m - 1]) < guess[q])) retry[q] = 1;
       for (size_t i = 0; i < m; i++) {
         out->ids[q * k + i] = KeyId(all[i]);
         out->scores[q * k + i] = KeyScore(all[i]);
@@ -558,6 +681,31 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out) const {
     merge(0);
   } else {
     ThreadPool::Shared().ParallelFor(merge_tasks, merge);
+  }
+
+  // The queries whose guess overshot, searched again without guesses (after the lock is
+  // released: a read lock taken twice could wait behind a writer at the gate). They may see
+  // a write that landed in between, as any search that starts later would.
+  std::vector<size_t> again;
+  for (size_t q = 0; q < retry.size(); q++)
+    if (retry[q]) again.push_back(q);
+  if (again.empty()) return;
+  guess_retries_ += again.size();
+  std::vector<float> qs(again.size() * dim_);
+  std::vector<std::vector<uint32_t>> exs(req.exclude && !req.exclude->empty() ? again.size() : 0);
+  for (size_t i = 0; i < again.size(); i++) {
+    std::memcpy(qs.data() + i * dim_, req.queries + again[i] * dim_, dim_ * sizeof(float));
+    if (!exs.empty() && ex[again[i]]) exs[i] = *ex[again[i]];
+  }
+  SearchRequest sub = req;
+  sub.queries = qs.data();
+  sub.nq = again.size();
+  sub.exclude = exs.empty() ? nullptr : &exs;
+  SearchResult r;
+  Search(sub, &r, false);
+  for (size_t i = 0; i < again.size(); i++) {
+    std::copy_n(r.ids.begin() + i * k, k, out->ids.begin() + again[i] * k);
+    std::copy_n(r.scores.begin() + i * k, k, out->scores.begin() + again[i] * k);
   }
 }
 

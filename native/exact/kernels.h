@@ -21,9 +21,11 @@ inline size_t PanelStride(size_t nq) { return (nq + 15) / 16 * 16; }
 
 // Floats of scratch a panel kernel uses for up to nrows rows and nq queries (see
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
+// (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
+// float32 copy of the queries, their error margins and thresholds, a stage of 12 rows.)
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
   const size_t nq16 = PanelStride(nq);
-  return (nq16 + 12) * dpad + ((nrows + 7) / 8 * 8 + 8) * nq16;
+  return (2 * nq16 + 12) * dpad + 2 * nq16 + ((nrows + 7) / 8 * 8 + 8) * nq16;
 }
 
 struct Kernels {
@@ -50,8 +52,10 @@ struct Kernels {
   // Packs the queries into scratch in this kernel set's panel layout (transposed panels of
   // 8 for AVX2, 16 for AVX-512; nullptr in the scalar set, with the batch kernels). Once per search and thread,
   // not per block of rows: at d = 64 a block is 128 rows, and packing 32 queries for every
-  // block cost a third of the block's FMA time.
-  void (*pack_queries)(const float* queries, size_t nq, size_t dpad, float* scratch);
+  // block cost a third of the block's FMA time. row_norm_max bounds the Euclidean norm of
+  // every stored row: the bfloat16 kernels size their error margins with it.
+  void (*pack_queries)(const float* queries, size_t nq, size_t dpad, float* scratch,
+                       float row_norm_max);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
   float (*dot_f32)(const float* a, const float* b, size_t d);
   // Writes the indexes i < n with s[i] >= thr to hits, ascending; returns how many. The
@@ -73,6 +77,11 @@ const Kernels* Avx2Kernels();
 // The AVX2 table with AVX-512 kernels where they measured faster (kernels_avx512.cc);
 // nullptr without AVX2 or AVX-512 F/VL/BW/DQ.
 const Kernels* Avx512Kernels();
+// The AVX-512 table whose batch kernels multiply in bfloat16 (vdpbf16ps, two products per
+// lane and instruction) and rescore in float32 every score the bfloat16 error could have
+// kept out, so results are those of the float32 batch kernels; nullptr without
+// AVX512_BF16 or where Avx512Kernels() is.
+const Kernels* Avx512Bf16Kernels();
 // The AVX2 table with the AVX-512 float16 scan alone, for CPUs that execute 512-bit FMAs
 // as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose; nullptr where
 // Avx512Kernels() is.
@@ -80,8 +89,8 @@ const Kernels* Avx512ScanKernels();
 // True on AMD family 19h: Zen 4 executes a 512-bit FMA as two 256-bit halves (Zen 3, the
 // same family, has no AVX-512, so there the answer changes nothing).
 bool SplitsWideFma();
-// The best kernels this CPU runs: "avx512", or "avx512-scan" where SplitsWideFma(), else
-// "avx2", else "scalar".
+// The best kernels this CPU runs: "avx512-scan" where SplitsWideFma(), else "avx512-bf16",
+// else "avx512", else "avx2", else "scalar".
 const Kernels& BestKernels();
 
 }  // namespace recserve

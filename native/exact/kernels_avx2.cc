@@ -176,7 +176,7 @@ inline void RowsForQueries(const typename L::T* const* rows, size_t nrows, const
 
 // qp[(p * dpad + j) * 8 + i] = element j of query 8p + i, for panels up to a multiple of 2
 // (the tile's width); queries past nq are zeros.
-inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp) {
+inline void PackQueries(const float* queries, size_t nq, size_t dpad, float* qp, float) {
   for (size_t q0 = 0; q0 < (nq + 15) / 16 * 16; q0 += 8) {
     float* panel = qp + q0 * dpad;
     for (size_t j = 0; j < dpad; j += kLane) {

@@ -22,6 +22,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "exact/kernels.h"
@@ -73,7 +76,7 @@ inline __m256 RowDot(const uint16_t* row, const float* query, size_t dpad) {
 // and every broadcast feeds two FMAs.
 
 // qp[(p * dpad + j) * 16 + i] = element j of query 16p + i; queries past nq are zeros.
-inline void PackQueries16(const float* queries, size_t nq, size_t dpad, float* qp) {
+inline void PackQueries16(const float* queries, size_t nq, size_t dpad, float* qp, float) {
   for (size_t q0 = 0; q0 < nq; q0 += 16) {
     float* panel = qp + q0 * dpad;
     for (size_t j = 0; j < dpad; j++)
@@ -243,6 +246,243 @@ size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) 
   return count;
 }
 
+
+// --- The bfloat16 batch kernels ---------------------------------------------------------
+// vdpbf16ps multiplies 16 pairs of bfloat16 and adds both products to a float32 lane, at
+// the FMA's rate on a Zen 5 (two per cycle), so a panel tile does twice the products per
+// instruction of the float32 one. bfloat16 keeps 8 significant bits, far too few to rank
+// with, so the tile only filters: a score can reach its query's threshold only if the
+// bfloat16 score is within an error bound of it, and each (row, query) pair that is gets
+// rescored in float32 before the caller sees it. Results are those of the float32 kernels.
+//
+// The bound for query q against any row x (u = 2^-8, bfloat16's unit roundoff):
+//   |approx - dot(q, x)| <= ((2u + u^2) + (dpad + 2) 2^-23) sum_j |q_j x_j| + tiny
+//                        <= margin(q) = c(dpad) |q| max_x |x| + 1e-28
+// Rounding each element to bfloat16 moves a product by at most (2u + u^2) of itself (the
+// product of two bfloat16 is exact in float32); each of the dpad float32 additions rounds
+// by at most 2^-23 of the partial sum's magnitude (2^-24 for round to nearest; twice that
+// in case the unit rounds otherwise); Cauchy-Schwarz bounds the sum of |q_j x_j|. The
+// constant covers flushed subnormals (vdpbf16ps flushes inputs and outputs): each is below
+// 2^-126 and at most d * 65504 * 2^-126 < 1e-28 in all. c is rounded up generously. Where
+// a product could overflow (|q| max |x| above 1e37) the margin is infinite and every pair
+// is rescored; the filter's compare passes NaN for the same reason.
+
+// Scratch: the queries as bfloat16 pairs in panels of 16, the queries as float32 rows (for
+// rescoring), each query's margin, each query's threshold less its margin, a stage of 12
+// rows as bfloat16 pairs, then the row-major scores.
+struct Bf16Scratch {
+  uint32_t* pairs;  // pairs[(p * dpad / 2 + jj) * 16 + i]: elements 2jj, 2jj+1 of query 16p+i
+  float* queries;   // queries[q * dpad + j], zeros past nq
+  float* margin;
+  float* floor;  // thr[q] - margin[q], per call
+  uint32_t* stage;
+  float* scores;
+};
+
+inline Bf16Scratch LayoutBf16(float* s, size_t nq16, size_t dpad) {
+  Bf16Scratch x;
+  x.pairs = reinterpret_cast<uint32_t*>(s);
+  s += nq16 * dpad / 2;
+  x.queries = s;
+  s += nq16 * dpad;
+  x.margin = s;
+  s += nq16;
+  x.floor = s;
+  s += nq16;
+  x.stage = reinterpret_cast<uint32_t*>(s);
+  s += kTileRows * dpad / 2;
+  x.scores = s;
+  return x;
+}
+
+// Round to nearest even, as vcvtne2ps2bf16 (inputs are finite).
+inline uint32_t ToBf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+
+void PackQueriesBf16(const float* queries, size_t nq, size_t dpad, float* scratch,
+                     float row_norm_max) {
+  const size_t nq16 = PanelStride(nq);
+  const Bf16Scratch s = LayoutBf16(scratch, nq16, dpad);
+  for (size_t q = 0; q < nq16; q++)
+    for (size_t j = 0; j < dpad; j++)
+      s.queries[q * dpad + j] = q < nq ? queries[q * dpad + j] : 0.f;
+  const size_t dh = dpad / 2;
+  for (size_t q = 0; q < nq16; q++) {
+    const float* v = s.queries + q * dpad;
+    for (size_t jj = 0; jj < dh; jj++)
+      s.pairs[((q / 16) * dh + jj) * 16 + q % 16] = ToBf16(v[2 * jj]) | ToBf16(v[2 * jj + 1]) << 16;
+    double norm2 = 0;
+    for (size_t j = 0; j < dpad; j++) norm2 += double(v[j]) * v[j];
+    const double scale = std::sqrt(norm2) * double(row_norm_max);
+    const double c = (2.0 / 256 + 1.0 / 65536 + double(dpad + 2) / 8388608) * 1.01;
+    s.margin[q] = q >= nq       ? 0.f
+                  : scale > 1e37 ? std::numeric_limits<float>::infinity()
+                                 : static_cast<float>(c * scale + 1e-28);
+  }
+}
+
+// Rows as bfloat16 pairs into the stage: 32 elements per conversion, the tail (dpad is a
+// multiple of 8) under masks.
+template <class L>
+__attribute__((target("avx512bf16"))) inline void StageBf16(const typename L::T* row,
+                                                            size_t dpad, uint32_t* dst) {
+  auto load16 = [&](size_t j, __mmask16 m) {
+    if constexpr (std::is_same_v<typename L::T, float>) {
+      return _mm512_maskz_loadu_ps(m, row + j);
+    } else {
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row + j));
+    }
+  };
+  size_t j = 0;
+  for (; j + 32 <= dpad; j += 32) {
+    const __m512bh b = _mm512_cvtne2ps_pbh(load16(j + 16, 0xffff), load16(j, 0xffff));
+    _mm512_storeu_si512(dst + j / 2, (__m512i)b);
+  }
+  if (j < dpad) {
+    const size_t left = dpad - j;  // 8, 16 or 24
+    const __mmask16 lo = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
+    const __mmask16 hi = left > 16 ? static_cast<__mmask16>((1u << (left - 16)) - 1) : 0;
+    const __m512bh b = _mm512_cvtne2ps_pbh(load16(j + 16, hi), load16(j, lo));
+    _mm512_mask_storeu_epi32(dst + j / 2, static_cast<__mmask16>((1u << (left / 2)) - 1),
+                             (__m512i)b);
+  }
+}
+
+// R staged rows x P panels: PanelTile16 with pairs of elements per step; bit r set when
+// row r holds a bfloat16 score not below its query's floor (or NaN).
+template <int R, int P>
+__attribute__((target("avx512bf16"))) inline unsigned PanelTileBf16(
+    const uint32_t* stage, size_t dh, const uint32_t* pairs, const float* floor, float* sc,
+    size_t ldsc) {
+  __m512 acc[R][P];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) acc[r][p] = _mm512_setzero_ps();
+  for (size_t jj = 0; jj < dh; jj++) {
+    __m512bh qv[P];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) {
+      qv[p] = (__m512bh)_mm512_load_si512(pairs + (p * dh + jj) * 16);
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(stage[r * dh + jj]));
+#pragma GCC unroll 2
+      for (int p = 0; p < P; p++) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], qv[p], x);
+    }
+  }
+  __m512 t[P];
+#pragma GCC unroll 2
+  for (int p = 0; p < P; p++) t[p] = _mm512_loadu_ps(floor + p * 16);
+  unsigned hit = 0;
+#pragma GCC unroll 12
+  for (int r = 0; r < R; r++) {
+    __mmask16 m = _mm512_cmp_ps_mask(acc[r][0], t[0], _CMP_NLT_UQ);
+#pragma GCC unroll 2
+    for (int p = 1; p < P; p++) m = m | _mm512_cmp_ps_mask(acc[r][p], t[p], _CMP_NLT_UQ);
+    hit |= static_cast<unsigned>(m != 0) << r;
+#pragma GCC unroll 2
+    for (int p = 0; p < P; p++) _mm512_store_ps(sc + r * ldsc + p * 16, acc[r][p]);
+  }
+  return hit;
+}
+
+template <int R>
+__attribute__((target("avx512bf16"))) inline unsigned PanelsForRowsBf16(
+    const uint32_t* stage, size_t dh, const uint32_t* pairs, size_t nq, const float* floor,
+    float* sc, size_t ldsc) {
+  unsigned hit = 0;
+  for (size_t q = 0; q < nq; q += 32) {
+    if (nq - q > 16) {
+      hit |= PanelTileBf16<R, 2>(stage, dh, pairs + q * dh, floor + q, sc + q, ldsc);
+    } else {
+      hit |= PanelTileBf16<R, 1>(stage, dh, pairs + q * dh, floor + q, sc + q, ldsc);
+    }
+  }
+  return hit;
+}
+
+template <int R>
+__attribute__((target("avx512bf16"))) inline unsigned PanelsForSomeRowsBf16(
+    size_t nr, const uint32_t* stage, size_t dh, const uint32_t* pairs, size_t nq,
+    const float* floor, float* sc, size_t ldsc) {
+  if constexpr (R > 1) {
+    if (nr < R) return PanelsForSomeRowsBf16<R - 1>(nr, stage, dh, pairs, nq, floor, sc, ldsc);
+  }
+  return PanelsForRowsBf16<R>(stage, dh, pairs, nq, floor, sc, ldsc);
+}
+
+// The float32 score of one stored row against one query row.
+inline float ExactDot(const float* row, const float* query, size_t dpad) {
+  __m512 a = _mm512_setzero_ps();
+  size_t j = 0;
+  for (; j + 16 <= dpad; j += 16)
+    a = _mm512_fmadd_ps(_mm512_loadu_ps(row + j), _mm512_loadu_ps(query + j), a);
+  if (j < dpad) {
+    const __m512 x = _mm512_castps256_ps512(_mm256_loadu_ps(row + j));
+    const __m512 y = _mm512_castps256_ps512(_mm256_loadu_ps(query + j));
+    a = _mm512_mask3_fmadd_ps(x, y, a, 0x00ff);
+  }
+  return _mm512_reduce_add_ps(a);
+}
+inline float ExactDot(const uint16_t* row, const float* query, size_t dpad) {
+  const __m256 s = RowDot(row, query, dpad);
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  const __m128 t = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+template <class L>
+__attribute__((target("avx512bf16"))) size_t PanelHitsBf16(
+    const typename L::T* const* rows, size_t nrows, size_t nq, size_t dpad, float* scratch,
+    const float* thr, uint32_t* hit_rows, const float** scores) {
+  const size_t nq16 = PanelStride(nq);
+  const size_t dh = dpad / 2;
+  const Bf16Scratch s = LayoutBf16(scratch, nq16, dpad);
+  for (size_t q = 0; q < nq16; q += 16)
+    _mm512_store_ps(s.floor + q,
+                    _mm512_sub_ps(_mm512_loadu_ps(thr + q), _mm512_load_ps(s.margin + q)));
+  size_t nhit = 0;
+  for (size_t r = 0; r < nrows; r += kTileRows) {
+    const size_t nr = std::min(kTileRows, nrows - r);
+    for (size_t i = r + kTileRows; i < std::min(nrows, r + 2 * kTileRows); i++) {
+      const char* p = reinterpret_cast<const char*>(rows[i]);
+      for (size_t b = 0; b < dpad * sizeof(typename L::T); b += 64)
+        _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+    for (size_t i = 0; i < nr; i++) StageBf16<L>(rows[r + i], dpad, s.stage + i * dh);
+    float* sc = s.scores + r * nq16;
+    for (unsigned hit = PanelsForSomeRowsBf16<kTileRows>(nr, s.stage, dh, s.pairs, nq, s.floor,
+                                                         sc, nq16);
+         hit != 0; hit &= hit - 1) {
+      const unsigned i = static_cast<unsigned>(__builtin_ctz(hit));
+      float* srow = sc + i * nq16;
+      // Rescore the pairs that passed the floor; the row is a hit if one of them reaches
+      // the threshold itself (the others are below the floor, so below the threshold). The
+      // test is on the scalar just computed: reloading the vector it was stored into
+      // stalled on the store forwarding.
+      bool any = false;
+      for (size_t q0 = 0; q0 < nq16; q0 += 16) {
+        for (unsigned m = _mm512_cmp_ps_mask(_mm512_load_ps(srow + q0),
+                                             _mm512_load_ps(s.floor + q0), _CMP_NLT_UQ);
+             m != 0; m &= m - 1) {
+          const size_t q = q0 + static_cast<size_t>(__builtin_ctz(m));
+          const float exact = ExactDot(rows[r + i], s.queries + q * dpad, dpad);
+          srow[q] = exact;
+          any |= exact >= thr[q];
+        }
+      }
+      if (any) hit_rows[nhit++] = static_cast<uint32_t>(r + i);
+    }
+  }
+  *scores = s.scores;
+  return nhit;
+}
+
 }  // namespace
 
 const Kernels* Avx512Kernels() {
@@ -260,6 +500,20 @@ const Kernels* Avx512Kernels() {
     x.panel_f16 = PanelHits16<F16Rows>;
     x.pack_queries = PackQueries16;
     x.select_each = SelectEach16;
+    return x;
+  }();
+  return &k;
+}
+
+const Kernels* Avx512Bf16Kernels() {
+  const Kernels* base = Avx512Kernels();
+  if (base == nullptr || !__builtin_cpu_supports("avx512bf16")) return nullptr;
+  static const Kernels k = [base] {
+    Kernels x = *base;
+    x.name = "avx512-bf16";
+    x.panel_f32 = PanelHitsBf16<F32Rows>;
+    x.panel_f16 = PanelHitsBf16<F16Rows>;
+    x.pack_queries = PackQueriesBf16;
     return x;
   }();
   return &k;

@@ -145,6 +145,7 @@ const Kernels& BestKernels() {
     if (SplitsWideFma()) {
       if (const Kernels* k = Avx512ScanKernels()) return k;
     }
+    if (const Kernels* k = Avx512Bf16Kernels()) return k;
     if (const Kernels* k = Avx512Kernels()) return k;
     if (const Kernels* k = Avx2Kernels()) return k;
     return &ScalarKernels();

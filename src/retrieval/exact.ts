@@ -11,7 +11,14 @@ export type { ExactTuning, TopK } from './native.js';
 export const NO_ID = 0xffffffff;
 
 /** The kernel sets ExactIndexOptions.kernel names ('auto': the best this CPU runs). */
-export const EXACT_KERNELS = ['auto', 'scalar', 'avx2', 'avx512', 'avx512-scan'] as const;
+export const EXACT_KERNELS = [
+  'auto',
+  'scalar',
+  'avx2',
+  'avx512',
+  'avx512-bf16',
+  'avx512-scan',
+] as const;
 export type ExactKernel = (typeof EXACT_KERNELS)[number];
 
 export interface ExactIndexOptions {
@@ -70,6 +77,11 @@ export class ExactIndex {
     return this.native.kernel;
   }
   /** Engine that serves searches: 'cpu', or 'cuda' when a device was found. */
+  /** Queries this index searched twice: their guessed floor overshot (ExactTuning.guessRank). */
+  get guessRetries(): number {
+    return this.native.guessRetries;
+  }
+
   get backend(): 'cpu' | 'cuda' {
     return this.native.backend;
   }

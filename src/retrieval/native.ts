@@ -38,6 +38,14 @@ export interface ExactTuning {
   sgemmMinBatch?: number;
   /** Item rows per sgemm call (default 4096). */
   sgemmRows?: number;
+  /**
+   * Batch-kernel scans start each query at its guessRank-th best score over a sample of
+   * guessRank * N / (3k) rows, and search again the rare query whose k-th best falls short
+   * of it (default 14; 0 = never). Only where the sample is at most 1/16 of N.
+   */
+  guessRank?: number;
+  /** Scans of fewer rows take no guess (default 16384). */
+  guessMinRows?: number;
 }
 
 export interface NativeExactIndex {
@@ -47,6 +55,8 @@ export interface NativeExactIndex {
   readonly threads: number;
   readonly kernel: string;
   readonly backend: 'cpu' | 'cuda';
+  /** Queries searched again because a guessed floor overshot (ExactTuning.guessRank). */
+  readonly guessRetries: number;
   build(ids: Uint32Array, vectors: Float32Array): void;
   upsert(ids: Uint32Array, vectors: Float32Array): void;
   remove(ids: Uint32Array): void;

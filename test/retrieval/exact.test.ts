@@ -192,6 +192,72 @@ test('equal scores come out by ascending id, across cuts, tasks and kernels', as
   }
 });
 
+test('batch kernels rank by float32 scores where bfloat16 cannot tell the rows apart', async () => {
+  // Rows 4 + e with |e| < 0.01: bfloat16 keeps 8 significant bits (a step of 2^-5 at 4), so
+  // the bfloat16 products of the avx512-bf16 tiles see nearly equal rows and are off by
+  // about 0.03 per score, far beyond the float32 tolerance (~0.008 here). Only the float32
+  // rescoring of the pairs within the error margin ranks them right; B = 32 takes the
+  // batch kernels.
+  const rng = new Rng(31);
+  const n = 3000;
+  const d = 64;
+  const ids = distinctIds(rng, n);
+  const vecs = Float32Array.from({ length: n * d }, () => 4 + 0.01 * (2 * rng.next() - 1));
+  const queries = rng.uniformArray(32 * d);
+  for (const kernel of KERNELS) {
+    for (const storage of ['f32', 'f16'] as const) {
+      const index = ExactIndex.create({ dim: d, storage, kernel });
+      index.build(ids, vecs);
+      const ref = new RefIndex(d);
+      ref.set(ids, storage === 'f16' ? f16RoundArray(vecs) : vecs);
+      for (const k of [10, 100]) {
+        const got = await index.search(queries, k);
+        assertMatches(
+          ref,
+          queries,
+          k,
+          got,
+          tolFor(ref, queries),
+          {},
+          `${kernel}/${storage} k=${k}`,
+        );
+      }
+    }
+  }
+});
+
+test('guessed floors: results stay exact, and a query whose guess overshoots is searched again', async () => {
+  // 20000 rows and k = 100: the batch scan starts each query at a guess from a sample of
+  // 14 * 20000 / 300 = 934 rows. guessRank 1 guesses the sample's best score, which beats
+  // the true 100th best for about a quarter of the queries (P(Poisson(1/3) >= 1)): those
+  // must be searched again, and every result must still be the brute-force one, with
+  // exclusions and an allow list (90% of the rows, so still sampled) too.
+  const rng = new Rng(32);
+  const n = 20000;
+  const d = 16;
+  const B = 32;
+  const k = 100;
+  for (const storage of ['f32', 'f16'] as const) {
+    const { ids, index, ref } = setup(rng, n, d, storage, 'auto');
+    const queries = rng.uniformArray(B * d);
+    const exclude = Array.from({ length: B }, (_, q) => (q % 3 ? null : ids.slice(q, q + 200)));
+    const allow = ids.filter((_, i) => i % 10 !== 0);
+    for (const guessRank of [0, 14, 1]) {
+      index.setTuning({ guessRank });
+      const before = index.guessRetries;
+      for (const opts of [{}, { exclude }, { allow }]) {
+        const got = await index.search(queries, k, opts);
+        const label = `${storage} guessRank=${guessRank} ${Object.keys(opts).join()}`;
+        assertMatches(ref, queries, k, got, tolFor(ref, queries), opts, label);
+      }
+      const retried = index.guessRetries - before;
+      if (guessRank === 0) assert.equal(retried, 0, `${storage}: no guesses, no retries`);
+      if (guessRank === 1) assert.ok(retried >= 3 * 4, `${storage}: ${retried} retries`);
+    }
+    index.setTuning({ guessRank: 14 });
+  }
+});
+
 test('float16 storage: scores stay within 2^-11 * sum|x*q| of the float32 dot product', () => {
   const rng = new Rng(13);
   const d = 64;
