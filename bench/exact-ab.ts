@@ -6,7 +6,10 @@
 //
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
 //        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
-//        [--rounds 7] [--json]
+//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--json]
+//
+// --tune-a/--tune-b apply ExactTuning settings (setTuning) to one variant's indexes, e.g.
+// --kernels avx512-bf16,avx512-bf16 --tune-b '{"guessRank":0}' for one tuning knob alone.
 //
 // Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
 // share of result ids the two agree on (1 unless a variant changes results).
@@ -16,7 +19,12 @@ import { percentile, nowMs } from './lib/stats.js';
 import { Rng } from './lib/rng.js';
 import { printTable } from './lib/table.js';
 import { EXACT_KERNELS } from '../src/retrieval/exact.js';
-import { loadNative, type NativeAddon, type NativeExactIndex } from '../src/retrieval/native.js';
+import {
+  loadNative,
+  type ExactTuning,
+  type NativeAddon,
+  type NativeExactIndex,
+} from '../src/retrieval/native.js';
 
 const args = parseBenchArgs();
 const list = (name: string, dflt: string) => (args.options.get(name) ?? dflt).split(',');
@@ -34,6 +42,16 @@ interface Variant {
   name: string;
   addon: NativeAddon;
   kernel: string;
+  tuning?: ExactTuning;
+}
+function tuningOption(name: string): ExactTuning | undefined {
+  const v = args.options.get(name);
+  if (v === undefined) return undefined;
+  try {
+    return JSON.parse(v) as ExactTuning;
+  } catch {
+    throw new RangeError(`--${name} takes a JSON object of ExactTuning fields; got '${v}'`);
+  }
 }
 function variants(): [Variant, Variant] {
   const addons = args.options.get('addons');
@@ -61,6 +79,8 @@ function variants(): [Variant, Variant] {
 }
 
 const [va, vb] = variants();
+va.tuning = tuningOption('tune-a');
+vb.tuning = tuningOption('tune-b');
 const rng = new Rng(7);
 interface AbRow {
   n: number;
@@ -82,6 +102,7 @@ for (const d of dims) {
     const make = (v: Variant): NativeExactIndex => {
       const index = new v.addon.NativeExactIndex(d, storage, threads, v.kernel, 'cpu');
       index.build(ids, vecs);
+      if (v.tuning) index.setTuning(v.tuning);
       return index;
     };
     const ia = make(va);

@@ -6,7 +6,8 @@
 //
 // --quick keeps the whole run under a minute (shorter timing windows, fewer queries);
 // --json prints one JSON object instead of tables; --kernel forces the exact index's kernel
-// set (ExactIndexOptions.kernel: avx2, avx512, avx512-scan, scalar; default auto). The
+// set (ExactIndexOptions.kernel: avx2, avx512, avx512-bf16, avx512-scan, scalar; default
+// auto). The
 // HNSW index (100k x 64) is cached under .cache/ after the first build, since building it
 // costs more than the rest.
 // libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a

@@ -400,6 +400,7 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   // costs two vector compares (std::nth_element over the sample, query by query, took as
   // long as the batch's whole top-k work).
   std::vector<float> best(nq * r, -std::numeric_limits<float>::infinity());
+  std::vector<const uint8_t*> best_row(nq * r, nullptr);  // the row of each best[] score
   std::vector<float> guess(nq, -std::numeric_limits<float>::infinity());
   std::vector<const uint8_t*> ptrs(block);
   std::vector<uint32_t> hits(std::max(block, nq));
@@ -430,12 +431,45 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
       for (size_t x = 0; x < nh; x++) {
         const size_t q = hits[x];
         float* b = best.data() + q * r;
+        const uint8_t** br = best_row.data() + q * r;
         size_t at = r - 1;  // insertion into the sorted list; the r-th best drops out
-        for (; at > 0 && b[at - 1] < srow[q]; at--) b[at] = b[at - 1];
+        for (; at > 0 && b[at - 1] < srow[q]; at--) {
+          b[at] = b[at - 1];
+          br[at] = br[at - 1];
+        }
         b[at] = srow[q];
+        br[at] = ptrs[i];
         guess[q] = b[r - 1];
       }
     }
+  }
+  // A bfloat16 kernel's scores are approximate, and its errors can lift the r-th best above
+  // every exact sample score near it: on uniform [0, 1) data (scores all positive, large
+  // against their spread) 2 of 32 queries overshot and were searched again on every call.
+  // The guess is the least exact score of the r rows kept: r sample rows reach it, so it is
+  // at most the sample's exact r-th best, and the guess keeps its float32 odds.
+  std::vector<float> row32(storage_ == Storage::F16 ? dpad_ : 0);
+  for (size_t q = 0; q < nq; q++) {
+    if (best_row[q * r + r - 1] == nullptr) continue;  // fewer than r sample rows
+    float g = std::numeric_limits<float>::infinity();
+    for (size_t x = 0; x < r; x++) {
+      const uint8_t* row = best_row[q * r + x];
+      const float* f = reinterpret_cast<const float*>(row);
+      if (storage_ == Storage::F16) {
+        kernels_.from_f16(reinterpret_cast<const uint16_t*>(row), row32.data(), dpad_);
+        f = row32.data();
+      }
+      g = std::min(g, kernels_.dot_f32(f, qpad + q * dpad_, dpad_));
+    }
+    // The scan sums each dot product in another order, which moves a score by up to
+    // 2 d u sum|x_j q_j| <= (d / 2^23) |q| |x| (u = 2^-24, Cauchy-Schwarz). Without that
+    // slack, rows tied at the guess (duplicate items) scored an ulp below it in the scan,
+    // no row reached the floor, and the query was searched again on every call.
+    double qn = 0;
+    for (size_t j = 0; j < dpad_; j++) qn += double(qpad[q * dpad_ + j]) * qpad[q * dpad_ + j];
+    const double slack = 1.01 * double(dpad_ + 2) / 8388608.0 * std::sqrt(qn) * row_norm_max_;
+    g = static_cast<float>(double(g) - slack - 1e-30);
+    guess[q] = g;
   }
   return guess;
 }

@@ -89,8 +89,8 @@ const Kernels* Avx512ScanKernels();
 // True on AMD family 19h: Zen 4 executes a 512-bit FMA as two 256-bit halves (Zen 3, the
 // same family, has no AVX-512, so there the answer changes nothing).
 bool SplitsWideFma();
-// The best kernels this CPU runs: "avx512-scan" where SplitsWideFma(), else "avx512-bf16",
-// else "avx512", else "avx2", else "scalar".
+// The best kernels this CPU runs: "avx512-bf16" where the CPU has AVX512_BF16, else
+// "avx512-scan" where SplitsWideFma(), else "avx512", else "avx2", else "scalar".
 const Kernels& BestKernels();
 
 }  // namespace recserve

@@ -17,8 +17,8 @@
 // 5.46 ms at k = 1. Zen 4 splits a 512-bit FMA in two, and there the 512-bit tile ran up to
 // 1.34x slower than the AVX2 one (100k x 64, two threads: B = 16 2.92 against 2.17 ms, B = 32
 // 4.28 against 3.48 ms; never faster at any d, storage or batch size measured), so on that
-// CPU BestKernels() takes the "avx512-scan" set: the AVX2 batch tiles with the 512-bit
-// float16 scan.
+// CPU without AVX512_BF16 BestKernels() takes the "avx512-scan" set: the AVX2 batch tiles
+// with the 512-bit float16 scan. With AVX512_BF16 it takes the bfloat16 tiles below.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -249,8 +249,12 @@ size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) 
 
 // --- The bfloat16 batch kernels ---------------------------------------------------------
 // vdpbf16ps multiplies 16 pairs of bfloat16 and adds both products to a float32 lane, at
-// the FMA's rate on a Zen 5 (two per cycle), so a panel tile does twice the products per
-// instruction of the float32 one. bfloat16 keeps 8 significant bits, far too few to rank
+// the FMA's rate (two per cycle on a Zen 5; one per cycle on a Zen 4, as its 512-bit FMA: a
+// loop of independent zmm vdpbf16ps and one of vfmadd both ran 3.67 G/s on one core), so a
+// panel tile does twice the products per instruction of the float32 one. On the Zen 4,
+// against the "avx512-scan" set's AVX2 float32 tiles, 100k rows, two threads, k = 100,
+// B = 12 to 128, d = 64 and 128, both storages: 0.64-0.88 of the time (bench:exact-ab
+// --kernels avx512-scan,avx512-bf16, bench/README.md). bfloat16 keeps 8 significant bits, far too few to rank
 // with, so the tile only filters: a score can reach its query's threshold only if the
 // bfloat16 score is within an error bound of it, and each (row, query) pair that is gets
 // rescored in float32 before the caller sees it. Results are those of the float32 kernels.

@@ -28,10 +28,11 @@ export interface ExactIndexOptions {
   /** Threads one search may use (0 or unset: all cores). */
   threads?: number;
   /**
-   * Kernel set: default 'auto' picks the best this CPU runs ('avx512', or on CPUs that
-   * split 512-bit FMAs (AMD Zen 4) 'avx512-scan': the AVX2 batch tiles with the 512-bit
-   * float16 scan; else 'avx2', else 'scalar'); the others force one (tests, benchmarks)
-   * and throw RangeError when absent.
+   * Kernel set: default 'auto' picks the best this CPU runs ('avx512-bf16' with AVX512_BF16:
+   * batches screened with bfloat16 products, survivors rescored in float32, so results are
+   * the float32 kernels'; else 'avx512', or on CPUs that split 512-bit FMAs (AMD Zen 4)
+   * 'avx512-scan': the AVX2 batch tiles with the 512-bit float16 scan; else 'avx2', else
+   * 'scalar'); the others force one (tests, benchmarks) and throw RangeError when absent.
    */
   kernel?: ExactKernel;
   /**
@@ -72,7 +73,7 @@ export class ExactIndex {
   get storage(): Storage {
     return this.native.storage;
   }
-  /** Kernel set in use: 'avx512', 'avx512-scan', 'avx2' or 'scalar'. */
+  /** Kernel set in use: 'avx512-bf16', 'avx512', 'avx512-scan', 'avx2' or 'scalar'. */
   get kernel(): string {
     return this.native.kernel;
   }

@@ -9,7 +9,10 @@ export interface EngineInfo {
   avx2: boolean;
   fma: boolean;
   f16c: boolean;
-  /** Kernel set the exact index uses by default: 'avx512', 'avx512-scan', 'avx2' or 'scalar'. */
+  /**
+   * Kernel set the exact index uses by default: 'avx512-bf16', 'avx512', 'avx512-scan', 'avx2'
+   * or 'scalar'.
+   */
   exactKernel: string;
   /** False for the node-gyp build (exact index only). */
   faiss: boolean;
