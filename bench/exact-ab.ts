@@ -6,8 +6,10 @@
 //
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
 //        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
-//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--json]
+//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--json]
 //
+// --screens sets each variant's ExactIndexOptions.screen (default auto,auto), e.g.
+// --kernels avx512-bf16,avx512-bf16 --screens none,int8 for the int8 screen alone.
 // --tune-a/--tune-b apply ExactTuning settings (setTuning) to one variant's indexes, e.g.
 // --kernels avx512-bf16,avx512-bf16 --tune-b '{"guessRank":0}' for one tuning knob alone.
 //
@@ -43,6 +45,7 @@ interface Variant {
   addon: NativeAddon;
   kernel: string;
   tuning?: ExactTuning;
+  screen?: string;
 }
 function tuningOption(name: string): ExactTuning | undefined {
   const v = args.options.get(name);
@@ -81,6 +84,9 @@ function variants(): [Variant, Variant] {
 const [va, vb] = variants();
 va.tuning = tuningOption('tune-a');
 vb.tuning = tuningOption('tune-b');
+const screens = list('screens', 'auto,auto');
+if (screens.length !== 2) throw new RangeError('--screens takes two screens, A,B');
+[va.screen, vb.screen] = screens;
 const rng = new Rng(7);
 interface AbRow {
   n: number;
@@ -100,7 +106,14 @@ for (const d of dims) {
   const ids = Uint32Array.from({ length: n }, (_, i) => i);
   for (const storage of storages) {
     const make = (v: Variant): NativeExactIndex => {
-      const index = new v.addon.NativeExactIndex(d, storage, threads, v.kernel, 'cpu');
+      const index = new v.addon.NativeExactIndex(
+        d,
+        storage,
+        threads,
+        v.kernel,
+        'cpu',
+        v.screen as 'auto' | 'int8' | 'none',
+      );
       index.build(ids, vecs);
       if (v.tuning) index.setTuning(v.tuning);
       return index;

@@ -2,14 +2,14 @@
 // exact index (fp32, fp16) and FAISS IndexFlatIP on the same data, and HNSW recall@10
 // against queries/s for several efSearch values, all in one run.
 //
-//   npm run bench:retrieval [-- --quick] [-- --json] [-- --kernel NAME]
+//   npm run bench:retrieval [-- --quick] [-- --json] [-- --kernel NAME] [-- --screen S]
 //
 // --quick keeps the whole run under a minute (shorter timing windows, fewer queries);
 // --json prints one JSON object instead of tables; --kernel forces the exact index's kernel
 // set (ExactIndexOptions.kernel: avx2, avx512, avx512-bf16, avx512-scan, scalar; default
-// auto). The
-// HNSW index (100k x 64) is cached under .cache/ after the first build, since building it
-// costs more than the rest.
+// auto) and --screen its int8 screen (ExactIndexOptions.screen: auto, int8, none). The HNSW
+// index (100k x 64) is cached under .cache/ after the first build, since building it costs
+// more than the rest.
 // libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a
 // while after each parallel region) lets FAISS's idle OpenMP threads starve OpenBLAS's
 // threads on a 2-core machine: FAISS IndexFlatIP ran 10-50x slower at B >= 20 (its sgemm
@@ -18,6 +18,7 @@
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
 import { existsSync, mkdirSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseBenchArgs } from './lib/args.js';
 import { clustered, nearRows, recallAtK } from './lib/data.js';
@@ -64,6 +65,12 @@ if (!(EXACT_KERNELS as readonly string[]).includes(kernelOption))
     `--kernel must be one of ${EXACT_KERNELS.join(', ')}, got '${kernelOption}'`,
   );
 const kernel = kernelOption as ExactKernel;
+const screenOption = args.options.get('screen') ?? 'auto';
+if (screenOption !== 'auto' && screenOption !== 'int8' && screenOption !== 'none')
+  throw new RangeError(`--screen must be auto, int8 or none, got '${screenOption}'`);
+const screen = screenOption as 'auto' | 'int8' | 'none';
+/** The exact indexes' screen in this run ('int8' or 'none'; set from the first index). */
+let screenInUse = '';
 /** The kernel set the exact indexes of this run use. */
 const kernelInUse = kernel === 'auto' ? info.exactKernel : kernel;
 const threads = info.hardwareThreads;
@@ -109,10 +116,11 @@ for (const n of [100_000, 1_000_000]) {
     const vecs = rng.uniformArray(n * d);
     const ids = Uint32Array.from({ length: n }, (_, i) => i);
     const queries = rng.uniformArray(128 * d);
-    const f32 = ExactIndex.create({ dim: d, storage: 'f32', kernel });
+    const f32 = ExactIndex.create({ dim: d, storage: 'f32', kernel, screen });
     f32.build(ids, vecs);
-    const f16 = ExactIndex.create({ dim: d, storage: 'f16', kernel });
+    const f16 = ExactIndex.create({ dim: d, storage: 'f16', kernel, screen });
     f16.build(ids, vecs);
+    screenInUse = f16.screen;
     const faiss = FaissFlatIndex.create(d);
     faiss.add(vecs);
     // fp16 quality: recall@100 of the fp16 index against the fp32 one on 32 queries.
@@ -120,7 +128,10 @@ for (const n of [100_000, 1_000_000]) {
     const recall16 = recallAtK(f32.searchSync(q32, K).ids, f16.searchSync(q32, K).ids, 32, K);
 
     // The sgemm variant of the exact index (off by default: see bench/README.md).
-    const viaSgemm = addon.exactHasSgemm ? ExactIndex.create({ dim: d, kernel }) : null;
+    // (No screen: sgemm scores every batch it takes, and the codes would cost build time.)
+    const viaSgemm = addon.exactHasSgemm
+      ? ExactIndex.create({ dim: d, kernel, screen: 'none' })
+      : null;
     viaSgemm?.build(ids, vecs);
     viaSgemm?.setTuning({ sgemmMinBatch: 1 });
 
@@ -262,19 +273,71 @@ for (const n of [100_000, 1_000_000]) {
   }
 }
 
+// Issue 2's figures, each from this run's rows: the value, the target and whether it holds.
+interface Figure {
+  figure: string;
+  n: number;
+  d: number;
+  value: number;
+  target: number;
+  met: boolean;
+}
+const figures: Figure[] = [];
+{
+  const at = (engine: Row['engine'], n: number, d: number, batch: number) =>
+    results.find((r) => r.engine === engine && r.n === n && r.d === d && r.batch === batch);
+  const round = (x: number) => Math.round(x * 1000) / 1000;
+  const add = (figure: string, n: number, d: number, value: number, target: number) =>
+    figures.push({ figure, n, d, value: round(value), target, met: value >= target });
+  for (const r of results.filter((x) => x.engine === 'exact-fp32' && x.batch === 1)) {
+    const { n, d } = r;
+    add('fp32 B=1 read rate / bandwidth', n, d, (r.read_gbps ?? 0) / bandwidth, 0.8);
+    const vsFaiss = results
+      .filter((x) => x.n === n && x.d === d && x.engine.startsWith('exact-fp') && x.vs_faiss)
+      .map((x) => x.vs_faiss!);
+    add('min over B of exact / faiss-flat qps', n, d, Math.min(...vsFaiss), 1);
+    for (const engine of ['exact-fp32', 'exact-fp16'] as const) {
+      const b1 = at(engine, n, d, 1);
+      const b32 = at(engine, n, d, 32);
+      // B = 32's qps over B = 1's: per-query cost at most 1/5 is a ratio of at least 5.
+      if (b1 && b32) add(`${engine} B=32 qps / B=1 qps`, n, d, b32.qps / b1.qps, 5);
+    }
+    const h1 = at('exact-fp16', n, d, 1);
+    if (h1) {
+      add('fp16 / fp32 qps at B=1', n, d, h1.qps / r.qps, 1.7);
+      add('fp16 recall@100 vs fp32', n, d, h1.recall_at_100_vs_fp32 ?? 0, 0.99);
+    }
+  }
+  // HNSW: the best recall@10 among the efSearch settings that keep 5,000 q/s on one thread.
+  const fast = results.filter((r) => r.engine === 'hnsw' && r.threads === 1 && r.qps >= 5000);
+  if (fast.length > 0) {
+    const best = fast.reduce((a, b) => ((b.recall_at_10 ?? 0) > (a.recall_at_10 ?? 0) ? b : a));
+    add(
+      `hnsw recall@10 at >= 5000 q/s (ef ${best.ef_search})`,
+      best.n,
+      best.d,
+      best.recall_at_10 ?? 0,
+      0.95,
+    );
+  }
+}
+
 const out = {
   bench: 'retrieval',
   date: new Date().toISOString(),
   quick,
   omp_wait_policy: process.env.OMP_WAIT_POLICY,
   seconds: (nowMs() - t0) / 1000,
-  machine: { ...info, threads },
+  machine: { ...info, threads, cpu_model: cpus()[0]?.model ?? '' },
   /** The exact index's kernel set in this run (--kernel, else the CPU's default). */
   kernel: kernelInUse,
+  /** The exact indexes' int8 screen in this run (--screen, default auto). */
+  screen: screenInUse,
   bandwidth_gbps: bandwidth,
   bandwidth_1t_gbps: bandwidth1,
   sgemm_gflops: sgemm,
   results,
+  figures,
 };
 
 if (args.json) {
@@ -284,7 +347,7 @@ if (args.json) {
   console.log(
     `\nread bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
       `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s; ` +
-      `kernel ${kernelInUse}\n`,
+      `kernel ${kernelInUse}, screen ${screenInUse}; ${cpus()[0]?.model ?? ''}\n`,
   );
   printTable(
     [
@@ -333,6 +396,11 @@ if (args.json) {
         r.qps,
         r.cpu_us_per_query,
       ]),
+  );
+  console.log('');
+  printTable(
+    ['figure (issue 2)', 'n', 'd', 'value', 'target', 'met'],
+    figures.map((f) => [f.figure, f.n, f.d, f.value, f.target, f.met ? 'yes' : 'NO']),
   );
   console.log(`\n${out.seconds.toFixed(1)} s`);
 }

@@ -112,13 +112,14 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetThreads>("threads"),
             InstanceAccessor<&ExactIndexWrap::GetKernel>("kernel"),
             InstanceAccessor<&ExactIndexWrap::GetBackend>("backend"),
+            InstanceAccessor<&ExactIndexWrap::GetScreen>("screen"),
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
         });
   }
 
   // new NativeExactIndex(dim, storage: 'f32'|'f16', threads (0 = all cores),
   //                      kernel: 'auto'|'scalar'|'avx2'|'avx512'|'avx512-bf16'|'avx512-scan',
-  //                      device: 'cpu'|'cuda'|'auto')
+  //                      device: 'cpu'|'cuda'|'auto', screen?: 'none'|'int8'|'auto')
   explicit ExactIndexWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExactIndexWrap>(info) {
     Guard(info.Env(), [&] {
       const size_t dim = static_cast<size_t>(ArgInt(info, 0, "dim", 1, 65536));
@@ -147,8 +148,16 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       const std::string device = ArgString(info, 4, "device");
       if (device != "cpu" && device != "cuda" && device != "auto")
         ThrowRange("device must be 'cpu', 'cuda' or 'auto', got '" + device + "'");
+      // 'auto' (also when absent): the int8 screen where the kernel set has it.
+      const std::string screen =
+          info.Length() > 5 && !info[5].IsUndefined() ? ArgString(info, 5, "screen") : "auto";
+      if (screen != "none" && screen != "int8" && screen != "auto")
+        ThrowRange("screen must be 'none', 'int8' or 'auto', got '" + screen + "'");
+      if (screen == "int8" && ks->panel_i8_f32 == nullptr)
+        ThrowRange("screen 'int8' needs AVX512_VNNI and an AVX-512 kernel set; kernel '" +
+                   std::string(ks->name) + "' has none");
       index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,
-                                            threads, *ks);
+                                            threads, *ks, screen != "none");
       // The CUDA backend serves only when a device answers; otherwise the CPU engine does.
       if (device != "cpu") index_->EnableCuda();
       return 0;
@@ -246,6 +255,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetKernel(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), index_->KernelSet().name);
+  }
+  Napi::Value GetScreen(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), index_->Int8Screen() ? "int8" : "none");
   }
   Napi::Value GetGuessRetries(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->GuessRetries()));

@@ -191,7 +191,8 @@ class AlignedFloats {
 
 }  // namespace
 
-ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels)
+ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels,
+                       bool int8_screen)
     : dim_(dim),
       dpad_(PaddedDim(dim)),
       storage_(storage),
@@ -199,7 +200,9 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernel
           1, std::min<size_t>(threads == 0 ? SIZE_MAX : threads,
                               ThreadPool::Shared().Workers() + 1))),
       kernels_(kernels),
-      rows_(new Buffer()) {}
+      i8_(int8_screen && kernels.panel_i8_f32 != nullptr),
+      rows_(new Buffer()),
+      codes_(new Buffer()) {}
 
 size_t ExactIndex::Size() const {
   auto lk = ReadLock();
@@ -211,7 +214,8 @@ std::shared_lock<std::shared_mutex> ExactIndex::ReadLock() const {
   return std::shared_lock<std::shared_mutex>(rw_);
 }
 
-float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const {
+float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst,
+                             std::pair<float, float>* range) const {
   const size_t rb = RowBytes();
   std::memset(dst, 0, n * rb);
   if (storage_ == Storage::F32) {
@@ -225,6 +229,7 @@ float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const
   // infinite, and the bound with it), rounded up.
   std::vector<float> row(storage_ == Storage::F16 ? dpad_ : 0);
   double max2 = 0;
+  float lo = 0, hi = 0;  // the padding's zeros count
   for (size_t i = 0; i < n; i++) {
     const float* v = vectors + i * dim_;
     if (storage_ == Storage::F16) {
@@ -234,9 +239,81 @@ float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst) const
     double s = 0;
     for (size_t j = 0; j < dim_; j++) s += double(v[j]) * v[j];
     max2 = std::max(max2, s);
+    if (range) {
+      for (size_t j = 0; j < dim_; j++) {
+        if (!std::isfinite(v[j])) continue;
+        lo = std::min(lo, v[j]);
+        hi = std::max(hi, v[j]);
+      }
+    }
   }
+  if (range) *range = {lo, hi};
   const double bound = std::sqrt(max2) * (1 + 1e-6);
   return static_cast<float>(std::min<double>(bound, std::numeric_limits<float>::infinity()));
+}
+
+// The centre and step that code [lo, hi] as [-127, 127]; a step of 0 (all elements equal)
+// codes every element as 0, with the whole of |x - z| in err.
+static void FitScreen(std::pair<float, float> range, I8Screen* screen) {
+  screen->zero = static_cast<float>((double(range.first) + range.second) / 2);
+  const float s = static_cast<float>((double(range.second) - range.first) / 254);
+  screen->scale = s >= std::numeric_limits<float>::min() ? s : 0.f;
+}
+
+void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
+                             I8Screen* screen) const {
+  const size_t rb = RowBytes(), cb = I8RowBytes(dpad_);
+  const float s = screen->scale, z = screen->zero;
+  // Multiplying by the reciprocal and rounding with the 1.5 * 2^23 trick (exact for |t| <=
+  // 2^22, round to nearest even) keeps the loop inline: std::nearbyint is a libm call in the
+  // addon's baseline ISA (no SSE4.1), and (x - z) / s with it took 1.5 s of a 1M x 128
+  // build. Any rounding would do: err is measured from the codes chosen.
+  const float inv = s > 0 ? 1.f / s : 0.f;
+  constexpr float kRound = 12582912.f;  // 1.5 * 2^23
+  std::vector<float> row(dpad_);
+  // Codes go to a local row of ints first: stores through int8_t may alias anything, and
+  // made the compiler spill and reload the running maxima at every element.
+  std::vector<int32_t> code(dpad_);
+  double err = screen->err, l1max = screen->l1, amax = screen->amax;
+  for (size_t i = 0; i < n; i++) {
+    // The codes of the values as stored (float16 rows decoded), which the rescoring reads.
+    const float* v = reinterpret_cast<const float*>(rows + i * rb);
+    if (storage_ == Storage::F16) {
+      kernels_.from_f16(reinterpret_cast<const uint16_t*>(rows + i * rb), row.data(), dpad_);
+      v = row.data();
+    }
+    int32_t sum = 0, l1 = 0;
+    double row_err = 0, row_amax = 0;
+    bool finite = true;
+    for (size_t j = 0; j < dpad_; j++) {
+      const float x = v[j];
+      // A non-finite element (a float16 overflow) codes as 0 and makes err infinite: every
+      // pair is then rescored, and the float32 scores decide as without the screen.
+      const float t = std::isfinite(x) ? std::min(127.f, std::max(-127.f, (x - z) * inv)) : 0.f;
+      const int cj = static_cast<int>((t + kRound) - kRound);
+      code[j] = cj;
+      sum += cj;
+      l1 += std::abs(cj);
+      // In double: s c_j is exact (24 x 8 bits), the rest rounds far below the 1e-9 below.
+      row_err = std::max(row_err, std::fabs(double(x) - double(s) * cj - double(z)));
+      row_amax = std::max(row_amax, double(std::fabs(x)));
+      finite &= std::isfinite(x);
+    }
+    int8_t* c = reinterpret_cast<int8_t*>(dst + i * cb);
+    for (size_t j = 0; j < dpad_; j++) c[j] = static_cast<int8_t>(code[j]);
+    std::memcpy(dst + i * cb + dpad_, &sum, 4);
+    l1max = std::max(l1max, double(l1));
+    err = finite ? std::max(err, row_err) : std::numeric_limits<double>::infinity();
+    amax = finite ? std::max(amax, row_amax) : std::numeric_limits<double>::infinity();
+  }
+  // Rounded up: the kernels' bounds take these as upper bounds.
+  auto up = [](double x) {
+    const float f = static_cast<float>(x);
+    return double(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+  };
+  screen->err = up(err * (1 + 1e-9));
+  screen->l1 = up(l1max);
+  screen->amax = up(amax);
 }
 
 static uint8_t* AllocRows(size_t rows, size_t row_bytes) {
@@ -253,6 +330,13 @@ void ExactIndex::Reserve(size_t rows) {
   next->capacity = cap;
   if (n_ > 0) std::memcpy(next->data, rows_->data, n_ * RowBytes());
   rows_ = std::move(next);
+  if (i8_) {
+    auto codes = std::make_unique<Buffer>();
+    codes->data = AllocRows(cap, I8RowBytes(dpad_));
+    codes->capacity = cap;
+    if (n_ > 0) std::memcpy(codes->data, codes_->data, n_ * I8RowBytes(dpad_));
+    codes_ = std::move(codes);
+  }
 }
 
 void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
@@ -267,12 +351,25 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   auto buf = std::make_unique<Buffer>();
   buf->data = AllocRows(n, RowBytes());
   buf->capacity = n;
-  const float norm_max = EncodeRows(vectors, n, buf->data);
+  std::pair<float, float> range;
+  const float norm_max = EncodeRows(vectors, n, buf->data, i8_ ? &range : nullptr);
+  auto codes = std::make_unique<Buffer>();
+  I8Screen screen;
+  if (i8_) {
+    // One centre and step for all rows: the smallest element codes as -127, the largest
+    // as 127.
+    FitScreen(range, &screen);
+    codes->data = AllocRows(n, I8RowBytes(dpad_));
+    codes->capacity = n;
+    EncodeCodes(buf->data, n, codes->data, &screen);
+  }
   std::vector<uint32_t> idv(ids, ids + n);
 
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
   rows_ = std::move(buf);
+  codes_ = std::move(codes);
+  screen_ = screen;
   version_++;
   ids_ = std::move(idv);
   row_of_ = std::move(row_of);
@@ -282,7 +379,8 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
 
 void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   std::vector<uint8_t> encoded(n * RowBytes());
-  const float norm_max = EncodeRows(vectors, n, encoded.data());
+  std::pair<float, float> range;
+  const float norm_max = EncodeRows(vectors, n, encoded.data(), i8_ ? &range : nullptr);
   const size_t rb = RowBytes();
 
   std::lock_guard<std::mutex> g(gate_);
@@ -305,6 +403,26 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
     }
     std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
   }
+  if (i8_) {
+    // The rows keep the index's centre and step (elements past z +- 127 s clamp, and err
+    // grows with them until the next build). An empty index takes this batch's; one whose
+    // step is 0 (every element so far equal to z, coded 0, and exact with any step) takes a
+    // step from this batch about its centre.
+    if (n_ == fresh) {
+      screen_ = I8Screen{};
+      FitScreen(range, &screen_);
+    } else if (screen_.scale == 0) {
+      const double reach =
+          std::max(double(range.second) - screen_.zero, screen_.zero - double(range.first));
+      const float s = static_cast<float>(reach / 127);
+      if (s >= std::numeric_limits<float>::min()) screen_.scale = s;
+    }
+    const size_t cb = I8RowBytes(dpad_);
+    std::vector<uint8_t> codes(n * cb);
+    EncodeCodes(encoded.data(), n, codes.data(), &screen_);
+    for (size_t i = 0; i < n; i++)
+      std::memcpy(codes_->data + row_of_[ids[i]] * cb, codes.data() + i * cb, cb);
+  }
 }
 
 void ExactIndex::Remove(const uint32_t* ids, size_t n) {
@@ -325,6 +443,10 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
     row_of_.erase(it);
     if (row != last) {
       std::memcpy(rows_->data + row * rb, rows_->data + last * rb, rb);
+      if (i8_) {
+        const size_t cb = I8RowBytes(dpad_);
+        std::memcpy(codes_->data + row * cb, codes_->data + last * cb, cb);
+      }
       ids_[row] = ids_[last];
       row_of_[ids_[row]] = row;
     }
@@ -521,6 +643,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
 
   const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch &&
                     kernels_.panel_f32 != nullptr;
+  // Batches the panel kernels score go through the int8 screen where the index keeps codes.
+  const bool screen = pack && i8_;
+  const uint8_t* cbase = i8_ ? codes_->data : nullptr;
+  const size_t cb = I8RowBytes(dpad_);
   std::vector<float> guess;  // empty: no guessed floors (set below, for the kernels' scan)
 
   std::vector<std::vector<TopK>> heaps(tasks, std::vector<TopK>(nq));
@@ -534,7 +660,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   auto worker = [&](size_t t) {
     std::vector<TopK>& h = heaps[t];
     for (auto& x : h) x.Reset(k);
-    std::vector<const uint8_t*> ptrs(block);
+    std::vector<const uint8_t*> ptrs(block), cptrs(screen ? block : 0);
     if (!guess.empty())
       for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(guess[q]);
     std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq : 0);
@@ -544,8 +670,12 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     // the padding queries of the last panel. A threshold moves only when its TopK cuts.
     const size_t nq16 = PanelStride(nq);
     std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
-    if (pack) {
+    if (screen) {
+      kernels_.pack_queries_i8(qpad.data(), nq, dpad_, screen_, scratch.get());
+    } else if (pack) {
       kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get(), row_norm_max_);
+    }
+    if (pack) {
       for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
     }
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
@@ -569,11 +699,17 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
             rowidx[i] = allowed[r0 + i];
             ptrs[i] = base + static_cast<size_t>(rowidx[i]) * rb;
           }
+          if (screen)
+            for (size_t i = 0; i < nr; i++) cptrs[i] = cbase + static_cast<size_t>(rowidx[i]) * cb;
         } else {
           const uint8_t* p = base + r0 * rb;
           for (size_t i = 0; i < nr; i++, p += rb) {
             rowidx[i] = static_cast<uint32_t>(r0 + i);
             ptrs[i] = p;
+          }
+          if (screen) {
+            const uint8_t* c = cbase + r0 * cb;
+            for (size_t i = 0; i < nr; i++, c += cb) cptrs[i] = c;
           }
         }
         if (pack) {
@@ -581,7 +717,15 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           // candidate for some query; only those rows are read back, row-major.
           const float* sc = nullptr;
           const size_t nh =
-              f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+              screen && f16
+                  ? kernels_.panel_i8_f16(cptrs.data(),
+                                          reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+                                          nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
+              : screen ? kernels_.panel_i8_f32(cptrs.data(),
+                                               reinterpret_cast<const float* const*>(ptrs.data()),
+                                               nr, nq, dpad_, scratch.get(), thr.data(),
+                                               hits.data(), &sc)
+              : f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
                                        nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
                   : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
                                        nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "cuda/exact_cuda.h"
@@ -70,13 +71,18 @@ struct ExactTuning {
 
 class ExactIndex {
  public:
-  ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels);
+  // int8_screen: keep an int8 code row beside every stored row (I8RowBytes(dpad) bytes more
+  // a row) and score batches through the kernels' int8 screen (Kernels::panel_i8_f32),
+  // whose results are the float32 kernels'. Requires kernels.panel_i8_f32.
+  ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels,
+             bool int8_screen = false);
 
   size_t Dim() const { return dim_; }
   size_t Size() const;
   Storage StorageKind() const { return storage_; }
   size_t Threads() const { return threads_; }
   const Kernels& KernelSet() const { return kernels_; }
+  bool Int8Screen() const { return i8_; }
   ExactTuning& Tuning() { return tuning_; }
 
   // Replaces the contents. Throws ArgumentError on duplicate ids.
@@ -109,8 +115,13 @@ class ExactIndex {
   size_t RowBytes() const { return dpad_ * (storage_ == Storage::F32 ? 4 : 2); }
   // Writes n unpadded input vectors as padded rows at dst; returns a bound on the stored
   // rows' Euclidean norms (rounded up).
-  float EncodeRows(const float* vectors, size_t n, uint8_t* dst) const;
+  // With range: also the least and greatest finite element as stored (and 0, the padding's).
+  float EncodeRows(const float* vectors, size_t n, uint8_t* dst,
+                   std::pair<float, float>* range = nullptr) const;
   void Reserve(size_t rows);  // caller holds the unique lock
+  // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale, and
+  // widens screen's err, l1 and amax to cover them.
+  void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen) const;
   void Search(const SearchRequest& req, SearchResult* out, bool guess) const;
   // Caller holds the shared lock. Each query's guess_rank-th best score over a sample of
   // the scan list (rows, or allowed when non-null).
@@ -127,6 +138,7 @@ class ExactIndex {
   const Storage storage_;
   const size_t threads_;
   const Kernels& kernels_;
+  const bool i8_;
   ExactTuning tuning_;
 
   mutable std::mutex gate_;
@@ -142,6 +154,10 @@ class ExactIndex {
   uint64_t version_ = 0;  // bumped by every write, under the unique lock
 
   std::unique_ptr<Buffer> rows_;
+  // With i8_: row r's int8 code row at codes_->data + r * I8RowBytes(dpad_), same capacity
+  // as rows_, moved with it by every write; screen_ holds the scale and error bounds.
+  std::unique_ptr<Buffer> codes_;
+  I8Screen screen_;
   size_t n_ = 0;
   // At least the largest norm of a stored row (removals leave it): the bfloat16 batch
   // kernels' error margins scale with it (Kernels::pack_queries).

@@ -22,11 +22,29 @@ inline size_t PanelStride(size_t nq) { return (nq + 15) / 16 * 16; }
 // Floats of scratch a panel kernel uses for up to nrows rows and nq queries (see
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 // (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
-// float32 copy of the queries, their error margins and thresholds, a stage of 12 rows.)
+// float32 copy of the queries, their error margins and thresholds, a stage of 12 rows. The
+// int8 kernels' fits too: dpad bytes and dpad floats a query, four more floats a query and
+// 16 floats, no stage.)
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
   const size_t nq16 = PanelStride(nq);
   return (2 * nq16 + 12) * dpad + 2 * nq16 + ((nrows + 7) / 8 * 8 + 8) * nq16;
 }
+
+// The int8 screen of an index's rows (ExactIndex's `screen` option): one scale s and one
+// centre z for all rows; element j of a stored row x is coded c_j = round((x_j - z) / s),
+// clamped to [-127, 127], and the row's dpad codes are followed by the int32 sum_j c_j (the
+// kernels start their accumulators from it, see kernels_avx512.cc): I8RowBytes(dpad) bytes a
+// row. err bounds |x_j - s c_j - z| over every element of every row (s / 2 until an upsert
+// brings an element past z +- 127 s), l1 bounds sum_j |c_j| of any row and amax bounds
+// |x_j|; all three only grow until the next build re-codes the rows.
+struct I8Screen {
+  float scale = 0;
+  float zero = 0;
+  float err = 0;
+  float l1 = 0;
+  float amax = 0;
+};
+inline size_t I8RowBytes(size_t dpad) { return dpad + 4; }
 
 struct Kernels {
   const char* name;
@@ -69,6 +87,22 @@ struct Kernels {
   // IEEE binary16 conversion, round to nearest even.
   void (*to_f16)(const float* in, uint16_t* out, size_t n);
   void (*from_f16)(const uint16_t* in, float* out, size_t n);
+  // The int8-screened batch kernels (nullptr without AVX512_VNNI): the contract of panel_f32
+  // and panel_f16, with each row's int8 code row beside it (codes[r], see I8Screen). Rows are
+  // scored in 8-bit integer products (vpdpbusd: four per lane and instruction, twice the
+  // bfloat16 rate), each integer score gives a bound on the row's float32 score, and only the
+  // pairs whose bound reaches the query's threshold are rescored in float32 from the stored
+  // row; a hit row's scores at or above thr are those float32 scores, so results are the
+  // float32 kernels'. pack_queries_i8 packs the queries into scratch once per search and
+  // thread, with the screen's figures that bound the error.
+  void (*pack_queries_i8)(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,
+                          float* scratch);
+  size_t (*panel_i8_f32)(const uint8_t* const* codes, const float* const* rows, size_t nrows,
+                         size_t nq, size_t dpad, float* scratch, const float* thr,
+                         uint32_t* hit_rows, const float** scores);
+  size_t (*panel_i8_f16)(const uint8_t* const* codes, const uint16_t* const* rows, size_t nrows,
+                         size_t nq, size_t dpad, float* scratch, const float* thr,
+                         uint32_t* hit_rows, const float** scores);
 };
 
 const Kernels& ScalarKernels();

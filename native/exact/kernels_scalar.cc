@@ -127,7 +127,9 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
 const Kernels& ScalarKernels() {
   // No batch kernels (nor their packing): every batch is scored where the queries lie.
   static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, nullptr,
-                        DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16};
+                        DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16,
+                        // No int8 screen either (Avx512Kernels adds it with AVX512_VNNI).
+                        nullptr,  nullptr,  nullptr};
   return k;
 }
 

@@ -58,6 +58,8 @@ export interface NativeExactIndex {
   readonly threads: number;
   readonly kernel: string;
   readonly backend: 'cpu' | 'cuda';
+  /** 'int8' where the index keeps int8 codes of its rows and screens batches with them. */
+  readonly screen: 'int8' | 'none';
   /** Queries searched again because a guessed floor overshot (ExactTuning.guessRank). */
   readonly guessRetries: number;
   build(ids: Uint32Array, vectors: Float32Array): void;
@@ -118,6 +120,7 @@ export interface NativeAddon {
     threads: number,
     kernel: string,
     device: string,
+    screen?: 'auto' | 'int8' | 'none',
   ) => NativeExactIndex;
   /** Absent in the node-gyp build, which has no FAISS. */
   NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;

@@ -26,10 +26,29 @@ const KERNELS: Kernel[] = EXACT_KERNELS.filter((kernel) => {
   }
 });
 
-function setup(rng: Rng, n: number, d: number, storage: Storage, kernel: Kernel) {
+// The kernel sets that have the int8 screen (AVX-512 with AVX512_VNNI on this CPU).
+const SCREENED: Kernel[] = KERNELS.filter((kernel) => {
+  try {
+    return ExactIndex.create({ dim: 1, kernel, screen: 'int8' }).screen === 'int8';
+  } catch {
+    return false;
+  }
+});
+type Screen = 'int8' | 'none';
+const screensOf = (kernel: Kernel): Screen[] =>
+  SCREENED.includes(kernel) ? ['none', 'int8'] : ['none'];
+
+function setup(
+  rng: Rng,
+  n: number,
+  d: number,
+  storage: Storage,
+  kernel: Kernel,
+  screen: Screen | 'auto' = 'auto',
+) {
   const ids = distinctIds(rng, n);
   const vecs = rng.uniformArray(n * d);
-  const index = ExactIndex.create({ dim: d, storage, kernel });
+  const index = ExactIndex.create({ dim: d, storage, kernel, screen });
   index.build(ids, vecs);
   // The f16 index is checked against the reference over f16-rounded vectors: the scan itself
   // must then be exact to float32 accuracy. The rounding error vs the unrounded vectors is
@@ -116,9 +135,12 @@ test('the batch (query-panel) and direct kernels match brute force at every batc
   const rng = new Rng(20);
   const n = 203;
   for (const kernel of KERNELS.filter((x) => x !== 'scalar' && x !== 'auto')) {
-    for (const storage of ['f32', 'f16'] as const) {
+    for (const [storage, screen] of (['f32', 'f16'] as const).flatMap((s) =>
+      screensOf(kernel).map((x) => [s, x] as const),
+    )) {
       for (const d of [1, 7, 37, 100]) {
-        const { ids, vecs, index, ref } = setup(rng, n, d, storage, kernel);
+        const { ids, vecs, index, ref } = setup(rng, n, d, storage, kernel, screen);
+        assert.equal(index.screen, screen);
         const scalar = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
         scalar.build(ids, vecs);
         for (const B of [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 24, 25, 33, 48, 65]) {
@@ -127,7 +149,7 @@ test('the batch (query-panel) and direct kernels match brute force at every batc
           for (const packMinBatch of [1, 0]) {
             index.setTuning({ packMinBatch, blockBytes: 1024 });
             const got = await index.search(queries, 10);
-            const label = `${kernel}/${storage} d=${d} B=${B} packMinBatch=${packMinBatch}`;
+            const label = `${kernel}/${storage}/${screen} d=${d} B=${B} packMinBatch=${packMinBatch}`;
             assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
             for (let i = 0; i < got.scores.length; i++) {
               const tol = 1e-5 * (Math.abs(want.scores[i]) + d);
@@ -255,6 +277,141 @@ test('guessed floors: results stay exact, and a query whose guess overshoots is 
       if (guessRank === 1) assert.ok(retried >= 3 * 4, `${storage}: ${retried} retries`);
     }
     index.setTuning({ guessRank: 14 });
+  }
+});
+
+test('the int8 screen returns the unscreened results on data it codes badly', async (t) => {
+  // Every pair the screen lets through is rescored in float32 by the code the unscreened
+  // batch kernels use, so an int8-screened index must return the same ids and the same
+  // scores as an unscreened one with the same kernel set, whatever the data does to the
+  // codes: a centre far from zero, one outlier setting the step for everyone, rows and
+  // queries that are constant or zero, upserts past the coded range (clamped: the error
+  // bound grows) and into an emptied index, swap-removes, float16 overflow. B = 20 takes
+  // the batch kernels; blockBytes 1024 and minRowsPerTask 64 make many blocks and threads.
+  if (SCREENED.length === 0) {
+    t.skip('no int8 screen on this CPU (AVX-512 with AVX512_VNNI)');
+    return;
+  }
+  const rng = new Rng(33);
+  const n = 700;
+  const B = 20;
+  const noisy = (len: number, centre: number, spread: number) =>
+    Float32Array.from({ length: len }, () => centre + spread * (2 * rng.next() - 1));
+  const cases: {
+    name: string;
+    d: number;
+    rows: () => Float32Array;
+    queries: () => Float32Array;
+  }[] = [
+    {
+      name: 'offset',
+      d: 24,
+      rows: () => noisy(n * 24, 100, 1),
+      queries: () => noisy(B * 24, 5, 1),
+    },
+    {
+      name: 'outlier',
+      d: 37,
+      rows: () => {
+        const v = noisy(n * 37, 0, 1);
+        v[5 * 37 + 3] = 3e3; // x 10 + 3 by the upsert below: still a finite float16
+        return v;
+      },
+      queries: () => noisy(B * 37, -0.5, 1),
+    },
+    {
+      name: 'constant rows and queries',
+      d: 8,
+      rows: () => Float32Array.from({ length: n * 8 }, (_, i) => Math.floor(i / 8) % 7),
+      queries: () => Float32Array.from({ length: B * 8 }, (_, i) => (Math.floor(i / 8) % 5) - 2),
+    },
+    {
+      name: 'tiny and huge',
+      d: 16,
+      rows: () => noisy(n * 16, 0, 1e-30),
+      queries: () => noisy(B * 16, 1e3, 1e-3),
+    },
+    {
+      name: 'f16 overflow',
+      d: 16,
+      rows: () => noisy(n * 16, 0, 1e5),
+      queries: () => noisy(B * 16, 0, 1),
+    },
+  ];
+  for (const kernel of SCREENED) {
+    // The avx512-bf16 set's unscreened batches rescore with the same float32 code as the
+    // screen, so there the two must agree bit for bit; every set must match brute force.
+    const sameCode = ExactIndex.create({ dim: 1, kernel }).kernel === 'avx512-bf16';
+    for (const storage of ['f32', 'f16'] as const) {
+      for (const c of cases) {
+        const ids = distinctIds(rng, n);
+        const rows = c.rows();
+        const screened = ExactIndex.create({ dim: c.d, storage, kernel, screen: 'int8' });
+        const plain = ExactIndex.create({ dim: c.d, storage, kernel, screen: 'none' });
+        const ref = new RefIndex(c.d);
+        const store = (x: Float32Array) => (storage === 'f16' ? f16RoundArray(x) : x);
+        // Float16 overflow makes scores infinite or NaN, which brute force cannot rank.
+        const finite = !(storage === 'f16' && c.name === 'f16 overflow');
+        const queries = c.queries();
+        const check = async (label: string) => {
+          for (const k of [1, 10, 100]) {
+            const a = await screened.search(queries, k);
+            const b = await plain.search(queries, k);
+            const tag = `${kernel}/${storage} ${c.name} ${label} k=${k}`;
+            if (sameCode) {
+              assert.deepEqual([...a.ids], [...b.ids], tag);
+              assert.deepEqual([...a.scores], [...b.scores], tag);
+            }
+            if (finite) assertMatches(ref, queries, k, a, tolFor(ref, queries), {}, tag);
+          }
+        };
+        for (const index of [screened, plain]) {
+          index.setTuning({ blockBytes: 1024, minRowsPerTask: 64 });
+          index.build(ids, rows);
+        }
+        ref.set(ids, store(rows));
+        await check('built');
+        // Past the coded range: rows ten times as large, and a centre moved.
+        const up = ids.slice(0, 50);
+        const upRows = Float32Array.from(rows.subarray(0, 50 * c.d), (x) => 10 * x + 3);
+        const fresh = Uint32Array.from({ length: 30 }, (_, i) => 5_000_000 + i);
+        const freshRows = noisy(30 * c.d, -20, 20);
+        const gone = ids.slice(100, 400);
+        for (const index of [screened, plain]) {
+          index.upsert(up, upRows);
+          index.upsert(fresh, freshRows);
+          index.remove(gone);
+        }
+        ref.set(up, store(upRows));
+        ref.set(fresh, store(freshRows));
+        for (const id of gone) ref.rows.delete(id);
+        await check('after upserts and removes');
+        // Emptied, then filled again by an upsert (which takes its own codes' range).
+        for (const index of [screened, plain]) {
+          index.remove(Uint32Array.from(ref.rows.keys()));
+          assert.equal(index.size, 0);
+          index.upsert(ids.slice(0, 300), rows.subarray(0, 300 * c.d));
+        }
+        ref.rows.clear();
+        ref.set(ids.slice(0, 300), store(rows.subarray(0, 300 * c.d)));
+        await check('refilled');
+      }
+    }
+  }
+  // Against brute force as well, with exclusions and an allow list, on offset data.
+  const d = 40;
+  const ids = distinctIds(rng, n);
+  const rows = noisy(n * d, 3, 0.5);
+  const index = ExactIndex.create({ dim: d, screen: 'int8' });
+  index.build(ids, rows);
+  const ref = new RefIndex(d);
+  ref.set(ids, rows);
+  const queries = noisy(B * d, 1, 2);
+  const exclude = Array.from({ length: B }, (_, q) => (q % 2 ? null : ids.slice(q, q + 40)));
+  const allow = ids.filter((_, i) => i % 4 !== 1);
+  for (const opts of [{}, { exclude }, { allow }, { exclude, allow }]) {
+    const got = await index.search(queries, 50, opts);
+    assertMatches(ref, queries, 50, got, tolFor(ref, queries), opts, Object.keys(opts).join());
   }
 });
 
@@ -529,6 +686,19 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
   bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
   bad(() => index.setTuning({ chunksPerTask: 0.5 }), 'RangeError', /chunksPerTask/);
+  bad(
+    () => ExactIndex.create({ dim: 4, screen: 'int4' as 'int8' }),
+    'RangeError',
+    /screen must be 'none', 'int8' or 'auto', got 'int4'/,
+  );
+  // The int8 screen needs an AVX-512 set with VNNI: forced on the scalar set it is refused,
+  // and 'auto' quietly goes without.
+  bad(
+    () => ExactIndex.create({ dim: 4, kernel: 'scalar', screen: 'int8' }),
+    'RangeError',
+    /screen 'int8' needs AVX512_VNNI .* kernel 'scalar'/,
+  );
+  assert.equal(ExactIndex.create({ dim: 4, kernel: 'scalar' }).screen, 'none');
   // The index still works after all of that.
   assert.equal((await index.search(q, 5)).ids.filter((x) => x !== NO_ID).length, 2);
 });

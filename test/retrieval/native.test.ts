@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { loadNative } from '../../src/retrieval/native.js';
+import { ExactIndex } from '../../src/retrieval/exact.js';
 
 test('the built addon loads and reports the CPU features it found', () => {
   const info = loadNative().engineInfo();
@@ -36,4 +37,7 @@ test('the default exact kernel set is the one this CPU should get', (t) => {
   }
   assert.equal(loadNative().exactKernel, want);
   assert.equal(loadNative().engineInfo().exactKernel, want);
+  // The int8 screen, on by default, joins the AVX-512 sets where the CPU has AVX512_VNNI.
+  const screen = want.startsWith('avx512') && has('avx512_vnni') ? 'int8' : 'none';
+  assert.equal(ExactIndex.create({ dim: 8 }).screen, screen);
 });
