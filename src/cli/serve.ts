@@ -165,6 +165,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
           kernel: model.exact.kernel,
           backend: model.exact.backend,
           storage: model.exact.storage,
+          screen: model.exact.screen,
           threads: model.exact.threads,
         },
         ranker: model.ranker.describe(),

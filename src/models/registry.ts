@@ -63,6 +63,7 @@ export async function buildServingModel(
   const exact = ExactIndex.create({
     dim,
     storage: opts.pipeline.exactStorage,
+    screen: opts.pipeline.exactScreen,
     ...(opts.exactThreads === undefined ? {} : { threads: opts.exactThreads }),
   });
   exact.build(ids, shared.itemEmbeddings);

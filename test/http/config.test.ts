@@ -51,4 +51,10 @@ test('bad values are refused naming the setting and its source', () => {
   );
   assert.throws(() => loadConfig(['--colour', 'blue'], {}), /unknown setting 'colour'/);
   assert.throws(() => loadConfig(['--port'], {}), /--port needs a value/);
+  assert.throws(
+    () => loadConfig([], { RECSERVE_EXACT_SCREEN: 'int4' }),
+    /'exact-screen' must be auto, int8 or none, got int4/,
+  );
+  assert.equal(loadConfig(['--exact-screen', 'none'], {}).pipeline.exactScreen, 'none');
+  assert.equal(loadConfig([], {}).pipeline.exactScreen, 'auto');
 });

@@ -5,6 +5,7 @@ import http from 'node:http';
 import { test } from 'node:test';
 import { startBenchServer } from '../../bench/lib/server.js';
 import { loadNative } from '../../src/retrieval/native.js';
+import { ExactIndex } from '../../src/retrieval/exact.js';
 import { ensureTestModels } from './harness.js';
 
 function request(
@@ -65,12 +66,14 @@ test('SIGTERM drains in-flight requests and exits 0', async () => {
   // The ready line says what the engines chose on this host.
   const ready = lines.find((l) => l.msg === 'model loaded and warm: ready') as
     | {
-        exact: { kernel: string; backend: string };
+        exact: { kernel: string; backend: string; screen: string };
         ranker: { workers: number; maxBatchRows: number };
       }
     | undefined;
   assert.ok(ready, 'ready line logged');
   assert.equal(ready.exact.kernel, loadNative().exactKernel);
+  // The server's default 'auto' screen: int8 exactly where a bare index gets it.
+  assert.equal(ready.exact.screen, ExactIndex.create({ dim: 8 }).screen);
   assert.ok(['cpu', 'cuda'].includes(ready.exact.backend));
   assert.ok(
     ready.ranker.workers >= 1 && ready.ranker.maxBatchRows >= 1,
