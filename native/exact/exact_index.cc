@@ -264,15 +264,14 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
                              I8Screen* screen) const {
   const size_t rb = RowBytes(), cb = I8RowBytes(dpad_);
   const float s = screen->scale, z = screen->zero;
-  // Multiplying by the reciprocal and rounding with the 1.5 * 2^23 trick (exact for |t| <=
-  // 2^22, round to nearest even) keeps the loop inline: std::nearbyint is a libm call in the
-  // addon's baseline ISA (no SSE4.1), and (x - z) / s with it took 1.5 s of a 1M x 128
-  // build. Any rounding would do: err is measured from the codes chosen.
+  // Rounded to nearest with the 1.5 * 2^23 trick (exact for |t| <= 2^22) rather than
+  // std::nearbyint, a libm call in the addon's baseline ISA (no SSE4.1). Any rounding would
+  // do: err is measured from the codes chosen.
   const float inv = s > 0 ? 1.f / s : 0.f;
   constexpr float kRound = 12582912.f;  // 1.5 * 2^23
   std::vector<float> row(dpad_);
-  // Codes go to a local row of ints first: stores through int8_t may alias anything, and
-  // made the compiler spill and reload the running maxima at every element.
+  // Codes go to a local row of ints first: stores through int8_t may alias anything (perf
+  // annotate showed a running maximum stored to the stack at every element).
   std::vector<int32_t> code(dpad_);
   double err = screen->err, l1max = screen->l1, amax = screen->amax;
   for (size_t i = 0; i < n; i++) {
@@ -387,6 +386,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   std::unique_lock<std::shared_mutex> lk(rw_);
   version_++;
   row_norm_max_ = std::max(row_norm_max_, norm_max);
+  const size_t before = n_;
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
   Reserve(n_ + fresh);
@@ -408,7 +408,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
     // grows with them until the next build). An empty index takes this batch's; one whose
     // step is 0 (every element so far equal to z, coded 0, and exact with any step) takes a
     // step from this batch about its centre.
-    if (n_ == fresh) {
+    if (before == 0) {
       screen_ = I8Screen{};
       FitScreen(range, &screen_);
     } else if (screen_.scale == 0) {

@@ -398,6 +398,30 @@ test('the int8 screen returns the unscreened results on data it codes badly', as
       }
     }
   }
+  // An upsert naming one new id 31 times into an index of 30 rows: the index was not
+  // empty, so the 30 rows keep the codes of their own range ([0, 50]), and the screen must
+  // keep that range too. Refitted to the batch's ([-1, 1]), the codes would read the best
+  // row (50s, in the third block of 8 rows) as 1s, below the 10s of the first two (whose
+  // 16 candidates fill the top-1 buffer and raise its threshold).
+  {
+    const d = 16;
+    const index = ExactIndex.create({ dim: d, screen: 'int8' });
+    index.setTuning({ blockBytes: 8 * d * 4 });
+    const ref = new RefIndex(d);
+    const old = Float32Array.from({ length: 30 * d }, (_, i) =>
+      Math.floor(i / d) === 20 ? 50 : 10,
+    );
+    const oldIds = Uint32Array.from({ length: 30 }, (_, i) => i);
+    index.build(oldIds, old);
+    ref.set(oldIds, old);
+    const batch = noisy(31 * d, 0, 1);
+    index.upsert(new Uint32Array(31).fill(1000), batch);
+    ref.set(Uint32Array.of(1000), batch.subarray(30 * d));
+    const queries = noisy(B * d, 1, 0.1);
+    const got = await index.search(queries, 1);
+    assertMatches(ref, queries, 1, got, tolFor(ref, queries), {}, 'repeated id in an upsert');
+    assert.equal(got.ids[0], 20);
+  }
   // Against brute force as well, with exclusions and an allow list, on offset data.
   const d = 40;
   const ids = distinctIds(rng, n);
