@@ -1,9 +1,41 @@
 #include "common/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <exception>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace recserve {
+namespace {
+
+// How long a worker that ran out of work, and a caller whose tasks are all claimed, poll
+// before they sleep on a condition variable. On these VMs a sleeping vCPU took tens of
+// microseconds to wake: a 100k x 64 float16 B = 1 search ran 0.364 ms on one thread and
+// 0.226 ms on two, 45 us over half. Searches arrive back to back under load (the batcher,
+// the benchmarks), so a short poll finds the next one awake; idle, it costs at most this
+// much CPU per search.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// Polls until ready() or kSpin has passed; returns ready().
+template <class F>
+bool SpinUntil(F ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (unsigned i = 0;; i++) {
+    if (ready()) return true;
+    for (int p = 0; p < 16; p++) CpuRelax();
+    if ((i & 15) == 15 && std::chrono::steady_clock::now() > until) return ready();
+  }
+}
+
+}  // namespace
 
 struct ThreadPool::Batch {
   const std::function<void(size_t)>* fn;
@@ -62,14 +94,16 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::WorkerLoop() {
   for (;;) {
     Batch* b;
+    SpinUntil([this] { return stop_.load() || queued_.load() > 0; });
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+      cv_.wait(lk, [this] { return stop_.load() || !queue_.empty(); });
       if (stop_) return;
       b = queue_.front();
       // A batch stays queued until its tasks are all claimed, so several workers join it.
       if (b->next.load() >= b->n) {
         queue_.pop_front();
+        queued_--;
         continue;
       }
       std::lock_guard<std::mutex> g(b->mu);
@@ -94,6 +128,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
   {
     std::lock_guard<std::mutex> g(mu_);
     queue_.push_back(&b);
+    queued_++;
   }
   cv_.notify_all();
   b.Drain();
@@ -103,10 +138,12 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
       if (*it == &b) {
         queue_.erase(it);
+        queued_--;
         break;
       }
     }
   }
+  SpinUntil([&] { return b.done.load() == n; });
   {
     std::unique_lock<std::mutex> lk(b.mu);
     b.cv.wait(lk, [&] { return b.done.load() == n && b.active == 0; });

@@ -3,6 +3,7 @@
 // runs tasks too, so a pool of hardware_concurrency - 1 workers keeps every core busy
 // without a thread per search.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -35,7 +36,9 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Batch*> queue_;
-  bool stop_ = false;
+  // queue_.size(), readable without the mutex: what an idle worker spins on.
+  std::atomic<size_t> queued_{0};
+  std::atomic<bool> stop_{false};
   std::vector<std::thread> threads_;
 };
 
