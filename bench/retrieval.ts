@@ -44,6 +44,11 @@ interface Row {
   threads: number;
   /** exact-fp32/fp16: bytes of item rows read per query / time per query, GB/s. */
   read_gbps?: number;
+  /**
+   * exact-fp32 B = 1: the best all-thread bandwidth probe taken between this n x d group's
+   * timing rounds (bandwidth_gbps is the best of the whole run).
+   */
+  probe_gbps?: number;
   /** qps / faiss-flat qps on the same n, d, batch. */
   vs_faiss?: number;
   /** exact-fp16: recall@100 against exact fp32. */
@@ -164,7 +169,16 @@ for (const n of [100_000, 1_000_000]) {
         { engine: 'exact-fp16' as const, B, fn: () => f16.searchSync(q, K), wins: [] as Window[] },
       ];
     });
-    for (let w = 0; w < WINDOWS; w++) for (const o of ours) o.wins.push(window(o.fn));
+    // A bandwidth probe in every round too, where the float32 rows (over 64 MiB) come from
+    // memory: the host's bandwidth moved 2x within seconds (35-72 GB/s), and a scan is fairly
+    // compared with the probe taken beside it as well as with the run's best. (At 100k rows
+    // the scans run from cache, and the probes would only add time.)
+    let probeNear = 0;
+    const probeHere = n * d * 4 > 64 << 20;
+    for (let w = 0; w < WINDOWS; w++) {
+      if (probeHere) probeNear = Math.max(probeNear, addon.benchStreamRead(256, threads, 2));
+      for (const o of ours) o.wins.push(window(o.fn));
+    }
 
     for (const B of BATCHES) {
       const q = queries.subarray(0, B * d);
@@ -187,7 +201,10 @@ for (const n of [100_000, 1_000_000]) {
       await sleep(BLAS_IDLE_MS);
       for (const r of rows) {
         r.vs_faiss = r.qps / faissRow.qps;
-        if (r.engine === 'exact-fp32') r.read_gbps = (n * d * 4 * r.qps) / 1e9;
+        if (r.engine === 'exact-fp32') {
+          r.read_gbps = (n * d * 4 * r.qps) / 1e9;
+          if (B === 1) r.probe_gbps = probeNear;
+        }
         if (r.engine === 'exact-fp16') {
           r.read_gbps = (n * d * 2 * r.qps) / 1e9;
           r.recall_at_100_vs_fp32 = recall16;
@@ -292,6 +309,10 @@ const figures: Figure[] = [];
   for (const r of results.filter((x) => x.engine === 'exact-fp32' && x.batch === 1)) {
     const { n, d } = r;
     add('fp32 B=1 read rate / bandwidth', n, d, (r.read_gbps ?? 0) / bandwidth, 0.8);
+    // The same against the probes taken between this group's timing rounds (not a figure of
+    // the issue: it tells the scan from the moment's bandwidth when the one above misses).
+    if (r.probe_gbps)
+      add('  same, vs the probes beside it', n, d, (r.read_gbps ?? 0) / r.probe_gbps, 0.8);
     const vsFaiss = results
       .filter((x) => x.n === n && x.d === d && x.engine.startsWith('exact-fp') && x.vs_faiss)
       .map((x) => x.vs_faiss!);

@@ -239,14 +239,10 @@ float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst,
     double s = 0;
     for (size_t j = 0; j < dim_; j++) s += double(v[j]) * v[j];
     max2 = std::max(max2, s);
-    if (range) {
-      for (size_t j = 0; j < dim_; j++) {
-        if (!std::isfinite(v[j])) continue;
-        lo = std::min(lo, v[j]);
-        hi = std::max(hi, v[j]);
-      }
-    }
+    // (Only indexes with the int8 screen ask, and their kernel set has finite_range.)
+    if (range && storage_ == Storage::F16) kernels_.finite_range(v, dim_, &lo, &hi);
   }
+  if (range && storage_ == Storage::F32) kernels_.finite_range(vectors, n * dim_, &lo, &hi);
   if (range) *range = {lo, hi};
   const double bound = std::sqrt(max2) * (1 + 1e-6);
   return static_cast<float>(std::min<double>(bound, std::numeric_limits<float>::infinity()));
@@ -263,16 +259,7 @@ static void FitScreen(std::pair<float, float> range, I8Screen* screen) {
 void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
                              I8Screen* screen) const {
   const size_t rb = RowBytes(), cb = I8RowBytes(dpad_);
-  const float s = screen->scale, z = screen->zero;
-  // Rounded to nearest with the 1.5 * 2^23 trick (exact for |t| <= 2^22) rather than
-  // std::nearbyint, a libm call in the addon's baseline ISA (no SSE4.1). Any rounding would
-  // do: err is measured from the codes chosen.
-  const float inv = s > 0 ? 1.f / s : 0.f;
-  constexpr float kRound = 12582912.f;  // 1.5 * 2^23
   std::vector<float> row(dpad_);
-  // Codes go to a local row of ints first: stores through int8_t may alias anything (perf
-  // annotate showed a running maximum stored to the stack at every element).
-  std::vector<int32_t> code(dpad_);
   double err = screen->err, l1max = screen->l1, amax = screen->amax;
   for (size_t i = 0; i < n; i++) {
     // The codes of the values as stored (float16 rows decoded), which the rescoring reads.
@@ -281,29 +268,14 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
       kernels_.from_f16(reinterpret_cast<const uint16_t*>(rows + i * rb), row.data(), dpad_);
       v = row.data();
     }
-    int32_t sum = 0, l1 = 0;
-    double row_err = 0, row_amax = 0;
-    bool finite = true;
-    for (size_t j = 0; j < dpad_; j++) {
-      const float x = v[j];
-      // A non-finite element (a float16 overflow) codes as 0 and makes err infinite: every
-      // pair is then rescored, and the float32 scores decide as without the screen.
-      const float t = std::isfinite(x) ? std::min(127.f, std::max(-127.f, (x - z) * inv)) : 0.f;
-      const int cj = static_cast<int>((t + kRound) - kRound);
-      code[j] = cj;
-      sum += cj;
-      l1 += std::abs(cj);
-      // In double: s c_j is exact (24 x 8 bits), the rest rounds far below the 1e-9 below.
-      row_err = std::max(row_err, std::fabs(double(x) - double(s) * cj - double(z)));
-      row_amax = std::max(row_amax, double(std::fabs(x)));
-      finite &= std::isfinite(x);
-    }
-    int8_t* c = reinterpret_cast<int8_t*>(dst + i * cb);
-    for (size_t j = 0; j < dpad_; j++) c[j] = static_cast<int8_t>(code[j]);
-    std::memcpy(dst + i * cb + dpad_, &sum, 4);
-    l1max = std::max(l1max, double(l1));
-    err = finite ? std::max(err, row_err) : std::numeric_limits<double>::infinity();
-    amax = finite ? std::max(amax, row_amax) : std::numeric_limits<double>::infinity();
+    // A non-finite element (a float16 overflow) codes as 0 and makes err infinite: every
+    // pair is then rescored, and the float32 scores decide as without the screen.
+    const I8RowCode c = kernels_.code_row_i8(v, dpad_, screen->scale, screen->zero,
+                                             reinterpret_cast<int8_t*>(dst + i * cb));
+    std::memcpy(dst + i * cb + dpad_, &c.sum, 4);
+    l1max = std::max(l1max, double(c.l1));
+    err = c.finite ? std::max(err, c.err) : std::numeric_limits<double>::infinity();
+    amax = c.finite ? std::max(amax, c.amax) : std::numeric_limits<double>::infinity();
   }
   // Rounded up: the kernels' bounds take these as upper bounds.
   auto up = [](double x) {

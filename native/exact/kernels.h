@@ -45,6 +45,15 @@ struct I8Screen {
   float amax = 0;
 };
 inline size_t I8RowBytes(size_t dpad) { return dpad + 4; }
+// What coding one row told (Kernels::code_row_i8): the codes' sum and sum of magnitudes,
+// the largest |x_j - s c_j - z| and |x_j| over its finite elements, and whether all were.
+struct I8RowCode {
+  int32_t sum = 0;
+  int32_t l1 = 0;
+  double err = 0;
+  double amax = 0;
+  bool finite = true;
+};
 
 struct Kernels {
   const char* name;
@@ -103,6 +112,11 @@ struct Kernels {
   size_t (*panel_i8_f16)(const uint8_t* const* codes, const uint16_t* const* rows, size_t nrows,
                          size_t nq, size_t dpad, float* scratch, const float* thr,
                          uint32_t* hit_rows, const float** scores);
+  // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is
+  // not finite) into codes, without the trailing sum, which the caller writes.
+  I8RowCode (*code_row_i8)(const float* v, size_t dpad, float s, float z, int8_t* codes);
+  // Widens [*lo, *hi] to the finite elements of v[0, n).
+  void (*finite_range)(const float* v, size_t n, float* lo, float* hi);
 };
 
 const Kernels& ScalarKernels();

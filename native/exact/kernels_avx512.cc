@@ -32,6 +32,7 @@
 // g++ 12 warns about the intrinsics' own placeholder vectors (_mm512_undefined_*) inside
 // avx512fintrin.h; nothing here reads an uninitialised value.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace recserve {
 namespace {
@@ -792,12 +793,69 @@ size_t PanelHitsI8F16(const uint8_t* const* codes, const uint16_t* const* rows, 
   return PanelHitsI8<F16Rows>(codes, rows, nrows, nq, dpad, scratch, thr, hit_rows, scores);
 }
 
+// Codes 16 elements at a time; the errors in double (s c_j exact, x_j - s c_j fused, then
+// one rounding for z: the caller's 1e-9 covers both).
+I8RowCode CodeRowI8(const float* v, size_t dpad, float s, float z, int8_t* codes) {
+  const __m512 inv = _mm512_set1_ps(s > 0 ? 1.f / s : 0.f), zz = _mm512_set1_ps(z);
+  const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+  const __m512 lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
+  const __m512d sd = _mm512_set1_pd(s), zd = _mm512_set1_pd(z);
+  __m512i sum = _mm512_setzero_si512(), l1 = sum;
+  __m512d err = _mm512_setzero_pd(), amax = err;
+  bool finite = true;
+  for (size_t j = 0; j < dpad; j += 16) {
+    const __mmask16 m = dpad - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (dpad - j)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, v + j);
+    const __mmask16 fin = _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(x), big, _CMP_LE_OQ);
+    finite &= fin == m;
+    const __m512 t = _mm512_maskz_mov_ps(
+        fin, _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_mul_ps(_mm512_sub_ps(x, zz), inv))));
+    const __m512 c = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i ci = _mm512_cvttps_epi32(c);
+    sum = _mm512_add_epi32(sum, ci);
+    l1 = _mm512_add_epi32(l1, _mm512_abs_epi32(ci));
+    _mm_mask_storeu_epi8(codes + j, m, _mm512_cvtsepi32_epi8(ci));
+    for (int half = 0; half < 2; half++) {
+      const __mmask8 mh = static_cast<__mmask8>(fin >> (8 * half));
+      const __m256 xh = half ? _mm512_extractf32x8_ps(x, 1) : _mm512_castps512_ps256(x);
+      const __m256 ch = half ? _mm512_extractf32x8_ps(c, 1) : _mm512_castps512_ps256(c);
+      const __m512d xd = _mm512_cvtps_pd(xh);
+      const __m512d e = _mm512_sub_pd(_mm512_fnmadd_pd(sd, _mm512_cvtps_pd(ch), xd), zd);
+      err = _mm512_mask_max_pd(err, mh, err, _mm512_abs_pd(e));
+      amax = _mm512_mask_max_pd(amax, mh, amax, _mm512_abs_pd(xd));
+    }
+  }
+  I8RowCode out;
+  out.sum = _mm512_reduce_add_epi32(sum);
+  out.l1 = _mm512_reduce_add_epi32(l1);
+  out.err = _mm512_reduce_max_pd(err);
+  out.amax = _mm512_reduce_max_pd(amax);
+  out.finite = finite;
+  return out;
+}
+
+void FiniteRange(const float* v, size_t n, float* lo, float* hi) {
+  const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+  __m512 mn = _mm512_set1_ps(*lo), mx = _mm512_set1_ps(*hi);
+  for (size_t j = 0; j < n; j += 16) {
+    const __mmask16 m = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, v + j);
+    const __mmask16 fin = _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(x), big, _CMP_LE_OQ);
+    mn = _mm512_mask_min_ps(mn, fin, mn, x);
+    mx = _mm512_mask_max_ps(mx, fin, mx, x);
+  }
+  *lo = _mm512_reduce_min_ps(mn);
+  *hi = _mm512_reduce_max_ps(mx);
+}
+
 // The int8 kernels join whichever AVX-512 table the CPU gets, where it has AVX512_VNNI.
 void AddI8(Kernels* x) {
   if (!__builtin_cpu_supports("avx512vnni")) return;
   x->pack_queries_i8 = PackQueriesI8;
   x->panel_i8_f32 = PanelHitsI8F32;
   x->panel_i8_f16 = PanelHitsI8F16;
+  x->code_row_i8 = CodeRowI8;
+  x->finite_range = FiniteRange;
 }
 
 }  // namespace

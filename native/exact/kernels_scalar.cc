@@ -129,7 +129,7 @@ const Kernels& ScalarKernels() {
   static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, nullptr,
                         DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16,
                         // No int8 screen either (Avx512Kernels adds it with AVX512_VNNI).
-                        nullptr,  nullptr,  nullptr};
+                        nullptr,  nullptr,  nullptr, nullptr, nullptr};
   return k;
 }
 
