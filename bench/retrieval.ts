@@ -171,12 +171,13 @@ for (const n of [100_000, 1_000_000]) {
     });
     // A bandwidth probe in every round too, where the float32 rows (over 64 MiB) come from
     // memory: the host's bandwidth moved 2x within seconds (35-72 GB/s), and a scan is fairly
-    // compared with the probe taken beside it as well as with the run's best. (At 100k rows
+    // compared with the probe taken beside it as well as with the run's best (128 MiB: four
+    // times the L3, and half the page faults of 256 per probe). (At 100k rows
     // the scans run from cache, and the probes would only add time.)
     let probeNear = 0;
     const probeHere = n * d * 4 > 64 << 20;
     for (let w = 0; w < WINDOWS; w++) {
-      if (probeHere) probeNear = Math.max(probeNear, addon.benchStreamRead(256, threads, 2));
+      if (probeHere) probeNear = Math.max(probeNear, addon.benchStreamRead(128, threads, 2));
       for (const o of ours) o.wins.push(window(o.fn));
     }
 
