@@ -114,8 +114,9 @@ export interface PipelineConfig {
   /**
    * The exact index's int8 screen (ExactIndexOptions.screen): 'auto' (default) keeps int8
    * codes of the item vectors where the CPU has AVX-512 VNNI and screens batched
-   * collaborative passes with them (same results, 0.5-0.8 of the time at 12 or more
-   * queries, bench:exact-ab); 'none' saves the codes' memory (dim + 4 bytes an item).
+   * collaborative passes with them (same results, 0.4-0.8 of the time at 12 or more
+   * queries, bench:exact-ab); 'none' saves the codes' memory (dim rounded up to 8, plus 4
+   * bytes an item).
    */
   exactScreen: 'auto' | 'int8' | 'none';
   /** HNSW efSearch for similar-to-recent and /v1/similar (seed: 50). */

@@ -46,7 +46,7 @@ export interface ExactIndexOptions {
    * rounded up to 8, plus 4 bytes: +53% over float16 rows at d = 64, +27% over float32) and
    * scores batches of 12 or more queries in 8-bit integer products, rescoring in float32
    * every pair whose proven error bound could reach the query's top-k: results are those of
-   * the float32 kernels, in 0.5-0.7 of the time on a Zen 4 (bench/README.md). Single
+   * the float32 kernels, in 0.4-0.8 of the time on a Zen 4 (bench/README.md). Single
    * queries scan the stored rows as without it. Throws RangeError where the CPU lacks it.
    */
   screen?: 'auto' | 'int8' | 'none';
