@@ -23,6 +23,7 @@ import { printTable } from './lib/table.js';
 import { EXACT_KERNELS } from '../src/retrieval/exact.js';
 import {
   loadNative,
+  type ExactScreen,
   type ExactTuning,
   type NativeAddon,
   type NativeExactIndex,
@@ -112,7 +113,7 @@ for (const d of dims) {
         threads,
         v.kernel,
         'cpu',
-        v.screen as 'auto' | 'int8' | 'none',
+        v.screen as ExactScreen,
       );
       index.build(ids, vecs);
       if (v.tuning) index.setTuning(v.tuning);

@@ -25,7 +25,12 @@ import { clustered, nearRows, recallAtK } from './lib/data.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, rateWithCpu } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
-import { EXACT_KERNELS, ExactIndex, type ExactKernel } from '../src/retrieval/exact.js';
+import {
+  EXACT_KERNELS,
+  ExactIndex,
+  type ExactKernel,
+  type ExactScreen,
+} from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
 import { loadNative, projectRoot } from '../src/retrieval/native.js';
@@ -73,12 +78,13 @@ const kernel = kernelOption as ExactKernel;
 const screenOption = args.options.get('screen') ?? 'auto';
 if (screenOption !== 'auto' && screenOption !== 'int8' && screenOption !== 'none')
   throw new RangeError(`--screen must be auto, int8 or none, got '${screenOption}'`);
-const screen = screenOption as 'auto' | 'int8' | 'none';
+const screen = screenOption as ExactScreen;
 /** The exact indexes' screen in this run ('int8' or 'none'; set from the first index). */
 let screenInUse = '';
 /** The kernel set the exact indexes of this run use. */
 const kernelInUse = kernel === 'auto' ? info.exactKernel : kernel;
 const threads = info.hardwareThreads;
+const cpuModel = cpus()[0]?.model ?? '';
 const windowMs = quick ? 150 : 800;
 // Each exact/FAISS cell is timed over WINDOWS windows of windowMs / WINDOWS and reports the
 // best window's rate (CPU time from that window), like the bandwidth probe's best of
@@ -350,7 +356,7 @@ const out = {
   quick,
   omp_wait_policy: process.env.OMP_WAIT_POLICY,
   seconds: (nowMs() - t0) / 1000,
-  machine: { ...info, threads, cpu_model: cpus()[0]?.model ?? '' },
+  machine: { ...info, threads, cpu_model: cpuModel },
   /** The exact index's kernel set in this run (--kernel, else the CPU's default). */
   kernel: kernelInUse,
   /** The exact indexes' int8 screen in this run (--screen, default auto). */
@@ -369,7 +375,7 @@ if (args.json) {
   console.log(
     `\nread bandwidth ${bandwidth.toFixed(1)} GB/s (${threads} threads), ` +
       `${bandwidth1.toFixed(1)} GB/s (1 thread); sgemm ${sgemm.toFixed(0)} GFLOP/s; ` +
-      `kernel ${kernelInUse}, screen ${screenInUse}; ${cpus()[0]?.model ?? ''}\n`,
+      `kernel ${kernelInUse}, screen ${screenInUse}; ${cpuModel}\n`,
   );
   printTable(
     [

@@ -278,13 +278,9 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
     amax = c.finite ? std::max(amax, c.amax) : std::numeric_limits<double>::infinity();
   }
   // Rounded up: the kernels' bounds take these as upper bounds.
-  auto up = [](double x) {
-    const float f = static_cast<float>(x);
-    return double(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
-  };
-  screen->err = up(err * (1 + 1e-9));
-  screen->l1 = up(l1max);
-  screen->amax = up(amax);
+  screen->err = RoundUpToFloat(err * (1 + 1e-9));
+  screen->l1 = RoundUpToFloat(l1max);
+  screen->amax = RoundUpToFloat(amax);
 }
 
 static uint8_t* AllocRows(size_t rows, size_t row_bytes) {

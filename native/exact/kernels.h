@@ -3,8 +3,10 @@
 // hnswlib picks its distance function, so the hot loop pays one indirect call per block
 // of rows, never a CPU-feature test per row.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 namespace recserve {
 
@@ -45,6 +47,14 @@ struct I8Screen {
   float amax = 0;
 };
 inline size_t I8RowBytes(size_t dpad) { return dpad + 4; }
+// x as a float no less than x: the screen's bounds are upper bounds. +Infinity past the
+// float range either way, and for NaN (the kernels then rescore every pair).
+inline float RoundUpToFloat(double x) {
+  if (!(std::fabs(x) < double(std::numeric_limits<float>::max())))
+    return std::numeric_limits<float>::infinity();
+  const float f = static_cast<float>(x);
+  return double(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+}
 // What coding one row told (Kernels::code_row_i8): the codes' sum and sum of magnitudes,
 // the largest |x_j - s c_j - z| and |x_j| over its finite elements, and whether all were.
 struct I8RowCode {

@@ -251,8 +251,9 @@ size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) 
 // --- The bfloat16 batch kernels ---------------------------------------------------------
 // vdpbf16ps multiplies 16 pairs of bfloat16 and adds both products to a float32 lane, at
 // the FMA's rate (two per cycle on a Zen 5; one per cycle on a Zen 4, as its 512-bit FMA: a
-// loop of independent zmm vdpbf16ps and one of vfmadd both ran 3.67 G/s on one core), so a
-// panel tile does twice the products per instruction of the float32 one. On the Zen 4,
+// loop of independent zmm vdpbf16ps and one of vfmadd both ran 3.6 G/s on one core,
+// bench/native/issue-rate.cc), so a panel tile does twice the products per instruction of
+// the float32 one. On the Zen 4,
 // against the "avx512-scan" set's AVX2 float32 tiles, 100k rows, two threads, k = 100,
 // B = 12 to 128, d = 64 and 128, both storages: 0.64-0.88 of the time (bench:exact-ab
 // --kernels avx512-scan,avx512-bf16, bench/README.md). bfloat16 keeps 8 significant bits, far too few to rank
@@ -491,9 +492,9 @@ __attribute__((target("avx512bf16"))) size_t PanelHitsBf16(
 // --- The int8-screened batch kernels ---------------------------------------------------
 // vpdpbusd multiplies 16 x 4 pairs of unsigned and signed bytes and adds the four products
 // to an int32 lane, one instruction per cycle for zmm on a Zen 4 (as vdpbf16ps and the
-// float32 FMA, measured in a loop of independent ones: 3.67 G/s on one core), so a tile does
-// four products per lane and instruction where the bfloat16 one does two, and it reads the
-// rows' codes where they lie: no conversion of the rows per search.
+// float32 FMA: 3.6 G/s on one core in loops of independent ones, bench/native/issue-rate.cc),
+// so a tile does four products per lane and instruction where the bfloat16 one does two,
+// and it reads the rows' codes where they lie: no conversion of the rows per search.
 //
 // The rows are signed codes c about the index's centre z (I8Screen: x_j = s c_j + z + e_j,
 // |e_j| <= err). Each query is coded about its own centre the same way, q_j = t (d_j + m) +
@@ -547,15 +548,6 @@ inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
   return x;
 }
 
-// x as a float no less than x (+Infinity past the range either way, and for NaN: the
-// caller then rescores every pair).
-inline float RoundUp(double x) {
-  if (!(std::fabs(x) < double(std::numeric_limits<float>::max())))
-    return std::numeric_limits<float>::infinity();
-  const float f = static_cast<float>(x);
-  return double(f) >= x ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
-}
-
 void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,
                    float* scratch) {
   const size_t nq16 = PanelStride(nq);
@@ -598,10 +590,10 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
                          double(screen.err) * q1 +
                          double(dpad + 2) / 8388608.0 * q1 * double(screen.amax);
     const double centre = double(screen.zero) * sum;
-    // NaN (an infinite err or amax against a zero) and overflow round up to +Infinity:
-    // every pair of that query is rescored.
+    // NaN (an infinite err or amax against a zero) and overflow round up to +Infinity
+    // (RoundUpToFloat): every pair of that query is rescored.
     s.offset[q] = q >= nq ? 0.f
-                          : RoundUp(centre + bound * (1 + 1e-6) + std::fabs(centre) * 1e-12 + 1e-30);
+                          : RoundUpToFloat(centre + bound * (1 + 1e-6) + std::fabs(centre) * 1e-12 + 1e-30);
   }
 }
 

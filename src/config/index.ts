@@ -4,7 +4,7 @@
 // Nothing else in the server reads process.env or argv.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { projectRoot } from '../retrieval/native.js';
+import { projectRoot, type ExactScreen } from '../retrieval/native.js';
 
 export interface ServerConfig {
   /** Interface the HTTP server binds. Default 127.0.0.1 (loopback: expose deliberately). */
@@ -118,7 +118,7 @@ export interface PipelineConfig {
    * queries, bench:exact-ab); 'none' saves the codes' memory (dim rounded up to 8, plus 4
    * bytes an item).
    */
-  exactScreen: 'auto' | 'int8' | 'none';
+  exactScreen: ExactScreen;
   /** HNSW efSearch for similar-to-recent and /v1/similar (seed: 50). */
   efSearch: number;
   /** Seed for the re-rank's exploration RNG; null = Math.random (tests pin it). */

@@ -2,10 +2,16 @@
 // personalised request. A thin typed adapter over NativeExactIndex; every argument check
 // happens in native code (TypeError/RangeError naming the argument), so the JS side adds
 // only the shaping of options.
-import { loadNative, type ExactTuning, type NativeExactIndex, type TopK } from './native.js';
+import {
+  loadNative,
+  type ExactScreen,
+  type ExactTuning,
+  type NativeExactIndex,
+  type TopK,
+} from './native.js';
 
 export type Storage = 'f32' | 'f16';
-export type { ExactTuning, TopK } from './native.js';
+export type { ExactScreen, ExactTuning, TopK } from './native.js';
 
 /** Id used to pad rows with fewer than k results (score -Infinity). */
 export const NO_ID = 0xffffffff;
@@ -49,7 +55,7 @@ export interface ExactIndexOptions {
    * the float32 kernels, in 0.4-0.8 of the time on a Zen 4 (bench/README.md). Single
    * queries scan the stored rows as without it. Throws RangeError where the CPU lacks it.
    */
-  screen?: 'auto' | 'int8' | 'none';
+  screen?: ExactScreen;
 }
 
 export interface SearchOptions {

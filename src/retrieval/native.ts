@@ -27,6 +27,9 @@ export interface TopK {
   k: number;
 }
 
+/** ExactIndexOptions.screen: 'auto' is 'int8' where the kernel set has the screen, else 'none'. */
+export type ExactScreen = 'auto' | 'int8' | 'none';
+
 /** Scan tuning knobs of the exact index (see native/exact/exact_index.h). */
 export interface ExactTuning {
   /** Rows one thread scans at least before a search is split (default 16384). */
@@ -120,7 +123,7 @@ export interface NativeAddon {
     threads: number,
     kernel: string,
     device: string,
-    screen?: 'auto' | 'int8' | 'none',
+    screen?: ExactScreen,
   ) => NativeExactIndex;
   /** Absent in the node-gyp build, which has no FAISS. */
   NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;
