@@ -140,8 +140,8 @@ const Kernels* Avx512Kernels();
 // kept out, so results are those of the float32 batch kernels; nullptr without
 // AVX512_BF16 or where Avx512Kernels() is.
 const Kernels* Avx512Bf16Kernels();
-// The AVX2 table with the AVX-512 float16 scan alone, for CPUs that execute 512-bit FMAs
-// as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose; nullptr where
+// The AVX2 table with the AVX-512 file's B = 1 scans alone, for CPUs that execute 512-bit
+// FMAs as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose; nullptr where
 // Avx512Kernels() is.
 const Kernels* Avx512ScanKernels();
 // True on AMD family 19h: Zen 4 executes a 512-bit FMA as two 256-bit halves (Zen 3, the

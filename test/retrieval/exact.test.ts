@@ -102,8 +102,9 @@ test('the SIMD and scalar kernels agree, single queries and batches', () => {
   for (const storage of ['f32', 'f16'] as const) {
     // 501 rows: partial 8-row tiles; d = 37 and 40: padded tails, and for the AVX-512
     // float16 scan both a 16-wide body with an 8-wide tail (40) and without one (37 -> 40,
-    // 24 -> 24).
-    for (const d of [24, 37, 40]) {
+    // 24 -> 24). d = 32, 64, 128 and 256 take the AVX-512 files' unrolled 8-row B = 1
+    // scans, whose last rows (501 = 62 x 8 + 5) go to the 4-row and single-row ones.
+    for (const d of [24, 32, 37, 40, 64, 128, 256]) {
       const ids = distinctIds(rng, 501);
       const vecs = rng.uniformArray(501 * d);
       const s = ExactIndex.create({ dim: d, storage, kernel: 'scalar' });
@@ -616,14 +617,16 @@ test('search runs off the event loop and owns a copy of its queries', async () =
   const rng = new Rng(19);
   const d = 64;
   // One search thread, so that on a 2-core machine a core is left for the event loop: with
-  // every core scanning, the main thread could be descheduled for the whole (now ~12 ms)
-  // search, and a timer count would then measure the scheduler, not where the search runs.
-  const index = ExactIndex.create({ dim: d, threads: 1 });
-  index.build(distinctIds(rng, 100_000), rng.uniformArray(100_000 * d));
+  // every core scanning, the main thread could be descheduled for the whole search, and a
+  // timer count would then measure the scheduler, not where the search runs. 200k rows and
+  // no int8 screen keep the search near 30 ms: at 100k rows with the screen it took ~9 ms,
+  // and once in a local test run the timer turned only once meanwhile.
+  const index = ExactIndex.create({ dim: d, threads: 1, screen: 'none' });
+  index.build(distinctIds(rng, 200_000), rng.uniformArray(200_000 * d));
   const queries = rng.uniformArray(128 * d);
   const saved = queries.slice();
   const expected = index.searchSync(saved, 100);
-  // 1.6 GFLOP of work: tens of milliseconds on a native thread, while timers keep firing.
+  // 3.3 GFLOP of work: tens of milliseconds on a native thread, while timers keep firing.
   let ticks = 0;
   const timer = setInterval(() => ticks++, 1);
   const pending = index.search(queries, 100);
