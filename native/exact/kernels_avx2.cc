@@ -21,6 +21,8 @@
 namespace recserve {
 namespace {
 
+#include "exact/scan8_inl.h"  // NOLINT(build/include): inside this file's anonymous namespace
+
 struct LoadF32 {
   using T = float;
   static inline __m256 Load(const float* p) { return _mm256_loadu_ps(p); }
@@ -61,19 +63,6 @@ inline float HSum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
-}
-
-// Horizontal sums of 4 accumulators, as one 128-bit vector [sum(a0) .. sum(a3)].
-inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
-
-// Horizontal sums of 8 accumulators, as one vector [sum(a0) .. sum(a7)].
-inline __m256 HSum8(const __m256* a) {
-  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
 // Scores R rows against Q queries, reading each row front to back before the next (row
@@ -296,6 +285,12 @@ size_t PanelHits(const typename L::T* const* rows, size_t nrows, size_t nq, size
 template <class L>
 void Score(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
            size_t dpad, float* out, size_t ldo) {
+  // One query at the common dimensions: the 8-row scan (scan8_inl.h).
+  if (nq == 1 && ScanUnrolled(rows, nrows, queries, dpad, out,
+                              [dpad, queries](const typename L::T* const* r, size_t n, float* o) {
+                                RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);
+                              }))
+    return;
   size_t q = 0;
   // Groups of up to 8 queries while at least 4 are left, then 3, 2 or 1.
   for (; nq - q >= 4; q += std::min<size_t>(8, nq - q)) {

@@ -2,10 +2,9 @@
 // tables it returns are the AVX2 one with some kernels replaced, so they are reached only
 // after Avx512Kernels() has checked the CPU.
 //
-// The B = 1 scans (Score1 below) read eight rows at a time in 256-bit vectors: on a Zen 4
-// that beat both the earlier 512-bit float16 scan and the AVX2 float32 tile. (The 512-bit
-// float16 scan had measured 4% faster than the AVX2 one on a Xeon and a Zen 5; the 8-row
-// scans have been measured on the Zen 4 alone.)
+// The B = 1 scans at the common dimensions (scan8_inl.h) are compiled here too, where they
+// may use 32 vector registers; this file adds a 512-bit float16 scan for the other
+// dimensions.
 //
 // The batch kernel is bound by FMA throughput. This Xeon (2 x 512-bit FMA ports, OpenBLAS
 // sgemm 138 GFLOP/s on one core) runs the 12 x 2-panel tile below faster than the AVX2
@@ -34,10 +33,8 @@
 namespace recserve {
 namespace {
 
-inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
-  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-}
+#include "exact/scan8_inl.h"  // NOLINT(build/include): inside this file's anonymous namespace
+
 
 inline __m512 Halves16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -199,60 +196,15 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
   return nhit;
 }
 
-// Horizontal sums of 8 accumulators, as one vector [sum(a0) .. sum(a7)].
-inline __m256 HSum8(const __m256* a) {
-  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
-  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
-}
-
-inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 Load8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// --- The B = 1 scan: eight rows against one query -----------------------------------------
-// Row after row: two 8-lane accumulators a row, then one 8-way horizontal sum gives the
-// eight scores. D is the padded dimension, a template argument so that each row's loop
-// unrolls whole: the loads go out in address order (what the hardware prefetcher streams
-// from memory best) while the unrolled rows give the out-of-order core sixteen independent
-// FMA chains. 256-bit conversions: on a Zen 4, 256-bit conversions with their FMAs issued
-// ~12 halves a cycle, the 512-bit forms ~8.
-//
-// It replaced 4-row scans: for float16 two 16-lane accumulators a row, a 512-bit fold per
-// row and one horizontal sum per 4 rows, which converted ~6 halves a cycle from L1, L2 or
-// L3 alike on a Zen 4; for float32 the AVX2 tile (four accumulators a row). On that Zen 4,
-// bench:exact-ab --addons, B = 1, both builds interleaved in one process:
-//   float16: 100k rows (from L3) 0.84 (d = 64) and 0.98 (d = 128) of the time on two
-//            threads, 0.82 and 0.87 on one; 1M rows 0.87-0.95 on one thread and 1.0 on two,
-//            where the memory bound both.
-//   float32: 100k rows 0.83-0.84 (d = 64) and 0.94-0.98 (d = 128) on two threads; 1M rows
-//            0.86-0.92 on one thread, 0.99-1.0 on two.
-// Also measured, in standalone scans: the 32-half steps of all eight rows interleaved ran
-// as fast from cache but up to 1.3x slower from memory (1M rows); a runtime loop over each
-// row's steps instead of the unrolled one ran no faster from cache than the 4-row scan.
-template <size_t D, class T>
-inline __m256 Rows8Dot(const T* const* rows, const float* query) {
-  static_assert(D % 16 == 0, "two accumulators of 8 lanes a row");
-  __m256 a[8];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; i++) {
-    const T* x = rows[i];
-    __m256 u = _mm256_mul_ps(Load8(x), _mm256_loadu_ps(query));
-    __m256 v = _mm256_mul_ps(Load8(x + 8), _mm256_loadu_ps(query + 8));
-#pragma GCC unroll 32
-    for (size_t j = 16; j < D; j += 16) {
-      u = _mm256_fmadd_ps(Load8(x + j), _mm256_loadu_ps(query + j), u);
-      v = _mm256_fmadd_ps(Load8(x + j + 8), _mm256_loadu_ps(query + j + 8), v);
-    }
-    a[i] = _mm256_add_ps(u, v);
-  }
-  return HSum8(a);
-}
-
-// The rows Rows8Dot leaves (the last < 8 of a block; every row at a padded dimension
-// without a Rows8Dot): float16 4 rows at a time in 16-lane accumulators, then one by one.
-void ScanRest(const uint16_t* const* rows, size_t nrows, const float* query, size_t dpad,
+// The float16 B = 1 scan at padded dimensions without an unrolled one (UnrolledScanDim),
+// and the last rows (< 8) of the 8-row scan: rows in address order, 4 at a time, one
+// horizontal sum per 4 rows, as the AVX2 4-row tile and for its reason: against 8 rows with
+// one accumulator each, 1M x 64 and x 128, bench:exact-ab --addons on a Zen 5: 0.95-0.96 of
+// the time on one thread, 0.95-1.0 on two. (Software prefetch 3-12 KiB ahead measured
+// between 0.90 and 1.17: left out.) One 512-bit conversion handles 16 halves where AVX2
+// handles 8: on a Zen 4, against the AVX2 4-row tile, 4% less time at 1M rows on one thread
+// and 2-3% on two; 100k x 64 on two threads, 0.30 against 0.37 ms.
+void Scan4F16(const uint16_t* const* rows, size_t nrows, const float* query, size_t dpad,
               float* out) {
   size_t r = 0;
   for (; r + 4 <= nrows; r += 4) {
@@ -265,41 +217,27 @@ void ScanRest(const uint16_t* const* rows, size_t nrows, const float* query, siz
     out[r] = _mm_cvtss_f32(HSum4(RowDot(rows[r], query, dpad), z, z, z));
   }
 }
-// float32: the AVX2 scan.
-void ScanRest(const float* const* rows, size_t nrows, const float* query, size_t dpad,
-              float* out) {
-  Avx2Kernels()->score_f32(rows, nrows, query, 1, dpad, out, 0);
-}
 
-template <size_t D, class T>
-void Scan1(const T* const* rows, size_t nrows, const float* query, size_t dpad, float* out) {
-  size_t r = 0;
-  if constexpr (D > 0)
-    for (; r + 8 <= nrows; r += 8) _mm256_storeu_ps(out + r, Rows8Dot<D>(rows + r, query));
-  if (r < nrows) ScanRest(rows + r, nrows - r, query, dpad, out + r);
-}
-
-// score_f16 and score_f32: one query over the rows, with an unrolled Rows8Dot for the
-// common embedding sizes; the small batches below the panel kernels (ExactTuning::
-// pack_min_batch) go to the AVX2 kernels.
-template <class T>
-void Score1(const T* const* rows, size_t nrows, const float* queries, size_t nq, size_t dpad,
-            float* out, size_t ldo) {
+// One query: the 8-row scan (scan8_inl.h, compiled here with 32 vector registers) at the
+// common dimensions, else float16 rows in Scan4F16; the rest goes to the AVX2 kernels.
+void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+              size_t dpad, float* out, size_t ldo) {
+  auto rest = [dpad, queries](const uint16_t* const* r, size_t n, float* o) {
+    Scan4F16(r, n, queries, dpad, o);
+  };
   if (nq != 1) {
-    if constexpr (std::is_same_v<T, float>) {
-      Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo);
-    } else {
-      Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
-    }
-    return;
+    Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
+  } else if (!ScanUnrolled(rows, nrows, queries, dpad, out, rest)) {
+    rest(rows, nrows, out);
   }
-  switch (dpad) {
-    case 32: Scan1<32>(rows, nrows, queries, dpad, out); break;
-    case 64: Scan1<64>(rows, nrows, queries, dpad, out); break;
-    case 128: Scan1<128>(rows, nrows, queries, dpad, out); break;
-    case 256: Scan1<256>(rows, nrows, queries, dpad, out); break;
-    default: Scan1<0>(rows, nrows, queries, dpad, out); break;
-  }
+}
+void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
+              size_t dpad, float* out, size_t ldo) {
+  auto rest = [dpad, queries](const float* const* r, size_t n, float* o) {
+    Avx2Kernels()->score_f32(r, n, queries, 1, dpad, o, 0);
+  };
+  if (nq != 1 || !ScanUnrolled(rows, nrows, queries, dpad, out, rest))
+    Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo);
 }
 
 // select_each with 16 queries per compare and no branch on the hits: the matching query
@@ -940,8 +878,8 @@ const Kernels* Avx512Kernels() {
   static const Kernels k = [base] {
     Kernels x = *base;
     x.name = "avx512";
-    x.score_f16 = Score1<uint16_t>;
-    x.score_f32 = Score1<float>;
+    x.score_f16 = ScoreF16;
+    x.score_f32 = ScoreF32;
     x.panel_f32 = PanelHits16<F32Rows>;
     x.panel_f16 = PanelHits16<F16Rows>;
     x.pack_queries = PackQueries16;
@@ -972,8 +910,8 @@ const Kernels* Avx512ScanKernels() {
   static const Kernels k = [base] {
     Kernels x = *base;
     x.name = "avx512-scan";
-    x.score_f16 = Score1<uint16_t>;
-    x.score_f32 = Score1<float>;
+    x.score_f16 = ScoreF16;
+    x.score_f32 = ScoreF32;
     AddI8(&x);
     return x;
   }();

@@ -1,0 +1,91 @@
+// The B = 1 scan at the common embedding sizes (UnrolledScanDim in kernels.h): eight rows
+// against one query, shared by kernels_avx2.cc and kernels_avx512.cc. Each of those files
+// includes this inside its own anonymous namespace, so each compiles its own copy with its
+// own target flags: the AVX-512 file's may use 32 vector registers (with 16, the AVX2
+// copy ran 1.14x slower inside the AVX-512 kernel sets at 100k x 64 float16, bench:exact-ab
+// --addons), and the AVX2 file's must not use AVX-512 instructions. Internal linkage keeps
+// the linker from merging the two copies into one.
+//
+// Row after row: two 8-lane accumulators a row, then one 8-way horizontal sum gives the
+// eight scores. D is the padded dimension, a template argument so that each row's loop
+// unrolls whole: the loads go out row after row in address order (what the hardware
+// prefetcher streams from memory best) while the unrolled rows give the out-of-order core
+// sixteen independent FMA chains.
+//
+// It replaced 4-row scans: the AVX2 4-row tile (four accumulators a row, one horizontal sum
+// per 4 rows) and, for float16 in the AVX-512 sets, a 512-bit 4-row scan (two 16-lane
+// accumulators a row, a 512-bit fold per row), which converted ~6 halves a cycle from L1,
+// L2 or L3 alike on a Zen 4, where 256-bit conversions and their FMAs alone issue ~12
+// halves a cycle. On that Zen 4, bench:exact-ab --addons, B = 1, the old and new builds
+// interleaved in one process, time of the new:
+//   avx512-bf16 set, float16: 100k rows (from L3) 0.84 (d = 64) and 0.98 (d = 128) on two
+//     threads, 0.82 and 0.87 on one; 1M rows 0.87-0.95 on one thread and 1.0 on two, where
+//     memory bounds both.
+//   avx512-bf16 set, float32: 100k rows 0.83-0.84 (d = 64) and 0.94-0.98 (d = 128) on two
+//     threads; 1M rows 0.86-0.92 on one thread, 0.99-1.0 on two.
+//   avx2 set (--kernel avx2), 100k rows, one thread: float16 0.87 (d = 64) and 0.93
+//     (d = 128), float32 0.91 and 0.93.
+// Also measured, in standalone scans: the 32-element steps of all eight rows interleaved
+// ran as fast from cache but up to 1.3x slower from memory (1M rows); a runtime loop over
+// each row's steps instead of the unrolled one ran no faster from cache than the 4-row
+// scans. Not measured on a CPU without AVX-512.
+//
+// Needs <immintrin.h> and kernels.h included first, and AVX2, FMA and F16C enabled.
+
+// Horizontal sums of 4 accumulators, as one 128-bit vector [sum(a0) .. sum(a3)].
+inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// Horizontal sums of 8 accumulators, as one vector [sum(a0) .. sum(a7)].
+inline __m256 HSum8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+template <size_t D, class T>
+inline __m256 Rows8Dot(const T* const* rows, const float* query) {
+  static_assert(D % 16 == 0, "two accumulators of 8 lanes a row");
+  __m256 a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    const T* x = rows[i];
+    __m256 u = _mm256_mul_ps(Load8(x), _mm256_loadu_ps(query));
+    __m256 v = _mm256_mul_ps(Load8(x + 8), _mm256_loadu_ps(query + 8));
+#pragma GCC unroll 32
+    for (size_t j = 16; j < D; j += 16) {
+      u = _mm256_fmadd_ps(Load8(x + j), _mm256_loadu_ps(query + j), u);
+      v = _mm256_fmadd_ps(Load8(x + j + 8), _mm256_loadu_ps(query + j + 8), v);
+    }
+    a[i] = _mm256_add_ps(u, v);
+  }
+  return HSum8(a);
+}
+
+template <size_t D, class T, class Rest>
+void Scan8(const T* const* rows, size_t nrows, const float* query, float* out, Rest rest) {
+  size_t r = 0;
+  for (; r + 8 <= nrows; r += 8) _mm256_storeu_ps(out + r, Rows8Dot<D>(rows + r, query));
+  if (r < nrows) rest(rows + r, nrows - r, out + r);
+}
+
+// One query over nrows rows when UnrolledScanDim(dpad), the last rows (< 8) by
+// rest(rows, nrows, out); false, and nothing scored, at other dimensions.
+template <class T, class Rest>
+bool ScanUnrolled(const T* const* rows, size_t nrows, const float* query, size_t dpad,
+                  float* out, Rest rest) {
+  switch (dpad) {
+    case 32: Scan8<32>(rows, nrows, query, out, rest); return true;
+    case 64: Scan8<64>(rows, nrows, query, out, rest); return true;
+    case 128: Scan8<128>(rows, nrows, query, out, rest); return true;
+    case 256: Scan8<256>(rows, nrows, query, out, rest); return true;
+    default: return false;
+  }
+}
