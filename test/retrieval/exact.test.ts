@@ -475,9 +475,12 @@ test('an empty index returns padded rows', async () => {
 
 test('per-query exclusions and a shared allow list apply inside the scan', async () => {
   const rng = new Rng(14);
-  for (const storage of ['f32', 'f16'] as const) {
-    const d = 16;
-    const { ids, index, ref } = setup(rng, 2000, d, storage, 'auto');
+  // Every kernel set, and d = 64 as well: a single query there takes the unrolled 8-row scan
+  // (scan8_inl.h), which reads an allow list's rows through the same pointer array.
+  for (const [kernel, storage, d] of KERNELS.flatMap((kn) =>
+    (['f32', 'f16'] as const).flatMap((st) => [16, 64].map((dd) => [kn, st, dd] as const)),
+  )) {
+    const { ids, index, ref } = setup(rng, 2000, d, storage, kernel);
     const B = 3;
     const queries = rng.uniformArray(B * d);
     // Exclude each query's own top 15 (the ones a scan would otherwise return) plus noise.
@@ -504,11 +507,18 @@ test('per-query exclusions and a shared allow list apply inside the scan', async
       { name: 'allow', k: 30, opts: { allow } },
       { name: 'both', k: 10, opts: { exclude, allow: small } },
     ];
+    const q1 = queries.subarray(0, d);
+    const tol1 = tolFor(ref, q1);
     for (const packMinBatch of [0, 1]) {
       index.setTuning({ packMinBatch });
       for (const { name, k, opts } of cases) {
+        const tag = `${kernel}/${storage} d=${d} ${name} packMinBatch=${packMinBatch}`;
         const got = await index.search(queries, k, opts);
-        assertMatches(ref, queries, k, got, tol, opts, `${name} packMinBatch=${packMinBatch}`);
+        assertMatches(ref, queries, k, got, tol, opts, tag);
+        // The first query alone (B = 1), with its own exclusions.
+        const opts1 = { exclude: opts.exclude?.slice(0, 1), allow: opts.allow };
+        const got1 = await index.search(q1, k, opts1);
+        assertMatches(ref, q1, k, got1, tol1, opts1, `${tag} B=1`);
       }
       const none = await index.search(queries, 4, { allow: new Uint32Array(0) });
       assert.ok(none.ids.every((x) => x === NO_ID));
