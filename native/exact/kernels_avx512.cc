@@ -14,7 +14,7 @@
 // 1.34x slower than the AVX2 one (100k x 64, two threads: B = 16 2.92 against 2.17 ms, B = 32
 // 4.28 against 3.48 ms; never faster at any d, storage or batch size measured), so on that
 // CPU without AVX512_BF16 BestKernels() takes the "avx512-scan" set: the AVX2 batch tiles
-// with the 512-bit float16 scan. With AVX512_BF16 it takes the bfloat16 tiles below.
+// with this file's single-query scans. With AVX512_BF16 it takes the bfloat16 tiles below.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -37,7 +37,7 @@ export interface ExactIndexOptions {
    * Kernel set: default 'auto' picks the best this CPU runs ('avx512-bf16' with AVX512_BF16:
    * batches screened with bfloat16 products, survivors rescored in float32, so results are
    * the float32 kernels'; else 'avx512', or on CPUs that split 512-bit FMAs (AMD Zen 4)
-   * 'avx512-scan': the AVX2 batch tiles with the 512-bit float16 scan; else 'avx2', else
+   * 'avx512-scan': the AVX2 batch tiles with the AVX-512 single-query scans; else 'avx2', else
    * 'scalar'); the others force one (tests, benchmarks) and throw RangeError when absent.
    */
   kernel?: ExactKernel;
