@@ -354,7 +354,24 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   std::unique_lock<std::shared_mutex> lk(rw_);
   version_++;
   row_norm_max_ = std::max(row_norm_max_, norm_max);
-  const size_t before = n_;
+  // The code rows, before any row moves: they keep the index's centre and step (elements
+  // past z +- 127 s clamp, and err grows with them until the next build). An empty index
+  // takes this batch's; one whose step is 0 (every element so far equal to z, coded 0, and
+  // exact with any step) takes a step from this batch about its centre.
+  const size_t cb = I8RowBytes(dpad_);
+  std::vector<uint8_t> codes(i8_ ? n * cb : 0);
+  if (i8_) {
+    if (n_ == 0) {
+      screen_ = I8Screen{};
+      FitScreen(range, &screen_);
+    } else if (screen_.scale == 0) {
+      const double reach =
+          std::max(double(range.second) - screen_.zero, screen_.zero - double(range.first));
+      const float s = static_cast<float>(reach / 127);
+      if (s >= std::numeric_limits<float>::min()) screen_.scale = s;
+    }
+    EncodeCodes(encoded.data(), n, codes.data(), &screen_);
+  }
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
   Reserve(n_ + fresh);
@@ -370,26 +387,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
       row = it->second;
     }
     std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
-  }
-  if (i8_) {
-    // The rows keep the index's centre and step (elements past z +- 127 s clamp, and err
-    // grows with them until the next build). An empty index takes this batch's; one whose
-    // step is 0 (every element so far equal to z, coded 0, and exact with any step) takes a
-    // step from this batch about its centre.
-    if (before == 0) {
-      screen_ = I8Screen{};
-      FitScreen(range, &screen_);
-    } else if (screen_.scale == 0) {
-      const double reach =
-          std::max(double(range.second) - screen_.zero, screen_.zero - double(range.first));
-      const float s = static_cast<float>(reach / 127);
-      if (s >= std::numeric_limits<float>::min()) screen_.scale = s;
-    }
-    const size_t cb = I8RowBytes(dpad_);
-    std::vector<uint8_t> codes(n * cb);
-    EncodeCodes(encoded.data(), n, codes.data(), &screen_);
-    for (size_t i = 0; i < n; i++)
-      std::memcpy(codes_->data + row_of_[ids[i]] * cb, codes.data() + i * cb, cb);
+    if (i8_) std::memcpy(codes_->data + size_t(row) * cb, codes.data() + i * cb, cb);
   }
 }
 

@@ -17,12 +17,6 @@ namespace recserve {
 constexpr size_t kLane = 8;
 inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 
-// Padded dimensions whose B = 1 scan is unrolled whole (the AVX2 kernels' 8-row scan, see
-// kernels_avx2.cc): the common embedding sizes.
-constexpr bool UnrolledScanDim(size_t dpad) {
-  return dpad == 32 || dpad == 64 || dpad == 128 || dpad == 256;
-}
-
 // Queries of a batch rounded up to the batch kernels' panel pair (16): the row stride of
 // the row-major scores a panel kernel leaves, and the length of its threshold array.
 inline size_t PanelStride(size_t nq) { return (nq + 15) / 16 * 16; }
@@ -146,9 +140,9 @@ const Kernels* Avx512Kernels();
 // kept out, so results are those of the float32 batch kernels; nullptr without
 // AVX512_BF16 or where Avx512Kernels() is.
 const Kernels* Avx512Bf16Kernels();
-// The AVX2 table with the AVX-512 float16 scan alone (for padded dimensions without an
-// unrolled one), for CPUs that execute 512-bit FMAs as two 256-bit halves (AMD Zen 4),
-// where the 512-bit batch tiles lose; nullptr where Avx512Kernels() is.
+// The AVX2 table with the AVX-512 file's single-query scans alone, for CPUs that execute
+// 512-bit FMAs as two 256-bit halves (AMD Zen 4), where the 512-bit batch tiles lose;
+// nullptr where Avx512Kernels() is.
 const Kernels* Avx512ScanKernels();
 // True on AMD family 19h: Zen 4 executes a 512-bit FMA as two 256-bit halves (Zen 3, the
 // same family, has no AVX-512, so there the answer changes nothing).

@@ -196,7 +196,7 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
   return nhit;
 }
 
-// The float16 B = 1 scan at padded dimensions without an unrolled one (UnrolledScanDim),
+// The float16 B = 1 scan at padded dimensions without an unrolled one (ScanUnrolled),
 // and the last rows (< 8) of the 8-row scan: rows in address order, 4 at a time, one
 // horizontal sum per 4 rows, as the AVX2 4-row tile and for its reason: against 8 rows with
 // one accumulator each, 1M x 64 and x 128, bench:exact-ab --addons on a Zen 5: 0.95-0.96 of

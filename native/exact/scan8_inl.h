@@ -1,10 +1,11 @@
-// The B = 1 scan at the common embedding sizes (UnrolledScanDim in kernels.h): eight rows
-// against one query, shared by kernels_avx2.cc and kernels_avx512.cc. Each of those files
-// includes this inside its own anonymous namespace, so each compiles its own copy with its
-// own target flags: the AVX-512 file's may use 32 vector registers (with 16, the AVX2
-// copy ran 1.14x slower inside the AVX-512 kernel sets at 100k x 64 float16, bench:exact-ab
-// --addons), and the AVX2 file's must not use AVX-512 instructions. Internal linkage keeps
-// the linker from merging the two copies into one.
+// The B = 1 scan at the common embedding sizes (padded d = 32, 64, 128, 256: ScanUnrolled
+// below), eight rows against one query, shared by kernels_avx2.cc and kernels_avx512.cc.
+// Each of those files includes this inside its own anonymous namespace, so each compiles
+// its own copy with its own target flags: the AVX-512 file's may use 32 vector registers,
+// and the AVX2 file's must not use AVX-512 instructions. (An interim build whose AVX-512
+// sets called the AVX2 copy, 16 registers, ran 1.14x slower at 100k x 64 float16 than one
+// with their own copy, bench:exact-ab --addons.) Internal linkage keeps the linker from
+// merging the two copies into one.
 //
 // Row after row: two 8-lane accumulators a row, then one 8-way horizontal sum gives the
 // eight scores. D is the padded dimension, a template argument so that each row's loop
@@ -30,7 +31,8 @@
 // each row's steps instead of the unrolled one ran no faster from cache than the 4-row
 // scans. Not measured on a CPU without AVX-512.
 //
-// Needs <immintrin.h> and kernels.h included first, and AVX2, FMA and F16C enabled.
+// Needs <immintrin.h>, <cstddef> and <cstdint> included first, and AVX2, FMA and F16C
+// enabled.
 
 // Horizontal sums of 4 accumulators, as one 128-bit vector [sum(a0) .. sum(a3)].
 inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
@@ -76,7 +78,7 @@ void Scan8(const T* const* rows, size_t nrows, const float* query, float* out, R
   if (r < nrows) rest(rows + r, nrows - r, out + r);
 }
 
-// One query over nrows rows when UnrolledScanDim(dpad), the last rows (< 8) by
+// One query over nrows rows at padded d = 32, 64, 128 or 256, the last rows (< 8) by
 // rest(rows, nrows, out); false, and nothing scored, at other dimensions.
 template <class T, class Rest>
 bool ScanUnrolled(const T* const* rows, size_t nrows, const float* query, size_t dpad,
