@@ -5,8 +5,8 @@
 // (bench/README.md), which is why more products per instruction, not wider vectors, made
 // the batch kernels faster there.
 //
-//   g++ -O2 -mfma -mavx512f -mavx512vl -mavx512bf16 -mavx512vnni bench/native/issue-rate.cc \
-//       -o /tmp/issue-rate && /tmp/issue-rate
+//   g++ -O2 -mfma -mavx512f -mavx512vl -mavx512bf16 -mavx512vnni
+//       bench/native/issue-rate.cc -o /tmp/issue-rate && /tmp/issue-rate
 //
 // Needs a CPU with AVX512_BF16 and AVX512_VNNI (it traps with SIGILL otherwise).
 #include <immintrin.h>
@@ -26,79 +26,40 @@ double PerSecond(F body) {
   return 12.0 * kIters / s;
 }
 
-// Keeps every accumulator live, so the compiler drops none of the chains.
-template <class V>
-void Use(const V (&acc)[12]) {
+// Times 12 independent chains acc[k] = step(acc[k]) from init, kIters rounds, and prints
+// the rate.
+template <class V, class Step>
+void Report(const char* name, int products, V init, Step step) {
+  V acc[12];
+  for (auto& a : acc) a = init;
+  const double r = PerSecond([&] {
+    for (long i = 0; i < kIters; i++) {
+#pragma GCC unroll 12
+      for (int k = 0; k < 12; k++) acc[k] = step(acc[k]);
+    }
+  });
+  // Keeps every accumulator live, so the compiler drops none of the chains.
   for (const V& a : acc) asm volatile("" : : "v"(a));
+  std::printf("%-16s %.2f G/s (%d products each)\n", name, r / 1e9, products);
 }
 
 }  // namespace
 
 int main() {
-  {
-    __m512 acc[12];
-    for (auto& a : acc) a = _mm512_set1_ps(1e-9f);
-    const __m512 x = _mm512_set1_ps(1.0001f);
-    const double r = PerSecond([&] {
-      for (long i = 0; i < kIters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < 12; k++) acc[k] = _mm512_fmadd_ps(acc[k], x, x);
-      }
-    });
-    Use(acc);
-    std::printf("vfmadd231ps zmm  %.2f G/s (16 products each)\n", r / 1e9);
-  }
-  {
-    __m256 acc[12];
-    for (auto& a : acc) a = _mm256_set1_ps(1e-9f);
-    const __m256 x = _mm256_set1_ps(1.0001f);
-    const double r = PerSecond([&] {
-      for (long i = 0; i < kIters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < 12; k++) acc[k] = _mm256_fmadd_ps(acc[k], x, x);
-      }
-    });
-    Use(acc);
-    std::printf("vfmadd231ps ymm  %.2f G/s (8 products each)\n", r / 1e9);
-  }
-  {
-    __m512 acc[12];
-    for (auto& a : acc) a = _mm512_setzero_ps();
-    const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80);
-    const double r = PerSecond([&] {
-      for (long i = 0; i < kIters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < 12; k++) acc[k] = _mm512_dpbf16_ps(acc[k], x, x);
-      }
-    });
-    Use(acc);
-    std::printf("vdpbf16ps zmm    %.2f G/s (32 products each)\n", r / 1e9);
-  }
-  {
-    __m512i acc[12];
-    for (auto& a : acc) a = _mm512_setzero_si512();
-    const __m512i x = _mm512_set1_epi32(0x01010101);
-    const double r = PerSecond([&] {
-      for (long i = 0; i < kIters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < 12; k++) acc[k] = _mm512_dpbusd_epi32(acc[k], x, x);
-      }
-    });
-    Use(acc);
-    std::printf("vpdpbusd zmm     %.2f G/s (64 products each)\n", r / 1e9);
-  }
-  {
-    __m256i acc[12];
-    for (auto& a : acc) a = _mm256_setzero_si256();
-    const __m256i x = _mm256_set1_epi32(0x01010101);
-    const double r = PerSecond([&] {
-      for (long i = 0; i < kIters; i++) {
-#pragma GCC unroll 12
-        for (int k = 0; k < 12; k++) acc[k] = _mm256_dpbusd_epi32(acc[k], x, x);
-      }
-    });
-    Use(acc);
-    std::printf("vpdpbusd ymm     %.2f G/s (32 products each)\n", r / 1e9);
-  }
+  const __m512 x16 = _mm512_set1_ps(1.0001f);
+  Report("vfmadd231ps zmm", 16, _mm512_set1_ps(1e-9f),
+         [&](__m512 a) { return _mm512_fmadd_ps(a, x16, x16); });
+  const __m256 x8 = _mm256_set1_ps(1.0001f);
+  Report("vfmadd231ps ymm", 8, _mm256_set1_ps(1e-9f),
+         [&](__m256 a) { return _mm256_fmadd_ps(a, x8, x8); });
+  const __m512bh bf = (__m512bh)_mm512_set1_epi32(0x3f803f80);
+  Report("vdpbf16ps zmm", 32, _mm512_setzero_ps(),
+         [&](__m512 a) { return _mm512_dpbf16_ps(a, bf, bf); });
+  const __m512i b64 = _mm512_set1_epi32(0x01010101);
+  Report("vpdpbusd zmm", 64, _mm512_setzero_si512(),
+         [&](__m512i a) { return _mm512_dpbusd_epi32(a, b64, b64); });
+  const __m256i b32 = _mm256_set1_epi32(0x01010101);
+  Report("vpdpbusd ymm", 32, _mm256_setzero_si256(),
+         [&](__m256i a) { return _mm256_dpbusd_epi32(a, b32, b32); });
   return 0;
 }
