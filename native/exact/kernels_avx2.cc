@@ -21,7 +21,7 @@
 namespace recserve {
 namespace {
 
-#include "exact/scan8_inl.h"  // NOLINT(build/include): inside this file's anonymous namespace
+#include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
 
 struct LoadF32 {
   using T = float;
@@ -285,7 +285,7 @@ size_t PanelHits(const typename L::T* const* rows, size_t nrows, size_t nq, size
 template <class L>
 void Score(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
            size_t dpad, float* out, size_t ldo) {
-  // One query at the common dimensions: the 8-row scan (scan8_inl.h).
+  // One query at the common dimensions: the 8-row scan (single_query_scan_inl.h).
   if (nq == 1 && ScanUnrolled(rows, nrows, queries, dpad, out,
                               [dpad, queries](const typename L::T* const* r, size_t n, float* o) {
                                 RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);

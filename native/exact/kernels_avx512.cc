@@ -2,9 +2,8 @@
 // tables it returns are the AVX2 one with some kernels replaced, so they are reached only
 // after Avx512Kernels() has checked the CPU.
 //
-// The B = 1 scans at the common dimensions (scan8_inl.h) are compiled here too, where they
-// may use 32 vector registers; this file adds a 512-bit float16 scan for the other
-// dimensions.
+// The B = 1 scans (single_query_scan_inl.h) are compiled here too, where they may use 32
+// vector registers, with the 512-bit float16 scan for the dimensions the 8-row scan leaves.
 //
 // The batch kernel is bound by FMA throughput. This Xeon (2 x 512-bit FMA ports, OpenBLAS
 // sgemm 138 GFLOP/s on one core) runs the 12 x 2-panel tile below faster than the AVX2
@@ -33,35 +32,8 @@
 namespace recserve {
 namespace {
 
-#include "exact/scan8_inl.h"  // NOLINT(build/include): inside this file's anonymous namespace
+#include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
 
-
-inline __m512 Halves16(const uint16_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
-// One row against one query: 32 halves per step in two accumulators, then a last 16 and
-// the 8-float tail of dpad (dpad is a multiple of 8), folded to 8 lanes for the caller's
-// horizontal sum.
-inline __m256 RowDot(const uint16_t* row, const float* query, size_t dpad) {
-  __m512 a = _mm512_setzero_ps(), b = a;
-  size_t j = 0;
-  for (; j + 32 <= dpad; j += 32) {
-    a = _mm512_fmadd_ps(Halves16(row + j), _mm512_loadu_ps(query + j), a);
-    b = _mm512_fmadd_ps(Halves16(row + j + 16), _mm512_loadu_ps(query + j + 16), b);
-  }
-  if (j + 16 <= dpad) {
-    a = _mm512_fmadd_ps(Halves16(row + j), _mm512_loadu_ps(query + j), a);
-    j += 16;
-  }
-  a = _mm512_add_ps(a, b);
-  __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-  if (j < dpad) {
-    const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
-    s = _mm256_fmadd_ps(x, _mm256_loadu_ps(query + j), s);
-  }
-  return s;
-}
 
 // --- The batch kernel: queries packed in panels of 16 ----------------------------------
 // The AVX2 query-panel kernel (kernels_avx2.cc) with 512-bit panels: element j of queries
@@ -196,29 +168,7 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
   return nhit;
 }
 
-// The float16 B = 1 scan at padded dimensions without an unrolled one (ScanUnrolled),
-// and the last rows (< 8) of the 8-row scan: rows in address order, 4 at a time, one
-// horizontal sum per 4 rows, as the AVX2 4-row tile and for its reason: against 8 rows with
-// one accumulator each, 1M x 64 and x 128, bench:exact-ab --addons on a Zen 5: 0.95-0.96 of
-// the time on one thread, 0.95-1.0 on two. (Software prefetch 3-12 KiB ahead measured
-// between 0.90 and 1.17: left out.) One 512-bit conversion handles 16 halves where AVX2
-// handles 8: on a Zen 4, against the AVX2 4-row tile, 4% less time at 1M rows on one thread
-// and 2-3% on two; 100k x 64 on two threads, 0.30 against 0.37 ms.
-void Scan4F16(const uint16_t* const* rows, size_t nrows, const float* query, size_t dpad,
-              float* out) {
-  size_t r = 0;
-  for (; r + 4 <= nrows; r += 4) {
-    const __m256 a0 = RowDot(rows[r], query, dpad), a1 = RowDot(rows[r + 1], query, dpad);
-    const __m256 a2 = RowDot(rows[r + 2], query, dpad), a3 = RowDot(rows[r + 3], query, dpad);
-    _mm_storeu_ps(out + r, HSum4(a0, a1, a2, a3));
-  }
-  for (; r < nrows; r++) {
-    const __m256 z = _mm256_setzero_ps();
-    out[r] = _mm_cvtss_f32(HSum4(RowDot(rows[r], query, dpad), z, z, z));
-  }
-}
-
-// One query: the 8-row scan (scan8_inl.h, compiled here with 32 vector registers) at the
+// One query: the 8-row scan (single_query_scan_inl.h, with 32 vector registers here) at the
 // common dimensions, else float16 rows in Scan4F16; the rest goes to the AVX2 kernels.
 void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo) {

@@ -476,7 +476,7 @@ test('an empty index returns padded rows', async () => {
 test('per-query exclusions and a shared allow list apply inside the scan', async () => {
   const rng = new Rng(14);
   // Every kernel set, and d = 64 as well: a single query there takes the unrolled 8-row scan
-  // (scan8_inl.h), which reads an allow list's rows through the same pointer array.
+  // (single_query_scan_inl.h), which reads an allow list's rows through the same pointer array.
   for (const [kernel, storage, d] of KERNELS.flatMap((kn) =>
     (['f32', 'f16'] as const).flatMap((st) => [16, 64].map((dd) => [kn, st, dd] as const)),
   )) {

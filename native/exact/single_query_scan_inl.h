@@ -1,0 +1,149 @@
+// The single-query (B = 1) scans, shared by kernels_avx2.cc and kernels_avx512.cc: the
+// 8-row scan at the common embedding sizes (padded d = 32, 64, 128, 256: ScanUnrolled
+// below) and, where AVX-512 is enabled, the 512-bit float16 scan of the other dimensions
+// (Scan4F16, at the end). Each of those files includes this inside its own anonymous
+// namespace, so each compiles its own copy with its own target flags: the AVX-512 file's
+// may use 32 vector registers, and the AVX2 file's must not use AVX-512 instructions. (An
+// interim build whose AVX-512 sets called the AVX2 copy, 16 registers, ran 1.14x slower at
+// 100k x 64 float16 than one with their own copy, bench:exact-ab --addons.) Internal
+// linkage keeps the linker from merging the two copies into one. bench/native/f16-scan.cc
+// includes it too, to time these scans against the shapes they replaced.
+//
+// Row after row: two 8-lane accumulators a row, then one 8-way horizontal sum gives the
+// eight scores. D is the padded dimension, a template argument so that each row's loop
+// unrolls whole: the loads go out row after row in address order (what the hardware
+// prefetcher streams from memory best) while the unrolled rows give the out-of-order core
+// sixteen independent FMA chains.
+//
+// It replaced 4-row scans: the AVX2 4-row tile (four accumulators a row, one horizontal sum
+// per 4 rows) and, for float16 in the AVX-512 sets, a 512-bit 4-row scan (two 16-lane
+// accumulators a row, a 512-bit fold per row; Scan4F16 below, still used at other dims).
+// On a Zen 4 that scan converted ~23 halves per ns on one core from L2 or L3 alike, where
+// 256-bit conversions and their FMAs alone ran ~52 halves per ns (512-bit ~30), and this one
+// 31 from L2 and L3 at d = 64 (bench/native/f16-scan.cc). On that Zen 4, bench:exact-ab
+// --addons, B = 1, the builds before and after interleaved in one process, time of the new:
+//   avx512-bf16 set, float16: 100k rows (from L3) 0.84 (d = 64) and 0.98 (d = 128) on two
+//     threads, 0.82 and 0.87 on one; 1M rows 0.87-0.95 on one thread and 1.0 on two, where
+//     memory bounds both.
+//   avx512-bf16 set, float32: 100k rows 0.83-0.84 (d = 64) and 0.94-0.98 (d = 128) on two
+//     threads; 1M rows 0.86-0.92 on one thread, 0.99-1.0 on two.
+//   avx2 set (--kernel avx2), 100k rows, one thread: float16 0.87 (d = 64) and 0.93
+//     (d = 128), float32 0.91 and 0.93.
+// Shapes tried instead, timed by bench/native/f16-scan.cc: the steps of all eight rows
+// interleaved, and a runtime loop over each row's steps instead of the unrolled one, ran no
+// faster than Scan4F16 from cache and slower than this scan from memory (1M x 128). Not
+// measured on a CPU without AVX-512.
+//
+// Needs <immintrin.h>, <cstddef> and <cstdint> included first, and AVX2, FMA and F16C
+// enabled.
+
+// Horizontal sums of 4 accumulators, as one 128-bit vector [sum(a0) .. sum(a3)].
+inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// Horizontal sums of 8 accumulators, as one vector [sum(a0) .. sum(a7)].
+inline __m256 HSum8(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+template <size_t D, class T>
+inline __m256 Rows8Dot(const T* const* rows, const float* query) {
+  static_assert(D % 16 == 0, "two accumulators of 8 lanes a row");
+  __m256 a[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    const T* x = rows[i];
+    __m256 u = _mm256_mul_ps(Load8(x), _mm256_loadu_ps(query));
+    __m256 v = _mm256_mul_ps(Load8(x + 8), _mm256_loadu_ps(query + 8));
+#pragma GCC unroll 32
+    for (size_t j = 16; j < D; j += 16) {
+      u = _mm256_fmadd_ps(Load8(x + j), _mm256_loadu_ps(query + j), u);
+      v = _mm256_fmadd_ps(Load8(x + j + 8), _mm256_loadu_ps(query + j + 8), v);
+    }
+    a[i] = _mm256_add_ps(u, v);
+  }
+  return HSum8(a);
+}
+
+template <size_t D, class T, class Rest>
+void Scan8(const T* const* rows, size_t nrows, const float* query, float* out, Rest rest) {
+  size_t r = 0;
+  for (; r + 8 <= nrows; r += 8) _mm256_storeu_ps(out + r, Rows8Dot<D>(rows + r, query));
+  if (r < nrows) rest(rows + r, nrows - r, out + r);
+}
+
+// One query over nrows rows at padded d = 32, 64, 128 or 256, the last rows (< 8) by
+// rest(rows, nrows, out); false, and nothing scored, at other dimensions.
+template <class T, class Rest>
+bool ScanUnrolled(const T* const* rows, size_t nrows, const float* query, size_t dpad,
+                  float* out, Rest rest) {
+  switch (dpad) {
+    case 32: Scan8<32>(rows, nrows, query, out, rest); return true;
+    case 64: Scan8<64>(rows, nrows, query, out, rest); return true;
+    case 128: Scan8<128>(rows, nrows, query, out, rest); return true;
+    case 256: Scan8<256>(rows, nrows, query, out, rest); return true;
+    default: return false;
+  }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+// --- The 512-bit float16 scan ----------------------------------------------------------
+
+inline __m512 Halves16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// One row against one query: 32 halves per step in two accumulators, then a last 16 and
+// the 8-float tail of dpad (dpad is a multiple of 8), folded to 8 lanes for the caller's
+// horizontal sum.
+inline __m256 RowDot(const uint16_t* row, const float* query, size_t dpad) {
+  __m512 a = _mm512_setzero_ps(), b = a;
+  size_t j = 0;
+  for (; j + 32 <= dpad; j += 32) {
+    a = _mm512_fmadd_ps(Halves16(row + j), _mm512_loadu_ps(query + j), a);
+    b = _mm512_fmadd_ps(Halves16(row + j + 16), _mm512_loadu_ps(query + j + 16), b);
+  }
+  if (j + 16 <= dpad) {
+    a = _mm512_fmadd_ps(Halves16(row + j), _mm512_loadu_ps(query + j), a);
+    j += 16;
+  }
+  a = _mm512_add_ps(a, b);
+  __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+  if (j < dpad) {
+    const __m256 x = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
+    s = _mm256_fmadd_ps(x, _mm256_loadu_ps(query + j), s);
+  }
+  return s;
+}
+
+// The float16 B = 1 scan at padded dimensions without an unrolled one (ScanUnrolled),
+// and the last rows (< 8) of the 8-row scan: rows in address order, 4 at a time, one
+// horizontal sum per 4 rows, as the AVX2 4-row tile and for its reason: against 8 rows with
+// one accumulator each, 1M x 64 and x 128, bench:exact-ab --addons on a Zen 5: 0.95-0.96 of
+// the time on one thread, 0.95-1.0 on two. (Software prefetch 3-12 KiB ahead measured
+// between 0.90 and 1.17: left out.) One 512-bit conversion handles 16 halves where AVX2
+// handles 8: on a Zen 4, against the AVX2 4-row tile, 4% less time at 1M rows on one thread
+// and 2-3% on two; 100k x 64 on two threads, 0.30 against 0.37 ms.
+void Scan4F16(const uint16_t* const* rows, size_t nrows, const float* query, size_t dpad,
+              float* out) {
+  size_t r = 0;
+  for (; r + 4 <= nrows; r += 4) {
+    const __m256 a0 = RowDot(rows[r], query, dpad), a1 = RowDot(rows[r + 1], query, dpad);
+    const __m256 a2 = RowDot(rows[r + 2], query, dpad), a3 = RowDot(rows[r + 3], query, dpad);
+    _mm_storeu_ps(out + r, HSum4(a0, a1, a2, a3));
+  }
+  for (; r < nrows; r++) {
+    const __m256 z = _mm256_setzero_ps();
+    out[r] = _mm_cvtss_f32(HSum4(RowDot(rows[r], query, dpad), z, z, z));
+  }
+}
+#endif  // __AVX512F__ && __AVX512DQ__
