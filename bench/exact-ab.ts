@@ -20,7 +20,7 @@ import { numberOption, parseBenchArgs } from './lib/args.js';
 import { percentile, nowMs } from './lib/stats.js';
 import { Rng } from './lib/rng.js';
 import { printTable } from './lib/table.js';
-import { EXACT_KERNELS } from '../src/retrieval/exact.js';
+import { EXACT_KERNELS, EXACT_SCREENS } from '../src/retrieval/exact.js';
 import {
   loadNative,
   type ExactScreen,
@@ -46,7 +46,7 @@ interface Variant {
   addon: NativeAddon;
   kernel: string;
   tuning?: ExactTuning;
-  screen?: string;
+  screen?: ExactScreen;
 }
 function tuningOption(name: string): ExactTuning | undefined {
   const v = args.options.get(name);
@@ -87,7 +87,10 @@ va.tuning = tuningOption('tune-a');
 vb.tuning = tuningOption('tune-b');
 const screens = list('screens', 'auto,auto');
 if (screens.length !== 2) throw new RangeError('--screens takes two screens, A,B');
-[va.screen, vb.screen] = screens;
+for (const x of screens)
+  if (!(EXACT_SCREENS as readonly string[]).includes(x))
+    throw new RangeError(`--screens: '${x}' is not one of ${EXACT_SCREENS.join(', ')}`);
+[va.screen, vb.screen] = screens as ExactScreen[];
 const rng = new Rng(7);
 interface AbRow {
   n: number;
@@ -107,14 +110,7 @@ for (const d of dims) {
   const ids = Uint32Array.from({ length: n }, (_, i) => i);
   for (const storage of storages) {
     const make = (v: Variant): NativeExactIndex => {
-      const index = new v.addon.NativeExactIndex(
-        d,
-        storage,
-        threads,
-        v.kernel,
-        'cpu',
-        v.screen as ExactScreen,
-      );
+      const index = new v.addon.NativeExactIndex(d, storage, threads, v.kernel, 'cpu', v.screen);
       index.build(ids, vecs);
       if (v.tuning) index.setTuning(v.tuning);
       return index;

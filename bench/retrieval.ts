@@ -27,6 +27,7 @@ import { nowMs, rateWithCpu } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
 import {
   EXACT_KERNELS,
+  EXACT_SCREENS,
   ExactIndex,
   type ExactKernel,
   type ExactScreen,
@@ -76,8 +77,10 @@ if (!(EXACT_KERNELS as readonly string[]).includes(kernelOption))
   );
 const kernel = kernelOption as ExactKernel;
 const screenOption = args.options.get('screen') ?? 'auto';
-if (screenOption !== 'auto' && screenOption !== 'int8' && screenOption !== 'none')
-  throw new RangeError(`--screen must be auto, int8 or none, got '${screenOption}'`);
+if (!(EXACT_SCREENS as readonly string[]).includes(screenOption))
+  throw new RangeError(
+    `--screen must be one of ${EXACT_SCREENS.join(', ')}, got '${screenOption}'`,
+  );
 const screen = screenOption as ExactScreen;
 /** The exact indexes' screen in this run ('int8' or 'none'; set from the first index). */
 let screenInUse = '';

@@ -4,7 +4,7 @@
 // Nothing else in the server reads process.env or argv.
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { projectRoot, type ExactScreen } from '../retrieval/native.js';
+import { EXACT_SCREENS, projectRoot, type ExactScreen } from '../retrieval/native.js';
 
 export interface ServerConfig {
   /** Interface the HTTP server binds. Default 127.0.0.1 (loopback: expose deliberately). */
@@ -361,7 +361,7 @@ export function loadConfig(
       `'exact-storage' must be f32 or f16, got ${String(cfg.pipeline.exactStorage)}`,
     );
   }
-  if (!['auto', 'int8', 'none'].includes(cfg.pipeline.exactScreen)) {
+  if (!(EXACT_SCREENS as readonly string[]).includes(cfg.pipeline.exactScreen)) {
     throw new ConfigError(
       `'exact-screen' must be auto, int8 or none, got ${String(cfg.pipeline.exactScreen)}`,
     );

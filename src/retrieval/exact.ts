@@ -12,6 +12,7 @@ import {
 
 export type Storage = 'f32' | 'f16';
 export type { ExactScreen, ExactTuning, TopK } from './native.js';
+export { EXACT_SCREENS } from './native.js';
 
 /** Id used to pad rows with fewer than k results (score -Infinity). */
 export const NO_ID = 0xffffffff;

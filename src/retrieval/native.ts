@@ -28,7 +28,8 @@ export interface TopK {
 }
 
 /** ExactIndexOptions.screen: 'auto' is 'int8' where the kernel set has the screen, else 'none'. */
-export type ExactScreen = 'auto' | 'int8' | 'none';
+export const EXACT_SCREENS = ['auto', 'int8', 'none'] as const;
+export type ExactScreen = (typeof EXACT_SCREENS)[number];
 
 /** Scan tuning knobs of the exact index (see native/exact/exact_index.h). */
 export interface ExactTuning {
