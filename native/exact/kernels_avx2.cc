@@ -58,13 +58,6 @@ inline void Transpose8(__m256 v[8]) {
   v[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-inline float HSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Scores R rows against Q queries, reading each row front to back before the next (row
 // order): with the slices of 8 rows interleaved instead (one slice of every row, then the
 // next slice), one core streamed ~13 GB/s from memory, in row order ~25 GB/s on this

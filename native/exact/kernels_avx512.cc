@@ -402,10 +402,7 @@ inline float ExactDot(const float* row, const float* query, size_t dpad) {
   return _mm512_reduce_add_ps(a);
 }
 inline float ExactDot(const uint16_t* row, const float* query, size_t dpad) {
-  const __m256 s = RowDot(row, query, dpad);
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  const __m128 t = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+  return HSum(RowDot(row, query, dpad));
 }
 
 template <class L>

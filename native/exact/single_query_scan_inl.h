@@ -37,6 +37,14 @@
 // Needs <immintrin.h>, <cstddef> and <cstdint> included first, and AVX2, FMA and F16C
 // enabled.
 
+// The sum of one accumulator's 8 lanes.
+inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
 // Horizontal sums of 4 accumulators, as one 128-bit vector [sum(a0) .. sum(a3)].
 inline __m128 HSum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
