@@ -6,12 +6,16 @@
 //
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
 //        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
-//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--json]
+//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--fresh N] [--json]
 //
 // --screens sets each variant's ExactIndexOptions.screen (default auto,auto), e.g.
 // --kernels avx512-bf16,avx512-bf16 --screens none,int8 for the int8 screen alone.
 // --tune-a/--tune-b apply ExactTuning settings (setTuning) to one variant's indexes, e.g.
 // --kernels avx512-bf16,avx512-bf16 --tune-b '{"guessRank":0}' for one tuning knob alone.
+// --fresh N times each variant over N different query batches instead of one batch
+// repeated (one search per batch, the order alternating), and reports the mean time and
+// the guessed-floor retries per query: a guess that overshoots for some queries costs
+// only on those, which one repeated batch either always or never hits.
 //
 // Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
 // share of result ids the two agree on (1 unless a variant changes results).
@@ -35,6 +39,7 @@ const n = numberOption(args, 'n', 100_000);
 const threads = numberOption(args, 'threads', 2);
 const k = numberOption(args, 'k', 100);
 const rounds = numberOption(args, 'rounds', 7);
+const fresh = numberOption(args, 'fresh', 0);
 const dims = list('dims', '64,128').map(Number);
 const batches = list('batches', '16,32,128').map(Number);
 const storages = list('storage', 'f32,f16');
@@ -103,6 +108,9 @@ interface AbRow {
   b_ms: number;
   b_over_a: number;
   same_ids: number;
+  /** --fresh: guessed floors that overshot, per query searched. */
+  a_retries?: number;
+  b_retries?: number;
 }
 const rows: AbRow[] = [];
 for (const d of dims) {
@@ -131,6 +139,41 @@ for (const d of dims) {
         for (let i = 0; i < reps; i++) index.searchSync(q, k, null, null);
         return (nowMs() - t0) / reps;
       };
+      if (fresh > 0) {
+        const qs = Array.from({ length: fresh }, () => rng.uniformArray(batch * d));
+        const timeOne = (index: NativeExactIndex, x: Float32Array) => {
+          const t0 = nowMs();
+          index.searchSync(x, k, null, null);
+          return nowMs() - t0;
+        };
+        const [ra0, rb0] = [ia.guessRetries, ib.guessRetries];
+        let sa = 0;
+        let sb = 0;
+        qs.forEach((x, i) => {
+          if (i % 2 === 0) {
+            sa += timeOne(ia, x);
+            sb += timeOne(ib, x);
+          } else {
+            sb += timeOne(ib, x);
+            sa += timeOne(ia, x);
+          }
+        });
+        rows.push({
+          n,
+          d,
+          storage,
+          batch,
+          k,
+          threads,
+          a_ms: Math.round((sa / fresh) * 1000) / 1000,
+          b_ms: Math.round((sb / fresh) * 1000) / 1000,
+          b_over_a: Math.round((sb / sa) * 100) / 100,
+          same_ids: Math.round((same / ra.ids.length) * 10000) / 10000,
+          a_retries: (ia.guessRetries - ra0) / (fresh * batch),
+          b_retries: (ib.guessRetries - rb0) / (fresh * batch),
+        });
+        continue;
+      }
       const ta: number[] = [];
       const tb: number[] = [];
       for (let r = 0; r < rounds; r++) {
@@ -169,13 +212,30 @@ if (args.json) {
       a: va.name,
       b: vb.name,
       rounds,
+      fresh,
       results: rows,
     }),
   );
 } else {
-  console.log(`A = ${va.name}, B = ${vb.name}; medians of ${rounds} interleaved rounds\n`);
+  console.log(
+    fresh > 0
+      ? `A = ${va.name}, B = ${vb.name}; means over ${fresh} fresh query batches\n`
+      : `A = ${va.name}, B = ${vb.name}; medians of ${rounds} interleaved rounds\n`,
+  );
+  const retries = (x?: number) => (x === undefined ? '' : x.toFixed(4));
   printTable(
-    ['n', 'd', 'storage', 'batch', 'A ms', 'B ms', 'B/A', 'same ids'],
-    rows.map((r) => [r.n, r.d, r.storage, r.batch, r.a_ms, r.b_ms, r.b_over_a, r.same_ids]),
+    ['n', 'd', 'storage', 'batch', 'A ms', 'B ms', 'B/A', 'same ids', 'A retries/q', 'B retries/q'],
+    rows.map((r) => [
+      r.n,
+      r.d,
+      r.storage,
+      r.batch,
+      r.a_ms,
+      r.b_ms,
+      r.b_over_a,
+      r.same_ids,
+      retries(r.a_retries),
+      retries(r.b_retries),
+    ]),
   );
 }
