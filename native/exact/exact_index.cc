@@ -173,21 +173,57 @@ class SharedFloors {
   std::unique_ptr<std::atomic<float>[]> f_;
 };
 
-// A 64-byte aligned float buffer (the kernels' packing scratch).
+// A batch kernel's scratch, 64-byte aligned. Up to kKeptFloats of it stay with the thread
+// between searches: freed after each search, the pool threads' malloc arena gave the pages
+// back to the kernel, and the next search's first writes faulted them in again, zeroed
+// (clear_page_erms: 470 samples against 64 on one thread, ~2% of a 100k x 64 float16 B = 32
+// search on two). A second scratch live on the same thread gets memory of its own.
 class AlignedFloats {
  public:
-  explicit AlignedFloats(size_t n)
-      : p_(static_cast<float*>(std::aligned_alloc(64, (n * 4 + 127) / 64 * 64))) {
-    if (!p_) throw std::bad_alloc();
+  explicit AlignedFloats(size_t n) {
+    Kept& k = kept_;
+    if (n <= kKeptFloats && !k.in_use) {
+      if (k.n < n) {
+        std::free(k.p);
+        k.p = Allocate(n);
+        k.n = n;
+      }
+      k.in_use = true;
+      p_ = k.p;
+      owned_ = false;
+    } else {
+      p_ = Allocate(n);
+    }
   }
-  ~AlignedFloats() { std::free(p_); }
+  ~AlignedFloats() {
+    if (owned_) {
+      std::free(p_);
+    } else {
+      kept_.in_use = false;
+    }
+  }
   AlignedFloats(const AlignedFloats&) = delete;
   AlignedFloats& operator=(const AlignedFloats&) = delete;
   float* get() const { return p_; }
 
  private:
+  static constexpr size_t kKeptFloats = size_t(1) << 18;  // 1 MiB
+  struct Kept {
+    float* p = nullptr;
+    size_t n = 0;
+    bool in_use = false;
+    ~Kept() { std::free(p); }
+  };
+  static float* Allocate(size_t n) {
+    float* p = static_cast<float*>(std::aligned_alloc(64, (n * 4 + 127) / 64 * 64));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  static thread_local Kept kept_;
   float* p_;
+  bool owned_ = true;
 };
+thread_local AlignedFloats::Kept AlignedFloats::kept_;
 
 }  // namespace
 
@@ -688,7 +724,9 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         }
         // Without a filter the rows are consecutive, and their addresses are sums: the
         // multiply per row, which the compiler vectorised into 64-bit SSE2 multiplies (the
-        // addon's baseline ISA), took 10% of a 1M x 64 float16 B = 1 search (perf).
+        // addon's baseline ISA), took 10% of a 1M x 64 float16 B = 1 search (perf). The int8
+        // kernels take consecutive rows as a base and a stride, and get no arrays at all.
+        const bool spans = screen && !gather;
         if (gather) {
           for (size_t i = 0; i < nr; i++) {
             rowidx[i] = allowed[r0 + i];
@@ -696,38 +734,45 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           }
           if (screen)
             for (size_t i = 0; i < nr; i++) cptrs[i] = cbase + static_cast<size_t>(rowidx[i]) * cb;
-        } else {
+        } else if (!spans) {
           const uint8_t* p = base + r0 * rb;
           for (size_t i = 0; i < nr; i++, p += rb) {
             rowidx[i] = static_cast<uint32_t>(r0 + i);
             ptrs[i] = p;
-          }
-          if (screen) {
-            const uint8_t* c = cbase + r0 * cb;
-            for (size_t i = 0; i < nr; i++, c += cb) cptrs[i] = c;
           }
         }
         if (pack) {
           // The batch kernel filters on its accumulators and names the rows that hold a
           // candidate for some query; only those rows are read back, row-major.
           const float* sc = nullptr;
-          const size_t nh =
-              screen && f16
-                  ? kernels_.panel_i8_f16(cptrs.data(),
-                                          reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
-                                          nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
-              : screen ? kernels_.panel_i8_f32(cptrs.data(),
-                                               reinterpret_cast<const float* const*>(ptrs.data()),
-                                               nr, nq, dpad_, scratch.get(), thr.data(),
-                                               hits.data(), &sc)
-              : f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
-                                       nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
-                  : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
-                                       nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
+          size_t nh;
+          if (screen) {
+            const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
+                                     : RowSpan<uint8_t>::Gathered(cptrs.data());
+            const void* first = base + r0 * rb;
+            nh = f16 ? kernels_.panel_i8_f16(
+                           codes,
+                           spans ? RowSpan<uint16_t>::Consecutive(first, rb)
+                                 : RowSpan<uint16_t>::Gathered(
+                                       reinterpret_cast<const uint16_t* const*>(ptrs.data())),
+                           nr, nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
+                     : kernels_.panel_i8_f32(
+                           codes,
+                           spans ? RowSpan<float>::Consecutive(first, rb)
+                                 : RowSpan<float>::Gathered(
+                                       reinterpret_cast<const float* const*>(ptrs.data())),
+                           nr, nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
+          } else {
+            nh = f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()),
+                                          nr, nq, dpad_, scratch.get(), thr.data(), hits.data(),
+                                          &sc)
+                     : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
+                                          nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
+          }
           for (size_t x = 0; x < nh; x++) {
             const size_t i = hits[x];
             const float* srow = sc + i * nq16;
-            const uint32_t id = ids_[rowidx[i]];
+            const uint32_t id = ids_[spans ? r0 + i : rowidx[i]];
             // A hit row holds a candidate for at least one query; early in a scan, or with
             // many queries, for several. One vector compare per 8 queries finds them.
             const size_t nqh = kernels_.select_each(srow, thr.data(), nq, qhits.data());

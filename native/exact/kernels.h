@@ -21,6 +21,25 @@ inline size_t PaddedDim(size_t d) { return (d + kLane - 1) / kLane * kLane; }
 // the row-major scores a panel kernel leaves, and the length of its threshold array.
 inline size_t PanelStride(size_t nq) { return (nq + 15) / 16 * 16; }
 
+// Where a kernel call's rows lie: row i at ptrs[i] (a filtered scan's gathered rows), or,
+// where ptrs is null, stride bytes apart from base (an unfiltered scan's consecutive rows,
+// for which the caller then builds no pointer array).
+template <class T>
+struct RowSpan {
+  const T* const* ptrs = nullptr;
+  const uint8_t* base = nullptr;
+  size_t stride = 0;
+
+  static RowSpan Gathered(const T* const* p) { return RowSpan{p, nullptr, 0}; }
+  static RowSpan Consecutive(const void* b, size_t s) {
+    return RowSpan{nullptr, static_cast<const uint8_t*>(b), s};
+  }
+  bool consecutive() const { return ptrs == nullptr; }
+  const T* operator[](size_t i) const {
+    return ptrs ? ptrs[i] : reinterpret_cast<const T*>(base + i * stride);
+  }
+};
+
 // Floats of scratch a panel kernel uses for up to nrows rows and nq queries (see
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 // (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
@@ -46,7 +65,7 @@ struct I8Screen {
   float l1 = 0;
   float amax = 0;
 };
-inline size_t I8RowBytes(size_t dpad) { return dpad + 4; }
+constexpr size_t I8RowBytes(size_t dpad) { return dpad + 4; }
 // x as a float no less than x: the screen's bounds are upper bounds. +Infinity past the
 // float range either way, and for NaN (the kernels then rescore every pair).
 inline float RoundUpToFloat(double x) {
@@ -114,12 +133,14 @@ struct Kernels {
   // row; a hit row's scores at or above thr are those float32 scores, so results are the
   // float32 kernels'. pack_queries_i8 packs the queries into scratch once per search and
   // thread, with the screen's figures that bound the error.
+  // Rows and code rows come as RowSpans: an unfiltered scan's consecutive rows are passed as
+  // a base and stride, and the tile then reads every code row at a constant offset.
   void (*pack_queries_i8)(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,
                           float* scratch);
-  size_t (*panel_i8_f32)(const uint8_t* const* codes, const float* const* rows, size_t nrows,
-                         size_t nq, size_t dpad, float* scratch, const float* thr,
-                         uint32_t* hit_rows, const float** scores);
-  size_t (*panel_i8_f16)(const uint8_t* const* codes, const uint16_t* const* rows, size_t nrows,
+  size_t (*panel_i8_f32)(RowSpan<uint8_t> codes, RowSpan<float> rows, size_t nrows, size_t nq,
+                         size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
+                         const float** scores);
+  size_t (*panel_i8_f16)(RowSpan<uint8_t> codes, RowSpan<uint16_t> rows, size_t nrows,
                          size_t nq, size_t dpad, float* scratch, const float* thr,
                          uint32_t* hit_rows, const float** scores);
   // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is

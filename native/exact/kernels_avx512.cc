@@ -577,22 +577,39 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m512i& acc, 
       : [u] "v"(u), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
 }
 
+// How a tile finds its R code rows. Gathered rows come as pointers; the compiler keeps the
+// twelve in registers, spilling some to vector registers in the loop. Consecutive rows of a
+// padded width the scans unroll for (dq = dpad / 4 of 8, 16, 32 or 64 dwords) are one
+// pointer plus constant offsets: the loop holds no row pointers at all. On the Zen 4, with
+// the caller building no pointer arrays for such rows and its scratch kept per thread
+// (exact_index.cc), 0.92-0.98 of the time at B = 12 to 128, 100k rows, d = 64 and 128, both
+// storages, two threads (bench:exact-ab --addons against the build before).
+struct GatheredCodes {
+  const uint8_t* const* p;
+  const uint8_t* Row(int r) const { return p[r]; }
+};
+template <size_t DQ>
+struct ConsecutiveCodes {
+  const uint8_t* base;
+  const uint8_t* Row(int r) const { return base + static_cast<size_t>(r) * I8RowBytes(4 * DQ); }
+};
+
 // Not inlined: inlined into PanelHitsI8, the single-panel tile kept its 12 accumulators on
 // the stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
 // out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8).
 // R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], bit r set when row r
 // has a D at or above its query's integer floor.
-template <int R, int P>
+template <int R, int P, class C>
 __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
-    const uint8_t* const* codes, size_t dq, const uint32_t* qc, const int32_t* start,
-    const int32_t* floor, int32_t* sc, size_t ldsc) {
+    C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
+    int32_t* sc, size_t ldsc) {
   __m512i acc[R][P], st[P];
 #pragma GCC unroll 2
   for (int p = 0; p < P; p++) st[p] = _mm512_loadu_si512(start + p * 16);
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
     int32_t sum;
-    std::memcpy(&sum, codes[r] + 4 * dq, 4);
+    std::memcpy(&sum, codes.Row(r) + 4 * dq, 4);
     const __m512i c = _mm512_set1_epi32(sum);
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) acc[r][p] = _mm512_mullo_epi32(c, st[p]);
@@ -604,10 +621,10 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++) {
       if constexpr (P == 1) {
-        DpBusdBroadcast(acc[r][0], qv[0], codes[r] + 4 * g);
+        DpBusdBroadcast(acc[r][0], qv[0], codes.Row(r) + 4 * g);
       } else {
         int32_t w;
-        std::memcpy(&w, codes[r] + 4 * g, 4);
+        std::memcpy(&w, codes.Row(r) + 4 * g, 4);
         const __m512i x = _mm512_set1_epi32(w);
 #pragma GCC unroll 2
         for (int p = 0; p < P; p++) DpBusd(acc[r][p], qv[p], x);
@@ -630,9 +647,9 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
   return hit;
 }
 
-template <int R>
+template <int R, class C>
 __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
-    const uint8_t* const* codes, size_t dq, const uint32_t* qc, size_t nq, const int32_t* start,
+    C codes, size_t dq, const uint32_t* qc, size_t nq, const int32_t* start,
     const int32_t* floor, int32_t* sc, size_t ldsc) {
   unsigned hit = 0;
   for (size_t q = 0; q < nq; q += 32) {
@@ -652,13 +669,42 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForSomeRowsI8(
   if constexpr (R > 1) {
     if (nr < R) return PanelsForSomeRowsI8<R - 1>(nr, codes, dq, qc, nq, start, floor, sc, ldsc);
   }
-  return PanelsForRowsI8<R>(codes, dq, qc, nq, start, floor, sc, ldsc);
+  return PanelsForRowsI8<R>(GatheredCodes{codes}, dq, qc, nq, start, floor, sc, ldsc);
+}
+
+// One tile of up to kTileRows code rows starting at row r: at constant offsets where the rows
+// are consecutive, a whole tile and an unrolled width, else through a pointer per row.
+__attribute__((target("avx512vnni"))) inline unsigned TileI8(
+    RowSpan<uint8_t> codes, size_t r, size_t nr, size_t dq, const uint32_t* qc, size_t nq,
+    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc) {
+  if (codes.consecutive() && nr == kTileRows) {
+    const uint8_t* c = codes[r];
+    switch (dq) {
+      case 8:
+        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<8>{c}, dq, qc, nq, start, floor, sc,
+                                          ldsc);
+      case 16:
+        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<16>{c}, dq, qc, nq, start, floor, sc,
+                                          ldsc);
+      case 32:
+        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<32>{c}, dq, qc, nq, start, floor, sc,
+                                          ldsc);
+      case 64:
+        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<64>{c}, dq, qc, nq, start, floor, sc,
+                                          ldsc);
+      default:
+        break;
+    }
+  }
+  const uint8_t* ptrs[kTileRows];
+  for (size_t i = 0; i < nr; i++) ptrs[i] = codes[r + i];
+  return PanelsForSomeRowsI8<kTileRows>(nr, ptrs, dq, qc, nq, start, floor, sc, ldsc);
 }
 
 template <class L>
 __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
-    const uint8_t* const* codes, const typename L::T* const* rows, size_t nrows, size_t nq,
-    size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows, const float** scores) {
+    RowSpan<uint8_t> codes, RowSpan<typename L::T> rows, size_t nrows, size_t nq, size_t dpad,
+    float* scratch, const float* thr, uint32_t* hit_rows, const float** scores) {
   const size_t nq16 = PanelStride(nq);
   const size_t dq = dpad / 4;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
@@ -722,8 +768,8 @@ __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
       const char* p = reinterpret_cast<const char*>(codes[i]);
       for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
     }
-    const unsigned hit = PanelsForSomeRowsI8<kTileRows>(nr, codes + r, dq, s.codes, nq, s.start,
-                                                        s.floor, isc + r * nq16, nq16);
+    const unsigned hit =
+        TileI8(codes, r, nr, dq, s.codes, nq, s.start, s.floor, isc + r * nq16, nq16);
     for (unsigned h = hit; h != 0; h &= h - 1) {
       const char* p = reinterpret_cast<const char*>(rows[r + __builtin_ctz(h)]);
       for (size_t b = 0; b < rowbytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
@@ -737,12 +783,12 @@ __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
   return nhit;
 }
 
-size_t PanelHitsI8F32(const uint8_t* const* codes, const float* const* rows, size_t nrows,
-                      size_t nq, size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
+size_t PanelHitsI8F32(RowSpan<uint8_t> codes, RowSpan<float> rows, size_t nrows, size_t nq,
+                      size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
                       const float** scores) {
   return PanelHitsI8<F32Rows>(codes, rows, nrows, nq, dpad, scratch, thr, hit_rows, scores);
 }
-size_t PanelHitsI8F16(const uint8_t* const* codes, const uint16_t* const* rows, size_t nrows,
+size_t PanelHitsI8F16(RowSpan<uint8_t> codes, RowSpan<uint16_t> rows, size_t nrows,
                       size_t nq, size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
                       const float** scores) {
   return PanelHitsI8<F16Rows>(codes, rows, nrows, nq, dpad, scratch, thr, hit_rows, scores);
