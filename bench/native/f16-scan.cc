@@ -27,8 +27,11 @@
 // kernels_avx512.cc; nothing here reads an uninitialised value.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include "exact/kernels.h"
+
 namespace {
 
+using recserve::RowSpan;
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include)
 
 using Rows = const uint16_t* const*;
@@ -189,7 +192,16 @@ int main(int argc, char** argv) {
        q.data()},
       {"8-row unrolled (ScanUnrolled)",
        [](Rows r, size_t m, const float* qq, size_t dd, float* o) {
-         if (!ScanUnrolled(r, m, qq, dd, o, *rest_of)) Scan4F16(r, m, qq, dd, o);
+         if (!ScanUnrolled(RowSpan<uint16_t>::Gathered(r), m, qq, dd, o, *rest_of))
+           Scan4F16(r, m, qq, dd, o);
+       },
+       q.data()},
+      // The same over the rows as base and stride, as the index passes an unfiltered scan's
+      // (this program's rows are consecutive: rows[r] = h + r * d).
+      {"8-row unrolled, base + stride",
+       [](Rows r, size_t m, const float* qq, size_t dd, float* o) {
+         if (!ScanUnrolled(RowSpan<uint16_t>::Consecutive(r[0], dd * 2), m, qq, dd, o, *rest_of))
+           Scan4F16(r, m, qq, dd, o);
        },
        q.data()},
       {"8-row, steps interleaved", Interleaved8, q.data()},

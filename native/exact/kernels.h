@@ -40,6 +40,23 @@ struct RowSpan {
   }
 };
 
+// Calls f(ptrs, n, r0) over rows [r0, r0 + n) of rows' first nrows, with a pointer per row:
+// the span's own array, or, for consecutive rows, arrays of up to 256 built here. For the
+// kernels that index rows through pointers only.
+template <class T, class F>
+void WithRowPointers(RowSpan<T> rows, size_t nrows, F f) {
+  if (!rows.consecutive()) {
+    f(rows.ptrs, nrows, size_t(0));
+    return;
+  }
+  const T* buf[256];
+  for (size_t r0 = 0; r0 < nrows; r0 += 256) {
+    const size_t n = nrows - r0 < 256 ? nrows - r0 : 256;
+    for (size_t i = 0; i < n; i++) buf[i] = rows[r0 + i];
+    f(static_cast<const T* const*>(buf), n, r0);
+  }
+}
+
 // Floats of scratch a panel kernel uses for up to nrows rows and nq queries (see
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 // (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
@@ -88,9 +105,9 @@ struct Kernels {
   const char* name;
   // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq: rows scored
   // where they lie, one query or a few at a time (the B = 1 scan, small batches).
-  void (*score_f32)(const float* const* rows, size_t nrows, const float* queries, size_t nq,
+  void (*score_f32)(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq,
                     size_t dpad, float* out, size_t ldo);
-  void (*score_f16)(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+  void (*score_f16)(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
                     size_t dpad, float* out, size_t ldo);
   // The batch kernels (nullptr in the scalar set). They score rows against queries that
   // pack_queries has put into scratch (ScoreScratchFloats(nrows, nq, dpad) floats, 64-byte

@@ -275,11 +275,12 @@ size_t PanelHits(const typename L::T* const* rows, size_t nrows, size_t nq, size
   return nhit;
 }
 
+// Rows by pointer: one query at the common dimensions takes the 8-row scan
+// (single_query_scan_inl.h), the rest the query-group loops below.
 template <class L>
-void Score(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
-           size_t dpad, float* out, size_t ldo) {
-  // One query at the common dimensions: the 8-row scan (single_query_scan_inl.h).
-  if (nq == 1 && ScanUnrolled(rows, nrows, queries, dpad, out,
+void ScoreRows(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
+               size_t dpad, float* out, size_t ldo) {
+  if (nq == 1 && ScanUnrolled(RowSpan<typename L::T>::Gathered(rows), nrows, queries, dpad, out,
                               [dpad, queries](const typename L::T* const* r, size_t n, float* o) {
                                 RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);
                               }))
@@ -307,12 +308,34 @@ void Score(const typename L::T* const* rows, size_t nrows, const float* queries,
   }
 }
 
-void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+// Consecutive rows: the 8-row scan reads them at base + stride where it applies, else they
+// get pointers. (ScoreRows keeps the body Score had before rows came as spans: split
+// differently, the compiler's inlining changed and 3-5 float32 queries took up to 1.14x as
+// long, bench:exact-ab --addons.)
+template <class L>
+void Score(RowSpan<typename L::T> rows, size_t nrows, const float* queries, size_t nq,
+           size_t dpad, float* out, size_t ldo) {
+  using T = typename L::T;
+  if (!rows.consecutive()) {
+    ScoreRows<L>(rows.ptrs, nrows, queries, nq, dpad, out, ldo);
+    return;
+  }
+  if (nq == 1 && ScanUnrolled(rows, nrows, queries, dpad, out,
+                              [dpad, queries](const T* const* r, size_t n, float* o) {
+                                RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);
+                              }))
+    return;
+  WithRowPointers(rows, nrows, [&](const T* const* p, size_t n, size_t r0) {
+    ScoreRows<L>(p, n, queries, nq, dpad, out + r0, ldo);
+  });
+}
+
+void ScoreF32(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq, size_t dpad,
+              float* out, size_t ldo) {
   Score<LoadF32>(rows, nrows, queries, nq, dpad, out, ldo);
 }
 
-void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo) {
   Score<LoadF16>(rows, nrows, queries, nq, dpad, out, ldo);
 }

@@ -170,7 +170,7 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
 
 // One query: the 8-row scan (single_query_scan_inl.h, with 32 vector registers here) at the
 // common dimensions, else float16 rows in Scan4F16; the rest goes to the AVX2 kernels.
-void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo) {
   auto rest = [dpad, queries](const uint16_t* const* r, size_t n, float* o) {
     Scan4F16(r, n, queries, dpad, o);
@@ -178,13 +178,15 @@ void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, s
   if (nq != 1) {
     Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
   } else if (!ScanUnrolled(rows, nrows, queries, dpad, out, rest)) {
-    rest(rows, nrows, out);
+    WithRowPointers(rows, nrows, [&](const uint16_t* const* p, size_t n, size_t r0) {
+      rest(p, n, out + r0);
+    });
   }
 }
-void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+void ScoreF32(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq, size_t dpad,
+              float* out, size_t ldo) {
   auto rest = [dpad, queries](const float* const* r, size_t n, float* o) {
-    Avx2Kernels()->score_f32(r, n, queries, 1, dpad, o, 0);
+    Avx2Kernels()->score_f32(RowSpan<float>::Gathered(r), n, queries, 1, dpad, o, 0);
   };
   if (nq != 1 || !ScanUnrolled(rows, nrows, queries, dpad, out, rest))
     Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo);

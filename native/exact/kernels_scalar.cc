@@ -62,8 +62,8 @@ float HalfToFloat(uint16_t h) {
   return f;
 }
 
-void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size_t nq,
-              size_t dpad, float* out, size_t ldo) {
+void ScoreF32(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq, size_t dpad,
+              float* out, size_t ldo) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
     for (size_t r = 0; r < nrows; r++) {
@@ -75,7 +75,7 @@ void ScoreF32(const float* const* rows, size_t nrows, const float* queries, size
   }
 }
 
-void ScoreF16(const uint16_t* const* rows, size_t nrows, const float* queries, size_t nq,
+void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo) {
   for (size_t q = 0; q < nq; q++) {
     const float* qv = queries + q * dpad;
