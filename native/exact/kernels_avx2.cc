@@ -280,10 +280,12 @@ size_t PanelHits(const typename L::T* const* rows, size_t nrows, size_t nq, size
 template <class L>
 void ScoreRows(const typename L::T* const* rows, size_t nrows, const float* queries, size_t nq,
                size_t dpad, float* out, size_t ldo) {
-  if (nq == 1 && ScanUnrolled(RowSpan<typename L::T>::Gathered(rows), nrows, queries, dpad, out,
-                              [dpad, queries](const typename L::T* const* r, size_t n, float* o) {
-                                RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);
-                              }))
+  if (nq == 1 &&
+      ScanUnrolledAt<typename L::T>(
+          RowPointers<typename L::T>{rows}, nrows, queries, dpad, out,
+          [dpad, queries](const typename L::T* const* r, size_t n, float* o) {
+            RowsForQueries<L, 4, 1>(r, n, queries, dpad, o, 0);
+          }))
     return;
   size_t q = 0;
   // Groups of up to 8 queries while at least 4 are left, then 3, 2 or 1.
@@ -309,9 +311,9 @@ void ScoreRows(const typename L::T* const* rows, size_t nrows, const float* quer
 }
 
 // Consecutive rows: the 8-row scan reads them at base + stride where it applies, else they
-// get pointers. (ScoreRows keeps the body Score had before rows came as spans: split
-// differently, the compiler's inlining changed and 3-5 float32 queries took up to 1.14x as
-// long, bench:exact-ab --addons.)
+// get pointers. (ScoreRows keeps the body Score had before rows came as spans, the scan
+// through pointers alone: split otherwise, the compiler inlined differently and 2-5 float32
+// queries took up to 1.14x as long, bench:exact-ab --addons.)
 template <class L>
 void Score(RowSpan<typename L::T> rows, size_t nrows, const float* queries, size_t nq,
            size_t dpad, float* out, size_t ldo) {
