@@ -175,9 +175,11 @@ class SharedFloors {
 
 // A batch kernel's scratch, 64-byte aligned. Up to kKeptFloats of it stay with the thread
 // between searches: freed after each search, the pool threads' malloc arena gave the pages
-// back to the kernel, and the next search's first writes faulted them in again, zeroed
-// (clear_page_erms: 470 samples against 64 on one thread, ~2% of a 100k x 64 float16 B = 32
-// search on two). A second scratch live on the same thread gets memory of its own.
+// back to the kernel, and the next search's first writes (the tiles' scores, the packed
+// queries) faulted them in again, zeroed. 100k x 64 float16, B = 32, two threads, 2 x 300
+// rounds of bench:exact-ab: ~2,700 page faults before, ~600 after, all in malloc's own
+// bookkeeping for the search's other buffers (perf record -e page-faults). A second scratch
+// live on the same thread gets memory of its own.
 class AlignedFloats {
  public:
   explicit AlignedFloats(size_t n) {
@@ -725,11 +727,9 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         // Without a filter the rows are consecutive, and their addresses are sums: the
         // multiply per row, which the compiler vectorised into 64-bit SSE2 multiplies (the
         // addon's baseline ISA), took 10% of a 1M x 64 float16 B = 1 search (perf). The
-        // single-query scan and the int8 kernels take consecutive rows as a base and a stride
-        // and get no arrays at all. (The direct kernels for 2-11 queries index rows by
-        // pointer; given a span, they build the array themselves, and at 100k x 128 float32,
-        // B = 8, that measured 1.07-1.25x the time of the array built here.)
-        const bool spans = !gather && (screen || (!pack && nq == 1));
+        // direct and int8 kernels take consecutive rows as a base and a stride (RowSpan) and
+        // get no arrays at all; only the unscreened batch kernels index rows by pointer.
+        const bool spans = !gather && (screen || !pack);
         if (gather) {
           for (size_t i = 0; i < nr; i++) {
             rowidx[i] = allowed[r0 + i];
