@@ -675,11 +675,12 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForSomeRowsI8(
 }
 
 // One tile of up to kTileRows code rows starting at row r: at constant offsets where the rows
-// are consecutive, a whole tile and an unrolled width, else through a pointer per row.
+// are consecutive code rows (stride I8RowBytes(dpad)), the tile whole and dq one of the
+// widths above, else through a pointer per row.
 __attribute__((target("avx512vnni"))) inline unsigned TileI8(
     RowSpan<uint8_t> codes, size_t r, size_t nr, size_t dq, const uint32_t* qc, size_t nq,
     const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc) {
-  if (codes.consecutive() && nr == kTileRows) {
+  if (codes.consecutive() && codes.stride == I8RowBytes(4 * dq) && nr == kTileRows) {
     const uint8_t* c = codes[r];
     switch (dq) {
       case 8:
