@@ -682,21 +682,15 @@ __attribute__((target("avx512vnni"))) inline unsigned TileI8(
     const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc) {
   if (codes.consecutive() && codes.stride == I8RowBytes(4 * dq) && nr == kTileRows) {
     const uint8_t* c = codes[r];
+    auto at = [&](auto rows) {
+      return PanelsForRowsI8<kTileRows>(rows, dq, qc, nq, start, floor, sc, ldsc);
+    };
     switch (dq) {
-      case 8:
-        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<8>{c}, dq, qc, nq, start, floor, sc,
-                                          ldsc);
-      case 16:
-        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<16>{c}, dq, qc, nq, start, floor, sc,
-                                          ldsc);
-      case 32:
-        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<32>{c}, dq, qc, nq, start, floor, sc,
-                                          ldsc);
-      case 64:
-        return PanelsForRowsI8<kTileRows>(ConsecutiveCodes<64>{c}, dq, qc, nq, start, floor, sc,
-                                          ldsc);
-      default:
-        break;
+      case 8: return at(ConsecutiveCodes<8>{c});
+      case 16: return at(ConsecutiveCodes<16>{c});
+      case 32: return at(ConsecutiveCodes<32>{c});
+      case 64: return at(ConsecutiveCodes<64>{c});
+      default: break;
     }
   }
   const uint8_t* ptrs[kTileRows];
