@@ -535,7 +535,7 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
     kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
     std::vector<float> least(nq, -std::numeric_limits<float>::infinity());  // r-th best so far
     std::vector<const uint8_t*> ptrs(block);
-    std::vector<uint32_t> hits(std::max(block, nq));
+    std::vector<uint32_t> hits(std::max(block, nq) + 16);  // + 16: select_each's slack
     const size_t from = ns * t / tasks, to = ns * (t + 1) / tasks;
     for (size_t s0 = from; s0 < to; s0 += block) {
       const size_t nr = std::min(block, to - s0);
@@ -696,7 +696,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     std::vector<const uint8_t*> ptrs(block), cptrs(screen ? block : 0);
     if (!guess.empty())
       for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(guess[q]);
-    std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq : 0);
+    std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq + 16 : 0);
     std::vector<float> scores(pack ? 0 : nq * block);
     AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
     // The batch kernels' thresholds: each query's current top-k threshold, +Infinity for

@@ -135,7 +135,11 @@ struct Kernels {
   // top-k filter: one vector compare per 8 scores, then a loop over the hits alone.
   size_t (*select_at_least)(const float* s, size_t n, float thr, uint32_t* hits);
   // The same with one threshold per score: indexes i < n with s[i] >= thr[i]. A batch
-  // kernel's hit row against the queries' thresholds, 8 queries per compare.
+  // kernel's hit row against the queries' thresholds, 8 queries per compare. hits must hold
+  // n + 16 entries: the AVX-512 version stores 16 at a time, whole. With a masked store,
+  // the caller's load of the first index waited for it (no store-to-load forwarding from
+  // one), a quarter of the B = 32 hit loop's samples (perf); whole, 0.96-1.0 of the time at
+  // B = 12-128 (bench:exact-ab --addons, either build first).
   size_t (*select_each)(const float* s, const float* thr, size_t n, uint32_t* hits);
   // Sum of n floats, read once front to back: the benchmark's streaming-read probe.
   float (*sum_f32)(const float* p, size_t n);

@@ -207,8 +207,7 @@ size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) 
     const __mmask16 m = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, s + i),
                                                 _mm512_maskz_loadu_ps(live, thr + i), _CMP_GE_OQ);
     const unsigned c = static_cast<unsigned>(__builtin_popcount(m));
-    _mm512_mask_storeu_epi32(hits + count, static_cast<__mmask16>((1u << c) - 1),
-                             _mm512_maskz_compress_epi32(m, idx));
+    _mm512_storeu_si512(hits + count, _mm512_maskz_compress_epi32(m, idx));
     count += c;
     idx = _mm512_add_epi32(idx, step);
   }
