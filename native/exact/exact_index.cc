@@ -8,6 +8,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #ifdef RECSERVE_WITH_BLAS
 #include <cblas.h>
@@ -730,6 +731,13 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         // direct and int8 kernels take consecutive rows as a base and a stride (RowSpan) and
         // get no arrays at all; only the unscreened batch kernels index rows by pointer.
         const bool spans = !gather && (screen || !pack);
+        // This block's rows for a kernel: consecutive from r0, or the pointers built below.
+        auto rows_as = [&](auto* type) {
+          using T = std::remove_pointer_t<decltype(type)>;
+          return spans ? RowSpan<T>::Consecutive(base + r0 * rb, rb)
+                       : RowSpan<T>::Gathered(reinterpret_cast<const T* const*>(ptrs.data()));
+        };
+        auto row_at = [&](size_t i) { return spans ? static_cast<uint32_t>(r0 + i) : rowidx[i]; };
         if (gather) {
           for (size_t i = 0; i < nr; i++) {
             rowidx[i] = allowed[r0 + i];
@@ -752,19 +760,11 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           if (screen) {
             const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
                                      : RowSpan<uint8_t>::Gathered(cptrs.data());
-            const void* first = base + r0 * rb;
-            nh = f16 ? kernels_.panel_i8_f16(
-                           codes,
-                           spans ? RowSpan<uint16_t>::Consecutive(first, rb)
-                                 : RowSpan<uint16_t>::Gathered(
-                                       reinterpret_cast<const uint16_t* const*>(ptrs.data())),
-                           nr, nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
-                     : kernels_.panel_i8_f32(
-                           codes,
-                           spans ? RowSpan<float>::Consecutive(first, rb)
-                                 : RowSpan<float>::Gathered(
-                                       reinterpret_cast<const float* const*>(ptrs.data())),
-                           nr, nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
+            nh = f16 ? kernels_.panel_i8_f16(codes, rows_as(static_cast<uint16_t*>(nullptr)), nr,
+                                             nq, dpad_, scratch.get(), thr.data(), hits.data(),
+                                             &sc)
+                     : kernels_.panel_i8_f32(codes, rows_as(static_cast<float*>(nullptr)), nr, nq,
+                                             dpad_, scratch.get(), thr.data(), hits.data(), &sc);
           } else {
             nh = f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()),
                                           nr, nq, dpad_, scratch.get(), thr.data(), hits.data(),
@@ -775,7 +775,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           for (size_t x = 0; x < nh; x++) {
             const size_t i = hits[x];
             const float* srow = sc + i * nq16;
-            const uint32_t id = ids_[spans ? r0 + i : rowidx[i]];
+            const uint32_t id = ids_[row_at(i)];
             // A hit row holds a candidate for at least one query; early in a scan, or with
             // many queries, for several. One vector compare per 8 queries finds them.
             const size_t nqh = kernels_.select_each(srow, thr.data(), nq, qhits.data());
@@ -792,22 +792,15 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           continue;
         }
         if (f16) {
-          kernels_.score_f16(
-              spans ? RowSpan<uint16_t>::Consecutive(base + r0 * rb, rb)
-                    : RowSpan<uint16_t>::Gathered(
-                          reinterpret_cast<const uint16_t* const*>(ptrs.data())),
-              nr, qpad.data(), nq, dpad_, scores.data(), block);
+          kernels_.score_f16(rows_as(static_cast<uint16_t*>(nullptr)), nr, qpad.data(), nq, dpad_,
+                             scores.data(), block);
         } else {
-          kernels_.score_f32(
-              spans ? RowSpan<float>::Consecutive(base + r0 * rb, rb)
-                    : RowSpan<float>::Gathered(reinterpret_cast<const float* const*>(ptrs.data())),
-              nr, qpad.data(), nq, dpad_, scores.data(), block);
+          kernels_.score_f32(rows_as(static_cast<float*>(nullptr)), nr, qpad.data(), nq, dpad_,
+                             scores.data(), block);
         }
         for (size_t q = 0; q < nq; q++) {
-          if (Offer(
-                  kernels_, h[q], scores.data() + q * block, nr,
-                  [&](size_t i) { return spans ? static_cast<uint32_t>(r0 + i) : rowidx[i]; },
-                  ids_.data(), ex[q], hits.data()) &&
+          if (Offer(kernels_, h[q], scores.data() + q * block, nr, row_at, ids_.data(), ex[q],
+                    hits.data()) &&
               tasks > 1)
             floors.Publish(q, h[q].Threshold());
         }

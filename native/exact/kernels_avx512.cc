@@ -252,18 +252,21 @@ struct Bf16Scratch {
   float* scores;
 };
 
+// The next `floats` floats of a scratch buffer, as T, and s moved past them.
+template <class T = float>
+inline T* Carve(float*& s, size_t floats) {
+  T* p = reinterpret_cast<T*>(s);
+  s += floats;
+  return p;
+}
+
 inline Bf16Scratch LayoutBf16(float* s, size_t nq16, size_t dpad) {
   Bf16Scratch x;
-  x.pairs = reinterpret_cast<uint32_t*>(s);
-  s += nq16 * dpad / 2;
-  x.queries = s;
-  s += nq16 * dpad;
-  x.margin = s;
-  s += nq16;
-  x.floor = s;
-  s += nq16;
-  x.stage = reinterpret_cast<uint32_t*>(s);
-  s += kTileRows * dpad / 2;
+  x.pairs = Carve<uint32_t>(s, nq16 * dpad / 2);
+  x.queries = Carve(s, nq16 * dpad);
+  x.margin = Carve(s, nq16);
+  x.floor = Carve(s, nq16);
+  x.stage = Carve<uint32_t>(s, kTileRows * dpad / 2);
   x.scores = s;
   return x;
 }
@@ -494,20 +497,13 @@ struct I8Scratch {
 
 inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
   I8Scratch x;
-  x.codes = reinterpret_cast<uint32_t*>(s);
-  s += nq16 * dpad / 4;
-  x.queries = s;
-  s += nq16 * dpad;
-  x.t = s;
-  s += nq16;
-  x.offset = s;
-  s += nq16;
-  x.start = reinterpret_cast<int32_t*>(s);
-  s += nq16;
-  x.floor = reinterpret_cast<int32_t*>(s);
-  s += nq16;
-  x.scale = s;
-  s += 16;
+  x.codes = Carve<uint32_t>(s, nq16 * dpad / 4);
+  x.queries = Carve(s, nq16 * dpad);
+  x.t = Carve(s, nq16);
+  x.offset = Carve(s, nq16);
+  x.start = Carve<int32_t>(s, nq16);
+  x.floor = Carve<int32_t>(s, nq16);
+  x.scale = Carve(s, 16);
   x.scores = s;
   return x;
 }
