@@ -363,7 +363,7 @@ export function loadConfig(
   }
   if (!(EXACT_SCREENS as readonly string[]).includes(cfg.pipeline.exactScreen)) {
     throw new ConfigError(
-      `'exact-screen' must be auto, int8 or none, got ${String(cfg.pipeline.exactScreen)}`,
+      `'exact-screen' must be ${EXACT_SCREENS.slice(0, -1).join(', ')} or ${EXACT_SCREENS.at(-1)}, got ${String(cfg.pipeline.exactScreen)}`,
     );
   }
   cfg.modelsDir = resolve(cfg.modelsDir);
