@@ -128,6 +128,79 @@ class TopK {
   std::vector<Key> buf_;
 };
 
+// A candidate of the int8 screen as one integer: its integer score D (I8Query) mapped to
+// unsigned order in the high half, its storage row in the low half.
+inline Key ScreenKey(int32_t d, uint32_t row) {
+  return (static_cast<Key>(static_cast<uint32_t>(d) ^ 0x80000000u) << 32) | row;
+}
+inline int32_t ScreenKeyD(Key key) {
+  return static_cast<int32_t>(static_cast<uint32_t>(key >> 32) ^ 0x80000000u);
+}
+inline uint32_t ScreenKeyRow(Key key) { return static_cast<uint32_t>(key); }
+
+// Keeps in v (more than k screen keys) the k best by D and every key within margin of the
+// k-th best, D_k: a pair more than margin below D_k scores below k others in float32
+// (I8Query), so it cannot be among the best k. Raises *floor to D_k - margin.
+inline void CutByScreen(std::vector<Key>& v, size_t k, int64_t margin, int32_t* floor) {
+  NthLargest(v.data(), v.size(), k - 1);
+  const int64_t f = int64_t(ScreenKeyD(v[k - 1])) - margin;
+  if (f <= int64_t(INT32_MIN)) return;
+  size_t kept = k;
+  for (size_t i = k; i < v.size(); i++)
+    if (ScreenKeyD(v[i]) >= f) v[kept++] = v[i];
+  v.resize(kept);
+  *floor = std::max(*floor, static_cast<int32_t>(f));
+}
+
+// One query's running candidates under the int8 screen, kept by integer score alone:
+// nothing is rescored while the scan runs, and the rows that survive are rescored in
+// float32 once, at the end (Search's merge). An unsorted buffer as TopK, cut by
+// CutByScreen when it is full; the floor (the least D a pair needs to be pushed) rises at
+// each cut. Rescoring the pairs that passed as the scan found them (panel_i8_f32/f16) read
+// a stored row for each, and was a third of a 100k x 64 float16 B = 32 search (perf).
+// Where the band within the margin holds more than 8k + 1024 rows (bounds loose against
+// the scores' spread, or no bound at all: a query of zeros), prune() rescores the buffer
+// and keeps its best k in float32, so the buffer stays bounded and such a query costs what
+// the rescoring kernels cost.
+class ScreenTopK {
+ public:
+  void Reset(size_t k, int64_t margin) {
+    k_ = k;
+    margin_ = margin;
+    cap_ = std::max<size_t>(2 * k, 16);
+    valve_ = 8 * k + 1024;
+    buf_.clear();
+    buf_.reserve(std::min<size_t>(cap_, 8192));
+    floor_ = INT32_MIN;
+  }
+  int32_t Floor() const { return floor_; }
+  void RaiseFloor(int32_t f) { floor_ = std::max(floor_, f); }
+  // Appends a candidate; returns whether the buffer is full (Cut next).
+  bool Add(Key key) {
+    buf_.push_back(key);
+    return buf_.size() >= cap_;
+  }
+  // prune(buf, k, &floor): keeps buf's best k by float32 score and raises floor to what the
+  // k-th needs. Returns whether the floor rose.
+  template <class Prune>
+  bool Cut(const Prune& prune) {
+    const int32_t before = floor_;
+    CutByScreen(buf_, k_, margin_, &floor_);
+    if (buf_.size() > valve_) prune(buf_, k_, &floor_);
+    cap_ = std::max(2 * k_, buf_.size() + k_);
+    return floor_ > before;
+  }
+  const std::vector<Key>& Entries() const { return buf_; }
+
+ private:
+  size_t k_ = 0;
+  size_t cap_ = 0;
+  size_t valve_ = 0;
+  int64_t margin_ = 0;
+  int32_t floor_ = INT32_MIN;
+  std::vector<Key> buf_;
+};
+
 inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
   return ex != nullptr && std::binary_search(ex->begin(), ex->end(), id);
 }
@@ -158,20 +231,24 @@ inline bool Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, Row
 // floor for every thread: k candidates reach it already. Sharing it, a thread stops offering
 // what another thread's part has beaten; alone, each of T threads inserted about
 // k ln(N / (T k)) candidates per query instead of the whole scan's k ln(N / k) between them.
+// (T: float32 thresholds, or the int8 screen's integer floors.)
+template <class T>
 class SharedFloors {
  public:
-  explicit SharedFloors(size_t nq) : f_(new std::atomic<float>[nq]) {
-    for (size_t q = 0; q < nq; q++) f_[q].store(-std::numeric_limits<float>::infinity());
+  explicit SharedFloors(size_t nq) : f_(new std::atomic<T>[nq]) {
+    const T least = std::numeric_limits<T>::has_infinity ? -std::numeric_limits<T>::infinity()
+                                                         : std::numeric_limits<T>::lowest();
+    for (size_t q = 0; q < nq; q++) f_[q].store(least);
   }
-  float Get(size_t q) const { return f_[q].load(std::memory_order_relaxed); }
-  void Publish(size_t q, float t) {
-    float cur = f_[q].load(std::memory_order_relaxed);
+  T Get(size_t q) const { return f_[q].load(std::memory_order_relaxed); }
+  void Publish(size_t q, T t) {
+    T cur = f_[q].load(std::memory_order_relaxed);
     while (t > cur && !f_[q].compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
     }
   }
 
  private:
-  std::unique_ptr<std::atomic<float>[]> f_;
+  std::unique_ptr<std::atomic<T>[]> f_;
 };
 
 // A batch kernel's scratch, 64-byte aligned. Up to kKeptFloats of it stay with the thread
@@ -512,8 +589,8 @@ bool ExactIndex::HasSgemm() {
 }
 
 std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t k, size_t total,
-                                           const std::vector<uint32_t>* allowed,
-                                           size_t block) const {
+                                           const std::vector<uint32_t>* allowed, size_t block,
+                                           bool screen) const {
   const size_t r = tuning_.guess_rank;
   const size_t ns = (r * total + 3 * k - 1) / (3 * k);
   const size_t nq16 = PanelStride(nq);
@@ -525,31 +602,101 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   // below: on one thread the guess took a sixth of a 100k x 64 float16 B = 32 search while
   // the other core waited (perf: 8% of the samples, all on one thread).
   const size_t tasks = std::max<size_t>(1, std::min(threads_, ns / std::max<size_t>(1, block)));
-  // Per task and query: the best r sample scores, descending, with their rows (a row's
+  // Per task and query: up to 2r sample candidates as keys (the score's order bits, then
+  // the storage row), unsorted, cut back to the best r by NthLargest when full. A row's
   // scores reach the lists through select_each against the running r-th best, so the
-  // typical row costs two vector compares; std::nth_element over the sample, query by
-  // query, took as long as the batch's whole top-k work).
-  std::vector<float> best(tasks * nq * r, -std::numeric_limits<float>::infinity());
-  std::vector<const uint8_t*> best_row(tasks * nq * r, nullptr);
+  // typical row costs two vector compares. (std::nth_element over the whole sample, query
+  // by query, took as long as the batch's whole top-k work; lists kept sorted by insertion
+  // were 6% of a 100k x 64 float16 B = 32 search, most of it in the insertions' moves.)
+  const size_t cap = 2 * r;
+  const double step = double(total) / double(ns);
+  std::vector<Key> lists(tasks * nq * cap);
+  std::vector<size_t> fill(tasks * nq, 0);
+  // Under the int8 screen the sample is scored by the screen's own kernel (pairs_i8, four
+  // products per lane and instruction against the bfloat16 tile's two, and no conversion of
+  // the rows), and the lists keep screen keys: the integer score, then the row.
+  const size_t cb = I8RowBytes(dpad_);
   auto part = [&](size_t t) {
     AlignedFloats scratch(ScoreScratchFloats(block, nq, dpad_));
-    kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
+    std::vector<int32_t> dfloor(screen ? nq16 : 0, INT32_MAX);
+    std::vector<const uint8_t*> cptrs(screen ? block : 0);
+    std::vector<I8Pair> pairs(screen ? std::max<size_t>(12 * nq, 4096) : 0);
+    if (screen) {
+      kernels_.pack_queries_i8(qpad, nq, dpad_, screen_, scratch.get());
+      std::fill(dfloor.begin(), dfloor.begin() + nq, INT32_MIN);
+    } else {
+      kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
+    }
     std::vector<float> least(nq, -std::numeric_limits<float>::infinity());  // r-th best so far
     std::vector<const uint8_t*> ptrs(block);
+    std::vector<uint32_t> rows(block);
     std::vector<uint32_t> hits(std::max(block, nq) + 16);  // + 16: select_each's slack
+    if (screen) {
+      // Runs of 12 consecutive rows (one tile of the screen's kernel), one from each of
+      // ns / 12 equal strata at a hashed offset. Rows drawn one by one were a random read
+      // each, from memory when the index had left the cache (100k x 64 float16 and its
+      // codes, beside another index): the guess took 150 us of a 1.1 ms B = 32 search on
+      // each thread. A run's code rows are 13 cache lines in a row, prefetched a run ahead.
+      constexpr size_t kRun = 12;
+      const size_t nt = (ns + kRun - 1) / kRun;
+      const double tstep = double(total) / double(nt);
+      auto start = [&](size_t j) {
+        const size_t lo = static_cast<size_t>(double(j) * tstep);
+        const size_t hi = std::min(total, static_cast<size_t>(double(j + 1) * tstep));
+        const size_t span = hi > lo + kRun ? hi - lo - kRun + 1 : 1;
+        uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 31;
+        return lo + static_cast<size_t>(((h >> 32) * span) >> 32);
+      };
+      const size_t from = nt * t / tasks, to = nt * (t + 1) / tasks;
+      for (size_t j = from; j < to; j++) {
+        if (!allowed && j + 1 < to) {
+          const char* p = reinterpret_cast<const char*>(codes_->data + start(j + 1) * cb);
+          for (size_t b = 0; b < kRun * cb; b += 64) __builtin_prefetch(p + b);
+        }
+        const size_t pos = start(j);
+        const size_t nr = std::min(kRun, total - pos);
+        for (size_t i = 0; i < nr; i++) {
+          rows[i] = static_cast<uint32_t>(allowed ? (*allowed)[pos + i] : pos + i);
+          cptrs[i] = codes_->data + static_cast<size_t>(rows[i]) * cb;
+        }
+        const auto codes = allowed ? RowSpan<uint8_t>::Gathered(cptrs.data())
+                                   : RowSpan<uint8_t>::Consecutive(codes_->data + pos * cb, cb);
+        size_t got = 0;
+        const size_t np = kernels_.pairs_i8(codes, nr, nq, dpad_, scratch.get(), dfloor.data(),
+                                            pairs.data(), pairs.size(), &got);
+        for (size_t x = 0; x < np; x++) {
+          const I8Pair p = pairs[x];
+          const size_t q = p.query;
+          if (p.score < dfloor[q]) continue;
+          Key* list = lists.data() + (t * nq + q) * cap;
+          size_t& f = fill[t * nq + q];
+          list[f++] = ScreenKey(p.score, rows[p.row]);
+          if (f == cap) {
+            NthLargest(list, cap, r - 1);
+            f = r;
+            dfloor[q] = ScreenKeyD(list[r - 1]);
+          }
+        }
+      }
+      return;
+    }
     const size_t from = ns * t / tasks, to = ns * (t + 1) / tasks;
     for (size_t s0 = from; s0 < to; s0 += block) {
       const size_t nr = std::min(block, to - s0);
       for (size_t i = 0; i < nr; i++) {
         // One row drawn from each of ns equal strata, at a hashed offset: random enough
         // that an ordered or periodic list does not bias the guess, and the same on every
-        // call.
+        // call. (Strata bounds in double and the offset by a multiply and a shift: three
+        // 64-bit divisions a row were a sixth of the sampling loop's time.)
         const size_t j = s0 + i;
-        const size_t lo = j * total / ns, hi = (j + 1) * total / ns;
+        const size_t lo = static_cast<size_t>(double(j) * step);
+        const size_t hi = std::min(total, std::max(lo + 1, static_cast<size_t>(double(j + 1) * step)));
         uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
         h ^= h >> 31;
-        const size_t pos = lo + static_cast<size_t>(h % std::max<size_t>(1, hi - lo));
-        ptrs[i] = rows_->data + static_cast<size_t>(allowed ? (*allowed)[pos] : pos) * rb;
+        const size_t pos = lo + static_cast<size_t>(((h >> 32) * (hi - lo)) >> 32);
+        rows[i] = static_cast<uint32_t>(allowed ? (*allowed)[pos] : pos);
+        ptrs[i] = rows_->data + static_cast<size_t>(rows[i]) * rb;
       }
       const float* sc = nullptr;
       if (storage_ == Storage::F16) {
@@ -564,16 +711,14 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
         const size_t nh = kernels_.select_each(srow, least.data(), nq, hits.data());
         for (size_t x = 0; x < nh; x++) {
           const size_t q = hits[x];
-          float* b = best.data() + (t * nq + q) * r;
-          const uint8_t** br = best_row.data() + (t * nq + q) * r;
-          size_t at = r - 1;  // insertion into the sorted list; the r-th best drops out
-          for (; at > 0 && b[at - 1] < srow[q]; at--) {
-            b[at] = b[at - 1];
-            br[at] = br[at - 1];
+          Key* list = lists.data() + (t * nq + q) * cap;
+          size_t& f = fill[t * nq + q];
+          list[f++] = MakeKey(srow[q], rows[i]);
+          if (f == cap) {
+            NthLargest(list, cap, r - 1);
+            f = r;
+            least[q] = KeyScore(list[r - 1]);
           }
-          b[at] = srow[q];
-          br[at] = ptrs[i];
-          least[q] = b[r - 1];
         }
       }
     }
@@ -583,21 +728,6 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   } else {
     ThreadPool::Shared().ParallelFor(tasks, part);
   }
-  // Each query's r best over all tasks' lists (in the first task's slots).
-  if (tasks > 1) {
-    std::vector<std::pair<float, const uint8_t*>> all;
-    for (size_t q = 0; q < nq; q++) {
-      all.clear();
-      for (size_t t = 0; t < tasks; t++)
-        for (size_t x = 0; x < r; x++)
-          if (best_row[(t * nq + q) * r + x] != nullptr)
-            all.emplace_back(best[(t * nq + q) * r + x], best_row[(t * nq + q) * r + x]);
-      const size_t m = std::min(r, all.size());
-      std::partial_sort(all.begin(), all.begin() + m, all.end(),
-                        [](const auto& u, const auto& v) { return u.first > v.first; });
-      for (size_t x = 0; x < r; x++) best_row[q * r + x] = x < m ? all[x].second : nullptr;
-    }
-  }
   std::vector<float> guess(nq, -std::numeric_limits<float>::infinity());
   // A bfloat16 kernel's scores are approximate, and its errors can lift the r-th best above
   // every exact sample score near it: on uniform [0, 1) data (scores all positive, large
@@ -605,11 +735,20 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   // The guess is the least exact score of the r rows kept: r sample rows reach it, so it is
   // at most the sample's exact r-th best, and the guess keeps its float32 odds.
   std::vector<float> row32(storage_ == Storage::F16 ? dpad_ : 0);
+  std::vector<Key> all;
   for (size_t q = 0; q < nq; q++) {
-    if (best_row[q * r + r - 1] == nullptr) continue;  // fewer than r sample rows
+    // The query's r best over all tasks' lists.
+    all.clear();
+    for (size_t t = 0; t < tasks; t++) {
+      const Key* list = lists.data() + (t * nq + q) * cap;
+      all.insert(all.end(), list, list + fill[t * nq + q]);
+    }
+    if (all.size() < r) continue;  // fewer than r sample rows
+    if (all.size() > r) NthLargest(all.data(), all.size(), r - 1);
     float g = std::numeric_limits<float>::infinity();
     for (size_t x = 0; x < r; x++) {
-      const uint8_t* row = best_row[q * r + x];
+      const uint32_t at = screen ? ScreenKeyRow(all[x]) : KeyId(all[x]);
+      const uint8_t* row = rows_->data + static_cast<size_t>(at) * rb;
       const float* f = reinterpret_cast<const float*>(row);
       if (storage_ == Storage::F16) {
         kernels_.from_f16(reinterpret_cast<const uint16_t*>(row), row32.data(), dpad_);
@@ -642,9 +781,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   for (size_t q = 0; q < nq; q++)
     std::memcpy(qpad.data() + q * dpad_, req.queries + q * dim_, dim_ * sizeof(float));
   std::vector<const std::vector<uint32_t>*> ex(nq, nullptr);
+  bool any_ex = false;
   if (req.exclude && !req.exclude->empty()) {
     for (size_t q = 0; q < nq; q++)
-      if (!(*req.exclude)[q].empty()) ex[q] = &(*req.exclude)[q];
+      if (!(*req.exclude)[q].empty()) ex[q] = &(*req.exclude)[q], any_ex = true;
   }
 
   auto lk = ReadLock();
@@ -689,7 +829,41 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
       tuning_.chunks_per_task == 0 ? nblocks : std::min(nblocks, tasks * tuning_.chunks_per_task);
   std::atomic<size_t> next_chunk{0};
   const bool f16 = storage_ == Storage::F16;
-  SharedFloors floors(tasks > 1 ? nq : 0);
+  SharedFloors<float> floors(tasks > 1 && !screen ? nq : 0);
+  SharedFloors<int32_t> dfloors(tasks > 1 && screen ? nq : 0);
+  // The int8 screen's per-query figures, from the first task's packed queries (every task
+  // packs the same), for the merge; and each task's candidates.
+  std::vector<I8Query> figures(screen ? nq : 0);
+  std::vector<std::vector<ScreenTopK>> screened(screen ? tasks : 0, std::vector<ScreenTopK>(nq));
+  // Row `row`'s float32 score for query q, as the rescoring kernels compute it.
+  auto exact = [&](uint32_t row, size_t q) {
+    const uint8_t* p = base + static_cast<size_t>(row) * rb;
+    return f16 ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(p), qpad.data() + q * dpad_,
+                                    dpad_)
+               : kernels_.exact_f32(reinterpret_cast<const float*>(p), qpad.data() + q * dpad_,
+                                    dpad_);
+  };
+  // Query q's candidates v[0, n) (screen keys) with D >= dmin rescored: the float32 keys
+  // of those whose score is a number (a NaN reaches no threshold, as in the rescoring
+  // kernels), appended to out, each with its screen key beside it. The rows were last read
+  // when the index was built or the B = 1 scan ran, and may be in memory: prefetched 16
+  // candidates ahead.
+  auto rescore = [&](const Key* v, size_t n, size_t q, int32_t dmin,
+                     std::vector<std::pair<Key, Key>>* out) {
+    constexpr size_t kAhead = 16;
+    auto fetch = [&](size_t i) {
+      const uint8_t* p = base + static_cast<size_t>(ScreenKeyRow(v[i])) * rb;
+      for (size_t b = 0; b < rb; b += 64) __builtin_prefetch(p + b);
+    };
+    for (size_t i = 0; i < std::min(kAhead, n); i++) fetch(i);
+    for (size_t i = 0; i < n; i++) {
+      if (i + kAhead < n) fetch(i + kAhead);
+      if (ScreenKeyD(v[i]) < dmin) continue;
+      const uint32_t row = ScreenKeyRow(v[i]);
+      const float sc = exact(row, q);
+      if (sc == sc) out->emplace_back(MakeKey(sc, ids_[row]), v[i]);
+    }
+  };
 
   auto worker = [&](size_t t) {
     std::vector<TopK>& h = heaps[t];
@@ -704,8 +878,38 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     // the padding queries of the last panel. A threshold moves only when its TopK cuts.
     const size_t nq16 = PanelStride(nq);
     std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
+    // The int8 screen's candidates, floors (INT32_MAX for padding queries), pairs found in
+    // a kernel call (at least 12 * nq, see pairs_i8), and query figures.
+    std::vector<ScreenTopK>* sh = screen ? &screened[t] : nullptr;
+    std::vector<int32_t> dfl(screen ? nq16 : 0, INT32_MAX);
+    std::vector<I8Pair> pairs(screen ? std::max<size_t>(12 * nq, 4096) : 0);
+    std::vector<I8Query> qf(screen ? nq : 0);
+    std::vector<std::pair<Key, Key>> pruned;
+    // Cuts query q's full buffer (ScreenTopK::Cut); past 8k + 1024 kept rows, the best k in
+    // float32 stay and the floor rises to what the k-th needs. Out of the pair loop's way.
+    auto cut = [&](size_t q) __attribute__((noinline)) {
+      return (*sh)[q].Cut([&](std::vector<Key>& v, size_t kk, int32_t* floor) {
+        pruned.clear();
+        rescore(v.data(), v.size(), q, INT32_MIN, &pruned);
+        if (pruned.size() > kk) {
+          std::nth_element(pruned.begin(), pruned.begin() + (kk - 1), pruned.end(),
+                           [](const auto& a, const auto& b) { return a.first > b.first; });
+          pruned.resize(kk);
+          *floor = std::max(*floor, I8Floor(qf[q], KeyScore(pruned[kk - 1].first)));
+        }
+        v.clear();
+        for (const auto& e : pruned) v.push_back(e.second);
+      });
+    };
     if (screen) {
       kernels_.pack_queries_i8(qpad.data(), nq, dpad_, screen_, scratch.get());
+      kernels_.query_i8(scratch.get(), nq, dpad_, qf.data());
+      if (t == 0) figures = qf;
+      for (size_t q = 0; q < nq; q++) {
+        (*sh)[q].Reset(k, qf[q].margin);
+        if (!guess.empty()) (*sh)[q].RaiseFloor(I8Floor(qf[q], guess[q]));
+        dfl[q] = (*sh)[q].Floor();
+      }
     } else if (pack) {
       kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get(), row_norm_max_);
     }
@@ -720,7 +924,12 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
       for (size_t b = nblocks * c / nchunks; b < nblocks * (c + 1) / nchunks; b++) {
         const size_t r0 = b * block;
         const size_t nr = std::min(block, total - r0);
-        if (tasks > 1) {
+        if (tasks > 1 && screen) {
+          for (size_t q = 0; q < nq; q++) {
+            (*sh)[q].RaiseFloor(dfloors.Get(q));
+            dfl[q] = (*sh)[q].Floor();
+          }
+        } else if (tasks > 1) {
           for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(floors.Get(q));
           if (pack)
             for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
@@ -752,26 +961,42 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
             ptrs[i] = p;
           }
         }
+        if (screen) {
+          // The int8 screen names the pairs whose integer score reaches the query's floor;
+          // each joins its query's candidates by that score (ScreenTopK), and no stored
+          // row is read until the merge.
+          for (size_t done = 0; done < nr;) {
+            const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + (r0 + done) * cb, cb)
+                                     : RowSpan<uint8_t>::Gathered(cptrs.data() + done);
+            size_t got = 0;
+            const size_t np = kernels_.pairs_i8(codes, nr - done, nq, dpad_, scratch.get(),
+                                                dfl.data(), pairs.data(), pairs.size(), &got);
+            const uint32_t* idx = spans ? nullptr : rowidx.data() + done;
+            const uint32_t first = static_cast<uint32_t>(r0 + done);
+            for (size_t x = 0; x < np; x++) {
+              const I8Pair p = pairs[x];
+              const size_t q = p.query;
+              if (p.score < dfl[q]) continue;  // the floor rose since the kernel's compare
+              const uint32_t row = idx ? idx[p.row] : first + p.row;
+              if (any_ex && ex[q] != nullptr && Excluded(ex[q], ids_[row])) continue;
+              if ((*sh)[q].Add(ScreenKey(p.score, row)) && cut(q)) {
+                dfl[q] = (*sh)[q].Floor();
+                if (tasks > 1) dfloors.Publish(q, dfl[q]);
+              }
+            }
+            done += got;
+          }
+          continue;
+        }
         if (pack) {
           // The batch kernel filters on its accumulators and names the rows that hold a
           // candidate for some query; only those rows are read back, row-major.
           const float* sc = nullptr;
-          size_t nh;
-          if (screen) {
-            const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
-                                     : RowSpan<uint8_t>::Gathered(cptrs.data());
-            nh = f16 ? kernels_.panel_i8_f16(codes, rows_as(static_cast<uint16_t*>(nullptr)), nr,
-                                             nq, dpad_, scratch.get(), thr.data(), hits.data(),
-                                             &sc)
-                     : kernels_.panel_i8_f32(codes, rows_as(static_cast<float*>(nullptr)), nr, nq,
-                                             dpad_, scratch.get(), thr.data(), hits.data(), &sc);
-          } else {
-            nh = f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()),
-                                          nr, nq, dpad_, scratch.get(), thr.data(), hits.data(),
-                                          &sc)
-                     : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr,
-                                          nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc);
-          }
+          const size_t nh =
+              f16 ? kernels_.panel_f16(reinterpret_cast<const uint16_t* const*>(ptrs.data()), nr,
+                                       nq, dpad_, scratch.get(), thr.data(), hits.data(), &sc)
+                  : kernels_.panel_f32(reinterpret_cast<const float* const*>(ptrs.data()), nr, nq,
+                                       dpad_, scratch.get(), thr.data(), hits.data(), &sc);
           for (size_t x = 0; x < nh; x++) {
             const size_t i = hits[x];
             const float* srow = sc + i * nq16;
@@ -859,31 +1084,59 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     done = true;
   }
 #endif
+  const bool by_screen = screen && !done;
   if (!done) {
     if (guess_floors && pack && tuning_.guess_rank > 0 && total >= tuning_.guess_min_rows &&
         tuning_.guess_rank * total / (3 * k) * 16 <= total)
-      guess = GuessFloors(qpad.data(), nq, k, total, gather ? &allowed : nullptr, block);
+      guess = GuessFloors(qpad.data(), nq, k, total, gather ? &allowed : nullptr, block, screen);
     if (tasks == 1) {
       worker(0);
     } else {
       ThreadPool::Shared().ParallelFor(tasks, worker);
     }
   }
-  lk.unlock();
-
   // Merge the tasks' candidates per query: best first, ties by smaller id. nth_element then
   // a sort of the k kept is linear plus k log k; partial_sort's heap over every candidate
   // cost ~15 us per query at k = 100. Large batches merge on every thread (queries are
   // independent).
   std::vector<char> retry(guess.empty() ? 0 : nq, 0);
   const size_t merge_tasks = std::max<size_t>(1, std::min(threads_, nq / 8));
+  // Under the int8 screen, the tasks' candidates are first cut by integer score over their
+  // union, and the rows kept are rescored in float32 (under the read lock: they are read).
   auto merge = [&](size_t t0) {
     std::vector<Key> all;
+    std::vector<std::pair<Key, Key>> scored;
     for (size_t q = nq * t0 / merge_tasks; q < nq * (t0 + 1) / merge_tasks; q++) {
       all.clear();
-      for (size_t t = 0; t < tasks; t++) {
-        const auto& e = heaps[t][q].Entries();
-        all.insert(all.end(), e.begin(), e.end());
+      if (by_screen) {
+        for (size_t t = 0; t < tasks; t++) {
+          const auto& e = screened[t][q].Entries();
+          all.insert(all.end(), e.begin(), e.end());
+        }
+        scored.clear();
+        if (all.size() > k) {
+          // The best k by D first (CutByScreen leaves them in front); the rest only where
+          // their bound reaches the least float32 score of those k.
+          int32_t unused = INT32_MIN;
+          CutByScreen(all, k, figures[q].margin, &unused);
+          rescore(all.data(), k, q, INT32_MIN, &scored);
+          int32_t dmin = INT32_MIN;
+          if (scored.size() == k) {
+            Key least = scored[0].first;
+            for (const auto& e : scored) least = std::min(least, e.first);
+            dmin = I8Floor(figures[q], KeyScore(least));
+          }
+          rescore(all.data() + k, all.size() - k, q, dmin, &scored);
+        } else {
+          rescore(all.data(), all.size(), q, INT32_MIN, &scored);
+        }
+        all.clear();
+        for (const auto& e : scored) all.push_back(e.first);
+      } else {
+        for (size_t t = 0; t < tasks; t++) {
+          const auto& e = heaps[t][q].Entries();
+          all.insert(all.end(), e.begin(), e.end());
+        }
       }
       const size_t m = std::min(k, all.size());
       if (m < all.size())
@@ -902,6 +1155,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   } else {
     ThreadPool::Shared().ParallelFor(merge_tasks, merge);
   }
+  lk.unlock();
 
   // The queries whose guess overshot, searched again without guesses (after the lock is
   // released: a read lock taken twice could wait behind a writer at the gate). They may see

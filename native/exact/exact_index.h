@@ -124,9 +124,10 @@ class ExactIndex {
   void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen) const;
   void Search(const SearchRequest& req, SearchResult* out, bool guess) const;
   // Caller holds the shared lock. Each query's guess_rank-th best score over a sample of
-  // the scan list (rows, or allowed when non-null).
+  // the scan list (rows, or allowed when non-null); screen: scored by the int8 screen.
   std::vector<float> GuessFloors(const float* qpad, size_t nq, size_t k, size_t total,
-                                 const std::vector<uint32_t>* allowed, size_t block) const;
+                                 const std::vector<uint32_t>* allowed, size_t block,
+                                 bool screen) const;
 
   // Writers take gate_ before the unique lock, and readers pass through gate_ before the
   // shared lock, so a steady stream of searches cannot starve an upsert (glibc's rwlock

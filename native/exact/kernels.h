@@ -101,6 +101,48 @@ struct I8RowCode {
   bool finite = true;
 };
 
+// What the int8 screen knows of one query (Kernels::query_i8): a pair whose integer score
+// is D has a float32 score within b of scale * D + c, the same c for every row. upper is
+// c + b, rounded up: a pair reaches a float32 threshold thr only if scale * D + upper >= thr
+// (I8Floor). margin is an integer no less than 2b / scale: a pair whose D is more than
+// margin below another pair's D' has a float32 score below that pair's, so once k pairs
+// reach some D', no pair below D' - margin can be among the best k. kI8NoMargin where the
+// screen tells nothing (scale 0: a query of zeros; a bound that is infinite or NaN).
+constexpr int64_t kI8NoMargin = int64_t(1) << 40;
+struct I8Query {
+  double scale = 0;
+  double upper = 0;
+  int64_t margin = kI8NoMargin;
+};
+// The least integer score a pair needs to reach float32 score thr (lowered by one against
+// the division's rounding): -Infinity thresholds and unusable bounds let every pair pass,
+// +Infinity none.
+inline int32_t I8Floor(const I8Query& f, float thr) {
+  const double t = thr, m = f.upper;
+  double x;
+  if (t == -std::numeric_limits<double>::infinity() ||
+      m == std::numeric_limits<double>::infinity() || std::isnan(m)) {
+    x = -std::numeric_limits<double>::infinity();
+  } else if (t == std::numeric_limits<double>::infinity()) {
+    x = std::numeric_limits<double>::infinity();
+  } else if (f.scale > 0) {
+    x = std::floor((t - m) / f.scale) - 1;
+  } else {
+    x = t <= m ? -std::numeric_limits<double>::infinity()
+               : std::numeric_limits<double>::infinity();
+  }
+  return x <= double(INT32_MIN)   ? INT32_MIN
+         : x >= double(INT32_MAX) ? INT32_MAX
+                                  : static_cast<int32_t>(x);
+}
+// A pair the int8 screen lets through (Kernels::pairs_i8): row r of the call's rows,
+// query q, integer score D.
+struct I8Pair {
+  uint32_t row;
+  uint32_t query;
+  int32_t score;
+};
+
 struct Kernels {
   const char* name;
   // out[q * ldo + r] = dot(rows[r], queries + q * dpad) for r < nrows, q < nq: rows scored
@@ -164,6 +206,23 @@ struct Kernels {
   size_t (*panel_i8_f16)(RowSpan<uint8_t> codes, RowSpan<uint16_t> rows, size_t nrows,
                          size_t nq, size_t dpad, float* scratch, const float* thr,
                          uint32_t* hit_rows, const float** scores);
+  // The int8 screen without rescoring: scores code rows against the queries pack_queries_i8
+  // packed (scratch as for panel_i8_f32) and writes each pair whose integer score D reaches
+  // floors[q] (PanelStride(nq) entries, INT32_MAX past nq) to pairs, row-major. Stops after
+  // the tile of 12 rows at which fewer than 12 * nq slots of max_pairs (>= 12 * nq) would be
+  // left, with *rows_done saying how far it got; returns the count. The caller keeps its
+  // candidates by D (I8Query says how far D may lie from the float32 score) and rescores the
+  // few that survive with exact_f32 / exact_f16 at the end of the scan.
+  size_t (*pairs_i8)(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
+                     float* scratch, const int32_t* floors, I8Pair* pairs, size_t max_pairs,
+                     size_t* rows_done);
+  // The screen's figures of each packed query (scratch as pack_queries_i8 left it).
+  void (*query_i8)(const float* scratch, size_t nq, size_t dpad, I8Query* out);
+  // The float32 score of a stored row and a padded query, summed as panel_i8_f32/f16 and
+  // the avx512-bf16 set's batch kernels rescore: the screened and unscreened searches of
+  // that set agree bit for bit.
+  float (*exact_f32)(const float* row, const float* query, size_t dpad);
+  float (*exact_f16)(const uint16_t* row, const float* query, size_t dpad);
   // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is
   // not finite) into codes, without the trailing sum, which the caller writes.
   I8RowCode (*code_row_i8)(const float* v, size_t dpad, float s, float z, int8_t* codes);

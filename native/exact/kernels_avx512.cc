@@ -491,6 +491,7 @@ struct I8Scratch {
   float* offset;
   int32_t* start;  // m - 128
   int32_t* floor;
+  float* bound;  // b of I8Query, rounded up
   float* scale;  // scale[0]: the rows' s
   float* scores;
 };
@@ -503,6 +504,7 @@ inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
   x.offset = Carve(s, nq16);
   x.start = Carve<int32_t>(s, nq16);
   x.floor = Carve<int32_t>(s, nq16);
+  x.bound = Carve(s, nq16);
   x.scale = Carve(s, 16);
   x.scores = s;
   return x;
@@ -552,9 +554,26 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
     const double centre = double(screen.zero) * sum;
     // NaN (an infinite err or amax against a zero) and overflow round up to +Infinity
     // (RoundUpToFloat): every pair of that query is rescored.
-    s.offset[q] = q >= nq ? 0.f
-                          : RoundUpToFloat(centre + bound * (1 + 1e-6) + std::fabs(centre) * 1e-12 + 1e-30);
+    const double b = bound * (1 + 1e-6) + std::fabs(centre) * 1e-12 + 1e-30;
+    s.offset[q] = q >= nq ? 0.f : RoundUpToFloat(centre + b);
+    s.bound[q] = q >= nq ? 0.f : RoundUpToFloat(b);
   }
+}
+
+I8Query QueryOf(const I8Scratch& s, size_t q) {
+  I8Query f;
+  f.scale = double(s.scale[0]) * double(s.t[q]);  // exact: two floats' product in double
+  f.upper = s.offset[q];
+  const double b = s.bound[q];
+  // ceil(2b / scale) in double, plus one against the division's rounding.
+  const double m = f.scale > 0 ? std::ceil(2 * b / f.scale) + 1 : std::nan("");
+  f.margin = m >= 0 && m < double(kI8NoMargin) ? static_cast<int64_t>(m) : kI8NoMargin;
+  return f;
+}
+
+void QueryI8(const float* scratch, size_t nq, size_t dpad, I8Query* out) {
+  const I8Scratch s = LayoutI8(const_cast<float*>(scratch), PanelStride(nq), dpad);
+  for (size_t q = 0; q < nq; q++) out[q] = QueryOf(s, q);
 }
 
 // acc += the four byte products of each lane (u: unsigned, s: signed). In assembly: g++ 12
@@ -702,25 +721,7 @@ __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
   // This call's integer floors: D >= floor[q] is necessary for the pair's float32 score to
   // reach thr[q] (see above); +Infinity (padding queries) never passes.
-  const double scale = s.scale[0];
-  for (size_t q = 0; q < nq16; q++) {
-    const double t = thr[q], m = s.offset[q];
-    double x;
-    if (t == -std::numeric_limits<double>::infinity() ||
-        m == std::numeric_limits<double>::infinity()) {
-      x = -std::numeric_limits<double>::infinity();
-    } else if (t == std::numeric_limits<double>::infinity()) {
-      x = std::numeric_limits<double>::infinity();
-    } else {
-      const double a = scale * double(s.t[q]);
-      x = a > 0 ? std::floor((t - m) / a) - 1
-                : (t <= m ? -std::numeric_limits<double>::infinity()
-                          : std::numeric_limits<double>::infinity());
-    }
-    s.floor[q] = x <= double(INT32_MIN)   ? INT32_MIN
-                 : x >= double(INT32_MAX) ? INT32_MAX
-                                          : static_cast<int32_t>(x);
-  }
+  for (size_t q = 0; q < nq16; q++) s.floor[q] = I8Floor(QueryOf(s, q), thr[q]);
   int32_t* isc = reinterpret_cast<int32_t*>(s.scores);
   const size_t cb = I8RowBytes(dpad);
   const size_t rowbytes = dpad * sizeof(typename L::T);
@@ -785,6 +786,66 @@ __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
   rescore(prev_r, prev_hit);
   *scores = s.scores;
   return nhit;
+}
+
+// The screen alone (Kernels::pairs_i8): each tile's integer scores go to a tile-sized
+// stage that stays in L1, and the pairs at or above their floors are written out; no
+// stored row is read.
+__attribute__((target("avx512vnni"))) size_t PairsI8(RowSpan<uint8_t> codes, size_t nrows,
+                                                      size_t nq, size_t dpad, float* scratch,
+                                                      const int32_t* floors, I8Pair* pairs,
+                                                      size_t max_pairs, size_t* rows_done) {
+  const size_t nq16 = PanelStride(nq);
+  const size_t dq = dpad / 4;
+  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
+  int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
+  const size_t cb = I8RowBytes(dpad);
+  const size_t per_tile = kTileRows * nq;
+  size_t n = 0, r = 0;
+  for (; r < nrows && max_pairs - n >= per_tile; r += kTileRows) {
+    const size_t nr = std::min(kTileRows, nrows - r);
+    if (codes.consecutive()) {
+      const size_t end = std::min(nrows, r + 2 * kTileRows);
+      if (r + kTileRows < end) {
+        const char* p = reinterpret_cast<const char*>(codes[r + kTileRows]);
+        const size_t bytes = (end - r - kTileRows) * codes.stride;
+        for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      }
+    } else {
+      for (size_t i = r + kTileRows; i < std::min(nrows, r + 2 * kTileRows); i++) {
+        const char* p = reinterpret_cast<const char*>(codes[i]);
+        for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      }
+    }
+    for (unsigned hit = TileI8(codes, r, nr, dq, s.codes, nq, s.start, floors, stage, nq16);
+         hit != 0; hit &= hit - 1) {
+      const unsigned i = static_cast<unsigned>(__builtin_ctz(hit));
+      const int32_t* drow = stage + i * nq16;
+      // Four panels' compares in one mask: a hit row usually holds one pair, and one loop
+      // over the mask's bits then runs once, where a loop per panel mispredicted which
+      // panel held it.
+      for (size_t q0 = 0; q0 < nq16; q0 += 64) {
+        uint64_t m = 0;
+        for (size_t p = 0; p < 4 && q0 + 16 * p < nq16; p++)
+          m |= uint64_t(_mm512_cmpge_epi32_mask(_mm512_load_si512(drow + q0 + 16 * p),
+                                                _mm512_loadu_si512(floors + q0 + 16 * p)))
+               << (16 * p);
+        for (; m != 0; m &= m - 1) {
+          const size_t q = q0 + static_cast<size_t>(__builtin_ctzll(m));
+          pairs[n++] = I8Pair{static_cast<uint32_t>(r + i), static_cast<uint32_t>(q), drow[q]};
+        }
+      }
+    }
+  }
+  *rows_done = std::min(r, nrows);
+  return n;
+}
+
+float ExactF32(const float* row, const float* query, size_t dpad) {
+  return ExactDot(row, query, dpad);
+}
+float ExactF16(const uint16_t* row, const float* query, size_t dpad) {
+  return ExactDot(row, query, dpad);
 }
 
 size_t PanelHitsI8F32(RowSpan<uint8_t> codes, RowSpan<float> rows, size_t nrows, size_t nq,
@@ -859,6 +920,10 @@ void AddI8(Kernels* x) {
   x->pack_queries_i8 = PackQueriesI8;
   x->panel_i8_f32 = PanelHitsI8F32;
   x->panel_i8_f16 = PanelHitsI8F16;
+  x->pairs_i8 = PairsI8;
+  x->query_i8 = QueryI8;
+  x->exact_f32 = ExactF32;
+  x->exact_f16 = ExactF16;
   x->code_row_i8 = CodeRowI8;
   x->finite_range = FiniteRange;
 }
