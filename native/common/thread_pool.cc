@@ -91,13 +91,32 @@ ThreadPool::~ThreadPool() {
   for (auto& t : threads_) t.join();
 }
 
+ThreadPool::Hold::Hold(ThreadPool& pool) : pool_(pool) {
+  // (A worker checks holds_ under the mutex before it sleeps, so one that has not yet
+  // counted itself in sleeping_ sees this Hold and stays up.)
+  if (pool_.holds_.fetch_add(1) == 0 && pool_.sleeping_.load() > 0) {
+    std::lock_guard<std::mutex> g(pool_.mu_);
+    pool_.cv_.notify_all();
+  }
+}
+
+ThreadPool::Hold::~Hold() { pool_.holds_.fetch_sub(1); }
+
 void ThreadPool::WorkerLoop() {
   for (;;) {
     Batch* b;
-    SpinUntil([this] { return stop_.load() || queued_.load() > 0; });
+    // Poll for kSpin, and on while a Hold lives.
+    while (!SpinUntil([this] { return stop_.load() || queued_.load() > 0; }) &&
+           holds_.load() > 0) {
+    }
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [this] { return stop_.load() || !queue_.empty(); });
+      if (!stop_ && queue_.empty()) {
+        sleeping_++;
+        cv_.wait(lk, [this] { return stop_.load() || !queue_.empty() || holds_.load() > 0; });
+        sleeping_--;
+        if (!stop_ && queue_.empty()) continue;  // woken by a Hold: poll
+      }
       if (stop_) return;
       b = queue_.front();
       // A batch stays queued until its tasks are all claimed, so several workers join it.

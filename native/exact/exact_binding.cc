@@ -153,7 +153,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
           info.Length() > 5 && !info[5].IsUndefined() ? ArgString(info, 5, "screen") : "auto";
       if (screen != "none" && screen != "int8" && screen != "auto")
         ThrowRange("screen must be 'none', 'int8' or 'auto', got '" + screen + "'");
-      if (screen == "int8" && ks->panel_i8_f32 == nullptr)
+      if (screen == "int8" && ks->screen_i8 == nullptr)
         ThrowRange("screen 'int8' needs AVX512_VNNI and an AVX-512 kernel set; kernel '" +
                    std::string(ks->name) + "' has none");
       index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,

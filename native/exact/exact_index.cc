@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <new>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -128,73 +129,66 @@ class TopK {
   std::vector<Key> buf_;
 };
 
-// A candidate of the int8 screen as one integer: its integer score D (I8Query) mapped to
-// unsigned order in the high half, its storage row in the low half.
-inline Key ScreenKey(int32_t d, uint32_t row) {
-  return (static_cast<Key>(static_cast<uint32_t>(d) ^ 0x80000000u) << 32) | row;
-}
-inline int32_t ScreenKeyD(Key key) {
-  return static_cast<int32_t>(static_cast<uint32_t>(key >> 32) ^ 0x80000000u);
-}
-inline uint32_t ScreenKeyRow(Key key) { return static_cast<uint32_t>(key); }
-
-// Keeps in v (more than k screen keys) the k best by D and every key within margin of the
-// k-th best, D_k: a pair more than margin below D_k scores below k others in float32
-// (I8Query), so it cannot be among the best k. Raises *floor to D_k - margin.
-inline void CutByScreen(std::vector<Key>& v, size_t k, int64_t margin, int32_t* floor) {
-  NthLargest(v.data(), v.size(), k - 1);
-  const int64_t f = int64_t(ScreenKeyD(v[k - 1])) - margin;
-  if (f <= int64_t(INT32_MIN)) return;
+// Keeps in v[0, n) (n > k screen keys, I8Key) the k best by D and every key within margin
+// of the k-th best, D_k: a pair more than margin below D_k scores below k others in float32
+// (I8Query), so it cannot be among the best k. Raises *floor to D_k - margin; returns how
+// many stay (the k best first).
+inline size_t CutByScreen(Key* v, size_t n, size_t k, int64_t margin, int32_t* floor) {
+  NthLargest(v, n, k - 1);
+  const int64_t f = int64_t(I8KeyScore(v[k - 1])) - margin;
+  if (f <= int64_t(INT32_MIN)) return n;
   size_t kept = k;
-  for (size_t i = k; i < v.size(); i++)
-    if (ScreenKeyD(v[i]) >= f) v[kept++] = v[i];
-  v.resize(kept);
+  for (size_t i = k; i < n; i++)
+    if (I8KeyScore(v[i]) >= f) v[kept++] = v[i];
   *floor = std::max(*floor, static_cast<int32_t>(f));
+  return kept;
 }
 
 // One query's running candidates under the int8 screen, kept by integer score alone:
 // nothing is rescored while the scan runs, and the rows that survive are rescored in
-// float32 once, at the end (Search's merge). An unsorted buffer as TopK, cut by
-// CutByScreen when it is full; the floor (the least D a pair needs to be pushed) rises at
-// each cut. Rescoring the pairs that passed as the scan found them (panel_i8_f32/f16) read
-// a stored row for each, and was a third of a 100k x 64 float16 B = 32 search (perf).
+// float32 once, at the end (Search's merge). An unsorted buffer as TopK, which the kernel
+// (Kernels::screen_i8) appends to directly, up to `fill` (the caller's count, kept in one
+// array for all queries), with room for `room` more keys past Cap(); cut by CutByScreen
+// once full, and the floor (the least D the kernel passes) rises at each cut. Rescoring the
+// pairs as the scan found them read a stored row for each, and was a third of a
+// 100k x 64 float16 B = 32 search (perf).
 // Where the band within the margin holds more than 8k + 1024 rows (bounds loose against
 // the scores' spread, or no bound at all: a query of zeros), prune() rescores the buffer
 // and keeps its best k in float32, so the buffer stays bounded and such a query costs what
-// the rescoring kernels cost.
+// rescoring every pair costs.
 class ScreenTopK {
  public:
-  void Reset(size_t k, int64_t margin) {
+  void Reset(size_t k, int64_t margin, size_t room) {
     k_ = k;
     margin_ = margin;
+    room_ = room;
     cap_ = std::max<size_t>(2 * k, 16);
     valve_ = 8 * k + 1024;
-    buf_.clear();
-    buf_.reserve(std::min<size_t>(cap_, 8192));
+    buf_.resize(cap_ + room_);
     floor_ = INT32_MIN;
   }
   int32_t Floor() const { return floor_; }
   void RaiseFloor(int32_t f) { floor_ = std::max(floor_, f); }
-  // Appends a candidate; returns whether the buffer is full (Cut next).
-  bool Add(Key key) {
-    buf_.push_back(key);
-    return buf_.size() >= cap_;
-  }
-  // prune(buf, k, &floor): keeps buf's best k by float32 score and raises floor to what the
-  // k-th needs. Returns whether the floor rose.
+  Key* Data() { return buf_.data(); }
+  size_t Cap() const { return cap_; }
+  // Cuts buf[0, *fill); prune(keys, &n, k, &floor) keeps the best k of keys[0, n) by
+  // float32 score and raises floor to what the k-th needs. Data() may move. Returns whether
+  // the floor rose.
   template <class Prune>
-  bool Cut(const Prune& prune) {
+  bool Cut(uint32_t* fill, const Prune& prune) {
     const int32_t before = floor_;
-    CutByScreen(buf_, k_, margin_, &floor_);
-    if (buf_.size() > valve_) prune(buf_, k_, &floor_);
-    cap_ = std::max(2 * k_, buf_.size() + k_);
+    size_t n = CutByScreen(buf_.data(), *fill, k_, margin_, &floor_);
+    if (n > valve_) prune(buf_.data(), &n, k_, &floor_);
+    *fill = static_cast<uint32_t>(n);
+    cap_ = std::max(2 * k_, n + k_);
+    if (buf_.size() < cap_ + room_) buf_.resize(cap_ + room_);
     return floor_ > before;
   }
-  const std::vector<Key>& Entries() const { return buf_; }
 
  private:
   size_t k_ = 0;
   size_t cap_ = 0;
+  size_t room_ = 0;
   size_t valve_ = 0;
   int64_t margin_ = 0;
   int32_t floor_ = INT32_MIN;
@@ -316,7 +310,7 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernel
           1, std::min<size_t>(threads == 0 ? SIZE_MAX : threads,
                               ThreadPool::Shared().Workers() + 1))),
       kernels_(kernels),
-      i8_(int8_screen && kernels.panel_i8_f32 != nullptr),
+      i8_(int8_screen && kernels.screen_i8 != nullptr),
       rows_(new Buffer()),
       codes_(new Buffer()) {}
 
@@ -608,19 +602,23 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   // typical row costs two vector compares. (std::nth_element over the whole sample, query
   // by query, took as long as the batch's whole top-k work; lists kept sorted by insertion
   // were 6% of a 100k x 64 float16 B = 32 search, most of it in the insertions' moves.)
-  const size_t cap = 2 * r;
-  const double step = double(total) / double(ns);
-  std::vector<Key> lists(tasks * nq * cap);
-  std::vector<size_t> fill(tasks * nq, 0);
-  // Under the int8 screen the sample is scored by the screen's own kernel (pairs_i8, four
+  // Under the int8 screen the sample is scored by the screen's own kernel (screen_i8, four
   // products per lane and instruction against the bfloat16 tile's two, and no conversion of
-  // the rows), and the lists keep screen keys: the integer score, then the row.
+  // the rows) in runs of kRun rows, which append screen keys (I8Key: the integer score, then
+  // the row) to the lists directly: room for kRun more past the cap.
+  constexpr size_t kRun = 12;
+  const size_t cap = 2 * r;
+  const size_t stride = cap + (screen ? kRun : 0);
+  const double step = double(total) / double(ns);
+  std::vector<Key> lists(tasks * nq * stride);
+  std::vector<uint32_t> fill(tasks * nq, 0);
   const size_t cb = I8RowBytes(dpad_);
   auto part = [&](size_t t) {
     AlignedFloats scratch(ScoreScratchFloats(block, nq, dpad_));
     std::vector<int32_t> dfloor(screen ? nq16 : 0, INT32_MAX);
     std::vector<const uint8_t*> cptrs(screen ? block : 0);
-    std::vector<I8Pair> pairs(screen ? std::max<size_t>(12 * nq, 4096) : 0);
+    std::vector<Key*> out(screen ? nq : 0);
+    for (size_t q = 0; q < out.size(); q++) out[q] = lists.data() + (t * nq + q) * stride;
     if (screen) {
       kernels_.pack_queries_i8(qpad, nq, dpad_, screen_, scratch.get());
       std::fill(dfloor.begin(), dfloor.begin() + nq, INT32_MIN);
@@ -637,7 +635,6 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
       // each, from memory when the index had left the cache (100k x 64 float16 and its
       // codes, beside another index): the guess took 150 us of a 1.1 ms B = 32 search on
       // each thread. A run's code rows are 13 cache lines in a row, prefetched a run ahead.
-      constexpr size_t kRun = 12;
       const size_t nt = (ns + kRun - 1) / kRun;
       const double tstep = double(total) / double(nt);
       auto start = [&](size_t j) {
@@ -662,21 +659,15 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
         }
         const auto codes = allowed ? RowSpan<uint8_t>::Gathered(cptrs.data())
                                    : RowSpan<uint8_t>::Consecutive(codes_->data + pos * cb, cb);
-        size_t got = 0;
-        const size_t np = kernels_.pairs_i8(codes, nr, nq, dpad_, scratch.get(), dfloor.data(),
-                                            pairs.data(), pairs.size(), &got);
-        for (size_t x = 0; x < np; x++) {
-          const I8Pair p = pairs[x];
-          const size_t q = p.query;
-          if (p.score < dfloor[q]) continue;
-          Key* list = lists.data() + (t * nq + q) * cap;
-          size_t& f = fill[t * nq + q];
-          list[f++] = ScreenKey(p.score, rows[p.row]);
-          if (f == cap) {
-            NthLargest(list, cap, r - 1);
-            f = r;
-            dfloor[q] = ScreenKeyD(list[r - 1]);
-          }
+        uint32_t* f = fill.data() + t * nq;
+        if (kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfloor.data(), rows.data(), 0,
+                               out.data(), f) == 0)
+          continue;
+        for (size_t q = 0; q < nq; q++) {
+          if (f[q] < cap) continue;
+          NthLargest(out[q], f[q], r - 1);
+          f[q] = static_cast<uint32_t>(r);
+          dfloor[q] = I8KeyScore(out[q][r - 1]);
         }
       }
       return;
@@ -711,8 +702,8 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
         const size_t nh = kernels_.select_each(srow, least.data(), nq, hits.data());
         for (size_t x = 0; x < nh; x++) {
           const size_t q = hits[x];
-          Key* list = lists.data() + (t * nq + q) * cap;
-          size_t& f = fill[t * nq + q];
+          Key* list = lists.data() + (t * nq + q) * stride;
+          uint32_t& f = fill[t * nq + q];
           list[f++] = MakeKey(srow[q], rows[i]);
           if (f == cap) {
             NthLargest(list, cap, r - 1);
@@ -740,14 +731,14 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
     // The query's r best over all tasks' lists.
     all.clear();
     for (size_t t = 0; t < tasks; t++) {
-      const Key* list = lists.data() + (t * nq + q) * cap;
+      const Key* list = lists.data() + (t * nq + q) * stride;
       all.insert(all.end(), list, list + fill[t * nq + q]);
     }
     if (all.size() < r) continue;  // fewer than r sample rows
     if (all.size() > r) NthLargest(all.data(), all.size(), r - 1);
     float g = std::numeric_limits<float>::infinity();
     for (size_t x = 0; x < r; x++) {
-      const uint32_t at = screen ? ScreenKeyRow(all[x]) : KeyId(all[x]);
+      const uint32_t at = screen ? I8KeyRow(all[x]) : KeyId(all[x]);
       const uint8_t* row = rows_->data + static_cast<size_t>(at) * rb;
       const float* f = reinterpret_cast<const float*>(row);
       if (storage_ == Storage::F16) {
@@ -775,6 +766,12 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   out->ids.assign(nq * k, SearchResult::kNoId);
   out->scores.assign(nq * k, -std::numeric_limits<float>::infinity());
   if (nq == 0) return;
+  // The pool stays awake from here to the merge (ThreadPool::Hold), and a sleeping worker
+  // starts waking while the queries are copied. B = 32, float16, 100k x 64, two threads:
+  // the guess's second task started 31 us late and the merge's 50, 1.13 ms a search against
+  // 0.98 ms held (bench:exact-ab, temporary timers).
+  std::optional<ThreadPool::Hold> hold;
+  if (threads_ > 1) hold.emplace(ThreadPool::Shared());
 
   // Queries are copied into the padded layout the kernels expect (zeros past d).
   std::vector<float> qpad(nq * dpad_, 0.f);
@@ -835,6 +832,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   // packs the same), for the merge; and each task's candidates.
   std::vector<I8Query> figures(screen ? nq : 0);
   std::vector<std::vector<ScreenTopK>> screened(screen ? tasks : 0, std::vector<ScreenTopK>(nq));
+  std::vector<std::vector<uint32_t>> screen_fill(screen ? tasks : 0, std::vector<uint32_t>(nq));
   // Row `row`'s float32 score for query q, as the rescoring kernels compute it.
   auto exact = [&](uint32_t row, size_t q) {
     const uint8_t* p = base + static_cast<size_t>(row) * rb;
@@ -852,14 +850,14 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
                      std::vector<std::pair<Key, Key>>* out) {
     constexpr size_t kAhead = 16;
     auto fetch = [&](size_t i) {
-      const uint8_t* p = base + static_cast<size_t>(ScreenKeyRow(v[i])) * rb;
+      const uint8_t* p = base + static_cast<size_t>(I8KeyRow(v[i])) * rb;
       for (size_t b = 0; b < rb; b += 64) __builtin_prefetch(p + b);
     };
     for (size_t i = 0; i < std::min(kAhead, n); i++) fetch(i);
     for (size_t i = 0; i < n; i++) {
       if (i + kAhead < n) fetch(i + kAhead);
-      if (ScreenKeyD(v[i]) < dmin) continue;
-      const uint32_t row = ScreenKeyRow(v[i]);
+      if (I8KeyScore(v[i]) < dmin) continue;
+      const uint32_t row = I8KeyRow(v[i]);
       const float sc = exact(row, q);
       if (sc == sc) out->emplace_back(MakeKey(sc, ids_[row]), v[i]);
     }
@@ -878,37 +876,43 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     // the padding queries of the last panel. A threshold moves only when its TopK cuts.
     const size_t nq16 = PanelStride(nq);
     std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
-    // The int8 screen's candidates, floors (INT32_MAX for padding queries), pairs found in
-    // a kernel call (at least 12 * nq, see pairs_i8), and query figures.
+    // The int8 screen's candidates, their counts and where the kernel appends (refreshed
+    // after a cut), floors (INT32_MAX for padding queries) and query figures.
     std::vector<ScreenTopK>* sh = screen ? &screened[t] : nullptr;
+    uint32_t* fill = screen ? screen_fill[t].data() : nullptr;
+    std::vector<Key*> out(screen ? nq : 0);
+    std::vector<uint32_t> before(screen && any_ex ? nq : 0);
     std::vector<int32_t> dfl(screen ? nq16 : 0, INT32_MAX);
-    std::vector<I8Pair> pairs(screen ? std::max<size_t>(12 * nq, 4096) : 0);
     std::vector<I8Query> qf(screen ? nq : 0);
     std::vector<std::pair<Key, Key>> pruned;
     // Cuts query q's full buffer (ScreenTopK::Cut); past 8k + 1024 kept rows, the best k in
-    // float32 stay and the floor rises to what the k-th needs. Out of the pair loop's way.
-    auto cut = [&](size_t q) __attribute__((noinline)) {
-      return (*sh)[q].Cut([&](std::vector<Key>& v, size_t kk, int32_t* floor) {
+    // float32 stay and the floor rises to what the k-th needs.
+    auto cut = [&](size_t q) {
+      const bool rose = (*sh)[q].Cut(&fill[q], [&](Key* v, size_t* n, size_t kk, int32_t* floor) {
         pruned.clear();
-        rescore(v.data(), v.size(), q, INT32_MIN, &pruned);
+        rescore(v, *n, q, INT32_MIN, &pruned);
         if (pruned.size() > kk) {
           std::nth_element(pruned.begin(), pruned.begin() + (kk - 1), pruned.end(),
                            [](const auto& a, const auto& b) { return a.first > b.first; });
           pruned.resize(kk);
           *floor = std::max(*floor, I8Floor(qf[q], KeyScore(pruned[kk - 1].first)));
         }
-        v.clear();
-        for (const auto& e : pruned) v.push_back(e.second);
+        for (size_t i = 0; i < pruned.size(); i++) v[i] = pruned[i].second;
+        *n = pruned.size();
       });
+      out[q] = (*sh)[q].Data();
+      return rose;
     };
     if (screen) {
       kernels_.pack_queries_i8(qpad.data(), nq, dpad_, screen_, scratch.get());
       kernels_.query_i8(scratch.get(), nq, dpad_, qf.data());
       if (t == 0) figures = qf;
       for (size_t q = 0; q < nq; q++) {
-        (*sh)[q].Reset(k, qf[q].margin);
+        (*sh)[q].Reset(k, qf[q].margin, block);
         if (!guess.empty()) (*sh)[q].RaiseFloor(I8Floor(qf[q], guess[q]));
         dfl[q] = (*sh)[q].Floor();
+        out[q] = (*sh)[q].Data();
+        fill[q] = 0;
       }
     } else if (pack) {
       kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get(), row_norm_max_);
@@ -965,26 +969,25 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           // The int8 screen names the pairs whose integer score reaches the query's floor;
           // each joins its query's candidates by that score (ScreenTopK), and no stored
           // row is read until the merge.
-          for (size_t done = 0; done < nr;) {
-            const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + (r0 + done) * cb, cb)
-                                     : RowSpan<uint8_t>::Gathered(cptrs.data() + done);
-            size_t got = 0;
-            const size_t np = kernels_.pairs_i8(codes, nr - done, nq, dpad_, scratch.get(),
-                                                dfl.data(), pairs.data(), pairs.size(), &got);
-            const uint32_t* idx = spans ? nullptr : rowidx.data() + done;
-            const uint32_t first = static_cast<uint32_t>(r0 + done);
-            for (size_t x = 0; x < np; x++) {
-              const I8Pair p = pairs[x];
-              const size_t q = p.query;
-              if (p.score < dfl[q]) continue;  // the floor rose since the kernel's compare
-              const uint32_t row = idx ? idx[p.row] : first + p.row;
-              if (any_ex && ex[q] != nullptr && Excluded(ex[q], ids_[row])) continue;
-              if ((*sh)[q].Add(ScreenKey(p.score, row)) && cut(q)) {
-                dfl[q] = (*sh)[q].Floor();
-                if (tasks > 1) dfloors.Publish(q, dfl[q]);
-              }
+          const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
+                                   : RowSpan<uint8_t>::Gathered(cptrs.data());
+          if (any_ex) std::copy_n(fill, nq, before.data());
+          if (kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfl.data(),
+                                 spans ? nullptr : rowidx.data(), static_cast<uint32_t>(r0),
+                                 out.data(), fill) == 0)
+            continue;
+          for (size_t q = 0; q < nq; q++) {
+            // Excluded ids leave before they can count among the best k.
+            if (any_ex && ex[q] != nullptr) {
+              uint32_t kept = before[q];
+              for (uint32_t i = before[q]; i < fill[q]; i++)
+                if (!Excluded(ex[q], ids_[I8KeyRow(out[q][i])])) out[q][kept++] = out[q][i];
+              fill[q] = kept;
             }
-            done += got;
+            if (fill[q] >= (*sh)[q].Cap() && cut(q)) {
+              dfl[q] = (*sh)[q].Floor();
+              if (tasks > 1) dfloors.Publish(q, dfl[q]);
+            }
           }
           continue;
         }
@@ -1110,15 +1113,15 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
       all.clear();
       if (by_screen) {
         for (size_t t = 0; t < tasks; t++) {
-          const auto& e = screened[t][q].Entries();
-          all.insert(all.end(), e.begin(), e.end());
+          const Key* e = screened[t][q].Data();
+          all.insert(all.end(), e, e + screen_fill[t][q]);
         }
         scored.clear();
         if (all.size() > k) {
           // The best k by D first (CutByScreen leaves them in front); the rest only where
           // their bound reaches the least float32 score of those k.
           int32_t unused = INT32_MIN;
-          CutByScreen(all, k, figures[q].margin, &unused);
+          all.resize(CutByScreen(all.data(), all.size(), k, figures[q].margin, &unused));
           rescore(all.data(), k, q, INT32_MIN, &scored);
           int32_t dmin = INT32_MIN;
           if (scored.size() == k) {

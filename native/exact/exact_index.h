@@ -72,8 +72,8 @@ struct ExactTuning {
 class ExactIndex {
  public:
   // int8_screen: keep an int8 code row beside every stored row (I8RowBytes(dpad) bytes more
-  // a row) and score batches through the kernels' int8 screen (Kernels::panel_i8_f32),
-  // whose results are the float32 kernels'. Requires kernels.panel_i8_f32.
+  // a row) and score batches through the kernels' int8 screen (Kernels::screen_i8), whose
+  // results are the float32 kernels'. Requires kernels.screen_i8.
   ExactIndex(size_t dim, Storage storage, size_t threads, const Kernels& kernels,
              bool int8_screen = false);
 

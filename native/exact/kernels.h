@@ -61,8 +61,8 @@ void WithRowPointers(RowSpan<T> rows, size_t nrows, F f) {
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 // (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
 // float32 copy of the queries, their error margins and thresholds, a stage of 12 rows. The
-// int8 kernels' fits too: dpad bytes and dpad floats a query, four more floats a query and
-// 16 floats, no stage.)
+// int8 kernels' fits too: dpad bytes and dpad floats a query, five more floats a query and
+// 16 floats, then 12 rows of scores and masks.)
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
   const size_t nq16 = PanelStride(nq);
   return (2 * nq16 + 12) * dpad + 2 * nq16 + ((nrows + 7) / 8 * 8 + 8) * nq16;
@@ -135,13 +135,15 @@ inline int32_t I8Floor(const I8Query& f, float thr) {
          : x >= double(INT32_MAX) ? INT32_MAX
                                   : static_cast<int32_t>(x);
 }
-// A pair the int8 screen lets through (Kernels::pairs_i8): row r of the call's rows,
-// query q, integer score D.
-struct I8Pair {
-  uint32_t row;
-  uint32_t query;
-  int32_t score;
-};
+// A candidate of the int8 screen (Kernels::screen_i8) as one integer: its integer score D
+// mapped to unsigned order in the high half, its storage row in the low half.
+inline uint64_t I8Key(int32_t d, uint32_t row) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(d) ^ 0x80000000u) << 32) | row;
+}
+inline int32_t I8KeyScore(uint64_t key) {
+  return static_cast<int32_t>(static_cast<uint32_t>(key >> 32) ^ 0x80000000u);
+}
+inline uint32_t I8KeyRow(uint64_t key) { return static_cast<uint32_t>(key); }
 
 struct Kernels {
   const char* name;
@@ -188,39 +190,28 @@ struct Kernels {
   // IEEE binary16 conversion, round to nearest even.
   void (*to_f16)(const float* in, uint16_t* out, size_t n);
   void (*from_f16)(const uint16_t* in, float* out, size_t n);
-  // The int8-screened batch kernels (nullptr without AVX512_VNNI): the contract of panel_f32
-  // and panel_f16, with each row's int8 code row beside it (codes[r], see I8Screen). Rows are
-  // scored in 8-bit integer products (vpdpbusd: four per lane and instruction, twice the
-  // bfloat16 rate), each integer score gives a bound on the row's float32 score, and only the
-  // pairs whose bound reaches the query's threshold are rescored in float32 from the stored
-  // row; a hit row's scores at or above thr are those float32 scores, so results are the
-  // float32 kernels'. pack_queries_i8 packs the queries into scratch once per search and
-  // thread, with the screen's figures that bound the error.
-  // Rows and code rows come as RowSpans: an unfiltered scan's consecutive rows are passed as
-  // a base and stride, and the tile then reads every code row at a constant offset.
+  // The int8 screen (nullptr without AVX512_VNNI). Rows are scored in 8-bit integer
+  // products (vpdpbusd: four per lane and instruction, twice the bfloat16 rate) against
+  // queries pack_queries_i8 has packed into scratch (ScoreScratchFloats(nrows, nq, dpad)
+  // floats, 64-byte aligned) once per search and thread, from each row's int8 code row
+  // (I8Screen). An integer score D bounds the pair's float32 score (I8Query), and the caller
+  // keeps candidates by D and rescores the few that survive in float32 (exact_f32/f16), so
+  // results are the float32 kernels'. screen_i8 appends I8Key(D, row) to out[q] at fill[q]
+  // (incrementing it) for each pair of the call's code rows whose D reaches floors[q]
+  // (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or first + i
+  // without rows. Each out[q] must have room for nrows more keys. Returns the count.
+  // Code rows come as a RowSpan: an unfiltered scan's consecutive rows as a base and
+  // stride, and the tile then reads every code row at a constant offset.
   void (*pack_queries_i8)(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,
                           float* scratch);
-  size_t (*panel_i8_f32)(RowSpan<uint8_t> codes, RowSpan<float> rows, size_t nrows, size_t nq,
-                         size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
-                         const float** scores);
-  size_t (*panel_i8_f16)(RowSpan<uint8_t> codes, RowSpan<uint16_t> rows, size_t nrows,
-                         size_t nq, size_t dpad, float* scratch, const float* thr,
-                         uint32_t* hit_rows, const float** scores);
-  // The int8 screen without rescoring: scores code rows against the queries pack_queries_i8
-  // packed (scratch as for panel_i8_f32) and writes each pair whose integer score D reaches
-  // floors[q] (PanelStride(nq) entries, INT32_MAX past nq) to pairs, row-major. Stops after
-  // the tile of 12 rows at which fewer than 12 * nq slots of max_pairs (>= 12 * nq) would be
-  // left, with *rows_done saying how far it got; returns the count. The caller keeps its
-  // candidates by D (I8Query says how far D may lie from the float32 score) and rescores the
-  // few that survive with exact_f32 / exact_f16 at the end of the scan.
-  size_t (*pairs_i8)(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
-                     float* scratch, const int32_t* floors, I8Pair* pairs, size_t max_pairs,
-                     size_t* rows_done);
+  size_t (*screen_i8)(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
+                      float* scratch, const int32_t* floors, const uint32_t* rows,
+                      uint32_t first, uint64_t* const* out, uint32_t* fill);
   // The screen's figures of each packed query (scratch as pack_queries_i8 left it).
   void (*query_i8)(const float* scratch, size_t nq, size_t dpad, I8Query* out);
-  // The float32 score of a stored row and a padded query, summed as panel_i8_f32/f16 and
-  // the avx512-bf16 set's batch kernels rescore: the screened and unscreened searches of
-  // that set agree bit for bit.
+  // The float32 score of a stored row and a padded query, summed as the avx512-bf16 set's
+  // batch kernels rescore: the screened and unscreened searches of that set agree bit for
+  // bit.
   float (*exact_f32)(const float* row, const float* query, size_t dpad);
   float (*exact_f16)(const uint16_t* row, const float* query, size_t dpad);
   // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is

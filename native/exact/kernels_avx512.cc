@@ -613,12 +613,13 @@ struct ConsecutiveCodes {
 // Not inlined: inlined into PanelHitsI8, the single-panel tile kept its 12 accumulators on
 // the stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
 // out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8).
-// R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], bit r set when row r
-// has a D at or above its query's integer floor.
+// R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], and to masks[r * ldm]
+// bit 16p + i set where query 16p + i's D reaches its integer floor; bit r of the result
+// set when row r has such a query.
 template <int R, int P, class C>
 __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
-    int32_t* sc, size_t ldsc) {
+    int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
   __m512i acc[R][P], st[P];
 #pragma GCC unroll 2
   for (int p = 0; p < P; p++) st[p] = _mm512_loadu_si512(start + p * 16);
@@ -653,9 +654,10 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
   unsigned hit = 0;
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
-    __mmask16 m = _mm512_cmpge_epi32_mask(acc[r][0], t[0]);
+    uint32_t m = _mm512_cmpge_epi32_mask(acc[r][0], t[0]);
 #pragma GCC unroll 2
-    for (int p = 1; p < P; p++) m = m | _mm512_cmpge_epi32_mask(acc[r][p], t[p]);
+    for (int p = 1; p < P; p++) m |= uint32_t(_mm512_cmpge_epi32_mask(acc[r][p], t[p])) << 16;
+    masks[r * ldm] = m;
     hit |= static_cast<unsigned>(m != 0) << r;
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) _mm512_store_si512(sc + r * ldsc + p * 16, acc[r][p]);
@@ -663,16 +665,20 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
   return hit;
 }
 
+// Masks: one word per row and group of 32 queries (ldm = groups).
 template <int R, class C>
 __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
     C codes, size_t dq, const uint32_t* qc, size_t nq, const int32_t* start,
-    const int32_t* floor, int32_t* sc, size_t ldsc) {
+    const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks) {
   unsigned hit = 0;
+  const size_t ldm = (nq + 31) / 32;
   for (size_t q = 0; q < nq; q += 32) {
     if (nq - q > 16) {
-      hit |= PanelTileI8<R, 2>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc);
+      hit |= PanelTileI8<R, 2>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
+                               masks + q / 32, ldm);
     } else {
-      hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc);
+      hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
+                               masks + q / 32, ldm);
     }
   }
   return hit;
@@ -681,11 +687,12 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
 template <int R>
 __attribute__((target("avx512vnni"))) inline unsigned PanelsForSomeRowsI8(
     size_t nr, const uint8_t* const* codes, size_t dq, const uint32_t* qc, size_t nq,
-    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc) {
+    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks) {
   if constexpr (R > 1) {
-    if (nr < R) return PanelsForSomeRowsI8<R - 1>(nr, codes, dq, qc, nq, start, floor, sc, ldsc);
+    if (nr < R)
+      return PanelsForSomeRowsI8<R - 1>(nr, codes, dq, qc, nq, start, floor, sc, ldsc, masks);
   }
-  return PanelsForRowsI8<R>(GatheredCodes{codes}, dq, qc, nq, start, floor, sc, ldsc);
+  return PanelsForRowsI8<R>(GatheredCodes{codes}, dq, qc, nq, start, floor, sc, ldsc, masks);
 }
 
 // One tile of up to kTileRows code rows starting at row r: at constant offsets where the rows
@@ -693,11 +700,11 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForSomeRowsI8(
 // widths above, else through a pointer per row.
 __attribute__((target("avx512vnni"))) inline unsigned TileI8(
     RowSpan<uint8_t> codes, size_t r, size_t nr, size_t dq, const uint32_t* qc, size_t nq,
-    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc) {
+    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks) {
   if (codes.consecutive() && codes.stride == I8RowBytes(4 * dq) && nr == kTileRows) {
     const uint8_t* c = codes[r];
     auto at = [&](auto rows) {
-      return PanelsForRowsI8<kTileRows>(rows, dq, qc, nq, start, floor, sc, ldsc);
+      return PanelsForRowsI8<kTileRows>(rows, dq, qc, nq, start, floor, sc, ldsc, masks);
     };
     switch (dq) {
       case 8: return at(ConsecutiveCodes<8>{c});
@@ -709,52 +716,25 @@ __attribute__((target("avx512vnni"))) inline unsigned TileI8(
   }
   const uint8_t* ptrs[kTileRows];
   for (size_t i = 0; i < nr; i++) ptrs[i] = codes[r + i];
-  return PanelsForSomeRowsI8<kTileRows>(nr, ptrs, dq, qc, nq, start, floor, sc, ldsc);
+  return PanelsForSomeRowsI8<kTileRows>(nr, ptrs, dq, qc, nq, start, floor, sc, ldsc, masks);
 }
 
-template <class L>
-__attribute__((target("avx512vnni"))) size_t PanelHitsI8(
-    RowSpan<uint8_t> codes, RowSpan<typename L::T> rows, size_t nrows, size_t nq, size_t dpad,
-    float* scratch, const float* thr, uint32_t* hit_rows, const float** scores) {
+// The screen (Kernels::screen_i8): each tile's integer scores go to a tile-sized stage
+// that stays in L1, its compares to one mask word per row and 32 queries, and the pairs at
+// or above their floors straight to their queries' buffers. No stored row is read.
+__attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows,
+                                                       size_t nq, size_t dpad, float* scratch,
+                                                       const int32_t* floors,
+                                                       const uint32_t* rows, uint32_t first,
+                                                       uint64_t* const* out, uint32_t* fill) {
   const size_t nq16 = PanelStride(nq);
   const size_t dq = dpad / 4;
+  const size_t ldm = (nq + 31) / 32;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  // This call's integer floors: D >= floor[q] is necessary for the pair's float32 score to
-  // reach thr[q] (see above); +Infinity (padding queries) never passes.
-  for (size_t q = 0; q < nq16; q++) s.floor[q] = I8Floor(QueryOf(s, q), thr[q]);
-  int32_t* isc = reinterpret_cast<int32_t*>(s.scores);
+  int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
+  uint32_t* masks = reinterpret_cast<uint32_t*>(stage + kTileRows * nq16);
   const size_t cb = I8RowBytes(dpad);
-  const size_t rowbytes = dpad * sizeof(typename L::T);
-  size_t nhit = 0;
-  // A tile's passing pairs are rescored after the next tile has been scored: the rows they
-  // read (never touched by the screen) were prefetched a tile earlier. Rescored at once,
-  // their loads missed the cache, and the stall was 30% of the kernel's samples (perf,
-  // 100k x 64 float16, B = 32, k = 100).
-  auto rescore = [&](size_t r, unsigned hit) {
-    for (; hit != 0; hit &= hit - 1) {
-      const unsigned i = static_cast<unsigned>(__builtin_ctz(hit));
-      int32_t* drow = isc + (r + i) * nq16;
-      float* srow = reinterpret_cast<float*>(drow);
-      // The pairs whose bound passed are rescored; the rest of the row's scores become
-      // -Infinity (below any threshold), so the caller's select_each sees the float32
-      // scores alone.
-      bool any = false;
-      for (size_t q0 = 0; q0 < nq16; q0 += 16) {
-        unsigned m = _mm512_cmpge_epi32_mask(_mm512_load_si512(drow + q0),
-                                             _mm512_load_si512(s.floor + q0));
-        _mm512_store_ps(srow + q0, _mm512_set1_ps(-std::numeric_limits<float>::infinity()));
-        for (; m != 0; m &= m - 1) {
-          const size_t q = q0 + static_cast<size_t>(__builtin_ctz(m));
-          const float exact = ExactDot(rows[r + i], s.queries + q * dpad, dpad);
-          srow[q] = exact;
-          any |= exact >= thr[q];
-        }
-      }
-      if (any) hit_rows[nhit++] = static_cast<uint32_t>(r + i);
-    }
-  };
-  size_t prev_r = 0;
-  unsigned prev_hit = 0;
+  size_t n = 0;
   for (size_t r = 0; r < nrows; r += kTileRows) {
     const size_t nr = std::min(kTileRows, nrows - r);
     if (codes.consecutive()) {
@@ -773,71 +753,22 @@ __attribute__((target("avx512vnni"))) size_t PanelHitsI8(
         for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
       }
     }
-    const unsigned hit =
-        TileI8(codes, r, nr, dq, s.codes, nq, s.start, s.floor, isc + r * nq16, nq16);
-    for (unsigned h = hit; h != 0; h &= h - 1) {
-      const char* p = reinterpret_cast<const char*>(rows[r + __builtin_ctz(h)]);
-      for (size_t b = 0; b < rowbytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
-    }
-    rescore(prev_r, prev_hit);
-    prev_r = r;
-    prev_hit = hit;
-  }
-  rescore(prev_r, prev_hit);
-  *scores = s.scores;
-  return nhit;
-}
-
-// The screen alone (Kernels::pairs_i8): each tile's integer scores go to a tile-sized
-// stage that stays in L1, and the pairs at or above their floors are written out; no
-// stored row is read.
-__attribute__((target("avx512vnni"))) size_t PairsI8(RowSpan<uint8_t> codes, size_t nrows,
-                                                      size_t nq, size_t dpad, float* scratch,
-                                                      const int32_t* floors, I8Pair* pairs,
-                                                      size_t max_pairs, size_t* rows_done) {
-  const size_t nq16 = PanelStride(nq);
-  const size_t dq = dpad / 4;
-  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
-  const size_t cb = I8RowBytes(dpad);
-  const size_t per_tile = kTileRows * nq;
-  size_t n = 0, r = 0;
-  for (; r < nrows && max_pairs - n >= per_tile; r += kTileRows) {
-    const size_t nr = std::min(kTileRows, nrows - r);
-    if (codes.consecutive()) {
-      const size_t end = std::min(nrows, r + 2 * kTileRows);
-      if (r + kTileRows < end) {
-        const char* p = reinterpret_cast<const char*>(codes[r + kTileRows]);
-        const size_t bytes = (end - r - kTileRows) * codes.stride;
-        for (size_t b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
-      }
-    } else {
-      for (size_t i = r + kTileRows; i < std::min(nrows, r + 2 * kTileRows); i++) {
-        const char* p = reinterpret_cast<const char*>(codes[i]);
-        for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
-      }
-    }
-    for (unsigned hit = TileI8(codes, r, nr, dq, s.codes, nq, s.start, floors, stage, nq16);
+    for (unsigned hit =
+             TileI8(codes, r, nr, dq, s.codes, nq, s.start, floors, stage, nq16, masks);
          hit != 0; hit &= hit - 1) {
+      // A hit row usually holds one pair: one loop over a word's bits then runs once.
       const unsigned i = static_cast<unsigned>(__builtin_ctz(hit));
+      const uint32_t row = rows ? rows[r + i] : first + static_cast<uint32_t>(r + i);
       const int32_t* drow = stage + i * nq16;
-      // Four panels' compares in one mask: a hit row usually holds one pair, and one loop
-      // over the mask's bits then runs once, where a loop per panel mispredicted which
-      // panel held it.
-      for (size_t q0 = 0; q0 < nq16; q0 += 64) {
-        uint64_t m = 0;
-        for (size_t p = 0; p < 4 && q0 + 16 * p < nq16; p++)
-          m |= uint64_t(_mm512_cmpge_epi32_mask(_mm512_load_si512(drow + q0 + 16 * p),
-                                                _mm512_loadu_si512(floors + q0 + 16 * p)))
-               << (16 * p);
-        for (; m != 0; m &= m - 1) {
-          const size_t q = q0 + static_cast<size_t>(__builtin_ctzll(m));
-          pairs[n++] = I8Pair{static_cast<uint32_t>(r + i), static_cast<uint32_t>(q), drow[q]};
+      for (size_t g = 0; g < ldm; g++) {
+        for (uint32_t m = masks[i * ldm + g]; m != 0; m &= m - 1) {
+          const size_t q = 32 * g + static_cast<size_t>(__builtin_ctz(m));
+          out[q][fill[q]++] = I8Key(drow[q], row);
+          n++;
         }
       }
     }
   }
-  *rows_done = std::min(r, nrows);
   return n;
 }
 
@@ -846,17 +777,6 @@ float ExactF32(const float* row, const float* query, size_t dpad) {
 }
 float ExactF16(const uint16_t* row, const float* query, size_t dpad) {
   return ExactDot(row, query, dpad);
-}
-
-size_t PanelHitsI8F32(RowSpan<uint8_t> codes, RowSpan<float> rows, size_t nrows, size_t nq,
-                      size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
-                      const float** scores) {
-  return PanelHitsI8<F32Rows>(codes, rows, nrows, nq, dpad, scratch, thr, hit_rows, scores);
-}
-size_t PanelHitsI8F16(RowSpan<uint8_t> codes, RowSpan<uint16_t> rows, size_t nrows,
-                      size_t nq, size_t dpad, float* scratch, const float* thr, uint32_t* hit_rows,
-                      const float** scores) {
-  return PanelHitsI8<F16Rows>(codes, rows, nrows, nq, dpad, scratch, thr, hit_rows, scores);
 }
 
 // Codes 16 elements at a time; the errors in double (s c_j exact, x_j - s c_j fused, then
@@ -918,9 +838,7 @@ void FiniteRange(const float* v, size_t n, float* lo, float* hi) {
 void AddI8(Kernels* x) {
   if (!__builtin_cpu_supports("avx512vnni")) return;
   x->pack_queries_i8 = PackQueriesI8;
-  x->panel_i8_f32 = PanelHitsI8F32;
-  x->panel_i8_f16 = PanelHitsI8F16;
-  x->pairs_i8 = PairsI8;
+  x->screen_i8 = ScreenI8;
   x->query_i8 = QueryI8;
   x->exact_f32 = ExactF32;
   x->exact_f16 = ExactF16;
