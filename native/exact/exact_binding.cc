@@ -114,6 +114,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetBackend>("backend"),
             InstanceAccessor<&ExactIndexWrap::GetScreen>("screen"),
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
+            InstanceAccessor<&ExactIndexWrap::GetScreenPrunes>("screenPrunes"),
         });
   }
 
@@ -261,6 +262,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetGuessRetries(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->GuessRetries()));
+  }
+  Napi::Value GetScreenPrunes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenPrunes()));
   }
   Napi::Value GetBackend(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), index_->CudaActive() ? "cuda" : "cpu");

@@ -889,6 +889,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     // float32 stay and the floor rises to what the k-th needs.
     auto cut = [&](size_t q) {
       const bool rose = (*sh)[q].Cut(&fill[q], [&](Key* v, size_t* n, size_t kk, int32_t* floor) {
+        screen_prunes_++;
         pruned.clear();
         rescore(v, *n, q, INT32_MIN, &pruned);
         if (pruned.size() > kk) {

@@ -95,6 +95,9 @@ class ExactIndex {
   void Search(const SearchRequest& req, SearchResult* out) const { Search(req, out, true); }
   // Queries searched again because their guessed floor overshot (ExactTuning::guess_rank).
   uint64_t GuessRetries() const { return guess_retries_.load(); }
+  // Times the int8 screen rescored a query's candidates during a scan because its bound
+  // could not narrow them (ScreenTopK in exact_index.cc).
+  uint64_t ScreenPrunes() const { return screen_prunes_.load(); }
 
   // True when this build has the BLAS path (see ExactTuning::sgemm_min_batch).
   static bool HasSgemm();
@@ -148,6 +151,7 @@ class ExactIndex {
   bool SearchCuda(const float* qpad, size_t nq, size_t k,
                   const std::vector<const std::vector<uint32_t>*>& ex, void* heaps) const;
   mutable std::atomic<uint64_t> guess_retries_{0};
+  mutable std::atomic<uint64_t> screen_prunes_{0};
   mutable std::atomic<bool> cuda_active_{false};
   mutable std::mutex cuda_mu_;
   mutable std::unique_ptr<CudaRows> cuda_rows_;

@@ -103,6 +103,14 @@ export class ExactIndex {
   get guessRetries(): number {
     return this.native.guessRetries;
   }
+  /**
+   * Times the int8 screen rescored a query's candidates in the middle of a scan because its
+   * error bound could not narrow them (a query of zeros, rows it codes badly): a count to
+   * watch, each costing a float32 rescoring of ~8k candidates.
+   */
+  get screenPrunes(): number {
+    return this.native.screenPrunes;
+  }
 
   /** Engine that serves searches: 'cpu', or 'cuda' when a device was found. */
   get backend(): 'cpu' | 'cuda' {

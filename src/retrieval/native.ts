@@ -66,6 +66,8 @@ export interface NativeExactIndex {
   readonly screen: 'int8' | 'none';
   /** Queries searched again because a guessed floor overshot (ExactTuning.guessRank). */
   readonly guessRetries: number;
+  /** Times the int8 screen rescored a query's candidates mid-scan: its bound could not narrow them. */
+  readonly screenPrunes: number;
   build(ids: Uint32Array, vectors: Float32Array): void;
   upsert(ids: Uint32Array, vectors: Float32Array): void;
   remove(ids: Uint32Array): void;

@@ -440,6 +440,68 @@ test('the int8 screen returns the unscreened results on data it codes badly', as
   }
 });
 
+test('the int8 screen stays exact and bounded for queries whose codes cannot rank the rows', async (t) => {
+  // A query of zeros (every score 0, ties broken by id) and a constant query code to a
+  // step of 0: their integer scores say nothing, the screen keeps every pair it sees, and
+  // past 8k + 1024 candidates it rescores them, keeps the best k in float32 and raises the
+  // query's floor to what the k-th needs (screenPrunes counts those). The results must still
+  // be the unscreened index's, bit for bit on the avx512-bf16 set, and brute force's, with
+  // exclusions too; the other queries of the batch keep their usual path. minRowsPerTask
+  // splits the scan between threads.
+  if (SCREENED.length === 0) {
+    t.skip('no int8 screen on this CPU (AVX-512 with AVX512_VNNI)');
+    return;
+  }
+  const rng = new Rng(35);
+  const n = 6000;
+  const d = 24;
+  const B = 20;
+  for (const kernel of SCREENED) {
+    const sameCode = ExactIndex.create({ dim: 1, kernel }).kernel === 'avx512-bf16';
+    for (const [storage, outlier] of [
+      ['f32', false],
+      ['f16', false],
+      ['f32', true],
+      ['f16', true],
+    ] as const) {
+      // One outlier sets the codes' step for every row (as in the test above, at a size
+      // where the prunes happen): then no query's bound narrows its candidates either.
+      const ids = distinctIds(rng, n);
+      const vecs = rng.uniformArray(n * d);
+      if (outlier) vecs[17 * d + 5] = 1e4;
+      const index = ExactIndex.create({ dim: d, storage, kernel, screen: 'int8' });
+      const plain = ExactIndex.create({ dim: d, storage, kernel, screen: 'none' });
+      for (const x of [index, plain]) x.build(ids, vecs);
+      const ref = new RefIndex(d);
+      ref.set(ids, storage === 'f16' ? f16RoundArray(vecs) : vecs);
+      for (const x of [index, plain]) x.setTuning({ minRowsPerTask: 1000, blockBytes: 4096 });
+      const queries = rng.uniformArray(B * d);
+      queries.fill(0, 3 * d, 4 * d); // query 3: zeros
+      queries.fill(0.5, 7 * d, 8 * d); // query 7: constant
+      const exclude = Array.from({ length: B }, (_, q) => (q % 2 ? ids.slice(q, q + 30) : null));
+      for (const k of [10, 100]) {
+        for (const opts of [{}, { exclude }]) {
+          const before = index.screenPrunes;
+          const got = await index.search(queries, k, opts);
+          const tag = `${kernel}/${storage}${outlier ? ' outlier' : ''} k=${k} ${Object.keys(opts).join()}`;
+          // 6000 rows against 8k + 1024 = 1104 at k = 10: the two queries are pruned (with
+          // the outlier, every query).
+          if (k === 10) {
+            const prunes = index.screenPrunes - before;
+            assert.ok(prunes >= (outlier ? B : 2), `${tag}: ${prunes} prunes`);
+          }
+          assertMatches(ref, queries, k, got, tolFor(ref, queries), opts, tag);
+          if (sameCode) {
+            const want = await plain.search(queries, k, opts);
+            assert.deepEqual([...got.ids], [...want.ids], `${tag} ids`);
+            assert.deepEqual([...got.scores], [...want.scores], `${tag} scores`);
+          }
+        }
+      }
+    }
+  }
+});
+
 test('the int8 tiles over consecutive code rows match the gathered ones and brute force', async (t) => {
   // An unfiltered screened batch passes its rows as a base and a stride, and at padded
   // d = 32, 64, 128 and 256 the tile reads each code row at a constant offset; an allow list
