@@ -779,9 +779,9 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   out->scores.assign(nq * k, -std::numeric_limits<float>::infinity());
   if (nq == 0) return;
   // The pool stays awake from here to the merge (ThreadPool::Hold), and a sleeping worker
-  // starts waking while the queries are copied. B = 32, float16, 100k x 64, two threads:
-  // the guess's second task started 31 us late and the merge's 50, 1.13 ms a search against
-  // 0.98 ms held (bench:exact-ab, temporary timers).
+  // starts waking while the queries are copied. B = 32, float16, 100k x 64, two threads,
+  // timed with temporary timers (not in the repo): unheld, the guess's second task started
+  // ~30 us after the first and the merge waited on a worker that had gone to sleep.
   std::optional<ThreadPool::Hold> hold;
   if (threads_ > 1) hold.emplace(ThreadPool::Shared());
 
@@ -846,7 +846,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   std::vector<std::vector<ScreenTopK>> screened(screen ? tasks : 0);
   for (auto& v : screened) v.resize(nq);
   std::vector<std::vector<uint32_t>> screen_fill(screen ? tasks : 0, std::vector<uint32_t>(nq));
-  // Row `row`'s float32 score for query q, as the rescoring kernels compute it.
+  // Row `row`'s float32 score for query q, summed as the avx512-bf16 batch kernels rescore.
   auto exact = [&](uint32_t row, size_t q) {
     const uint8_t* p = base + static_cast<size_t>(row) * rb;
     return f16 ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(p), qpad.data() + q * dpad_,

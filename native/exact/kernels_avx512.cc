@@ -475,10 +475,13 @@ __attribute__((target("avx512bf16"))) size_t PanelHitsBf16(
 // and the float32 score the rescoring computes is within (dpad + 2) 2^-23 |q|_1 amax of
 // dot(q, x) (each of the dpad additions rounds by at most 2^-24 of a partial sum, taken
 // twice). With O_q = z sum_j q_j plus both bounds (rounded up), a pair can reach its
-// query's threshold T only if s t D + O_q >= T, that is D >= (T - O_q) / (s t): the kernel
-// compares the integer accumulators against that integer floor (one compare per 16 pairs,
-// as the float32 tiles), and rescores the pairs that pass. The floors are computed in
-// double (s t exactly, one rounding in the division) and lowered by one.
+// query's threshold T only if s t D + O_q >= T, that is D >= (T - O_q) / (s t) (I8Floor,
+// computed in double: s t exactly, one rounding in the division, lowered by one). And with
+// b the two bounds together, two pairs whose D differ by more than 2b / (s t) (I8Query's
+// margin) score in that order in float32 too, so the caller keeps candidates by D alone and
+// rescores only the few within the margin of its k-th best, at the end (exact_index.cc).
+// The kernel compares the integer accumulators against the caller's integer floors, one
+// compare per 16 pairs, as the float32 tiles.
 
 // Scratch: the queries' unsigned codes in panels of 16 (dword g of lane i holds elements
 // 4g .. 4g+3 of query 16p + i), the queries as float32 rows (for rescoring), each query's
@@ -610,9 +613,10 @@ struct ConsecutiveCodes {
   const uint8_t* Row(int r) const { return base + static_cast<size_t>(r) * I8RowBytes(4 * DQ); }
 };
 
-// Not inlined: inlined into PanelHitsI8, the single-panel tile kept its 12 accumulators on
-// the stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
-// out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8).
+// Not inlined: inlined into the loop over tiles, the single-panel tile kept its 12
+// accumulators on the stack (a store per product), and B = 12 and 16 ran no faster than
+// without the screen; out of line, 0.50-0.72 of that time (bench:exact-ab --screens
+// none,int8, measured with the kernels that rescored as they went).
 // R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], and to masks[r * ldm]
 // bit 16p + i set where query 16p + i's D reaches its integer floor; bit r of the result
 // set when row r has such a query.
