@@ -746,9 +746,13 @@ test('concurrent searches stay correct while upserts run', async () => {
   const d = 16;
   const { ids, index } = setup(rng, 30000, d, 'f32', 'auto');
   const queries = rng.uniformArray(4 * d);
+  // B = 32 takes the batch kernels (and the int8 screen where the CPU has it), whose merge
+  // reads the stored rows again to rescore.
+  const batch = rng.uniformArray(32 * d);
   const pending: Promise<unknown>[] = [];
   for (let round = 0; round < 20; round++) {
     pending.push(index.search(queries, 10));
+    pending.push(index.search(batch, 100));
     // Overwrite existing rows and add new ones between searches in flight.
     index.upsert(ids.slice(round * 10, round * 10 + 10), rng.uniformArray(10 * d));
     index.upsert(Uint32Array.of(0xfffffff0 - round), rng.uniformArray(d));
