@@ -1157,9 +1157,8 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         }
       }
       const size_t m = std::min(k, all.size());
-      if (m < all.size())
-        std::nth_element(all.begin(), all.begin() + (m - 1), all.end(), std::greater<Key>());
-      std::sort(all.begin(), all.begin() + m, std::greater<Key>());
+      if (m < all.size()) NthLargest(all.data(), all.size(), m - 1);
+      kernels_.sort_desc(all.data(), m);
       // A guessed floor overshot unless k candidates reach it: this query is searched again.
       if (!guess.empty() && (m < k || KeyScore(all[m - 1]) < guess[q])) retry[q] = 1;
       for (size_t i = 0; i < m; i++) {

@@ -219,7 +219,12 @@ struct Kernels {
   I8RowCode (*code_row_i8)(const float* v, size_t dpad, float s, float z, int8_t* codes);
   // Widens [*lo, *hi] to the finite elements of v[0, n).
   void (*finite_range)(const float* v, size_t n, float* lo, float* hi);
+  // Sorts n distinct keys descending (a merge's best k, best first).
+  void (*sort_desc)(uint64_t* keys, size_t n);
 };
+
+// sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.
+void SortDescending(uint64_t* keys, size_t n);
 
 const Kernels& ScalarKernels();
 // nullptr when this binary or this CPU lacks AVX2+FMA+F16C.

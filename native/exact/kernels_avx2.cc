@@ -436,7 +436,8 @@ const Kernels* Avx2Kernels() {
     return nullptr;
   static const Kernels k{"avx2",         ScoreF32, ScoreF16, PanelHits<LoadF32>, PanelHits<LoadF16>,
                         PackQueries,    DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16,
-                        FromF16,        nullptr,  nullptr,       nullptr,    nullptr, nullptr};
+                        FromF16,        nullptr,  nullptr,       nullptr,    nullptr, nullptr,
+                        nullptr,        nullptr,  SortDescending};
   return &k;
 }
 

@@ -1,6 +1,8 @@
 // The scalar reference kernels: plain loops the tests compare the SIMD kernels against,
 // and the engine on CPUs without AVX2. Accumulation is in float, like the SIMD path.
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "exact/kernels.h"
 
@@ -129,8 +131,13 @@ const Kernels& ScalarKernels() {
   static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, nullptr,
                         DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16,
                         // No int8 screen either (Avx512Kernels adds it with AVX512_VNNI).
-                        nullptr,  nullptr,  nullptr, nullptr, nullptr};
+                        nullptr,  nullptr,  nullptr, nullptr, nullptr, nullptr, nullptr,
+                        SortDescending};
   return k;
+}
+
+void SortDescending(uint64_t* keys, size_t n) {
+  std::sort(keys, keys + n, std::greater<uint64_t>());
 }
 
 bool SplitsWideFma() {
