@@ -645,8 +645,9 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
       // Runs of 12 consecutive rows (one tile of the screen's kernel), one from each of
       // ns / 12 equal strata at a hashed offset. Rows drawn one by one were a random read
       // each, from memory when the index had left the cache (100k x 64 float16 and its
-      // codes, beside another index): the guess took 150 us of a 1.1 ms B = 32 search on
-      // each thread. A run's code rows are 13 cache lines in a row, prefetched a run ahead.
+      // codes, beside another index): the guess took ~150 us of a 1.1 ms B = 32 search on
+      // each thread (temporary timers, not in the repo). A run's code rows are 13 cache
+      // lines in a row, prefetched a run ahead.
       const size_t nt = (ns + kRun - 1) / kRun;
       const double tstep = double(total) / double(nt);
       auto start = [&](size_t j) {

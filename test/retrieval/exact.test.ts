@@ -260,8 +260,15 @@ test('guessed floors: results stay exact, and a query whose guess overshoots is 
   const d = 16;
   const B = 32;
   const k = 100;
-  for (const storage of ['f32', 'f16'] as const) {
-    const { ids, index, ref } = setup(rng, n, d, storage, 'auto');
+  // Both samplers: the int8 screen's (runs of rows through its kernel) where the CPU has
+  // it, and the batch kernels' (rows one by one) without it.
+  for (const [storage, screen] of [
+    ['f32', 'auto'],
+    ['f16', 'auto'],
+    ['f32', 'none'],
+    ['f16', 'none'],
+  ] as const) {
+    const { ids, index, ref } = setup(rng, n, d, storage, 'auto', screen);
     const queries = rng.uniformArray(B * d);
     const exclude = Array.from({ length: B }, (_, q) => (q % 3 ? null : ids.slice(q, q + 200)));
     const allow = ids.filter((_, i) => i % 10 !== 0);
@@ -270,7 +277,7 @@ test('guessed floors: results stay exact, and a query whose guess overshoots is 
       const before = index.guessRetries;
       for (const opts of [{}, { exclude }, { allow }]) {
         const got = await index.search(queries, k, opts);
-        const label = `${storage} guessRank=${guessRank} ${Object.keys(opts).join()}`;
+        const label = `${storage}/${screen} guessRank=${guessRank} ${Object.keys(opts).join()}`;
         assertMatches(ref, queries, k, got, tolFor(ref, queries), opts, label);
       }
       const retried = index.guessRetries - before;
