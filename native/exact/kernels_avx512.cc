@@ -124,6 +124,8 @@ struct F16Rows {
 };
 
 constexpr size_t kTileRows = 12;
+// The most rows a block of an exact-index scan holds (exact_index.cc: 8..512).
+constexpr size_t kMaxBlockRows = 512;
 
 template <class L>
 size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, size_t dpad,
@@ -613,15 +615,16 @@ struct ConsecutiveCodes {
   const uint8_t* Row(int r) const { return base + static_cast<size_t>(r) * I8RowBytes(4 * DQ); }
 };
 
-// Not inlined: inlined into the loop over tiles, the single-panel tile kept its 12
-// accumulators on the stack (a store per product), and B = 12 and 16 ran no faster than
-// without the screen; out of line, 0.50-0.72 of that time (bench:exact-ab --screens
-// none,int8, measured with the kernels that rescored as they went).
 // R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], and to masks[r * ldm]
 // bit 16p + i set where query 16p + i's D reaches its integer floor; bit r of the result
-// set when row r has such a query.
+// set when row r has such a query. The body runs only inside two small out-of-line
+// functions, one tile (PanelTileI8) or a block's run of consecutive tiles (PanelTilesI8):
+// inlined into the caller's loop, the single-panel tile kept its 12 accumulators on the
+// stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
+// out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8, measured with
+// the kernels that rescored as they went).
 template <int R, int P, class C>
-__attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
+__attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
     int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
   __m512i acc[R][P], st[P];
@@ -667,6 +670,29 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
     for (int p = 0; p < P; p++) _mm512_store_si512(sc + r * ldsc + p * 16, acc[r][p]);
   }
   return hit;
+}
+template <int R, int P, class C>
+__attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
+    C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
+    int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
+  return TileBodyI8<R, P>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
+}
+// ntiles tiles of R consecutive code rows of DQ dwords from base, one query group (P panels):
+// tile i's scores at sc + i R ldsc, its masks at masks + i R (one group: ldm 1). One call a
+// block instead of one a tile, the next tile's code rows prefetched a tile ahead.
+template <int R, int P, size_t DQ>
+__attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
+    const uint8_t* base, size_t ntiles, const uint32_t* qc, const int32_t* start,
+    const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks) {
+  constexpr size_t kTileBytes = R * I8RowBytes(4 * DQ);
+  for (size_t i = 0; i < ntiles; i++) {
+    const uint8_t* tile = base + i * kTileBytes;
+    if (i + 1 < ntiles)
+      for (size_t b = 0; b < kTileBytes; b += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(tile + kTileBytes + b), _MM_HINT_T0);
+    TileBodyI8<R, P>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start, floor, sc + i * R * ldsc, ldsc,
+                     masks + i * R, 1);
+  }
 }
 
 // Masks: one word per row and group of 32 queries (ldm = groups).
@@ -736,10 +762,53 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
   const size_t ldm = (nq + 31) / 32;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
   int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
-  uint32_t* masks = reinterpret_cast<uint32_t*>(stage + kTileRows * nq16);
   const size_t cb = I8RowBytes(dpad);
   size_t n = 0;
-  for (size_t r = 0; r < nrows; r += kTileRows) {
+  // Row i's pairs (its mask words, its integer scores) to their queries' buffers. A hit row
+  // usually holds one pair: one loop over a word's bits then runs once.
+  auto emit = [&](size_t i, const uint32_t* words, const int32_t* drow) {
+    const uint32_t row = rows ? rows[i] : first + static_cast<uint32_t>(i);
+    for (size_t g = 0; g < ldm; g++) {
+      for (uint32_t m = words[g]; m != 0; m &= m - 1) {
+        const size_t q = 32 * g + static_cast<size_t>(__builtin_ctz(m));
+        out[q][fill[q]++] = I8Key(drow[q], row);
+        n++;
+      }
+    }
+  };
+  size_t r = 0;
+  // Whole tiles of consecutive code rows at the widths the tile unrolls for, up to 32
+  // queries: one kernel call for all of a block's tiles. Against a call a tile, 0.94-0.97
+  // of the time at B = 12 and 16 (d = 64 and 128, both storages) and 0.98-1.05 at B = 32
+  // (bench:exact-ab --addons, either build first).
+  if (codes.consecutive() && codes.stride == cb && nq <= 32 && nrows >= kTileRows &&
+      nrows <= kMaxBlockRows) {
+    const size_t ntiles = nrows / kTileRows;
+    uint32_t masks[kMaxBlockRows];
+    auto tiles = [&](auto width) {
+      constexpr size_t DQ = decltype(width)::value;
+      if (nq > 16) {
+        PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes, s.start, floors, stage, nq16,
+                                       masks);
+      } else {
+        PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes, s.start, floors, stage, nq16,
+                                       masks);
+      }
+      return ntiles * kTileRows;
+    };
+    switch (dq) {
+      case 8: r = tiles(std::integral_constant<size_t, 8>{}); break;
+      case 16: r = tiles(std::integral_constant<size_t, 16>{}); break;
+      case 32: r = tiles(std::integral_constant<size_t, 32>{}); break;
+      case 64: r = tiles(std::integral_constant<size_t, 64>{}); break;
+      default: break;
+    }
+    for (size_t i = 0; i < r; i++)
+      if (masks[i] != 0) emit(i, masks + i, stage + i * nq16);
+  }
+  // The rest a tile at a time, each staged at the front of the scores.
+  uint32_t* masks = reinterpret_cast<uint32_t*>(stage + kTileRows * nq16);
+  for (; r < nrows; r += kTileRows) {
     const size_t nr = std::min(kTileRows, nrows - r);
     if (codes.consecutive()) {
       // The next tile's code rows are one run of bytes: a prefetch per line, not two per row
@@ -760,17 +829,8 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     for (unsigned hit =
              TileI8(codes, r, nr, dq, s.codes, nq, s.start, floors, stage, nq16, masks);
          hit != 0; hit &= hit - 1) {
-      // A hit row usually holds one pair: one loop over a word's bits then runs once.
       const unsigned i = static_cast<unsigned>(__builtin_ctz(hit));
-      const uint32_t row = rows ? rows[r + i] : first + static_cast<uint32_t>(r + i);
-      const int32_t* drow = stage + i * nq16;
-      for (size_t g = 0; g < ldm; g++) {
-        for (uint32_t m = masks[i * ldm + g]; m != 0; m &= m - 1) {
-          const size_t q = 32 * g + static_cast<size_t>(__builtin_ctz(m));
-          out[q][fill[q]++] = I8Key(drow[q], row);
-          n++;
-        }
-      }
+      emit(r + i, masks + i * ldm, stage + i * nq16);
     }
   }
   return n;
