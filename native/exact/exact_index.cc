@@ -637,10 +637,7 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
     } else {
       kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
     }
-    std::vector<float> least(nq, -std::numeric_limits<float>::infinity());  // r-th best so far
-    std::vector<const uint8_t*> ptrs(block);
     std::vector<uint32_t> rows(block);
-    std::vector<uint32_t> hits(std::max(block, nq) + 16);  // + 16: select_each's slack
     if (screen) {
       // Runs of 12 consecutive rows (one tile of the screen's kernel), one from each of
       // ns / 12 equal strata at a hashed offset. Rows drawn one by one were a random read
@@ -685,6 +682,9 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
       }
       return;
     }
+    std::vector<float> least(nq, -std::numeric_limits<float>::infinity());  // r-th best so far
+    std::vector<const uint8_t*> ptrs(block);
+    std::vector<uint32_t> hits(std::max(block, nq) + 16);  // + 16: select_each's slack
     const size_t from = ns * t / tasks, to = ns * (t + 1) / tasks;
     for (size_t s0 = from; s0 < to; s0 += block) {
       const size_t nr = std::min(block, to - s0);
@@ -878,19 +878,23 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   };
 
   auto worker = [&](size_t t) {
+    // The unscreened scan's top-k, pointers, hits and thresholds (the screen has its own
+    // below).
     std::vector<TopK>& h = heaps[t];
-    if (!screen)
+    if (!screen) {
       for (auto& x : h) x.Reset(k);
-    std::vector<const uint8_t*> ptrs(block), cptrs(screen ? block : 0);
-    if (!guess.empty())
-      for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(guess[q]);
-    std::vector<uint32_t> rowidx(block), hits(block), qhits(pack ? nq + 16 : 0);
+      if (!guess.empty())
+        for (size_t q = 0; q < nq; q++) h[q].RaiseFloor(guess[q]);
+    }
+    std::vector<const uint8_t*> ptrs(screen ? 0 : block), cptrs(screen ? block : 0);
+    std::vector<uint32_t> rowidx(block), hits(screen ? 0 : block),
+        qhits(pack && !screen ? nq + 16 : 0);
     std::vector<float> scores(pack ? 0 : nq * block);
     AlignedFloats scratch(pack ? ScoreScratchFloats(block, nq, dpad_) : 0);
     // The batch kernels' thresholds: each query's current top-k threshold, +Infinity for
     // the padding queries of the last panel. A threshold moves only when its TopK cuts.
     const size_t nq16 = PanelStride(nq);
-    std::vector<float> thr(pack ? nq16 : 0, std::numeric_limits<float>::infinity());
+    std::vector<float> thr(pack && !screen ? nq16 : 0, std::numeric_limits<float>::infinity());
     // The int8 screen's candidates, their counts and where the kernel appends (refreshed
     // after a cut), floors (INT32_MAX for padding queries) and query figures.
     std::vector<ScreenTopK>* sh = screen ? &screened[t] : nullptr;
@@ -933,7 +937,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     } else if (pack) {
       kernels_.pack_queries(qpad.data(), nq, dpad_, scratch.get(), row_norm_max_);
     }
-    if (pack) {
+    if (pack && !screen) {
       for (size_t q = 0; q < nq; q++) thr[q] = h[q].Threshold();
     }
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
@@ -968,12 +972,12 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         };
         auto row_at = [&](size_t i) { return spans ? static_cast<uint32_t>(r0 + i) : rowidx[i]; };
         if (gather) {
-          for (size_t i = 0; i < nr; i++) {
-            rowidx[i] = allowed[r0 + i];
-            ptrs[i] = base + static_cast<size_t>(rowidx[i]) * rb;
-          }
-          if (screen)
+          for (size_t i = 0; i < nr; i++) rowidx[i] = allowed[r0 + i];
+          if (screen) {
             for (size_t i = 0; i < nr; i++) cptrs[i] = cbase + static_cast<size_t>(rowidx[i]) * cb;
+          } else {
+            for (size_t i = 0; i < nr; i++) ptrs[i] = base + static_cast<size_t>(rowidx[i]) * rb;
+          }
         } else if (!spans) {
           const uint8_t* p = base + r0 * rb;
           for (size_t i = 0; i < nr; i++, p += rb) {
@@ -1114,10 +1118,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
       ThreadPool::Shared().ParallelFor(tasks, worker);
     }
   }
-  // Merge the tasks' candidates per query: best first, ties by smaller id. nth_element then
-  // a sort of the k kept is linear plus k log k; partial_sort's heap over every candidate
-  // cost ~15 us per query at k = 100. Large batches merge on every thread (queries are
-  // independent).
+  // Merge the tasks' candidates per query: best first, ties by smaller id. A selection
+  // (NthLargest) then a sort of the k kept (Kernels::sort_desc) is linear plus the sort;
+  // partial_sort's heap over every candidate cost ~15 us per query at k = 100. Large
+  // batches merge on every thread (queries are independent).
   std::vector<char> retry(guess.empty() ? 0 : nq, 0);
   const size_t merge_tasks = std::max<size_t>(1, std::min(threads_, nq / 8));
   // Under the int8 screen, the tasks' candidates are first cut by integer score over their

@@ -61,8 +61,8 @@ void WithRowPointers(RowSpan<T> rows, size_t nrows, F f) {
 // Kernels::panel_f32): packed queries, a stage of up to 12 rows, row-major scores.
 // (The bfloat16 kernels' layout, see kernels_avx512.cc, is the larger: packed pairs and a
 // float32 copy of the queries, their error margins and thresholds, a stage of 12 rows. The
-// int8 kernels' fits too: dpad bytes and dpad floats a query, five more floats a query and
-// 16 floats, then 12 rows of scores and masks.)
+// int8 kernels' fits too: dpad bytes and four floats a query and 16 floats, then the
+// integer scores of the rows a call stages and one tile's compare masks.)
 inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
   const size_t nq16 = PanelStride(nq);
   return (2 * nq16 + 12) * dpad + 2 * nq16 + ((nrows + 7) / 8 * 8 + 8) * nq16;

@@ -486,29 +486,24 @@ __attribute__((target("avx512bf16"))) size_t PanelHitsBf16(
 // compare per 16 pairs, as the float32 tiles.
 
 // Scratch: the queries' unsigned codes in panels of 16 (dword g of lane i holds elements
-// 4g .. 4g+3 of query 16p + i), the queries as float32 rows (for rescoring), each query's
-// t, O_q and m - 128, the integer floors of this call, the screen's scale, then the
-// row-major scores.
+// 4g .. 4g+3 of query 16p + i), each query's t, O_q, m - 128 and bound, the screen's scale,
+// then the row-major integer scores (and compare masks) of the rows a call stages.
 struct I8Scratch {
   uint32_t* codes;
-  float* queries;
   float* t;
   float* offset;
   int32_t* start;  // m - 128
-  int32_t* floor;
-  float* bound;  // b of I8Query, rounded up
-  float* scale;  // scale[0]: the rows' s
+  float* bound;    // b of I8Query, rounded up
+  float* scale;    // scale[0]: the rows' s
   float* scores;
 };
 
 inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
   I8Scratch x;
   x.codes = Carve<uint32_t>(s, nq16 * dpad / 4);
-  x.queries = Carve(s, nq16 * dpad);
   x.t = Carve(s, nq16);
   x.offset = Carve(s, nq16);
   x.start = Carve<int32_t>(s, nq16);
-  x.floor = Carve<int32_t>(s, nq16);
   x.bound = Carve(s, nq16);
   x.scale = Carve(s, 16);
   x.scores = s;
@@ -523,12 +518,12 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
   uint8_t* bytes = reinterpret_cast<uint8_t*>(s.codes);
   s.scale[0] = screen.scale;
   for (size_t q = 0; q < nq16; q++) {
-    float* v = s.queries + q * dpad;
+    // Element j of query q; the padding queries past nq are zeros.
+    auto v = [&](size_t j) { return q < nq ? queries[q * dpad + j] : 0.f; };
     float lo = 0, hi = 0;  // over the padded row: the zeros past d count
     for (size_t j = 0; j < dpad; j++) {
-      v[j] = q < nq ? queries[q * dpad + j] : 0.f;
-      lo = std::min(lo, v[j]);
-      hi = std::max(hi, v[j]);
+      lo = std::min(lo, v(j));
+      hi = std::max(hi, v(j));
     }
     // Codes about the centre in steps of t, the centre itself a whole number of steps; a
     // centre too far from zero for that (more than 127 steps) codes about 0 instead.
@@ -542,10 +537,10 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
     double f = 0, q1 = 0, sum = 0;
     for (size_t j = 0; j < dpad; j++) {
       const float d =
-          t > 0 ? std::min(127.f, std::max(-127.f, std::nearbyint(v[j] / t - float(m)))) : 0.f;
-      f = std::max(f, std::fabs(double(v[j]) - double(t) * (double(d) + m)));  // exact
-      q1 += std::fabs(double(v[j]));
-      sum += double(v[j]);
+          t > 0 ? std::min(127.f, std::max(-127.f, std::nearbyint(v(j) / t - float(m)))) : 0.f;
+      f = std::max(f, std::fabs(double(v(j)) - double(t) * (double(d) + m)));  // exact
+      q1 += std::fabs(double(v(j)));
+      sum += double(v(j));
       bytes[((q / 16) * dq + j / 4) * 64 + (q % 16) * 4 + j % 4] =
           static_cast<uint8_t>(static_cast<int>(d) + 128);
     }
@@ -749,9 +744,10 @@ __attribute__((target("avx512vnni"))) inline unsigned TileI8(
   return PanelsForSomeRowsI8<kTileRows>(nr, ptrs, dq, qc, nq, start, floor, sc, ldsc, masks);
 }
 
-// The screen (Kernels::screen_i8): each tile's integer scores go to a tile-sized stage
-// that stays in L1, its compares to one mask word per row and 32 queries, and the pairs at
-// or above their floors straight to their queries' buffers. No stored row is read.
+// The screen (Kernels::screen_i8): the tiles' integer scores go to a stage (a block's
+// worth on the path for whole consecutive tiles, one tile's otherwise), their compares to
+// one mask word per row and 32 queries, and the pairs at or above their floors straight to
+// their queries' buffers. No stored row is read.
 __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows,
                                                        size_t nq, size_t dpad, float* scratch,
                                                        const int32_t* floors,
