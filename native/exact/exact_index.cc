@@ -855,13 +855,11 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
                : kernels_.exact_f32(reinterpret_cast<const float*>(p), qpad.data() + q * dpad_,
                                     dpad_);
   };
-  // Query q's candidates v[0, n) (screen keys) with D >= dmin rescored: the float32 keys
-  // of those whose score is a number (a NaN reaches no threshold, as in the rescoring
-  // kernels), appended to out, each with its screen key beside it. The rows were last read
-  // when the index was built or the B = 1 scan ran, and may be in memory: prefetched 16
-  // candidates ahead.
-  auto rescore = [&](const Key* v, size_t n, size_t q, int32_t dmin,
-                     std::vector<std::pair<Key, Key>>* out) {
+  // Query q's candidates v[0, n) (screen keys) rescored: the float32 keys of those whose
+  // score is a number (a NaN reaches no threshold, as in the rescoring kernels), appended
+  // to out, each with its screen key beside it. The rows were last read when the index was
+  // built or the B = 1 scan ran, and may be in memory: prefetched 16 candidates ahead.
+  auto rescore = [&](const Key* v, size_t n, size_t q, std::vector<std::pair<Key, Key>>* out) {
     constexpr size_t kAhead = 16;
     auto fetch = [&](size_t i) {
       const uint8_t* p = base + static_cast<size_t>(I8KeyRow(v[i])) * rb;
@@ -870,7 +868,6 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     for (size_t i = 0; i < std::min(kAhead, n); i++) fetch(i);
     for (size_t i = 0; i < n; i++) {
       if (i + kAhead < n) fetch(i + kAhead);
-      if (I8KeyScore(v[i]) < dmin) continue;
       const uint32_t row = I8KeyRow(v[i]);
       const float sc = exact(row, q);
       if (sc == sc) out->emplace_back(MakeKey(sc, ids_[row]), v[i]);
@@ -910,7 +907,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
       const bool rose = (*sh)[q].Cut(&fill[q], [&](Key* v, size_t* n, size_t kk, int32_t* floor) {
         screen_prunes_++;
         pruned.clear();
-        rescore(v, *n, q, INT32_MIN, &pruned);
+        rescore(v, *n, q, &pruned);
         if (pruned.size() > kk) {
           std::nth_element(pruned.begin(), pruned.begin() + (kk - 1), pruned.end(),
                            [](const auto& a, const auto& b) { return a.first > b.first; });
@@ -1142,16 +1139,21 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           // their bound reaches the least float32 score of those k.
           int32_t unused = INT32_MIN;
           all.resize(CutByScreen(all.data(), all.size(), k, figures[q].margin, &unused));
-          rescore(all.data(), k, q, INT32_MIN, &scored);
-          int32_t dmin = INT32_MIN;
+          rescore(all.data(), k, q, &scored);
+          size_t rest = all.size();
           if (scored.size() == k) {
+            // Those whose bound reaches the least score of the k, gathered before they are
+            // rescored: no row is prefetched for nothing.
             Key least = scored[0].first;
             for (const auto& e : scored) least = std::min(least, e.first);
-            dmin = I8Floor(figures[q], KeyScore(least));
+            const int32_t dmin = I8Floor(figures[q], KeyScore(least));
+            rest = k;
+            for (size_t i = k; i < all.size(); i++)
+              if (I8KeyScore(all[i]) >= dmin) all[rest++] = all[i];
           }
-          rescore(all.data() + k, all.size() - k, q, dmin, &scored);
+          rescore(all.data() + k, rest - k, q, &scored);
         } else {
-          rescore(all.data(), all.size(), q, INT32_MIN, &scored);
+          rescore(all.data(), all.size(), q, &scored);
         }
         all.clear();
         for (const auto& e : scored) all.push_back(e.first);
