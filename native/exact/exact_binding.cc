@@ -215,8 +215,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       return TopKResult(info.Env(), r.ids, r.scores, p.k);
     });
   }
-  // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, packMinBatch?, sgemmMinBatch?,
-  //             sgemmRows?, guessRank?, guessMinRows? }): benchmarks, tests.
+  // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, scanBlockBytes?, packMinBatch?,
+  //             sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -233,6 +233,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       };
       num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
       num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
+      num("scanBlockBytes", 256, size_t(1) << 26, &index_->Tuning().scan_block_bytes);
       num("chunksPerTask", 0, size_t(1) << 20, &index_->Tuning().chunks_per_task);
       num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);

@@ -44,9 +44,17 @@ struct ExactTuning {
   // thread (0: one block at a time). Runs keep each core's reads sequential over long
   // stretches; several per thread still let a core that other work slows take fewer.
   size_t chunks_per_task = 8;
-  // Target bytes of item rows per cache block; the block is reused by every query of the
-  // batch before the scan moves on (one pass over item memory per batch).
+  // Target bytes of item rows per cache block for the batch kernels (pack_min_batch and
+  // up); the block is reused by every query of the batch before the scan moves on (one
+  // pass over item memory per batch).
   size_t block_bytes = 32 * 1024;
+  // The same for the direct scans of smaller batches (B = 1 among them), where each block
+  // costs its bookkeeping (the shared floors, the filter's call, the ids' prefetch) and
+  // little is reused. 64 KiB against 32: 0.92-0.98 of the time at 100k rows, B = 1 and 4,
+  // d = 64 and 128, both storages (one outlier 1.06 not repeated over 60 rounds), 0.97-1.03
+  // at 1M rows (bench:exact-ab --kernels avx512-bf16,avx512-bf16 --tune-a); 128 KiB no
+  // faster than 64. The batch kernels' block stays at 32 KiB: 64 took 1.07x at B = 32.
+  size_t scan_block_bytes = 64 * 1024;
   // Batches of at least this many queries are scored by the batch (query-panel) kernels
   // (Kernels::panel_f32, see kernels_avx2.cc), which also filter by the top-k thresholds;
   // 0 never uses them, nor does the scalar kernel set, which has none.

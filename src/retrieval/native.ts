@@ -37,8 +37,10 @@ export interface ExactTuning {
   minRowsPerTask?: number;
   /** Runs of consecutive blocks handed to each thread (default 8; 0 = one block at a time). */
   chunksPerTask?: number;
-  /** Item bytes per cache block reused by every query of a batch (default 32768). */
+  /** Item bytes per cache block reused by every query of a batch, for the batch kernels (default 32768). */
   blockBytes?: number;
+  /** The same for the direct scans of batches below packMinBatch, B = 1 among them (default 65536). */
+  scanBlockBytes?: number;
   /** Batches at least this large pack each block of rows into transposed panels first (default 12; 0 = never). */
   packMinBatch?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */

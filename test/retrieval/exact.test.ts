@@ -151,7 +151,7 @@ test('the batch (query-panel) and direct kernels match brute force at every batc
           const queries = rng.uniformArray(B * d);
           const want = scalar.searchSync(queries, 10);
           for (const packMinBatch of [1, 0]) {
-            index.setTuning({ packMinBatch, blockBytes: 1024 });
+            index.setTuning({ packMinBatch, blockBytes: 1024, scanBlockBytes: 1024 });
             const got = await index.search(queries, 10);
             const label = `${kernel}/${storage}/${screen} d=${d} B=${B} packMinBatch=${packMinBatch}`;
             assertMatches(ref, queries, 10, got, tolFor(ref, queries), {}, label);
@@ -186,7 +186,7 @@ test('equal scores come out by ascending id, across cuts, tasks and kernels', as
       const queries = Float32Array.from({ length: B * d }, () => rng.int(7) - 3);
       for (const tuning of [
         {},
-        { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1 },
+        { minRowsPerTask: 50, blockBytes: 256, scanBlockBytes: 256, chunksPerTask: 1 },
         { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1, packMinBatch: 1 },
       ]) {
         index.setTuning(tuning);
@@ -376,7 +376,7 @@ test(
             }
           };
           for (const index of [screened, plain]) {
-            index.setTuning({ blockBytes: 1024, minRowsPerTask: 64 });
+            index.setTuning({ blockBytes: 1024, scanBlockBytes: 1024, minRowsPerTask: 64 });
             index.build(ids, rows);
           }
           ref.set(ids, store(rows));
@@ -416,7 +416,7 @@ test(
     {
       const d = 16;
       const index = ExactIndex.create({ dim: d, screen: 'int8' });
-      index.setTuning({ blockBytes: 8 * d * 4 });
+      index.setTuning({ blockBytes: 8 * d * 4, scanBlockBytes: 8 * d * 4 });
       const ref = new RefIndex(d);
       const old = Float32Array.from({ length: 30 * d }, (_, i) =>
         Math.floor(i / d) === 20 ? 50 : 10,
@@ -483,7 +483,8 @@ test(
         for (const x of [index, plain]) x.build(ids, vecs);
         const ref = new RefIndex(d);
         ref.set(ids, storage === 'f16' ? f16RoundArray(vecs) : vecs);
-        for (const x of [index, plain]) x.setTuning({ minRowsPerTask: 1000, blockBytes: 4096 });
+        for (const x of [index, plain])
+          x.setTuning({ minRowsPerTask: 1000, blockBytes: 4096, scanBlockBytes: 4096 });
         const queries = rng.uniformArray(B * d);
         queries.fill(0, 3 * d, 4 * d); // query 3: zeros
         queries.fill(0.5, 7 * d, 8 * d); // query 7: constant
@@ -691,7 +692,12 @@ test('large N splits across threads and cache blocks and still matches', async (
     const queries = rng.uniformArray(5 * 32);
     let first: Uint32Array | undefined;
     for (const chunksPerTask of [0, 1, 3, 8]) {
-      index.setTuning({ minRowsPerTask: 1000, blockBytes: 1024, chunksPerTask });
+      index.setTuning({
+        minRowsPerTask: 1000,
+        blockBytes: 1024,
+        scanBlockBytes: 1024,
+        chunksPerTask,
+      });
       const got = await index.search(queries, 100);
       assertMatches(
         ref,
@@ -705,7 +711,12 @@ test('large N splits across threads and cache blocks and still matches', async (
       first ??= got.ids;
       assert.deepEqual(got.ids, first);
     }
-    index.setTuning({ minRowsPerTask: 16384, blockBytes: 32768, chunksPerTask: 8 });
+    index.setTuning({
+      minRowsPerTask: 16384,
+      blockBytes: 32768,
+      scanBlockBytes: 65536,
+      chunksPerTask: 8,
+    });
     assert.deepEqual(index.searchSync(queries, 100).ids, first);
   }
 });
@@ -829,6 +840,7 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   await rej(index.search(q, 1, { allow: [1] as unknown as Uint32Array }), 'TypeError', /allow/);
   bad(() => index.searchSync(q, 0), 'RangeError', /k/);
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
+  bad(() => index.setTuning({ scanBlockBytes: 1 }), 'RangeError', /scanBlockBytes/);
   bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
   bad(() => index.setTuning({ chunksPerTask: 0.5 }), 'RangeError', /chunksPerTask/);
   bad(
