@@ -215,7 +215,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       return TopKResult(info.Env(), r.ids, r.scores, p.k);
     });
   }
-  // setTuning({ minRowsPerTask?, chunksPerTask?, blockBytes?, scanBlockBytes?, packMinBatch?,
+  // setTuning({ minRowsPerTask?, claimDivisor?, blockBytes?, scanBlockBytes?, packMinBatch?,
   //             sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }): benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
@@ -234,7 +234,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
       num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
       num("scanBlockBytes", 256, size_t(1) << 26, &index_->Tuning().scan_block_bytes);
-      num("chunksPerTask", 0, size_t(1) << 20, &index_->Tuning().chunks_per_task);
+      num("claimDivisor", 0, size_t(1) << 20, &index_->Tuning().claim_divisor);
       num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
       num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);

@@ -835,10 +835,8 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   std::vector<float> guess;  // empty: no guessed floors (set below, for the kernels' scan)
 
   std::vector<std::vector<TopK>> heaps(tasks, std::vector<TopK>(nq));
-  // Claims are runs of blocks: chunks_per_task per task, or single blocks when 0.
-  const size_t nchunks =
-      tuning_.chunks_per_task == 0 ? nblocks : std::min(nblocks, tasks * tuning_.chunks_per_task);
-  std::atomic<size_t> next_chunk{0};
+  // The next block no thread has claimed (ExactTuning::claim_divisor).
+  std::atomic<size_t> next_block{0};
   const bool f16 = storage_ == Storage::F16;
   SharedFloors<float> floors(tasks > 1 && !screen ? nq : 0);
   SharedFloors<int32_t> dfloors(tasks > 1 && screen ? nq : 0);
@@ -941,10 +939,16 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     // Runs of consecutive blocks are claimed dynamically: a core slowed by other work takes
     // fewer of them, and each core still reads long stretches of consecutive memory.
     for (;;) {
-      const size_t c = next_chunk.fetch_add(1);
-      if (c >= nchunks) break;
-      const size_t b_end = nblocks * (c + 1) / nchunks;  // (a division a block was 1% at B = 1)
-      for (size_t b = nblocks * c / nchunks; b < b_end; b++) {
+      size_t b_begin = next_block.load(std::memory_order_relaxed), run = 1;
+      do {
+        if (b_begin >= nblocks) break;
+        if (tuning_.claim_divisor > 0)
+          run = std::max<size_t>(1, (nblocks - b_begin) / (tuning_.claim_divisor * tasks));
+      } while (!next_block.compare_exchange_weak(b_begin, b_begin + run,
+                                                 std::memory_order_relaxed));
+      if (b_begin >= nblocks) break;
+      const size_t b_end = b_begin + run;
+      for (size_t b = b_begin; b < b_end; b++) {
         const size_t r0 = b * block;
         const size_t nr = std::min(block, total - r0);
         if (tasks > 1 && screen) {

@@ -40,10 +40,15 @@ struct ExactTuning {
   // Rows one task scans before the pool is worth waking: below ~this many rows per task,
   // the hand-off costs more than the second core gives back.
   size_t min_rows_per_task = 16384;
-  // The scan's blocks are handed to threads as this many runs of consecutive blocks per
-  // thread (0: one block at a time). Runs keep each core's reads sequential over long
-  // stretches; several per thread still let a core that other work slows take fewer.
-  size_t chunks_per_task = 8;
+  // The scan's threads claim its blocks as they go, each claim a run of consecutive blocks:
+  // those left over claim_divisor x threads, at least one (0: one block at a time). Long
+  // runs first keep each core's reads sequential; single blocks at the end let the threads
+  // finish together, and a core that other work slows takes fewer. Against 8 equal runs per
+  // thread: 0.81-0.98 of the time at B = 4 and 8, 0.93-1.02 at B = 1 and 32 (one reading of
+  // 1.07), 100k x 64 and x 128, both storages; 0.97-0.99 at 1M rows (bench:exact-ab
+  // --kernels avx512-bf16,avx512-bf16 with either tuned, either way round). Divisors 1, 2
+  // and 4 measured alike.
+  size_t claim_divisor = 2;
   // Target bytes of item rows per cache block for the batch kernels (pack_min_batch and
   // up); the block is reused by every query of the batch before the scan moves on (one
   // pass over item memory per batch).

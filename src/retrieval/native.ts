@@ -35,8 +35,11 @@ export type ExactScreen = (typeof EXACT_SCREENS)[number];
 export interface ExactTuning {
   /** Rows one thread scans at least before a search is split (default 16384). */
   minRowsPerTask?: number;
-  /** Runs of consecutive blocks handed to each thread (default 8; 0 = one block at a time). */
-  chunksPerTask?: number;
+  /**
+   * Each claim of a scan's thread takes the blocks left over claimDivisor x threads, at
+   * least one: long runs first, single blocks at the end (default 2; 0 = one block at a time).
+   */
+  claimDivisor?: number;
   /** Item bytes per cache block reused by every query of a batch, for the batch kernels (default 32768). */
   blockBytes?: number;
   /** The same for the direct scans of batches below packMinBatch, B = 1 among them (default 65536). */

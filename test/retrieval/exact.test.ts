@@ -186,8 +186,8 @@ test('equal scores come out by ascending id, across cuts, tasks and kernels', as
       const queries = Float32Array.from({ length: B * d }, () => rng.int(7) - 3);
       for (const tuning of [
         {},
-        { minRowsPerTask: 50, blockBytes: 256, scanBlockBytes: 256, chunksPerTask: 1 },
-        { minRowsPerTask: 50, blockBytes: 256, chunksPerTask: 1, packMinBatch: 1 },
+        { minRowsPerTask: 50, blockBytes: 256, scanBlockBytes: 256, claimDivisor: 1 },
+        { minRowsPerTask: 50, blockBytes: 256, claimDivisor: 1, packMinBatch: 1 },
       ]) {
         index.setTuning(tuning);
         const k = 90;
@@ -688,26 +688,18 @@ test('large N splits across threads and cache blocks and still matches', async (
   for (const storage of ['f32', 'f16'] as const) {
     const { index, ref } = setup(rng, 20000, 32, storage, 'auto');
     // Force many tasks and small blocks so the merge and block edges are exercised, with
-    // blocks claimed one at a time, in runs, and in runs that do not divide the blocks.
+    // blocks claimed one at a time and in runs that shrink as the blocks run out.
     const queries = rng.uniformArray(5 * 32);
     let first: Uint32Array | undefined;
-    for (const chunksPerTask of [0, 1, 3, 8]) {
+    for (const claimDivisor of [0, 1, 3, 8]) {
       index.setTuning({
         minRowsPerTask: 1000,
         blockBytes: 1024,
         scanBlockBytes: 1024,
-        chunksPerTask,
+        claimDivisor,
       });
       const got = await index.search(queries, 100);
-      assertMatches(
-        ref,
-        queries,
-        100,
-        got,
-        tolFor(ref, queries),
-        {},
-        `${storage} ${chunksPerTask}`,
-      );
+      assertMatches(ref, queries, 100, got, tolFor(ref, queries), {}, `${storage} ${claimDivisor}`);
       first ??= got.ids;
       assert.deepEqual(got.ids, first);
     }
@@ -715,7 +707,7 @@ test('large N splits across threads and cache blocks and still matches', async (
       minRowsPerTask: 16384,
       blockBytes: 32768,
       scanBlockBytes: 65536,
-      chunksPerTask: 8,
+      claimDivisor: 2,
     });
     assert.deepEqual(index.searchSync(queries, 100).ids, first);
   }
@@ -842,7 +834,7 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
   bad(() => index.setTuning({ scanBlockBytes: 1 }), 'RangeError', /scanBlockBytes/);
   bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
-  bad(() => index.setTuning({ chunksPerTask: 0.5 }), 'RangeError', /chunksPerTask/);
+  bad(() => index.setTuning({ claimDivisor: 0.5 }), 'RangeError', /claimDivisor/);
   bad(
     () => ExactIndex.create({ dim: 4, screen: 'int4' as 'int8' }),
     'RangeError',
