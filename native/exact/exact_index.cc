@@ -738,7 +738,13 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   // against their spread) 2 of 32 queries overshot and were searched again on every call.
   // The guess is the least exact score of the r rows kept: r sample rows reach it, so it is
   // at most the sample's exact r-th best, and the guess keeps its float32 odds.
-  std::vector<float> row32(storage_ == Storage::F16 ? dpad_ : 0);
+  // Two passes: every query's r best rows first, each row prefetched as it is named, then
+  // their scores, under the screen by the screen's rescoring kernels (exact_f32/f16: no
+  // float32 copy of a float16 row; another summation order, which the slack below covers).
+  // This tail runs on one thread while the other waits: 100k x 64, B = 32, both storages,
+  // ~11 us against ~20 us scoring each row as its query came (temporary timers).
+  std::vector<uint32_t> best(nq * r);
+  std::vector<char> have(nq, 0);
   std::vector<Key> all;
   for (size_t q = 0; q < nq; q++) {
     // The query's r best over all tasks' lists.
@@ -749,23 +755,40 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
     }
     if (all.size() < r) continue;  // fewer than r sample rows
     if (all.size() > r) NthLargest(all.data(), all.size(), r - 1);
-    float g = std::numeric_limits<float>::infinity();
+    have[q] = 1;
     for (size_t x = 0; x < r; x++) {
       const uint32_t at = screen ? I8KeyRow(all[x]) : KeyId(all[x]);
+      best[q * r + x] = at;
       const uint8_t* row = rows_->data + static_cast<size_t>(at) * rb;
-      const float* f = reinterpret_cast<const float*>(row);
-      if (storage_ == Storage::F16) {
+      for (size_t b = 0; b < rb; b += 64) __builtin_prefetch(row + b);
+    }
+  }
+  std::vector<float> row32(storage_ == Storage::F16 ? dpad_ : 0);
+  for (size_t q = 0; q < nq; q++) {
+    if (!have[q]) continue;
+    const float* query = qpad + q * dpad_;
+    float g = std::numeric_limits<float>::infinity();
+    for (size_t x = 0; x < r; x++) {
+      const uint8_t* row = rows_->data + static_cast<size_t>(best[q * r + x]) * rb;
+      float sc;
+      if (screen) {
+        sc = storage_ == Storage::F16
+                 ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(row), query, dpad_)
+                 : kernels_.exact_f32(reinterpret_cast<const float*>(row), query, dpad_);
+      } else if (storage_ == Storage::F16) {
         kernels_.from_f16(reinterpret_cast<const uint16_t*>(row), row32.data(), dpad_);
-        f = row32.data();
+        sc = kernels_.dot_f32(row32.data(), query, dpad_);
+      } else {
+        sc = kernels_.dot_f32(reinterpret_cast<const float*>(row), query, dpad_);
       }
-      g = std::min(g, kernels_.dot_f32(f, qpad + q * dpad_, dpad_));
+      g = std::min(g, sc);
     }
     // The scan sums each dot product in another order, which moves a score by up to
     // 2 d u sum|x_j q_j| <= (d / 2^23) |q| |x| (u = 2^-24, Cauchy-Schwarz). Without that
     // slack, rows tied at the guess (duplicate items) scored an ulp below it in the scan,
     // no row reached the floor, and the query was searched again on every call.
     double qn = 0;
-    for (size_t j = 0; j < dpad_; j++) qn += double(qpad[q * dpad_ + j]) * qpad[q * dpad_ + j];
+    for (size_t j = 0; j < dpad_; j++) qn += double(query[j]) * query[j];
     const double slack = 1.01 * double(dpad_ + 2) / 8388608.0 * std::sqrt(qn) * row_norm_max_;
     g = static_cast<float>(double(g) - slack - 1e-30);
     guess[q] = g;
