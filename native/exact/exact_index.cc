@@ -625,10 +625,13 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
   std::vector<Key> lists(tasks * nq * stride);
   std::vector<uint32_t> fill(tasks * nq, 0);
   const size_t cb = I8RowBytes(dpad_);
+  // A call scores up to a block of sample rows, or one run under the screen: with blocks
+  // of fewer rows than a run (a tuning of a few hundred bytes), the run sets the sizes.
+  const size_t most = screen ? std::max(block, kRun) : block;
   auto part = [&](size_t t) {
-    AlignedFloats scratch(ScoreScratchFloats(block, nq, dpad_));
+    AlignedFloats scratch(ScoreScratchFloats(most, nq, dpad_));
     std::vector<int32_t> dfloor(screen ? nq16 : 0, INT32_MAX);
-    std::vector<const uint8_t*> cptrs(screen ? block : 0);
+    std::vector<const uint8_t*> cptrs(screen ? most : 0);
     std::vector<Key*> out(screen ? nq : 0);
     for (size_t q = 0; q < out.size(); q++) out[q] = lists.data() + (t * nq + q) * stride;
     if (screen) {
@@ -637,7 +640,7 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
     } else {
       kernels_.pack_queries(qpad, nq, dpad_, scratch.get(), row_norm_max_);
     }
-    std::vector<uint32_t> rows(block);
+    std::vector<uint32_t> rows(most);
     if (screen) {
       // Runs of 12 consecutive rows (one tile of the screen's kernel), one from each of
       // ns / 12 equal strata at a hashed offset. Rows drawn one by one were a random read
