@@ -216,7 +216,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     });
   }
   // setTuning({ minRowsPerTask?, claimDivisor?, blockBytes?, scanBlockBytes?, packMinBatch?,
-  //             sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }): benchmarks, tests.
+  //             screenMinBatch?, sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }):
+  // benchmarks, tests.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
@@ -236,6 +237,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       num("scanBlockBytes", 256, size_t(1) << 26, &index_->Tuning().scan_block_bytes);
       num("claimDivisor", 0, size_t(1) << 20, &index_->Tuning().claim_divisor);
       num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
+      num("screenMinBatch", 0, size_t(1) << 20, &index_->Tuning().screen_min_batch);
       num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
       num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
       num("guessRank", 0, size_t(1) << 20, &index_->Tuning().guess_rank);

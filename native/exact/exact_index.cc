@@ -843,8 +843,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   const size_t total = gather ? allowed.size() : n_;
   if (total == 0) return;
 
-  const bool pack = tuning_.pack_min_batch > 0 && nq >= tuning_.pack_min_batch &&
-                    kernels_.panel_f32 != nullptr;
+  const bool pack =
+      tuning_.pack_min_batch > 0 && kernels_.panel_f32 != nullptr &&
+      (nq >= tuning_.pack_min_batch ||
+       (i8_ && tuning_.screen_min_batch > 0 && nq >= tuning_.screen_min_batch));
   // Rows per cache block: a multiple of 8 (the widest tile), 8..512 for the batch kernels
   // (the int8 screen's block of tiles holds at most 512), 8..2048 for the direct scans.
   size_t block = (pack ? tuning_.block_bytes : tuning_.scan_block_bytes) / rb;

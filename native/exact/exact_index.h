@@ -64,6 +64,15 @@ struct ExactTuning {
   // (Kernels::panel_f32, see kernels_avx2.cc), which also filter by the top-k thresholds;
   // 0 never uses them, nor does the scalar kernel set, which has none.
   size_t pack_min_batch = 12;
+  // Where the index keeps int8 codes (the screen), batches of at least this many queries
+  // (and fewer than pack_min_batch) take the batch kernels too: a single-panel screen tile
+  // scores 16 queries at about what a direct scan spends on one. Against the direct scans
+  // (screen_min_batch 0), 100k x 64 and x 128, both storages: 0.24-0.52 of the time at
+  // B = 8 and 11, 0.55-0.83 at B = 3 and 4 (0.97 once, float16 at 1M x 64), where B = 2
+  // through the screen measured 0.87-1.17 (bench:exact-ab --kernels avx512-bf16,avx512-bf16
+  // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
+  // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off.
+  size_t screen_min_batch = 3;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds
   // with BLAS (the CMake addon), and only for full scans (no allow list).

@@ -834,6 +834,7 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   bad(() => index.setTuning({ blockBytes: 1 }), 'RangeError', /blockBytes/);
   bad(() => index.setTuning({ scanBlockBytes: 1 }), 'RangeError', /scanBlockBytes/);
   bad(() => index.setTuning({ packMinBatch: -1 }), 'RangeError', /packMinBatch/);
+  bad(() => index.setTuning({ screenMinBatch: 2.5 }), 'RangeError', /screenMinBatch/);
   bad(() => index.setTuning({ claimDivisor: 0.5 }), 'RangeError', /claimDivisor/);
   bad(
     () => ExactIndex.create({ dim: 4, screen: 'int4' as 'int8' }),
