@@ -42,7 +42,7 @@ export interface ExactTuning {
   claimDivisor?: number;
   /** Item bytes per cache block reused by every query of a batch, for the batch kernels (default 32768). */
   blockBytes?: number;
-  /** The same for the direct scans of batches below packMinBatch, B = 1 among them (default 65536). */
+  /** The same for the direct scans of the batches the batch kernels leave (B = 1 among them; default 65536). */
   scanBlockBytes?: number;
   /** Batches at least this large pack each block of rows into transposed panels first (default 12; 0 = never). */
   packMinBatch?: number;
