@@ -15,7 +15,11 @@
 // --fresh N times each variant over N different query batches instead of one batch
 // repeated (one search per batch, the order alternating), and reports the mean time and
 // the guessed-floor retries per query: a guess that overshoots for some queries costs
-// only on those, which one repeated batch either always or never hits.
+// only on those, which one repeated batch either always or never hits. Without --fresh the
+// retries column counts the timed searches of the one batch: a nonzero value there means
+// one of its queries is searched twice on every call (about 1 in 2,000 queries at the
+// default guess; 100k x 128 float32, B = 32, --dims 64,128 --storage f16,f32 draws one,
+// and that cell then takes ~2x the time of its neighbours).
 //
 // Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
 // share of result ids the two agree on (1 unless a variant changes results).
@@ -108,7 +112,7 @@ interface AbRow {
   b_ms: number;
   b_over_a: number;
   same_ids: number;
-  /** --fresh: guessed floors that overshot, per query searched. */
+  /** Guessed floors that overshot, per query searched (timed searches). */
   a_retries?: number;
   b_retries?: number;
 }
@@ -176,6 +180,7 @@ for (const d of dims) {
       }
       const ta: number[] = [];
       const tb: number[] = [];
+      const [ra0, rb0] = [ia.guessRetries, ib.guessRetries];
       for (let r = 0; r < rounds; r++) {
         // Alternate which variant goes first, so neither always follows the other.
         if (r % 2 === 0) {
@@ -199,6 +204,9 @@ for (const d of dims) {
         b_ms: Math.round(mb * 1000) / 1000,
         b_over_a: Math.round((mb / ma) * 100) / 100,
         same_ids: Math.round((same / ra.ids.length) * 10000) / 10000,
+        // The same batch every round: a query whose guess overshoots does so every time.
+        a_retries: (ia.guessRetries - ra0) / (rounds * (reps + 1) * batch),
+        b_retries: (ib.guessRetries - rb0) / (rounds * (reps + 1) * batch),
       });
     }
   }
