@@ -126,6 +126,11 @@ struct F16Rows {
 constexpr size_t kTileRows = 12;
 // The most rows a block of an exact-index scan holds (exact_index.cc: 8..512).
 constexpr size_t kMaxBlockRows = 512;
+// The most groups of 32 queries the screen's block path takes (ScreenI8); larger batches
+// go a tile at a time. Against a tile at a time for every batch over 32: 0.96-0.99 of the
+// time at B = 48 to 128, d = 64, and 0.99-1.01 at d = 128, both storages (bench:exact-ab
+// --addons, either build first).
+constexpr size_t kMaxBlockGroups = 4;
 
 template <class L>
 size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, size_t dpad,
@@ -710,12 +715,13 @@ __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
   return TileBodyI8<R, P>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
 }
 // ntiles tiles of R consecutive code rows of DQ dwords from base, one query group (P panels):
-// tile i's scores at sc + i R ldsc, its masks at masks + i R (one group: ldm 1). One call a
-// block instead of one a tile, the next tile's code rows prefetched a tile ahead.
+// tile i's scores at sc + i R ldsc, its masks at masks + i R ldm (ldm: the words a row, one
+// a group). One call a block and group instead of one a tile, the next tile's code rows
+// prefetched a tile ahead.
 template <int R, int P, size_t DQ>
 __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
     const uint8_t* base, size_t ntiles, const uint32_t* qc, const int32_t* start,
-    const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks) {
+    const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
   constexpr size_t kTileBytes = R * I8RowBytes(4 * DQ);
   for (size_t i = 0; i < ntiles; i++) {
     const uint8_t* tile = base + i * kTileBytes;
@@ -723,7 +729,7 @@ __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
       for (size_t b = 0; b < kTileBytes; b += 64)
         _mm_prefetch(reinterpret_cast<const char*>(tile + kTileBytes + b), _MM_HINT_T0);
     TileBodyI8<R, P>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start, floor, sc + i * R * ldsc, ldsc,
-                     masks + i * R, 1);
+                     masks + i * R * ldm, ldm);
   }
 }
 
@@ -810,22 +816,26 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     }
   };
   size_t r = 0;
-  // Whole tiles of consecutive code rows at the widths the tile unrolls for, up to 32
-  // queries: one kernel call for all of a block's tiles. Against a call a tile, 0.94-0.97
-  // of the time at B = 12 and 16 (d = 64 and 128, both storages) and 0.98-1.05 at B = 32
-  // (bench:exact-ab --addons, either build first).
-  if (codes.consecutive() && codes.stride == cb && nq <= 32 && nrows >= kTileRows &&
-      nrows <= kMaxBlockRows) {
+  // Whole tiles of consecutive code rows at the widths the tile unrolls for, up to
+  // kMaxBlockGroups groups of 32 queries: one kernel call a group for all of a block's
+  // tiles, which the next group reads again from L1 or L2. Against a call a tile (all groups
+  // of a tile, then the next): 0.94-0.97 of the time at B = 12 and 16 (d = 64 and 128, both
+  // storages) and 0.98-1.05 at B = 32 (bench:exact-ab --addons, either build first);
+  // B = 48 to 128: see kMaxBlockGroups.
+  if (codes.consecutive() && codes.stride == cb && ldm <= kMaxBlockGroups &&
+      nrows >= kTileRows && nrows <= kMaxBlockRows) {
     const size_t ntiles = nrows / kTileRows;
-    uint32_t masks[kMaxBlockRows];
+    uint32_t masks[kMaxBlockRows * kMaxBlockGroups];
     auto tiles = [&](auto width) {
       constexpr size_t DQ = decltype(width)::value;
-      if (nq > 16) {
-        PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes, s.start, floors, stage, nq16,
-                                       masks);
-      } else {
-        PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes, s.start, floors, stage, nq16,
-                                       masks);
+      for (size_t q = 0; q < nq; q += 32) {
+        if (nq - q > 16) {
+          PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
+                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
+        } else {
+          PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
+                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
+        }
       }
       return ntiles * kTileRows;
     };
@@ -845,16 +855,28 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     static_assert(kMaxBlockRows % 16 == 0, "the masks are read 16 at a time");
     uint32_t hits[kMaxBlockRows + 16];
     size_t nh = 0;
+    // Several groups: a row's words ORed into one first.
+    uint32_t any[kMaxBlockRows];
+    const uint32_t* word = masks;
+    if (ldm > 1) {
+      for (size_t i = 0; i < r; i++) {
+        uint32_t w = 0;
+        for (size_t g = 0; g < ldm; g++) w |= masks[i * ldm + g];
+        any[i] = w;
+      }
+      word = any;
+    }
     const __m512i step = _mm512_set1_epi32(16);
     __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (size_t i = 0; i < r; i += 16, idx = _mm512_add_epi32(idx, step)) {
-      const __m512i m = _mm512_loadu_si512(masks + i);
+      const __m512i m = _mm512_loadu_si512(word + i);
       __mmask16 live = _mm512_test_epi32_mask(m, m);
       if (r - i < 16) live &= static_cast<__mmask16>((1u << (r - i)) - 1);
       _mm512_storeu_si512(hits + nh, _mm512_maskz_compress_epi32(live, idx));
       nh += static_cast<size_t>(__builtin_popcount(live));
     }
-    for (size_t j = 0; j < nh; j++) emit(hits[j], masks + hits[j], stage + hits[j] * nq16);
+    for (size_t j = 0; j < nh; j++)
+      emit(hits[j], masks + hits[j] * ldm, stage + hits[j] * nq16);
   }
   // The rest a tile at a time, each staged at the front of the scores.
   uint32_t* masks = reinterpret_cast<uint32_t*>(stage + kTileRows * nq16);
