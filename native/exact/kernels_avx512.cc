@@ -178,7 +178,7 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
 // One query: the 8-row scan (single_query_scan_inl.h, with 32 vector registers here) at the
 // common dimensions, else float16 rows in Scan4F16; two queries: the 8-row scan for two
 // (each row converted once for both), against the AVX2 kernels' 4-row tile for two
-// queries 0.6-0.75 of the time for float16 and 0.8-1.0 for float32 at B = 2, 100k x 64
+// queries 0.55-0.75 of the time for float16 and 0.77-1.04 for float32 at B = 2, 100k x 64
 // and x 128 (bench:exact-ab, the two builds alternately, three processes each); the rest
 // goes to the AVX2 kernels.
 void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
@@ -860,9 +860,10 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     }
     // The hit rows' indices first, 16 masks a step (a test and a compress in registers),
     // then their pairs. A branch on each row's mask mispredicted on the rows that hold a
-    // pair, ~13% of them at random (100k x 64 float16, B = 32: ~13,400 pairs a search),
-    // and the pairs' emission was 8% of the samples (perf); this way 0.94-0.96 of the time
-    // at B = 32 and d = 64, 0.97-0.99 at d = 128 and B = 16 (bench:exact-ab --addons,
+    // pair, up to ~13% of them at random (100k x 64 float16, B = 32: ~13,400 pairs a
+    // search, temporary counters),
+    // and the pairs' emission was 8% of the samples (perf); this way 0.94-0.97 of the time
+    // at B = 32 and d = 64, 0.94-1.0 at d = 128 and at B = 16 (bench:exact-ab --addons,
     // either build first).
     static_assert(kMaxBlockRows % 16 == 0, "the masks are read 16 at a time");
     uint32_t hits[kMaxBlockRows + 16];
