@@ -183,12 +183,11 @@ size_t PanelHits16(const typename L::T* const* rows, size_t nrows, size_t nq, si
 // goes to the AVX2 kernels.
 void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t nq,
               size_t dpad, float* out, size_t ldo) {
-  auto rest = [dpad, queries](const uint16_t* const* r, size_t n, float* o) {
-    Scan4F16(r, n, queries, dpad, o);
-  };
+  // The rows the unrolled scans leave (< 8), a query at a time.
   auto rest2 = [dpad](const uint16_t* const* r, size_t n, const float* q, float* o) {
     Scan4F16(r, n, q, dpad, o);
   };
+  auto rest = [&](const uint16_t* const* r, size_t n, float* o) { rest2(r, n, queries, o); };
   if (nq == 2 && ScanUnrolled2(rows, nrows, queries, dpad, out, ldo, rest2)) return;
   if (nq != 1) {
     Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
@@ -200,12 +199,10 @@ void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t
 }
 void ScoreF32(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq, size_t dpad,
               float* out, size_t ldo) {
-  auto rest = [dpad, queries](const float* const* r, size_t n, float* o) {
-    Avx2Kernels()->score_f32(RowSpan<float>::Gathered(r), n, queries, 1, dpad, o, 0);
-  };
   auto rest2 = [dpad](const float* const* r, size_t n, const float* q, float* o) {
     Avx2Kernels()->score_f32(RowSpan<float>::Gathered(r), n, q, 1, dpad, o, 0);
   };
+  auto rest = [&](const float* const* r, size_t n, float* o) { rest2(r, n, queries, o); };
   if (nq == 2 && ScanUnrolled2(rows, nrows, queries, dpad, out, ldo, rest2)) return;
   if (nq != 1 || !ScanUnrolled(rows, nrows, queries, dpad, out, rest))
     Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo);
