@@ -51,10 +51,11 @@ export interface ExactIndexOptions {
    * 'auto' (default): 'int8' where the kernel set has the int8 screen (AVX-512 with
    * AVX512_VNNI), else 'none'. 'int8' keeps an int8 code row beside every stored row (dim
    * rounded up to 8, plus 4 bytes: +53% over float16 rows at d = 64, +27% over float32) and
-   * scores batches of 12 or more queries in 8-bit integer products, rescoring in float32
-   * every pair whose proven error bound could reach the query's top-k: results are those of
-   * the float32 kernels, in 0.4-0.8 of the time on a Zen 4 (bench/README.md). Single
-   * queries scan the stored rows as without it. Throws RangeError where the CPU lacks it.
+   * scores batches of 3 or more queries (tuning: screenMinBatch) in 8-bit integer
+   * products, rescoring in float32 every pair whose proven error bound could reach the
+   * query's top-k: results are those of the float32 kernels, in 0.3-0.8 of the time on a
+   * Zen 4 at 12 or more queries (bench/README.md). One or two queries scan the stored rows
+   * as without it. Throws RangeError where the CPU lacks it.
    */
   screen?: ExactScreen;
 }
