@@ -53,7 +53,7 @@ export interface ExactIndexOptions {
    * rounded up to 8, plus 4 bytes: +53% over float16 rows at d = 64, +27% over float32) and
    * scores batches of 3 or more queries (tuning: screenMinBatch) in 8-bit integer
    * products, rescoring in float32 every pair whose proven error bound could reach the
-   * query's top-k: results are those of the float32 kernels, in 0.3-0.8 of the time on a
+   * query's top-k: results are those of the float32 kernels, in 0.3-0.7 of the time on a
    * Zen 4 at 12 or more queries (bench/README.md). One or two queries scan the stored rows
    * as without it. Throws RangeError where the CPU lacks it.
    */
