@@ -17,9 +17,9 @@
 // the guessed-floor retries per query: a guess that overshoots for some queries costs
 // only on those, which one repeated batch either always or never hits. Without --fresh the
 // retries column counts the timed searches of the one batch: a nonzero value there means
-// one of its queries is searched twice on every call (about 1 in 2,000 queries at the
-// default guess; 100k x 128 float32, B = 32, --dims 64,128 --storage f16,f32 draws one,
-// and that cell then takes ~2x the time of its neighbours).
+// one of its queries is searched twice on every call (1 to 5 queries in 10,000 at the
+// default guess, --fresh 300 at B = 16 and 32; 100k x 128 float32, B = 32, --dims 64,128
+// --storage f16,f32 draws one, and that cell then takes ~2x the time of its neighbours).
 //
 // Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
 // share of result ids the two agree on (1 unless a variant changes results).

@@ -594,6 +594,13 @@ bool ExactIndex::HasSgemm() {
 #endif
 }
 
+float ExactIndex::ExactScore(uint32_t row, const float* query) const {
+  const uint8_t* p = rows_->data + static_cast<size_t>(row) * RowBytes();
+  return storage_ == Storage::F16
+             ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(p), query, dpad_)
+             : kernels_.exact_f32(reinterpret_cast<const float*>(p), query, dpad_);
+}
+
 std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t k, size_t total,
                                            const std::vector<uint32_t>* allowed, size_t block,
                                            bool screen) const {
@@ -698,7 +705,8 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
         // 64-bit divisions a row were a sixth of the sampling loop's time.)
         const size_t j = s0 + i;
         const size_t lo = static_cast<size_t>(double(j) * step);
-        const size_t hi = std::min(total, std::max(lo + 1, static_cast<size_t>(double(j + 1) * step)));
+        const size_t hi =
+            std::min(total, std::max(lo + 1, static_cast<size_t>(double(j + 1) * step)));
         uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
         h ^= h >> 31;
         const size_t pos = lo + static_cast<size_t>(((h >> 32) * (hi - lo)) >> 32);
@@ -775,9 +783,7 @@ std::vector<float> ExactIndex::GuessFloors(const float* qpad, size_t nq, size_t 
       const uint8_t* row = rows_->data + static_cast<size_t>(best[q * r + x]) * rb;
       float sc;
       if (screen) {
-        sc = storage_ == Storage::F16
-                 ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(row), query, dpad_)
-                 : kernels_.exact_f32(reinterpret_cast<const float*>(row), query, dpad_);
+        sc = ExactScore(best[q * r + x], query);
       } else if (storage_ == Storage::F16) {
         kernels_.from_f16(reinterpret_cast<const uint16_t*>(row), row32.data(), dpad_);
         sc = kernels_.dot_f32(row32.data(), query, dpad_);
@@ -874,14 +880,6 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   std::vector<std::vector<ScreenTopK>> screened(screen ? tasks : 0);
   for (auto& v : screened) v.resize(nq);
   std::vector<std::vector<uint32_t>> screen_fill(screen ? tasks : 0, std::vector<uint32_t>(nq));
-  // Row `row`'s float32 score for query q, summed as the avx512-bf16 batch kernels rescore.
-  auto exact = [&](uint32_t row, size_t q) {
-    const uint8_t* p = base + static_cast<size_t>(row) * rb;
-    return f16 ? kernels_.exact_f16(reinterpret_cast<const uint16_t*>(p), qpad.data() + q * dpad_,
-                                    dpad_)
-               : kernels_.exact_f32(reinterpret_cast<const float*>(p), qpad.data() + q * dpad_,
-                                    dpad_);
-  };
   // Query q's candidates v[0, n) (screen keys) rescored: the float32 keys of those whose
   // score is a number (a NaN reaches no threshold, as in the rescoring kernels), appended
   // to out, each with its screen key beside it. The rows were last read when the index was
@@ -896,7 +894,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     for (size_t i = 0; i < n; i++) {
       if (i + kAhead < n) fetch(i + kAhead);
       const uint32_t row = I8KeyRow(v[i]);
-      const float sc = exact(row, q);
+      const float sc = ExactScore(row, qpad.data() + q * dpad_);
       if (sc == sc) out->emplace_back(MakeKey(sc, ids_[row]), v[i]);
     }
   };

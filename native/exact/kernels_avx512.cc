@@ -537,9 +537,9 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
   s.scale[0] = screen.scale;
   for (size_t q = 0; q < nq16; q++) {
-    // Element j of query q; the padding queries past nq are zeros.
-    // Lanes past dpad (dpad a multiple of 8) load zeros: they move neither lo nor hi (both
-    // start at 0), code to -m, exactly the centre, and add nothing to f, q1 or sum.
+    // Query q's elements 16 at a time; the padding queries past nq are zeros, and so are
+    // the lanes past dpad (a multiple of 8): they move neither lo nor hi (both start at 0),
+    // code to -m, exactly the centre, and add nothing to f, q1 or sum.
     const float* row = q < nq ? queries + q * dpad : nullptr;
     auto load = [&](size_t j) {
       const __mmask16 live = dpad - j >= 16 ? 0xffff : (1u << (dpad - j)) - 1;
@@ -858,10 +858,9 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     // The hit rows' indices first, 16 masks a step (a test and a compress in registers),
     // then their pairs. A branch on each row's mask mispredicted on the rows that hold a
     // pair, up to ~13% of them at random (100k x 64 float16, B = 32: ~13,400 pairs a
-    // search, temporary counters),
-    // and the pairs' emission was 8% of the samples (perf); this way 0.94-0.97 of the time
-    // at B = 32 and d = 64, 0.94-1.0 at d = 128 and at B = 16 (bench:exact-ab --addons,
-    // either build first).
+    // search, temporary counters), and the pairs' emission was 8% of the samples (perf);
+    // this way 0.94-0.97 of the time at B = 32 and d = 64, 0.94-1.0 at d = 128 and at
+    // B = 16 (bench:exact-ab --addons, either build first).
     static_assert(kMaxBlockRows % 16 == 0, "the masks are read 16 at a time");
     uint32_t hits[kMaxBlockRows + 16];
     size_t nh = 0;
