@@ -324,7 +324,9 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernel
       kernels_(kernels),
       i8_(int8_screen && kernels.screen_i8 != nullptr),
       rows_(new Buffer()),
-      codes_(new Buffer()) {}
+      codes_(new Buffer()) {
+  tuning_.screen_min_batch = kernels.screen_min_batch;
+}
 
 size_t ExactIndex::Size() const {
   auto lk = ReadLock();

@@ -71,7 +71,9 @@ struct ExactTuning {
   // B = 8 and 11, 0.55-0.83 at B = 3 and 4 (0.97 once, float16 at 1M x 64), where B = 2
   // through the screen measured 0.87-1.17 (bench:exact-ab --kernels avx512-bf16,avx512-bf16
   // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
-  // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off.
+  // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
+  // index starts from its kernel set's figure (Kernels::screen_min_batch): the AVX2 set's
+  // screen, at half the AVX-512 one's products per instruction, starts at 8.
   size_t screen_min_batch = 3;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -167,10 +167,11 @@ struct Kernels {
   size_t (*panel_f16)(const uint16_t* const* rows, size_t nrows, size_t nq, size_t dpad,
                       float* scratch, const float* thr, uint32_t* hit_rows, const float** scores);
   // Packs the queries into scratch in this kernel set's panel layout (transposed panels of
-  // 8 for AVX2, 16 for AVX-512; nullptr in the scalar set, with the batch kernels). Once per search and thread,
-  // not per block of rows: at d = 64 a block is 128 rows, and packing 32 queries for every
-  // block cost a third of the block's FMA time. row_norm_max bounds the Euclidean norm of
-  // every stored row: the bfloat16 kernels size their error margins with it.
+  // 8 for AVX2, 16 for AVX-512; nullptr in the scalar set, with the batch kernels). Once
+  // per search and thread, not per block of rows: at d = 64 a block is 128 rows, and
+  // packing 32 queries for every block cost a third of the block's FMA time. row_norm_max
+  // bounds the Euclidean norm of every stored row: the bfloat16 kernels size their error
+  // margins with it.
   void (*pack_queries)(const float* queries, size_t nq, size_t dpad, float* scratch,
                        float row_norm_max);
   // dot(a, b) over d unpadded floats (HNSW rows as FAISS stores them).
@@ -190,8 +191,9 @@ struct Kernels {
   // IEEE binary16 conversion, round to nearest even.
   void (*to_f16)(const float* in, uint16_t* out, size_t n);
   void (*from_f16)(const uint16_t* in, float* out, size_t n);
-  // The int8 screen (nullptr without AVX512_VNNI). Rows are scored in 8-bit integer
-  // products (vpdpbusd: four per lane and instruction, twice the bfloat16 rate) against
+  // The int8 screen (nullptr in the scalar set). Rows are scored in 8-bit integer products
+  // (vpdpbusd where the CPU has AVX512_VNNI: four per lane and instruction, twice the
+  // bfloat16 rate; else vpmaddubsw and vpmaddwd, twice the float32 FMA's rate) against
   // queries pack_queries_i8 has packed into scratch (ScoreScratchFloats(nrows, nq, dpad)
   // floats, 64-byte aligned) once per search and thread, from each row's int8 code row
   // (I8Screen). An integer score D bounds the pair's float32 score (I8Query), and the caller
@@ -221,6 +223,9 @@ struct Kernels {
   void (*finite_range)(const float* v, size_t n, float* lo, float* hi);
   // Sorts n distinct keys descending (a merge's best k, best first).
   void (*sort_desc)(uint64_t* keys, size_t n);
+  // The default of ExactTuning::screen_min_batch for this set: the least batch whose
+  // screened search measured faster than the direct scans (see where each set sets it).
+  size_t screen_min_batch = 3;
 };
 
 // sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.

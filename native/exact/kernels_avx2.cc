@@ -14,6 +14,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "exact/kernels.h"
@@ -22,6 +25,7 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
+#include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 struct LoadF32 {
   using T = float;
@@ -427,6 +431,204 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
   for (; i < n; i++) out[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(in[i])));
 }
 
+
+// --- The int8 screen without AVX-512 ---------------------------------------------------
+// The same screen as the AVX-512 sets' (kernels_avx512.cc: the same code rows, bounds,
+// floors and candidates), with vpmaddubsw for vpdpbusd: it multiplies 32 pairs of unsigned
+// and signed bytes and adds adjacent products into 16 int16 lanes, and vpmaddwd against
+// ones then adds adjacent int16 lanes into 8 int32 ones: four products per int32 lane in
+// two multiplies (and an add to the accumulator), where a float32 FMA does one. The int16
+// sums saturate past 32767, so a query's unsigned codes stay within 7 bits: d_j in
+// [-63, 63] about its centre m, stored as d_j + 64 in [1, 127], and two products of at
+// most 127 x 127 fit. Half the AVX-512 set's resolution for the queries (twice its f), the
+// same for the rows.
+
+// Each query coded one element at a time (packing is once per search and thread).
+void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,
+                   float* scratch) {
+  const size_t nq16 = PanelStride(nq);
+  const size_t dq = dpad / 4;
+  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
+  s.scale[0] = screen.scale;
+  uint8_t* bytes = reinterpret_cast<uint8_t*>(s.codes);
+  for (size_t q = 0; q < nq16; q++) {
+    // Padding queries past nq are zeros. The range takes in 0 (the padding elements past d
+    // are zeros too), so |centre| <= 63 steps and zeros code exactly.
+    const float* row = q < nq ? queries + q * dpad : nullptr;
+    float lo = 0, hi = 0;
+    for (size_t j = 0; row && j < dpad; j++) {
+      lo = std::min(lo, row[j]);
+      hi = std::max(hi, row[j]);
+    }
+    float t = (hi - lo) / 126.f;
+    const double mid = (double(hi) + lo) / 2;
+    int m = t > 0 ? static_cast<int>(std::nearbyint(mid / t)) : 0;
+    if (t > 0 && std::abs(mid / t) > 63) {
+      t = std::max(hi, -lo) / 63.f;
+      m = 0;
+    }
+    double f = 0, q1 = 0, sum = 0;
+    // Query q's dword g: panel q / 8, lane q % 8.
+    uint8_t* codes = bytes + 4 * ((q / 8) * dq * 8 + q % 8);
+    for (size_t j = 0; j < dpad; j++) {
+      const float x = row ? row[j] : 0.f;
+      float d = 0;
+      if (t > 0) d = std::min(63.f, std::max(-63.f, std::nearbyint(x / t - float(m))));
+      const double e = double(x) - double(t) * (double(d) + m);  // exact
+      f = std::max(f, std::fabs(e));
+      q1 += std::fabs(double(x));
+      sum += x;
+      codes[(j / 4) * 32 + j % 4] = static_cast<uint8_t>(static_cast<int>(d) + 64);
+    }
+    s.t[q] = t;
+    s.start[q] = m - 64;
+    SetI8Figures(s, q, nq, screen, dpad, f, q1, sum);
+  }
+}
+
+// R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): int32 scores
+// D to sc[r * ldsc + 8p ..], and bits[r] bit 8p + i set where query 8p + i's D reaches its
+// floor. R = 4, P = 2: 8 accumulators, 2 query vectors, the ones, a row's broadcast dword
+// and the products' temporaries in 16 registers.
+template <int R, int P>
+inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
+                   const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,
+                   unsigned* bits) {
+  __m256i acc[R][P], st[P];
+  for (int p = 0; p < P; p++)
+    st[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start + 8 * p));
+  for (int r = 0; r < R; r++) {
+    int32_t sum;
+    std::memcpy(&sum, rows[r] + 4 * dq, 4);
+    const __m256i c = _mm256_set1_epi32(sum);
+    for (int p = 0; p < P; p++) acc[r][p] = _mm256_mullo_epi32(c, st[p]);
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (size_t g = 0; g < dq; g++) {
+    __m256i qv[P];
+    for (int p = 0; p < P; p++)
+      qv[p] = _mm256_load_si256(reinterpret_cast<const __m256i*>(qc + (p * dq + g) * 8));
+    for (int r = 0; r < R; r++) {
+      int32_t w;
+      std::memcpy(&w, rows[r] + 4 * g, 4);
+      const __m256i x = _mm256_set1_epi32(w);
+      for (int p = 0; p < P; p++)
+        acc[r][p] = _mm256_add_epi32(
+            acc[r][p], _mm256_madd_epi16(_mm256_maddubs_epi16(qv[p], x), ones));
+    }
+  }
+  for (int p = 0; p < P; p++) {
+    const __m256i fl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(floor + 8 * p));
+    for (int r = 0; r < R; r++) {
+      // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
+      const unsigned below = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(fl, acc[r][p]))));
+      if (p == 0) bits[r] = 0;
+      bits[r] |= (~below & 0xffu) << (8 * p);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(sc + r * ldsc + 8 * p), acc[r][p]);
+    }
+  }
+}
+
+constexpr size_t kTileRowsI8 = 4;
+// The least batch the screen takes in this set (Kernels::screen_min_batch).
+constexpr size_t kScreenMinBatch = 8;
+
+// Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
+// code rows then come from L1 for the next 16); the tile's scores go to a stage and its
+// compares to one mask word per row and 32 queries, and the pairs at or above their floors
+// straight to their queries' buffers. No stored row is read.
+size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, float* scratch,
+                const int32_t* floors, const uint32_t* rows, uint32_t first,
+                uint64_t* const* out, uint32_t* fill) {
+  constexpr size_t R = kTileRowsI8;
+  const size_t nq16 = PanelStride(nq);
+  const size_t dq = dpad / 4;
+  const size_t ldm = (nq + 31) / 32;
+  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
+  int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
+  // After the stage: within the scratch's rows (ScoreScratchFloats gives 8 and more).
+  uint32_t* masks = reinterpret_cast<uint32_t*>(stage + R * nq16);
+  const size_t cb = I8RowBytes(dpad);
+  size_t n = 0;
+  for (size_t r = 0; r < nrows; r += R) {
+    const size_t nr = std::min(R, nrows - r);
+    // A short last tile repeats its first row; those lanes' results are never read.
+    const uint8_t* ptrs[R];
+    for (size_t i = 0; i < R; i++) ptrs[i] = codes[r + (i < nr ? i : 0)];
+    for (size_t i = r + R; i < std::min(nrows, r + 2 * R); i++) {
+      const char* p = reinterpret_cast<const char*>(codes[i]);
+      for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+    std::fill(masks, masks + R * ldm, 0u);
+    for (size_t q = 0; q < nq; q += 16) {
+      unsigned bits[R];
+      if (nq - q > 8) {
+        TileI8<R, 2>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q, nq16,
+                     bits);
+      } else {
+        TileI8<R, 1>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q, nq16,
+                     bits);
+      }
+      for (size_t i = 0; i < R; i++) masks[i * ldm + q / 32] |= bits[i] << (q % 32);
+    }
+    for (size_t i = 0; i < nr; i++) {
+      uint32_t any = 0;
+      for (size_t g = 0; g < ldm; g++) any |= masks[i * ldm + g];
+      if (any == 0) continue;
+      const uint32_t row = rows ? rows[r + i] : first + static_cast<uint32_t>(r + i);
+      n += EmitI8Pairs(row, masks + i * ldm, ldm, stage + i * nq16, out, fill);
+    }
+  }
+  return n;
+}
+
+float ExactF32(const float* row, const float* query, size_t dpad) {
+  return DotF32(row, query, dpad);
+}
+float ExactF16(const uint16_t* row, const float* query, size_t dpad) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 16 <= dpad; j += 16) {
+    s0 = _mm256_fmadd_ps(LoadF16::Load(row + j), _mm256_loadu_ps(query + j), s0);
+    s1 = _mm256_fmadd_ps(LoadF16::Load(row + j + 8), _mm256_loadu_ps(query + j + 8), s1);
+  }
+  if (j < dpad) s0 = _mm256_fmadd_ps(LoadF16::Load(row + j), _mm256_loadu_ps(query + j), s0);
+  return HSum(_mm256_add_ps(s0, s1));
+}
+
+// Element by element, as the AVX-512 set's CodeRowI8 lane by lane: the same float
+// operations for the codes, the errors in double (s c_j exact, x_j - s c_j fused, then one
+// rounding for z: the caller's 1e-9 covers both).
+I8RowCode CodeRowI8(const float* v, size_t dpad, float s, float z, int8_t* codes) {
+  const float inv = s > 0 ? 1.f / s : 0.f;
+  I8RowCode out;
+  for (size_t j = 0; j < dpad; j++) {
+    const float x = v[j];
+    if (!(std::fabs(x) <= std::numeric_limits<float>::max())) {
+      out.finite = false;
+      codes[j] = 0;
+      continue;
+    }
+    const float c = std::nearbyint(std::min(127.f, std::max(-127.f, (x - z) * inv)));
+    const int ci = static_cast<int>(c);
+    codes[j] = static_cast<int8_t>(ci);
+    out.sum += ci;
+    out.l1 += std::abs(ci);
+    out.err = std::max(out.err, std::fabs(std::fma(-double(s), double(c), double(x)) - double(z)));
+    out.amax = std::max(out.amax, std::fabs(double(x)));
+  }
+  return out;
+}
+
+void FiniteRange(const float* v, size_t n, float* lo, float* hi) {
+  for (size_t j = 0; j < n; j++) {
+    if (!(std::fabs(v[j]) <= std::numeric_limits<float>::max())) continue;
+    *lo = std::min(*lo, v[j]);
+    *hi = std::max(*hi, v[j]);
+  }
+}
+
 }  // namespace
 
 const Kernels* Avx2Kernels() {
@@ -434,10 +636,12 @@ const Kernels* Avx2Kernels() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma") ||
       !__builtin_cpu_supports("f16c"))
     return nullptr;
-  static const Kernels k{"avx2",         ScoreF32, ScoreF16, PanelHits<LoadF32>, PanelHits<LoadF16>,
-                        PackQueries,    DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16,
-                        FromF16,        nullptr,  nullptr,       nullptr,    nullptr, nullptr,
-                        nullptr,        nullptr,  SortDescending};
+  static const Kernels k{"avx2",         ScoreF32,   ScoreF16,      PanelHits<LoadF32>,
+                        PanelHits<LoadF16>, PackQueries, DotF32,     SelectAtLeast,
+                        SelectEach,     SumF32,     ToF16,         FromF16,
+                        PackQueriesI8,  ScreenI8,   QueryI8,       ExactF32,
+                        ExactF16,       CodeRowI8,  FiniteRange,   SortDescending,
+                        kScreenMinBatch};
   return &k;
 }
 

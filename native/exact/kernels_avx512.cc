@@ -33,6 +33,7 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
+#include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 
 // --- The batch kernel: queries packed in panels of 16 ----------------------------------
@@ -268,14 +269,6 @@ struct Bf16Scratch {
   float* scores;
 };
 
-// The next `floats` floats of a scratch buffer, as T, and s moved past them.
-template <class T = float>
-inline T* Carve(float*& s, size_t floats) {
-  T* p = reinterpret_cast<T*>(s);
-  s += floats;
-  return p;
-}
-
 inline Bf16Scratch LayoutBf16(float* s, size_t nq16, size_t dpad) {
   Bf16Scratch x;
   x.pairs = Carve<uint32_t>(s, nq16 * dpad / 2);
@@ -499,31 +492,6 @@ __attribute__((target("avx512bf16"))) size_t PanelHitsBf16(
 // The kernel compares the integer accumulators against the caller's integer floors, one
 // compare per 16 pairs, as the float32 tiles.
 
-// Scratch: the queries' unsigned codes in panels of 16 (dword g of lane i holds elements
-// 4g .. 4g+3 of query 16p + i), each query's t, O_q, m - 128 and bound, the screen's scale,
-// then the row-major integer scores (and compare masks) of the rows a call stages.
-struct I8Scratch {
-  uint32_t* codes;
-  float* t;
-  float* offset;
-  int32_t* start;  // m - 128
-  float* bound;    // b of I8Query, rounded up
-  float* scale;    // scale[0]: the rows' s
-  float* scores;
-};
-
-inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
-  I8Scratch x;
-  x.codes = Carve<uint32_t>(s, nq16 * dpad / 4);
-  x.t = Carve(s, nq16);
-  x.offset = Carve(s, nq16);
-  x.start = Carve<int32_t>(s, nq16);
-  x.bound = Carve(s, nq16);
-  x.scale = Carve(s, 16);
-  x.scores = s;
-  return x;
-}
-
 // Each query is coded 16 elements a step: the same codes and error f as one element at a
 // time (the same IEEE operations lane by lane), the sums q1 and sum in another order. One
 // element at a time, packing was 1.4% of a 100k x 64 float16 B = 32 search's samples
@@ -594,37 +562,9 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
     }
     s.t[q] = t;
     s.start[q] = m - 128;
-    // The sums above are of at most 2^16 terms in double: their rounding is far below the
-    // 1e-6 added.
-    const double fmax = _mm512_reduce_max_pd(f);
-    const double l1 = _mm512_reduce_add_pd(q1);
-    const double total = _mm512_reduce_add_pd(sum);
-    const double bound = double(screen.scale) * fmax * double(screen.l1) +
-                         double(screen.err) * l1 +
-                         double(dpad + 2) / 8388608.0 * l1 * double(screen.amax);
-    const double centre = double(screen.zero) * total;
-    // NaN (an infinite err or amax against a zero) and overflow round up to +Infinity
-    // (RoundUpToFloat): every pair of that query is rescored.
-    const double b = bound * (1 + 1e-6) + std::fabs(centre) * 1e-12 + 1e-30;
-    s.offset[q] = q >= nq ? 0.f : RoundUpToFloat(centre + b);
-    s.bound[q] = q >= nq ? 0.f : RoundUpToFloat(b);
+    SetI8Figures(s, q, nq, screen, dpad, _mm512_reduce_max_pd(f), _mm512_reduce_add_pd(q1),
+                 _mm512_reduce_add_pd(sum));
   }
-}
-
-I8Query QueryOf(const I8Scratch& s, size_t q) {
-  I8Query f;
-  f.scale = double(s.scale[0]) * double(s.t[q]);  // exact: two floats' product in double
-  f.upper = s.offset[q];
-  const double b = s.bound[q];
-  // ceil(2b / scale) in double, plus one against the division's rounding.
-  const double m = f.scale > 0 ? std::ceil(2 * b / f.scale) + 1 : std::nan("");
-  f.margin = m >= 0 && m < double(kI8NoMargin) ? static_cast<int64_t>(m) : kI8NoMargin;
-  return f;
-}
-
-void QueryI8(const float* scratch, size_t nq, size_t dpad, I8Query* out) {
-  const I8Scratch s = LayoutI8(const_cast<float*>(scratch), PanelStride(nq), dpad);
-  for (size_t q = 0; q < nq; q++) out[q] = QueryOf(s, q);
 }
 
 // acc += the four byte products of each lane (u: unsigned, s: signed). In assembly: g++ 12
@@ -812,17 +752,10 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
   int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
   const size_t cb = I8RowBytes(dpad);
   size_t n = 0;
-  // Row i's pairs (its mask words, its integer scores) to their queries' buffers. A hit row
-  // usually holds one pair: one loop over a word's bits then runs once.
+  // Row i's pairs (its mask words, its integer scores) to their queries' buffers.
   auto emit = [&](size_t i, const uint32_t* words, const int32_t* drow) {
     const uint32_t row = rows ? rows[i] : first + static_cast<uint32_t>(i);
-    for (size_t g = 0; g < ldm; g++) {
-      for (uint32_t m = words[g]; m != 0; m &= m - 1) {
-        const size_t q = 32 * g + static_cast<size_t>(__builtin_ctz(m));
-        out[q][fill[q]++] = I8Key(drow[q], row);
-        n++;
-      }
-    }
+    n += EmitI8Pairs(row, words, ldm, drow, out, fill);
   };
   size_t r = 0;
   // Whole tiles of consecutive code rows at the widths the tile unrolls for, up to
@@ -1017,6 +950,7 @@ void AddI8(Kernels* x) {
   x->exact_f16 = ExactF16;
   x->code_row_i8 = CodeRowI8;
   x->finite_range = FiniteRange;
+  x->screen_min_batch = 3;
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ const Kernels& ScalarKernels() {
   // No batch kernels (nor their packing): every batch is scored where the queries lie.
   static const Kernels k{"scalar", ScoreF32, ScoreF16, nullptr, nullptr, nullptr,
                         DotF32,   SelectAtLeast, SelectEach, SumF32, ToF16, FromF16,
-                        // No int8 screen either (Avx512Kernels adds it with AVX512_VNNI).
+                        // No int8 screen either (the AVX2 and AVX-512 sets have one).
                         nullptr,  nullptr,  nullptr, nullptr, nullptr, nullptr, nullptr,
                         SortDescending};
   return k;
