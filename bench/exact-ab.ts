@@ -71,11 +71,15 @@ function variants(): [Variant, Variant] {
   if (addons !== undefined) {
     const paths = addons.split(',');
     if (paths.length !== 2) throw new RangeError('--addons takes two paths, A,B');
+    // Both builds with one kernel set (--kernel, default each build's best).
+    const kernel = args.options.get('kernel') ?? 'auto';
+    if (kernel !== 'auto' && !(EXACT_KERNELS as readonly string[]).includes(kernel))
+      throw new RangeError(`--kernel: '${kernel}' is not one of ${EXACT_KERNELS.join(', ')}`);
     const require = createRequire(import.meta.url);
     const [a, b] = paths.map((p) => ({
       name: p,
       addon: require(p) as NativeAddon,
-      kernel: 'auto',
+      kernel,
     }));
     return [a!, b!];
   }

@@ -73,7 +73,7 @@ struct ExactTuning {
   // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
   // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
   // index starts from its kernel set's figure (Kernels::screen_min_batch): the AVX2 set's
-  // screen, at half the AVX-512 one's products per instruction, starts at 8.
+  // screen, at half the AVX-512 one's products per instruction, starts at 6.
   size_t screen_min_batch = 3;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -489,36 +489,47 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
 // R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): int32 scores
 // D to sc[r * ldsc + 8p ..], and bits[r] bit 8p + i set where query 8p + i's D reaches its
 // floor. R = 4, P = 2: 8 accumulators, 2 query vectors, the ones, a row's broadcast dword
-// and the products' temporaries in 16 registers.
+// and the products' temporaries in 16 registers. Every loop over r and p is unrolled by
+// pragma: without, g++ 12 kept the single panel's accumulators on the stack (a load and a
+// store per product, perf annotate), and B = 8 took 1.5-1.8x the time it takes now
+// (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both storages).
 template <int R, int P>
 inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
                    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,
                    unsigned* bits) {
   __m256i acc[R][P], st[P];
+#pragma GCC unroll 2
   for (int p = 0; p < P; p++)
     st[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start + 8 * p));
+#pragma GCC unroll 4
   for (int r = 0; r < R; r++) {
     int32_t sum;
     std::memcpy(&sum, rows[r] + 4 * dq, 4);
     const __m256i c = _mm256_set1_epi32(sum);
+#pragma GCC unroll 2
     for (int p = 0; p < P; p++) acc[r][p] = _mm256_mullo_epi32(c, st[p]);
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (size_t g = 0; g < dq; g++) {
     __m256i qv[P];
+#pragma GCC unroll 2
     for (int p = 0; p < P; p++)
       qv[p] = _mm256_load_si256(reinterpret_cast<const __m256i*>(qc + (p * dq + g) * 8));
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
       int32_t w;
       std::memcpy(&w, rows[r] + 4 * g, 4);
       const __m256i x = _mm256_set1_epi32(w);
+#pragma GCC unroll 2
       for (int p = 0; p < P; p++)
         acc[r][p] = _mm256_add_epi32(
             acc[r][p], _mm256_madd_epi16(_mm256_maddubs_epi16(qv[p], x), ones));
     }
   }
+#pragma GCC unroll 2
   for (int p = 0; p < P; p++) {
     const __m256i fl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(floor + 8 * p));
+#pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
       // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
       const unsigned below = static_cast<unsigned>(
@@ -531,8 +542,12 @@ inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
 }
 
 constexpr size_t kTileRowsI8 = 4;
-// The least batch the screen takes in this set (Kernels::screen_min_batch).
-constexpr size_t kScreenMinBatch = 8;
+// The least batch the screen takes in this set (Kernels::screen_min_batch). Against the
+// direct scans, 100k x 64 and x 128, both storages, on a Zen 4 with this set forced: 0.48-0.82
+// of the time at B = 6 and 8; at B = 4 and 5, 0.58-0.91 except float16 at d = 64, 1.14-1.15;
+// at B = 3, 0.73 (float32, d = 128) to 1.37 (bench:exact-ab --kernels avx2,avx2 --tune-a
+// '{"screenMinBatch":0}' --tune-b '{"screenMinBatch":3}').
+constexpr size_t kScreenMinBatch = 6;
 
 // Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
 // code rows then come from L1 for the next 16); the tile's scores go to a stage and its
