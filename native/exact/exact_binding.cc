@@ -155,7 +155,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       if (screen != "none" && screen != "int8" && screen != "auto")
         ThrowRange("screen must be 'none', 'int8' or 'auto', got '" + screen + "'");
       if (screen == "int8" && ks->screen_i8 == nullptr)
-        ThrowRange("screen 'int8' needs AVX512_VNNI and an AVX-512 kernel set; kernel '" +
+        ThrowRange("screen 'int8' needs an AVX2 or AVX-512 kernel set; kernel '" +
                    std::string(ks->name) + "' has none");
       index_ = std::make_shared<ExactIndex>(dim, storage == "f16" ? Storage::F16 : Storage::F32,
                                             threads, *ks, screen != "none");

@@ -113,10 +113,10 @@ export interface PipelineConfig {
   exactStorage: 'f32' | 'f16';
   /**
    * The exact index's int8 screen (ExactIndexOptions.screen): 'auto' (default) keeps int8
-   * codes of the item vectors where the CPU has AVX-512 VNNI and screens batched
-   * collaborative passes of 3 or more queries with them (same results; 0.3-0.7 of the
-   * time at 12 or more queries against the unscreened kernels, and 0.24-0.83 at 3 to 11
-   * against the direct scans, bench:exact-ab); 'none' saves the codes' memory (dim
+   * codes of the item vectors wherever the CPU has AVX2 and screens batched collaborative
+   * passes of 3 or more queries with them (6 without AVX-512 VNNI; same results; 0.3-0.7
+   * of the time at 12 or more queries against the unscreened kernels, and 0.24-0.83 at 3
+   * to 11 against the direct scans, bench:exact-ab); 'none' saves the codes' memory (dim
    * rounded up to 8, plus 4 bytes an item).
    */
   exactScreen: ExactScreen;
