@@ -612,32 +612,76 @@ float ExactF16(const uint16_t* row, const float* query, size_t dpad) {
   return HSum(_mm256_add_ps(s0, s1));
 }
 
-// Element by element, as the AVX-512 set's CodeRowI8 lane by lane: the same float
-// operations for the codes, the errors in double (s c_j exact, x_j - s c_j fused, then one
-// rounding for z: the caller's 1e-9 covers both).
+// Eight elements a step, as the AVX-512 set's CodeRowI8 sixteen: the same float operations
+// for the codes, the errors in double (s c_j exact, x_j - s c_j fused, then one rounding for
+// z: the caller's 1e-9 covers both). Element by element, coding took 2.3x the AVX-512 set's
+// time (1M x 128 float32: a build took 2.25 s against 1.66, and 1.3 s without codes).
 I8RowCode CodeRowI8(const float* v, size_t dpad, float s, float z, int8_t* codes) {
-  const float inv = s > 0 ? 1.f / s : 0.f;
-  I8RowCode out;
-  for (size_t j = 0; j < dpad; j++) {
-    const float x = v[j];
-    if (!(std::fabs(x) <= std::numeric_limits<float>::max())) {
-      out.finite = false;
-      codes[j] = 0;
-      continue;
+  const __m256 inv = _mm256_set1_ps(s > 0 ? 1.f / s : 0.f), zz = _mm256_set1_ps(z);
+  const __m256 big = _mm256_set1_ps(std::numeric_limits<float>::max());
+  const __m256 lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f);
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256d sd = _mm256_set1_pd(s), zd = _mm256_set1_pd(z), signd = _mm256_set1_pd(-0.0);
+  __m256i sum = _mm256_setzero_si256(), l1 = sum;
+  __m256d err = _mm256_setzero_pd(), amax = err;
+  bool finite = true;
+  for (size_t j = 0; j < dpad; j += 8) {  // dpad: a multiple of 8
+    const __m256 x = _mm256_loadu_ps(v + j);
+    const __m256 fin = _mm256_cmp_ps(_mm256_andnot_ps(sign, x), big, _CMP_LE_OQ);
+    finite &= _mm256_movemask_ps(fin) == 0xff;
+    const __m256 t = _mm256_and_ps(
+        fin, _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_sub_ps(x, zz), inv))));
+    const __m256 c = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i ci = _mm256_cvttps_epi32(c);
+    sum = _mm256_add_epi32(sum, ci);
+    l1 = _mm256_add_epi32(l1, _mm256_abs_epi32(ci));
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(ci), _mm256_extracti128_si256(ci, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(codes + j), _mm_packs_epi16(w, w));
+    for (int half = 0; half < 2; half++) {
+      const __m128 xh = half ? _mm256_extractf128_ps(x, 1) : _mm256_castps256_ps128(x);
+      const __m128 ch = half ? _mm256_extractf128_ps(c, 1) : _mm256_castps256_ps128(c);
+      const __m128i fh = _mm_castps_si128(half ? _mm256_extractf128_ps(fin, 1)
+                                               : _mm256_castps256_ps128(fin));
+      const __m256d keep = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(fh));  // all ones: finite
+      const __m256d xd = _mm256_cvtps_pd(xh);
+      const __m256d e = _mm256_sub_pd(_mm256_fnmadd_pd(sd, _mm256_cvtps_pd(ch), xd), zd);
+      err = _mm256_max_pd(err, _mm256_and_pd(keep, _mm256_andnot_pd(signd, e)));
+      amax = _mm256_max_pd(amax, _mm256_and_pd(keep, _mm256_andnot_pd(signd, xd)));
     }
-    const float c = std::nearbyint(std::min(127.f, std::max(-127.f, (x - z) * inv)));
-    const int ci = static_cast<int>(c);
-    codes[j] = static_cast<int8_t>(ci);
-    out.sum += ci;
-    out.l1 += std::abs(ci);
-    out.err = std::max(out.err, std::fabs(std::fma(-double(s), double(c), double(x)) - double(z)));
-    out.amax = std::max(out.amax, std::fabs(double(x)));
   }
+  int32_t si[8], li[8];
+  double ed[4], ad[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(si), sum);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(li), l1);
+  _mm256_storeu_pd(ed, err);
+  _mm256_storeu_pd(ad, amax);
+  I8RowCode out;
+  for (int i = 0; i < 8; i++) out.sum += si[i], out.l1 += li[i];
+  for (int i = 0; i < 4; i++) {
+    out.err = std::max(out.err, ed[i]);
+    out.amax = std::max(out.amax, ad[i]);
+  }
+  out.finite = finite;
   return out;
 }
 
 void FiniteRange(const float* v, size_t n, float* lo, float* hi) {
-  for (size_t j = 0; j < n; j++) {
+  const __m256 big = _mm256_set1_ps(std::numeric_limits<float>::max());
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 l0 = _mm256_set1_ps(*lo), h0 = _mm256_set1_ps(*hi);
+  __m256 mn = l0, mx = h0;
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 x = _mm256_loadu_ps(v + j);
+    const __m256 fin = _mm256_cmp_ps(_mm256_andnot_ps(sign, x), big, _CMP_LE_OQ);
+    mn = _mm256_min_ps(mn, _mm256_blendv_ps(l0, x, fin));
+    mx = _mm256_max_ps(mx, _mm256_blendv_ps(h0, x, fin));
+  }
+  float a[8], b[8];
+  _mm256_storeu_ps(a, mn);
+  _mm256_storeu_ps(b, mx);
+  for (int i = 0; i < 8; i++) *lo = std::min(*lo, a[i]), *hi = std::max(*hi, b[i]);
+  for (; j < n; j++) {
     if (!(std::fabs(v[j]) <= std::numeric_limits<float>::max())) continue;
     *lo = std::min(*lo, v[j]);
     *hi = std::max(*hi, v[j]);
