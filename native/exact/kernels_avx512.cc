@@ -189,7 +189,7 @@ void ScoreF16(RowSpan<uint16_t> rows, size_t nrows, const float* queries, size_t
     Scan4F16(r, n, q, dpad, o);
   };
   auto rest = [&](const uint16_t* const* r, size_t n, float* o) { rest2(r, n, queries, o); };
-  if (nq == 2 && ScanUnrolled2(rows, nrows, queries, dpad, out, ldo, rest2)) return;
+  if (nq == 2 && ScanUnrolled2<8>(rows, nrows, queries, dpad, out, ldo, rest2)) return;
   if (nq != 1) {
     Avx2Kernels()->score_f16(rows, nrows, queries, nq, dpad, out, ldo);
   } else if (!ScanUnrolled(rows, nrows, queries, dpad, out, rest)) {
@@ -204,7 +204,7 @@ void ScoreF32(RowSpan<float> rows, size_t nrows, const float* queries, size_t nq
     Avx2Kernels()->score_f32(RowSpan<float>::Gathered(r), n, q, 1, dpad, o, 0);
   };
   auto rest = [&](const float* const* r, size_t n, float* o) { rest2(r, n, queries, o); };
-  if (nq == 2 && ScanUnrolled2(rows, nrows, queries, dpad, out, ldo, rest2)) return;
+  if (nq == 2 && ScanUnrolled2<8>(rows, nrows, queries, dpad, out, ldo, rest2)) return;
   if (nq != 1 || !ScanUnrolled(rows, nrows, queries, dpad, out, rest))
     Avx2Kernels()->score_f32(rows, nrows, queries, nq, dpad, out, ldo);
 }
