@@ -58,10 +58,28 @@ const servedBytes = storage === 'f16' ? 2 : 4;
 const startServer = (models: string, extra: string[] = []) =>
   startBenchServer(models, ['--no-grpc', '--exact-storage', storage, ...extra]);
 
-async function loopLagMs(base: string): Promise<number> {
+/**
+ * One scrape of /metrics: the event loop's lag p99 since the last scrape, and the running
+ * totals of the retrieval batches (queries, passes), whose difference across a scenario is
+ * the mean batch the server formed.
+ */
+async function scrape(base: string): Promise<{ lagMs: number; queries: number; passes: number }> {
   const text = await (await fetch(base + '/metrics')).text();
-  const m = /recserve_event_loop_lag_seconds\{quantile="0.99"\} ([\d.e+-]+)/.exec(text);
-  return m ? Number(m[1]) * 1000 : NaN;
+  const num = (re: RegExp) => {
+    const m = re.exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  return {
+    lagMs: num(/recserve_event_loop_lag_seconds\{quantile="0.99"\} ([\d.e+-]+)/) * 1000,
+    queries: num(/recserve_batch_size_sum\{stage="retrieval"\} ([\d.e+-]+)/) || 0,
+    passes: num(/recserve_batch_size_count\{stage="retrieval"\} ([\d.e+-]+)/) || 0,
+  };
+}
+
+/** Queries per exact-retrieval pass between two scrapes (null: no pass ran). */
+function meanBatch(a: { queries: number; passes: number }, b: typeof a): number | null {
+  const passes = b.passes - a.passes;
+  return passes > 0 ? Math.round(((b.queries - a.queries) / passes) * 100) / 100 : null;
 }
 
 interface Row {
@@ -79,6 +97,8 @@ interface Row {
   errors: number;
   non2xx: number;
   loop_lag_p99_ms: number;
+  /** Mean queries per exact-retrieval pass the server's batcher formed (null: none ran). */
+  retrieval_batch: number | null;
 }
 
 function pick<T>(a: T[]): T {
@@ -97,7 +117,7 @@ async function scenario(
   makeBody: (() => { path: string; body: string }) | { path: string; body: string }[],
   overallRate?: number,
 ): Promise<Row> {
-  await loopLagMs(base); // starts a fresh lag interval
+  const before = await scrape(base); // starts a fresh lag interval
   const headers = { 'content-type': 'application/json' };
   const result = await autocannon({
     url: base,
@@ -117,7 +137,7 @@ async function scenario(
           },
         ],
   });
-  const lag = await loopLagMs(base);
+  const after = await scrape(base);
   return {
     scenario: name,
     load: overallRate ? 'autocannon-rate' : 'closed',
@@ -127,7 +147,8 @@ async function scenario(
     p99_ms: result.latency.p99,
     errors: result.errors + result.timeouts,
     non2xx: result.non2xx,
-    loop_lag_p99_ms: Math.round(lag * 100) / 100,
+    loop_lag_p99_ms: Math.round(after.lagMs * 100) / 100,
+    retrieval_batch: meanBatch(before, after),
   };
 }
 
@@ -138,9 +159,9 @@ async function poissonScenario(
   makeBody: () => { path: string; body: string },
   rate: number,
 ): Promise<Row> {
-  await loopLagMs(base);
+  const before = await scrape(base);
   const r = await openLoop({ url: base, rate, durationS: openDuration, makeRequest: makeBody });
-  const lag = await loopLagMs(base);
+  const after = await scrape(base);
   return {
     scenario: name,
     load: 'poisson',
@@ -152,7 +173,8 @@ async function poissonScenario(
     p99_ms: r.p99_ms,
     errors: r.errors,
     non2xx: r.non2xx,
-    loop_lag_p99_ms: Math.round(lag * 100) / 100,
+    loop_lag_p99_ms: Math.round(after.lagMs * 100) / 100,
+    retrieval_batch: meanBatch(before, after),
   };
 }
 
@@ -407,6 +429,7 @@ async function main(): Promise<void> {
       'errors',
       'non-2xx',
       'loop lag p99 ms',
+      'retrieval batch',
     ],
     rows.map((r) => [
       r.scenario,
@@ -418,6 +441,7 @@ async function main(): Promise<void> {
       r.errors,
       r.non2xx,
       r.loop_lag_p99_ms,
+      r.retrieval_batch ?? '-',
     ]),
   );
   console.log(
