@@ -442,7 +442,6 @@ void FromF16(const uint16_t* in, float* out, size_t n) {
   for (; i < n; i++) out[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(in[i])));
 }
 
-
 // --- The int8 screen without AVX-512 ---------------------------------------------------
 // The same screen as the AVX-512 sets' (kernels_avx512.cc: the same code rows, bounds,
 // floors and candidates), with vpmaddubsw for vpdpbusd: it multiplies 32 pairs of unsigned

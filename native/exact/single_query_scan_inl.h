@@ -165,15 +165,21 @@ bool ScanUnrolled(RowSpan<T> rows, size_t nrows, const float* query, size_t dpad
 // The same 8-row scan for two queries at once: each row element is loaded (and, for float16,
 // converted) once and multiplied into both queries' accumulators, so a float16 row costs
 // one conversion and two FMAs per 8 elements where two single-query scans cost two of
-// each. Query 0's sums are those of Rows8Dot, in the same order: B = 1 and B = 2 agree bit
-// for bit.
-template <size_t D, class T, class At>
-inline void Rows8Dot2(At at, size_t r, const float* q0, const float* q1, __m256* s0,
-                      __m256* s1) {
+// each. Each query's sums are those of Rows8Dot, in the same order: B = 1 and B = 2 agree
+// bit for bit.
+
+// N rows against both queries, scores stored to out0 and out1: 8 rows, or 4 for the AVX2
+// set's 16 registers, where 8 rows' 16 sums spilled (71 stack accesses against 153 FMAs in
+// the d = 64 float16 loop, objdump). HSum4 sums each row's lanes in HSum8's order, so
+// either way the scores are Rows8Dot's.
+template <size_t D, size_t N, class T, class At>
+inline void RowsDot2(At at, size_t r, const float* q0, const float* q1, float* out0,
+                     float* out1) {
   static_assert(D % 16 == 0, "two accumulators of 8 lanes a row and query");
-  __m256 a[8], b[8];
+  static_assert(N == 8 || N == 4, "8 or 4 rows");
+  __m256 a[N], b[N];
 #pragma GCC unroll 8
-  for (int i = 0; i < 8; i++) {
+  for (size_t i = 0; i < N; i++) {
     const T* x = at(r + i);
     const __m256 x0 = Load8(x), x1 = Load8(x + 8);
     __m256 u0 = _mm256_mul_ps(x0, _mm256_loadu_ps(q0));
@@ -192,64 +198,25 @@ inline void Rows8Dot2(At at, size_t r, const float* q0, const float* q1, __m256*
     b[i] = _mm256_add_ps(u1, v1);
     RowOrder(x);
   }
-  *s0 = HSum8(a);
-  *s1 = HSum8(b);
-}
-
-// The same for 4 rows, for the AVX2 set's 16 registers: Rows8Dot2's 16 row sums spilled
-// there (71 stack accesses against 153 FMAs in its d = 64 float16 loop, objdump). HSum4 sums
-// each row's lanes in HSum8's order, so the scores are still Rows8Dot's bit for bit.
-template <size_t D, class T, class At>
-inline void Rows4Dot2(At at, size_t r, const float* q0, const float* q1, __m128* s0,
-                      __m128* s1) {
-  static_assert(D % 16 == 0, "two accumulators of 8 lanes a row and query");
-  __m256 a[4], b[4];
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; i++) {
-    const T* x = at(r + i);
-    const __m256 x0 = Load8(x), x1 = Load8(x + 8);
-    __m256 u0 = _mm256_mul_ps(x0, _mm256_loadu_ps(q0));
-    __m256 v0 = _mm256_mul_ps(x1, _mm256_loadu_ps(q0 + 8));
-    __m256 u1 = _mm256_mul_ps(x0, _mm256_loadu_ps(q1));
-    __m256 v1 = _mm256_mul_ps(x1, _mm256_loadu_ps(q1 + 8));
-#pragma GCC unroll 32
-    for (size_t j = 16; j < D; j += 16) {
-      const __m256 y0 = Load8(x + j), y1 = Load8(x + j + 8);
-      u0 = _mm256_fmadd_ps(y0, _mm256_loadu_ps(q0 + j), u0);
-      v0 = _mm256_fmadd_ps(y1, _mm256_loadu_ps(q0 + j + 8), v0);
-      u1 = _mm256_fmadd_ps(y0, _mm256_loadu_ps(q1 + j), u1);
-      v1 = _mm256_fmadd_ps(y1, _mm256_loadu_ps(q1 + j + 8), v1);
-    }
-    a[i] = _mm256_add_ps(u0, v0);
-    b[i] = _mm256_add_ps(u1, v1);
-    RowOrder(x);
+  if constexpr (N == 8) {
+    _mm256_storeu_ps(out0, HSum8(a));
+    _mm256_storeu_ps(out1, HSum8(b));
+  } else {
+    _mm_storeu_ps(out0, HSum4(a[0], a[1], a[2], a[3]));
+    _mm_storeu_ps(out1, HSum4(b[0], b[1], b[2], b[3]));
   }
-  *s0 = HSum4(a[0], a[1], a[2], a[3]);
-  *s1 = HSum4(b[0], b[1], b[2], b[3]);
 }
 
-// Rows in steps of kStep (8: Rows8Dot2; 4: Rows4Dot2).
+// Rows in steps of kStep (RowsDot2's N).
 template <size_t D, class T, size_t kStep, class At, class Rest>
 void Scan8x2(At at, size_t nrows, const float* q0, const float* q1, float* out0, float* out1,
              Rest rest) {
-  static_assert(kStep == 8 || kStep == 4, "steps of 8 or 4 rows");
   // Steps up to the last whole 8 rows either way: the rest (< 8) goes where the
   // single-query scan sends it, so both queries' scores stay that scan's bit for bit.
   const size_t whole = nrows / 8 * 8;
   size_t r = 0;
-  for (; r + kStep <= whole; r += kStep) {
-    if constexpr (kStep == 8) {
-      __m256 s0, s1;
-      Rows8Dot2<D, T>(at, r, q0, q1, &s0, &s1);
-      _mm256_storeu_ps(out0 + r, s0);
-      _mm256_storeu_ps(out1 + r, s1);
-    } else {
-      __m128 s0, s1;
-      Rows4Dot2<D, T>(at, r, q0, q1, &s0, &s1);
-      _mm_storeu_ps(out0 + r, s0);
-      _mm_storeu_ps(out1 + r, s1);
-    }
-  }
+  for (; r + kStep <= whole; r += kStep)
+    RowsDot2<D, kStep, T>(at, r, q0, q1, out0 + r, out1 + r);
   if (r < nrows) {
     const T* tail[8];
     for (size_t i = 0; i < nrows - r; i++) tail[i] = at(r + i);
@@ -259,8 +226,8 @@ void Scan8x2(At at, size_t nrows, const float* q0, const float* q1, float* out0,
 }
 
 // Two queries (queries and queries + dpad) over nrows rows at padded d = 32, 64, 128 or 256,
-// scores to out and out + ldo, the last rows (< kStep) by rest(pointers, nrows, query, out)
-// a query at a time; false, and nothing scored, at other dimensions. kStep: rows a step, 8
+// scores to out and out + ldo, the last rows (< 8) by rest(pointers, nrows, query, out) a
+// query at a time; false, and nothing scored, at other dimensions. kStep: rows a step, 8
 // with 32 vector registers (AVX-512), 4 with 16 (AVX2).
 template <size_t kStep, class T, class Rest>
 bool ScanUnrolled2(RowSpan<T> rows, size_t nrows, const float* queries, size_t dpad, float* out,
