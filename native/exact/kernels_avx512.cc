@@ -583,6 +583,41 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m512i& acc, 
       : [acc] "+v"(acc)
       : [u] "v"(u), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
 }
+// The same 8 lanes wide ({1to8}), for the half-width tile below.
+__attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m256i& acc, __m256i u,
+                                                                   const uint8_t* p) {
+  asm("vpdpbusd %[s]%{1to8%}, %[u], %[acc]"
+      : [acc] "+v"(acc)
+      : [u] "v"(u), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
+}
+
+// A tile's vectors: 16 int32 lanes (a panel of 16 queries), or 8 for a last group of at
+// most 8 queries. The Zen 4 issues two ymm vpdpbusd a cycle where it issues one zmm
+// (bench/native/issue-rate.cc: 7.0 against 3.7 G/s), so the half-width tile scores such a
+// group in about half the full one's time (measured at its use in ScreenI8). The packed
+// queries keep their panels of 16; the tile reads each panel's first 8 lanes.
+template <int W>
+struct I8Lanes;
+template <>
+struct I8Lanes<16> {
+  using V = __m512i;
+  static V Load(const void* p) { return _mm512_loadu_si512(p); }
+  static V LoadAligned(const void* p) { return _mm512_load_si512(p); }
+  static V Set1(int32_t x) { return _mm512_set1_epi32(x); }
+  static V Mullo(V a, V b) { return _mm512_mullo_epi32(a, b); }
+  static uint32_t AtLeast(V a, V b) { return _mm512_cmpge_epi32_mask(a, b); }
+  static void Store(void* p, V a) { _mm512_store_si512(p, a); }
+};
+template <>
+struct I8Lanes<8> {
+  using V = __m256i;
+  static V Load(const void* p) { return _mm256_loadu_si256(static_cast<const V*>(p)); }
+  static V LoadAligned(const void* p) { return _mm256_load_si256(static_cast<const V*>(p)); }
+  static V Set1(int32_t x) { return _mm256_set1_epi32(x); }
+  static V Mullo(V a, V b) { return _mm256_mullo_epi32(a, b); }
+  static uint32_t AtLeast(V a, V b) { return _mm256_cmpge_epi32_mask(a, b); }
+  static void Store(void* p, V a) { _mm256_store_si256(static_cast<V*>(p), a); }
+};
 
 // How a tile finds its R code rows. Gathered rows come as pointers; the compiler keeps the
 // twelve in registers, spilling some to vector registers in the loop. Consecutive rows of a
@@ -608,26 +643,29 @@ struct ConsecutiveCodes {
 // inlined into the caller's loop, the single-panel tile kept its 12 accumulators on the
 // stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
 // out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8, measured with
-// the kernels that rescored as they went).
-template <int R, int P, class C>
+// the kernels that rescored as they went). W: lanes (I8Lanes); 8 only with one panel.
+template <int R, int P, class C, int W = 16>
 __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
     int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
-  __m512i acc[R][P], st[P];
+  static_assert(W == 16 || P == 1, "a half-width tile has one panel");
+  using L = I8Lanes<W>;
+  using V = typename L::V;
+  V acc[R][P], st[P];
 #pragma GCC unroll 2
-  for (int p = 0; p < P; p++) st[p] = _mm512_loadu_si512(start + p * 16);
+  for (int p = 0; p < P; p++) st[p] = L::Load(start + p * 16);
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
     int32_t sum;
     std::memcpy(&sum, codes.Row(r) + 4 * dq, 4);
-    const __m512i c = _mm512_set1_epi32(sum);
+    const V c = L::Set1(sum);
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) acc[r][p] = _mm512_mullo_epi32(c, st[p]);
+    for (int p = 0; p < P; p++) acc[r][p] = L::Mullo(c, st[p]);
   }
   for (size_t g = 0; g < dq; g++) {
-    __m512i qv[P];
+    V qv[P];
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) qv[p] = _mm512_load_si512(qc + (p * dq + g) * 16);
+    for (int p = 0; p < P; p++) qv[p] = L::LoadAligned(qc + (p * dq + g) * 16);
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++) {
       if constexpr (P == 1) {
@@ -641,33 +679,33 @@ __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
       }
     }
   }
-  __m512i t[P];
+  V t[P];
 #pragma GCC unroll 2
-  for (int p = 0; p < P; p++) t[p] = _mm512_loadu_si512(floor + p * 16);
+  for (int p = 0; p < P; p++) t[p] = L::Load(floor + p * 16);
   unsigned hit = 0;
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
-    uint32_t m = _mm512_cmpge_epi32_mask(acc[r][0], t[0]);
+    uint32_t m = L::AtLeast(acc[r][0], t[0]);
 #pragma GCC unroll 2
-    for (int p = 1; p < P; p++) m |= uint32_t(_mm512_cmpge_epi32_mask(acc[r][p], t[p])) << 16;
+    for (int p = 1; p < P; p++) m |= L::AtLeast(acc[r][p], t[p]) << 16;
     masks[r * ldm] = m;
     hit |= static_cast<unsigned>(m != 0) << r;
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) _mm512_store_si512(sc + r * ldsc + p * 16, acc[r][p]);
+    for (int p = 0; p < P; p++) L::Store(sc + r * ldsc + p * 16, acc[r][p]);
   }
   return hit;
 }
-template <int R, int P, class C>
+template <int R, int P, class C, int W = 16>
 __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
     int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
-  return TileBodyI8<R, P>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
+  return TileBodyI8<R, P, C, W>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
 }
 // ntiles tiles of R consecutive code rows of DQ dwords from base, one query group (P panels):
 // tile i's scores at sc + i R ldsc, its masks at masks + i R ldm (ldm: the words a row, one
 // a group). One call a block and group instead of one a tile, the next tile's code rows
 // prefetched a tile ahead.
-template <int R, int P, size_t DQ>
+template <int R, int P, size_t DQ, int W = 16>
 __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
     const uint8_t* base, size_t ntiles, const uint32_t* qc, const int32_t* start,
     const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
@@ -677,8 +715,8 @@ __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
     if (i + 1 < ntiles)
       for (size_t b = 0; b < kTileBytes; b += 64)
         _mm_prefetch(reinterpret_cast<const char*>(tile + kTileBytes + b), _MM_HINT_T0);
-    TileBodyI8<R, P>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start, floor, sc + i * R * ldsc, ldsc,
-                     masks + i * R * ldm, ldm);
+    TileBodyI8<R, P, ConsecutiveCodes<DQ>, W>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start, floor,
+                                              sc + i * R * ldsc, ldsc, masks + i * R * ldm, ldm);
   }
 }
 
@@ -693,9 +731,12 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
     if (nq - q > 16) {
       hit |= PanelTileI8<R, 2>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
                                masks + q / 32, ldm);
-    } else {
+    } else if (nq - q > 8) {
       hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
                                masks + q / 32, ldm);
+    } else {
+      hit |= PanelTileI8<R, 1, C, 8>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
+                                     masks + q / 32, ldm);
     }
   }
   return hit;
@@ -774,9 +815,15 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
         if (nq - q > 16) {
           PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
                                          floors + q, stage + q, nq16, masks + q / 32, ldm);
-        } else {
+        } else if (nq - q > 8) {
           PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
                                          floors + q, stage + q, nq16, masks + q / 32, ldm);
+        } else {
+          // A last group of at most 8 queries in ymm (I8Lanes<8>): against the 16-lane tile,
+          // 0.64-0.76 of the whole search's time at B = 3 to 8 and 0.89-0.90 at B = 40, 100k
+          // rows, d = 64 and 128, both storages; B = 12 0.99-1.01 (bench:exact-ab --addons).
+          PanelTilesI8<kTileRows, 1, DQ, 8>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
+                                            floors + q, stage + q, nq16, masks + q / 32, ldm);
         }
       }
       return ntiles * kTileRows;
