@@ -325,7 +325,8 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernel
       i8_(int8_screen && kernels.screen_i8 != nullptr),
       rows_(new Buffer()),
       codes_(new Buffer()) {
-  tuning_.screen_min_batch = kernels.screen_min_batch;
+  tuning_.screen_min_batch =
+      storage == Storage::F16 ? kernels.screen_min_batch_f16 : kernels.screen_min_batch_f32;
 }
 
 size_t ExactIndex::Size() const {

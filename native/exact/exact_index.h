@@ -72,15 +72,16 @@ struct ExactTuning {
   // through the screen measured 0.87-1.17 (bench:exact-ab --kernels avx512-bf16,avx512-bf16
   // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
   // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
-  // index starts from its kernel set's figure (Kernels::screen_min_batch): the AVX2 set's
-  // screen, at half the AVX-512 one's products per instruction, starts at 6. Since the
-  // AVX-512 screen scores groups of up to 8 queries 8 lanes wide, batches of 1 and 2 through
-  // it measured, against the direct scans: float32 0.51-0.87 (B = 1) and 0.51-0.59 (B = 2)
-  // at 100k rows, 0.35-0.57 at 1M; float16 1.17-1.61 and 0.98-1.13 at 100k, 0.81-1.06 at 1M
-  // (--tune-b '{"screenMinBatch":1}'). Left at 3 for both storages for now: through the
-  // screen a float32 single query reads a byte an element, as a float16 one does, so float16
-  // would stop being the faster storage at B = 1 (an open choice, bench/README.md), and a
-  // single query would take the guess's rare retries (1-5 in 10,000) as batches do.
+  // index starts from its kernel set's figure for its storage (Kernels::screen_min_batch_f16,
+  // _f32): with VNNI 3 for float16 and 2 for float32; the AVX2 set's screen, at half the
+  // AVX-512 one's products per instruction, 6 and 4. Since the AVX-512 screen scores groups
+  // of up to 8 queries 8 lanes wide, single queries through it measured, against the direct
+  // scan: float32 0.51-0.87 of the time at 100k rows and 0.35-0.36 at 1M; float16 1.17-1.61
+  // at 100k, 0.82-1.05 at 1M (--tune-b '{"screenMinBatch":1}'). They stay direct by default:
+  // through the screen a float32 single query reads a byte an element, as a float16 one
+  // does, so float16 would stop being the faster storage at B = 1 (an open choice,
+  // bench/README.md), and a single query would take the guess's rare retries (1-5 in
+  // 10,000) as batches do.
   size_t screen_min_batch = 3;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -223,9 +223,12 @@ struct Kernels {
   void (*finite_range)(const float* v, size_t n, float* lo, float* hi);
   // Sorts n distinct keys descending (a merge's best k, best first).
   void (*sort_desc)(uint64_t* keys, size_t n);
-  // The default of ExactTuning::screen_min_batch for this set: the least batch whose
-  // screened search measured faster than the direct scans (see where each set sets it).
-  size_t screen_min_batch = 3;
+  // The defaults of ExactTuning::screen_min_batch for this set, float16 and float32 storage:
+  // the least batch whose screened search measured faster than the direct scans (see where
+  // each set sets them). A float32 row costs a direct scan twice a float16 one's bytes, and
+  // the screen reads the same codes for both, so float32 gains from smaller batches.
+  size_t screen_min_batch_f16 = 3;
+  size_t screen_min_batch_f32 = 3;
 };
 
 // sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.

@@ -552,12 +552,14 @@ inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
 }
 
 constexpr size_t kTileRowsI8 = 4;
-// The least batch the screen takes in this set (Kernels::screen_min_batch). Against the
-// direct scans, 100k x 64 and x 128, both storages, on a Zen 4 with this set forced: 0.48-0.82
-// of the time at B = 6 and 8; at B = 4 and 5, 0.58-0.91 except float16 at d = 64, 1.14-1.15;
-// at B = 3, 0.73 (float32, d = 128) to 1.37 (bench:exact-ab --kernels avx2,avx2 --tune-a
-// '{"screenMinBatch":0}' --tune-b '{"screenMinBatch":3}').
-constexpr size_t kScreenMinBatch = 6;
+// The least batches the screen takes in this set (Kernels::screen_min_batch_f16, _f32).
+// Against the direct scans, 100k x 64 and x 128, on a Zen 4 with this set forced: 0.48-0.82
+// of the time at B = 6 and 8, both storages; at B = 4 and 5, float32 0.58-0.84, float16
+// 0.85-0.91 at d = 128 but 1.14-1.15 at d = 64; at B = 3, 0.73 (float32, d = 128) to 1.37
+// (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
+// '{"screenMinBatch":3}').
+constexpr size_t kScreenMinBatchF16 = 6;
+constexpr size_t kScreenMinBatchF32 = 4;
 
 // Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
 // code rows then come from L1 for the next 16); the tile's scores go to a stage and its
@@ -710,7 +712,7 @@ const Kernels* Avx2Kernels() {
                         SelectEach,     SumF32,     ToF16,         FromF16,
                         PackQueriesI8,  ScreenI8,   QueryI8,       ExactF32,
                         ExactF16,       CodeRowI8,  FiniteRange,   SortDescending,
-                        kScreenMinBatch};
+                        kScreenMinBatchF16, kScreenMinBatchF32};
   return &k;
 }
 

@@ -997,7 +997,13 @@ void AddI8(Kernels* x) {
   x->exact_f16 = ExactF16;
   x->code_row_i8 = CodeRowI8;
   x->finite_range = FiniteRange;
-  x->screen_min_batch = 3;
+  // From B = 3 for float16, B = 2 for float32: through the screen (with its half-width
+  // tile), against the two-query scan, float32 B = 2 took 0.51-0.59 of the time at 100k x 64
+  // and x 128, and 0.39-0.57 at 1M rows; float16 0.98-1.13 at 100k and 0.81-1.06 at 1M
+  // (bench:exact-ab --kernels avx512-bf16,avx512-bf16 --tune-b '{"screenMinBatch":2}').
+  // B = 1 stays direct for both: see ExactTuning::screen_min_batch.
+  x->screen_min_batch_f16 = 3;
+  x->screen_min_batch_f32 = 2;
 }
 
 }  // namespace
