@@ -644,11 +644,14 @@ struct ConsecutiveCodes {
 // stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
 // out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8, measured with
 // the kernels that rescored as they went). W: lanes (I8Lanes); 8 only with one panel.
-template <int R, int P, class C, int W = 16>
+// kShift 16: a half-width panel after a full one in the same group of 32 (queries 16-23),
+// whose mask bits join the word the full one wrote.
+template <int R, int P, class C, int W = 16, int kShift = 0>
 __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
     int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
   static_assert(W == 16 || P == 1, "a half-width tile has one panel");
+  static_assert(kShift == 0 || (W == 8 && kShift == 16), "only a half panel follows one");
   using L = I8Lanes<W>;
   using V = typename L::V;
   V acc[R][P], st[P];
@@ -688,24 +691,28 @@ __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
     uint32_t m = L::AtLeast(acc[r][0], t[0]);
 #pragma GCC unroll 2
     for (int p = 1; p < P; p++) m |= L::AtLeast(acc[r][p], t[p]) << 16;
-    masks[r * ldm] = m;
+    if constexpr (kShift == 0) {
+      masks[r * ldm] = m;
+    } else {
+      masks[r * ldm] |= m << kShift;
+    }
     hit |= static_cast<unsigned>(m != 0) << r;
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) L::Store(sc + r * ldsc + p * 16, acc[r][p]);
   }
   return hit;
 }
-template <int R, int P, class C, int W = 16>
+template <int R, int P, class C, int W = 16, int kShift = 0>
 __attribute__((target("avx512vnni"), noinline)) unsigned PanelTileI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,
     int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
-  return TileBodyI8<R, P, C, W>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
+  return TileBodyI8<R, P, C, W, kShift>(codes, dq, qc, start, floor, sc, ldsc, masks, ldm);
 }
 // ntiles tiles of R consecutive code rows of DQ dwords from base, one query group (P panels):
 // tile i's scores at sc + i R ldsc, its masks at masks + i R ldm (ldm: the words a row, one
 // a group). One call a block and group instead of one a tile, the next tile's code rows
 // prefetched a tile ahead.
-template <int R, int P, size_t DQ, int W = 16>
+template <int R, int P, size_t DQ, int W = 16, int kShift = 0>
 __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
     const uint8_t* base, size_t ntiles, const uint32_t* qc, const int32_t* start,
     const int32_t* floor, int32_t* sc, size_t ldsc, uint32_t* masks, size_t ldm) {
@@ -715,8 +722,9 @@ __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
     if (i + 1 < ntiles)
       for (size_t b = 0; b < kTileBytes; b += 64)
         _mm_prefetch(reinterpret_cast<const char*>(tile + kTileBytes + b), _MM_HINT_T0);
-    TileBodyI8<R, P, ConsecutiveCodes<DQ>, W>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start, floor,
-                                              sc + i * R * ldsc, ldsc, masks + i * R * ldm, ldm);
+    TileBodyI8<R, P, ConsecutiveCodes<DQ>, W, kShift>(ConsecutiveCodes<DQ>{tile}, DQ, qc, start,
+                                                      floor, sc + i * R * ldsc, ldsc,
+                                                      masks + i * R * ldm, ldm);
   }
 }
 
@@ -728,9 +736,16 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
   unsigned hit = 0;
   const size_t ldm = (nq + 31) / 32;
   for (size_t q = 0; q < nq; q += 32) {
-    if (nq - q > 16) {
+    if (nq - q > 24) {
       hit |= PanelTileI8<R, 2>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
                                masks + q / 32, ldm);
+    } else if (nq - q > 16) {
+      // 17-24 queries: a full panel, then a half one.
+      hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
+                               masks + q / 32, ldm);
+      const size_t h = q + 16;
+      hit |= PanelTileI8<R, 1, C, 8, 16>(codes, dq, qc + h * dq, start + h, floor + h, sc + h,
+                                         ldsc, masks + q / 32, ldm);
     } else if (nq - q > 8) {
       hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
                                masks + q / 32, ldm);
@@ -812,9 +827,19 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     auto tiles = [&](auto width) {
       constexpr size_t DQ = decltype(width)::value;
       for (size_t q = 0; q < nq; q += 32) {
-        if (nq - q > 16) {
+        if (nq - q > 24) {
           PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
                                          floors + q, stage + q, nq16, masks + q / 32, ldm);
+        } else if (nq - q > 16) {
+          // 17-24 queries: 24 lanes, a full panel then a half one, instead of 32: 0.86-0.98
+          // of the time at B = 17 to 24 (most 0.86-0.90) and 0.93-0.96 at B = 56, 100k rows,
+          // d = 64 and 128, both storages; B = 32 0.99-1.01 (bench:exact-ab --addons).
+          PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
+                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
+          const size_t h = q + 16;
+          PanelTilesI8<kTileRows, 1, DQ, 8, 16>(codes.base, ntiles, s.codes + h * DQ,
+                                                s.start + h, floors + h, stage + h, nq16,
+                                                masks + q / 32, ldm);
         } else if (nq - q > 8) {
           PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
                                          floors + q, stage + q, nq16, masks + q / 32, ldm);
