@@ -1159,10 +1159,13 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   }
   // Merge the tasks' candidates per query: best first, ties by smaller id. A selection
   // (NthLargest) then a sort of the k kept (Kernels::sort_desc) is linear plus the sort;
-  // partial_sort's heap over every candidate cost ~15 us per query at k = 100. Large
-  // batches merge on every thread (queries are independent).
+  // partial_sort's heap over every candidate cost ~15 us per query at k = 100. Batches of
+  // 4 or more merge on every thread (queries are independent). From 16 queries before: at
+  // B = 4 to 12 one thread merged while the other spun (perf, B = 8: 10% of the samples in
+  // the pool's wait), and splitting took 0.88-0.99 of the time at B = 4 to 12, 100k x 64 and
+  // x 128, both storages; at B = 2, 0.99-1.06, so pairs keep one (bench:exact-ab --addons).
   std::vector<char> retry(guess.empty() ? 0 : nq, 0);
-  const size_t merge_tasks = std::max<size_t>(1, std::min(threads_, nq / 8));
+  const size_t merge_tasks = nq >= 4 ? std::min(threads_, nq / 2) : 1;
   // Under the int8 screen, the tasks' candidates are first cut by integer score over their
   // union, and the rows kept are rescored in float32 (under the read lock: they are read).
   auto merge = [&](size_t t0) {
