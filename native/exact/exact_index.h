@@ -69,7 +69,8 @@ struct ExactTuning {
   // scores 16 queries at about what a direct scan spends on one. Against the direct scans
   // (screen_min_batch 0), 100k x 64 and x 128, both storages: 0.24-0.52 of the time at
   // B = 8 and 11, 0.55-0.83 at B = 3 and 4 (0.97 once, float16 at 1M x 64), where B = 2
-  // through the screen measured 0.87-1.17 (bench:exact-ab --kernels avx512-bf16,avx512-bf16
+  // through the screen measured 0.87-1.17, all before the screen's half-width tile
+  // (kernels_avx512.cc, I8Lanes) (bench:exact-ab --kernels avx512-bf16,avx512-bf16
   // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
   // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
   // index starts from its kernel set's figure for its storage (Kernels::screen_min_batch_f16,
