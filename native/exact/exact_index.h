@@ -149,9 +149,9 @@ class ExactIndex {
   };
 
   size_t RowBytes() const { return dpad_ * (storage_ == Storage::F32 ? 4 : 2); }
-  // Stored row `row`'s float32 score for a padded query, summed as the avx512-bf16 batch
-  // kernels rescore (Kernels::exact_f32/f16: kernel sets with the int8 screen). Caller
-  // holds the shared lock.
+  // Stored row `row`'s float32 score for a padded query, by the kernel set's rescoring
+  // kernels (Kernels::exact_f32/f16: the sets with the int8 screen). Caller holds the
+  // shared lock.
   float ExactScore(uint32_t row, const float* query) const;
   // Writes n unpadded input vectors as padded rows at dst; returns a bound on the stored
   // rows' Euclidean norms (rounded up).

@@ -211,9 +211,9 @@ struct Kernels {
                       uint32_t first, uint64_t* const* out, uint32_t* fill);
   // The screen's figures of each packed query (scratch as pack_queries_i8 left it).
   void (*query_i8)(const float* scratch, size_t nq, size_t dpad, I8Query* out);
-  // The float32 score of a stored row and a padded query, summed as the avx512-bf16 set's
-  // batch kernels rescore: the screened and unscreened searches of that set agree bit for
-  // bit.
+  // The float32 score of a stored row and a padded query. The AVX-512 sets sum it as the
+  // avx512-bf16 set's batch kernels rescore, so that set's screened and unscreened searches
+  // agree bit for bit; the AVX2 set's agree to float32 accuracy.
   float (*exact_f32)(const float* row, const float* query, size_t dpad);
   float (*exact_f16)(const uint16_t* row, const float* query, size_t dpad);
   // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is

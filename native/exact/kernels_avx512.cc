@@ -594,7 +594,7 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m256i& acc, 
 // A tile's vectors: 16 int32 lanes (a panel of 16 queries), or 8 for a last group of at
 // most 8 queries. The Zen 4 issues two ymm vpdpbusd a cycle where it issues one zmm
 // (bench/native/issue-rate.cc: 7.0 against 3.7 G/s), so the half-width tile scores such a
-// group in about half the full one's time (measured at its use in ScreenI8). The packed
+// group in about half the full one's time (measured at ForGroupTiles). The packed
 // queries keep their panels of 16; the tile reads each panel's first 8 lanes.
 template <int W>
 struct I8Lanes;
@@ -728,6 +728,31 @@ __attribute__((target("avx512vnni"), noinline)) void PanelTilesI8(
   }
 }
 
+// The tiles for a group of `left` queries (those past 32 belong to the next group), in the
+// fewest lanes: two panels for 25-32, a panel and a half one for 17-24, one panel for 9-16,
+// a half one for 1-8. run(TileShape<P, W, kShift>{}, offset) runs one on the group's
+// queries from offset. Against 32 lanes for 17-24 queries: 0.86-0.98 of the time at
+// B = 17 to 24 (most 0.86-0.90), 0.93-0.96 at B = 56; against 16 for 1-8: 0.64-0.76 at
+// B = 3 to 8, 0.89-0.90 at B = 40; B = 12 and 32 0.99-1.01 (100k rows, d = 64 and 128,
+// both storages, bench:exact-ab --addons).
+template <int P, int W, int kShift>
+struct TileShape {
+  static constexpr int kPanels = P, kLanes = W, kMaskShift = kShift;
+};
+template <class Run>
+inline void ForGroupTiles(size_t left, Run run) {
+  if (left > 24) {
+    run(TileShape<2, 16, 0>{}, 0);
+  } else if (left > 16) {
+    run(TileShape<1, 16, 0>{}, 0);
+    run(TileShape<1, 8, 16>{}, 16);
+  } else if (left > 8) {
+    run(TileShape<1, 16, 0>{}, 0);
+  } else {
+    run(TileShape<1, 8, 0>{}, 0);
+  }
+}
+
 // Masks: one word per row and group of 32 queries (ldm = groups).
 template <int R, class C>
 __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
@@ -736,23 +761,12 @@ __attribute__((target("avx512vnni"))) inline unsigned PanelsForRowsI8(
   unsigned hit = 0;
   const size_t ldm = (nq + 31) / 32;
   for (size_t q = 0; q < nq; q += 32) {
-    if (nq - q > 24) {
-      hit |= PanelTileI8<R, 2>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
-                               masks + q / 32, ldm);
-    } else if (nq - q > 16) {
-      // 17-24 queries: a full panel, then a half one.
-      hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
-                               masks + q / 32, ldm);
-      const size_t h = q + 16;
-      hit |= PanelTileI8<R, 1, C, 8, 16>(codes, dq, qc + h * dq, start + h, floor + h, sc + h,
-                                         ldsc, masks + q / 32, ldm);
-    } else if (nq - q > 8) {
-      hit |= PanelTileI8<R, 1>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
-                               masks + q / 32, ldm);
-    } else {
-      hit |= PanelTileI8<R, 1, C, 8>(codes, dq, qc + q * dq, start + q, floor + q, sc + q, ldsc,
-                                     masks + q / 32, ldm);
-    }
+    ForGroupTiles(nq - q, [&](auto shape, size_t offset) {
+      using S = decltype(shape);
+      const size_t h = q + offset;
+      hit |= PanelTileI8<R, S::kPanels, C, S::kLanes, S::kMaskShift>(
+          codes, dq, qc + h * dq, start + h, floor + h, sc + h, ldsc, masks + q / 32, ldm);
+    });
   }
   return hit;
 }
@@ -827,29 +841,13 @@ __attribute__((target("avx512vnni"))) size_t ScreenI8(RowSpan<uint8_t> codes, si
     auto tiles = [&](auto width) {
       constexpr size_t DQ = decltype(width)::value;
       for (size_t q = 0; q < nq; q += 32) {
-        if (nq - q > 24) {
-          PanelTilesI8<kTileRows, 2, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
-                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
-        } else if (nq - q > 16) {
-          // 17-24 queries: 24 lanes, a full panel then a half one, instead of 32: 0.86-0.98
-          // of the time at B = 17 to 24 (most 0.86-0.90) and 0.93-0.96 at B = 56, 100k rows,
-          // d = 64 and 128, both storages; B = 32 0.99-1.01 (bench:exact-ab --addons).
-          PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
-                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
-          const size_t h = q + 16;
-          PanelTilesI8<kTileRows, 1, DQ, 8, 16>(codes.base, ntiles, s.codes + h * DQ,
-                                                s.start + h, floors + h, stage + h, nq16,
-                                                masks + q / 32, ldm);
-        } else if (nq - q > 8) {
-          PanelTilesI8<kTileRows, 1, DQ>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
-                                         floors + q, stage + q, nq16, masks + q / 32, ldm);
-        } else {
-          // A last group of at most 8 queries in ymm (I8Lanes<8>): against the 16-lane tile,
-          // 0.64-0.76 of the whole search's time at B = 3 to 8 and 0.89-0.90 at B = 40, 100k
-          // rows, d = 64 and 128, both storages; B = 12 0.99-1.01 (bench:exact-ab --addons).
-          PanelTilesI8<kTileRows, 1, DQ, 8>(codes.base, ntiles, s.codes + q * DQ, s.start + q,
-                                            floors + q, stage + q, nq16, masks + q / 32, ldm);
-        }
+        ForGroupTiles(nq - q, [&](auto shape, size_t offset) {
+          using S = decltype(shape);
+          const size_t h = q + offset;
+          PanelTilesI8<kTileRows, S::kPanels, DQ, S::kLanes, S::kMaskShift>(
+              codes.base, ntiles, s.codes + h * DQ, s.start + h, floors + h, stage + h, nq16,
+              masks + q / 32, ldm);
+        });
       }
       return ntiles * kTileRows;
     };

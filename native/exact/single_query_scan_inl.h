@@ -1,10 +1,10 @@
 // The single-query (B = 1) scans, shared by kernels_avx2.cc and kernels_avx512.cc: the
 // 8-row scan at the common embedding sizes (padded d = 32, 64, 128, 256: ScanUnrolled
-// below; ScanUnrolled2 the same for two queries, which the AVX-512 sets use) and, where
-// AVX-512 is enabled, the 512-bit float16 scan of the other dimensions (Scan4F16, at the
-// end). Each of those files includes this inside its own anonymous
-// namespace, so each compiles its own copy with its own target flags: the AVX-512 file's
-// may use 32 vector registers, and the AVX2 file's must not use AVX-512 instructions. (An
+// below; ScanUnrolled2 the same for two queries) and, where AVX-512 is enabled, the 512-bit
+// float16 scan of the other dimensions (Scan4F16, at the end). Each of those files includes
+// this inside its own anonymous namespace, so each compiles its own copy with its own
+// target flags: the AVX-512 file's may use 32 vector registers, and the AVX2 file's must
+// not use AVX-512 instructions. (An
 // interim build whose AVX-512 sets called the AVX2 copy, 16 registers, ran 1.14x slower at
 // 100k x 64 float16 than one with their own copy, bench:exact-ab --addons.) Internal
 // linkage keeps the linker from merging the two copies into one. bench/native/f16-scan.cc

@@ -55,9 +55,9 @@ export interface ExactIndexOptions {
    * of 3 or more queries (2 with float32 rows; 6 and 4 in the AVX2 set; tuning:
    * screenMinBatch) in 8-bit integer products, rescoring in float32 every pair whose
    * proven error bound could reach the query's top-k: results are those of the float32
-   * kernels, in 0.3-0.7 of the time on a
-   * Zen 4 at 12 or more queries, 0.35-0.69 with the AVX2 set (bench/README.md). Smaller
-   * batches scan the stored rows as without it. Throws RangeError on the scalar set.
+   * kernels, in 0.3-0.7 of the time on a Zen 4 at 12 or more queries, 0.35-0.69 with the
+   * AVX2 set (bench/README.md). Smaller batches scan the stored rows as without it. Throws
+   * RangeError on the scalar set.
    */
   screen?: ExactScreen;
 }

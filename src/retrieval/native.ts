@@ -46,7 +46,10 @@ export interface ExactTuning {
   scanBlockBytes?: number;
   /** Batches at least this large pack each block of rows into transposed panels first (default 12; 0 = never). */
   packMinBatch?: number;
-  /** Where the index keeps int8 codes, batches at least this large take the batch kernels too (default 3; 0 = only packMinBatch). */
+  /**
+   * Where the index keeps int8 codes, batches at least this large take the batch kernels too
+   * (default 3, 2 with f32 storage; 6 and 4 in the AVX2 set; 0 = only packMinBatch).
+   */
   screenMinBatch?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
   sgemmMinBatch?: number;
