@@ -146,7 +146,7 @@ for (const n of [100_000, 1_000_000]) {
     // Not in --quick runs, which must stay under a minute: with it a quick run took 70-75 s
     // on this VM, without it 39 s (2026-12-06; its build, its B >= 32 windows with
     // OpenBLAS's threads, and 256 or 512 MB more fresh memory, whose first touch ran at
-    // 0.6-2 GB/s here).
+    // 0.6-2 GB/s here, timed by a throwaway program).
     const viaSgemm =
       addon.exactHasSgemm && !quick ? ExactIndex.create({ dim: d, kernel, screen: 'none' }) : null;
     viaSgemm?.build(ids, vecs);
