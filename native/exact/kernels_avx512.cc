@@ -596,6 +596,19 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m256i& acc, 
 // (bench/native/issue-rate.cc: 7.0 against 3.7 G/s), so the half-width tile scores such a
 // group in about half the full one's time (measured at ForGroupTiles). The packed
 // queries keep their panels of 16; the tile reads each panel's first 8 lanes.
+// A compare's mask as a 32-bit integer in a general register from here on (the empty asm).
+// g++ 12 under -fsanitize=thread kept such masks in k registers, spilled them as one or two
+// bytes and reloaded them as four: the 8-lane tile then named queries past the batch, and
+// the screen wrote past its buffers (test/retrieval/concurrency.test.ts found it; objdump
+// showed 163 such reloads in that build of this file, none after this). The addon's -O3
+// build had none either way; with this its tiles kept their instructions (kmovw for kmovd)
+// and their time, 0.98-1.05 at B = 3 to 64 (bench:exact-ab --addons, 100k rows, d = 64 and
+// 128, both storages).
+inline uint32_t InRegister(uint32_t mask) {
+  asm("" : "+r"(mask));
+  return mask;
+}
+
 template <int W>
 struct I8Lanes;
 template <>
@@ -605,7 +618,7 @@ struct I8Lanes<16> {
   static V LoadAligned(const void* p) { return _mm512_load_si512(p); }
   static V Set1(int32_t x) { return _mm512_set1_epi32(x); }
   static V Mullo(V a, V b) { return _mm512_mullo_epi32(a, b); }
-  static uint32_t AtLeast(V a, V b) { return _mm512_cmpge_epi32_mask(a, b); }
+  static uint32_t AtLeast(V a, V b) { return InRegister(_mm512_cmpge_epi32_mask(a, b)); }
   static void Store(void* p, V a) { _mm512_store_si512(p, a); }
 };
 template <>
@@ -615,7 +628,7 @@ struct I8Lanes<8> {
   static V LoadAligned(const void* p) { return _mm256_load_si256(static_cast<const V*>(p)); }
   static V Set1(int32_t x) { return _mm256_set1_epi32(x); }
   static V Mullo(V a, V b) { return _mm256_mullo_epi32(a, b); }
-  static uint32_t AtLeast(V a, V b) { return _mm256_cmpge_epi32_mask(a, b); }
+  static uint32_t AtLeast(V a, V b) { return InRegister(_mm256_cmpge_epi32_mask(a, b)); }
   static void Store(void* p, V a) { _mm256_store_si256(static_cast<V*>(p), a); }
 };
 

@@ -12,22 +12,18 @@ import { tmpdir, arch } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../../src/retrieval/native.js';
 
-const AVX512 = ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512vl', '-mavx512bw', '-mavx512dq'];
-// [source, its flags (CMakeLists.txt), instrumented]. The AVX-512 kernels are built without
-// the sanitizer: g++ 12 compiled them under -fsanitize=thread with mask registers spilled
-// as one or two bytes and reloaded as four (163 such reloads in that object, none in the
-// addon's -O3 build or at -O2; objdump), so the 8-lane screen tile reported queries past
-// the batch and the search wrote out of bounds. Those kernels hold no shared state: they
-// read rows and their caller's scratch, and the rows' consistency is checked by the
-// program's scores.
-const SOURCES: [string, string[], boolean][] = [
-  ['native/exact/kernels_scalar.cc', [], true],
-  ['native/exact/kernels_avx2.cc', ['-mavx2', '-mfma', '-mf16c'], true],
-  ['native/exact/kernels_avx512.cc', AVX512, false],
-  ['native/exact/exact_index.cc', [], true],
-  ['native/common/thread_pool.cc', [], true],
-  ['native/cuda/exact_cuda_stub.cc', [], true],
-  ['test/retrieval/native/exact-concurrency.cc', [], true],
+// [source, its flags (CMakeLists.txt)]: every source the index is built from, instrumented.
+const SOURCES: [string, string[]][] = [
+  ['native/exact/kernels_scalar.cc', []],
+  ['native/exact/kernels_avx2.cc', ['-mavx2', '-mfma', '-mf16c']],
+  [
+    'native/exact/kernels_avx512.cc',
+    ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512vl', '-mavx512bw', '-mavx512dq'],
+  ],
+  ['native/exact/exact_index.cc', []],
+  ['native/common/thread_pool.cc', []],
+  ['native/cuda/exact_cuda_stub.cc', []],
+  ['test/retrieval/native/exact-concurrency.cc', []],
 ];
 
 function run(
@@ -51,12 +47,22 @@ test('searches racing writes: no data race, every result whole and exact', async
   const dir = mkdtempSync(join(tmpdir(), 'recserve-tsan-'));
   try {
     const objects = await Promise.all(
-      SOURCES.map(async ([src, flags, instrumented], i) => {
+      SOURCES.map(async ([src, flags], i) => {
         const obj = join(dir, `${i}.o`);
-        const san = instrumented ? ['-fsanitize=thread'] : [];
         const r = await run(
           'g++',
-          ['-O1', '-g', '-std=c++17', '-Inative', ...san, ...flags, '-c', src, '-o', obj],
+          [
+            '-O1',
+            '-g',
+            '-std=c++17',
+            '-Inative',
+            '-fsanitize=thread',
+            ...flags,
+            '-c',
+            src,
+            '-o',
+            obj,
+          ],
           { cwd: root },
         );
         assert.equal(r.code, 0, `g++ ${src}:\n${r.stderr}`);
