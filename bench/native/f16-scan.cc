@@ -218,7 +218,8 @@ int main(int argc, char** argv) {
           v.scan(rows.data(), n, v.query, d, out.data());
         } else {
           const size_t half = n / 16 * 8;
-          std::thread t([&] { v.scan(rows.data() + half, n - half, v.query, d, out.data() + half); });
+          std::thread t(
+              [&] { v.scan(rows.data() + half, n - half, v.query, d, out.data() + half); });
           v.scan(rows.data(), half, v.query, d, out.data());
           t.join();
         }

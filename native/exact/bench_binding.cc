@@ -49,7 +49,8 @@ Napi::Value BenchStreamRead(const Napi::CallbackInfo& info) {
     for (int r = 0; r < reps; r++) {
       const double t0 = Seconds();
       ThreadPool::Shared().ParallelFor(tasks, [&](size_t t) {
-        const size_t a = n * t / tasks / 8 * 8, b = t + 1 == tasks ? n : n * (t + 1) / tasks / 8 * 8;
+        const size_t a = n * t / tasks / 8 * 8;
+        const size_t b = t + 1 == tasks ? n : n * (t + 1) / tasks / 8 * 8;
         sink[t] += k.sum_f32(buf + a, b - a);
       });
       best = std::min(best, Seconds() - t0);

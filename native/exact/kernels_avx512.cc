@@ -237,13 +237,13 @@ size_t SelectEach16(const float* s, const float* thr, size_t n, uint32_t* hits) 
 // the FMA's rate (two per cycle on a Zen 5; one per cycle on a Zen 4, as its 512-bit FMA: a
 // loop of independent zmm vdpbf16ps and one of vfmadd both ran 3.6 G/s on one core,
 // bench/native/issue-rate.cc), so a panel tile does twice the products per instruction of
-// the float32 one. On the Zen 4,
-// against the "avx512-scan" set's AVX2 float32 tiles, 100k rows, two threads, k = 100,
-// B = 12 to 128, d = 64 and 128, both storages: 0.64-0.88 of the time (bench:exact-ab
-// --kernels avx512-scan,avx512-bf16, bench/README.md). bfloat16 keeps 8 significant bits, far too few to rank
-// with, so the tile only filters: a score can reach its query's threshold only if the
-// bfloat16 score is within an error bound of it, and each (row, query) pair that is gets
-// rescored in float32 before the caller sees it. Results are those of the float32 kernels.
+// the float32 one. On the Zen 4, against the "avx512-scan" set's AVX2 float32 tiles, 100k
+// rows, two threads, k = 100, B = 12 to 128, d = 64 and 128, both storages: 0.64-0.88 of
+// the time (bench:exact-ab --kernels avx512-scan,avx512-bf16, bench/README.md). bfloat16
+// keeps 8 significant bits, far too few to rank with, so the tile only filters: a score can
+// reach its query's threshold only if the bfloat16 score is within an error bound of it, and
+// each (row, query) pair that is gets rescored in float32 before the caller sees it. Results
+// are those of the float32 kernels.
 //
 // The bound for query q against any row x (u = 2^-8, bfloat16's unit roundoff):
 //   |approx - dot(q, x)| <= ((2u + u^2) + (dpad + 2) 2^-23) sum_j |q_j x_j| + tiny
