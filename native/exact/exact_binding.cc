@@ -217,11 +217,13 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   // setTuning({ minRowsPerTask?, claimDivisor?, blockBytes?, scanBlockBytes?, packMinBatch?,
   //             screenMinBatch?, sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }):
-  // benchmarks, tests.
+  // benchmarks, tests. All or nothing: every field is checked before any applies, and
+  // searches already running keep the settings they started with.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
       auto o = info[0].As<Napi::Object>();
+      ExactTuning t = index_->Tuning();
       auto num = [&](const char* key, size_t lo, size_t hi, size_t* dst) {
         Napi::Value v = o.Get(key);
         if (v.IsUndefined()) return;
@@ -232,16 +234,17 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
                      std::to_string(lo) + ", " + std::to_string(hi) + "]");
         *dst = static_cast<size_t>(x);
       };
-      num("minRowsPerTask", 1, size_t(1) << 31, &index_->Tuning().min_rows_per_task);
-      num("blockBytes", 256, size_t(1) << 26, &index_->Tuning().block_bytes);
-      num("scanBlockBytes", 256, size_t(1) << 26, &index_->Tuning().scan_block_bytes);
-      num("claimDivisor", 0, size_t(1) << 20, &index_->Tuning().claim_divisor);
-      num("packMinBatch", 0, size_t(1) << 20, &index_->Tuning().pack_min_batch);
-      num("screenMinBatch", 0, size_t(1) << 20, &index_->Tuning().screen_min_batch);
-      num("sgemmMinBatch", 0, size_t(1) << 20, &index_->Tuning().sgemm_min_batch);
-      num("sgemmRows", 64, size_t(1) << 20, &index_->Tuning().sgemm_rows);
-      num("guessRank", 0, size_t(1) << 20, &index_->Tuning().guess_rank);
-      num("guessMinRows", 1, size_t(1) << 31, &index_->Tuning().guess_min_rows);
+      num("minRowsPerTask", 1, size_t(1) << 31, &t.min_rows_per_task);
+      num("blockBytes", 256, size_t(1) << 26, &t.block_bytes);
+      num("scanBlockBytes", 256, size_t(1) << 26, &t.scan_block_bytes);
+      num("claimDivisor", 0, size_t(1) << 20, &t.claim_divisor);
+      num("packMinBatch", 0, size_t(1) << 20, &t.pack_min_batch);
+      num("screenMinBatch", 0, size_t(1) << 20, &t.screen_min_batch);
+      num("sgemmMinBatch", 0, size_t(1) << 20, &t.sgemm_min_batch);
+      num("sgemmRows", 64, size_t(1) << 20, &t.sgemm_rows);
+      num("guessRank", 0, size_t(1) << 20, &t.guess_rank);
+      num("guessMinRows", 1, size_t(1) << 31, &t.guess_min_rows);
+      index_->SetTuning(t);
       return info.Env().Undefined();
     });
   }

@@ -334,6 +334,17 @@ size_t ExactIndex::Size() const {
   return n_;
 }
 
+ExactTuning ExactIndex::Tuning() const {
+  auto lk = ReadLock();
+  return tuning_;
+}
+
+void ExactIndex::SetTuning(const ExactTuning& tuning) {
+  std::lock_guard<std::mutex> g(gate_);
+  std::unique_lock<std::shared_mutex> lk(rw_);
+  tuning_ = tuning;
+}
+
 std::shared_lock<std::shared_mutex> ExactIndex::ReadLock() const {
   { std::lock_guard<std::mutex> g(gate_); }
   return std::shared_lock<std::shared_mutex>(rw_);

@@ -116,7 +116,12 @@ class ExactIndex {
   size_t Threads() const { return threads_; }
   const Kernels& KernelSet() const { return kernels_; }
   bool Int8Screen() const { return i8_; }
-  ExactTuning& Tuning() { return tuning_; }
+  // The settings, and new ones for every search that starts after. A search reads them
+  // under its read lock and SetTuning takes the write lock, so each search runs on one
+  // setting throughout (a guess rank changed between the check that a guess applies and the
+  // guess itself would have sampled for rank 0).
+  ExactTuning Tuning() const;
+  void SetTuning(const ExactTuning& tuning);
 
   // Replaces the contents. Throws ArgumentError on duplicate ids.
   void Build(const uint32_t* ids, const float* vectors, size_t n);

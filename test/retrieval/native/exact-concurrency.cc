@@ -6,8 +6,9 @@
 // and no race detector watches them.
 //
 // Every id has two vectors, A and B, and a writer flips ids between them (upsert), removes
-// some for a while and puts them back, and now and then rebuilds the whole index; ids below
-// kCold are never written. Searchers on other threads run batches of every size the index
+// some for a while and puts them back, now and then rebuilds the whole index, and switches
+// its tuning between two settings (guessed floors on and off, screen and block sizes); ids
+// below kCold are never written. Searchers on other threads run batches of every size the index
 // treats differently (B = 1, 2, 5, 16, 32: direct scans, the two-query scan, the int8
 // screen's narrow and full tiles), with exclusions and an allowed subset, on the shared
 // pool. Each result must be well formed (distinct ids, best first, excluded ids absent,
@@ -162,9 +163,17 @@ bool RunCase(const Case& c, double seconds) {
   for (size_t i = 0; i < kN; i++) all[i] = static_cast<uint32_t>(i);
 
   ExactIndex index(kDim, c.storage, 2, *c.kernels, c.kernels->screen_i8 != nullptr);
-  // Small enough that the guessed floors and the screen both run at this size.
-  index.Tuning().guess_min_rows = 1024;
-  index.Tuning().min_rows_per_task = 1024;
+  // Small enough that the guessed floors and the screen both run at this size; the writer
+  // switches between this and the second setting.
+  recserve::ExactTuning tuning = index.Tuning(), other;
+  tuning.guess_min_rows = 1024;
+  tuning.min_rows_per_task = 1024;
+  other = tuning;
+  other.guess_rank = 0;
+  other.screen_min_batch = 1;
+  other.pack_min_batch = 2;
+  other.block_bytes = 8192;
+  index.SetTuning(tuning);
   index.Build(all.data(), a.data(), kN);
   const Checker checker(a, b, c.storage == Storage::F16);
 
@@ -206,6 +215,7 @@ bool RunCase(const Case& c, double seconds) {
         const float* v = (on_b[id] ? b.data() : a.data()) + id * kDim;
         index.Upsert(&id, v, 1);
       }
+      if (step % 50 == 49) index.SetTuning(step % 100 == 49 ? other : tuning);
       if (step % 200 == 199) {
         // A rebuild from the current contents (the removed ids stay out).
         std::vector<uint32_t> live;
