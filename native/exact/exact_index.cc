@@ -207,6 +207,17 @@ class ScreenTopK {
   }
 };
 
+// Ids are uint32 below kNoId: that value pads the results of queries with fewer than k
+// candidates, so an item holding it would read as padding (and the HNSW index's files
+// reject it).
+void CheckIds(const uint32_t* ids, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (ids[i] == SearchResult::kNoId)
+      ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
+                 " is reserved (it pads results shorter than k)");
+  }
+}
+
 inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
   return ex != nullptr && std::binary_search(ex->begin(), ex->end(), id);
 }
@@ -443,6 +454,7 @@ void ExactIndex::Reserve(size_t rows) {
 }
 
 void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
+  CheckIds(ids, n);
   // Everything heavy happens before the lock: searches keep running on the old contents.
   std::unordered_map<uint32_t, uint32_t> row_of;
   row_of.reserve(n);
@@ -481,6 +493,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
 }
 
 void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
+  CheckIds(ids, n);
   std::vector<uint8_t> encoded(n * RowBytes());
   std::pair<float, float> range;
   const float norm_max = EncodeRows(vectors, n, encoded.data(), i8_ ? &range : nullptr);

@@ -104,6 +104,10 @@ class HnswEngine {
       ThrowRange("vectors.length must equal ids.length x dim");
     std::unordered_set<uint32_t> batch;
     for (size_t i = 0; i < ids.size(); i++) {
+      // kNoId pads short results, and Load rejects it (as every id past uint32).
+      if (ids[i] == kNoId)
+        ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
+                   " is reserved (it pads results shorter than k)");
       if (present_.count(ids[i]) || !batch.insert(ids[i]).second)
         ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
                    " is already in the index (HNSW ids are add-only)");

@@ -123,7 +123,10 @@ export class ExactIndex {
     return this.native.threads;
   }
 
-  /** Replace contents: ids.length rows of vectors (row-major). Ids are uint32 (item rows). */
+  /**
+   * Replace contents: ids.length rows of vectors (row-major). Ids are uint32 (item rows)
+   * other than NO_ID (0xFFFFFFFF, which pads short results: RangeError here and in upsert).
+   */
   build(ids: Uint32Array, vectors: Float32Array): void {
     this.native.build(ids, vectors);
   }

@@ -82,8 +82,9 @@ export class HnswIndex {
   }
 
   /**
-   * Adds new ids (HNSW is add-only: an id already present is a RangeError). Runs on a
-   * native thread with every core; searches issued meanwhile wait until it finishes.
+   * Adds new ids (HNSW is add-only: an id already present is a RangeError, as is NO_ID,
+   * 0xFFFFFFFF, which pads short results). Runs on a native thread with every core;
+   * searches issued meanwhile wait until it finishes.
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));

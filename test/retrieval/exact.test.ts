@@ -823,6 +823,13 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
     /vectors\[2\] is infinite/,
   );
   bad(() => index.remove(new Int32Array(1) as unknown as Uint32Array), 'TypeError', /ids/);
+  // NO_ID pads short results: an item holding it would read as padding.
+  bad(
+    () => index.build(Uint32Array.of(1, NO_ID), new Float32Array(8)),
+    'RangeError',
+    /ids\[1\]: id 4294967295 is reserved/,
+  );
+  bad(() => index.upsert(Uint32Array.of(NO_ID), new Float32Array(4)), 'RangeError', /reserved/);
   index.build(ids, vecs);
   bad(() => index.remove(Uint32Array.of(3)), 'RangeError', /unknown id 3/);
   assert.equal(index.size, 2);

@@ -82,6 +82,11 @@ test('HNSW small index: add, padding, add-only ids, save/load round trip', async
   await assert.rejects(hnsw.add(Uint32Array.of(1, 1), new Float32Array(2 * d)), {
     name: 'RangeError',
   });
+  // NO_ID pads short results (and a file holding it would not load).
+  await assert.rejects(hnsw.add(Uint32Array.of(NO_ID), new Float32Array(d)), {
+    name: 'RangeError',
+    message: /ids\[0\]: id 4294967295 is reserved/,
+  });
   assert.equal(hnsw.size, n);
 
   // A beam half as wide as the index finds nearly everything. Not all: an inner-product
