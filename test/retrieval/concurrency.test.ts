@@ -6,72 +6,22 @@
 // the locks, the shared floors and the pool for races.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, arch } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/retrieval/native.js';
-
-// [source, its flags (CMakeLists.txt)]: every source the index is built from, instrumented.
-const SOURCES: [string, string[]][] = [
-  ['native/exact/kernels_scalar.cc', []],
-  ['native/exact/kernels_avx2.cc', ['-mavx2', '-mfma', '-mf16c']],
-  [
-    'native/exact/kernels_avx512.cc',
-    ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512vl', '-mavx512bw', '-mavx512dq'],
-  ],
-  ['native/exact/exact_index.cc', []],
-  ['native/common/thread_pool.cc', []],
-  ['native/cuda/exact_cuda_stub.cc', []],
-  ['test/retrieval/native/exact-concurrency.cc', []],
-];
-
-function run(
-  cmd: string,
-  args: string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { INDEX_SOURCES, buildProgram, run } from './native-program.js';
 
 test('searches racing writes: no data race, every result whole and exact', async () => {
-  const root = projectRoot();
   const dir = mkdtempSync(join(tmpdir(), 'recserve-tsan-'));
   try {
-    const objects = await Promise.all(
-      SOURCES.map(async ([src, flags], i) => {
-        const obj = join(dir, `${i}.o`);
-        const r = await run(
-          'g++',
-          [
-            '-O1',
-            '-g',
-            '-std=c++17',
-            '-Inative',
-            '-fsanitize=thread',
-            ...flags,
-            '-c',
-            src,
-            '-o',
-            obj,
-          ],
-          { cwd: root },
-        );
-        assert.equal(r.code, 0, `g++ ${src}:\n${r.stderr}`);
-        return obj;
-      }),
+    // Every source instrumented, the kernels included.
+    const exe = await buildProgram(
+      dir,
+      'exact-concurrency',
+      [...INDEX_SOURCES, ['test/retrieval/native/exact-concurrency.cc', []]],
+      ['-O1', '-g', '-fsanitize=thread'],
+      ['-fsanitize=thread', '-pthread'],
     );
-    const exe = join(dir, 'exact-concurrency');
-    const link = await run('g++', ['-fsanitize=thread', ...objects, '-o', exe, '-pthread']);
-    assert.equal(link.code, 0, link.stderr);
 
     const env = { ...process.env, TSAN_OPTIONS: 'exitcode=66 second_deadlock_stack=1' };
     let r = await run(exe, ['1.5'], { env });

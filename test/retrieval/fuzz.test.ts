@@ -138,6 +138,17 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
     const pending: Promise<void>[] = [];
     let failures = 0;
     let checked = 0;
+    // Runs fn; a failure must be an argument error. Whether fn succeeded.
+    const attempt = (what: string, fn: () => void): boolean => {
+      try {
+        fn();
+        return true;
+      } catch (err) {
+        assertArgumentError(err, what);
+        failures++;
+        return false;
+      }
+    };
     for (let i = 0; i < 3000; i++) {
       const op = rng.int(6);
       if (op === 0 || op === 1) {
@@ -148,14 +159,13 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
         const args: unknown[] = [ids, vecs];
         const bad = mutate(rng, args);
         if (op === 0 && !bad && rng.next() > 0.1) continue;
-        try {
-          if (op === 0) index.build(args[0] as Uint32Array, args[1] as Float32Array);
-          else index.upsert(args[0] as Uint32Array, args[1] as Float32Array);
-        } catch (err) {
-          assertArgumentError(err, op === 0 ? 'build' : 'upsert');
-          failures++;
+        const write = op === 0 ? index.build.bind(index) : index.upsert.bind(index);
+        if (
+          !attempt(op === 0 ? 'build' : 'upsert', () =>
+            write(args[0] as Uint32Array, args[1] as Float32Array),
+          )
+        )
           continue;
-        }
         if (args[0] instanceof Uint32Array && args[1] instanceof Float32Array) {
           if (op === 0) ref = new RefIndex(D);
           ref.set(args[0], stored(args[1]));
@@ -168,13 +178,7 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
         const ids = Uint32Array.from(new Set(someIds(1 + rng.int(3))));
         const args: unknown[] = [ids];
         mutate(rng, args);
-        try {
-          index.remove(args[0] as Uint32Array);
-        } catch (err) {
-          assertArgumentError(err, 'remove');
-          failures++;
-          continue;
-        }
+        if (!attempt('remove', () => index.remove(args[0] as Uint32Array))) continue;
         assert.ok(args[0] instanceof Uint32Array, `remove accepted ${describe(args[0])}`);
         for (const id of args[0]) ref.rows.delete(id);
       } else if (op === 3) {
@@ -188,12 +192,7 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
         };
         const args: unknown[] = [tuning];
         mutate(rng, args);
-        try {
-          index.setTuning(args[0] as object);
-        } catch (err) {
-          assertArgumentError(err, 'setTuning');
-          failures++;
-        }
+        attempt('setTuning', () => index.setTuning(args[0] as object));
       } else {
         const b = 1 + rng.int(40);
         const queries = rng.uniformArray(b * D);
@@ -215,36 +214,26 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
             else assert.ok(!Number.isNaN(r.scores[j]), what);
           }
         };
+        const call = [
+          args[0] as Float32Array,
+          args[1] as number,
+          args[2] as Parameters<ExactIndex['search']>[2],
+        ] as const;
         if (sync) {
-          let r;
-          try {
-            r = index.searchSync(
-              args[0] as Float32Array,
-              args[1] as number,
-              args[2] as Parameters<ExactIndex['searchSync']>[2],
-            );
-          } catch (err) {
-            assertArgumentError(err, what);
-            failures++;
-            continue;
-          }
-          shape(r);
+          let r: ReturnType<ExactIndex['searchSync']> | undefined;
+          if (!attempt(what, () => (r = index.searchSync(...call)))) continue;
+          shape(r!);
           if (!bad) {
-            assertMatches(ref, queries, k, r, tol(queries), opts, what);
+            assertMatches(ref, queries, k, r!, tol(queries), opts, what);
             checked++;
           }
         } else {
+          // Checked for shape only: writes issued after it may land before it runs.
           pending.push(
-            index
-              .search(
-                args[0] as Float32Array,
-                args[1] as number,
-                args[2] as Parameters<ExactIndex['search']>[2],
-              )
-              .then(shape, (err: unknown) => {
-                assertArgumentError(err, what);
-                failures++;
-              }),
+            index.search(...call).then(shape, (err: unknown) => {
+              assertArgumentError(err, what);
+              failures++;
+            }),
           );
         }
       }

@@ -4,22 +4,11 @@
 // promise they rest on, for every kernel set this CPU runs with a screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { projectRoot } from '../../src/retrieval/native.js';
 import { ExactIndex } from '../../src/retrieval/exact.js';
-
-const SOURCES: [string, string[]][] = [
-  ['native/exact/kernels_scalar.cc', []],
-  ['native/exact/kernels_avx2.cc', ['-mavx2', '-mfma', '-mf16c']],
-  [
-    'native/exact/kernels_avx512.cc',
-    ['-mavx2', '-mfma', '-mf16c', '-mavx512f', '-mavx512vl', '-mavx512bw', '-mavx512dq'],
-  ],
-  ['test/retrieval/native/i8-screen-bounds.cc', []],
-];
+import { KERNEL_SOURCES, buildProgram, run } from './native-program.js';
 
 const screenedSets = (['avx2', 'avx512', 'avx512-bf16'] as const).filter((kernel) => {
   try {
@@ -32,26 +21,18 @@ const screenedSets = (['avx2', 'avx512', 'avx512-bf16'] as const).filter((kernel
 test(
   "every pair's float32 score lies within the int8 screen's band, in every set",
   { skip: screenedSets.length === 0 ? 'no kernel set with the int8 screen on this CPU' : false },
-  () => {
-    const root = projectRoot();
+  async () => {
     const dir = mkdtempSync(join(tmpdir(), 'recserve-screen-bounds-'));
     try {
-      const objects = SOURCES.map(([src, flags], i) => {
-        const obj = join(dir, `${i}.o`);
-        execFileSync('g++', ['-O2', '-std=c++17', '-Inative', ...flags, '-c', src, '-o', obj], {
-          cwd: root,
-          stdio: ['ignore', 'ignore', 'pipe'],
-        });
-        return obj;
-      });
-      const exe = join(dir, 'i8-screen-bounds');
-      execFileSync('g++', [...objects, '-o', exe], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let out: string;
-      try {
-        out = execFileSync(exe, { encoding: 'utf8' });
-      } catch (e) {
-        assert.fail(`i8-screen-bounds failed:\n${(e as { stdout?: string }).stdout ?? e}`);
-      }
+      const exe = await buildProgram(
+        dir,
+        'i8-screen-bounds',
+        [...KERNEL_SOURCES, ['test/retrieval/native/i8-screen-bounds.cc', []]],
+        ['-O2'],
+      );
+      const r = await run(exe, []);
+      assert.equal(r.code, 0, `i8-screen-bounds failed:\n${r.stdout}\n${r.stderr}`);
+      const out = r.stdout;
       // One line per set the index offers the screen with: pairs checked, none outside.
       for (const kernel of screenedSets) {
         const m = new RegExp(`^${kernel} pairs (\\d+) violations (\\d+)$`, 'm').exec(out);
