@@ -123,9 +123,11 @@ class ExactIndex {
   ExactTuning Tuning() const;
   void SetTuning(const ExactTuning& tuning);
 
-  // Replaces the contents. Throws ArgumentError on duplicate ids.
+  // Replaces the contents. Throws ArgumentError on duplicate ids and on the id kNoId (it
+  // pads short results), before anything changes.
   void Build(const uint32_t* ids, const float* vectors, size_t n);
   // Inserts new ids and overwrites existing ones; visible to every search that starts after.
+  // Throws ArgumentError on the id kNoId, before anything changes.
   void Upsert(const uint32_t* ids, const float* vectors, size_t n);
   // Removes ids; throws ArgumentError (and changes nothing) when one is unknown.
   void Remove(const uint32_t* ids, size_t n);

@@ -591,11 +591,6 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m256i& acc, 
       : [u] "v"(u), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
 }
 
-// A tile's vectors: 16 int32 lanes (a panel of 16 queries), or 8 for a last group of at
-// most 8 queries. The Zen 4 issues two ymm vpdpbusd a cycle where it issues one zmm
-// (bench/native/issue-rate.cc: 7.0 against 3.7 G/s), so the half-width tile scores such a
-// group in about half the full one's time (measured at ForGroupTiles). The packed
-// queries keep their panels of 16; the tile reads each panel's first 8 lanes.
 // A compare's mask as a 32-bit integer in a general register from here on (the empty asm).
 // g++ 12 under -fsanitize=thread kept such masks in k registers, spilled them as one or two
 // bytes and reloaded them as four: the 8-lane tile then named queries past the batch, and
@@ -609,6 +604,11 @@ inline uint32_t InRegister(uint32_t mask) {
   return mask;
 }
 
+// A tile's vectors: 16 int32 lanes (a panel of 16 queries), or 8 for a last group of at
+// most 8 queries. The Zen 4 issues two ymm vpdpbusd a cycle where it issues one zmm
+// (bench/native/issue-rate.cc: 7.0 against 3.7 G/s), so the half-width tile scores such a
+// group in about half the full one's time (measured at ForGroupTiles). The packed
+// queries keep their panels of 16; the tile reads each panel's first 8 lanes.
 template <int W>
 struct I8Lanes;
 template <>
