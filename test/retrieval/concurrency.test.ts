@@ -36,9 +36,10 @@ test('searches racing writes: no data race, every result whole and exact', async
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.length >= 4, r.stdout);
     for (const line of lines) {
-      const m = /^(\S+) (f32|f16) writes (\d+) searches (\d+) results (\d+) problems (\d+)/.exec(
-        line,
-      );
+      const m =
+        /^(\S+) (f32|f16) writes (\d+) prunes \d+ searches (\d+) results (\d+) problems (\d+)/.exec(
+          line,
+        );
       assert.ok(m, `unexpected line: ${line}`);
       assert.ok(Number(m[3]) > 10, `${line}: too few writes to race`);
       assert.ok(Number(m[4]) > 10, `${line}: too few searches`);

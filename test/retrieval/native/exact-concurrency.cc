@@ -8,13 +8,14 @@
 // Every id has two vectors, A and B, and a writer flips ids between them (upsert), removes
 // some for a while and puts them back, now and then rebuilds the whole index, and switches
 // its tuning between two settings (guessed floors on and off, screen and block sizes); ids
-// below kCold are never written. Searchers on other threads run batches of every size the index
-// treats differently (B = 1, 2, 5, 16, 32: direct scans, the two-query scan, the int8
+// below kCold are never written. Searchers on other threads run batches of every size the
+// index treats differently (B = 1, 2, 5, 16, 32: direct scans, the two-query scan, the int8
 // screen's narrow and full tiles), with exclusions and an allowed subset, on the shared
-// pool. Each result must be well formed (distinct ids, best first, excluded ids absent,
-// only allowed ids), every score must be the query's dot product with that id's A or B (a
-// row torn by a write would match neither), and no cold id may be missing that beats the
-// k-th score returned (cold rows are always there with the same score).
+// pool, now and then with a query of zeros (every row ties: the screen's mid-scan pruning).
+// Each result must be well formed (distinct ids, best first, excluded ids absent, only
+// allowed ids), every score must be the query's dot product with that id's A or B (a row
+// torn by a write would match neither), and no cold id may be missing that beats the k-th
+// score returned (cold rows are always there with the same score).
 //
 // Prints one line per kernel set and storage: searches, results checked, problems; exits 1
 // on any problem. Usage: exact-concurrency [seconds per case, default 2]
@@ -242,6 +243,9 @@ bool RunCase(const Case& c, double seconds) {
         const size_t nq = batches[r() % 5], k = ks[r() % 3];
         std::vector<float> q(nq * kDim);
         for (auto& x : q) x = nd(r);
+        // Now and then a query of zeros: every row ties, the int8 screen's bound cannot
+        // narrow its candidates, and it prunes them in the middle of the scan.
+        if (it % 8 == 5) std::fill(q.begin(), q.begin() + kDim, 0.f);
         std::vector<std::vector<uint32_t>> exclude;
         std::vector<uint32_t> allow;
         SearchRequest req;
@@ -285,9 +289,10 @@ bool RunCase(const Case& c, double seconds) {
   stop = true;
   writer.join();
   for (auto& t : searchers) t.join();
-  std::printf("%s %s writes %llu searches %llu results %llu problems %llu%s%s\n", c.kernel,
-              c.storage == Storage::F16 ? "f16" : "f32",
+  std::printf("%s %s writes %llu prunes %llu searches %llu results %llu problems %llu%s%s\n",
+              c.kernel, c.storage == Storage::F16 ? "f16" : "f32",
               static_cast<unsigned long long>(counts.writes.load()),
+              static_cast<unsigned long long>(index.ScreenPrunes()),
               static_cast<unsigned long long>(counts.searches.load()),
               static_cast<unsigned long long>(counts.results.load()),
               static_cast<unsigned long long>(counts.problems.load()),
