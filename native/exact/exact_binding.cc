@@ -106,6 +106,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceMethod<&ExactIndexWrap::Search>("search"),
             InstanceMethod<&ExactIndexWrap::SearchSync>("searchSync"),
             InstanceMethod<&ExactIndexWrap::SetTuning>("setTuning"),
+            InstanceAccessor<&ExactIndexWrap::GetTuning>("tuning"),
             InstanceAccessor<&ExactIndexWrap::GetDim>("dim"),
             InstanceAccessor<&ExactIndexWrap::GetSize>("size"),
             InstanceAccessor<&ExactIndexWrap::GetStorage>("storage"),
@@ -247,6 +248,25 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       index_->SetTuning(t);
       return info.Env().Undefined();
     });
+  }
+  // The settings searches start with now, under setTuning's names.
+  Napi::Value GetTuning(const Napi::CallbackInfo& info) {
+    const ExactTuning t = index_->Tuning();
+    Napi::Object o = Napi::Object::New(info.Env());
+    auto set = [&](const char* key, size_t v) {
+      o.Set(key, Napi::Number::New(info.Env(), static_cast<double>(v)));
+    };
+    set("minRowsPerTask", t.min_rows_per_task);
+    set("blockBytes", t.block_bytes);
+    set("scanBlockBytes", t.scan_block_bytes);
+    set("claimDivisor", t.claim_divisor);
+    set("packMinBatch", t.pack_min_batch);
+    set("screenMinBatch", t.screen_min_batch);
+    set("sgemmMinBatch", t.sgemm_min_batch);
+    set("sgemmRows", t.sgemm_rows);
+    set("guessRank", t.guess_rank);
+    set("guessMinRows", t.guess_min_rows);
+    return o;
   }
   Napi::Value GetDim(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->Dim()));

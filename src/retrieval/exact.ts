@@ -166,8 +166,17 @@ export class ExactIndex {
     return this.native.searchSync(queries, k, opts?.exclude ?? null, opts?.allow ?? null);
   }
 
-  /** Scan tuning knobs (benchmarks and tests); the defaults suit this machine. */
+  /**
+   * Scan tuning knobs (benchmarks and tests); the defaults suit this machine. All or
+   * nothing: every field is checked before any applies. Searches already running keep the
+   * settings they started with.
+   */
   setTuning(t: ExactTuning): void {
     this.native.setTuning(t);
+  }
+
+  /** The settings searches start with now (the defaults depend on kernel set and storage). */
+  get tuning(): Required<ExactTuning> {
+    return this.native.tuning;
   }
 }

@@ -94,6 +94,8 @@ export interface NativeExactIndex {
     allow?: Uint32Array | null,
   ): TopK;
   setTuning(t: ExactTuning): void;
+  /** The settings searches start with now: every field of ExactTuning. */
+  readonly tuning: Required<ExactTuning>;
 }
 
 export interface NativeHnswIndex {

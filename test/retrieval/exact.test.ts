@@ -791,6 +791,30 @@ test('concurrent searches stay correct while upserts run', async () => {
   assert.equal(index.size, 30020);
 });
 
+test('tuning: defaults per kernel set and storage, round trip, all or nothing', () => {
+  for (const kernel of KERNELS) {
+    for (const storage of ['f32', 'f16'] as Storage[]) {
+      const index = ExactIndex.create({ dim: 8, storage, kernel });
+      const t = index.tuning;
+      assert.equal(t.blockBytes, 32768);
+      assert.equal(t.guessRank, 14);
+      // The screen's first batch size is per set and storage (Kernels::screen_min_batch_*).
+      if (index.screen === 'int8') assert.ok(t.screenMinBatch >= 2 && t.screenMinBatch <= 6);
+      index.setTuning({ blockBytes: 4096, guessRank: 3 });
+      assert.deepEqual(index.tuning, { ...t, blockBytes: 4096, guessRank: 3 });
+      // A bad field after a good one: neither applies.
+      assert.throws(() => index.setTuning({ blockBytes: 8192, guessRank: -1 }), RangeError);
+      assert.deepEqual(index.tuning, { ...t, blockBytes: 4096, guessRank: 3 });
+    }
+  }
+  // The int8 screen takes float32 pairs, not float16 ones, on every set that has it.
+  for (const kernel of SCREENED) {
+    const f32 = ExactIndex.create({ dim: 8, storage: 'f32', kernel }).tuning.screenMinBatch;
+    const f16 = ExactIndex.create({ dim: 8, storage: 'f16', kernel }).tuning.screenMinBatch;
+    assert.ok(f32 < f16, `${kernel}: screenMinBatch f32 ${f32}, f16 ${f16}`);
+  }
+});
+
 test('bad arguments throw TypeError/RangeError naming the argument', async () => {
   const bad = (fn: () => unknown, name: string, re: RegExp) =>
     assert.throws(fn, (e: Error) => e.name === name && re.test(e.message), `${name} ${re}`);
