@@ -31,6 +31,7 @@ import {
   ExactIndex,
   type ExactKernel,
   type ExactScreen,
+  type ExactTuning,
 } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
@@ -84,6 +85,8 @@ if (!(EXACT_SCREENS as readonly string[]).includes(screenOption))
 const screen = screenOption as ExactScreen;
 /** The exact indexes' screen in this run ('int8' or 'none'; set from the first index). */
 let screenInUse = '';
+/** The exact indexes' settings in this run, per storage (their defaults differ). */
+const tuningInUse: Partial<Record<'f32' | 'f16', Required<ExactTuning>>> = {};
 /** The kernel set the exact indexes of this run use. */
 const kernelInUse = kernel === 'auto' ? info.exactKernel : kernel;
 const threads = info.hardwareThreads;
@@ -135,6 +138,8 @@ for (const n of [100_000, 1_000_000]) {
     const f16 = ExactIndex.create({ dim: d, storage: 'f16', kernel, screen });
     f16.build(ids, vecs);
     screenInUse = f16.screen;
+    tuningInUse.f32 = f32.tuning;
+    tuningInUse.f16 = f16.tuning;
     const faiss = FaissFlatIndex.create(d);
     faiss.add(vecs);
     // fp16 quality: recall@100 of the fp16 index against the fp32 one on 32 queries.
@@ -375,6 +380,8 @@ const out = {
   kernel: kernelInUse,
   /** The exact indexes' int8 screen in this run (--screen, default auto). */
   screen: screenInUse,
+  /** The exact indexes' settings (ExactIndex.tuning), per storage. */
+  tuning: tuningInUse,
   bandwidth_gbps: bandwidth,
   bandwidth_1t_gbps: bandwidth1,
   sgemm_gflops: sgemm,
