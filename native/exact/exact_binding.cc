@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <thread>
@@ -15,6 +16,25 @@
 
 namespace recserve {
 namespace {
+
+// setTuning's fields (and the tuning getter's): JS name, ExactTuning member, accepted range.
+struct TuningField {
+  const char* key;
+  size_t ExactTuning::*member;
+  size_t lo, hi;
+};
+constexpr TuningField kTuningFields[] = {
+    {"minRowsPerTask", &ExactTuning::min_rows_per_task, 1, size_t(1) << 31},
+    {"blockBytes", &ExactTuning::block_bytes, 256, size_t(1) << 26},
+    {"scanBlockBytes", &ExactTuning::scan_block_bytes, 256, size_t(1) << 26},
+    {"claimDivisor", &ExactTuning::claim_divisor, 0, size_t(1) << 20},
+    {"packMinBatch", &ExactTuning::pack_min_batch, 0, size_t(1) << 20},
+    {"screenMinBatch", &ExactTuning::screen_min_batch, 0, size_t(1) << 20},
+    {"sgemmMinBatch", &ExactTuning::sgemm_min_batch, 0, size_t(1) << 20},
+    {"sgemmRows", &ExactTuning::sgemm_rows, 64, size_t(1) << 20},
+    {"guessRank", &ExactTuning::guess_rank, 0, size_t(1) << 20},
+    {"guessMinRows", &ExactTuning::guess_min_rows, 1, size_t(1) << 31},
+};
 
 struct ParsedSearch {
   std::vector<float> queries;
@@ -225,26 +245,16 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       if (info.Length() < 1 || !info[0].IsObject()) ThrowType("tuning must be an object");
       auto o = info[0].As<Napi::Object>();
       ExactTuning t = index_->Tuning();
-      auto num = [&](const char* key, size_t lo, size_t hi, size_t* dst) {
-        Napi::Value v = o.Get(key);
-        if (v.IsUndefined()) return;
-        if (!v.IsNumber()) ThrowType(std::string("tuning.") + key + " must be a number");
+      for (const TuningField& f : kTuningFields) {
+        Napi::Value v = o.Get(f.key);
+        if (v.IsUndefined()) continue;
+        if (!v.IsNumber()) ThrowType(std::string("tuning.") + f.key + " must be a number");
         const double x = v.As<Napi::Number>().DoubleValue();
-        if (!(x >= lo && x <= hi) || std::floor(x) != x)
-          ThrowRange(std::string("tuning.") + key + " must be an integer in [" +
-                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
-        *dst = static_cast<size_t>(x);
-      };
-      num("minRowsPerTask", 1, size_t(1) << 31, &t.min_rows_per_task);
-      num("blockBytes", 256, size_t(1) << 26, &t.block_bytes);
-      num("scanBlockBytes", 256, size_t(1) << 26, &t.scan_block_bytes);
-      num("claimDivisor", 0, size_t(1) << 20, &t.claim_divisor);
-      num("packMinBatch", 0, size_t(1) << 20, &t.pack_min_batch);
-      num("screenMinBatch", 0, size_t(1) << 20, &t.screen_min_batch);
-      num("sgemmMinBatch", 0, size_t(1) << 20, &t.sgemm_min_batch);
-      num("sgemmRows", 64, size_t(1) << 20, &t.sgemm_rows);
-      num("guessRank", 0, size_t(1) << 20, &t.guess_rank);
-      num("guessMinRows", 1, size_t(1) << 31, &t.guess_min_rows);
+        if (!(x >= f.lo && x <= f.hi) || std::floor(x) != x)
+          ThrowRange(std::string("tuning.") + f.key + " must be an integer in [" +
+                     std::to_string(f.lo) + ", " + std::to_string(f.hi) + "]");
+        t.*f.member = static_cast<size_t>(x);
+      }
       index_->SetTuning(t);
       return info.Env().Undefined();
     });
@@ -253,19 +263,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   Napi::Value GetTuning(const Napi::CallbackInfo& info) {
     const ExactTuning t = index_->Tuning();
     Napi::Object o = Napi::Object::New(info.Env());
-    auto set = [&](const char* key, size_t v) {
-      o.Set(key, Napi::Number::New(info.Env(), static_cast<double>(v)));
-    };
-    set("minRowsPerTask", t.min_rows_per_task);
-    set("blockBytes", t.block_bytes);
-    set("scanBlockBytes", t.scan_block_bytes);
-    set("claimDivisor", t.claim_divisor);
-    set("packMinBatch", t.pack_min_batch);
-    set("screenMinBatch", t.screen_min_batch);
-    set("sgemmMinBatch", t.sgemm_min_batch);
-    set("sgemmRows", t.sgemm_rows);
-    set("guessRank", t.guess_rank);
-    set("guessMinRows", t.guess_min_rows);
+    for (const TuningField& f : kTuningFields)
+      o.Set(f.key, Napi::Number::New(info.Env(), static_cast<double>(t.*f.member)));
     return o;
   }
   Napi::Value GetDim(const Napi::CallbackInfo& info) {

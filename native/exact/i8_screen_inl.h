@@ -46,6 +46,14 @@ inline I8Scratch LayoutI8(float* s, size_t nq16, size_t dpad) {
   return x;
 }
 
+// The scratch of pack_queries_i8 for nq queries (PanelStride(nq) with the padding ones),
+// with the rows' scale recorded: where both sets' PackQueriesI8 start.
+inline I8Scratch StartPackI8(float* scratch, size_t nq, size_t dpad, const I8Screen& screen) {
+  const I8Scratch s = LayoutI8(scratch, PanelStride(nq), dpad);
+  s.scale[0] = screen.scale;
+  return s;
+}
+
 // Query q's offset and bound from its coding: fmax the largest |f_j|, l1 = |q|_1 and total
 // = sum_j q_j (each summed in double: at most 2^16 terms, their rounding far below the 1e-6
 // added). Padding queries (q >= nq) get zeros.

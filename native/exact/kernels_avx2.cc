@@ -458,8 +458,7 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
                    float* scratch) {
   const size_t nq16 = PanelStride(nq);
   const size_t dq = dpad / 4;
-  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  s.scale[0] = screen.scale;
+  const I8Scratch s = StartPackI8(scratch, nq, dpad, screen);
   uint8_t* bytes = reinterpret_cast<uint8_t*>(s.codes);
   for (size_t q = 0; q < nq16; q++) {
     // Padding queries past nq are zeros. The range takes in 0 (the padding elements past d

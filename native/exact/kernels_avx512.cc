@@ -502,8 +502,7 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
                    float* scratch) {
   const size_t nq16 = PanelStride(nq);
   const size_t dq = dpad / 4;
-  const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  s.scale[0] = screen.scale;
+  const I8Scratch s = StartPackI8(scratch, nq, dpad, screen);
   for (size_t q = 0; q < nq16; q++) {
     // Query q's elements 16 at a time; the padding queries past nq are zeros, and so are
     // the lanes past dpad (a multiple of 8): they move neither lo nor hi (both start at 0),
@@ -594,11 +593,11 @@ __attribute__((target("avx512vnni"))) inline void DpBusdBroadcast(__m256i& acc, 
 // A compare's mask as a 32-bit integer in a general register from here on (the empty asm).
 // g++ 12 under -fsanitize=thread kept such masks in k registers, spilled them as one or two
 // bytes and reloaded them as four: the 8-lane tile then named queries past the batch, and
-// the screen wrote past its buffers (test/retrieval/concurrency.test.ts found it; objdump
-// showed 163 such reloads in that build of this file, none after this). The addon's -O3
-// build had none either way; with this its tiles kept their instructions (kmovw for kmovd)
-// and their time, 0.98-1.05 at B = 3 to 64 (bench:exact-ab --addons, 100k rows, d = 64 and
-// 128, both storages).
+// the screen wrote past its buffers (test/retrieval/concurrency.test.ts found it; a
+// throwaway script over objdump -d counted 163 such reloads in that build of this file,
+// none after this). The addon's -O3 build had none either way; with this its tiles kept
+// their instructions (kmovw for kmovd) and their time, 0.98-1.05 at B = 3 to 64
+// (bench:exact-ab --addons, 100k rows, d = 64 and 128, both storages).
 inline uint32_t InRegister(uint32_t mask) {
   asm("" : "+r"(mask));
   return mask;

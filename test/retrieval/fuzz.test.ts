@@ -306,7 +306,8 @@ test('HNSW index: random bad arguments throw TypeError/RangeError and change not
         try {
           await index.save(args[0] as string);
         } catch (err) {
-          // A path that is a string but cannot be written fails in FAISS's writer.
+          // Only `good` and '' get here as strings; a write to `good` failing would be
+          // FAISS's writer.
           if (typeof args[0] === 'string' && args[0] !== '') assert.match(String(err), /FAISS/);
           else assertArgumentError(err, 'save');
           failures++;
