@@ -17,9 +17,7 @@
 // measure something else.
 process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
-import { existsSync, mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
 import { parseBenchArgs } from './lib/args.js';
 import { clustered, nearRows, recallAtK } from './lib/data.js';
 import { Rng } from './lib/rng.js';
@@ -34,8 +32,9 @@ import {
   type ExactTuning,
 } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
-import { HNSW_DEFAULTS, HnswIndex } from '../src/retrieval/hnsw.js';
-import { loadNative, projectRoot } from '../src/retrieval/native.js';
+import type { HnswIndex } from '../src/retrieval/hnsw.js';
+import { cachedHnsw } from './lib/hnsw-cache.js';
+import { loadNative } from '../src/retrieval/native.js';
 
 interface Row {
   engine: 'exact-fp32' | 'exact-fp16' | 'exact-fp32-sgemm' | 'faiss-flat' | 'hnsw' | 'hnsw-faiss';
@@ -242,21 +241,7 @@ for (const n of [100_000, 1_000_000]) {
   const rng = new Rng(31);
   const vecs = clustered(rng, n, d, 100);
   const ids = Uint32Array.from({ length: n }, (_, i) => i);
-  const cacheDir = join(projectRoot(), '.cache');
-  const cached = join(
-    cacheDir,
-    `bench-hnsw-${n}x${d}-M${HNSW_DEFAULTS.M}-efc${HNSW_DEFAULTS.efConstruction}-seed31.faiss`,
-  );
-  let hnsw: HnswIndex;
-  if (existsSync(cached)) {
-    hnsw = await HnswIndex.load(cached);
-  } else {
-    const tb = nowMs();
-    hnsw = await HnswIndex.build(ids, vecs, d);
-    log(`hnsw build ${((nowMs() - tb) / 1000).toFixed(1)} s (cached at ${cached})`);
-    mkdirSync(cacheDir, { recursive: true });
-    await hnsw.save(cached);
-  }
+  const hnsw = await cachedHnsw(vecs, d, 'seed31', log);
   const exact = ExactIndex.create({ dim: d });
   exact.build(ids, vecs);
   const nq = quick ? 200 : 2000;

@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -95,6 +96,41 @@ inline Napi::Object TopKResult(Napi::Env env, const std::vector<uint32_t>& ids,
   o.Set("scores", Napi::Float32Array::New(env, scores.size(), scbuf, 0));
   o.Set("k", Napi::Number::New(env, static_cast<double>(k)));
   return o;
+}
+
+// The optional id filters of a search: info[ex_arg] is null/undefined or an array of one
+// (Uint32Array | null) per query (excluded ids, returned sorted), info[allow_arg] null/
+// undefined or a Uint32Array (the allowed ids, as given). Both indexes take them alike.
+struct IdFilters {
+  std::vector<std::vector<uint32_t>> exclude;  // empty, or one sorted list per query
+  std::vector<uint32_t> allow;
+  bool has_allow = false;
+};
+
+inline IdFilters ArgIdFilters(const Napi::CallbackInfo& info, size_t ex_arg, size_t allow_arg,
+                              size_t nq) {
+  IdFilters f;
+  if (info.Length() > ex_arg && !info[ex_arg].IsUndefined() && !info[ex_arg].IsNull()) {
+    if (!info[ex_arg].IsArray()) ThrowType("exclude must be an array of (Uint32Array | null)");
+    auto arr = info[ex_arg].As<Napi::Array>();
+    if (arr.Length() != nq)
+      ThrowRange("exclude.length (" + std::to_string(arr.Length()) +
+                 ") must equal the number of queries (" + std::to_string(nq) + ")");
+    f.exclude.resize(nq);
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (v.IsUndefined() || v.IsNull()) continue;
+      auto ids = AsUint32Array(v, "exclude[" + std::to_string(i) + "]");
+      f.exclude[i].assign(ids.Data(), ids.Data() + ids.ElementLength());
+      std::sort(f.exclude[i].begin(), f.exclude[i].end());
+    }
+  }
+  if (info.Length() > allow_arg && !info[allow_arg].IsUndefined() && !info[allow_arg].IsNull()) {
+    auto ids = AsUint32Array(info[allow_arg], "allow");
+    f.allow.assign(ids.Data(), ids.Data() + ids.ElementLength());
+    f.has_allow = true;
+  }
+  return f;
 }
 
 // Largest k and B*k any search accepts: keeps a typo'd k from allocating gigabytes.

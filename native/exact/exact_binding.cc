@@ -65,26 +65,10 @@ ParsedSearch ParseSearch(const Napi::CallbackInfo& info, size_t dim) {
     ThrowRange("queries x k is too large (" + std::to_string(p.nq) + " x " +
                std::to_string(p.k) + ")");
   p.queries.assign(q.Data(), q.Data() + q.ElementLength());
-  if (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsNull()) {
-    if (!info[2].IsArray()) ThrowType("exclude must be an array of (Uint32Array | null)");
-    auto arr = info[2].As<Napi::Array>();
-    if (arr.Length() != p.nq)
-      ThrowRange("exclude.length (" + std::to_string(arr.Length()) +
-                 ") must equal the number of queries (" + std::to_string(p.nq) + ")");
-    p.exclude.resize(p.nq);
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Value v = arr.Get(i);
-      if (v.IsUndefined() || v.IsNull()) continue;
-      auto ids = AsUint32Array(v, "exclude[" + std::to_string(i) + "]");
-      p.exclude[i].assign(ids.Data(), ids.Data() + ids.ElementLength());
-      std::sort(p.exclude[i].begin(), p.exclude[i].end());
-    }
-  }
-  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
-    auto ids = AsUint32Array(info[3], "allow");
-    p.allow.assign(ids.Data(), ids.Data() + ids.ElementLength());
-    p.has_allow = true;
-  }
+  IdFilters f = ArgIdFilters(info, 2, 3, p.nq);
+  p.exclude = std::move(f.exclude);
+  p.allow = std::move(f.allow);
+  p.has_allow = f.has_allow;
   return p;
 }
 

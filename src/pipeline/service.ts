@@ -149,6 +149,7 @@ export class RecommendationPipeline implements RecommenderService {
         1,
         5,
         this.cfg.efSearch,
+        null,
       );
   }
 
@@ -313,6 +314,7 @@ export class RecommendationPipeline implements RecommenderService {
           ? Math.max(cfg.similarPerItem, Math.ceil((3 * n) / cfg.similarSeeds))
           : cfg.similarPerItem,
         cfg.efSearch,
+        allow,
       ),
       onlySimilar ? [] : trending(m, this.store, cfg.trendingK, nowMs),
     ]);

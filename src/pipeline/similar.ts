@@ -84,16 +84,18 @@ function commonAttributes(m: ServingModel, a: number, b: number): string[] {
 export async function similarItems(m: ServingModel, q: SimilarQuery): Promise<SimilarItem[]> {
   const { dim, items } = m.bundle;
   const vec = m.items.itemEmbeddings.subarray(q.row * dim, q.row * dim + dim);
-  const want = Math.min(items.ids.length, q.n * 3 + q.exclude.size + 1);
+  // Both searches drop the item itself and the excluded items inside the search.
+  const want = Math.min(items.ids.length, q.n * 3);
+  const ex = Uint32Array.from(new Set([...q.exclude, q.row])).sort();
   const pool = new Set<number>();
   if (q.type !== 'content') {
-    const ex = Uint32Array.from(new Set([...q.exclude, q.row])).sort();
     const hits = await m.collaborative.search(vec, want, ex);
     for (const id of hits.ids) pool.add(id);
   }
   if (q.type !== 'collaborative') {
-    const res = await m.hnsw.search(vec, Math.min(want, items.ids.length), {
+    const res = await m.hnsw.search(vec, want, {
       efSearch: Math.max(q.efSearch, want),
+      exclude: [ex],
     });
     for (let i = 0; i < res.k; i++) if (res.ids[i] !== 0xffffffff) pool.add(res.ids[i]!);
     const creator = items.creatorIds[q.row];

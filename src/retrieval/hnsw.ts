@@ -24,6 +24,31 @@ export interface HnswSearchOptions {
    * stored in the index, 16), and `threads` becomes its OpenMP thread count.
    */
   impl?: 'recserve' | 'faiss';
+  /**
+   * Per query: ids never to return (already seen, blocked). The walk still goes through
+   * them, so they cost no recall; the result holds k admissible items where the index has
+   * them (NO_ID pads the rest).
+   */
+  exclude?: (Uint32Array | null)[];
+  /** Shared allowed subset (e.g. a category): only these ids are returned. */
+  allow?: Uint32Array | null;
+  /**
+   * How a filtered query finds its results. 'auto' (default) walks the graph unless the
+   * admissible items are few enough that scoring each of them is cheaper than crossing the
+   * others ('scan': exact results over the admissible items); 'graph' and 'scan' force one
+   * path. Ignored without exclude or allow.
+   */
+  filterMode?: HnswFilterMode;
+}
+
+export const HNSW_FILTER_MODES = ['auto', 'graph', 'scan'] as const;
+export type HnswFilterMode = (typeof HNSW_FILTER_MODES)[number];
+
+function filterModeCode(mode: HnswFilterMode | undefined): number {
+  if (mode === undefined) return 0;
+  const code = HNSW_FILTER_MODES.indexOf(mode);
+  if (code < 0) throw new RangeError(`filterMode must be one of ${HNSW_FILTER_MODES.join(', ')}`);
+  return code;
 }
 
 export const HNSW_DEFAULTS = { M: 32, efConstruction: 80, efSearch: 64 } as const;
@@ -90,28 +115,29 @@ export class HnswIndex {
     return settle(() => this.native.add(ids, vectors));
   }
 
+  /**
+   * Top-k by inner product, best first, on a native thread. Filters (`exclude`, `allow`)
+   * are applied inside the search, not by over-fetching.
+   */
   search(queries: Float32Array, k: number, opts?: HnswSearchOptions): Promise<TopK> {
-    try {
-      return this.native.search(
-        queries,
-        k,
-        opts?.efSearch ?? HNSW_DEFAULTS.efSearch,
-        opts?.threads ?? 0,
-        opts?.impl === 'faiss',
-      );
-    } catch (err) {
-      return Promise.reject(err); // argument errors, like search failures, reject
-    }
+    return settle(() => this.native.search(queries, k, ...this.args(opts)));
   }
 
   /** The same search on the calling thread (benchmarks). Blocks the event loop. */
   searchSync(queries: Float32Array, k: number, opts?: HnswSearchOptions): TopK {
-    return this.native.searchSync(
-      queries,
-      k,
+    return this.native.searchSync(queries, k, ...this.args(opts));
+  }
+
+  private args(
+    opts: HnswSearchOptions | undefined,
+  ): [number, number, boolean, (Uint32Array | null)[] | null, Uint32Array | null, number] {
+    return [
       opts?.efSearch ?? HNSW_DEFAULTS.efSearch,
       opts?.threads ?? 0,
       opts?.impl === 'faiss',
-    );
+      opts?.exclude ?? null,
+      opts?.allow ?? null,
+      filterModeCode(opts?.filterMode),
+    ];
   }
 }

@@ -108,6 +108,9 @@ export interface NativeHnswIndex {
     efSearch: number,
     threads: number,
     useFaiss?: boolean,
+    exclude?: (Uint32Array | null)[] | null,
+    allow?: Uint32Array | null,
+    filterMode?: number,
   ): Promise<TopK>;
   searchSync(
     queries: Float32Array,
@@ -115,6 +118,9 @@ export interface NativeHnswIndex {
     efSearch: number,
     threads: number,
     useFaiss?: boolean,
+    exclude?: (Uint32Array | null)[] | null,
+    allow?: Uint32Array | null,
+    filterMode?: number,
   ): TopK;
   save(path: string): Promise<void>;
   load(path: string): Promise<void>;

@@ -45,25 +45,38 @@ export async function collaborative(
   return out;
 }
 
-/** Similar to recent: HNSW neighbours of the user's last few positive items, one search. */
+/**
+ * Similar to recent: HNSW neighbours of the user's last few positive items, one search.
+ * The user's seen, blocked and excluded items (the seeds among them) and items outside a
+ * category filter are filtered inside the search, so each seed brings `perItem` items the
+ * merge keeps rather than neighbours the user has already watched.
+ */
 export async function similarToRecent(
   m: ServingModel,
   u: UserContext,
   seeds: number,
   perItem: number,
   efSearch: number,
+  allow: Uint32Array | null,
 ): Promise<Candidate[]> {
   const rows = u.recentRows.slice(0, seeds);
-  if (rows.length === 0 || perItem <= 0) return [];
+  if (rows.length === 0 || perItem <= 0 || allow?.length === 0) return [];
   const { dim } = m.bundle;
   const q = new Float32Array(rows.length * dim);
   rows.forEach((r, i) => q.set(m.items.itemEmbeddings.subarray(r * dim, r * dim + dim), i * dim));
-  const res = await m.hnsw.search(q, perItem + 1, { efSearch });
+  const seen = new Uint32Array(u.exclude.length + rows.length);
+  seen.set(u.exclude);
+  seen.set(rows, u.exclude.length);
+  const res = await m.hnsw.search(q, perItem, {
+    efSearch,
+    exclude: rows.map(() => seen),
+    allow,
+  });
   const out: Candidate[] = [];
   for (let i = 0; i < rows.length; i++) {
     for (let j = 0; j < res.k; j++) {
       const id = res.ids[i * res.k + j]!;
-      if (id === 0xffffffff || id === rows[i]) continue;
+      if (id === 0xffffffff) break; // fewer admissible items than asked for
       out.push({
         row: id,
         score: res.scores[i * res.k + j]!,

@@ -1,0 +1,141 @@
+// Filtered HNSW search: per-query time and recall@10 of the graph walk and of the scan of
+// the admissible items (HnswSearchOptions.filterMode), and what 'auto' picks, against the
+// share of items a filter admits. Same data and index as bench:retrieval's HNSW rows
+// (100k x 64 clustered, seed 31), single queries on one thread.
+//
+//   npm run bench:hnsw-filters [-- --quick] [-- --json] [-- --ef 64] [-- --queries 300]
+//
+// Filters: 'random' admits a random share of the items; 'region' the share furthest along
+// one direction of the space (a category whose items sit together, away from many queries);
+// 'history' excludes per query its own unfiltered top 20 and 200 random items (a user's
+// seen items). Truth for recall: the exact index's top 10 under the same filter.
+import { parseBenchArgs, numberOption } from './lib/args.js';
+import { clustered, nearRows, recallAtK } from './lib/data.js';
+import { cachedHnsw } from './lib/hnsw-cache.js';
+import { Rng } from './lib/rng.js';
+import { nowMs } from './lib/stats.js';
+import { printTable } from './lib/table.js';
+import { ExactIndex } from '../src/retrieval/exact.js';
+import type { HnswFilterMode, HnswSearchOptions } from '../src/retrieval/hnsw.js';
+
+interface Row {
+  filter: 'random' | 'region' | 'history';
+  /** Share of the index the filter admits (1 - excluded share for 'history'). */
+  share: number;
+  ef_search: number;
+  path: HnswFilterMode;
+  us_per_query: number;
+  qps: number;
+  recall_at_10: number;
+}
+
+const args = parseBenchArgs();
+const quick = args.quick;
+const ef = numberOption(args, 'ef', 64);
+const nq = numberOption(args, 'queries', quick ? 100 : 300);
+const log = (line: string) => {
+  if (!args.json) console.log(line);
+};
+const t0 = nowMs();
+
+const n = 100_000;
+const d = 64;
+const K = 10;
+const rng = new Rng(31);
+const vecs = clustered(rng, n, d, 100);
+const ids = Uint32Array.from({ length: n }, (_, i) => i);
+const hnsw = await cachedHnsw(vecs, d, 'seed31', log);
+const exact = ExactIndex.create({ dim: d });
+exact.build(ids, vecs);
+const queries = nearRows(new Rng(32), vecs, d, nq, 0.3);
+const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
+
+// Items ordered along one random direction: the 'region' filters take a prefix.
+const dir = Float32Array.from({ length: d }, () => rng.normal());
+const along = Array.from({ length: n }, (_, i) => {
+  let s = 0;
+  for (let j = 0; j < d; j++) s += vecs[i * d + j]! * dir[j]!;
+  return { i, s };
+})
+  .sort((a, b) => b.s - a.s)
+  .map((x) => x.i);
+
+/** Runs every query alone; returns the ids and the time per query. */
+function run(opts: (q: number) => HnswSearchOptions): { ids: Uint32Array; us: number } {
+  const got = new Uint32Array(nq * K);
+  const ts = nowMs();
+  for (let q = 0; q < nq; q++) got.set(hnsw.searchSync(one(q), K, opts(q)).ids, q * K);
+  return { ids: got, us: ((nowMs() - ts) * 1000) / nq };
+}
+
+const rows: Row[] = [];
+function measure(filter: Row['filter'], share: number, opts: (q: number) => HnswSearchOptions) {
+  const truth = new Uint32Array(nq * K);
+  for (let q = 0; q < nq; q++) {
+    const o = opts(q);
+    truth.set(
+      exact.searchSync(one(q), K, { exclude: o.exclude ?? undefined, allow: o.allow }).ids,
+      q * K,
+    );
+  }
+  run((q) => ({ ...opts(q), efSearch: ef, threads: 1, filterMode: 'auto' })); // warm
+  for (const path of ['graph', 'scan', 'auto'] as const) {
+    const r = run((q) => ({ ...opts(q), efSearch: ef, threads: 1, filterMode: path }));
+    const row: Row = {
+      filter,
+      share,
+      ef_search: ef,
+      path,
+      us_per_query: r.us,
+      qps: 1e6 / r.us,
+      recall_at_10: recallAtK(truth, r.ids, nq, K),
+    };
+    rows.push(row);
+  }
+}
+
+const unfiltered = run(() => ({ efSearch: ef, threads: 1 }));
+const unfilteredRecall = recallAtK(exact.searchSync(queries, K).ids, unfiltered.ids, nq, K);
+const shares = quick ? [0.5, 0.1, 0.01] : [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.002];
+for (const share of shares) {
+  const m = Math.round(n * share);
+  const pick = new Rng(33);
+  const random = Uint32Array.from(ids.filter(() => pick.next() < share));
+  measure('random', random.length / n, () => ({ allow: random }));
+  const region = Uint32Array.from(along.slice(0, m)).sort();
+  measure('region', share, () => ({ allow: region }));
+}
+const history = Array.from({ length: nq }, (_, q) => {
+  const own = unfiltered.ids.subarray(q * K, q * K + K);
+  const plain = hnsw.searchSync(one(q), 20, { efSearch: ef }).ids;
+  const pick = new Rng(100 + q);
+  return Uint32Array.from([...own, ...plain, ...Array.from({ length: 200 }, () => pick.int(n))]);
+});
+measure('history', 1 - 220 / n, (q) => ({ exclude: [history[q]!] }));
+
+const out = {
+  bench: 'hnsw-filters',
+  date: new Date().toISOString(),
+  quick,
+  n,
+  d,
+  k: K,
+  queries: nq,
+  unfiltered_us_per_query: unfiltered.us,
+  unfiltered_recall_at_10: unfilteredRecall,
+  seconds: (nowMs() - t0) / 1000,
+  results: rows,
+};
+if (args.json) {
+  console.log(JSON.stringify(out));
+} else {
+  console.log(
+    `\n${n} x ${d} clustered, k ${K}, efSearch ${ef}, ${nq} single queries on one thread; ` +
+      `unfiltered ${unfiltered.us.toFixed(1)} us/query, recall@10 ${unfilteredRecall.toFixed(3)}\n`,
+  );
+  printTable(
+    ['filter', 'share', 'path', 'us/query', 'recall@10'],
+    rows.map((r) => [r.filter, r.share, r.path, r.us_per_query, r.recall_at_10]),
+  );
+  console.log(`\n${out.seconds.toFixed(1)} s`);
+}
