@@ -271,14 +271,18 @@ class HnswEngine {
   }
 
   // Whether to score every admissible item (exact) rather than walk the graph for them.
-  // Measured on 100k x 64 clustered data, k = 10, ef = 64, one thread (bench/README.md,
-  // "filtered HNSW"): a scan costs ~15 ns per row it reads; a walk whose results must be
-  // admissible costs about (unfiltered walk) x 0.5 / share once the admissible share is
-  // 0.2 or less, the unfiltered walk being ~0.8 us per unit of ef, and its recall falls
-  // with the share (0.97 at a random 20%, 0.80 at 20% taken from one region of the space,
-  // ~0.7 at 1%). So a scan wins on time where rows x share <= ~25 x ef x (rows / admissible)
-  // ... and on recall well before; this scans where scanned x admissible <= 100 x ef x n:
-  // below ~18% admissible at 100k items and ef 64, below ~8% at 1M.
+  // From bench:hnsw-filters (100k x 64 clustered, k 10, ef 64, one thread; bench/README.md,
+  // "filtered HNSW search"):
+  // - a scan costs ~15 ns per row it reads (the allowed rows, or all of them);
+  // - a walk that may return only admissible items costs about 0.5 / share times the
+  //   unfiltered walk (~0.8 us per unit of ef) once the admissible share is 0.2 or less,
+  //   since it must cross the others to fill its beam;
+  // - and its recall falls with the share, more so when the admitted items sit together
+  //   (0.96 at a random 20%, 0.82 at 20% taken from one region, ~0.7 at 1%): a quarter to
+  //   a third of the items of an inner-product graph are nobody's neighbour on layer 0.
+  // With share = admissible / n, the two cost the same where scanned x admissible is about
+  // 25 x ef x n. This scans up to 100 x ef x n, trading up to ~2x the walk's time for exact
+  // results: below ~25% admissible at 100k items and ef 64, below ~8% at 1M.
   bool UseScan(const Admissible& adm, const std::vector<uint32_t>* ex, size_t ef) const {
     const double n = static_cast<double>(ids_.size());
     const double scanned = adm.has_allow ? static_cast<double>(adm.count) : n;

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { RunningServer } from '../../src/cli/serve.js';
 import { post, startTestServer } from './harness.js';
+import { similarToRecent } from '../../src/pipeline/candidates/sources.js';
+import { buildUserContext } from '../../src/pipeline/user.js';
 
 let server: RunningServer;
 let base: string;
@@ -243,6 +245,39 @@ describe('POST /v1/recommendations', () => {
     const home = await post(base, '/v1/recommendations', { user_id: user, num_items: 5 });
     assert.equal(home.json.metadata.cold_start, true);
     for (const x of home.json.recommendations) assert.ok(!watched.includes(x.item_id));
+  });
+
+  test('similar-to-recent fills its quota with items the user has not seen', async () => {
+    // The source filters inside the HNSW search: a user who has watched the 40 nearest
+    // neighbours of their recent item still gets a full quota of new ones (over-fetching
+    // and dropping seen items afterwards would leave it nearly empty).
+    const m = server.registry.current()!;
+    const { dim, items } = m.bundle;
+    const seed = 7;
+    const vec = m.items.itemEmbeddings.subarray(seed * dim, (seed + 1) * dim);
+    const near = await m.hnsw.search(vec, 40, { efSearch: 200 });
+    const seen = Uint32Array.from(new Set([seed, ...near.ids])).sort();
+    const u = {
+      ...buildUserContext(m, 'sim-quota', null, undefined, Date.now()),
+      recentRows: [seed],
+      recentIds: [items.ids[seed]!],
+      exclude: seen,
+      excludeSet: new Set(seen),
+    };
+    const got = await similarToRecent(m, u, 1, 10, 50, null);
+    assert.equal(got.length, 10);
+    for (const c of got) {
+      assert.ok(!u.excludeSet.has(c.row), `seen row ${c.row} returned`);
+      assert.deepEqual(c.sourceItems, [items.ids[seed]]);
+    }
+    // A category filter is applied inside the search too.
+    const cat = items.categories[seed]![0]!;
+    const allow = Uint32Array.from(m.categoryRows[cat]!).sort();
+    const inCat = await similarToRecent(m, u, 1, 10, 50, allow);
+    assert.ok(inCat.length > 0);
+    const allowed = new Set(allow);
+    for (const c of inCat) assert.ok(allowed.has(c.row) && !u.excludeSet.has(c.row));
+    assert.deepEqual(await similarToRecent(m, u, 1, 10, 50, new Uint32Array(0)), []);
   });
 
   test('a repeated feedback event is reported as a duplicate', async () => {
