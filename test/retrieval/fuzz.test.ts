@@ -278,13 +278,21 @@ test('HNSW index: random bad arguments throw TypeError/RangeError and change not
         for (const id of args[0]) present.add(id);
       } else if (op === 1 || op === 2) {
         const b = 1 + rng.int(8);
+        const someIds = () => Uint32Array.from({ length: rng.int(30) }, () => rng.int(next + 5));
         const args: unknown[] = [
           rng.uniformArray(b * D),
           1 + rng.int(40),
           {
             efSearch: 1 + rng.int(200),
             threads: rng.int(3),
-            impl: rng.next() < 0.3 ? 'faiss' : 'ours',
+            impl: rng.next() < 0.2 ? 'faiss' : 'ours',
+            // Filters (impl 'faiss' refuses them with a RangeError).
+            exclude:
+              rng.next() < 0.4
+                ? Array.from({ length: b }, () => (rng.next() < 0.5 ? someIds() : null))
+                : undefined,
+            allow: rng.next() < 0.4 ? someIds() : undefined,
+            filterMode: ['auto', 'graph', 'scan'][rng.int(3)],
           },
         ];
         mutate(rng, args);
@@ -298,6 +306,18 @@ test('HNSW index: random bad arguments throw TypeError/RangeError and change not
           continue;
         }
         for (const id of r.ids) assert.ok(id === NO_ID || present.has(id), `unknown id ${id}`);
+        // Filters that were accepted held.
+        const o = args[2] as { exclude?: unknown; allow?: unknown };
+        if (o?.allow instanceof Uint32Array) {
+          for (const id of r.ids) assert.ok(id === NO_ID || o.allow.includes(id), `allow`);
+        }
+        if (Array.isArray(o?.exclude)) {
+          o.exclude.forEach((ex: unknown, q: number) => {
+            if (!(ex instanceof Uint32Array)) return;
+            for (const id of r.ids.subarray(q * r.k, (q + 1) * r.k))
+              assert.ok(id === NO_ID || !ex.includes(id), `exclude`);
+          });
+        }
       } else if (op === 3) {
         const args: unknown[] = [good];
         mutate(rng, args);
