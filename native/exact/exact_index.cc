@@ -456,12 +456,12 @@ void ExactIndex::Reserve(size_t rows) {
 void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   CheckIds(ids, n);
   // Everything heavy happens before the lock: searches keep running on the old contents.
-  std::unordered_map<uint32_t, uint32_t> row_of;
-  row_of.reserve(n);
+  IdRows row_of;
   for (size_t i = 0; i < n; i++) {
-    if (!row_of.emplace(ids[i], static_cast<uint32_t>(i)).second)
+    if (row_of.Contains(ids[i]))
       ThrowRange("ids: duplicate id " + std::to_string(ids[i]) + " at index " +
                  std::to_string(i));
+    row_of.Set(ids[i], static_cast<uint32_t>(i));
   }
   auto buf = std::make_unique<Buffer>();
   buf->data = AllocRows(n, RowBytes());
@@ -522,18 +522,15 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
     EncodeCodes(encoded.data(), n, codes.data(), &screen_);
   }
   size_t fresh = 0;
-  for (size_t i = 0; i < n; i++) fresh += row_of_.count(ids[i]) == 0;
+  for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
   Reserve(n_ + fresh);
   ids_.reserve(n_ + fresh);
   for (size_t i = 0; i < n; i++) {
-    auto it = row_of_.find(ids[i]);
-    uint32_t row;
-    if (it == row_of_.end()) {
+    uint32_t row = row_of_.Find(ids[i]);
+    if (row == IdRows::kNone) {
       row = static_cast<uint32_t>(n_++);
-      row_of_.emplace(ids[i], row);
+      row_of_.Set(ids[i], row);
       ids_.push_back(ids[i]);
-    } else {
-      row = it->second;
     }
     std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
     if (i8_) std::memcpy(codes_->data + size_t(row) * cb, codes.data() + i * cb, cb);
@@ -545,17 +542,16 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
   for (size_t i = 0; i < n; i++) {
-    if (row_of_.count(ids[i]) == 0)
+    if (!row_of_.Contains(ids[i]))
       ThrowRange("ids[" + std::to_string(i) + "]: unknown id " + std::to_string(ids[i]));
   }
   version_++;
   for (size_t i = 0; i < n; i++) {
-    auto it = row_of_.find(ids[i]);
-    if (it == row_of_.end()) continue;  // listed twice
+    const uint32_t row = row_of_.Find(ids[i]);
+    if (row == IdRows::kNone) continue;  // listed twice
     // Swap-remove: the last row moves into the hole, so rows stay dense for the scan.
-    const uint32_t row = it->second;
     const uint32_t last = static_cast<uint32_t>(n_ - 1);
-    row_of_.erase(it);
+    row_of_.Erase(ids[i]);
     if (row != last) {
       std::memcpy(rows_->data + row * rb, rows_->data + last * rb, rb);
       if (i8_) {
@@ -563,7 +559,7 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
         std::memcpy(codes_->data + row * cb, codes_->data + last * cb, cb);
       }
       ids_[row] = ids_[last];
-      row_of_[ids_[row]] = row;
+      row_of_.Set(ids_[row], row);
     }
     ids_.pop_back();
     n_--;
@@ -860,19 +856,11 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   const uint8_t* base = rows_->data;
   const size_t rb = RowBytes();
 
-  // The scan list: all rows, or the allowed rows in storage order (sorted, so an allowed
-  // subset is still read front to back).
+  // The scan list: all rows, or the allowed rows in storage order (so an allowed subset is
+  // still read front to back; RowSet dedupes and orders them without a sort).
   std::vector<uint32_t> allowed;
   const bool gather = req.allow != nullptr;
-  if (gather) {
-    allowed.reserve(req.allow->size());
-    for (uint32_t id : *req.allow) {
-      auto it = row_of_.find(id);
-      if (it != row_of_.end()) allowed.push_back(it->second);
-    }
-    std::sort(allowed.begin(), allowed.end());
-    allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
-  }
+  if (gather) allowed = RowSet(row_of_, req.allow->data(), req.allow->size(), n_).Rows();
   const size_t total = gather ? allowed.size() : n_;
   if (total == 0) return;
 

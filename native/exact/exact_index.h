@@ -8,10 +8,10 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "common/id_rows.h"
 #include "cuda/exact_cuda.h"
 #include "exact/kernels.h"
 
@@ -212,7 +212,7 @@ class ExactIndex {
   // kernels' error margins scale with it (Kernels::pack_queries).
   float row_norm_max_ = 0;
   std::vector<uint32_t> ids_;                      // row -> id
-  std::unordered_map<uint32_t, uint32_t> row_of_;  // id -> row
+  IdRows row_of_;  // id -> row
 };
 
 }  // namespace recserve

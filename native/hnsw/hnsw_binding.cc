@@ -25,12 +25,13 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "common/id_rows.h"
 #include "common/napi_args.h"
 #include "common/thread_pool.h"
 #include "exact/kernels.h"
@@ -84,52 +85,6 @@ struct Visited {
 };
 thread_local Visited tl_visited;
 
-// External id -> FAISS row. A table indexed by id while the ids are compact (at most about
-// four slots per item: the server's ids are row numbers), a hash map otherwise. Filtered
-// searches convert their whole allow list per call, and the table made that 10-20x
-// cheaper than the hash map (100k ids: ~1 ms with the map).
-class IdToRow {
- public:
-  void Clear() {
-    table_.clear();
-    map_.clear();
-    compact_ = true;
-    count_ = 0;
-  }
-  // -1 when absent.
-  int Find(uint32_t id) const {
-    if (compact_) return id < table_.size() ? table_[id] : -1;
-    auto it = map_.find(id);
-    return it == map_.end() ? -1 : it->second;
-  }
-  // `id` must be absent.
-  void Add(uint32_t id, int row) {
-    count_++;
-    if (compact_ && id >= table_.size()) {
-      if (static_cast<size_t>(id) < 4 * count_ + 1024) {
-        table_.resize(std::max<size_t>(static_cast<size_t>(id) + 1, table_.size() * 3 / 2), -1);
-      } else {
-        for (size_t i = 0; i < table_.size(); i++)
-          if (table_[i] >= 0) map_.emplace(static_cast<uint32_t>(i), table_[i]);
-        table_.clear();
-        table_.shrink_to_fit();
-        compact_ = false;
-      }
-    }
-    if (compact_) {
-      table_[id] = row;
-    } else {
-      map_.emplace(id, row);
-    }
-  }
-
- private:
-  std::vector<int32_t> table_;
-  std::unordered_map<uint32_t, int> map_;
-  bool compact_ = true;
-  size_t count_ = 0;
-};
-
 class HnswEngine {
  public:
   HnswEngine(int dim, int m, int ef_construction) : dim_(dim), m_(m), efc_(ef_construction) {
@@ -155,7 +110,7 @@ class HnswEngine {
       if (ids[i] == kNoId)
         ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
                    " is reserved (it pads results shorter than k)");
-      if (row_of_.Find(ids[i]) >= 0 || !batch.insert(ids[i]).second)
+      if (row_of_.Contains(ids[i]) || !batch.insert(ids[i]).second)
         ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
                    " is already in the index (HNSW ids are add-only)");
     }
@@ -165,7 +120,7 @@ class HnswEngine {
     omp_set_num_threads(omp_get_num_procs());
     index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
     const size_t base = ids_.size();
-    for (size_t i = 0; i < ids.size(); i++) row_of_.Add(ids[i], static_cast<int>(base + i));
+    for (size_t i = 0; i < ids.size(); i++) row_of_.Set(ids[i], static_cast<uint32_t>(base + i));
     ids_.insert(ids_.end(), ids.begin(), ids.end());
   }
 
@@ -199,29 +154,13 @@ class HnswEngine {
       return;
     }
     Admissible adm;
-    if (f.has_allow) {
-      adm.has_allow = true;
-      adm.bits.assign((ids_.size() + 63) / 64, 0);
-      for (uint32_t id : f.allow) {
-        const int r = row_of_.Find(id);
-        if (r < 0) continue;  // unknown ids allow nothing
-        uint64_t& word = adm.bits[static_cast<size_t>(r) >> 6];
-        const uint64_t bit = uint64_t{1} << (r & 63);
-        adm.count += (word & bit) == 0;  // an id listed twice counts once
-        word |= bit;
-      }
-    }
+    if (f.has_allow) adm.set.emplace(row_of_, f.allow.data(), f.allow.size(), ids_.size());
     const size_t d = static_cast<size_t>(dim_);
     // Which queries scan instead of walking; the allowed rows in storage order, for them.
     std::vector<char> scan(filtered ? nq : 0, mode == FilterMode::kScan);
     if (mode == FilterMode::kAuto)
       for (size_t q = 0; q < scan.size(); q++) scan[q] = UseScan(adm, Excluded(f, q), std::max<size_t>(static_cast<size_t>(ef), k));
-    if (adm.has_allow && std::find(scan.begin(), scan.end(), 1) != scan.end()) {
-      adm.rows.reserve(adm.count);
-      for (size_t w = 0; w < adm.bits.size(); w++)
-        for (uint64_t b = adm.bits[w]; b != 0; b &= b - 1)
-          adm.rows.push_back(static_cast<uint32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(b))));
-    }
+    if (adm.set && std::find(scan.begin(), scan.end(), 1) != scan.end()) adm.rows = adm.set->Rows();
     const size_t want = threads > 0 ? static_cast<size_t>(threads) : nq;
     const size_t tasks =
         std::max<size_t>(1, std::min({nq, want, ThreadPool::Shared().Workers() + 1}));
@@ -251,15 +190,11 @@ class HnswEngine {
   }
 
  private:
-  // The allow list of one Search call in row terms; `has_allow` false admits every row.
+  // The allow list of one Search call in row terms; without a set every row is allowed.
   struct Admissible {
-    bool has_allow = false;
-    std::vector<uint64_t> bits;  // allowed rows as a bitmap
-    size_t count = 0;            // how many
-    std::vector<uint32_t> rows;  // the same rows in order; built only when a query scans
-    bool Allowed(int v) const {
-      return !has_allow || ((bits[static_cast<size_t>(v) >> 6] >> (v & 63)) & 1);
-    }
+    std::optional<RowSet> set;
+    std::vector<uint32_t> rows;  // the set's rows in order; built only when a query scans
+    bool Allowed(int v) const { return !set || set->Has(static_cast<size_t>(v)); }
   };
   static const std::vector<uint32_t>* Excluded(const IdFilters& f, size_t q) {
     return f.exclude.empty() || f.exclude[q].empty() ? nullptr : &f.exclude[q];
@@ -285,7 +220,7 @@ class HnswEngine {
   // results: below ~25% admissible at 100k items and ef 64, below ~8% at 1M.
   bool UseScan(const Admissible& adm, const std::vector<uint32_t>* ex, size_t ef) const {
     const double n = static_cast<double>(ids_.size());
-    const double scanned = adm.has_allow ? static_cast<double>(adm.count) : n;
+    const double scanned = adm.set ? static_cast<double>(adm.set->Count()) : n;
     const double admissible = std::max(1.0, scanned - (ex ? static_cast<double>(ex->size()) : 0));
     return scanned * admissible <= kScanPerWalk * static_cast<double>(ef) * n;
   }
@@ -300,11 +235,10 @@ class HnswEngine {
     const auto dot = kernels_.dot_f32;
     std::vector<Node> top;  // heap with the worst kept result on top
     top.reserve(k + 1);
-    const size_t count = adm.has_allow ? adm.rows.size() : ids_.size();
+    const size_t count = adm.set ? adm.rows.size() : ids_.size();
     for (size_t i = 0; i < count; i++) {
-      const int v = static_cast<int>(adm.has_allow ? adm.rows[i] : i);
-      if (i + 8 < count)
-        __builtin_prefetch(xb + (adm.has_allow ? adm.rows[i + 8] : i + 8) * d);
+      const int v = static_cast<int>(adm.set ? adm.rows[i] : i);
+      if (i + 8 < count) __builtin_prefetch(xb + (adm.set ? adm.rows[i + 8] : i + 8) * d);
       const Node c{dot(q, xb + static_cast<size_t>(v) * d, d), v};
       if (top.size() == k && !Better(c, top.front())) continue;
       if (ex && std::binary_search(ex->begin(), ex->end(), ids_[static_cast<size_t>(v)]))
@@ -465,7 +399,7 @@ class HnswEngine {
     index_ = std::move(hnsw);
     ids_ = std::move(ids);
     row_of_.Clear();
-    for (size_t i = 0; i < ids_.size(); i++) row_of_.Add(ids_[i], static_cast<int>(i));
+    for (size_t i = 0; i < ids_.size(); i++) row_of_.Set(ids_[i], static_cast<uint32_t>(i));
   }
 
  private:
@@ -479,7 +413,7 @@ class HnswEngine {
   int dim_, m_, efc_;
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
   std::vector<uint32_t> ids_;                   // FAISS row -> external id
-  IdToRow row_of_;
+  IdRows row_of_;                 // external id -> FAISS row
 };
 
 // One async operation on an HnswEngine: `run` executes on a libuv worker; `done` builds
