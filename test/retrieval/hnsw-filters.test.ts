@@ -158,7 +158,7 @@ test('HNSW filters: scans are exact, walks return only admissible ids and keep t
       // Exclusions the size of a user's history cost a walk next to nothing.
       assert.ok(r >= plainRecall - 0.03, `exclude: walk recall ${r} vs unfiltered ${plainRecall}`);
     } else if (name.startsWith('random')) {
-      assert.ok(r >= 0.9, `${name}: walk recall ${r}`);
+      assert.ok(r >= 0.95, `${name}: walk recall ${r}`);
     }
     // auto takes one of the two paths per query: the scan where the admissible items are
     // few (the 1% and 10% lists here), the walk for a history-sized exclusion list.
@@ -193,12 +193,11 @@ test('HNSW filters: few admissible items, empty lists, unknown ids, impl faiss, 
   const tol = tolerance(ref, q);
   const three = Uint32Array.of(ids[5]!, ids[600]!, ids[2999]!);
   for (const filterMode of ['auto', 'graph', 'scan'] as const) {
-    // Fewer admissible items than k: all of them, then padding. A walk may miss some: in
-    // an inner-product graph a quarter to a third of the items (small norms) are nobody's
-    // neighbour on layer 0, which is why auto scans when few items are admissible.
+    // Fewer admissible items than k: all of them, then padding. A walk whose beam never
+    // fills crosses the whole graph, and every node is reachable (Reconnect), so it finds
+    // them all too.
     const few = await hnsw.search(q, K, { allow: three, filterMode });
-    if (filterMode === 'graph') assertAdmissible(ref, q, few, { allow: three }, 'three graph');
-    else assertMatches(ref, q, K, few, tol, { allow: three }, `three ${filterMode}`);
+    assertMatches(ref, q, K, few, tol, { allow: three }, `three ${filterMode}`);
     // An empty allow list, or one of unknown ids, admits nothing.
     for (const allow of [new Uint32Array(0), Uint32Array.of(0xfffffffe - 1)]) {
       const none = await hnsw.search(q, 4, { allow, filterMode });
@@ -208,8 +207,7 @@ test('HNSW filters: few admissible items, empty lists, unknown ids, impl faiss, 
     // Allowed but excluded is not returned.
     const ex = [three.subarray(0, 1), null, three];
     const r = await hnsw.search(q, K, { allow: three, exclude: ex, filterMode });
-    if (filterMode === 'graph') assertAdmissible(ref, q, r, { allow: three, exclude: ex }, 'ex');
-    else assertMatches(ref, q, K, r, tol, { allow: three, exclude: ex }, `three-ex ${filterMode}`);
+    assertMatches(ref, q, K, r, tol, { allow: three, exclude: ex }, `three-ex ${filterMode}`);
   }
   // FAISS's own search takes no filters here.
   await assert.rejects(hnsw.search(q, 2, { impl: 'faiss', allow: three }), {
