@@ -89,16 +89,16 @@ test('HNSW small index: add, padding, add-only ids, save/load round trip', async
   });
   assert.equal(hnsw.size, n);
 
-  // A beam half as wide as the index finds nearly everything. Not all: an inner-product
-  // HNSW graph leaves a few items unreachable (measured 0.98-0.99 here, with FAISS's own
-  // search too, and it varies with OpenMP's build order).
+  // A beam half as wide as the index finds everything: every item is reachable (1.0 in
+  // three runs; 0.98-0.99 before the graph was reconnected, varying with OpenMP's build
+  // order, so the bound leaves that margin).
   const exact = ExactIndex.create({ dim: d });
   exact.build(ids, vecs);
   const queries = nearItems(rng, vecs, d, 20, 0.2);
   const truth = (await exact.search(queries, 10)).ids;
   const got = await hnsw.search(queries, 10, { efSearch: 1000 });
   const wide = recallAt(10, truth, got.ids, 20);
-  assert.ok(wide >= 0.95, `recall@10 ${wide} with efSearch 1000`);
+  assert.ok(wide >= 0.99, `recall@10 ${wide} with efSearch 1000`);
 
   const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-'));
   try {
