@@ -3,7 +3,7 @@
 // A filtered search converts its whole allow list on every call. Through a hash map that
 // cost more than the search itself: 100k allowed ids took ~1 ms before an HNSW walk of
 // ~0.1 ms, and an exact search over 1M float16 rows with a sorted 10% allow list took
-// 4.4 ms against 3.1 ms for the full scan (bench/README.md, "filtered HNSW search"). So the
+// 4.8 ms against 3.3 ms for the full scan (bench/README.md, "Allow lists"). So the
 // map is a table indexed by id while the ids are compact (at most about four slots per
 // item; the server's ids are row numbers), which also holds 1M ids in 4 MB rather than the
 // ~40 MB of a hash map, and a hash map once an id far past that arrives. An allow list
@@ -29,7 +29,14 @@ class IdRows {
     return it == map_.end() ? kNone : it->second;
   }
   bool Contains(uint32_t id) const { return Find(id) != kNone; }
-  size_t Size() const { return count_; }
+
+  // The map is about to hold `total` ids, none above `max_id`: sizes the table for them at
+  // once when they are compact, so the order they arrive in does not matter (a shuffled
+  // 0..n-1 would otherwise meet the hash map at its first large id).
+  void Expect(uint32_t max_id, size_t total) {
+    if (compact_ && static_cast<size_t>(max_id) < 4 * total + 1024 && max_id >= table_.size())
+      table_.resize(static_cast<size_t>(max_id) + 1, kNone);
+  }
 
   // Maps `id` to `row`, whether or not it was present.
   void Set(uint32_t id, uint32_t row) {

@@ -457,6 +457,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   CheckIds(ids, n);
   // Everything heavy happens before the lock: searches keep running on the old contents.
   IdRows row_of;
+  if (n > 0) row_of.Expect(*std::max_element(ids, ids + n), n);
   for (size_t i = 0; i < n; i++) {
     if (row_of.Contains(ids[i]))
       ThrowRange("ids: duplicate id " + std::to_string(ids[i]) + " at index " +
@@ -523,6 +524,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   }
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
+  if (n > 0) row_of_.Expect(*std::max_element(ids, ids + n), n_ + fresh);
   Reserve(n_ + fresh);
   ids_.reserve(n_ + fresh);
   for (size_t i = 0; i < n; i++) {

@@ -120,6 +120,7 @@ class HnswEngine {
     omp_set_num_threads(omp_get_num_procs());
     index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
     const size_t base = ids_.size();
+    if (!ids.empty()) row_of_.Expect(*std::max_element(ids.begin(), ids.end()), base + ids.size());
     for (size_t i = 0; i < ids.size(); i++) row_of_.Set(ids[i], static_cast<uint32_t>(base + i));
     ids_.insert(ids_.end(), ids.begin(), ids.end());
     Reconnect();
@@ -159,9 +160,12 @@ class HnswEngine {
     const size_t d = static_cast<size_t>(dim_);
     // Which queries scan instead of walking; the allowed rows in storage order, for them.
     std::vector<char> scan(filtered ? nq : 0, mode == FilterMode::kScan);
-    if (mode == FilterMode::kAuto)
-      for (size_t q = 0; q < scan.size(); q++) scan[q] = UseScan(adm, Excluded(f, q), std::max<size_t>(static_cast<size_t>(ef), k));
-    if (adm.set && std::find(scan.begin(), scan.end(), 1) != scan.end()) adm.rows = adm.set->Rows();
+    if (mode == FilterMode::kAuto) {
+      const size_t beam = std::max<size_t>(static_cast<size_t>(ef), k);
+      for (size_t q = 0; q < scan.size(); q++) scan[q] = UseScan(adm, Excluded(f, q), beam);
+    }
+    if (adm.set && std::find(scan.begin(), scan.end(), 1) != scan.end())
+      adm.rows = adm.set->Rows();
     const size_t want = threads > 0 ? static_cast<size_t>(threads) : nq;
     const size_t tasks =
         std::max<size_t>(1, std::min({nq, want, ThreadPool::Shared().Workers() + 1}));
@@ -351,7 +355,6 @@ class HnswEngine {
   }
 
  public:
-
   // Written as a FAISS IndexIDMap over the IndexHNSWFlat, so the file is a standard FAISS
   // index (faiss.read_index in Python reads it, external ids included).
   void Save(const std::string& path) const {
@@ -400,6 +403,7 @@ class HnswEngine {
     index_ = std::move(hnsw);
     ids_ = std::move(ids);
     row_of_.Clear();
+    if (!ids_.empty()) row_of_.Expect(*std::max_element(ids_.begin(), ids_.end()), ids_.size());
     for (size_t i = 0; i < ids_.size(); i++) row_of_.Set(ids_[i], static_cast<uint32_t>(i));
     Reconnect();
   }
@@ -481,8 +485,8 @@ class HnswEngine {
   const Kernels& kernels_ = BestKernels();
   int dim_, m_, efc_;
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
-  std::vector<uint32_t> ids_;                   // FAISS row -> external id
-  IdRows row_of_;                 // external id -> FAISS row
+  std::vector<uint32_t> ids_;  // FAISS row -> external id
+  IdRows row_of_;              // external id -> FAISS row
 };
 
 // One async operation on an HnswEngine: `run` executes on a libuv worker; `done` builds
