@@ -26,8 +26,8 @@ export interface HnswSearchOptions {
   impl?: 'recserve' | 'faiss';
   /**
    * Per query: ids never to return (already seen, blocked). The walk still goes through
-   * them, so they cost no recall; the result holds k admissible items where the index has
-   * them (NO_ID pads the rest).
+   * them, so the graph stays connected around them; the result holds k admissible items
+   * where the index has them (NO_ID pads the rest).
    */
   exclude?: (Uint32Array | null)[];
   /** Shared allowed subset (e.g. a category): only these ids are returned. */
