@@ -11,12 +11,11 @@
 // seen items). Truth for recall: the exact index's top 10 under the same filter; its time
 // (float32, all cores, the filter applied in its scan) is the 'exact' row.
 import { parseBenchArgs, numberOption } from './lib/args.js';
-import { clustered, nearRows, recallAtK } from './lib/data.js';
-import { cachedHnsw } from './lib/hnsw-cache.js';
+import { nearRows, recallAtK } from './lib/data.js';
+import { hnswBenchSet } from './lib/hnsw-set.js';
 import { Rng } from './lib/rng.js';
 import { nowMs } from './lib/stats.js';
 import { printTable } from './lib/table.js';
-import { ExactIndex } from '../src/retrieval/exact.js';
 import type { HnswFilterMode, HnswSearchOptions } from '../src/retrieval/hnsw.js';
 
 interface Row {
@@ -40,15 +39,9 @@ const log = (line: string) => {
 };
 const t0 = nowMs();
 
-const n = 100_000;
-const d = 64;
 const K = 10;
-const rng = new Rng(31);
-const vecs = clustered(rng, n, d, 100);
+const { n, d, vecs, hnsw, exact, rng } = await hnswBenchSet(log);
 const ids = Uint32Array.from({ length: n }, (_, i) => i);
-const hnsw = await cachedHnsw(vecs, d, 'seed31', log);
-const exact = ExactIndex.create({ dim: d });
-exact.build(ids, vecs);
 const queries = nearRows(new Rng(32), vecs, d, nq, 0.3);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
 

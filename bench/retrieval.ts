@@ -19,7 +19,7 @@ process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
 import { cpus } from 'node:os';
 import { parseBenchArgs } from './lib/args.js';
-import { clustered, nearRows, recallAtK } from './lib/data.js';
+import { nearRows, recallAtK } from './lib/data.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, rateWithCpu } from './lib/stats.js';
 import { printTable, type Cell } from './lib/table.js';
@@ -33,7 +33,7 @@ import {
 } from '../src/retrieval/exact.js';
 import { FaissFlatIndex } from '../src/retrieval/faiss-flat.js';
 import type { HnswIndex } from '../src/retrieval/hnsw.js';
-import { cachedHnsw } from './lib/hnsw-cache.js';
+import { hnswBenchSet } from './lib/hnsw-set.js';
 import { loadNative } from '../src/retrieval/native.js';
 
 interface Row {
@@ -236,14 +236,7 @@ for (const n of [100_000, 1_000_000]) {
 
 // --- HNSW: recall@10 against queries/s, single queries on one thread ----------------------
 {
-  const n = 100_000;
-  const d = 64;
-  const rng = new Rng(31);
-  const vecs = clustered(rng, n, d, 100);
-  const ids = Uint32Array.from({ length: n }, (_, i) => i);
-  const hnsw = await cachedHnsw(vecs, d, 'seed31', log);
-  const exact = ExactIndex.create({ dim: d });
-  exact.build(ids, vecs);
+  const { n, d, vecs, hnsw, exact, rng } = await hnswBenchSet(log);
   const nq = quick ? 200 : 2000;
   const queries = nearRows(rng, vecs, d, nq, 0.3);
   const truth = exact.searchSync(queries, 10).ids;

@@ -1,16 +1,45 @@
-// The benchmarks' HNSW index over their 100k x 64 data, cached under .cache/ after the first
-// build: building it (about a minute on two cores) costs more than the measurements.
+// The HNSW benchmarks' data set: 100k x 64 clustered vectors (seed 31), their HNSW index,
+// cached under .cache/ after the first build (building it, about a minute on two cores,
+// costs more than the measurements), and an exact index over them for the truth.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { ExactIndex } from '../../src/retrieval/exact.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../../src/retrieval/hnsw.js';
 import { projectRoot } from '../../src/retrieval/native.js';
+import { clustered } from './data.js';
+import { Rng } from './rng.js';
 import { nowMs } from './stats.js';
+
+export interface HnswBenchSet {
+  n: number;
+  d: number;
+  vecs: Float32Array;
+  hnsw: HnswIndex;
+  /** Float32, default settings: the truth for recall. */
+  exact: ExactIndex;
+  /** The generator the vectors came from, for the benchmark's own draws after them. */
+  rng: Rng;
+}
+
+export async function hnswBenchSet(log: (line: string) => void): Promise<HnswBenchSet> {
+  const n = 100_000;
+  const d = 64;
+  const rng = new Rng(31);
+  const vecs = clustered(rng, n, d, 100);
+  const hnsw = await cachedHnsw(vecs, d, 'seed31', log);
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(
+    Uint32Array.from({ length: n }, (_, i) => i),
+    vecs,
+  );
+  return { n, d, vecs, hnsw, exact, rng };
+}
 
 /**
  * The index of `vecs` (ids 0..n-1, default build settings), loaded from the cache when a
  * file for `tag` (which must name the data: size and seed) exists, else built and saved.
  */
-export async function cachedHnsw(
+async function cachedHnsw(
   vecs: Float32Array,
   d: number,
   tag: string,
