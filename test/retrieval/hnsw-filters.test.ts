@@ -261,3 +261,48 @@ test('HNSW filters: ids that start compact and turn sparse keep their lookups', 
   const got = await hnsw.search(q, K, { allow, exclude, filterMode: 'scan' });
   assertMatches(ref, q, K, got, tolerance(ref, q), { allow, exclude }, 'mixed ids');
 });
+
+test('HNSW filters: searches running beside an add return only admissible, known ids', async () => {
+  // add() takes the index exclusively (FAISS's insert, then Reconnect); searches share it.
+  // Searches issued around an add must each resolve with admissible ids the index holds
+  // before or after it: a search reading a half-updated graph or id map would return an id
+  // out of range or one of neither.
+  const rng = new Rng(44);
+  const d = 16;
+  const vecs = clustered(rng, 6000, d, 20);
+  const first = Uint32Array.from({ length: 4000 }, (_, i) => i * 2);
+  const later = Uint32Array.from({ length: 2000 }, (_, i) => 100_000 + i);
+  const hnsw = await HnswIndex.build(first, vecs.subarray(0, 4000 * d), d, { M: 16 });
+  const known = new Set([...first, ...later]);
+  const q = nearRows(rng, vecs, d, 4, 0.3);
+  const allow = Uint32Array.from([
+    ...first.filter((_, i) => i % 3 === 0),
+    ...later.subarray(0, 900),
+  ]);
+  const exclude = [first.subarray(0, 100), null, later.subarray(0, 50), null];
+  const searches: Promise<TopK>[] = [];
+  let adding: Promise<void> | undefined;
+  for (let i = 0; i < 30; i++) {
+    const filterMode = (['auto', 'graph', 'scan'] as const)[i % 3];
+    searches.push(hnsw.search(q, K, { allow, exclude, filterMode }));
+    if (i === 10) adding = hnsw.add(later, vecs.subarray(4000 * d));
+  }
+  const results = await Promise.all(searches);
+  await adding;
+  assert.equal(hnsw.size, 6000);
+  const allowed = new Set(allow);
+  for (const r of results) {
+    for (let i = 0; i < r.ids.length; i++) {
+      const id = r.ids[i]!;
+      if (id === NO_ID) continue;
+      assert.ok(known.has(id) && allowed.has(id), `id ${id}`);
+      assert.ok(!exclude[Math.floor(i / K)]?.includes(id), `excluded id ${id}`);
+    }
+  }
+  // After the add, the scan is exact over both parts.
+  const ref = new RefIndex(d);
+  ref.set(first, vecs.subarray(0, 4000 * d));
+  ref.set(later, vecs.subarray(4000 * d));
+  const after = await hnsw.search(q, K, { allow, exclude, filterMode: 'scan' });
+  assertMatches(ref, q, K, after, tolerance(ref, q), { allow, exclude }, 'after add');
+});
