@@ -28,6 +28,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -411,18 +412,24 @@ class HnswEngine {
  private:
   // Links every layer-0 node no search can reach from a reachable node near it.
   //
-  // FAISS builds the inner-product graph with the neighbour heuristic of a metric space:
-  // a node keeps few links (4.4 of 64 slots on average, 100k x 64 clustered), most of them
-  // to high-norm hubs whose lists are full, and nothing links back to the low-norm nodes.
-  // There 37% of the nodes were nobody's neighbour on layer 0, so no walk could return
-  // them: recall@10 stopped at 0.965 however wide the beam, and a filter that left them
-  // the best admissible items cut a walk's recall to ~0.7. Here each such node u gets one
-  // link, into a free slot of the reachable node that scores highest against u among u's
-  // neighbours and their neighbours (else among all reachable nodes with a free slot),
-  // and what u reaches becomes reachable with it. Hubs keep their lists; the file stays a
-  // standard FAISS index. Measured (bench/README.md, "the HNSW graph reconnected"): recall@10
-  // 0.965 -> 0.999 at efSearch 256, and at equal time per query ~0.96 -> ~0.99 from 60 us.
-  // Caller holds the lock exclusively.
+  // FAISS builds the inner-product graph with the neighbour heuristic of a metric space: a
+  // node keeps few links, most of them to high-norm hubs whose lists are full, and nothing
+  // links back to the low-norm nodes. On bench:retrieval's 100k x 64 clustered set a node
+  // kept 4.4 of its 64 layer-0 slots on average and 37% of the nodes were nobody's
+  // neighbour, so no walk could return them: recall@10 stopped at 0.965 however wide the
+  // beam, and a filter that left them the best admissible items cut a walk's recall to
+  // ~0.7. On the 1M-item reference bundle (M 16) 97% were unreachable.
+  //
+  // Each unreachable node gets one link from a reachable node (see the two passes below),
+  // and what it links to becomes reachable with it. No node takes more than kExtraLinks
+  // links beyond the ones FAISS gave it: every extra link is one more score for each walk
+  // that expands the node, and on the reference bundle, whose true neighbours are nearly
+  // all high-norm reachable items, unbounded extras made walks 1.3-2x slower for no
+  // recall. With 3: 100k clustered, recall@10 0.957 -> 0.970 at efSearch 32 and 0.965 ->
+  // 0.991 at 256 for 1.03-1.18x the time; the reference bundle, the same recall for
+  // ~1.15x (bench/README.md, "The HNSW graph reconnected"). Hubs keep their lists; the file
+  // stays a standard FAISS index. Caller holds the lock exclusively.
+  static constexpr size_t kExtraLinks = 3;
   void Reconnect() {
     faiss::HNSW& g = index_->hnsw;
     const size_t n = ids_.size();
@@ -431,48 +438,90 @@ class HnswEngine {
     const size_t d = static_cast<size_t>(dim_);
     const size_t l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
     const auto links = [&](size_t v) { return g.neighbors.data() + g.offsets[v]; };
-    const auto fill = [&](size_t v) {
-      size_t f = 0;
-      while (f < l0 && links(v)[f] >= 0) f++;
-      return f;
-    };
+    std::vector<uint32_t> fill(n, 0), room(n, 0);
+    for (size_t v = 0; v < n; v++) {
+      while (fill[v] < l0 && links(v)[fill[v]] >= 0) fill[v]++;
+      room[v] = static_cast<uint32_t>(std::min(l0, fill[v] + kExtraLinks));
+    }
+    // Who links to whom on layer 0, reversed (CSR): the nodes that chose v as a neighbour.
+    std::vector<size_t> in_at(n + 1, 0);
+    for (size_t v = 0; v < n; v++)
+      for (size_t i = 0; i < fill[v]; i++) in_at[static_cast<size_t>(links(v)[i]) + 1]++;
+    for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
+    std::vector<int> in(in_at[n]);
+    {
+      std::vector<size_t> at(in_at.begin(), in_at.end() - 1);
+      for (size_t v = 0; v < n; v++)
+        for (size_t i = 0; i < fill[v]; i++) in[at[static_cast<size_t>(links(v)[i])]++] = int(v);
+    }
     std::vector<char> reached(n, 0);
-    std::vector<int> stack;
-    const auto spread = [&](int from) {
-      reached[static_cast<size_t>(from)] = 1;
-      stack.push_back(from);
-      while (!stack.empty()) {
-        const int* l = links(static_cast<size_t>(stack.back()));
-        stack.pop_back();
-        for (size_t i = 0; i < l0 && l[i] >= 0; i++)
-          if (!reached[static_cast<size_t>(l[i])]) {
-            reached[static_cast<size_t>(l[i])] = 1;
-            stack.push_back(l[i]);
-          }
+    std::vector<int> queue;
+    const auto reach = [&](int v) {
+      if (!reached[static_cast<size_t>(v)]) reached[static_cast<size_t>(v)] = 1, queue.push_back(v);
+    };
+    const auto link = [&](size_t from, int to) {
+      links(from)[fill[from]++] = to;
+      reach(to);
+    };
+    // First pass: everything a reached node links to is reached; and a reached node with
+    // room links back to each unreached node that chose it as a neighbour (it scores high
+    // against that node, so a walk near the node passes it).
+    const auto drain = [&]() {
+      while (!queue.empty()) {
+        const size_t v = static_cast<size_t>(queue.back());
+        queue.pop_back();
+        for (size_t i = 0; i < fill[v]; i++) reach(links(v)[i]);
+        for (size_t i = in_at[v]; i < in_at[v + 1] && fill[v] < room[v]; i++)
+          if (!reached[static_cast<size_t>(in[i])]) link(v, in[i]);
       }
     };
-    spread(g.entry_point);
+    reach(g.entry_point);
+    drain();
+    // Second pass, for the rest, which chose only full or unreached neighbours (on a graph
+    // of hubs, most nodes: all their links go to a few hundred full hubs). Each gets its
+    // link from the reached node with room that scores highest against it among its
+    // neighbours' neighbours, the last nodes linked here that chose the same first
+    // neighbour (so the nodes around one hub form a tree a walk can descend), and the last
+    // nodes linked here at all. A bounded search keeps this linear: scanning all reached
+    // nodes for each leftover took over 5 minutes on the reference bundle, where 96% were
+    // left after the first pass. There it takes ~1.3 s, at 100k ~0.15 s.
+    constexpr size_t kRecent = 16;
+    std::unordered_map<int, std::vector<int>> by_hub;  // first neighbour -> last linked
+    std::vector<int> recent;                           // ring of the last linked
+    size_t next_recent = 0;
     for (size_t u = 0; u < n; u++) {
       if (reached[u]) continue;
       const float* xu = xb + u * d;
       int best = -1;
       float best_s = -std::numeric_limits<float>::infinity();
       const auto consider = [&](int v) {
-        if (!reached[static_cast<size_t>(v)] || fill(static_cast<size_t>(v)) >= l0) return;
+        const auto vi = static_cast<size_t>(v);
+        if (!reached[vi] || fill[vi] >= room[vi]) return;
         const float sv = kernels_.dot_f32(xu, xb + static_cast<size_t>(v) * d, d);
         if (sv > best_s) best_s = sv, best = v;
       };
-      const int* lu = links(u);
-      for (size_t i = 0; i < l0 && lu[i] >= 0; i++) {
-        consider(lu[i]);
-        const int* lw = links(static_cast<size_t>(lu[i]));
-        for (size_t j = 0; j < l0 && lw[j] >= 0; j++) consider(lw[j]);
+      for (size_t i = 0; i < fill[u]; i++) {
+        const size_t w = static_cast<size_t>(links(u)[i]);
+        for (size_t j = 0; j < fill[w]; j++) consider(links(w)[j]);
       }
-      if (best < 0)  // rare (3 of 100k): every nearby reachable list is full
-        for (size_t v = 0; v < n; v++) consider(static_cast<int>(v));
-      if (best < 0) continue;  // every reachable list is full: nowhere to link from
-      links(static_cast<size_t>(best))[fill(static_cast<size_t>(best))] = static_cast<int>(u);
-      spread(static_cast<int>(u));
+      std::vector<int>* members = fill[u] > 0 ? &by_hub[links(u)[0]] : nullptr;
+      if (members)
+        for (int v : *members) consider(v);
+      for (int v : recent) consider(v);
+      if (best < 0) best = g.entry_point;  // nothing near has room: the entry, if it has
+      // Else u stays unreached (not seen on the sets measured: every node was reached).
+      if (fill[static_cast<size_t>(best)] >= room[static_cast<size_t>(best)]) continue;
+      link(static_cast<size_t>(best), static_cast<int>(u));
+      drain();
+      if (members) {
+        if (members->size() == kRecent) members->erase(members->begin());
+        members->push_back(static_cast<int>(u));
+      }
+      if (recent.size() < kRecent) {
+        recent.push_back(static_cast<int>(u));
+      } else {
+        recent[next_recent++ % kRecent] = static_cast<int>(u);
+      }
     }
   }
 
