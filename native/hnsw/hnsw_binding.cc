@@ -219,8 +219,8 @@ class HnswEngine {
   //   unfiltered walk (~0.8 us per unit of ef) once the admissible share is 0.2 or less,
   //   since it must cross the others to fill its beam;
   // - and its recall falls when the admitted items sit together away from the query
-  //   (0.93 at 20% of the items taken from one region, 0.80-0.86 at 1-10%), though not
-  //   for a random share (0.99 or more at every share; see Reconnect).
+  //   (0.91 at 20% of the items taken from one region, 0.76-0.84 at 1-10%), though not
+  //   for a random share (0.98 or more at every share; see Reconnect).
   // With share = admissible / n, the two cost the same where scanned x admissible is about
   // 25 x ef x n. This scans up to 100 x ef x n, trading up to ~2x the walk's time for exact
   // results: below ~25% admissible at 100k items and ef 64, below ~8% at 1M.
