@@ -218,6 +218,10 @@ void CheckIds(const uint32_t* ids, size_t n) {
   }
 }
 
+// Share of the rows from which an allow list is applied while reading every row rather than
+// by gathering the allowed ones (direct kernels only; see Search).
+constexpr double kDenseAllow = 0.25;
+
 inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
   return ex != nullptr && std::binary_search(ex->begin(), ex->end(), id);
 }
@@ -228,7 +232,8 @@ inline bool Excluded(const std::vector<uint32_t>* ex, uint32_t id) {
 // least nr entries.
 template <typename RowOf>
 inline bool Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, RowOf row_of,
-                  const uint32_t* ids, const std::vector<uint32_t>* exq, uint32_t* hits) {
+                  const uint32_t* ids, const std::vector<uint32_t>* exq, uint32_t* hits,
+                  const RowSet* admit = nullptr) {
   // Once the threshold is up almost no score reaches it: the SIMD filter finds the few
   // that do in one pass. Scores equal to the threshold pass it, and their keys decide (a
   // smaller id wins a tie); a cut inside the loop raises the threshold, hence the key test.
@@ -236,9 +241,10 @@ inline bool Offer(const Kernels& kern, TopK& top, const float* s, size_t nr, Row
   bool rose = false;
   for (size_t h = 0; h < nh; h++) {
     const size_t i = hits[h];
-    const uint32_t id = ids[row_of(i)];
+    const uint32_t row = row_of(i);
+    const uint32_t id = ids[row];
     const Key key = MakeKey(s[i], id);
-    if (key <= top.ThresholdKey() || Excluded(exq, id)) continue;
+    if (key <= top.ThresholdKey() || Excluded(exq, id) || (admit && !admit->Has(row))) continue;
     rose |= top.Push(key);
   }
   return rose;
@@ -860,16 +866,34 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
 
   // The scan list: all rows, or the allowed rows in storage order (so an allowed subset is
   // still read front to back; RowSet dedupes and orders them without a sort).
-  std::vector<uint32_t> allowed;
-  const bool gather = req.allow != nullptr;
-  if (gather) allowed = RowSet(row_of_, req.allow->data(), req.allow->size(), n_).Rows();
-  const size_t total = gather ? allowed.size() : n_;
-  if (total == 0) return;
-
   const bool pack =
       tuning_.pack_min_batch > 0 && kernels_.panel_f32 != nullptr &&
       (nq >= tuning_.pack_min_batch ||
        (i8_ && tuning_.screen_min_batch > 0 && nq >= tuning_.screen_min_batch));
+  // The direct kernels read the rows at memory speed, and reading them through pointers
+  // costs them more than reading all of them in order once a quarter or more are allowed.
+  // Those scans read every row, and a candidate must be in `dense` to reach a top-k. The
+  // batch kernels are bound by arithmetic, not by reading, so they score only the allowed
+  // rows however many there are. 1M x 64, k = 100, both cores (bench/README.md, "Allow
+  // lists"): B = 1 float16 gathered against all rows 2.98 / 2.98 ms at 20% allowed,
+  // 5.06 / 2.98 at 30%, 8.02 / 3.40 at 50%; float32 4.31 / 4.94, 6.65 / 5.23, 10.46 / 5.44;
+  // B = 32 float16 4.76 / 9.80 ms at 30%, 6.26 / 9.35 at 50%.
+  std::vector<uint32_t> allowed;
+  std::optional<RowSet> dense;
+  if (req.allow != nullptr) {
+    RowSet set(row_of_, req.allow->data(), req.allow->size(), n_);
+    if (set.Count() == 0) return;
+    if (!pack && static_cast<double>(set.Count()) >= kDenseAllow * static_cast<double>(n_)) {
+      dense.emplace(std::move(set));
+    } else {
+      allowed = set.Rows();
+    }
+  }
+  const bool gather = req.allow != nullptr && !dense;
+  const RowSet* admit = dense ? &*dense : nullptr;
+  const size_t total = gather ? allowed.size() : n_;
+  if (total == 0) return;
+
   // Rows per cache block: a multiple of 8 (the widest tile), 8..512 for the batch kernels
   // (the int8 screen's block of tiles holds at most 512), 8..2048 for the direct scans.
   size_t block = (pack ? tuning_.block_bytes : tuning_.scan_block_bytes) / rb;
@@ -939,7 +963,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     std::vector<ScreenTopK>* sh = screen ? &screened[t] : nullptr;
     uint32_t* fill = screen ? screen_fill[t].data() : nullptr;
     std::vector<Key*> out(screen ? nq : 0);
-    std::vector<uint32_t> before(screen && any_ex ? nq : 0);
+    std::vector<uint32_t> before(screen && (any_ex || admit) ? nq : 0);
     std::vector<int32_t> dfl(screen ? nq16 : 0, INT32_MAX);
     std::vector<I8Query> qf(screen ? nq : 0);
     std::vector<std::pair<Key, Key>> pruned;
@@ -1037,17 +1061,21 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           // row is read until the merge.
           const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
                                    : RowSpan<uint8_t>::Gathered(cptrs.data());
-          if (any_ex) std::copy_n(fill, nq, before.data());
+          if (any_ex || admit) std::copy_n(fill, nq, before.data());
           if (kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfl.data(),
                                  spans ? nullptr : rowidx.data(), static_cast<uint32_t>(r0),
                                  out.data(), fill) == 0)
             continue;
           for (size_t q = 0; q < nq; q++) {
-            // Excluded ids leave before they can count among the best k.
-            if (any_ex && ex[q] != nullptr) {
+            // Excluded ids, and rows a dense allow list leaves out, go before they can count
+            // among the best k.
+            if ((any_ex && ex[q] != nullptr) || admit) {
               uint32_t kept = before[q];
-              for (uint32_t i = before[q]; i < fill[q]; i++)
-                if (!Excluded(ex[q], ids_[I8KeyRow(out[q][i])])) out[q][kept++] = out[q][i];
+              for (uint32_t i = before[q]; i < fill[q]; i++) {
+                const uint32_t row = I8KeyRow(out[q][i]);
+                if (!Excluded(ex[q], ids_[row]) && (!admit || admit->Has(row)))
+                  out[q][kept++] = out[q][i];
+              }
               fill[q] = kept;
             }
             if (fill[q] >= (*sh)[q].Cap() && cut(q)) {
@@ -1070,6 +1098,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
             const size_t i = hits[x];
             const float* srow = sc + i * nq16;
             const uint32_t id = ids_[row_at(i)];
+            if (admit && !admit->Has(row_at(i))) continue;
             // A hit row holds a candidate for at least one query; early in a scan, or with
             // many queries, for several. One vector compare per 8 queries finds them.
             const size_t nqh = kernels_.select_each(srow, thr.data(), nq, qhits.data());
@@ -1101,7 +1130,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         }
         for (size_t q = 0; q < nq; q++) {
           if (Offer(kernels_, h[q], scores.data() + q * block, nr, row_at, ids_.data(), ex[q],
-                    hits.data()) &&
+                    hits.data(), admit) &&
               tasks > 1)
             floors.Publish(q, h[q].Threshold());
         }
@@ -1109,7 +1138,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     }
   };
   bool done = false;
-  if (!gather && !f16 && cuda_active_.load()) {
+  if (!gather && !admit && !f16 && cuda_active_.load()) {
     std::vector<TopK> gpu(nq);
     if (SearchCuda(qpad.data(), nq, k, ex, &gpu)) {
       tasks = 1;
@@ -1118,7 +1147,8 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     }
   }
 #ifdef RECSERVE_WITH_BLAS
-  if (!done && !gather && tuning_.sgemm_min_batch > 0 && nq >= tuning_.sgemm_min_batch) {
+  if (!done && !gather && !admit && tuning_.sgemm_min_batch > 0 &&
+      nq >= tuning_.sgemm_min_batch) {
     // One sgemm per chunk of rows: OpenBLAS spreads each call over its own threads, then
     // the pool offers the chunk's scores to the heaps, split by query.
     tasks = 1;
@@ -1162,7 +1192,10 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
 #endif
   const bool by_screen = screen && !done;
   if (!done) {
-    if (guess_floors && pack && tuning_.guess_rank > 0 && total >= tuning_.guess_min_rows &&
+    // No guess under a dense allow list: the sample's floors count rows it leaves out, and a
+    // list that misses a query's best rows would set them too high.
+    if (guess_floors && !admit && pack && tuning_.guess_rank > 0 &&
+        total >= tuning_.guess_min_rows &&
         tuning_.guess_rank * total / (3 * k) * 16 <= total)
       guess = GuessFloors(qpad.data(), nq, k, total, gather ? &allowed : nullptr, block, screen);
     if (tasks == 1) {

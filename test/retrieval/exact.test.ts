@@ -621,12 +621,28 @@ test('per-query exclusions and a shared allow list apply inside the scan', async
     // An allow list: a 10% subset plus ids the index does not hold (they match nothing).
     const allow = Uint32Array.from([...ids.filter((_, i) => i % 10 === 3), 7, 8, 9]);
     const small = ids.slice(0, 5);
+    // Dense allow lists (a quarter of the rows or more): single queries read every row and
+    // check candidates against the list instead of gathering the allowed rows. One leaves
+    // out every query's 40 best rows, so the best scores of the scan are all refused.
+    const dense = Uint32Array.from([...ids.filter((_, i) => i % 5 !== 0), 7, 8, 9]);
+    const best = new Set(
+      Array.from({ length: B }, (_, q) =>
+        ref
+          .ranked(queries, q)
+          .slice(0, 40)
+          .map((h) => h.id),
+      ).flat(),
+    );
+    const denseButBest = ids.filter((id) => !best.has(id));
     // Exclusions, an allow list, both at once with an allow list smaller than k (rows are
     // padded); packMinBatch 1 sends the same through the batch (query-panel) kernels.
     const cases = [
       { name: 'exclude', k: 20, opts: { exclude } },
       { name: 'allow', k: 30, opts: { allow } },
       { name: 'both', k: 10, opts: { exclude, allow: small } },
+      { name: 'dense allow', k: 30, opts: { allow: dense } },
+      { name: 'dense allow + exclude', k: 20, opts: { exclude, allow: dense } },
+      { name: 'dense allow without the best rows', k: 25, opts: { allow: denseButBest } },
     ];
     const q1 = queries.subarray(0, d);
     const tol1 = tolFor(ref, q1);
