@@ -890,6 +890,8 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     }
   }
   const bool gather = req.allow != nullptr && !dense;
+  // Only the direct kernels' Offer tests `admit`: a dense list never reaches the batch
+  // kernels, the CUDA backend or sgemm (checked where each is chosen).
   const RowSet* admit = dense ? &*dense : nullptr;
   const size_t total = gather ? allowed.size() : n_;
   if (total == 0) return;
@@ -963,7 +965,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
     std::vector<ScreenTopK>* sh = screen ? &screened[t] : nullptr;
     uint32_t* fill = screen ? screen_fill[t].data() : nullptr;
     std::vector<Key*> out(screen ? nq : 0);
-    std::vector<uint32_t> before(screen && (any_ex || admit) ? nq : 0);
+    std::vector<uint32_t> before(screen && any_ex ? nq : 0);
     std::vector<int32_t> dfl(screen ? nq16 : 0, INT32_MAX);
     std::vector<I8Query> qf(screen ? nq : 0);
     std::vector<std::pair<Key, Key>> pruned;
@@ -1061,21 +1063,17 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           // row is read until the merge.
           const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
                                    : RowSpan<uint8_t>::Gathered(cptrs.data());
-          if (any_ex || admit) std::copy_n(fill, nq, before.data());
+          if (any_ex) std::copy_n(fill, nq, before.data());
           if (kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfl.data(),
                                  spans ? nullptr : rowidx.data(), static_cast<uint32_t>(r0),
                                  out.data(), fill) == 0)
             continue;
           for (size_t q = 0; q < nq; q++) {
-            // Excluded ids, and rows a dense allow list leaves out, go before they can count
-            // among the best k.
-            if ((any_ex && ex[q] != nullptr) || admit) {
+            // Excluded ids leave before they can count among the best k.
+            if (any_ex && ex[q] != nullptr) {
               uint32_t kept = before[q];
-              for (uint32_t i = before[q]; i < fill[q]; i++) {
-                const uint32_t row = I8KeyRow(out[q][i]);
-                if (!Excluded(ex[q], ids_[row]) && (!admit || admit->Has(row)))
-                  out[q][kept++] = out[q][i];
-              }
+              for (uint32_t i = before[q]; i < fill[q]; i++)
+                if (!Excluded(ex[q], ids_[I8KeyRow(out[q][i])])) out[q][kept++] = out[q][i];
               fill[q] = kept;
             }
             if (fill[q] >= (*sh)[q].Cap() && cut(q)) {
@@ -1098,7 +1096,6 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
             const size_t i = hits[x];
             const float* srow = sc + i * nq16;
             const uint32_t id = ids_[row_at(i)];
-            if (admit && !admit->Has(row_at(i))) continue;
             // A hit row holds a candidate for at least one query; early in a scan, or with
             // many queries, for several. One vector compare per 8 queries finds them.
             const size_t nqh = kernels_.select_each(srow, thr.data(), nq, qhits.data());
@@ -1192,10 +1189,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
 #endif
   const bool by_screen = screen && !done;
   if (!done) {
-    // No guess under a dense allow list: the sample's floors count rows it leaves out, and a
-    // list that misses a query's best rows would set them too high.
-    if (guess_floors && !admit && pack && tuning_.guess_rank > 0 &&
-        total >= tuning_.guess_min_rows &&
+    if (guess_floors && pack && tuning_.guess_rank > 0 && total >= tuning_.guess_min_rows &&
         tuning_.guess_rank * total / (3 * k) * 16 <= total)
       guess = GuessFloors(qpad.data(), nq, k, total, gather ? &allowed : nullptr, block, screen);
     if (tasks == 1) {
