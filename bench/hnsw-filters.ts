@@ -4,6 +4,7 @@
 // (100k x 64 clustered, seed 31), single queries on one thread.
 //
 //   npm run bench:hnsw-filters [-- --quick] [-- --json] [-- --ef 64] [-- --queries 300]
+//                              [-- --bundle models/recserve/1]
 //
 // Filters: 'random' admits a random share of the items; 'region' the share furthest along
 // one direction of the space (a category whose items sit together, away from many queries);
@@ -12,7 +13,7 @@
 // (float32, all cores, the filter applied in its scan) is the 'exact' row.
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { nearRows, recallAtK } from './lib/data.js';
-import { hnswBenchSet } from './lib/hnsw-set.js';
+import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
 import { Rng } from './lib/rng.js';
 import { nowMs } from './lib/stats.js';
 import { printTable } from './lib/table.js';
@@ -40,10 +41,38 @@ const log = (line: string) => {
 const t0 = nowMs();
 
 const K = 10;
-const { n, d, vecs, hnsw, exact, rng } = await hnswBenchSet(log);
+// --bundle DIR: a model version's items and HNSW index, with item-to-item queries (what
+// /v1/similar and similar-to-recent ask); else the synthetic set, with queries near items.
+const bundle = args.options.get('bundle');
+const set = bundle ? await hnswBundleSet(bundle) : await hnswBenchSet(log);
+const { n, d, vecs, hnsw, exact, rng } = set;
+const loadSeconds: number | null = 'loadSeconds' in set ? set.loadSeconds : null;
 const ids = Uint32Array.from({ length: n }, (_, i) => i);
-const queries = nearRows(new Rng(32), vecs, d, nq, 0.3);
+const queries = bundle ? itemQueries(vecs, d, nq) : nearRows(new Rng(32), vecs, d, nq, 0.3);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
+
+/** nq item vectors spread over the catalogue (a fixed multiplicative stride). */
+function itemQueries(v: Float32Array, dim: number, count: number): Float32Array {
+  const rows = v.length / dim;
+  const out = new Float32Array(count * dim);
+  for (let i = 0; i < count; i++) {
+    const r = (i * 2654435761) % rows;
+    out.set(v.subarray(r * dim, (r + 1) * dim), i * dim);
+  }
+  return out;
+}
+
+/** Items a walk can reach at all: one walk whose beam is as wide as the index (or 2^20). */
+function reachable(): number {
+  const width = Math.min(n, 1 << 20);
+  const r = hnsw.searchSync(one(0), width, {
+    efSearch: width,
+    threads: 1,
+    exclude: [new Uint32Array(0)],
+    filterMode: 'graph',
+  });
+  return r.ids.filter((id) => id !== 0xffffffff).length;
+}
 
 // Items ordered along one random direction: the 'region' filters take a prefix.
 const dir = Float32Array.from({ length: d }, () => rng.normal());
@@ -107,7 +136,13 @@ function measure(filter: Row['filter'], share: number, opts: (q: number) => Hnsw
 
 const unfiltered = run(() => ({ efSearch: ef, threads: 1 }));
 const unfilteredRecall = recallAtK(exact.searchSync(queries, K).ids, unfiltered.ids, nq, K);
-const shares = quick ? [0.5, 0.1, 0.01] : [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.002];
+// A bundle's index may be large: its walks over small shares cross most of it, so a bundle
+// run keeps to the shares where auto still walks or is about to scan.
+const shares = bundle
+  ? [0.5, 0.2, 0.05]
+  : quick
+    ? [0.5, 0.1, 0.01]
+    : [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.002];
 for (const share of shares) {
   const m = Math.round(n * share);
   const pick = new Rng(33);
@@ -132,6 +167,10 @@ const out = {
   d,
   k: K,
   queries: nq,
+  bundle: bundle ?? null,
+  /** --bundle: seconds to load its HNSW index (the addon reconnects the graph on load). */
+  load_seconds: loadSeconds,
+  reachable: reachable(),
   unfiltered_us_per_query: unfiltered.us,
   unfiltered_recall_at_10: unfilteredRecall,
   seconds: (nowMs() - t0) / 1000,
@@ -141,7 +180,10 @@ if (args.json) {
   console.log(JSON.stringify(out));
 } else {
   console.log(
-    `\n${n} x ${d} clustered, k ${K}, efSearch ${ef}, ${nq} single queries on one thread; ` +
+    `\n${bundle ? `${bundle}: ${n} x ${d} items, item queries` : `${n} x ${d} clustered`}, ` +
+      `${out.reachable} reachable` +
+      (loadSeconds === null ? '; ' : `, loaded in ${loadSeconds.toFixed(2)} s; `) +
+      `k ${K}, efSearch ${ef}, ${nq} single queries on one thread; ` +
       `unfiltered ${unfiltered.us.toFixed(1)} us/query, recall@10 ${unfilteredRecall.toFixed(3)}\n`,
   );
   printTable(

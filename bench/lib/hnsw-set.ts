@@ -1,7 +1,7 @@
 // The HNSW benchmarks' data set: 100k x 64 clustered vectors (seed 31), their HNSW index,
 // cached under .cache/ after the first build (building it, about a minute on two cores,
 // costs more than the measurements), and an exact index over them for the truth.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExactIndex } from '../../src/retrieval/exact.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../../src/retrieval/hnsw.js';
@@ -19,6 +19,28 @@ export interface HnswBenchSet {
   exact: ExactIndex;
   /** The generator the vectors came from, for the benchmark's own draws after them. */
   rng: Rng;
+}
+
+/**
+ * A model version's items instead (`dir` holds config.json, item_embeddings.f32 and
+ * hnsw.index, as `recserve build` writes them): the index as the server loads it, so the
+ * load time includes what the addon does on load (Reconnect).
+ */
+export async function hnswBundleSet(dir: string): Promise<HnswBenchSet & { loadSeconds: number }> {
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { dim: number };
+  const d = config.dim;
+  const buf = readFileSync(join(dir, 'item_embeddings.f32'));
+  const vecs = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  const n = vecs.length / d;
+  const t = nowMs();
+  const hnsw = await HnswIndex.load(join(dir, 'hnsw.index'));
+  const loadSeconds = (nowMs() - t) / 1000;
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(
+    Uint32Array.from({ length: n }, (_, i) => i),
+    vecs,
+  );
+  return { n, d, vecs, hnsw, exact, rng: new Rng(31), loadSeconds };
 }
 
 export async function hnswBenchSet(log: (line: string) => void): Promise<HnswBenchSet> {
