@@ -44,9 +44,10 @@ const K = 10;
 // --bundle DIR: a model version's items and HNSW index, with item-to-item queries (what
 // /v1/similar and similar-to-recent ask); else the synthetic set, with queries near items.
 const bundle = args.options.get('bundle');
-const set = bundle ? await hnswBundleSet(bundle) : await hnswBenchSet(log);
+const bundled = bundle ? await hnswBundleSet(bundle) : null;
+const set = bundled ?? (await hnswBenchSet(log));
 const { n, d, vecs, hnsw, exact, rng } = set;
-const loadSeconds: number | null = 'loadSeconds' in set ? set.loadSeconds : null;
+const loadSeconds: number | null = bundled ? bundled.loadSeconds : null;
 const ids = Uint32Array.from({ length: n }, (_, i) => i);
 const queries = bundle ? itemQueries(vecs, d, nq) : nearRows(new Rng(32), vecs, d, nq, 0.3);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
