@@ -6,8 +6,11 @@
 //
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
 //        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
-//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--fresh N] [--json]
+//        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--fresh N]
+//        [--allow 0.1,0.5] [--json]
 //
+// --allow times each cell with an allow list of that share of the rows (random rows, the
+// same list for both variants; 1, the default, means none): filtered searches.
 // --screens sets each variant's ExactIndexOptions.screen (default auto,auto), e.g.
 // --kernels avx512-bf16,avx512-bf16 --screens none,int8 for the int8 screen alone.
 // --tune-a/--tune-b apply ExactTuning settings (setTuning) to one variant's indexes, e.g.
@@ -47,6 +50,9 @@ const fresh = numberOption(args, 'fresh', 0);
 const dims = list('dims', '64,128').map(Number);
 const batches = list('batches', '16,32,128').map(Number);
 const storages = list('storage', 'f32,f16');
+const allowShares = list('allow', '1').map(Number);
+for (const a of allowShares)
+  if (!(a > 0 && a <= 1)) throw new RangeError(`--allow takes shares in (0, 1]; got ${a}`);
 for (const s of storages)
   if (s !== 'f32' && s !== 'f16') throw new RangeError(`--storage takes f32,f16; got '${s}'`);
 
@@ -112,6 +118,8 @@ interface AbRow {
   batch: number;
   k: number;
   threads: number;
+  /** Share of the rows the search's allow list admits (1: no list). */
+  allow: number;
   a_ms: number;
   b_ms: number;
   b_over_a: number;
@@ -133,25 +141,26 @@ for (const d of dims) {
     };
     const ia = make(va);
     const ib = make(vb);
-    for (const batch of batches) {
+    for (const [batch, share] of batches.flatMap((b) => allowShares.map((a) => [b, a]))) {
+      const allow = share < 1 ? ids.filter(() => rng.next() < share) : null;
       const q = rng.uniformArray(batch * d);
-      const ra = ia.searchSync(q, k, null, null);
-      const rb = ib.searchSync(q, k, null, null);
+      const ra = ia.searchSync(q, k, null, allow);
+      const rb = ib.searchSync(q, k, null, allow);
       let same = 0;
       for (let i = 0; i < ra.ids.length; i++) same += ra.ids[i] === rb.ids[i] ? 1 : 0;
       // About 50 M multiply-adds per timing window, at least 3 searches.
       const reps = Math.max(3, Math.round(5e7 / (n * d * batch)));
       const time = (index: NativeExactIndex) => {
-        index.searchSync(q, k, null, null);
+        index.searchSync(q, k, null, allow);
         const t0 = nowMs();
-        for (let i = 0; i < reps; i++) index.searchSync(q, k, null, null);
+        for (let i = 0; i < reps; i++) index.searchSync(q, k, null, allow);
         return (nowMs() - t0) / reps;
       };
       if (fresh > 0) {
         const qs = Array.from({ length: fresh }, () => rng.uniformArray(batch * d));
         const timeOne = (index: NativeExactIndex, x: Float32Array) => {
           const t0 = nowMs();
-          index.searchSync(x, k, null, null);
+          index.searchSync(x, k, null, allow);
           return nowMs() - t0;
         };
         const [ra0, rb0] = [ia.guessRetries, ib.guessRetries];
@@ -173,6 +182,7 @@ for (const d of dims) {
           batch,
           k,
           threads,
+          allow: share,
           a_ms: Math.round((sa / fresh) * 1000) / 1000,
           b_ms: Math.round((sb / fresh) * 1000) / 1000,
           b_over_a: Math.round((sb / sa) * 100) / 100,
@@ -204,6 +214,7 @@ for (const d of dims) {
         batch,
         k,
         threads,
+        allow: share,
         a_ms: Math.round(ma * 1000) / 1000,
         b_ms: Math.round(mb * 1000) / 1000,
         b_over_a: Math.round((mb / ma) * 100) / 100,
@@ -236,12 +247,25 @@ if (args.json) {
   );
   const retries = (x?: number) => (x === undefined ? '' : x.toFixed(4));
   printTable(
-    ['n', 'd', 'storage', 'batch', 'A ms', 'B ms', 'B/A', 'same ids', 'A retries/q', 'B retries/q'],
+    [
+      'n',
+      'd',
+      'storage',
+      'batch',
+      'allow',
+      'A ms',
+      'B ms',
+      'B/A',
+      'same ids',
+      'A retries/q',
+      'B retries/q',
+    ],
     rows.map((r) => [
       r.n,
       r.d,
       r.storage,
       r.batch,
+      r.allow,
       r.a_ms,
       r.b_ms,
       r.b_over_a,
