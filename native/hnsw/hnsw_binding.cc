@@ -120,9 +120,7 @@ class HnswEngine {
     // Building uses every core: it runs on a libuv worker, off the event loop.
     omp_set_num_threads(omp_get_num_procs());
     index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
-    const size_t base = ids_.size();
-    if (!ids.empty()) row_of_.Expect(*std::max_element(ids.begin(), ids.end()), base + ids.size());
-    for (size_t i = 0; i < ids.size(); i++) row_of_.Set(ids[i], static_cast<uint32_t>(base + i));
+    row_of_.Append(ids.data(), ids.size());
     ids_.insert(ids_.end(), ids.begin(), ids.end());
     Reconnect();
   }
@@ -404,8 +402,7 @@ class HnswEngine {
     index_ = std::move(hnsw);
     ids_ = std::move(ids);
     row_of_.Clear();
-    if (!ids_.empty()) row_of_.Expect(*std::max_element(ids_.begin(), ids_.end()), ids_.size());
-    for (size_t i = 0; i < ids_.size(); i++) row_of_.Set(ids_[i], static_cast<uint32_t>(i));
+    row_of_.Append(ids_.data(), ids_.size());
     Reconnect();
   }
 
