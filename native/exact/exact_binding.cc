@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +17,21 @@
 
 namespace recserve {
 namespace {
+
+// float16 rows hold magnitudes up to 65504; a larger value would be stored as infinity, and
+// its scores would be infinite, or NaN against a zero component, which no top-k can rank (the
+// row silently drops out of every result). A RangeError names it instead.
+void CheckHalfRange(const float* p, size_t n) {
+  constexpr float kHalfMax = 65504.0f;
+  for (size_t i = 0; i < n; i++) {
+    if (std::fabs(p[i]) > kHalfMax) {
+      char v[32];
+      std::snprintf(v, sizeof v, "%g", static_cast<double>(p[i]));
+      ThrowRange("vectors[" + std::to_string(i) + "] is " + v +
+                 ", beyond float16's range (magnitudes up to 65504); use storage 'f32'");
+    }
+  }
+}
 
 // setTuning's fields (and the tuning getter's): JS name, ExactTuning member, accepted range.
 struct TuningField {
@@ -180,6 +196,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
                  ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
                  " x " + std::to_string(d) + ")");
     CheckFinite(vecs.Data(), vecs.ElementLength(), "vectors");
+    if (index_->StorageKind() == Storage::F16) CheckHalfRange(vecs.Data(), vecs.ElementLength());
     return {ids, vecs};
   }
 

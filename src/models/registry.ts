@@ -66,7 +66,18 @@ export async function buildServingModel(
     screen: opts.pipeline.exactScreen,
     ...(opts.exactThreads === undefined ? {} : { threads: opts.exactThreads }),
   });
-  exact.build(ids, shared.itemEmbeddings);
+  try {
+    exact.build(ids, shared.itemEmbeddings);
+  } catch (e) {
+    // The index names a flat position; an MLOps engineer needs the item and component.
+    const at = /^vectors\[(\d+)\] (.*)$/.exec((e as Error).message);
+    if (!(e instanceof RangeError) || !at) throw e;
+    const pos = Number(at[1]);
+    throw new RangeError(
+      `item ${JSON.stringify(items.ids[Math.floor(pos / dim)])}: embedding component ` +
+        `${pos % dim} ${at[2]} (pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
+    );
+  }
   const hnsw = await HnswIndex.load(bundle.hnswPath);
 
   const itemNorms = shared.itemNorms;

@@ -148,3 +148,19 @@ test('inconsistent artifacts are refused before anything is written', async () =
   await assert.rejects(writeVersion(root, { ...a, name: '../escape' }), /bundle name/);
   assert.equal(existsSync(join(root, 'bad')), false);
 });
+
+test('a version whose embeddings float16 cannot hold is refused by name, not served as infinities', async () => {
+  const { buildServingModel } = await import('../../src/models/registry.js');
+  const { DEFAULT_PIPELINE } = await import('../../src/config/index.js');
+  const a = artifacts('wide');
+  a.itemEmbeddings = Float32Array.of(1, 0, 0, 1e5, 0.5, 0.5);
+  const { dir } = await writeVersion(root, a);
+  await assert.rejects(
+    buildServingModel(await loadBundle(dir), {
+      pipeline: { ...DEFAULT_PIPELINE, exactStorage: 'f16' },
+    }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /^item "b": embedding component 1 is 100000, beyond float16's range .*'f16'/.test(e.message),
+  );
+});
