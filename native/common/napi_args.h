@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/id_filters.h"
 
 namespace recserve {
 
@@ -98,15 +99,10 @@ inline Napi::Object TopKResult(Napi::Env env, const std::vector<uint32_t>& ids,
   return o;
 }
 
-// The optional id filters of a search: info[ex_arg] is null/undefined or an array of one
-// (Uint32Array | null) per query (excluded ids, returned sorted), info[allow_arg] null/
-// undefined or a Uint32Array (the allowed ids, as given). Both indexes take them alike.
-struct IdFilters {
-  std::vector<std::vector<uint32_t>> exclude;  // empty, or one sorted list per query
-  std::vector<uint32_t> allow;
-  bool has_allow = false;
-};
-
+// The optional id filters of a search (IdFilters, common/id_filters.h): info[ex_arg] is
+// null/undefined or an array of one (Uint32Array | null) per query (excluded ids, returned
+// sorted), info[allow_arg] null/undefined or a Uint32Array (the allowed ids, as given).
+// Both indexes take them alike.
 inline IdFilters ArgIdFilters(const Napi::CallbackInfo& info, size_t ex_arg, size_t allow_arg,
                               size_t nq) {
   IdFilters f;

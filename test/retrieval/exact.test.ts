@@ -877,7 +877,11 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
     'RangeError',
     /vectors\[6\] is -65505, beyond float16's range/,
   );
-  bad(() => half.build(ids, Float32Array.of(1e5, 0, 0, 0, 0, 0, 0, 0)), 'RangeError', /vectors\[0\]/);
+  bad(
+    () => half.build(ids, Float32Array.of(1e5, 0, 0, 0, 0, 0, 0, 0)),
+    'RangeError',
+    /vectors\[0\]/,
+  );
   assert.deepEqual([...(await half.search(Float32Array.of(1, 0, 0, 0), 2)).ids], [1, 2]);
   bad(() => index.remove(new Int32Array(1) as unknown as Uint32Array), 'TypeError', /ids/);
   // NO_ID pads short results: an item holding it would read as padding.

@@ -1,5 +1,5 @@
-// Builds a C++ test program from the exact index's own sources, for the tests that check
-// the native code below the addon (screen-bounds, concurrency): each source compiled with
+// Builds a C++ test program from the indexes' own sources, for the tests that check the
+// native code below the addon (screen-bounds, concurrency): each source compiled with
 // the flags CMakeLists.txt gives it, in parallel, then linked.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -47,10 +47,20 @@ export function run(
   });
 }
 
+/** The HNSW index beside the kernels it scores with and the pool it splits batches over. */
+export const HNSW_SOURCES: [string, string[]][] = [
+  ...KERNEL_SOURCES,
+  ['native/common/thread_pool.cc', []],
+  ['native/hnsw/hnsw_index.cc', ['-fopenmp']],
+];
+/** What a program with HNSW_SOURCES links after its objects (FAISS is a static library). */
+export const HNSW_LIBS = ['-lfaiss', '-lopenblas', '-fopenmp'];
+
 /**
  * Compiles sources (paths from the project root, each with its own flags) with `flags`
- * added to every one, links them into dir/name with `linkFlags`, and returns the program's
- * path. A compiler error fails the calling test with g++'s message.
+ * added to every one, links them into dir/name with `linkFlags` (and `libs` after the
+ * objects), and returns the program's path. A compiler error fails the calling test with
+ * g++'s message.
  */
 export async function buildProgram(
   dir: string,
@@ -58,6 +68,7 @@ export async function buildProgram(
   sources: [string, string[]][],
   flags: string[],
   linkFlags: string[] = [],
+  libs: string[] = [],
 ): Promise<string> {
   const root = projectRoot();
   const objects = await Promise.all(
@@ -73,7 +84,7 @@ export async function buildProgram(
     }),
   );
   const exe = join(dir, name);
-  const link = await run('g++', [...linkFlags, ...objects, '-o', exe]);
+  const link = await run('g++', [...linkFlags, ...objects, ...libs, '-o', exe]);
   assert.equal(link.code, 0, `linking ${name}:\n${link.stderr}`);
   return exe;
 }

@@ -1,0 +1,340 @@
+// Searches racing adds, saves and loads, on the HNSW index itself, for the sanitizers:
+// test/retrieval/concurrency.test.ts builds this with the index's sources and FAISS, once
+// with -fsanitize=thread and once with -fsanitize=address,undefined, runs each, and fails
+// on any report. The index promises that every call is safe from any thread at any time
+// (hnsw_index.h); our own code reads and writes FAISS's graph (the walk, the scan,
+// Reconnect), and the JS tests can race calls only as fast as the event loop queues them.
+// FAISS itself is not instrumented: what is checked is our code and our locks.
+//
+// Every id has one vector, drawn from its id, so any thread can recompute what an id
+// scores. The index always holds ids 0 .. c-1 for some c >= kCold: a writer adds the next
+// ids in batches, saves the index now and then, and loads either the file it just saved or
+// an older one (which takes c back; the next adds bring the same ids again). Searchers on
+// other threads run single queries and batches (split over the pool), unfiltered and
+// filtered (walk, scan and auto, with exclusions and allow lists), and one of them saves
+// the index to its own file now and then. Each result must be well formed (distinct ids,
+// best first, padding only at the end, excluded ids absent, only allowed ids) and every
+// score must be the query's dot product with that id's vector. A scan whose allow list
+// holds only ids below kCold (always present) must be exact: it is compared with brute
+// force.
+//
+// After the race, on one thread: the searcher's last file loads; a walk as wide as the
+// index returns every id; and a search sized for the old dimension, issued after a load of
+// a file with another one, is refused (ArgumentError) rather than read past its queries.
+//
+// Prints "hnsw writes W saves S loads L searches Q results R problems P" (and the first
+// problem's description), then "after: ..." for the checks that follow; exits 1 on any
+// problem. Usage: hnsw-concurrency DIR [seconds, default 2]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/errors.h"
+#include "hnsw/hnsw_index.h"
+
+namespace {
+
+using recserve::HnswIndex;
+using recserve::IdFilters;
+
+constexpr size_t kDim = 16;
+constexpr size_t kCold = 1500;  // ids below this are always in the index
+constexpr size_t kBatch = 150;  // ids a write adds
+constexpr size_t kMaxIds = 6000;
+constexpr size_t kSearchers = 3;
+
+// The vector of `id`, the same on every thread: a few clusters, so that walks have work.
+std::vector<float> VectorOf(uint32_t id) {
+  std::mt19937 r(id * 2654435761u + 17);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(kDim);
+  const uint32_t cluster = id % 7;
+  for (size_t j = 0; j < kDim; j++)
+    v[j] = normal(r) * 0.3f + ((j % 7) == cluster ? 1.5f : 0.f);
+  return v;
+}
+
+struct Vectors {
+  std::vector<float> all;  // kMaxIds x kDim
+  Vectors() : all(kMaxIds * kDim) {
+    for (uint32_t id = 0; id < kMaxIds; id++) {
+      const auto v = VectorOf(id);
+      std::copy(v.begin(), v.end(), all.begin() + id * kDim);
+    }
+  }
+  const float* Of(uint32_t id) const { return all.data() + size_t(id) * kDim; }
+  double Dot(uint32_t id, const float* q) const {
+    double s = 0;
+    for (size_t j = 0; j < kDim; j++) s += double(q[j]) * Of(id)[j];
+    return s;
+  }
+};
+
+struct Counts {
+  std::atomic<uint64_t> writes{0}, saves{0}, loads{0}, searches{0}, results{0}, problems{0};
+};
+
+// Problems with one query's k results; `exact` compares them with brute force over the
+// allowed ids less the excluded ones (allow must hold only ids that are always present).
+size_t Check(const Vectors& vs, const float* q, const uint32_t* ids, const float* scores,
+             size_t k, const std::vector<uint32_t>* exclude, const std::vector<uint32_t>* allow,
+             bool exact, std::string* why) {
+  size_t bad = 0;
+  auto fail = [&](const std::string& s) {
+    if (why->empty()) *why = s;
+    bad++;
+  };
+  double l1 = 0;
+  for (size_t j = 0; j < kDim; j++) l1 += std::fabs(q[j]);
+  const double tol = 1e-5 * l1 * 5 + 1e-6;  // float32 sums in another order; |x| < ~5
+  std::vector<uint32_t> seen;
+  size_t filled = 0;
+  for (size_t i = 0; i < k; i++) {
+    if (ids[i] == HnswIndex::kNoId) {
+      if (scores[i] != -std::numeric_limits<float>::infinity()) fail("padding with a score");
+      continue;
+    }
+    if (filled != i) fail("a result after padding");
+    filled++;
+    const uint32_t id = ids[i];
+    if (id >= kMaxIds) {
+      fail("unknown id " + std::to_string(id));
+      continue;
+    }
+    seen.push_back(id);
+    if (i > 0 && scores[i] > scores[i - 1]) fail("not best first");
+    if (exclude && std::binary_search(exclude->begin(), exclude->end(), id))
+      fail("excluded id " + std::to_string(id));
+    if (allow && !std::binary_search(allow->begin(), allow->end(), id))
+      fail("id " + std::to_string(id) + " outside the allow list");
+    const double s = vs.Dot(id, q);
+    if (std::fabs(scores[i] - s) > tol)
+      fail("id " + std::to_string(id) + " scored " + std::to_string(scores[i]) + ", not " +
+           std::to_string(s) + " (a torn or misplaced row)");
+  }
+  std::sort(seen.begin(), seen.end());
+  if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) fail("an id twice");
+  if (exact && allow) {
+    std::vector<std::pair<double, uint32_t>> truth;
+    for (uint32_t id : *allow)
+      if (!(exclude && std::binary_search(exclude->begin(), exclude->end(), id)))
+        truth.emplace_back(vs.Dot(id, q), id);
+    std::sort(truth.begin(), truth.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    const size_t want = std::min(k, truth.size());
+    if (filled != want) fail("scan returned " + std::to_string(filled) + " of " +
+                             std::to_string(want) + " admissible items");
+    // Ties within the tolerance may swap; compare scores rank by rank.
+    for (size_t i = 0; i < std::min(filled, want); i++)
+      if (std::fabs(scores[i] - truth[i].first) > tol)
+        fail("scan rank " + std::to_string(i) + " scored " + std::to_string(scores[i]) +
+             ", brute force " + std::to_string(truth[i].first));
+  }
+  return bad;
+}
+
+std::vector<uint32_t> Range(uint32_t lo, uint32_t hi) {
+  std::vector<uint32_t> v;
+  for (uint32_t i = lo; i < hi; i++) v.push_back(i);
+  return v;
+}
+
+void AddRange(HnswIndex& index, const Vectors& vs, uint32_t lo, uint32_t hi) {
+  const std::vector<uint32_t> ids = Range(lo, hi);
+  const std::vector<float> rows(vs.all.begin() + lo * kDim, vs.all.begin() + hi * kDim);
+  index.Add(ids, rows);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: hnsw-concurrency DIR [seconds]\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  const double seconds = argc > 2 ? std::atof(argv[2]) : 2.0;
+  const Vectors vs;
+  HnswIndex index(kDim, 16, 40);
+  AddRange(index, vs, 0, kCold);
+
+  Counts counts;
+  std::atomic<bool> stop{false};
+  std::mutex why_mu;
+  std::string first_why;
+  const auto note = [&](size_t bad, const std::string& why) {
+    if (!bad) return;
+    counts.problems += bad;
+    std::lock_guard<std::mutex> lk(why_mu);
+    if (first_why.empty()) first_why = why;
+  };
+
+  std::thread writer([&] {
+    std::mt19937 r(777);
+    uint32_t next = kCold;
+    std::vector<std::pair<std::string, uint32_t>> files;  // path, ids it holds
+    try {
+      for (size_t step = 0; !stop.load(); step++) {
+        if (next + kBatch <= kMaxIds) {
+          AddRange(index, vs, next, next + kBatch);
+          next += kBatch;
+          counts.writes++;
+        }
+        if (step % 3 == 2) {
+          const std::string path = dir + "/w" + std::to_string(step % 4) + ".index";
+          index.Save(path);
+          counts.saves++;
+          files.erase(std::remove_if(files.begin(), files.end(),
+                                     [&](const auto& f) { return f.first == path; }),
+                      files.end());
+          files.emplace_back(path, next);
+          // The file just saved, or an older one (the index shrinks back to its ids).
+          const auto& f = files[r() % files.size()];
+          index.Load(f.first);
+          next = f.second;
+          counts.loads++;
+        }
+      }
+    } catch (const std::exception& e) {
+      note(1, std::string("writer: ") + e.what());
+    }
+  });
+
+  std::vector<std::thread> searchers;
+  for (size_t t = 0; t < kSearchers; t++) {
+    searchers.emplace_back([&, t] {
+      std::mt19937 r(1000 + t);
+      std::normal_distribution<float> normal;
+      const std::string own = dir + "/s" + std::to_string(t) + ".index";
+      try {
+        for (size_t step = 0; !stop.load(); step++) {
+          const size_t nq = step % 4 == 3 ? 4 : 1;
+          std::vector<float> q(nq * kDim);
+          for (auto& x : q) x = normal(r) + (step % 7 == 0 ? 0.f : 1.f);
+          const size_t k = 1 + r() % 30;
+          const int ef = 8 + static_cast<int>(r() % 64);
+          IdFilters f;
+          auto mode = HnswIndex::FilterMode::kAuto;
+          bool exact = false;
+          switch (step % 5) {
+            case 0:  // unfiltered
+              break;
+            case 1:  // exclusions only, a walk
+              mode = HnswIndex::FilterMode::kGraph;
+              break;
+            case 2:  // a random allow list over every id ever added (some absent now)
+              f.has_allow = true;
+              for (uint32_t id = 0; id < kMaxIds; id++)
+                if (r() % 5 == 0) f.allow.push_back(id);
+              mode = step % 2 ? HnswIndex::FilterMode::kGraph : HnswIndex::FilterMode::kAuto;
+              break;
+            default:  // a scan over cold ids only: exact
+              f.has_allow = true;
+              for (uint32_t id = 0; id < kCold; id++)
+                if (r() % 9 == 0) f.allow.push_back(id);
+              mode = HnswIndex::FilterMode::kScan;
+              exact = true;
+              break;
+          }
+          if (step % 5 != 0) {
+            f.exclude.resize(nq);
+            for (auto& ex : f.exclude) {
+              for (int i = 0; i < 40; i++) ex.push_back(r() % kMaxIds);
+              std::sort(ex.begin(), ex.end());
+            }
+          }
+          std::vector<uint32_t> ids;
+          std::vector<float> scores;
+          index.Search(q, nq, k, ef, nq > 1 ? 2 : 1, false, f, mode, &ids, &scores);
+          counts.searches++;
+          for (size_t i = 0; i < nq; i++) {
+            std::string why;
+            const size_t bad =
+                Check(vs, q.data() + i * kDim, ids.data() + i * k, scores.data() + i * k, k,
+                      f.exclude.empty() ? nullptr : &f.exclude[i],
+                      f.has_allow ? &f.allow : nullptr, exact, &why);
+            note(bad, why);
+            counts.results++;
+          }
+          if (t == 0 && step % 50 == 49) {
+            index.Save(own);
+            counts.saves++;
+          }
+        }
+      } catch (const std::exception& e) {
+        note(1, std::string("searcher: ") + e.what());
+      }
+    });
+  }
+
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  writer.join();
+  for (auto& s : searchers) s.join();
+
+  std::printf("hnsw writes %llu saves %llu loads %llu searches %llu results %llu problems %llu"
+              "%s%s\n",
+              (unsigned long long)counts.writes, (unsigned long long)counts.saves,
+              (unsigned long long)counts.loads, (unsigned long long)counts.searches,
+              (unsigned long long)counts.results, (unsigned long long)counts.problems,
+              first_why.empty() ? "" : ": ", first_why.c_str());
+
+  // After the race.
+  size_t after = 0;
+  std::string after_why;
+  const auto fail = [&](const std::string& s) {
+    if (after_why.empty()) after_why = s;
+    after++;
+  };
+  try {
+    // The searcher's file loads, whole (its id map matches its vectors).
+    if (std::FILE* probe = std::fopen((dir + "/s0.index").c_str(), "rb")) {
+      std::fclose(probe);
+      HnswIndex other(kDim, 16, 40);
+      other.Load(dir + "/s0.index");
+      if (other.Size() < kCold) fail("the searcher's file holds " + std::to_string(other.Size()));
+    }
+    // A walk as wide as the index returns every id (Reconnect after each add and load).
+    const size_t n = index.Size();
+    std::vector<float> q(vs.Of(3), vs.Of(3) + kDim);
+    std::vector<uint32_t> ids;
+    std::vector<float> scores;
+    index.Search(q, 1, n, static_cast<int>(n), 1, false, IdFilters{},
+                 HnswIndex::FilterMode::kAuto, &ids, &scores);
+    std::vector<uint32_t> got(ids.begin(), ids.end());
+    std::sort(got.begin(), got.end());
+    if (got != Range(0, static_cast<uint32_t>(n)))
+      fail("a full-width walk returned " +
+           std::to_string(std::count_if(ids.begin(), ids.end(),
+                                        [](uint32_t id) { return id != HnswIndex::kNoId; })) +
+           " of " + std::to_string(n) + " ids");
+    // A search sized for dim 16, after a load of a dim-8 file, is refused.
+    HnswIndex narrow(8, 16, 40);
+    narrow.Add(Range(0, 50), std::vector<float>(50 * 8, 0.5f));
+    narrow.Save(dir + "/narrow.index");
+    index.Load(dir + "/narrow.index");
+    bool refused = false;
+    try {
+      index.Search(q, 1, 5, 16, 1, false, IdFilters{}, HnswIndex::FilterMode::kAuto, &ids,
+                   &scores);
+    } catch (const recserve::ArgumentError&) {
+      refused = true;
+    }
+    if (!refused) fail("a search sized for the old dim ran after a load of another");
+    if (index.Dim() != 8 || index.Size() != 50) fail("the dim-8 file did not load whole");
+  } catch (const std::exception& e) {
+    fail(std::string("after: ") + e.what());
+  }
+  std::printf("after: problems %zu%s%s\n", after, after_why.empty() ? "" : ": ",
+              after_why.c_str());
+  return counts.problems == 0 && after == 0 ? 0 : 1;
+}
