@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -77,12 +78,38 @@ inline void CheckFinite(const float* p, size_t n, const char* name) {
   }
 }
 
-// Copies a Float32Array of rows of `dim` floats; checks the length and finiteness.
+// CheckFinite, and a RangeError naming the first row whose inner product with itself is
+// not below a quarter of float32's largest value. Within that bound no score can overflow:
+// by Cauchy-Schwarz every score of a query and a row, and every partial sum on the way,
+// is at most |q| |x|; beyond it a score may be infinite, or NaN (infinities of both signs
+// added), which no top-k ranks. (The quarter leaves room for rounding and for the screens'
+// scaled bounds.)
+inline void CheckRowValues(const float* p, size_t rows, size_t dim, const char* name) {
+  CheckFinite(p, rows * dim, name);
+  constexpr double kMaxSquaredNorm = 0.25 * 3.4028234663852886e38;
+  float max_abs = 0;
+  for (size_t i = 0; i < rows * dim; i++) max_abs = std::max(max_abs, std::fabs(p[i]));
+  if (static_cast<double>(max_abs) * max_abs * static_cast<double>(dim) < kMaxSquaredNorm)
+    return;
+  for (size_t r = 0; r < rows; r++) {
+    double s = 0;
+    for (size_t j = 0; j < dim; j++) s += static_cast<double>(p[r * dim + j]) * p[r * dim + j];
+    if (s >= kMaxSquaredNorm) {
+      char v[32];
+      std::snprintf(v, sizeof v, "%.3g", s);
+      ThrowRange(std::string(name) + " row " + std::to_string(r) + " (elements from " +
+                 std::to_string(r * dim) + ") has a squared norm of " + v +
+                 ", too large for float32 scores (at most 8.5e37)");
+    }
+  }
+}
+
+// Copies a Float32Array of rows of `dim` floats; checks the length and values.
 inline size_t CheckRows(const Napi::Float32Array& a, size_t dim, const char* name) {
   if (a.ElementLength() % dim != 0)
     ThrowRange(std::string(name) + ".length (" + std::to_string(a.ElementLength()) +
                ") must be a multiple of dim (" + std::to_string(dim) + ")");
-  CheckFinite(a.Data(), a.ElementLength(), name);
+  CheckRowValues(a.Data(), a.ElementLength() / dim, dim, name);
   return a.ElementLength() / dim;
 }
 

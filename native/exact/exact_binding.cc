@@ -195,7 +195,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
                  ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
                  " x " + std::to_string(d) + ")");
-    CheckFinite(vecs.Data(), vecs.ElementLength(), "vectors");
+    CheckRowValues(vecs.Data(), ids.ElementLength(), d, "vectors");
     if (index_->StorageKind() == Storage::F16) CheckHalfRange(vecs.Data(), vecs.ElementLength());
     return {ids, vecs};
   }

@@ -103,7 +103,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
         ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
                    ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
                    " x " + std::to_string(d) + ")");
-      CheckFinite(vecs.Data(), vecs.ElementLength(), "vectors");
+      CheckRowValues(vecs.Data(), ids.ElementLength(), d, "vectors");
       auto engine = engine_;
       auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
                                                          ids.Data() + ids.ElementLength());

@@ -45,6 +45,31 @@ export interface BuildOptions {
   exactThreads?: number;
 }
 
+/** Squared norm from which the indexes refuse a query (native/common/napi_args.h). */
+const MAX_SQUARED_NORM = 0.25 * 3.4028234663852886e38;
+
+/**
+ * User embeddings are the collaborative queries: one the indexes would refuse (its scores
+ * could overflow float32) would fail every request of that user, so the version is refused
+ * at load instead, naming the user.
+ */
+function checkUserEmbeddings(bundle: ModelBundle): void {
+  const { dim, userEmbeddings, coldUserEmbedding, userIds } = bundle;
+  const squared = (v: Float32Array, at: number) => {
+    let s = 0;
+    for (let j = 0; j < dim; j++) s += v[at + j]! * v[at + j]!;
+    return s;
+  };
+  for (let u = 0; u * dim < userEmbeddings.length; u++)
+    if (!(squared(userEmbeddings, u * dim) < MAX_SQUARED_NORM))
+      throw new RangeError(
+        `user ${JSON.stringify(userIds[u])}: its embedding has a squared norm of ` +
+          `${squared(userEmbeddings, u * dim).toPrecision(3)}, too large for float32 scores`,
+      );
+  if (!(squared(coldUserEmbedding, 0) < MAX_SQUARED_NORM))
+    throw new RangeError('the cold-start user embedding is too large for float32 scores');
+}
+
 export async function buildServingModel(
   bundle: ModelBundle,
   opts: BuildOptions,
@@ -69,15 +94,20 @@ export async function buildServingModel(
   try {
     exact.build(ids, shared.itemEmbeddings);
   } catch (e) {
-    // The index names a flat position; an MLOps engineer needs the item and component.
-    const at = /^vectors\[(\d+)\] (.*)$/.exec((e as Error).message);
-    if (!(e instanceof RangeError) || !at) throw e;
-    const pos = Number(at[1]);
+    // The index names a flat position or a row; an MLOps engineer needs the item.
+    const msg = (e as Error).message;
+    const at = /^vectors\[(\d+)\] (.*)$/.exec(msg);
+    const row = /^vectors row (\d+) \(elements from \d+\) (.*)$/.exec(msg);
+    if (!(e instanceof RangeError) || !(at || row)) throw e;
+    const item = (r: number) => `item ${JSON.stringify(items.ids[r])}`;
+    if (row) throw new RangeError(`${item(Number(row[1]))}: its embedding ${row[2]}`);
+    const pos = Number(at![1]);
     throw new RangeError(
-      `item ${JSON.stringify(items.ids[Math.floor(pos / dim)])}: embedding component ` +
-        `${pos % dim} ${at[2]} (pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
+      `${item(Math.floor(pos / dim))}: embedding component ${pos % dim} ${at![2]} ` +
+        `(pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
     );
   }
+  checkUserEmbeddings(bundle);
   const hnsw = await HnswIndex.load(bundle.hnswPath);
 
   const itemNorms = shared.itemNorms;

@@ -149,7 +149,7 @@ test('inconsistent artifacts are refused before anything is written', async () =
   assert.equal(existsSync(join(root, 'bad')), false);
 });
 
-test('a version whose embeddings float16 cannot hold is refused by name, not served as infinities', async () => {
+test('a version whose embeddings cannot be scored in its storage is refused by item, not served as infinities', async () => {
   const { buildServingModel } = await import('../../src/models/registry.js');
   const { DEFAULT_PIPELINE } = await import('../../src/config/index.js');
   const a = artifacts('wide');
@@ -162,5 +162,26 @@ test('a version whose embeddings float16 cannot hold is refused by name, not ser
     (e: Error) =>
       e instanceof RangeError &&
       /^item "b": embedding component 1 is 100000, beyond float16's range .*'f16'/.test(e.message),
+  );
+  // Any storage: a squared norm whose scores could overflow float32.
+  const b = artifacts('huge');
+  b.itemEmbeddings = Float32Array.of(1, 0, 0, 1, 1e19, 1e19);
+  const v2 = await writeVersion(root, b);
+  await assert.rejects(
+    buildServingModel(await loadBundle(v2.dir), {
+      pipeline: { ...DEFAULT_PIPELINE, exactStorage: 'f32' },
+    }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /^item "c": its embedding has a squared norm of 2e\+38/.test(e.message),
+  ); // A user's embedding is a query: the same bound, checked at load, naming the user.
+  const c = artifacts('huge-user');
+  c.userEmbeddings = Float32Array.of(0.1, 0.2, 1e19, -1e19);
+  const v3 = await writeVersion(root, c);
+  await assert.rejects(
+    buildServingModel(await loadBundle(v3.dir), { pipeline: DEFAULT_PIPELINE }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      /^user "u2": its embedding has a squared norm of 2/.test(e.message),
   );
 });

@@ -898,6 +898,25 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
   const q = new Float32Array(4);
   const rej = (p: Promise<unknown>, name: string, re: RegExp) =>
     assert.rejects(p, (e: Error) => e.name === name && re.test(e.message), `${name} ${re}`);
+  // Rows and queries whose squared norm reaches float32's range could score Infinity or
+  // NaN; 1e19 in one element of 4 is refused, 4e18 in each is not (squared norm 6.4e37).
+  bad(
+    () => index.upsert(ids, Float32Array.of(0, 0, 0, 0, 1e19, 0, 0, 0)),
+    'RangeError',
+    /vectors row 1 \(elements from 4\) has a squared norm of 1e\+38/,
+  );
+  await rej(
+    index.search(Float32Array.of(0, 0, -1e19, 0), 1),
+    'RangeError',
+    /queries row 0 .*squared norm/,
+  );
+  const wide = ExactIndex.create({ dim: 4 });
+  wide.build(ids, new Float32Array(8).fill(4e18));
+  const top = await wide.search(new Float32Array(4).fill(4e18), 2);
+  assert.ok(
+    top.scores.every((x) => x > 6e37 && Number.isFinite(x)),
+    `${top.scores}`,
+  );
   await rej(index.search([0, 0, 0, 0] as unknown as Float32Array, 1), 'TypeError', /queries/);
   await rej(index.search(new Float32Array(6), 1), 'RangeError', /queries\.length/);
   await rej(index.search(Float32Array.of(0, NaN, 0, 0), 1), 'RangeError', /queries\[1\] is NaN/);

@@ -215,8 +215,17 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
     HnswIndex.build(Uint32Array.of(1, 2), Float32Array.of(0, 0, 0, 0, 0, 0, NaN, 0), d),
     is('RangeError', /vectors\[6\] is NaN/),
   );
+  // A squared norm beyond float32's range would make inner products infinite or NaN.
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1, 2), Float32Array.of(0, 0, 0, 0, 0, 3e19, 0, 0), d),
+    is('RangeError', /vectors row 1 .*squared norm/),
+  );
   const h = await HnswIndex.build(Uint32Array.of(1, 2), v, d);
   const q = new Float32Array(d);
+  await assert.rejects(
+    h.search(Float32Array.of(1e20, 0, 0, 0), 1),
+    is('RangeError', /queries row 0/),
+  );
   await assert.rejects(h.search(q, 0), is('RangeError', /k must be/));
   await assert.rejects(h.search(q, 1, { efSearch: 0 }), is('RangeError', /efSearch/));
   await assert.rejects(h.search(new Float32Array(3), 1), is('RangeError', /queries\.length/));
