@@ -1,6 +1,6 @@
-// The standalone programs under bench/native/ that bench/README.md and the kernels' comments
-// quote: they must still compile against the kernel header they include, and f16-scan's
-// shapes must still score what the index's scans score.
+// The standalone programs under bench/native/ that bench/README.md and the native code's
+// comments quote: they must still compile against the headers and libraries they use, and
+// f16-scan's shapes must still score what the index's scans score.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -25,13 +25,16 @@ test('bench/native programs compile; f16-scan agrees with the index scan', (t) =
   const root = projectRoot();
   const dir = mkdtempSync(join(tmpdir(), 'recserve-bench-native-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const gxx = (src: string, out: string, flags: string[]) =>
-    execFileSync('g++', ['-O2', '-pthread', ...flags, join(root, src), '-o', join(dir, out)], {
-      cwd: root,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+  const gxx = (src: string, out: string, flags: string[], libs: string[] = []) =>
+    execFileSync(
+      'g++',
+      ['-O2', '-pthread', ...flags, join(root, src), '-o', join(dir, out), ...libs],
+      { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
   // The flags the files' first lines give.
   gxx('bench/native/f16-scan.cc', 'f16-scan', [...AVX512, '-mavx512dq', '-Inative']);
+  // FAISS is a static library: it is linked after the source.
+  gxx('bench/native/mips-graphs.cc', 'mips-graphs', ['-fopenmp'], ['-lfaiss', '-lopenblas']);
   gxx('bench/native/issue-rate.cc', 'issue-rate', [
     '-mfma',
     '-mavx512f',
