@@ -35,6 +35,7 @@
 
 #include "exact/exact_index.h"
 #include "exact/kernels.h"
+#include "result-checks.h"
 
 namespace {
 
@@ -99,44 +100,20 @@ class Checker {
   size_t Check(const float* q, const uint32_t* ids, const float* scores, size_t k,
                const std::vector<uint32_t>* exclude, const std::vector<uint32_t>* allow,
                bool cold_check, std::string* why) const {
-    size_t bad = 0;
-    auto fail = [&](const std::string& s) {
-      if (why->empty()) *why = s;
-      bad++;
-    };
-    // Float32 sums in another order: within d 2^-23 sum |q_j x_j| of the exact dot (|x_j|
-    // stays below ~5 for these normal draws).
-    double l1 = 0;
-    for (size_t j = 0; j < kDim; j++) l1 += std::fabs(q[j]);
-    const double tol = 1e-5 * l1 + 1e-6;
+    recserve_test::Problems fail{why};
+    // |x_j| stays below ~5 for these normal draws; the float16 rows are compared as stored.
+    const double tol = recserve_test::ScoreTolerance(q, kDim, 1);
     std::vector<uint32_t> seen;
-    size_t filled = 0;
-    for (size_t i = 0; i < k; i++) {
-      if (ids[i] == SearchResult::kNoId) {
-        if (scores[i] != -std::numeric_limits<float>::infinity()) fail("padding with a score");
-        continue;
-      }
-      if (filled != i) fail("a result after padding");
-      filled++;
+    const size_t filled =
+        recserve_test::CheckWellFormed(ids, scores, k, kN, exclude, allow, &seen, fail);
+    for (size_t i = 0; i < filled; i++) {
       const uint32_t id = ids[i];
-      if (id >= kN) {
-        fail("unknown id " + std::to_string(id));
-        continue;
-      }
-      seen.push_back(id);
-      if (i > 0 && ids[i - 1] != SearchResult::kNoId && scores[i] > scores[i - 1])
-        fail("not best first");
-      if (exclude && std::binary_search(exclude->begin(), exclude->end(), id))
-        fail("excluded id " + std::to_string(id));
-      if (allow && !std::binary_search(allow->begin(), allow->end(), id))
-        fail("id " + std::to_string(id) + " outside the allowed subset");
+      if (id >= kN) continue;
       const double da = Dot(a_, id, q), db = Dot(b_, id, q);
       if (std::fabs(scores[i] - da) > tol && std::fabs(scores[i] - db) > tol)
         fail("id " + std::to_string(id) + " scored " + std::to_string(scores[i]) +
              ", neither A (" + std::to_string(da) + ") nor B (" + std::to_string(db) + ")");
     }
-    std::sort(seen.begin(), seen.end());
-    if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) fail("an id twice");
     // At most kN - kCold ids can be missing at a time, so a full index always has k.
     if (!allow && filled < std::min(k, kCold)) fail("only " + std::to_string(filled) + " results");
     if (cold_check && filled == k) {
@@ -148,7 +125,7 @@ class Checker {
           fail("cold id " + std::to_string(id) + " beats the k-th score and is missing");
       }
     }
-    return bad;
+    return fail.count;
   }
 
  private:

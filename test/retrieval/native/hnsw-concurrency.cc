@@ -39,6 +39,7 @@
 
 #include "common/errors.h"
 #include "hnsw/hnsw_index.h"
+#include "result-checks.h"
 
 namespace {
 
@@ -87,41 +88,18 @@ struct Counts {
 size_t Check(const Vectors& vs, const float* q, const uint32_t* ids, const float* scores,
              size_t k, const std::vector<uint32_t>* exclude, const std::vector<uint32_t>* allow,
              bool exact, std::string* why) {
-  size_t bad = 0;
-  auto fail = [&](const std::string& s) {
-    if (why->empty()) *why = s;
-    bad++;
-  };
-  double l1 = 0;
-  for (size_t j = 0; j < kDim; j++) l1 += std::fabs(q[j]);
-  const double tol = 1e-5 * l1 * 5 + 1e-6;  // float32 sums in another order; |x| < ~5
+  recserve_test::Problems fail{why};
+  const double tol = recserve_test::ScoreTolerance(q, kDim, 5);  // |x| < ~5 for these draws
   std::vector<uint32_t> seen;
-  size_t filled = 0;
-  for (size_t i = 0; i < k; i++) {
-    if (ids[i] == HnswIndex::kNoId) {
-      if (scores[i] != -std::numeric_limits<float>::infinity()) fail("padding with a score");
-      continue;
-    }
-    if (filled != i) fail("a result after padding");
-    filled++;
-    const uint32_t id = ids[i];
-    if (id >= kMaxIds) {
-      fail("unknown id " + std::to_string(id));
-      continue;
-    }
-    seen.push_back(id);
-    if (i > 0 && scores[i] > scores[i - 1]) fail("not best first");
-    if (exclude && std::binary_search(exclude->begin(), exclude->end(), id))
-      fail("excluded id " + std::to_string(id));
-    if (allow && !std::binary_search(allow->begin(), allow->end(), id))
-      fail("id " + std::to_string(id) + " outside the allow list");
-    const double s = vs.Dot(id, q);
+  const size_t filled =
+      recserve_test::CheckWellFormed(ids, scores, k, kMaxIds, exclude, allow, &seen, fail);
+  for (size_t i = 0; i < filled; i++) {
+    if (ids[i] >= kMaxIds) continue;
+    const double s = vs.Dot(ids[i], q);
     if (std::fabs(scores[i] - s) > tol)
-      fail("id " + std::to_string(id) + " scored " + std::to_string(scores[i]) + ", not " +
+      fail("id " + std::to_string(ids[i]) + " scored " + std::to_string(scores[i]) + ", not " +
            std::to_string(s) + " (a torn or misplaced row)");
   }
-  std::sort(seen.begin(), seen.end());
-  if (std::adjacent_find(seen.begin(), seen.end()) != seen.end()) fail("an id twice");
   if (exact && allow) {
     std::vector<std::pair<double, uint32_t>> truth;
     for (uint32_t id : *allow)
@@ -139,7 +117,7 @@ size_t Check(const Vectors& vs, const float* q, const uint32_t* ids, const float
         fail("scan rank " + std::to_string(i) + " scored " + std::to_string(scores[i]) +
              ", brute force " + std::to_string(truth[i].first));
   }
-  return bad;
+  return fail.count;
 }
 
 std::vector<uint32_t> Range(uint32_t lo, uint32_t hi) {
