@@ -48,13 +48,12 @@ class IdRows {
       count_ += map_.insert_or_assign(id, row).second;
     }
   }
-  // Maps ids[i] to row (ids held) + i, for an index whose rows only ever grow (HNSW). The ids
+  // Maps ids[i] to first_row + i, for an index whose rows only ever grow (HNSW). The ids
   // must be absent.
-  void Append(const uint32_t* ids, size_t n) {
+  void Append(const uint32_t* ids, size_t n, size_t first_row) {
     if (n == 0) return;
-    const size_t base = count_;
-    Expect(*std::max_element(ids, ids + n), base + n);
-    for (size_t i = 0; i < n; i++) Set(ids[i], static_cast<uint32_t>(base + i));
+    Expect(*std::max_element(ids, ids + n), count_ + n);
+    for (size_t i = 0; i < n; i++) Set(ids[i], static_cast<uint32_t>(first_row + i));
   }
   void Erase(uint32_t id) {
     if (compact_) {

@@ -64,6 +64,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
     return DefineClass(env, "NativeHnswIndex",
                        {
                            InstanceMethod<&HnswWrap::Add>("add"),
+                           InstanceMethod<&HnswWrap::Remove>("remove"),
                            InstanceMethod<&HnswWrap::Search>("search"),
                            InstanceMethod<&HnswWrap::SearchSync>("searchSync"),
                            InstanceMethod<&HnswWrap::Save>("save"),
@@ -111,6 +112,19 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                                                      vecs.Data() + vecs.ElementLength());
       return Async(
           info.Env(), "recserve.hnsw.add", [engine, idv, vv] { engine->Add(*idv, *vv); },
+          [](Napi::Env env) { return env.Undefined(); });
+    });
+  }
+
+  // remove(ids): Promise<void>
+  Napi::Value Remove(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto ids = ArgUint32Array(info, 0, "ids");
+      auto engine = engine_;
+      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
+                                                         ids.Data() + ids.ElementLength());
+      return Async(
+          info.Env(), "recserve.hnsw.remove", [engine, idv] { engine->Remove(*idv); },
           [](Napi::Env env) { return env.Undefined(); });
     });
   }

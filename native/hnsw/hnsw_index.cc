@@ -90,7 +90,7 @@ int HnswIndex::Dim() const {
 }
 size_t HnswIndex::Size() const {
   std::shared_lock<std::shared_mutex> lk(mu_);
-  return ids_.size();
+  return ids_.size() - removed_count_;
 }
 
 void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& vecs) {
@@ -107,16 +107,31 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
                  " is reserved (it pads results shorter than k)");
     if (row_of_.Contains(ids[i]) || !batch.insert(ids[i]).second)
       ThrowRange("ids[" + std::to_string(i) + "]: id " + std::to_string(ids[i]) +
-                 " is already in the index (HNSW ids are add-only)");
+                 " is already in the index (remove it first to replace its vector)");
   }
   if (ids_.size() + ids.size() > static_cast<size_t>(std::numeric_limits<int>::max()))
     ThrowRange("ids: the index would exceed 2^31-1 vectors");
   // Building uses every core: it runs on a libuv worker, off the event loop.
   omp_set_num_threads(omp_get_num_procs());
   index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
-  row_of_.Append(ids.data(), ids.size());
+  row_of_.Append(ids.data(), ids.size(), ids_.size());
   ids_.insert(ids_.end(), ids.begin(), ids.end());
+  removed_.resize((ids_.size() + 63) / 64, 0);
   Reconnect();
+}
+
+void HnswIndex::Remove(const std::vector<uint32_t>& ids) {
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  for (size_t i = 0; i < ids.size(); i++)
+    if (!row_of_.Contains(ids[i]))
+      ThrowRange("ids[" + std::to_string(i) + "]: unknown id " + std::to_string(ids[i]));
+  for (const uint32_t id : ids) {
+    const uint32_t row = row_of_.Find(id);
+    if (row == IdRows::kNone) continue;  // listed twice
+    row_of_.Erase(id);
+    removed_[row >> 6] |= uint64_t{1} << (row & 63);
+    removed_count_++;
+  }
 }
 
 void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, int ef,
@@ -132,9 +147,12 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
                std::to_string(dim_) + " (it was loaded from a file meanwhile)");
   out_ids->assign(nq * k, kNoId);
   scores->assign(nq * k, -std::numeric_limits<float>::infinity());
-  if (nq == 0 || ids_.empty()) return;
-  const bool filtered = f.has_allow || !f.exclude.empty();
+  if (nq == 0 || ids_.size() == removed_count_) return;
+  // Removed rows are filtered out like excluded ones.
+  const bool filtered = f.has_allow || !f.exclude.empty() || removed_count_ > 0;
   if (use_faiss) {
+    if (removed_count_ > 0)
+      ThrowRange("impl 'faiss' cannot skip removed items (FAISS's own search has no filter here)");
     std::vector<faiss_idx> labels(nq * k, -1);
     faiss::SearchParametersHNSW params;
     params.efSearch = std::max<int>(ef, static_cast<int>(k));
@@ -146,6 +164,7 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
   }
   Admissible adm;
   if (f.has_allow) adm.set.emplace(row_of_, f.allow.data(), f.allow.size(), ids_.size());
+  if (removed_count_ > 0) adm.removed = removed_.data();
   const size_t d = static_cast<size_t>(dim_);
   // Which queries scan instead of walking; the allowed rows in storage order, for them.
   std::vector<char> scan(filtered ? nq : 0, mode == FilterMode::kScan);
@@ -201,7 +220,8 @@ bool HnswIndex::UseScan(const Admissible& adm, const std::vector<uint32_t>* ex,
                         size_t ef) const {
   const double n = static_cast<double>(ids_.size());
   const double scanned = adm.set ? static_cast<double>(adm.set->Count()) : n;
-  const double admissible = std::max(1.0, scanned - (ex ? static_cast<double>(ex->size()) : 0));
+  const double held = adm.set ? scanned : n - static_cast<double>(removed_count_);
+  const double admissible = std::max(1.0, held - (ex ? static_cast<double>(ex->size()) : 0));
   return scanned * admissible <= kScanPerWalk * static_cast<double>(ef) * n;
 }
 
@@ -219,6 +239,7 @@ void HnswIndex::ScanOne(const float* q, size_t k, const Admissible& adm,
   for (size_t i = 0; i < count; i++) {
     const int v = static_cast<int>(adm.set ? adm.rows[i] : i);
     if (i + 8 < count) __builtin_prefetch(xb + (adm.set ? adm.rows[i + 8] : i + 8) * d);
+    if (!adm.set && !adm.Allowed(v)) continue;  // removed (a set holds only held rows)
     const Node c{dot(q, xb + static_cast<size_t>(v) * d, d), v};
     if (top.size() == k && !Better(c, top.front())) continue;
     if (ex && std::binary_search(ex->begin(), ex->end(), ids_[static_cast<size_t>(v)]))
@@ -344,6 +365,8 @@ void HnswIndex::Save(const std::string& path) const {
   map.is_trained = true;
   map.ntotal = index_->ntotal;
   map.id_map.assign(ids_.begin(), ids_.end());
+  for (size_t r = 0; r < ids_.size(); r++)
+    if ((removed_[r >> 6] >> (r & 63)) & 1) map.id_map[r] = -1;
   faiss::write_index(&map, path.c_str());
   map.index = nullptr;
 }
@@ -352,11 +375,20 @@ void HnswIndex::Load(const std::string& path) {
   std::unique_ptr<faiss::Index> raw(faiss::read_index(path.c_str()));
   std::unique_ptr<faiss::IndexHNSWFlat> hnsw;
   std::vector<uint32_t> ids;
+  std::vector<uint64_t> removed;
+  size_t removed_count = 0;
   if (auto* map = dynamic_cast<faiss::IndexIDMap*>(raw.get())) {
     auto* inner = dynamic_cast<faiss::IndexHNSWFlat*>(map->index);
     if (!inner) ThrowRange("path: " + path + " holds an IndexIDMap over a non-HNSWFlat index");
     ids.reserve(map->id_map.size());
+    removed.assign((map->id_map.size() + 63) / 64, 0);
     for (faiss_idx id : map->id_map) {
+      if (id == -1) {  // a removed item's row (Save)
+        removed[ids.size() >> 6] |= uint64_t{1} << (ids.size() & 63);
+        removed_count++;
+        ids.push_back(kNoId);
+        continue;
+      }
       if (id < 0 || id > 0xFFFFFFFEll) ThrowRange("path: " + path + " holds a non-uint32 id");
       ids.push_back(static_cast<uint32_t>(id));
     }
@@ -366,6 +398,7 @@ void HnswIndex::Load(const std::string& path) {
     raw.release();
     hnsw.reset(inner);
     for (faiss_idx i = 0; i < hnsw->ntotal; i++) ids.push_back(static_cast<uint32_t>(i));
+    removed.assign((ids.size() + 63) / 64, 0);
   } else {
     ThrowRange("path: " + path + " is not an HNSW inner-product index");
   }
@@ -373,14 +406,26 @@ void HnswIndex::Load(const std::string& path) {
     ThrowRange("path: " + path + " holds an HNSW index whose metric is not inner product");
   if (static_cast<size_t>(hnsw->ntotal) != ids.size())
     ThrowRange("path: " + path + " has an id map that does not match its vectors");
+  IdRows row_of;
+  uint32_t max_id = 0;
+  for (size_t r = 0; r < ids.size(); r++)
+    if (!((removed[r >> 6] >> (r & 63)) & 1)) max_id = std::max(max_id, ids[r]);
+  row_of.Expect(max_id, ids.size() - removed_count);
+  for (size_t r = 0; r < ids.size(); r++) {
+    if ((removed[r >> 6] >> (r & 63)) & 1) continue;
+    if (row_of.Contains(ids[r]))
+      ThrowRange("path: " + path + " holds id " + std::to_string(ids[r]) + " twice");
+    row_of.Set(ids[r], static_cast<uint32_t>(r));
+  }
   std::unique_lock<std::shared_mutex> lk(mu_);
   dim_ = hnsw->d;
   m_ = hnsw->hnsw.nb_neighbors(1);
   efc_ = hnsw->hnsw.efConstruction;
   index_ = std::move(hnsw);
   ids_ = std::move(ids);
-  row_of_.Clear();
-  row_of_.Append(ids_.data(), ids_.size());
+  row_of_ = std::move(row_of);
+  removed_ = std::move(removed);
+  removed_count_ = removed_count;
   Reconnect();
 }
 

@@ -14,7 +14,7 @@
 // traversal 68 us at the same efSearch; so single queries never use a second thread.
 //
 // Every method is safe to call from any thread at any time: searches and saves share a
-// read lock, Add and Load take it exclusively. Bad arguments throw ArgumentError.
+// read lock, Add, Remove and Load take it exclusively. Bad arguments throw ArgumentError.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -45,11 +45,19 @@ class HnswIndex {
   HnswIndex& operator=(const HnswIndex&) = delete;
 
   int Dim() const;
+  // Items held: added and not removed.
   size_t Size() const;
 
-  // Adds rows of Dim() floats; ids must be new (checked, under the lock, before anything
-  // is added). The graph is reconnected afterwards (Reconnect).
+  // Adds rows of Dim() floats; ids must not be held (checked, under the lock, before
+  // anything is added; a removed id may come back). The graph is reconnected afterwards
+  // (Reconnect).
   void Add(const std::vector<uint32_t>& ids, const std::vector<float>& vecs);
+
+  // Removes held ids (all checked before any goes; an id listed twice goes once). FAISS's
+  // graph cannot drop a node, so a removed item's row stays in it as a waypoint: walks
+  // still pass through it (the graph stays connected) but never return it, and scans skip
+  // it. Visible to the next search. Its id can be added again, as a new row.
+  void Remove(const std::vector<uint32_t>& ids);
 
   // How a filtered search finds its results (see Search).
   enum class FilterMode { kAuto = 0, kGraph = 1, kScan = 2 };
@@ -69,17 +77,23 @@ class HnswIndex {
               std::vector<uint32_t>* out_ids, std::vector<float>* scores) const;
 
   // Written as a FAISS IndexIDMap over the IndexHNSWFlat, so the file is a standard FAISS
-  // index (faiss.read_index in Python reads it, external ids included).
+  // index (faiss.read_index in Python reads it, external ids included). A removed item's
+  // row is written with id -1, which FAISS's own search reports as "no result".
   void Save(const std::string& path) const;
-  // Replaces the whole index (dimension, graph and ids) with the file's.
+  // Replaces the whole index (dimension, graph, ids and removals) with the file's.
   void Load(const std::string& path);
 
  private:
-  // The allow list of one Search call in row terms; without a set every row is allowed.
+  // What one Search call may return, in row terms: the allow list's rows (without a set,
+  // every row) less the removed rows.
   struct Admissible {
     std::optional<RowSet> set;
     std::vector<uint32_t> rows;  // the set's rows in order; built only when a query scans
-    bool Allowed(int v) const { return !set || set->Has(static_cast<size_t>(v)); }
+    const uint64_t* removed = nullptr;  // HnswIndex::removed_, when any row is removed
+    bool Allowed(int v) const {
+      const auto r = static_cast<size_t>(v);
+      return (!set || set->Has(r)) && !(removed && (removed[r >> 6] >> (r & 63)) & 1);
+    }
   };
   bool UseScan(const Admissible& adm, const std::vector<uint32_t>* ex, size_t ef) const;
   void ScanOne(const float* q, size_t k, const Admissible& adm, const std::vector<uint32_t>* ex,
@@ -94,8 +108,10 @@ class HnswIndex {
   const Kernels& kernels_ = BestKernels();
   int dim_, m_, efc_;
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
-  std::vector<uint32_t> ids_;  // FAISS row -> external id
-  IdRows row_of_;              // external id -> FAISS row
+  std::vector<uint32_t> ids_;  // FAISS row -> external id (a removed row keeps its last)
+  IdRows row_of_;              // external id -> FAISS row, for the ids held
+  std::vector<uint64_t> removed_;  // a bit per row: removed
+  size_t removed_count_ = 0;
 };
 
 // FAISS labels (row numbers, -1 for none) to external ids: through `ids` (row -> id) when

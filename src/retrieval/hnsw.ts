@@ -36,7 +36,7 @@ export interface HnswSearchOptions {
    * How a filtered query finds its results. 'auto' (default) walks the graph unless the
    * admissible items are few enough that scoring each of them is cheaper than crossing the
    * others ('scan': exact results over the admissible items); 'graph' and 'scan' force one
-   * path. Ignored without exclude or allow.
+   * path. Ignored when nothing is filtered (no exclude or allow, and no id removed).
    */
   filterMode?: HnswFilterMode;
 }
@@ -107,12 +107,23 @@ export class HnswIndex {
   }
 
   /**
-   * Adds new ids (HNSW is add-only: an id already present is a RangeError, as is NO_ID,
-   * 0xFFFFFFFF, which pads short results). Runs on a native thread with every core;
-   * searches issued meanwhile wait until it finishes.
+   * Adds new ids (an id already held is a RangeError, as is NO_ID, 0xFFFFFFFF, which pads
+   * short results; to replace a vector, remove its id first). Runs on a native thread with
+   * every core; searches issued meanwhile wait until it finishes.
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));
+  }
+
+  /**
+   * Removes held ids (an unknown id is a RangeError, and then nothing is removed). The
+   * next search never returns them. FAISS's graph cannot drop a node, so each stays in the
+   * graph as a waypoint walks pass through (the graph stays connected); `size` counts the
+   * ids held, and `save` writes a removed row with id -1, which FAISS's own search reports
+   * as no result.
+   */
+  remove(ids: Uint32Array): Promise<void> {
+    return settle(() => this.native.remove(ids));
   }
 
   /**

@@ -102,6 +102,7 @@ export interface NativeHnswIndex {
   readonly dim: number;
   readonly size: number;
   add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
+  remove(ids: Uint32Array): Promise<void>;
   search(
     queries: Float32Array,
     k: number,

@@ -2,7 +2,7 @@
 // - test/retrieval/native/exact-concurrency.cc: the exact index's searches against
 //   upserts, removes, rebuilds and tuning changes;
 // - test/retrieval/native/hnsw-concurrency.cc: the HNSW index's walks and scans against
-//   adds, saves and loads (FAISS itself is not instrumented; our walk, scan, Reconnect and
+//   adds, removes, saves and loads (FAISS itself is not instrumented; our walk, scan, Reconnect and
 //   locks are).
 // Each is built with -fsanitize=..., then run. A test fails on any sanitizer report and on
 // any result that a torn row, a lost row or a broken filter would produce (each program's
@@ -101,17 +101,17 @@ for (const san of SANITIZERS) {
     }
   });
 
-  test(`HNSW index: searches racing adds, saves and loads under ${san.name}: no report, every result whole`, async () => {
+  test(`HNSW index: searches racing adds, removes, saves and loads under ${san.name}: no report, every result whole`, async () => {
     const r = await sanitized(san, 'hnsw-concurrency', HNSW_SOURCES, HNSW_LIBS, (dir) => [
       dir,
       '2',
     ]);
     const m =
-      /^hnsw writes (\d+) saves (\d+) loads (\d+) searches (\d+) results \d+ problems (\d+)/m.exec(
+      /^hnsw writes (\d+) removes (\d+) saves \d+ loads (\d+) searches (\d+) results \d+ problems (\d+)/m.exec(
         r.stdout,
       );
     assert.ok(m, r.stdout);
-    assert.ok(Number(m[1]) > 5 && Number(m[3]) > 2, `${m[0]}: too few writes to race`);
+    assert.ok(Number(m[1]) > 5 && Number(m[2]) > 2 && Number(m[3]) > 2, `${m[0]}: too few writes`);
     assert.ok(Number(m[4]) > 50, `${m[0]}: too few searches`);
     assert.equal(Number(m[5]), 0, m[0]);
     assert.match(r.stdout, /^after: problems 0$/m);

@@ -262,8 +262,27 @@ test('HNSW index: random bad arguments throw TypeError/RangeError and change not
     const present = new Set(ids);
     let failures = 0;
     for (let i = 0; i < 1500; i++) {
-      const op = rng.int(5);
-      if (op === 0) {
+      const op = rng.int(6);
+      if (op === 5) {
+        const held = [...present];
+        const gone = Uint32Array.from(
+          { length: 1 + rng.int(3) },
+          () => held[rng.int(held.length)]!,
+        );
+        const args: unknown[] = [gone];
+        mutate(rng, args);
+        try {
+          await index.remove(args[0] as Uint32Array);
+        } catch (err) {
+          assertArgumentError(err, 'remove');
+          failures++;
+          continue;
+        }
+        assert.ok(args[0] instanceof Uint32Array, `remove accepted ${describe(args[0])}`);
+        // Accepted: every id it named was held (listed twice, it goes once).
+        for (const id of new Set(args[0])) assert.ok(present.delete(id), `removed unheld ${id}`);
+        assert.equal(index.size, present.size);
+      } else if (op === 0) {
         const add = fresh(1 + rng.int(5));
         const args: unknown[] = [add, rng.uniformArray(add.length * D)];
         mutate(rng, args);

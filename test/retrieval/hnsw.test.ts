@@ -63,7 +63,7 @@ test('HNSW recall@10 >= 0.95 against exact on 100k x 64 clustered data, default 
   assert.deepEqual((await hnsw.search(queries, 10, { efSearch: 10 })).ids, narrow.ids);
 });
 
-test('HNSW small index: add, padding, add-only ids, save/load round trip', async () => {
+test('HNSW small index: add, padding, ids held once, save/load round trip', async () => {
   const rng = new Rng(22);
   const d = 16;
   const n = 2000;
@@ -188,6 +188,88 @@ test('HNSW: a walk that starts away from the entry point still reaches every ite
       assert.equal(new Set(r.ids).size - (r.ids.includes(NO_ID) ? 1 : 0), n, `seed ${seed}`);
     }
   }
+});
+
+test('HNSW remove: removed ids never come back, by any path, and survive save/load', async () => {
+  const rng = new Rng(29);
+  const d = 16;
+  const n = 4000;
+  const vecs = clustered(rng, n, d, 20);
+  const ids = Uint32Array.from({ length: n }, (_, i) => 10 * i + 3);
+  const hnsw = await HnswIndex.build(ids, vecs, d, { M: 16, efConstruction: 64 });
+  const queries = nearItems(rng, vecs, d, 40, 0.2);
+  // Each query's 5 nearest go, and every third item besides.
+  const first = await hnsw.search(queries, 5, { efSearch: 200, filterMode: 'scan' });
+  const gone = new Set<number>([...first.ids, ...ids.filter((_, i) => i % 3 === 0)]);
+  const goneIds = Uint32Array.from(gone).sort();
+  // An unknown id refuses the whole call.
+  await assert.rejects(hnsw.remove(Uint32Array.of(goneIds[0]!, 7)), {
+    name: 'RangeError',
+    message: /ids\[1\]: unknown id 7/,
+  });
+  assert.equal(hnsw.size, n);
+  await hnsw.remove(Uint32Array.from([...goneIds, goneIds[0]!])); // listed twice: goes once
+  assert.equal(hnsw.size, n - gone.size);
+  await assert.rejects(hnsw.remove(goneIds.subarray(0, 1)), /unknown id/);
+
+  const held = ids.filter((id) => !gone.has(id));
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, vecs);
+  exact.remove(goneIds);
+  const truth = (await exact.search(queries, 10)).ids;
+  const allow = Uint32Array.from(ids.filter((_, i) => i % 2 === 0)); // removed ones included
+  const none = (r: { ids: Uint32Array }, label: string) => {
+    for (const id of r.ids) assert.ok(!gone.has(id), `${label}: removed id ${id} returned`);
+  };
+  const check = async (h: HnswIndex, label: string) => {
+    // (At this size `auto` would scan: 'graph' walks.)
+    const walk = await h.search(queries, 10, { efSearch: 128, filterMode: 'graph' });
+    none(walk, `${label} walk`);
+    assert.ok(recallAt(10, truth, walk.ids, 40) >= 0.9, `${label} walk recall`);
+    const scan = await h.search(queries, 10, { allow, filterMode: 'scan' });
+    none(scan, `${label} scan`);
+    const want = await exact.search(queries, 10, { allow });
+    assert.deepEqual(scan.ids, want.ids, `${label} scan is exact`);
+    // Every row read, less the excluded: exact too (the removed rows skipped).
+    const ex = Array.from({ length: 40 }, () => held.subarray(0, 50));
+    const all = await h.search(queries, 10, { exclude: ex, filterMode: 'scan' });
+    none(all, `${label} scan without allow`);
+    assert.deepEqual(all.ids, (await exact.search(queries, 10, { exclude: ex })).ids);
+    none(await h.search(queries, 10), `${label} auto`);
+    for (const filterMode of ['graph', 'auto'] as const) {
+      none(await h.search(queries, 10, { allow, filterMode }), `${label} ${filterMode}`);
+      none(await h.search(queries, 10, { exclude: ex, filterMode }), `${label} ${filterMode}`);
+    }
+    // Everything held is still reachable through the removed waypoints, and only that.
+    const wide = await h.search(queries.subarray(0, d), n, { efSearch: n, filterMode: 'graph' });
+    assert.deepEqual(
+      [...wide.ids].filter((x) => x !== NO_ID).sort((a, b) => a - b),
+      [...held].sort((a, b) => a - b),
+      `${label}: a full-width walk returns exactly the held ids`,
+    );
+    await assert.rejects(h.search(queries, 1, { impl: 'faiss' }), /removed/);
+  };
+  await check(hnsw, 'after remove');
+
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-remove-'));
+  try {
+    await hnsw.save(join(dir, 'r.faiss'));
+    const loaded = await HnswIndex.load(join(dir, 'r.faiss'));
+    assert.equal(loaded.size, n - gone.size);
+    await check(loaded, 'after save/load');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // A removed id comes back as a new row with a new vector.
+  const back = goneIds[0]!;
+  const v = new Float32Array(d).fill(50);
+  await hnsw.add(Uint32Array.of(back), v);
+  assert.equal(hnsw.size, n - gone.size + 1);
+  const top = await hnsw.search(v, 1);
+  assert.equal(top.ids[0], back);
+  assert.ok(Math.abs(top.scores[0]! - 50 * 50 * d) < 1);
+  await assert.rejects(hnsw.add(Uint32Array.of(back), v), /already in the index/);
 });
 
 test('HNSW bad arguments reject with TypeError/RangeError naming the argument', async () => {

@@ -7,9 +7,11 @@
 // FAISS itself is not instrumented: what is checked is our code and our locks.
 //
 // Every id has one vector, drawn from its id, so any thread can recompute what an id
-// scores. The index always holds ids 0 .. c-1 for some c >= kCold: a writer adds the next
-// ids in batches, saves the index now and then, and loads either the file it just saved or
-// an older one (which takes c back; the next adds bring the same ids again). Searchers on
+// scores. The index always holds ids 0 .. c-1 for some c >= kCold, less a few removed: a
+// writer adds the next ids in batches, removes up to 20 ids past kCold and adds them back
+// a step later, saves the index now and then, and loads either the file it just saved or
+// an older one (which takes c and the removals back; the next adds bring the same ids
+// again). Searchers on
 // other threads run single queries and batches (split over the pool), unfiltered and
 // filtered (walk, scan and auto, with exclusions and allow lists), and one of them saves
 // the index to its own file now and then. Each result must be well formed (distinct ids,
@@ -19,12 +21,13 @@
 // force.
 //
 // After the race, on one thread: the searcher's last file loads; a walk as wide as the
-// index returns every id; and a search sized for the old dimension, issued after a load of
-// a file with another one, is refused (ArgumentError) rather than read past its queries.
+// index returns every id held and no other; and a search sized for the old dimension,
+// issued after a load of a file with another one, is refused (ArgumentError) rather than
+// read past its queries.
 //
-// Prints "hnsw writes W saves S loads L searches Q results R problems P" (and the first
-// problem's description), then "after: ..." for the checks that follow; exits 1 on any
-// problem. Usage: hnsw-concurrency DIR [seconds, default 2]
+// Prints "hnsw writes W removes X saves S loads L searches Q results R problems P" (and
+// the first problem's description), then "after: ..." for the checks that follow; exits 1
+// on any problem. Usage: hnsw-concurrency DIR [seconds, default 2]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -80,7 +83,8 @@ struct Vectors {
 };
 
 struct Counts {
-  std::atomic<uint64_t> writes{0}, saves{0}, loads{0}, searches{0}, results{0}, problems{0};
+  std::atomic<uint64_t> writes{0}, removes{0}, saves{0}, loads{0}, searches{0}, results{0},
+      problems{0};
 };
 
 // Problems with one query's k results; `exact` compares them with brute force over the
@@ -156,12 +160,35 @@ int main(int argc, char** argv) {
     if (first_why.empty()) first_why = why;
   };
 
+  // What the writer left: ids [0, held_to) less `removed`.
+  uint32_t held_to = kCold;
+  std::vector<uint32_t> removed;
   std::thread writer([&] {
     std::mt19937 r(777);
     uint32_t next = kCold;
-    std::vector<std::pair<std::string, uint32_t>> files;  // path, ids it holds
+    std::vector<uint32_t> out;  // removed, to come back at the next step
+    struct File {
+      std::string path;
+      uint32_t next;
+      std::vector<uint32_t> out;
+    };
+    std::vector<File> files;
     try {
       for (size_t step = 0; !stop.load(); step++) {
+        if (!out.empty()) {
+          // Removed ids come back, with the same vectors (as new rows).
+          std::vector<float> rows;
+          for (uint32_t id : out) rows.insert(rows.end(), vs.Of(id), vs.Of(id) + kDim);
+          index.Add(out, rows);
+          out.clear();
+          counts.writes++;
+        } else if (step % 2 == 1 && next > kCold + 100) {
+          for (int i = 0; i < 20; i++) out.push_back(kCold + r() % (next - kCold));
+          std::sort(out.begin(), out.end());
+          out.erase(std::unique(out.begin(), out.end()), out.end());
+          index.Remove(out);
+          counts.removes++;
+        }
         if (next + kBatch <= kMaxIds) {
           AddRange(index, vs, next, next + kBatch);
           next += kBatch;
@@ -172,19 +199,23 @@ int main(int argc, char** argv) {
           index.Save(path);
           counts.saves++;
           files.erase(std::remove_if(files.begin(), files.end(),
-                                     [&](const auto& f) { return f.first == path; }),
+                                     [&](const File& f) { return f.path == path; }),
                       files.end());
-          files.emplace_back(path, next);
-          // The file just saved, or an older one (the index shrinks back to its ids).
-          const auto& f = files[r() % files.size()];
-          index.Load(f.first);
-          next = f.second;
+          files.push_back({path, next, out});
+          // The file just saved, or an older one (the index goes back to its ids and
+          // removals).
+          const File& f = files[r() % files.size()];
+          index.Load(f.path);
+          next = f.next;
+          out = f.out;
           counts.loads++;
         }
       }
     } catch (const std::exception& e) {
       note(1, std::string("writer: ") + e.what());
     }
+    held_to = next;
+    removed = out;
   });
 
   std::vector<std::thread> searchers;
@@ -259,9 +290,10 @@ int main(int argc, char** argv) {
   writer.join();
   for (auto& s : searchers) s.join();
 
-  std::printf("hnsw writes %llu saves %llu loads %llu searches %llu results %llu problems %llu"
-              "%s%s\n",
-              (unsigned long long)counts.writes, (unsigned long long)counts.saves,
+  std::printf("hnsw writes %llu removes %llu saves %llu loads %llu searches %llu results %llu "
+              "problems %llu%s%s\n",
+              (unsigned long long)counts.writes, (unsigned long long)counts.removes,
+              (unsigned long long)counts.saves,
               (unsigned long long)counts.loads, (unsigned long long)counts.searches,
               (unsigned long long)counts.results, (unsigned long long)counts.problems,
               first_why.empty() ? "" : ": ", first_why.c_str());
@@ -281,20 +313,26 @@ int main(int argc, char** argv) {
       other.Load(dir + "/s0.index");
       if (other.Size() < kCold) fail("the searcher's file holds " + std::to_string(other.Size()));
     }
-    // A walk as wide as the index returns every id (Reconnect after each add and load).
+    // A walk as wide as the index returns every id held (Reconnect after each add and
+    // load; removed rows are waypoints), and no other.
+    std::vector<uint32_t> held;
+    for (uint32_t id = 0; id < held_to; id++)
+      if (!std::binary_search(removed.begin(), removed.end(), id)) held.push_back(id);
     const size_t n = index.Size();
+    if (n != held.size())
+      fail("size " + std::to_string(n) + ", but " + std::to_string(held.size()) + " ids held");
     std::vector<float> q(vs.Of(3), vs.Of(3) + kDim);
     std::vector<uint32_t> ids;
     std::vector<float> scores;
-    index.Search(q, 1, n, static_cast<int>(n), 1, false, IdFilters{},
-                 HnswIndex::FilterMode::kAuto, &ids, &scores);
+    index.Search(q, 1, held.size(), static_cast<int>(kMaxIds), 1, false, IdFilters{},
+                 HnswIndex::FilterMode::kGraph, &ids, &scores);
     std::vector<uint32_t> got(ids.begin(), ids.end());
     std::sort(got.begin(), got.end());
-    if (got != Range(0, static_cast<uint32_t>(n)))
+    if (got != held)
       fail("a full-width walk returned " +
            std::to_string(std::count_if(ids.begin(), ids.end(),
                                         [](uint32_t id) { return id != HnswIndex::kNoId; })) +
-           " of " + std::to_string(n) + " ids");
+           " ids of the " + std::to_string(held.size()) + " held");
     // A search sized for dim 16, after a load of a dim-8 file, is refused.
     HnswIndex narrow(8, 16, 40);
     narrow.Add(Range(0, 50), std::vector<float>(50 * 8, 0.5f));
