@@ -98,6 +98,7 @@ export class HnswIndex {
   get dim(): number {
     return this.native.dim;
   }
+  /** Ids held: added and not removed. */
   get size(): number {
     return this.native.size;
   }
