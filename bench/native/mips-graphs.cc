@@ -11,11 +11,11 @@
 //           "Speeding up the Xbox recommender system using a Euclidean transformation for
 //           inner-product spaces", RecSys 2014).
 // Queries are rows of the set itself (the similar-items case); the truth is IndexFlatIP.
-// Prints recall@10 and microseconds per query (one thread, FAISS's own search) for
-// efSearch 16 to 256.
+// Prints recall@k (default 10) and microseconds per query (one thread, FAISS's own search)
+// for efSearch 16 to 1024.
 //
 //   g++ -O2 -fopenmp bench/native/mips-graphs.cc -o /tmp/mips-graphs -lfaiss -lopenblas
-//   /tmp/mips-graphs ROWS.f32 DIM [N rows, default all] [M 16] [efConstruction 40]
+//   /tmp/mips-graphs ROWS.f32 DIM [N rows, default all] [M 16] [efConstruction 40] [k 10]
 //
 // ROWS.f32 is raw float32 rows, as a model version's item_embeddings.f32.
 #include <faiss/IndexFlat.h>
@@ -54,7 +54,7 @@ double Recall(const std::vector<Label>& truth, const std::vector<Label>& got, si
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: mips-graphs ROWS.f32 DIM [N] [M] [efConstruction]\n");
+    std::fprintf(stderr, "usage: mips-graphs ROWS.f32 DIM [N] [M] [efConstruction] [k]\n");
     return 2;
   }
   const size_t d = std::strtoul(argv[2], nullptr, 10);
@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
                             : rows_in_file;
   const int m = argc > 4 ? std::atoi(argv[4]) : 16;
   const int efc = argc > 5 ? std::atoi(argv[5]) : 40;
+  const size_t k = argc > 6 ? std::strtoul(argv[6], nullptr, 10) : 10;
   std::vector<float> x(n * d);
   if (std::fread(x.data(), 4, x.size(), f) != x.size()) {
     std::fprintf(stderr, "short read from %s\n", argv[1]);
@@ -114,7 +115,7 @@ int main(int argc, char** argv) {
   // The cosine graph's links, scored with the raw rows.
   std::memcpy(dynamic_cast<faiss::IndexFlat*>(cosine.storage)->get_xb(), x.data(), x.size() * 4);
 
-  const size_t nq = std::min<size_t>(500, n), k = 10;
+  const size_t nq = std::min<size_t>(500, n);
   std::mt19937 rng(5);
   std::vector<float> q(nq * d), q_lifted(nq * (d + 1), 0.f);
   for (size_t i = 0; i < nq; i++) {
@@ -129,8 +130,8 @@ int main(int argc, char** argv) {
   flat.search(static_cast<Label>(nq), q.data(), static_cast<Label>(k), dist.data(), truth.data());
 
   omp_set_num_threads(1);
-  std::printf("\nefSearch  graph   recall@10  us/query\n");
-  for (int ef : {16, 32, 64, 128, 256}) {
+  std::printf("\nefSearch  graph   recall@%-3zu us/query\n", k);
+  for (int ef : {16, 32, 64, 128, 256, 1024}) {
     for (auto& g : graphs) {
       g.index->hnsw.efSearch = ef;
       const float* queries = g.index == &l2 ? q_lifted.data() : q.data();
