@@ -88,6 +88,11 @@ export interface BuildOptions {
   ranker?: false | { epochs?: number; maxExamples?: number; hidden?: number[] };
   /** 'auto' (default): build HNSW when the native addon has FAISS; 'require'; 'off'. */
   hnsw?: 'auto' | 'require' | 'off';
+  /**
+   * The HNSW graph's degree and build beam. Default: the index's (M 32, efConstruction 80),
+   * or M 16 / efConstruction 40 from LARGE_CATALOG items.
+   */
+  hnswParams?: { M?: number; efConstruction?: number };
   /** Evaluate at most this many held-out users for the recorded metrics (default 2000). */
   evalUsers?: number;
   seed?: number;
@@ -209,10 +214,15 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
       const ids = new Uint32Array(numItems);
       for (let i = 0; i < numItems; i++) ids[i] = i;
       // Graph construction dominates large builds; a sparser graph (M 16, efConstruction
-      // 40) builds several times faster there, at a small recall cost that efSearch
-      // buys back at query time.
-      const hnswOpts: { M?: number; efConstruction?: number } =
-        numItems >= LARGE_CATALOG ? { M: 16, efConstruction: 40 } : {};
+      // 40) builds several times faster there. efSearch buys its recall back for the
+      // first ranks only: on the 1M reference bundle recall@10 reaches 1.0 but recall@100
+      // stays below 0.7 at any efSearch, which also caps walks under a filter; M 32 lifts
+      // that ceiling to 0.96 or more for 2-4x the build time (bench/README.md, "Deep
+      // ranks on the reference bundle's graph"). --hnsw-m / --hnsw-ef-construction choose.
+      const hnswOpts: { M?: number; efConstruction?: number } = {
+        ...(numItems >= LARGE_CATALOG && { M: 16, efConstruction: 40 }),
+        ...opts.hnswParams,
+      };
       const index = await HnswIndex.build(ids, als.itemFactors, dim, hnswOpts);
       hnswParams = hnswOpts;
       writeHnsw = (path) => index.save(path);

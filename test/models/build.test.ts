@@ -137,6 +137,35 @@ test('build rejects bad arguments with the option named', () => {
   const r2 = recserve('build-demo', '--repo', root, '--items', 'lots');
   assert.notEqual(r2.status, 0);
   assert.match(r2.stderr, /--items must be a positive integer/);
+  // Refused here, not by the addon inside the build (where HNSW would be skipped quietly).
+  const r3 = recserve('build-demo', '--repo', root, '--hnsw-m', '1');
+  assert.notEqual(r3.status, 0);
+  assert.match(r3.stderr, /--hnsw-m must be an integer in \[2, 512\], got "1"/);
+});
+
+test('--hnsw-m and --hnsw-ef-construction set the graph a version is built with', async () => {
+  const repo = join(root, 'graph');
+  const r = recserve(
+    'build-demo',
+    '--repo',
+    repo,
+    '--quiet',
+    '--no-ranker',
+    ...tiny,
+    '--hnsw-m',
+    '8',
+    '--hnsw-ef-construction',
+    '24',
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const dir = JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string;
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  assert.deepEqual(config.training.hnsw, { M: 8, efConstruction: 24 });
+  // And the version's graph loads.
+  const { HnswIndex } = await import('../../src/retrieval/hnsw.js');
+  const b = await loadBundle(dir);
+  const h = await HnswIndex.load(b.hnswPath);
+  assert.equal(h.size, 400);
 });
 
 test('--ranker-hidden sets the deep tower the ranker is trained and exported with', async () => {
