@@ -108,7 +108,7 @@ class HnswIndex {
   const Kernels& kernels_ = BestKernels();
   int dim_, m_, efc_;
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
-  std::vector<uint32_t> ids_;  // FAISS row -> external id (a removed row keeps its last)
+  std::vector<uint32_t> ids_;  // FAISS row -> external id (stale for a removed row)
   IdRows row_of_;              // external id -> FAISS row, for the ids held
   std::vector<uint64_t> removed_;  // a bit per row: removed
   size_t removed_count_ = 0;
