@@ -174,8 +174,8 @@ const BUILD_HELP = `usage: recserve build --source synthetic|movielens|files [op
   files:      --interactions FILE [--items-file FILE]   (CSV with header, or .jsonl)
   training:   --factors N --iterations N --reg X --alpha X --threads N (ALS workers; default 2 from 1M observations)
               --no-ranker --ranker-epochs N --ranker-examples N --no-hnsw
-              --hnsw-m N --hnsw-ef-construction N (graph degree and build beam; default 32 and 80,
-                16 and 40 from 200k items: builds several times faster, recalls less past the first ranks)
+              --hnsw-m N --hnsw-ef-construction N (HNSW degree and build beam; default 32, 80;
+                16, 40 from 200k items: builds several times faster, finds less past the top 10)
               --ranker-hidden W1,W2,... (deep tower widths; default 64,32; the seed's: 1024,512,256,128)
   output:     --repo DIR (default <project>/models) --name NAME (default recserve) --version N`;
 
