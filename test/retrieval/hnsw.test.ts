@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HnswIndex } from '../../src/retrieval/hnsw.js';
@@ -259,6 +259,31 @@ test('HNSW remove: removed ids never come back, by any path, and survive save/lo
     await check(loaded, 'after save/load');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+
+  // Files from other writers: FAISS writes an IndexIDMap's ids last, as int64s, so the last
+  // 8 bytes are the last row's id. -1 there is a removed row; an id held twice, or any other
+  // negative, is refused.
+  const dir2 = mkdtempSync(join(tmpdir(), 'recserve-hnsw-ids-'));
+  try {
+    const small = await HnswIndex.build(Uint32Array.of(1, 2, 3), clustered(rng, 3, d, 1), d);
+    const file = join(dir2, 's.faiss');
+    await small.save(file);
+    const bytes = readFileSync(file);
+    const lastId = (id: bigint) => {
+      const b = Buffer.from(bytes);
+      b.writeBigInt64LE(id, b.length - 8);
+      writeFileSync(file, b);
+      return HnswIndex.load(file);
+    };
+    assert.equal((await lastId(3n)).size, 3);
+    const dropped = await lastId(-1n);
+    assert.equal(dropped.size, 2);
+    assert.ok(!(await dropped.search(new Float32Array(d).fill(1), 3)).ids.includes(3));
+    await assert.rejects(lastId(1n), /holds id 1 twice/);
+    await assert.rejects(lastId(-2n), /non-uint32 id/);
+  } finally {
+    rmSync(dir2, { recursive: true, force: true });
   }
 
   // A removed id comes back as a new row with a new vector.
