@@ -6,6 +6,9 @@
 //   npm run bench:hnsw-filters [-- --quick] [-- --json] [-- --ef 64] [-- --queries 300]
 //                              [-- --bundle models/recserve/1]
 //
+// Then, unfiltered: recall@100 at ef, 4 ef and 16 ef (how deep the graph reaches), and the
+// walk after HnswIndex.remove of 1% and then 11% of the items.
+//
 // Filters: 'random' admits a random share of the items; 'region' the share furthest along
 // one direction of the space (a category whose items sit together, away from many queries);
 // 'history' excludes per query its own unfiltered top 20 and 200 random items (a user's
@@ -160,6 +163,49 @@ const history = Array.from({ length: nq }, (_, q) => {
 });
 measure('history', 1 - 220 / n, (q) => ({ exclude: [history[q]!] }));
 
+// Before the removals below.
+const reach = reachable();
+
+// Deep ranks: recall@100 of the unfiltered walk at ef, 4 ef and 16 ef. Where it stops
+// rising, a filter whose answers sit at those ranks cannot be walked to either (bench/README,
+// "Deep ranks on the reference bundle's graph").
+const DEEP = 100;
+const truthDeep = exact.searchSync(queries, DEEP).ids;
+// (A search's beam is at least k wide, so efSearch starts at 100 here.)
+const deep = [ef, 4 * ef, 16 * ef].map((e0) => {
+  const e = Math.max(e0, DEEP);
+  const got = new Uint32Array(nq * DEEP);
+  const ts = nowMs();
+  for (let q = 0; q < nq; q++)
+    got.set(hnsw.searchSync(one(q), DEEP, { efSearch: e, threads: 1 }).ids, q * DEEP);
+  const us = ((nowMs() - ts) * 1000) / nq;
+  return { ef_search: e, us_per_query: us, recall_at_100: recallAtK(truthDeep, got, nq, DEEP) };
+});
+
+// Removed items (HnswIndex.remove): the unfiltered walk's time and recall@10 against the
+// exact index over the items held, after removing a random 1% of the items, then 10% more.
+// Last, since it changes the index.
+const removed: { share: number; us_per_query: number; recall_at_10: number }[] = [];
+{
+  const pick = new Rng(34);
+  const gone = new Set<number>();
+  for (const add of [0.01, 0.1]) {
+    const more = Uint32Array.from(ids.filter((id) => !gone.has(id) && pick.next() < add));
+    await hnsw.remove(more);
+    for (const id of more) gone.add(id);
+    const held = Uint32Array.from(gone).sort();
+    const truth = new Uint32Array(nq * K);
+    for (let q = 0; q < nq; q++)
+      truth.set(exact.searchSync(one(q), K, { exclude: [held] }).ids, q * K);
+    const r = run(() => ({ efSearch: ef, threads: 1 }));
+    removed.push({
+      share: gone.size / n,
+      us_per_query: r.us,
+      recall_at_10: recallAtK(truth, r.ids, nq, K),
+    });
+  }
+}
+
 const out = {
   bench: 'hnsw-filters',
   date: new Date().toISOString(),
@@ -171,11 +217,15 @@ const out = {
   bundle: bundle ?? null,
   /** --bundle: seconds to load its HNSW index (the addon reconnects the graph on load). */
   load_seconds: loadSeconds,
-  reachable: reachable(),
+  reachable: reach,
   unfiltered_us_per_query: unfiltered.us,
   unfiltered_recall_at_10: unfilteredRecall,
   seconds: (nowMs() - t0) / 1000,
   results: rows,
+  /** Unfiltered walks at ef, 4 ef and 16 ef: recall@100 against the exact index. */
+  deep,
+  /** Unfiltered walks after removing that share of the items: recall@10 over the held. */
+  removed,
 };
 if (args.json) {
   console.log(JSON.stringify(out));
@@ -190,6 +240,16 @@ if (args.json) {
   printTable(
     ['filter', 'share', 'path', 'us/query', 'recall@10'],
     rows.map((r) => [r.filter, r.share, r.path, r.us_per_query, r.recall_at_10]),
+  );
+  console.log('\nunfiltered walks, deeper ranks:');
+  printTable(
+    ['efSearch', 'us/query', 'recall@100'],
+    deep.map((r) => [r.ef_search, r.us_per_query, r.recall_at_100]),
+  );
+  console.log('\nunfiltered walks after remove():');
+  printTable(
+    ['removed', 'us/query', 'recall@10'],
+    removed.map((r) => [r.share, r.us_per_query, r.recall_at_10]),
   );
   console.log(`\n${out.seconds.toFixed(1)} s`);
 }
