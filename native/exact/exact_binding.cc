@@ -33,6 +33,31 @@ void CheckHalfRange(const float* p, size_t n) {
   }
 }
 
+// What build and upsert accept as rows: finite, within the squared-norm bound
+// (CheckRowValues), and for float16 storage within its range.
+void CheckVectors(const float* p, size_t rows, size_t dim, Storage storage) {
+  CheckRowValues(p, rows, dim, "vectors");
+  if (storage == Storage::F16) CheckHalfRange(p, rows * dim);
+}
+
+// checkVectors(vectors, dim, storage): the same check without an index, for callers that
+// must refuse rows before they become queries or items (a model version's embeddings).
+Napi::Value CheckVectorsJs(const Napi::CallbackInfo& info) {
+  return Guard(info.Env(), [&]() -> Napi::Value {
+    auto vecs = ArgFloat32Array(info, 0, "vectors");
+    const size_t d = static_cast<size_t>(ArgInt(info, 1, "dim", 1, 65536));
+    const std::string storage = ArgString(info, 2, "storage");
+    if (storage != "f32" && storage != "f16")
+      ThrowRange("storage must be 'f32' or 'f16', got '" + storage + "'");
+    if (vecs.ElementLength() % d != 0)
+      ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
+                 ") must be a multiple of dim (" + std::to_string(d) + ")");
+    CheckVectors(vecs.Data(), vecs.ElementLength() / d, d,
+                 storage == "f16" ? Storage::F16 : Storage::F32);
+    return info.Env().Undefined();
+  });
+}
+
 // setTuning's fields (and the tuning getter's): JS name, ExactTuning member, accepted range.
 struct TuningField {
   const char* key;
@@ -195,8 +220,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
                  ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
                  " x " + std::to_string(d) + ")");
-    CheckRowValues(vecs.Data(), ids.ElementLength(), d, "vectors");
-    if (index_->StorageKind() == Storage::F16) CheckHalfRange(vecs.Data(), vecs.ElementLength());
+    CheckVectors(vecs.Data(), ids.ElementLength(), d, index_->StorageKind());
     return {ids, vecs};
   }
 
@@ -305,6 +329,7 @@ void InitExact(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeExactIndex", ExactIndexWrap::Define(env));
   exports.Set("exactKernel", Napi::String::New(env, BestKernels().name));
   exports.Set("exactHasSgemm", Napi::Boolean::New(env, ExactIndex::HasSgemm()));
+  exports.Set("checkVectors", Napi::Function::New(env, CheckVectorsJs, "checkVectors"));
 }
 
 }  // namespace recserve

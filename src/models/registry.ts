@@ -45,8 +45,22 @@ export interface BuildOptions {
   exactThreads?: number;
 }
 
-/** Squared norm from which the indexes refuse a query (native/common/napi_args.h). */
-const MAX_SQUARED_NORM = 0.25 * 3.4028234663852886e38;
+/**
+ * The exact index's value errors name a flat position ("vectors[i] is ...") or a row
+ * ("vectors row r (elements from i) has ..."); an MLOps engineer needs the item or user.
+ * `who(row)` names the row's owner. Other errors pass through.
+ */
+function nameOwner(e: unknown, dim: number, who: (row: number) => string, note = ''): never {
+  const msg = e instanceof RangeError ? e.message : '';
+  const row = /^vectors row (\d+) \(elements from \d+\) (.*)$/.exec(msg);
+  if (row) throw new RangeError(`${who(Number(row[1]))}: its embedding ${row[2]}`);
+  const at = /^vectors\[(\d+)\] (.*)$/.exec(msg);
+  if (!at) throw e;
+  const pos = Number(at[1]);
+  throw new RangeError(
+    `${who(Math.floor(pos / dim))}: embedding component ${pos % dim} ${at[2]}${note}`,
+  );
+}
 
 /**
  * User embeddings are the collaborative queries: one the indexes would refuse (its scores
@@ -55,19 +69,16 @@ const MAX_SQUARED_NORM = 0.25 * 3.4028234663852886e38;
  */
 function checkUserEmbeddings(bundle: ModelBundle): void {
   const { dim, userEmbeddings, coldUserEmbedding, userIds } = bundle;
-  const squared = (v: Float32Array, at: number) => {
-    let s = 0;
-    for (let j = 0; j < dim; j++) s += v[at + j]! * v[at + j]!;
-    return s;
-  };
-  for (let u = 0; u * dim < userEmbeddings.length; u++)
-    if (!(squared(userEmbeddings, u * dim) < MAX_SQUARED_NORM))
-      throw new RangeError(
-        `user ${JSON.stringify(userIds[u])}: its embedding has a squared norm of ` +
-          `${squared(userEmbeddings, u * dim).toPrecision(3)}, too large for float32 scores`,
-      );
-  if (!(squared(coldUserEmbedding, 0) < MAX_SQUARED_NORM))
-    throw new RangeError('the cold-start user embedding is too large for float32 scores');
+  try {
+    ExactIndex.checkVectors(userEmbeddings, dim);
+  } catch (e) {
+    nameOwner(e, dim, (u) => `user ${JSON.stringify(userIds[u])}`);
+  }
+  try {
+    ExactIndex.checkVectors(coldUserEmbedding, dim);
+  } catch (e) {
+    nameOwner(e, dim, () => 'the cold-start user');
+  }
 }
 
 export async function buildServingModel(
@@ -94,17 +105,11 @@ export async function buildServingModel(
   try {
     exact.build(ids, shared.itemEmbeddings);
   } catch (e) {
-    // The index names a flat position or a row; an MLOps engineer needs the item.
-    const msg = (e as Error).message;
-    const at = /^vectors\[(\d+)\] (.*)$/.exec(msg);
-    const row = /^vectors row (\d+) \(elements from \d+\) (.*)$/.exec(msg);
-    if (!(e instanceof RangeError) || !(at || row)) throw e;
-    const item = (r: number) => `item ${JSON.stringify(items.ids[r])}`;
-    if (row) throw new RangeError(`${item(Number(row[1]))}: its embedding ${row[2]}`);
-    const pos = Number(at![1]);
-    throw new RangeError(
-      `${item(Math.floor(pos / dim))}: embedding component ${pos % dim} ${at![2]} ` +
-        `(pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
+    nameOwner(
+      e,
+      dim,
+      (r) => `item ${JSON.stringify(items.ids[r])}`,
+      ` (pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
     );
   }
   checkUserEmbeddings(bundle);

@@ -85,6 +85,16 @@ export class ExactIndex {
     return new ExactIndex(native);
   }
 
+  /**
+   * Checks rows of `dim` floats as build and upsert would, without an index: a RangeError
+   * names the first NaN or infinite element ("vectors[i] ..."), the first row whose squared
+   * norm could overflow a float32 score ("vectors row r ..."), or for 'f16' the first value
+   * beyond ±65504.
+   */
+  static checkVectors(vectors: Float32Array, dim: number, storage: Storage = 'f32'): void {
+    loadNative().checkVectors(vectors, dim, storage);
+  }
+
   get dim(): number {
     return this.native.dim;
   }

@@ -139,6 +139,8 @@ export interface NativeAddon {
   exactKernel: string;
   /** Whether this build has the sgemm path of the exact index. */
   exactHasSgemm: boolean;
+  /** Throws what the exact index's build would for these rows (see ExactIndex.checkVectors). */
+  checkVectors(vectors: Float32Array, dim: number, storage: string): void;
   NativeExactIndex: new (
     dim: number,
     storage: string,
