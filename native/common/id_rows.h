@@ -62,12 +62,6 @@ class IdRows {
       count_ -= map_.erase(id);
     }
   }
-  void Clear() {
-    table_.clear();
-    map_.clear();
-    compact_ = true;
-    count_ = 0;
-  }
 
  private:
   // Widens the table to hold `id` when that keeps it compact; false otherwise.
@@ -90,36 +84,53 @@ class IdRows {
   size_t count_ = 0;
 };
 
-// The rows an allow list admits, out of `rows` rows: ids the index does not hold admit
-// nothing, and an id listed twice counts once.
-class RowSet {
+// A bit per row, and how many are set: an allow list's rows (RowSet) or the HNSW index's
+// removed rows.
+class RowBits {
  public:
-  RowSet(const IdRows& map, const uint32_t* ids, size_t n, size_t rows)
-      : bits_((rows + 63) / 64, 0) {
-    for (size_t i = 0; i < n; i++) {
-      const uint32_t r = map.Find(ids[i]);
-      if (r == IdRows::kNone) continue;
-      uint64_t& word = bits_[r >> 6];
-      const uint64_t bit = uint64_t{1} << (r & 63);
-      count_ += (word & bit) == 0;
-      word |= bit;
-    }
+  explicit RowBits(size_t rows = 0) : words_((rows + 63) / 64, 0) {}
+  // Room for `rows` rows; new rows are clear.
+  void Resize(size_t rows) { words_.resize((rows + 63) / 64, 0); }
+  bool Has(size_t row) const { return (words_[row >> 6] >> (row & 63)) & 1; }
+  void Set(size_t row) {
+    uint64_t& word = words_[row >> 6];
+    const uint64_t bit = uint64_t{1} << (row & 63);
+    count_ += (word & bit) == 0;
+    word |= bit;
   }
-  bool Has(size_t row) const { return (bits_[row >> 6] >> (row & 63)) & 1; }
   size_t Count() const { return count_; }
-  // The admitted rows in storage order.
+  // The set rows in order.
   std::vector<uint32_t> Rows() const {
     std::vector<uint32_t> out;
     out.reserve(count_);
-    for (size_t w = 0; w < bits_.size(); w++)
-      for (uint64_t b = bits_[w]; b != 0; b &= b - 1)
+    for (size_t w = 0; w < words_.size(); w++)
+      for (uint64_t b = words_[w]; b != 0; b &= b - 1)
         out.push_back(static_cast<uint32_t>(w * 64 + static_cast<size_t>(__builtin_ctzll(b))));
     return out;
   }
 
  private:
-  std::vector<uint64_t> bits_;
+  std::vector<uint64_t> words_;
   size_t count_ = 0;
+};
+
+// The rows an allow list admits, out of `rows` rows: ids the index does not hold admit
+// nothing, and an id listed twice counts once.
+class RowSet {
+ public:
+  RowSet(const IdRows& map, const uint32_t* ids, size_t n, size_t rows) : bits_(rows) {
+    for (size_t i = 0; i < n; i++) {
+      const uint32_t r = map.Find(ids[i]);
+      if (r != IdRows::kNone) bits_.Set(r);
+    }
+  }
+  bool Has(size_t row) const { return bits_.Has(row); }
+  size_t Count() const { return bits_.Count(); }
+  // The admitted rows in storage order.
+  std::vector<uint32_t> Rows() const { return bits_.Rows(); }
+
+ private:
+  RowBits bits_;
 };
 
 }  // namespace recserve

@@ -81,17 +81,15 @@ struct ParsedSearch {
   std::vector<float> queries;
   size_t nq = 0;
   size_t k = 0;
-  std::vector<std::vector<uint32_t>> exclude;
-  std::vector<uint32_t> allow;
-  bool has_allow = false;
+  IdFilters filters;
 
   SearchRequest Request() const {
     SearchRequest r;
     r.queries = queries.data();
     r.nq = nq;
     r.k = k;
-    r.exclude = &exclude;
-    r.allow = has_allow ? &allow : nullptr;
+    r.exclude = &filters.exclude;
+    r.allow = filters.has_allow ? &filters.allow : nullptr;
     return r;
   }
 };
@@ -106,10 +104,7 @@ ParsedSearch ParseSearch(const Napi::CallbackInfo& info, size_t dim) {
     ThrowRange("queries x k is too large (" + std::to_string(p.nq) + " x " +
                std::to_string(p.k) + ")");
   p.queries.assign(q.Data(), q.Data() + q.ElementLength());
-  IdFilters f = ArgIdFilters(info, 2, 3, p.nq);
-  p.exclude = std::move(f.exclude);
-  p.allow = std::move(f.allow);
-  p.has_allow = f.has_allow;
+  p.filters = ArgIdFilters(info, 2, 3, p.nq);
   return p;
 }
 

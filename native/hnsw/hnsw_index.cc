@@ -90,7 +90,7 @@ int HnswIndex::Dim() const {
 }
 size_t HnswIndex::Size() const {
   std::shared_lock<std::shared_mutex> lk(mu_);
-  return ids_.size() - removed_count_;
+  return ids_.size() - removed_.Count();
 }
 
 void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& vecs) {
@@ -116,7 +116,7 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
   index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
   row_of_.Append(ids.data(), ids.size(), ids_.size());
   ids_.insert(ids_.end(), ids.begin(), ids.end());
-  removed_.resize((ids_.size() + 63) / 64, 0);
+  removed_.Resize(ids_.size());
   Reconnect();
 }
 
@@ -129,8 +129,7 @@ void HnswIndex::Remove(const std::vector<uint32_t>& ids) {
     const uint32_t row = row_of_.Find(id);
     if (row == IdRows::kNone) continue;  // listed twice
     row_of_.Erase(id);
-    removed_[row >> 6] |= uint64_t{1} << (row & 63);
-    removed_count_++;
+    removed_.Set(row);
   }
 }
 
@@ -147,11 +146,12 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
                std::to_string(dim_) + " (it was loaded from a file meanwhile)");
   out_ids->assign(nq * k, kNoId);
   scores->assign(nq * k, -std::numeric_limits<float>::infinity());
-  if (nq == 0 || ids_.size() == removed_count_) return;
+  const bool removals = removed_.Count() > 0;
+  if (nq == 0 || ids_.size() == removed_.Count()) return;
   // Removed rows are filtered out like excluded ones.
-  const bool filtered = f.has_allow || !f.exclude.empty() || removed_count_ > 0;
+  const bool filtered = f.has_allow || !f.exclude.empty() || removals;
   if (use_faiss) {
-    if (removed_count_ > 0)
+    if (removals)
       ThrowRange("impl 'faiss' cannot skip removed items (FAISS's own search has no filter here)");
     std::vector<faiss_idx> labels(nq * k, -1);
     faiss::SearchParametersHNSW params;
@@ -164,7 +164,7 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
   }
   Admissible adm;
   if (f.has_allow) adm.set.emplace(row_of_, f.allow.data(), f.allow.size(), ids_.size());
-  if (removed_count_ > 0) adm.removed = removed_.data();
+  if (removals) adm.removed = &removed_;
   const size_t d = static_cast<size_t>(dim_);
   // Which queries scan instead of walking; the allowed rows in storage order, for them.
   std::vector<char> scan(filtered ? nq : 0, mode == FilterMode::kScan);
@@ -220,7 +220,7 @@ bool HnswIndex::UseScan(const Admissible& adm, const std::vector<uint32_t>* ex,
                         size_t ef) const {
   const double n = static_cast<double>(ids_.size());
   const double scanned = adm.set ? static_cast<double>(adm.set->Count()) : n;
-  const double held = adm.set ? scanned : n - static_cast<double>(removed_count_);
+  const double held = adm.set ? scanned : n - static_cast<double>(removed_.Count());
   const double admissible = std::max(1.0, held - (ex ? static_cast<double>(ex->size()) : 0));
   return scanned * admissible <= kScanPerWalk * static_cast<double>(ef) * n;
 }
@@ -257,10 +257,6 @@ void HnswIndex::ScanOne(const float* q, size_t k, const Admissible& adm,
     out_scores[i] = top[i].first;
   }
 }
-
-// One query over the graph FAISS built: greedy descent through the upper layers, then a
-// beam of width ef on layer 0 (the HNSW search of Malkov & Yashunin). Written here rather
-// than calling IndexHNSW::search because FAISS 1.7.3 sizes its layer-0 queue from the
 
 // One query over the graph FAISS built: greedy descent through the upper layers, then a
 // beam of width ef on layer 0 (the HNSW search of Malkov & Yashunin). Written here rather
@@ -366,7 +362,7 @@ void HnswIndex::Save(const std::string& path) const {
   map.ntotal = index_->ntotal;
   map.id_map.assign(ids_.begin(), ids_.end());
   for (size_t r = 0; r < ids_.size(); r++)
-    if ((removed_[r >> 6] >> (r & 63)) & 1) map.id_map[r] = -1;
+    if (removed_.Has(r)) map.id_map[r] = -1;
   faiss::write_index(&map, path.c_str());
   map.index = nullptr;
 }
@@ -375,17 +371,15 @@ void HnswIndex::Load(const std::string& path) {
   std::unique_ptr<faiss::Index> raw(faiss::read_index(path.c_str()));
   std::unique_ptr<faiss::IndexHNSWFlat> hnsw;
   std::vector<uint32_t> ids;
-  std::vector<uint64_t> removed;
-  size_t removed_count = 0;
+  RowBits removed;
   if (auto* map = dynamic_cast<faiss::IndexIDMap*>(raw.get())) {
     auto* inner = dynamic_cast<faiss::IndexHNSWFlat*>(map->index);
     if (!inner) ThrowRange("path: " + path + " holds an IndexIDMap over a non-HNSWFlat index");
     ids.reserve(map->id_map.size());
-    removed.assign((map->id_map.size() + 63) / 64, 0);
+    removed.Resize(map->id_map.size());
     for (faiss_idx id : map->id_map) {
       if (id == -1) {  // a removed item's row (Save)
-        removed[ids.size() >> 6] |= uint64_t{1} << (ids.size() & 63);
-        removed_count++;
+        removed.Set(ids.size());
         ids.push_back(kNoId);
         continue;
       }
@@ -398,7 +392,7 @@ void HnswIndex::Load(const std::string& path) {
     raw.release();
     hnsw.reset(inner);
     for (faiss_idx i = 0; i < hnsw->ntotal; i++) ids.push_back(static_cast<uint32_t>(i));
-    removed.assign((ids.size() + 63) / 64, 0);
+    removed.Resize(ids.size());
   } else {
     ThrowRange("path: " + path + " is not an HNSW inner-product index");
   }
@@ -409,10 +403,10 @@ void HnswIndex::Load(const std::string& path) {
   IdRows row_of;
   uint32_t max_id = 0;
   for (size_t r = 0; r < ids.size(); r++)
-    if (!((removed[r >> 6] >> (r & 63)) & 1)) max_id = std::max(max_id, ids[r]);
-  row_of.Expect(max_id, ids.size() - removed_count);
+    if (!removed.Has(r)) max_id = std::max(max_id, ids[r]);
+  row_of.Expect(max_id, ids.size() - removed.Count());
   for (size_t r = 0; r < ids.size(); r++) {
-    if ((removed[r >> 6] >> (r & 63)) & 1) continue;
+    if (removed.Has(r)) continue;
     if (row_of.Contains(ids[r]))
       ThrowRange("path: " + path + " holds id " + std::to_string(ids[r]) + " twice");
     row_of.Set(ids[r], static_cast<uint32_t>(r));
@@ -425,7 +419,6 @@ void HnswIndex::Load(const std::string& path) {
   ids_ = std::move(ids);
   row_of_ = std::move(row_of);
   removed_ = std::move(removed);
-  removed_count_ = removed_count;
   Reconnect();
 }
 

@@ -89,10 +89,10 @@ class HnswIndex {
   struct Admissible {
     std::optional<RowSet> set;
     std::vector<uint32_t> rows;  // the set's rows in order; built only when a query scans
-    const uint64_t* removed = nullptr;  // HnswIndex::removed_, when any row is removed
+    const RowBits* removed = nullptr;  // HnswIndex::removed_, when any row is removed
     bool Allowed(int v) const {
       const auto r = static_cast<size_t>(v);
-      return (!set || set->Has(r)) && !(removed && (removed[r >> 6] >> (r & 63)) & 1);
+      return (!set || set->Has(r)) && !(removed && removed->Has(r));
     }
   };
   bool UseScan(const Admissible& adm, const std::vector<uint32_t>* ex, size_t ef) const;
@@ -110,8 +110,7 @@ class HnswIndex {
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
   std::vector<uint32_t> ids_;  // FAISS row -> external id (stale for a removed row)
   IdRows row_of_;              // external id -> FAISS row, for the ids held
-  std::vector<uint64_t> removed_;  // a bit per row: removed
-  size_t removed_count_ = 0;
+  RowBits removed_;            // by row
 };
 
 // FAISS labels (row numbers, -1 for none) to external ids: through `ids` (row -> id) when
