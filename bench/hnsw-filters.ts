@@ -88,11 +88,11 @@ const along = Array.from({ length: n }, (_, i) => {
   .sort((a, b) => b.s - a.s)
   .map((x) => x.i);
 
-/** Runs every query alone; returns the ids and the time per query. */
-function run(opts: (q: number) => HnswSearchOptions): { ids: Uint32Array; us: number } {
-  const got = new Uint32Array(nq * K);
+/** Runs every query alone for its top k; returns the ids and the time per query. */
+function run(opts: (q: number) => HnswSearchOptions, k = K): { ids: Uint32Array; us: number } {
+  const got = new Uint32Array(nq * k);
   const ts = nowMs();
-  for (let q = 0; q < nq; q++) got.set(hnsw.searchSync(one(q), K, opts(q)).ids, q * K);
+  for (let q = 0; q < nq; q++) got.set(hnsw.searchSync(one(q), k, opts(q)).ids, q * k);
   return { ids: got, us: ((nowMs() - ts) * 1000) / nq };
 }
 
@@ -174,12 +174,8 @@ const truthDeep = exact.searchSync(queries, DEEP).ids;
 // (A search's beam is at least k wide, so efSearch starts at 100 here.)
 const deep = [ef, 4 * ef, 16 * ef].map((e0) => {
   const e = Math.max(e0, DEEP);
-  const got = new Uint32Array(nq * DEEP);
-  const ts = nowMs();
-  for (let q = 0; q < nq; q++)
-    got.set(hnsw.searchSync(one(q), DEEP, { efSearch: e, threads: 1 }).ids, q * DEEP);
-  const us = ((nowMs() - ts) * 1000) / nq;
-  return { ef_search: e, us_per_query: us, recall_at_100: recallAtK(truthDeep, got, nq, DEEP) };
+  const r = run(() => ({ efSearch: e, threads: 1 }), DEEP);
+  return { ef_search: e, us_per_query: r.us, recall_at_100: recallAtK(truthDeep, r.ids, nq, DEEP) };
 });
 
 // Removed items (HnswIndex.remove): the unfiltered walk's time and recall@10 against the
@@ -193,10 +189,10 @@ const removed: { share: number; us_per_query: number; recall_at_10: number }[] =
     const more = Uint32Array.from(ids.filter((id) => !gone.has(id) && pick.next() < add));
     await hnsw.remove(more);
     for (const id of more) gone.add(id);
-    const held = Uint32Array.from(gone).sort();
+    const goneIds = Uint32Array.from(gone).sort();
     const truth = new Uint32Array(nq * K);
     for (let q = 0; q < nq; q++)
-      truth.set(exact.searchSync(one(q), K, { exclude: [held] }).ids, q * K);
+      truth.set(exact.searchSync(one(q), K, { exclude: [goneIds] }).ids, q * K);
     const r = run(() => ({ efSearch: ef, threads: 1 }));
     removed.push({
       share: gone.size / n,
