@@ -65,12 +65,14 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                        {
                            InstanceMethod<&HnswWrap::Add>("add"),
                            InstanceMethod<&HnswWrap::Remove>("remove"),
+                           InstanceMethod<&HnswWrap::Compact>("compact"),
                            InstanceMethod<&HnswWrap::Search>("search"),
                            InstanceMethod<&HnswWrap::SearchSync>("searchSync"),
                            InstanceMethod<&HnswWrap::Save>("save"),
                            InstanceMethod<&HnswWrap::Load>("load"),
                            InstanceAccessor<&HnswWrap::GetDim>("dim"),
                            InstanceAccessor<&HnswWrap::GetSize>("size"),
+                           InstanceAccessor<&HnswWrap::GetRemovedRows>("removedRows"),
                        });
   }
 
@@ -126,6 +128,19 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
       return Async(
           info.Env(), "recserve.hnsw.remove", [engine, idv] { engine->Remove(*idv); },
           [](Napi::Env env) { return env.Undefined(); });
+    });
+  }
+
+  // compact(): Promise<number>, the rows dropped
+  Napi::Value Compact(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto engine = engine_;
+      auto dropped = std::make_shared<size_t>(0);
+      return Async(
+          info.Env(), "recserve.hnsw.compact", [engine, dropped] { *dropped = engine->Compact(); },
+          [dropped](Napi::Env env) {
+            return Napi::Number::New(env, static_cast<double>(*dropped));
+          });
     });
   }
 
@@ -217,6 +232,9 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   }
   Napi::Value GetSize(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(engine_->Size()));
+  }
+  Napi::Value GetRemovedRows(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(engine_->RemovedRows()));
   }
 
   std::shared_ptr<HnswIndex> engine_;

@@ -4,13 +4,17 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/HNSW.h>
 #include <faiss/index_io.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <limits>
+#include <random>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -24,6 +28,12 @@ namespace {
 
 using faiss_idx = faiss::Index::idx_t;
 constexpr uint32_t kNoId = HnswIndex::kNoId;
+
+double NowMs() {
+  return std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 int SearchThreads(size_t nq, int requested) {
   if (requested > 0) return requested;
@@ -62,7 +72,278 @@ bool Better(const Node& a, const Node& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
+// A layer-0 link Reconnect adds: `to` goes into slot `slot` of `from`'s list.
+struct NewLink {
+  int from;
+  uint32_t slot;
+  int to;
+};
+
+// Links every layer-0 node no search can reach from a reachable node near it.
+//
+// FAISS builds the inner-product graph with the neighbour heuristic of a metric space: a
+// node keeps few links, most of them to high-norm hubs whose lists are full, and nothing
+// links back to the low-norm nodes. On bench:retrieval's 100k x 64 clustered set a node
+// kept 4.4 of its 64 layer-0 slots on average and 37% of the nodes were nobody's
+// neighbour, so no walk could return them: recall@10 stopped at 0.965 however wide the
+// beam, and a filter that left them the best admissible items cut a walk's recall to
+// ~0.7. On the 1M-item reference bundle (M 16) 97% were unreachable.
+//
+// Each unreachable node gets one link from a reachable node (see the two passes below),
+// and what it links to becomes reachable with it. No node takes more than kExtraLinks
+// links beyond the ones FAISS gave it: every extra link is one more score for each walk
+// that expands the node, and on the reference bundle, whose true neighbours are nearly
+// all high-norm reachable items, unbounded extras made walks 1.3-2x slower for no
+// recall. With 3: 100k clustered, recall@10 0.957 -> 0.970 at efSearch 32 and 0.965 ->
+// 0.991 at 256 for 1.03-1.18x the time; the reference bundle, the same recall for
+// ~1.15x (bench/README.md, "The HNSW graph reconnected"). Hubs keep their lists; the file
+// stays a standard FAISS index.
+//
+// It only reads the graph, and returns the links to write (ApplyLinks): on the graph
+// searched, it runs with no search waiting (the writer lock keeps the graph as it read
+// it), and only the writes take the lock.
+constexpr size_t kExtraLinks = 3;
+std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kernels& kernels) {
+  const faiss::HNSW& g = index.hnsw;
+  const size_t n = static_cast<size_t>(index.ntotal);
+  std::vector<NewLink> plan;
+  if (n == 0 || g.entry_point < 0) return plan;
+  const float* xb = static_cast<const faiss::IndexFlat*>(index.storage)->get_xb();
+  const size_t d = static_cast<size_t>(index.d);
+  const size_t l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
+  // v's layer-0 list as FAISS left it (base[v] links), then the links planned here.
+  const int* nb = g.neighbors.data();
+  std::vector<uint32_t> base(n, 0), fill(n, 0), room(n, 0);
+  for (size_t v = 0; v < n; v++) {
+    const int* lv = nb + g.offsets[v];
+    while (base[v] < l0 && lv[base[v]] >= 0) base[v]++;
+    fill[v] = base[v];
+    room[v] = static_cast<uint32_t>(std::min(l0, base[v] + kExtraLinks));
+  }
+  std::vector<int> extra(n * kExtraLinks, -1);
+  const auto at = [&](size_t v, size_t i) {
+    return i < base[v] ? nb[g.offsets[v] + i] : extra[v * kExtraLinks + i - base[v]];
+  };
+  const auto append = [&](size_t from, int to) {
+    extra[from * kExtraLinks + fill[from] - base[from]] = to;
+    plan.push_back({static_cast<int>(from), fill[from]++, to});
+  };
+  // Who links to whom on layer 0, reversed (CSR): the nodes that chose v as a neighbour.
+  std::vector<size_t> in_at;
+  std::vector<int> in;
+  const auto reverse_links = [&]() {
+    in_at.assign(n + 1, 0);
+    for (size_t v = 0; v < n; v++)
+      for (size_t i = 0; i < fill[v]; i++) in_at[static_cast<size_t>(at(v, i)) + 1]++;
+    for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
+    in.resize(in_at[n]);
+    std::vector<size_t> next(in_at.begin(), in_at.end() - 1);
+    for (size_t v = 0; v < n; v++)
+      for (size_t i = 0; i < fill[v]; i++) in[next[static_cast<size_t>(at(v, i))]++] = int(v);
+  };
+  reverse_links();
+  std::vector<char> reached(n, 0);
+  std::vector<int> queue;
+  const auto reach = [&](int v) {
+    if (!reached[static_cast<size_t>(v)]) reached[static_cast<size_t>(v)] = 1, queue.push_back(v);
+  };
+  const auto link = [&](size_t from, int to) {
+    append(from, to);
+    reach(to);
+  };
+  // First pass: everything a reached node links to is reached; and a reached node with
+  // room links back to each unreached node that chose it as a neighbour (it scores high
+  // against that node, so a walk near the node passes it).
+  const auto drain = [&]() {
+    while (!queue.empty()) {
+      const size_t v = static_cast<size_t>(queue.back());
+      queue.pop_back();
+      for (size_t i = 0; i < fill[v]; i++) reach(at(v, i));
+      for (size_t i = in_at[v]; i < in_at[v + 1] && fill[v] < room[v]; i++)
+        if (!reached[static_cast<size_t>(in[i])]) link(v, in[i]);
+    }
+  };
+  reach(g.entry_point);
+  drain();
+  // Second pass, for the rest, which chose only full or unreached neighbours (on a graph
+  // of hubs, most nodes: all their links go to a few hundred full hubs). Each gets its
+  // link from the reached node with room that scores highest against it among its
+  // neighbours' neighbours, the last nodes linked here that chose the same first
+  // neighbour (so the nodes around one hub form a tree a walk can descend), and the last
+  // nodes linked here at all. A bounded search keeps this linear: scanning all reached
+  // nodes for each leftover took over 5 minutes on the reference bundle, where 96% were
+  // left after the first pass. There it takes ~1.3 s, at 100k ~0.15 s.
+  constexpr size_t kRecent = 16;
+  std::unordered_map<int, std::vector<int>> by_hub;  // first neighbour -> last linked
+  std::vector<int> recent;                           // ring of the last linked
+  size_t next_recent = 0;
+  for (size_t u = 0; u < n; u++) {
+    if (reached[u]) continue;
+    const float* xu = xb + u * d;
+    int best = -1;
+    float best_s = -std::numeric_limits<float>::infinity();
+    const auto consider = [&](int v) {
+      const auto vi = static_cast<size_t>(v);
+      if (!reached[vi] || fill[vi] >= room[vi]) return;
+      const float sv = kernels.dot_f32(xu, xb + static_cast<size_t>(v) * d, d);
+      if (sv > best_s) best_s = sv, best = v;
+    };
+    for (size_t i = 0; i < fill[u]; i++) {
+      const size_t w = static_cast<size_t>(at(u, i));
+      for (size_t j = 0; j < fill[w]; j++) consider(at(w, j));
+    }
+    std::vector<int>* members = fill[u] > 0 ? &by_hub[at(u, 0)] : nullptr;
+    if (members)
+      for (int v : *members) consider(v);
+    for (int v : recent) consider(v);
+    if (best < 0) best = g.entry_point;  // nothing near has room: the entry, if it has
+    // Else u stays unreached (not seen on the sets measured: every node was reached).
+    if (fill[static_cast<size_t>(best)] >= room[static_cast<size_t>(best)]) continue;
+    link(static_cast<size_t>(best), static_cast<int>(u));
+    drain();
+    if (members) {
+      if (members->size() == kRecent) members->erase(members->begin());
+      members->push_back(static_cast<int>(u));
+    }
+    if (recent.size() < kRecent) {
+      recent.push_back(static_cast<int>(u));
+    } else {
+      recent[next_recent++ % kRecent] = static_cast<int>(u);
+    }
+  }
+  // Third pass: every node must also reach the entry. A walk starts on layer 0 wherever
+  // the descent through the upper layers left it, not at the entry, and reaches everything
+  // from there only if it can get back to the entry. FAISS gives the entry no layer-0
+  // in-links when no node chose it as a neighbour (1,800 clustered items at M 16: a walk as
+  // wide as the index missed it from every other start; test/retrieval/native/
+  // hnsw-concurrency.cc). The reversed links from the entry mark the nodes that reach it;
+  // each node left over, with room, gets a link to the entry, and with it every node that
+  // reaches that one. (A group of nodes whose lists are all full would stay cut off.)
+  reverse_links();
+  std::vector<char> back(n, 0);
+  const auto reaches_entry = [&](int s) {
+    back[static_cast<size_t>(s)] = 1;
+    queue.push_back(s);
+    while (!queue.empty()) {
+      const size_t v = static_cast<size_t>(queue.back());
+      queue.pop_back();
+      for (size_t i = in_at[v]; i < in_at[v + 1]; i++)
+        if (!back[static_cast<size_t>(in[i])])
+          back[static_cast<size_t>(in[i])] = 1, queue.push_back(in[i]);
+    }
+  };
+  reaches_entry(g.entry_point);
+  for (size_t u = 0; u < n; u++) {
+    if (back[u] || fill[u] >= room[u]) continue;
+    append(u, g.entry_point);
+    reaches_entry(static_cast<int>(u));
+  }
+  return plan;
+}
+
+void ApplyLinks(faiss::IndexHNSWFlat* index, const std::vector<NewLink>& links) {
+  faiss::HNSW& g = index->hnsw;
+  for (const NewLink& l : links)
+    g.neighbors[g.offsets[static_cast<size_t>(l.from)] + l.slot] = l.to;
+}
+
+
 }  // namespace
+
+// FAISS's graph construction (HNSW::add_with_locks, highest level first, rows of a level
+// spread over the cores) without IndexHNSW::add's costs per call, which Add's small
+// chunks would pay again and again:
+// - it initialises and destroys one lock per row of the whole graph (here they persist);
+// - it allocates a visited table the size of the graph per thread and level (here one per
+//   thread persists);
+// - it runs a level's rows on one thread below 100 of them (here on every core from 8).
+// Measured on 1M x 64 (M 16), IndexHNSW::add of 1 row took 8.5 ms, of 64 rows 32 ms.
+// Rows are scored with our dot product (FAISS's distance computer negated: its graph
+// keeps the smallest "distances").
+class HnswIndex::Inserter {
+ public:
+  explicit Inserter(const Kernels& kernels) : kernels_(kernels) {}
+  ~Inserter() {
+    for (omp_lock_t& l : locks_) omp_destroy_lock(&l);
+  }
+  Inserter(const Inserter&) = delete;
+  Inserter& operator=(const Inserter&) = delete;
+
+  // Appends n rows of index->d floats to the index and links them into its graph, with
+  // omp_get_max_threads() threads.
+  void Insert(faiss::IndexHNSWFlat* index, size_t n, const float* x) {
+    if (n == 0) return;
+    faiss::HNSW& g = index->hnsw;
+    const size_t n0 = static_cast<size_t>(index->ntotal);
+    index->storage->add(static_cast<faiss_idx>(n), x);
+    index->ntotal = index->storage->ntotal;
+    g.prepare_level_tab(n, false);
+    const int threads = std::max(1, omp_get_max_threads());
+    Fit(n0 + n);
+    std::vector<std::vector<int>> by_level;
+    for (size_t r = n0; r < n0 + n; r++) {
+      const auto level = static_cast<size_t>(g.levels[r] - 1);
+      if (by_level.size() <= level) by_level.resize(level + 1);
+      by_level[level].push_back(static_cast<int>(r));
+    }
+    const float* xb = static_cast<const faiss::IndexFlat*>(index->storage)->get_xb();
+    const size_t d = static_cast<size_t>(index->d);
+    std::mt19937 rng(static_cast<uint32_t>(n0) * 2654435761u + 789);
+    for (size_t level = by_level.size(); level-- > 0;) {
+      std::vector<int>& rows = by_level[level];
+      // In random order, as FAISS does: the order the rows arrive in would bias the graph.
+      std::shuffle(rows.begin(), rows.end(), rng);
+      const auto count = static_cast<int64_t>(rows.size());
+#pragma omp parallel num_threads(count >= 8 ? threads : 1)
+      {
+        NegatedDot dis(xb, d, kernels_.dot_f32);
+        faiss::VisitedTable& vt = *visited_[static_cast<size_t>(omp_get_thread_num())];
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t i = 0; i < count; i++) {
+          const int row = rows[static_cast<size_t>(i)];
+          dis.set_query(xb + static_cast<size_t>(row) * d);
+          g.add_with_locks(dis, static_cast<int>(level), row, locks_, vt);
+        }
+      }
+    }
+  }
+
+  // Locks and visited tables for `rows` rows and omp_get_max_threads() threads (Add calls
+  // it before it takes the lock: 1M locks take a few ms to initialise).
+  void Fit(size_t rows) {
+    const auto threads = static_cast<size_t>(std::max(1, omp_get_max_threads()));
+    if (locks_.size() < rows) {
+      for (omp_lock_t& l : locks_) omp_destroy_lock(&l);
+      locks_ = std::vector<omp_lock_t>(std::max(rows, locks_.size() + locks_.size() / 2));
+      for (omp_lock_t& l : locks_) omp_init_lock(&l);
+    }
+    while (visited_.size() < threads)
+      visited_.push_back(std::make_unique<faiss::VisitedTable>(static_cast<int>(rows)));
+    for (auto& v : visited_)
+      if (v->visited.size() < rows) v->visited.resize(locks_.size(), 0);
+  }
+
+ private:
+  class NegatedDot final : public faiss::DistanceComputer {
+   public:
+    NegatedDot(const float* xb, size_t d, float (*dot)(const float*, const float*, size_t))
+        : xb_(xb), d_(d), dot_(dot) {}
+    void set_query(const float* q) override { q_ = q; }
+    float operator()(idx_t i) override { return -dot_(q_, Row(i), d_); }
+    float symmetric_dis(idx_t i, idx_t j) override { return -dot_(Row(i), Row(j), d_); }
+
+   private:
+    const float* Row(idx_t i) const { return xb_ + static_cast<size_t>(i) * d_; }
+    const float* xb_;
+    size_t d_;
+    float (*dot_)(const float*, const float*, size_t);
+    const float* q_ = nullptr;
+  };
+
+  const Kernels& kernels_;
+  std::vector<omp_lock_t> locks_;
+  std::vector<std::unique_ptr<faiss::VisitedTable>> visited_;
+};
 
 void MapFaissLabels(const std::vector<int64_t>& labels, std::vector<float>* scores,
                     const std::vector<uint32_t>* ids, std::vector<uint32_t>* out_ids) {
@@ -79,22 +360,24 @@ void MapFaissLabels(const std::vector<int64_t>& labels, std::vector<float>* scor
 }
 
 HnswIndex::HnswIndex(int dim, int m, int ef_construction)
-    : dim_(dim), m_(m), efc_(ef_construction) {
-  Reset();
+    : dim_(dim),
+      m_(m),
+      efc_(ef_construction),
+      index_(std::make_unique<faiss::IndexHNSWFlat>(dim, m, faiss::METRIC_INNER_PRODUCT)),
+      inserter_(std::make_unique<Inserter>(kernels_)) {
+  index_->hnsw.efConstruction = efc_;
+  Publish();
 }
 HnswIndex::~HnswIndex() = default;
 
-int HnswIndex::Dim() const {
-  std::shared_lock<std::shared_mutex> lk(mu_);
-  return dim_;
-}
-size_t HnswIndex::Size() const {
-  std::shared_lock<std::shared_mutex> lk(mu_);
-  return ids_.size() - removed_.Count();
+void HnswIndex::Publish() {
+  dim_seen_ = dim_;
+  held_seen_ = ids_.size() - removed_.Count();
+  removed_seen_ = removed_.Count();
 }
 
 void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& vecs) {
-  std::unique_lock<std::shared_mutex> lk(mu_);
+  std::lock_guard<std::mutex> w(write_mu_);
   if (vecs.size() != ids.size() * static_cast<size_t>(dim_))
     ThrowRange("vectors.length (" + std::to_string(vecs.size()) +
                ") must equal ids.length x dim (" + std::to_string(ids.size()) + " x " +
@@ -113,24 +396,76 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
     ThrowRange("ids: the index would exceed 2^31-1 vectors");
   // Building uses every core: it runs on a libuv worker, off the event loop.
   omp_set_num_threads(omp_get_num_procs());
-  index_->add(static_cast<faiss_idx>(ids.size()), vecs.data());
-  row_of_.Append(ids.data(), ids.size(), ids_.size());
-  ids_.insert(ids_.end(), ids.begin(), ids.end());
-  removed_.Resize(ids_.size());
-  Reconnect();
+  const size_t d = static_cast<size_t>(dim_);
+  // Into an index that holds nothing, all at once: searches have nothing to find, and small
+  // chunks build slower (100k x 64 clustered, chunks of ~40 rows at 10 ms: 18 s against
+  // 9.8 s in one call; FAISS spreads a call's rows over the cores level by level).
+  const bool empty = ids_.size() == removed_.Count();
+  for (size_t done = 0; done < ids.size();) {
+    const size_t n = empty ? ids.size() : std::min(add_chunk_, ids.size() - done);
+    Reserve(n);
+    const double t0 = NowMs();
+    {
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      inserter_->Insert(index_.get(), n, vecs.data() + done * d);
+      row_of_.Append(ids.data() + done, n, ids_.size());
+      ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(done),
+                  ids.begin() + static_cast<std::ptrdiff_t>(done + n));
+      removed_.Resize(ids_.size());
+      Publish();
+    }
+    // The next chunk's size, from this one's time (a full chunk: a short last one, or a
+    // handful of rows, times FAISS's fixed cost per call more than its rows).
+    const double ms = NowMs() - t0;
+    if (n == add_chunk_ && ms > 0)
+      add_chunk_ = std::clamp<size_t>(static_cast<size_t>(n * kAddChunkMs / ms), 16, 1 << 16);
+    done += n;
+  }
+  const std::vector<NewLink> links = PlanReconnect(*index_, kernels_);
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  ApplyLinks(index_.get(), links);
+}
+
+// Gives the storage room for n more rows before Add takes the lock. A vector that grows
+// inside index_->add copies every row under the lock (the first add to a loaded 1M x 64
+// graph took 273 ms; the next one 8.5 ms): here the copy is made while searches go on
+// reading the old one (both only read it), and only the swap takes the lock.
+void HnswIndex::Reserve(size_t n) {
+  auto* flat = static_cast<faiss::IndexFlat*>(index_->storage);
+  faiss::HNSW& g = index_->hnsw;
+  const size_t rows = ids_.size() + n;
+  const auto grow = [&](auto* v, size_t need) {
+    if (v->capacity() >= need) return;
+    std::remove_reference_t<decltype(*v)> bigger;
+    bigger.reserve(std::max(need, v->capacity() + v->capacity() / 2));
+    bigger.assign(v->begin(), v->end());
+    {
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      v->swap(bigger);
+    }  // the old buffer is freed after the lock goes
+  };
+  grow(&flat->codes, rows * flat->code_size);
+  grow(&g.levels, rows);
+  grow(&g.offsets, rows + 1);
+  // A row's lists at its level; no level is above the last with a probability.
+  grow(&g.neighbors, g.neighbors.size() + n * static_cast<size_t>(g.cum_nneighbor_per_level.back()));
+  grow(&ids_, rows);
+  inserter_->Fit(rows);
 }
 
 void HnswIndex::Remove(const std::vector<uint32_t>& ids) {
-  std::unique_lock<std::shared_mutex> lk(mu_);
+  std::lock_guard<std::mutex> w(write_mu_);
   for (size_t i = 0; i < ids.size(); i++)
     if (!row_of_.Contains(ids[i]))
       ThrowRange("ids[" + std::to_string(i) + "]: unknown id " + std::to_string(ids[i]));
+  std::unique_lock<std::shared_mutex> lk(mu_);
   for (const uint32_t id : ids) {
     const uint32_t row = row_of_.Find(id);
     if (row == IdRows::kNone) continue;  // listed twice
     row_of_.Erase(id);
     removed_.Set(row);
   }
+  Publish();
 }
 
 void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, int ef,
@@ -411,165 +746,87 @@ void HnswIndex::Load(const std::string& path) {
       ThrowRange("path: " + path + " holds id " + std::to_string(ids[r]) + " twice");
     row_of.Set(ids[r], static_cast<uint32_t>(r));
   }
+  // Reconnected before it is searched, and before the lock: searches go on meanwhile.
+  ApplyLinks(hnsw.get(), PlanReconnect(*hnsw, kernels_));
+  std::lock_guard<std::mutex> w(write_mu_);
   std::unique_lock<std::shared_mutex> lk(mu_);
   dim_ = hnsw->d;
   m_ = hnsw->hnsw.nb_neighbors(1);
   efc_ = hnsw->hnsw.efConstruction;
-  index_ = std::move(hnsw);
+  index_.swap(hnsw);  // the old graph is freed after the lock goes
   ids_ = std::move(ids);
   row_of_ = std::move(row_of);
   removed_ = std::move(removed);
-  Reconnect();
+  loads_++;
+  Publish();
+  lk.unlock();
 }
 
-// Links every layer-0 node no search can reach from a reachable node near it.
-//
-// FAISS builds the inner-product graph with the neighbour heuristic of a metric space: a
-// node keeps few links, most of them to high-norm hubs whose lists are full, and nothing
-// links back to the low-norm nodes. On bench:retrieval's 100k x 64 clustered set a node
-// kept 4.4 of its 64 layer-0 slots on average and 37% of the nodes were nobody's
-// neighbour, so no walk could return them: recall@10 stopped at 0.965 however wide the
-// beam, and a filter that left them the best admissible items cut a walk's recall to
-// ~0.7. On the 1M-item reference bundle (M 16) 97% were unreachable.
-//
-// Each unreachable node gets one link from a reachable node (see the two passes below),
-// and what it links to becomes reachable with it. No node takes more than kExtraLinks
-// links beyond the ones FAISS gave it: every extra link is one more score for each walk
-// that expands the node, and on the reference bundle, whose true neighbours are nearly
-// all high-norm reachable items, unbounded extras made walks 1.3-2x slower for no
-// recall. With 3: 100k clustered, recall@10 0.957 -> 0.970 at efSearch 32 and 0.965 ->
-// 0.991 at 256 for 1.03-1.18x the time; the reference bundle, the same recall for
-// ~1.15x (bench/README.md, "The HNSW graph reconnected"). Hubs keep their lists; the file
-// stays a standard FAISS index. Caller holds the lock exclusively.
-constexpr size_t kExtraLinks = 3;
-void HnswIndex::Reconnect() {
-  faiss::HNSW& g = index_->hnsw;
-  const size_t n = ids_.size();
-  if (n == 0 || g.entry_point < 0) return;
-  const float* xb = static_cast<const faiss::IndexFlat*>(index_->storage)->get_xb();
-  const size_t d = static_cast<size_t>(dim_);
-  const size_t l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
-  const auto links = [&](size_t v) { return g.neighbors.data() + g.offsets[v]; };
-  std::vector<uint32_t> fill(n, 0), room(n, 0);
-  for (size_t v = 0; v < n; v++) {
-    while (fill[v] < l0 && links(v)[fill[v]] >= 0) fill[v]++;
-    room[v] = static_cast<uint32_t>(std::min(l0, fill[v] + kExtraLinks));
+size_t HnswIndex::Compact() {
+  std::lock_guard<std::mutex> one(compact_mu_);
+  // The rows held, copied: new row i is old row from[i].
+  std::vector<uint32_t> from, ids;
+  std::vector<float> vecs;
+  size_t seen = 0;  // old rows looked at
+  // Copies the held rows of [seen, end); returns the new row of the first. Under
+  // write_mu_ (rows, removals and dim stay as they are).
+  const auto copy_rows = [&](size_t end) {
+    const float* xb = static_cast<const faiss::IndexFlat*>(index_->storage)->get_xb();
+    const size_t d = static_cast<size_t>(dim_);
+    const size_t first = from.size();
+    for (size_t r = seen; r < end; r++) {
+      if (removed_.Has(r)) continue;
+      from.push_back(static_cast<uint32_t>(r));
+      ids.push_back(ids_[r]);
+    }
+    vecs.resize(from.size() * d);
+    for (size_t i = first; i < from.size(); i++)
+      std::copy_n(xb + static_cast<size_t>(from[i]) * d, d, vecs.data() + i * d);
+    seen = end;
+    return first;
+  };
+  std::unique_ptr<faiss::IndexHNSWFlat> fresh;
+  uint64_t loads;
+  size_t d;
+  {
+    std::lock_guard<std::mutex> w(write_mu_);
+    if (removed_.Count() == 0) return 0;
+    loads = loads_;
+    d = static_cast<size_t>(dim_);
+    fresh = std::make_unique<faiss::IndexHNSWFlat>(dim_, m_, faiss::METRIC_INNER_PRODUCT);
+    fresh->hnsw.efConstruction = efc_;
+    copy_rows(ids_.size());
   }
-  // Who links to whom on layer 0, reversed (CSR): the nodes that chose v as a neighbour.
-  std::vector<size_t> in_at;
-  std::vector<int> in;
-  const auto reverse_links = [&]() {
-    in_at.assign(n + 1, 0);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in_at[static_cast<size_t>(links(v)[i]) + 1]++;
-    for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
-    in.resize(in_at[n]);
-    std::vector<size_t> at(in_at.begin(), in_at.end() - 1);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in[at[static_cast<size_t>(links(v)[i])]++] = int(v);
-  };
-  reverse_links();
-  std::vector<char> reached(n, 0);
-  std::vector<int> queue;
-  const auto reach = [&](int v) {
-    if (!reached[static_cast<size_t>(v)]) reached[static_cast<size_t>(v)] = 1, queue.push_back(v);
-  };
-  const auto link = [&](size_t from, int to) {
-    links(from)[fill[from]++] = to;
-    reach(to);
-  };
-  // First pass: everything a reached node links to is reached; and a reached node with
-  // room links back to each unreached node that chose it as a neighbour (it scores high
-  // against that node, so a walk near the node passes it).
-  const auto drain = [&]() {
-    while (!queue.empty()) {
-      const size_t v = static_cast<size_t>(queue.back());
-      queue.pop_back();
-      for (size_t i = 0; i < fill[v]; i++) reach(links(v)[i]);
-      for (size_t i = in_at[v]; i < in_at[v + 1] && fill[v] < room[v]; i++)
-        if (!reached[static_cast<size_t>(in[i])]) link(v, in[i]);
-    }
-  };
-  reach(g.entry_point);
-  drain();
-  // Second pass, for the rest, which chose only full or unreached neighbours (on a graph
-  // of hubs, most nodes: all their links go to a few hundred full hubs). Each gets its
-  // link from the reached node with room that scores highest against it among its
-  // neighbours' neighbours, the last nodes linked here that chose the same first
-  // neighbour (so the nodes around one hub form a tree a walk can descend), and the last
-  // nodes linked here at all. A bounded search keeps this linear: scanning all reached
-  // nodes for each leftover took over 5 minutes on the reference bundle, where 96% were
-  // left after the first pass. There it takes ~1.3 s, at 100k ~0.15 s.
-  constexpr size_t kRecent = 16;
-  std::unordered_map<int, std::vector<int>> by_hub;  // first neighbour -> last linked
-  std::vector<int> recent;                           // ring of the last linked
-  size_t next_recent = 0;
-  for (size_t u = 0; u < n; u++) {
-    if (reached[u]) continue;
-    const float* xu = xb + u * d;
-    int best = -1;
-    float best_s = -std::numeric_limits<float>::infinity();
-    const auto consider = [&](int v) {
-      const auto vi = static_cast<size_t>(v);
-      if (!reached[vi] || fill[vi] >= room[vi]) return;
-      const float sv = kernels_.dot_f32(xu, xb + static_cast<size_t>(v) * d, d);
-      if (sv > best_s) best_s = sv, best = v;
-    };
-    for (size_t i = 0; i < fill[u]; i++) {
-      const size_t w = static_cast<size_t>(links(u)[i]);
-      for (size_t j = 0; j < fill[w]; j++) consider(links(w)[j]);
-    }
-    std::vector<int>* members = fill[u] > 0 ? &by_hub[links(u)[0]] : nullptr;
-    if (members)
-      for (int v : *members) consider(v);
-    for (int v : recent) consider(v);
-    if (best < 0) best = g.entry_point;  // nothing near has room: the entry, if it has
-    // Else u stays unreached (not seen on the sets measured: every node was reached).
-    if (fill[static_cast<size_t>(best)] >= room[static_cast<size_t>(best)]) continue;
-    link(static_cast<size_t>(best), static_cast<int>(u));
-    drain();
-    if (members) {
-      if (members->size() == kRecent) members->erase(members->begin());
-      members->push_back(static_cast<int>(u));
-    }
-    if (recent.size() < kRecent) {
-      recent.push_back(static_cast<int>(u));
-    } else {
-      recent[next_recent++ % kRecent] = static_cast<int>(u);
-    }
-  }
-  // Third pass: every node must also reach the entry. A walk starts on layer 0 wherever
-  // the descent through the upper layers left it, not at the entry, and reaches everything
-  // from there only if it can get back to the entry. FAISS gives the entry no layer-0
-  // in-links when no node chose it as a neighbour (1,800 clustered items at M 16: a walk as
-  // wide as the index missed it from every other start; test/retrieval/native/
-  // hnsw-concurrency.cc). The reversed links from the entry mark the nodes that reach it;
-  // each node left over, with room, gets a link to the entry, and with it every node that
-  // reaches that one. (A group of nodes whose lists are all full would stay cut off.)
-  reverse_links();
-  std::vector<char> back(n, 0);
-  const auto reaches_entry = [&](int s) {
-    back[static_cast<size_t>(s)] = 1;
-    queue.push_back(s);
-    while (!queue.empty()) {
-      const size_t v = static_cast<size_t>(queue.back());
-      queue.pop_back();
-      for (size_t i = in_at[v]; i < in_at[v + 1]; i++)
-        if (!back[static_cast<size_t>(in[i])])
-          back[static_cast<size_t>(in[i])] = 1, queue.push_back(in[i]);
-    }
-  };
-  reaches_entry(g.entry_point);
-  for (size_t u = 0; u < n; u++) {
-    if (back[u] || fill[u] >= room[u]) continue;
-    links(u)[fill[u]++] = g.entry_point;
-    reaches_entry(static_cast<int>(u));
-  }
-}
+  // The build, with every core (it runs on a libuv worker), while writes go on.
+  omp_set_num_threads(omp_get_num_procs());
+  Inserter inserter(kernels_);
+  inserter.Insert(fresh.get(), from.size(), vecs.data());
 
-void HnswIndex::Reset() {
-  index_ = std::make_unique<faiss::IndexHNSWFlat>(dim_, m_, faiss::METRIC_INNER_PRODUCT);
-  index_->hnsw.efConstruction = efc_;
+  std::lock_guard<std::mutex> w(write_mu_);
+  if (loads_ != loads) return 0;  // a Load replaced the index this graph was built from
+  // Rows added meanwhile come over, and rows removed meanwhile are removed again.
+  const size_t first = copy_rows(ids_.size());
+  inserter.Insert(fresh.get(), from.size() - first, vecs.data() + first * d);
+  ApplyLinks(fresh.get(), PlanReconnect(*fresh, kernels_));
+  RowBits removed(from.size());
+  for (size_t i = 0; i < from.size(); i++)
+    if (removed_.Has(from[i])) removed.Set(i);
+  IdRows row_of;
+  uint32_t max_id = 0;
+  for (size_t i = 0; i < from.size(); i++)
+    if (!removed.Has(i)) max_id = std::max(max_id, ids[i]);
+  row_of.Expect(max_id, from.size() - removed.Count());
+  for (size_t i = 0; i < from.size(); i++)
+    if (!removed.Has(i)) row_of.Set(ids[i], static_cast<uint32_t>(i));
+  const size_t dropped = ids_.size() - from.size();
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  index_.swap(fresh);  // the old graph is freed after the lock goes
+  ids_ = std::move(ids);
+  row_of_ = std::move(row_of);
+  removed_ = std::move(removed);
+  Publish();
+  lk.unlock();
+  return dropped;
 }
 
 }  // namespace recserve

@@ -13,12 +13,22 @@
 // query): FAISS's search with 1 OpenMP thread 122 us, with 2 threads 126 us, and our
 // traversal 68 us at the same efSearch; so single queries never use a second thread.
 //
-// Every method is safe to call from any thread at any time: searches and saves share a
-// read lock, Add, Remove and Load take it exclusively. Bad arguments throw ArgumentError.
+// Every method is safe to call from any thread at any time. Searches and saves share a
+// read lock. The calls that change the index (Add, Remove, Load, Compact) run one at a
+// time, and take the lock exclusively only for the moments they change what a search
+// reads, so searches go on beside them:
+// - Add inserts its rows a chunk at a time, each chunk sized to hold the lock for about
+//   kAddChunkMs; the storage grows, and Reconnect plans its links, outside the lock.
+// - Load and Compact build the new graph beside the one searched, and swap it in.
+// Before, Add and Load held the lock throughout: adding one item to a 1M-item graph
+// stopped every search for 0.5-0.7 s, mostly Reconnect's passes over the whole graph.
+// Bad arguments throw ArgumentError.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -44,13 +54,18 @@ class HnswIndex {
   HnswIndex(const HnswIndex&) = delete;
   HnswIndex& operator=(const HnswIndex&) = delete;
 
-  int Dim() const;
+  // These three never wait for a change in progress (the JS getters call them on the
+  // event loop).
+  int Dim() const { return dim_seen_.load(); }
   // Items held: added and not removed.
-  size_t Size() const;
+  size_t Size() const { return held_seen_.load(); }
+  // Rows removed but still in the graph, as waypoints (Remove); Compact drops them.
+  size_t RemovedRows() const { return removed_seen_.load(); }
 
-  // Adds rows of Dim() floats; ids must not be held (checked, under the lock, before
-  // anything is added; a removed id may come back). The graph is reconnected afterwards
-  // (Reconnect).
+  // Adds rows of Dim() floats; ids must not be held (checked before anything is added; a
+  // removed id may come back). Searches that run meanwhile may see some of the rows; every
+  // search that starts after it returns sees all of them. The graph is reconnected
+  // afterwards (Reconnect in hnsw_index.cc).
   void Add(const std::vector<uint32_t>& ids, const std::vector<float>& vecs);
 
   // Removes held ids (all checked before any goes; an id listed twice goes once). FAISS's
@@ -58,6 +73,15 @@ class HnswIndex {
   // still pass through it (the graph stays connected) but never return it, and scans skip
   // it. Visible to the next search. Its id can be added again, as a new row.
   void Remove(const std::vector<uint32_t>& ids);
+
+  // Rebuilds the graph over the items held, without the removed rows, and swaps it in;
+  // returns how many rows went. Removed rows cost memory and walk time (every walk still
+  // scores them), and an item replaced again and again (remove, then add) leaves a row
+  // each time. Searches run on the old graph meanwhile; adds and removes made meanwhile
+  // are carried over into the new one before the swap (the index holds two copies of the
+  // rows until then). A Load meanwhile wins: the graph built is dropped, and Compact
+  // returns 0. Builds with every core, like Add; one Compact runs at a time.
+  size_t Compact();
 
   // How a filtered search finds its results (see Search).
   enum class FilterMode { kAuto = 0, kGraph = 1, kScan = 2 };
@@ -83,6 +107,9 @@ class HnswIndex {
   // Replaces the whole index (dimension, graph, ids and removals) with the file's.
   void Load(const std::string& path);
 
+  // Target time Add holds the lock for a chunk of rows (searches wait that long at most).
+  static constexpr double kAddChunkMs = 10;
+
  private:
   // What one Search call may return, in row terms: the allow list's rows (without a set,
   // every row) less the removed rows.
@@ -101,13 +128,25 @@ class HnswIndex {
   template <bool kFiltered>
   void SearchOne(const float* q, size_t k, int ef_in, const Admissible& adm,
                  const std::vector<uint32_t>* ex, uint32_t* out_ids, float* out_scores) const;
-  void Reconnect();
-  void Reset();
+  void Reserve(size_t n);
+  // Copies dim_ and the counts for Dim(), Size() and RemovedRows(); under mu_, exclusive.
+  void Publish();
 
+  // Searches and saves hold mu_ shared; a change holds write_mu_ throughout and mu_
+  // exclusively while it changes what searches read. What only changes is read under
+  // write_mu_ alone.
   mutable std::shared_mutex mu_;
+  std::mutex write_mu_;
+  std::mutex compact_mu_;  // one Compact at a time
+  uint64_t loads_ = 0;     // Loads so far (a Compact that sees one gives up)
+  size_t add_chunk_ = 64;  // rows Add inserts per exclusive hold (adapts to kAddChunkMs)
+  std::atomic<int> dim_seen_{0};
+  std::atomic<size_t> held_seen_{0}, removed_seen_{0};
   const Kernels& kernels_ = BestKernels();
   int dim_, m_, efc_;
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
+  class Inserter;                       // builds the graph (hnsw_index.cc)
+  std::unique_ptr<Inserter> inserter_;  // Add's, under write_mu_
   std::vector<uint32_t> ids_;  // FAISS row -> external id (stale for a removed row)
   IdRows row_of_;              // external id -> FAISS row, for the ids held
   RowBits removed_;            // by row

@@ -102,6 +102,10 @@ export class HnswIndex {
   get size(): number {
     return this.native.size;
   }
+  /** Rows removed but still in the graph as waypoints; `compact()` drops them. */
+  get removedRows(): number {
+    return this.native.removedRows;
+  }
 
   save(path: string): Promise<void> {
     return settle(() => this.native.save(path));
@@ -110,7 +114,9 @@ export class HnswIndex {
   /**
    * Adds new ids (an id already held is a RangeError, as is NO_ID, 0xFFFFFFFF, which pads
    * short results; to replace a vector, remove its id first). Runs on a native thread with
-   * every core; searches issued meanwhile wait until it finishes.
+   * every core. Searches go on meanwhile, waiting at most ~10 ms at a time while a chunk
+   * of rows goes in (they may see some of the new ids before the promise resolves, and
+   * every search issued after it sees all of them).
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));
@@ -125,6 +131,18 @@ export class HnswIndex {
    */
   remove(ids: Uint32Array): Promise<void> {
     return settle(() => this.native.remove(ids));
+  }
+
+  /**
+   * Rebuilds the graph over the ids held, dropping the removed rows (`removedRows`), which
+   * cost memory and walk time: an id replaced again and again (remove, then add) leaves a
+   * row each time. Resolves to the number of rows dropped (0 at once when none is
+   * removed). Builds beside the graph searched, with every core, and swaps the new one in:
+   * searches go on meanwhile, and adds and removes made meanwhile are carried over. Holds
+   * two copies of the rows until the swap.
+   */
+  compact(): Promise<number> {
+    return settle(() => this.native.compact());
   }
 
   /**

@@ -101,8 +101,10 @@ export interface NativeExactIndex {
 export interface NativeHnswIndex {
   readonly dim: number;
   readonly size: number;
+  readonly removedRows: number;
   add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
   remove(ids: Uint32Array): Promise<void>;
+  compact(): Promise<number>;
   search(
     queries: Float32Array,
     k: number,

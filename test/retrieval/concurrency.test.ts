@@ -101,19 +101,21 @@ for (const san of SANITIZERS) {
     }
   });
 
-  test(`HNSW index: searches racing adds, removes, saves and loads under ${san.name}: no report, every result whole`, async () => {
+  test(`HNSW index: searches racing adds, removes, compactions, saves and loads under ${san.name}: no report, every result whole`, async () => {
     const r = await sanitized(san, 'hnsw-concurrency', HNSW_SOURCES, HNSW_LIBS, (dir) => [
       dir,
       '2',
     ]);
     const m =
-      /^hnsw writes (\d+) removes (\d+) saves \d+ loads (\d+) searches (\d+) results \d+ problems (\d+)/m.exec(
+      /^hnsw writes (\d+) removes (\d+) compacts (\d+)\/\d+ saves \d+ loads (\d+) searches (\d+) results \d+ problems (\d+)/m.exec(
         r.stdout,
       );
     assert.ok(m, r.stdout);
-    assert.ok(Number(m[1]) > 5 && Number(m[2]) > 2 && Number(m[3]) > 2, `${m[0]}: too few writes`);
-    assert.ok(Number(m[4]) > 50, `${m[0]}: too few searches`);
-    assert.equal(Number(m[5]), 0, m[0]);
+    const [writes, removes, compacts, loads, searches, problems] = m.slice(1).map(Number);
+    assert.ok(writes! > 5 && removes! > 2 && loads! > 2, `${m[0]}: too few writes`);
+    assert.ok(compacts! >= 1, `${m[0]}: no compaction finished`);
+    assert.ok(searches! > 50, `${m[0]}: too few searches`);
+    assert.equal(problems, 0, m[0]);
     assert.match(r.stdout, /^after: problems 0$/m);
   });
 }

@@ -297,6 +297,107 @@ test('HNSW remove: removed ids never come back, by any path, and survive save/lo
   await assert.rejects(hnsw.add(Uint32Array.of(back), v), /already in the index/);
 });
 
+test('HNSW compact: drops removed rows, keeps what is held, while searches and writes go on', async () => {
+  const rng = new Rng(41);
+  const d = 16;
+  const n = 3000;
+  const vecs = clustered(rng, n, d, 15);
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const hnsw = await HnswIndex.build(ids, vecs, d, { M: 16, efConstruction: 64 });
+  assert.equal(await hnsw.compact(), 0, 'nothing removed: nothing to drop');
+  // What the index should hold: id -> vector.
+  const want = new Map<number, Float32Array>();
+  for (let i = 0; i < n; i++) want.set(i, vecs.subarray(i * d, (i + 1) * d));
+  const removeIds = async (list: number[]) => {
+    await hnsw.remove(Uint32Array.from(list));
+    for (const id of list) want.delete(id);
+  };
+  const addIds = async (list: number[]) => {
+    const v = clustered(rng, list.length, d, 3);
+    await hnsw.add(Uint32Array.from(list), v);
+    list.forEach((id, i) => want.set(id, v.subarray(i * d, (i + 1) * d)));
+  };
+  // A third goes; 50 ids are replaced three times over (a row left behind each time).
+  await removeIds([...ids].filter((i) => i % 3 === 0));
+  for (let round = 0; round < 3; round++) {
+    const again = Array.from({ length: 50 }, (_, i) => 3 * i + 1);
+    await removeIds(again);
+    await addIds(again);
+  }
+  assert.equal(hnsw.removedRows, 1000 + 150);
+  assert.equal(hnsw.size, want.size);
+
+  // The first compaction runs with searches, adds and removes around it; whatever it
+  // caught of them, a second one finds only what the writes removed after its copy.
+  const queries = nearItems(rng, vecs, d, 20, 0.2);
+  let searches = 0;
+  let compacting = true;
+  const searching = (async () => {
+    while (compacting) {
+      const r = await hnsw.search(queries, 10, { efSearch: 64 });
+      for (const id of r.ids) assert.ok(id === NO_ID || id % 3 !== 0 || id >= n, `id ${id}`);
+      searches++;
+    }
+  })();
+  const compacted = hnsw.compact();
+  const writes = (async () => {
+    await addIds([5000, 5001, 5002]);
+    await removeIds([2, 5, 8]);
+    await removeIds([4]);
+    await addIds([4]); // replaced during the compaction
+  })();
+  const [dropped] = await Promise.all([compacted, writes]);
+  compacting = false;
+  await searching;
+  // Each removed row went, or was removed after the copy (then it is removed in the new
+  // graph: on this host the writes landed during the build, 4 rows).
+  assert.equal(dropped + hnsw.removedRows, 1150 + 4);
+  assert.ok(searches > 0);
+  await hnsw.compact();
+  assert.equal(hnsw.removedRows, 0);
+  assert.equal(await hnsw.compact(), 0);
+  assert.equal(hnsw.size, want.size);
+
+  // Exactly the ids held, each with its latest vector, and walks as good as before.
+  const held = [...want.keys()].sort((a, b) => a - b);
+  const rows = new Float32Array(held.length * d);
+  held.forEach((id, i) => rows.set(want.get(id)!, i * d));
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(Uint32Array.from(held), rows);
+  const check = async (h: HnswIndex, label: string) => {
+    const wide = await h.search(queries.subarray(0, d), held.length + 10, {
+      efSearch: held.length + 10,
+      filterMode: 'graph',
+    });
+    assert.deepEqual(
+      [...wide.ids].filter((x) => x !== NO_ID).sort((a, b) => a - b),
+      held,
+      `${label}: a full-width walk returns exactly the held ids`,
+    );
+    // (An exclusion makes the search filtered, which 'scan' needs.)
+    const exclude = Array.from({ length: 20 }, () => Uint32Array.of(held[0]!));
+    const scan = await h.search(queries, 10, { filterMode: 'scan', exclude });
+    const truth = await exact.search(queries, 10, { exclude });
+    assert.deepEqual(scan.ids, truth.ids, `${label}: a scan is exact (every vector the latest)`);
+    for (let i = 0; i < scan.scores.length; i++)
+      assert.ok(Math.abs(scan.scores[i]! - truth.scores[i]!) < 1e-3, `${label}: score ${i}`);
+    const walk = await h.search(queries, 10, { efSearch: 128, filterMode: 'graph' });
+    assert.ok(recallAt(10, truth.ids, walk.ids, 20) >= 0.9, `${label}: walk recall`);
+    // The faiss path refuses removals; with none left it runs.
+    assert.equal((await h.search(queries, 10, { impl: 'faiss' })).ids.length, 200);
+  };
+  await check(hnsw, 'after compact');
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-compact-'));
+  try {
+    await hnsw.save(join(dir, 'c.faiss'));
+    const loaded = await HnswIndex.load(join(dir, 'c.faiss'));
+    assert.equal(loaded.removedRows, 0);
+    await check(loaded, 'after save/load');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('HNSW bad arguments reject with TypeError/RangeError naming the argument', async () => {
   const d = 4;
   const is = (name: string, re: RegExp) => (e: Error) => e.name === name && re.test(e.message);

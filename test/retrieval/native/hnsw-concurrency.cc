@@ -1,4 +1,5 @@
-// Searches racing adds, saves and loads, on the HNSW index itself, for the sanitizers:
+// Searches racing adds, removes, compactions, saves and loads, on the HNSW index itself,
+// for the sanitizers:
 // test/retrieval/concurrency.test.ts builds this with the index's sources and FAISS, once
 // with -fsanitize=thread and once with -fsanitize=address,undefined, runs each, and fails
 // on any report. The index promises that every call is safe from any thread at any time
@@ -9,25 +10,26 @@
 // Every id has one vector, drawn from its id, so any thread can recompute what an id
 // scores. The index always holds ids 0 .. c-1 for some c >= kCold, less a few removed: a
 // writer adds the next ids in batches, removes up to 20 ids past kCold and adds them back
-// a step later, saves the index now and then, and loads either the file it just saved or
-// an older one (which takes c and the removals back; the next adds bring the same ids
-// again). Searchers on
-// other threads run single queries and batches (split over the pool), unfiltered and
-// filtered (walk, scan and auto, with exclusions and allow lists), and one of them saves
-// the index to its own file now and then. Each result must be well formed (distinct ids,
-// best first, padding only at the end, excluded ids absent, only allowed ids) and every
-// score must be the query's dot product with that id's vector. A scan whose allow list
-// holds only ids below kCold (always present) must be exact: it is compared with brute
-// force.
+// a step later, saves the index now and then, and (in every other second) loads
+// either the file it just saved or an older one (which takes c and the removals back; the
+// next adds bring the same ids again). A compactor thread rebuilds the graph without the
+// removed rows again and again, so that its copy, its build and its carrying over of the
+// writes made meanwhile overlap every write and the loads. Searchers on other threads run
+// single queries and batches (split over the pool), unfiltered and filtered (walk, scan
+// and auto, with exclusions and allow lists), and one of them saves the index to its own
+// file now and then. Each result must be well formed (distinct ids, best first, padding
+// only at the end, excluded ids absent, only allowed ids) and every score must be the
+// query's dot product with that id's vector. A scan whose allow list holds only ids below
+// kCold (always present) must be exact: it is compared with brute force.
 //
 // After the race, on one thread: the searcher's last file loads; a walk as wide as the
-// index returns every id held and no other; and a search sized for the old dimension,
-// issued after a load of a file with another one, is refused (ArgumentError) rather than
-// read past its queries.
+// index returns every id held and no other, before and after a last Compact (which must
+// leave no removed row); and a search sized for the old dimension, issued after a load of
+// a file with another one, is refused (ArgumentError) rather than read past its queries.
 //
-// Prints "hnsw writes W removes X saves S loads L searches Q results R problems P" (and
-// the first problem's description), then "after: ..." for the checks that follow; exits 1
-// on any problem. Usage: hnsw-concurrency DIR [seconds, default 2]
+// Prints "hnsw writes W removes X compacts C/A saves S loads L searches Q results R problems P"
+// (C of the A calls to Compact dropped rows) and the first problem's description, then
+// "after: ..." for the checks that follow; exits 1 on any problem. Usage: hnsw-concurrency DIR [seconds, default 2]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -83,8 +85,8 @@ struct Vectors {
 };
 
 struct Counts {
-  std::atomic<uint64_t> writes{0}, removes{0}, saves{0}, loads{0}, searches{0}, results{0},
-      problems{0};
+  std::atomic<uint64_t> writes{0}, removes{0}, compacts{0}, compact_calls{0}, saves{0}, loads{0},
+      searches{0}, results{0}, problems{0};
 };
 
 // Problems with one query's k results; `exact` compares them with brute force over the
@@ -163,6 +165,8 @@ int main(int argc, char** argv) {
   // What the writer left: ids [0, held_to) less `removed`.
   uint32_t held_to = kCold;
   std::vector<uint32_t> removed;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
   std::thread writer([&] {
     std::mt19937 r(777);
     uint32_t next = kCold;
@@ -202,8 +206,13 @@ int main(int argc, char** argv) {
                                      [&](const File& f) { return f.path == path; }),
                       files.end());
           files.push_back({path, next, out});
-          // The file just saved, or an older one (the index goes back to its ids and
-          // removals).
+        }
+        // A file saved, the last or an older one (the index goes back to its ids and
+        // removals): at every step of every other second. A Compact that a Load overtakes
+        // gives up, and the compactor needs time without loads to finish one (up to half a
+        // second under ThreadSanitizer).
+        const double t = std::chrono::duration<double>(Clock::now() - start).count();
+        if (!files.empty() && static_cast<int>(t) % 2 == 0) {
           const File& f = files[r() % files.size()];
           index.Load(f.path);
           next = f.next;
@@ -216,6 +225,19 @@ int main(int argc, char** argv) {
     }
     held_to = next;
     removed = out;
+  });
+
+  std::thread compactor([&] {
+    try {
+      while (!stop.load()) {
+        // 0: nothing was removed, or a Load replaced the index meanwhile.
+        if (index.Compact() > 0) counts.compacts++;
+        counts.compact_calls++;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    } catch (const std::exception& e) {
+      note(1, std::string("compactor: ") + e.what());
+    }
   });
 
   std::vector<std::thread> searchers;
@@ -288,11 +310,13 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   writer.join();
+  compactor.join();
   for (auto& s : searchers) s.join();
 
-  std::printf("hnsw writes %llu removes %llu saves %llu loads %llu searches %llu results %llu "
-              "problems %llu%s%s\n",
+  std::printf("hnsw writes %llu removes %llu compacts %llu/%llu saves %llu loads %llu searches "
+              "%llu results %llu problems %llu%s%s\n",
               (unsigned long long)counts.writes, (unsigned long long)counts.removes,
+              (unsigned long long)counts.compacts, (unsigned long long)counts.compact_calls,
               (unsigned long long)counts.saves,
               (unsigned long long)counts.loads, (unsigned long long)counts.searches,
               (unsigned long long)counts.results, (unsigned long long)counts.problems,
@@ -318,21 +342,32 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> held;
     for (uint32_t id = 0; id < held_to; id++)
       if (!std::binary_search(removed.begin(), removed.end(), id)) held.push_back(id);
-    const size_t n = index.Size();
-    if (n != held.size())
-      fail("size " + std::to_string(n) + ", but " + std::to_string(held.size()) + " ids held");
     std::vector<float> q(vs.Of(3), vs.Of(3) + kDim);
     std::vector<uint32_t> ids;
     std::vector<float> scores;
-    index.Search(q, 1, held.size(), static_cast<int>(kMaxIds), 1, false, IdFilters{},
-                 HnswIndex::FilterMode::kGraph, &ids, &scores);
-    std::vector<uint32_t> got(ids.begin(), ids.end());
-    std::sort(got.begin(), got.end());
-    if (got != held)
-      fail("a full-width walk returned " +
-           std::to_string(std::count_if(ids.begin(), ids.end(),
-                                        [](uint32_t id) { return id != HnswIndex::kNoId; })) +
-           " ids of the " + std::to_string(held.size()) + " held");
+    const auto walk_all = [&](const char* when) {
+      const size_t n = index.Size();
+      if (n != held.size())
+        fail(std::string(when) + ": size " + std::to_string(n) + ", but " +
+             std::to_string(held.size()) + " ids held");
+      index.Search(q, 1, held.size(), static_cast<int>(kMaxIds), 1, false, IdFilters{},
+                   HnswIndex::FilterMode::kGraph, &ids, &scores);
+      std::vector<uint32_t> got(ids.begin(), ids.end());
+      std::sort(got.begin(), got.end());
+      if (got != held)
+        fail(std::string(when) + ": a full-width walk returned " +
+             std::to_string(std::count_if(ids.begin(), ids.end(),
+                                          [](uint32_t id) { return id != HnswIndex::kNoId; })) +
+             " ids of the " + std::to_string(held.size()) + " held");
+    };
+    walk_all("after the race");
+    const size_t removed_rows = index.RemovedRows();
+    const size_t dropped = index.Compact();
+    if (dropped != removed_rows || index.RemovedRows() != 0)
+      fail("a last Compact dropped " + std::to_string(dropped) + " of " +
+           std::to_string(removed_rows) + " removed rows, and left " +
+           std::to_string(index.RemovedRows()));
+    walk_all("after a last Compact");
     // A search sized for dim 16, after a load of a dim-8 file, is refused.
     HnswIndex narrow(8, 16, 40);
     narrow.Add(Range(0, 50), std::vector<float>(50 * 8, 0.5f));

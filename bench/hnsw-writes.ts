@@ -1,0 +1,164 @@
+// Writes beside searches on the HNSW index: how long searches wait while items are added,
+// removed and the graph compacted, and what compaction gives back.
+//
+//   npm run bench:hnsw-writes [-- --json] [-- --ef 64] [-- --searchers 2]
+//                             [-- --bundle models/recserve/1]
+//
+// Same data as bench:retrieval's HNSW rows (100k x 64 clustered, seed 31), or a model
+// version's items and graph (--bundle). `searchers` loops each issue one query at a time
+// (k 10, async, as the server does) for the whole run; for each write the table gives the
+// write's time and the latency of the searches that overlapped it. The writes, in order:
+// - add 1, add 1, add 100, add 10,000 new items (near existing ones; the first add into a
+//   loaded graph also grows its storage);
+// - remove 10% of the items;
+// - compact (HnswIndex.compact), with the unfiltered walk's time and recall@10 (one thread,
+//   against the exact index over the items held) before and after it.
+// An addon without compact (RECSERVE_ADDON=<an older build>, for an A/B) skips it.
+import { parseBenchArgs, numberOption } from './lib/args.js';
+import { nearRows, recallAtK } from './lib/data.js';
+import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
+import { Rng } from './lib/rng.js';
+import { nowMs, percentile } from './lib/stats.js';
+import { printTable } from './lib/table.js';
+
+const args = parseBenchArgs();
+const ef = numberOption(args, 'ef', 64);
+const searchers = numberOption(args, 'searchers', 2);
+const log = (line: string) => {
+  if (!args.json) console.log(line);
+};
+const t0 = nowMs();
+const K = 10;
+const bundle = args.options.get('bundle');
+const set = bundle ? await hnswBundleSet(bundle) : await hnswBenchSet(log);
+const { n, d, vecs, hnsw, exact } = set;
+const rng = new Rng(40);
+const NQ = 256;
+const queries = nearRows(rng, vecs, d, NQ, 0.3);
+const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
+
+interface Row {
+  write: string;
+  write_ms: number;
+  /** Searches that overlapped the write, and their latency (issue to answer). */
+  searches: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  over_20ms: number;
+}
+const rows: Row[] = [];
+
+// The search loops run from here to the end; each search records [start, end].
+const spans: [number, number][] = [];
+let stop = false;
+const loops = Array.from({ length: searchers }, async (_, s) => {
+  for (let i = s; !stop; i += searchers) {
+    const t = nowMs();
+    await hnsw.search(one(i % NQ), K, { efSearch: ef });
+    spans.push([t, nowMs()]);
+  }
+});
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function beside(write: string, fn: () => Promise<unknown>): Promise<void> {
+  await sleep(50);
+  const a = nowMs();
+  await fn();
+  const b = nowMs();
+  await sleep(50);
+  const lat = spans.filter(([s, e]) => s < b && e > a).map(([s, e]) => e - s);
+  rows.push({
+    write,
+    write_ms: b - a,
+    searches: lat.length,
+    p50_ms: percentile(lat, 50),
+    p99_ms: percentile(lat, 99),
+    max_ms: Math.max(...lat),
+    over_20ms: lat.filter((x) => x > 20).length,
+  });
+  log(`${write}: ${(b - a).toFixed(0)} ms`);
+}
+
+/** The unfiltered walk on one thread: time per query and recall@10 against `exact`. */
+function walks(): { us_per_query: number; recall_at_10: number; removed_rows: number } {
+  const truth = exact.searchSync(queries, K).ids;
+  const got = new Uint32Array(NQ * K);
+  const ts = nowMs();
+  for (let q = 0; q < NQ; q++)
+    got.set(hnsw.searchSync(one(q), K, { efSearch: ef, threads: 1 }).ids, q * K);
+  return {
+    us_per_query: ((nowMs() - ts) * 1000) / NQ,
+    recall_at_10: recallAtK(truth, got, NQ, K),
+    removed_rows: hnsw.removedRows ?? 0,
+  };
+}
+
+await beside('none (1 s)', () => sleep(1000));
+let next = n;
+for (const count of [1, 1, 100, 10_000]) {
+  const ids = Uint32Array.from({ length: count }, (_, i) => next + i);
+  const v = nearRows(rng, vecs, d, count, 0.3);
+  next += count;
+  await beside(`add ${count}`, () => hnsw.add(ids, v));
+  exact.upsert(ids, v);
+}
+const gone = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10);
+await beside(`remove ${gone.length}`, () => hnsw.remove(gone));
+exact.remove(gone);
+
+const beforeCompact = walks();
+let afterCompact: ReturnType<typeof walks> | null = null;
+let dropped: number | null = null;
+try {
+  await beside('compact', async () => {
+    dropped = await hnsw.compact();
+  });
+  afterCompact = walks();
+} catch (err) {
+  if (!(err instanceof TypeError)) throw err;
+  log('compact: not in this addon');
+}
+await beside('none (1 s)', () => sleep(1000));
+stop = true;
+await Promise.all(loops);
+
+const out = {
+  bench: 'hnsw-writes',
+  date: new Date().toISOString(),
+  n,
+  d,
+  k: K,
+  ef_search: ef,
+  searchers,
+  bundle: bundle ?? null,
+  seconds: (nowMs() - t0) / 1000,
+  results: rows,
+  /** compact(): rows dropped; the walk before and after it (one thread). */
+  compact: { dropped, before: beforeCompact, after: afterCompact },
+};
+if (args.json) {
+  console.log(JSON.stringify(out));
+} else {
+  console.log(
+    `\n${bundle ? `${bundle}: ${n} x ${d} items` : `${n} x ${d} clustered`}; ` +
+      `${searchers} search loops (k ${K}, efSearch ${ef}) beside each write\n`,
+  );
+  printTable(
+    ['write', 'write ms', 'searches', 'p50 ms', 'p99 ms', 'max ms', '> 20 ms'],
+    rows.map((r) => [r.write, r.write_ms, r.searches, r.p50_ms, r.p99_ms, r.max_ms, r.over_20ms]),
+  );
+  console.log(`\nunfiltered walks (one thread), compact() dropped ${dropped ?? '-'} rows:`);
+  printTable(
+    ['', 'removed rows', 'us/query', 'recall@10'],
+    [beforeCompact, afterCompact]
+      .filter((w) => w !== null)
+      .map((w, i) => [
+        i === 0 ? 'before compact' : 'after compact',
+        w.removed_rows,
+        w.us_per_query,
+        w.recall_at_10,
+      ]),
+  );
+  console.log(`\n${out.seconds.toFixed(1)} s`);
+}
