@@ -27,9 +27,10 @@
 // leave no removed row); and a search sized for the old dimension, issued after a load of
 // a file with another one, is refused (ArgumentError) rather than read past its queries.
 //
-// Prints "hnsw writes W removes X compacts C/A saves S loads L searches Q results R problems P"
-// (C of the A calls to Compact dropped rows) and the first problem's description, then
-// "after: ..." for the checks that follow; exits 1 on any problem. Usage: hnsw-concurrency DIR [seconds, default 2]
+// Prints "hnsw writes W removes X compacts C/A saves S loads L searches Q results R
+// problems P" on one line (C of the A calls to Compact dropped rows) and the first
+// problem's description, then "after: ..." for the checks that follow; exits 1 on any
+// problem. Usage: hnsw-concurrency DIR [seconds, default 2]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
