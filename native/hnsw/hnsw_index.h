@@ -6,10 +6,10 @@
 // per-call efSearch, no shared mutable setting, and no OpenMP at all. A single query runs
 // on the calling thread; a batch is split over the addon's thread pool.
 //
-// OpenMP is used only by FAISS itself: by Add (graph construction, all cores) and by the
-// benchmark-only FAISS search path. Each such call sets the OpenMP thread count of the
-// thread it runs on (omp_set_num_threads is per calling thread): a per-call choice,
-// nothing global. Measured on 100k x 64 (efSearch 16, 1000 single queries, CPU time per
+// OpenMP is used only to build the graph (Add and Compact, all cores: the Inserter in
+// hnsw_index.cc, over FAISS's HNSW::add_with_locks) and by the benchmark-only FAISS
+// search path. Each such call sets the OpenMP thread count of the thread it runs on
+// (omp_set_num_threads is per calling thread): a per-call choice, nothing global. Measured on 100k x 64 (efSearch 16, 1000 single queries, CPU time per
 // query): FAISS's search with 1 OpenMP thread 122 us, with 2 threads 126 us, and our
 // traversal 68 us at the same efSearch; so single queries never use a second thread.
 //
@@ -21,7 +21,8 @@
 //   kAddChunkMs; the storage grows, and Reconnect plans its links, outside the lock.
 // - Load and Compact build the new graph beside the one searched, and swap it in.
 // Before, Add and Load held the lock throughout: adding one item to a 1M-item graph
-// stopped every search for 0.5-0.7 s, mostly Reconnect's passes over the whole graph.
+// stopped every search for 0.5-0.8 s, mostly Reconnect's passes over the whole graph
+// (bench:hnsw-writes; bench/README.md, "HNSW searches beside writes").
 // Bad arguments throw ArgumentError.
 #pragma once
 #include <atomic>

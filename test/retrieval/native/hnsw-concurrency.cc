@@ -10,11 +10,12 @@
 // Every id has one vector, drawn from its id, so any thread can recompute what an id
 // scores. The index always holds ids 0 .. c-1 for some c >= kCold, less a few removed: a
 // writer adds the next ids in batches, removes up to 20 ids past kCold and adds them back
-// a step later, saves the index now and then, and (in every other second) loads
-// either the file it just saved or an older one (which takes c and the removals back; the
-// next adds bring the same ids again). A compactor thread rebuilds the graph without the
-// removed rows again and again, so that its copy, its build and its carrying over of the
-// writes made meanwhile overlap every write and the loads. Searchers on other threads run
+// a step later, saves the index now and then, and loads either the file it just saved or
+// an older one (which takes c and the removals back; the next adds bring the same ids
+// again). A compactor thread rebuilds the graph without the removed rows again and again,
+// so that its copy, its build and its carrying over of the writes made meanwhile overlap
+// every write; every other time the writer holds its loads until it is done, and the
+// other times a load can overtake it (it must give up). Searchers on other threads run
 // single queries and batches (split over the pool), unfiltered and filtered (walk, scan
 // and auto, with exclusions and allow lists), and one of them saves the index to its own
 // file now and then. Each result must be well formed (distinct ids, best first, padding
@@ -166,8 +167,7 @@ int main(int argc, char** argv) {
   // What the writer left: ids [0, held_to) less `removed`.
   uint32_t held_to = kCold;
   std::vector<uint32_t> removed;
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point start = Clock::now();
+  std::atomic<bool> quiet{false};  // the compactor asks the writer not to load
   std::thread writer([&] {
     std::mt19937 r(777);
     uint32_t next = kCold;
@@ -209,11 +209,9 @@ int main(int argc, char** argv) {
           files.push_back({path, next, out});
         }
         // A file saved, the last or an older one (the index goes back to its ids and
-        // removals): at every step of every other second. A Compact that a Load overtakes
-        // gives up, and the compactor needs time without loads to finish one (up to half a
-        // second under ThreadSanitizer).
-        const double t = std::chrono::duration<double>(Clock::now() - start).count();
-        if (!files.empty() && static_cast<int>(t) % 2 == 0) {
+        // removals), at every step, unless the compactor asked for quiet: a Compact that a
+        // Load overtakes gives up, and one may take a second under ThreadSanitizer.
+        if (!files.empty() && !quiet.load()) {
           const File& f = files[r() % files.size()];
           index.Load(f.path);
           next = f.next;
@@ -230,11 +228,16 @@ int main(int argc, char** argv) {
 
   std::thread compactor([&] {
     try {
-      while (!stop.load()) {
-        // 0: nothing was removed, or a Load replaced the index meanwhile.
+      for (size_t i = 0; !stop.load(); i++) {
+        // Every other Compact runs without loads beside it, so that some finish; the others
+        // race them. 0: nothing was removed, or a Load replaced the index meanwhile.
+        quiet = i % 2 == 0;
         if (index.Compact() > 0) counts.compacts++;
+        quiet = false;
         counts.compact_calls++;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        // A pause, or its last phase (under the writer mutex) would leave the writer little
+        // time under ThreadSanitizer.
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
     } catch (const std::exception& e) {
       note(1, std::string("compactor: ") + e.what());
