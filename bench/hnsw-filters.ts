@@ -15,7 +15,7 @@
 // seen items). Truth for recall: the exact index's top 10 under the same filter; its time
 // (float32, all cores, the filter applied in its scan) is the 'exact' row.
 import { parseBenchArgs, numberOption } from './lib/args.js';
-import { nearRows, recallAtK } from './lib/data.js';
+import { nearRows, recallAtK, spreadRows } from './lib/data.js';
 import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
 import { Rng } from './lib/rng.js';
 import { nowMs } from './lib/stats.js';
@@ -52,19 +52,8 @@ const set = bundled ?? (await hnswBenchSet(log));
 const { n, d, vecs, hnsw, exact, rng } = set;
 const loadSeconds: number | null = bundled ? bundled.loadSeconds : null;
 const ids = Uint32Array.from({ length: n }, (_, i) => i);
-const queries = bundle ? itemQueries(vecs, d, nq) : nearRows(new Rng(32), vecs, d, nq, 0.3);
+const queries = bundle ? spreadRows(vecs, d, nq) : nearRows(new Rng(32), vecs, d, nq, 0.3);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
-
-/** nq item vectors spread over the catalogue (a fixed multiplicative stride). */
-function itemQueries(v: Float32Array, dim: number, count: number): Float32Array {
-  const rows = v.length / dim;
-  const out = new Float32Array(count * dim);
-  for (let i = 0; i < count; i++) {
-    const r = (i * 2654435761) % rows;
-    out.set(v.subarray(r * dim, (r + 1) * dim), i * dim);
-  }
-  return out;
-}
 
 /** Items a walk can reach at all: one walk whose beam is as wide as the index (or 2^20). */
 function reachable(): number {

@@ -15,7 +15,7 @@
 //   against the exact index over the items held) before and after it.
 // An addon without compact (RECSERVE_ADDON=<an older build>, for an A/B) skips it.
 import { parseBenchArgs, numberOption } from './lib/args.js';
-import { nearRows, recallAtK } from './lib/data.js';
+import { nearRows, recallAtK, spreadRows } from './lib/data.js';
 import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, percentile } from './lib/stats.js';
@@ -40,18 +40,8 @@ const NQ = 256;
 let sq = 0;
 for (const x of vecs) sq += x * x;
 const noise = 0.25 * Math.sqrt(sq / vecs.length);
-const queries = bundle ? itemQueries(NQ) : nearRows(rng, vecs, d, NQ, noise);
+const queries = bundle ? spreadRows(vecs, d, NQ) : nearRows(rng, vecs, d, NQ, noise);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
-
-/** count item vectors spread over the catalogue (a fixed multiplicative stride). */
-function itemQueries(count: number): Float32Array {
-  const out = new Float32Array(count * d);
-  for (let i = 0; i < count; i++) {
-    const r = (i * 2654435761) % n;
-    out.set(vecs.subarray(r * d, (r + 1) * d), i * d);
-  }
-  return out;
-}
 
 interface Row {
   write: string;

@@ -38,6 +38,17 @@ export function nearRows(
   return q;
 }
 
+/** `count` rows of `vecs` spread over all of them (a fixed multiplicative stride): item queries. */
+export function spreadRows(vecs: Float32Array, d: number, count: number): Float32Array {
+  const rows = vecs.length / d;
+  const out = new Float32Array(count * d);
+  for (let i = 0; i < count; i++) {
+    const r = (i * 2654435761) % rows;
+    out.set(vecs.subarray(r * d, (r + 1) * d), i * d);
+  }
+  return out;
+}
+
 /** Fraction of each query's true top-k (row q of `truth`, width k) found in `got`. */
 export function recallAtK(
   truth: Uint32Array,
