@@ -247,7 +247,6 @@ void ApplyLinks(faiss::IndexHNSWFlat* index, const std::vector<NewLink>& links) 
     g.neighbors[g.offsets[static_cast<size_t>(l.from)] + l.slot] = l.to;
 }
 
-
 }  // namespace
 
 // FAISS's graph construction (HNSW::add_with_locks, highest level first, rows of a level
@@ -317,10 +316,10 @@ class HnswIndex::Inserter {
       locks_ = std::vector<omp_lock_t>(std::max(rows, locks_.size() + locks_.size() / 2));
       for (omp_lock_t& l : locks_) omp_init_lock(&l);
     }
-    while (visited_.size() < threads)
-      visited_.push_back(std::make_unique<faiss::VisitedTable>(static_cast<int>(rows)));
     for (auto& v : visited_)
-      if (v->visited.size() < rows) v->visited.resize(locks_.size(), 0);
+      if (v->visited.size() < locks_.size()) v->visited.resize(locks_.size(), 0);
+    while (visited_.size() < threads)
+      visited_.push_back(std::make_unique<faiss::VisitedTable>(static_cast<int>(locks_.size())));
   }
 
  private:

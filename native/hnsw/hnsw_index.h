@@ -9,9 +9,10 @@
 // OpenMP is used only to build the graph (Add and Compact, all cores: the Inserter in
 // hnsw_index.cc, over FAISS's HNSW::add_with_locks) and by the benchmark-only FAISS
 // search path. Each such call sets the OpenMP thread count of the thread it runs on
-// (omp_set_num_threads is per calling thread): a per-call choice, nothing global. Measured on 100k x 64 (efSearch 16, 1000 single queries, CPU time per
-// query): FAISS's search with 1 OpenMP thread 122 us, with 2 threads 126 us, and our
-// traversal 68 us at the same efSearch; so single queries never use a second thread.
+// (omp_set_num_threads is per calling thread): a per-call choice, nothing global.
+// Measured on 100k x 64 (efSearch 16, 1000 single queries, CPU time per query): FAISS's
+// search with 1 OpenMP thread 122 us, with 2 threads 126 us, and our traversal 68 us at
+// the same efSearch; so single queries never use a second thread.
 //
 // Every method is safe to call from any thread at any time. Searches and saves share a
 // read lock. The calls that change the index (Add, Remove, Load, Compact) run one at a
@@ -134,8 +135,8 @@ class HnswIndex {
   void Publish();
 
   // Searches and saves hold mu_ shared; a change holds write_mu_ throughout and mu_
-  // exclusively while it changes what searches read. What only changes is read under
-  // write_mu_ alone.
+  // exclusively while it changes what searches read. Under write_mu_ a change may read the
+  // index without mu_: nothing else writes it meanwhile.
   mutable std::shared_mutex mu_;
   std::mutex write_mu_;
   std::mutex compact_mu_;  // one Compact at a time
