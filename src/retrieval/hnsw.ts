@@ -114,9 +114,9 @@ export class HnswIndex {
   /**
    * Adds new ids (an id already held is a RangeError, as is NO_ID, 0xFFFFFFFF, which pads
    * short results; to replace a vector, remove its id first). Runs on a native thread with
-   * every core. Searches go on meanwhile, waiting at most ~10 ms at a time while a chunk
-   * of rows goes in (they may see some of the new ids before the promise resolves, and
-   * every search issued after it sees all of them).
+   * every core. Searches go on meanwhile: the rows go in a chunk at a time, each sized to
+   * hold searches back ~10 ms (they may see some of the new ids before the promise
+   * resolves; every search issued after it sees all of them).
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));
