@@ -46,7 +46,7 @@ const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
 interface Row {
   write: string;
   write_ms: number;
-  /** Searches that overlapped the write, and their latency (issue to answer). */
+  /** Searches that overlapped the write, and their latency from issue to answer. */
   searches: number;
   p50_ms: number;
   p99_ms: number;
@@ -96,7 +96,7 @@ function walks(): { us_per_query: number; recall_at_10: number; removed_rows: nu
   return {
     us_per_query: ((nowMs() - ts) * 1000) / NQ,
     recall_at_10: recallAtK(truth, got, NQ, K),
-    removed_rows: hnsw.removedRows ?? 0,
+    removed_rows: hnsw.removedRows ?? 0, // (undefined in an addon from before compact)
   };
 }
 

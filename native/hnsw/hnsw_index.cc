@@ -735,6 +735,18 @@ void HnswIndex::Load(const std::string& path) {
     ThrowRange("path: " + path + " holds an HNSW index whose metric is not inner product");
   if (static_cast<size_t>(hnsw->ntotal) != ids.size())
     ThrowRange("path: " + path + " has an id map that does not match its vectors");
+  IdRows row_of = HeldRows(ids, removed, "path: " + path);
+  // Reconnected before it is searched, and before the lock: searches go on meanwhile.
+  ApplyLinks(hnsw.get(), PlanReconnect(*hnsw, kernels_));
+  std::lock_guard<std::mutex> w(write_mu_);
+  loads_++;
+  SwapIn(&hnsw, std::move(ids), std::move(row_of), std::move(removed));
+}
+
+// The rows held (not removed) by external id; an id held twice is refused, named after
+// `source`.
+IdRows HnswIndex::HeldRows(const std::vector<uint32_t>& ids, const RowBits& removed,
+                           const std::string& source) {
   IdRows row_of;
   uint32_t max_id = 0;
   for (size_t r = 0; r < ids.size(); r++)
@@ -743,23 +755,25 @@ void HnswIndex::Load(const std::string& path) {
   for (size_t r = 0; r < ids.size(); r++) {
     if (removed.Has(r)) continue;
     if (row_of.Contains(ids[r]))
-      ThrowRange("path: " + path + " holds id " + std::to_string(ids[r]) + " twice");
+      ThrowRange(source + " holds id " + std::to_string(ids[r]) + " twice");
     row_of.Set(ids[r], static_cast<uint32_t>(r));
   }
-  // Reconnected before it is searched, and before the lock: searches go on meanwhile.
-  ApplyLinks(hnsw.get(), PlanReconnect(*hnsw, kernels_));
-  std::lock_guard<std::mutex> w(write_mu_);
+  return row_of;
+}
+
+// Makes `graph` (reconnected) the index searched, and leaves the old one in `graph`, to be
+// freed after the lock goes. Caller holds write_mu_.
+void HnswIndex::SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
+                       IdRows row_of, RowBits removed) {
   std::unique_lock<std::shared_mutex> lk(mu_);
-  dim_ = hnsw->d;
-  m_ = hnsw->hnsw.nb_neighbors(1);
-  efc_ = hnsw->hnsw.efConstruction;
-  index_.swap(hnsw);  // the old graph is freed after the lock goes
+  dim_ = (*graph)->d;
+  m_ = (*graph)->hnsw.nb_neighbors(1);
+  efc_ = (*graph)->hnsw.efConstruction;
+  index_.swap(*graph);
   ids_ = std::move(ids);
   row_of_ = std::move(row_of);
   removed_ = std::move(removed);
-  loads_++;
   Publish();
-  lk.unlock();
 }
 
 size_t HnswIndex::Compact() {
@@ -811,21 +825,9 @@ size_t HnswIndex::Compact() {
   RowBits removed(from.size());
   for (size_t i = 0; i < from.size(); i++)
     if (removed_.Has(from[i])) removed.Set(i);
-  IdRows row_of;
-  uint32_t max_id = 0;
-  for (size_t i = 0; i < from.size(); i++)
-    if (!removed.Has(i)) max_id = std::max(max_id, ids[i]);
-  row_of.Expect(max_id, from.size() - removed.Count());
-  for (size_t i = 0; i < from.size(); i++)
-    if (!removed.Has(i)) row_of.Set(ids[i], static_cast<uint32_t>(i));
+  IdRows row_of = HeldRows(ids, removed, "the index");
   const size_t dropped = ids_.size() - from.size();
-  std::unique_lock<std::shared_mutex> lk(mu_);
-  index_.swap(fresh);  // the old graph is freed after the lock goes
-  ids_ = std::move(ids);
-  row_of_ = std::move(row_of);
-  removed_ = std::move(removed);
-  Publish();
-  lk.unlock();
+  SwapIn(&fresh, std::move(ids), std::move(row_of), std::move(removed));
   return dropped;
 }
 

@@ -131,6 +131,10 @@ class HnswIndex {
   void SearchOne(const float* q, size_t k, int ef_in, const Admissible& adm,
                  const std::vector<uint32_t>* ex, uint32_t* out_ids, float* out_scores) const;
   void Reserve(size_t n);
+  static IdRows HeldRows(const std::vector<uint32_t>& ids, const RowBits& removed,
+                         const std::string& source);
+  void SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
+              IdRows row_of, RowBits removed);
   // Copies dim_ and the counts for Dim(), Size() and RemovedRows(); under mu_, exclusive.
   void Publish();
 

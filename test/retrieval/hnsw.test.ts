@@ -139,7 +139,7 @@ test('HNSW small index: add, padding, ids held once, save/load round trip', asyn
 
 test('HNSW: every item is reachable, after a build, an add and a save/load', async () => {
   // FAISS's inner-product graph leaves many nodes nobody's neighbour on layer 0 (here 4,559
-  // of 20k before Reconnect), and no search could return them. A walk whose beam is as
+  // of 20k before Reconnect, built by FAISS's own add), and no search could return them. A walk whose beam is as
   // wide as the index visits everything it can reach: it must return every id.
   const rng = new Rng(23);
   const d = 32;
