@@ -14,7 +14,8 @@
 // an older one (which takes c and the removals back; the next adds bring the same ids
 // again). A compactor thread rebuilds the graph without the removed rows again and again,
 // so that its copy, its build and its carrying over of the writes made meanwhile overlap
-// every write; every other time the writer holds its loads until it is done, and the
+// every write; every other time the writer holds its loads until it is done (and the
+// compactor waits for a removed row first, so that Compact must drop some), and the
 // other times a load can overtake it (it must give up). Searchers on other threads run
 // single queries and batches (split over the pool), unfiltered and filtered (walk, scan
 // and auto, with exclusions and allow lists), and one of them saves the index to its own
@@ -31,7 +32,9 @@
 // Prints "hnsw writes W removes X compacts C/A saves S loads L searches Q results R
 // problems P" on one line (C of the A calls to Compact dropped rows) and the first
 // problem's description, then "after: ..." for the checks that follow; exits 1 on any
-// problem. Usage: hnsw-concurrency DIR [seconds, default 2]
+// problem. Usage: hnsw-concurrency DIR [seconds, default 2]: it runs at least that long,
+// and on (up to five times as long) until it has seen 6 writes, 3 removes, 3 loads, a
+// compaction that dropped rows and 51 searches.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -167,7 +170,10 @@ int main(int argc, char** argv) {
   // What the writer left: ids [0, held_to) less `removed`.
   uint32_t held_to = kCold;
   std::vector<uint32_t> removed;
-  std::atomic<bool> quiet{false};  // the compactor asks the writer not to load
+  // The compactor asks the writer not to load. The writer checks and loads under load_mu,
+  // so once the compactor has set quiet under it, no Load is under way or to come.
+  std::atomic<bool> quiet{false};
+  std::mutex load_mu;
   std::thread writer([&] {
     std::mt19937 r(777);
     uint32_t next = kCold;
@@ -211,6 +217,7 @@ int main(int argc, char** argv) {
         // A file saved, the last or an older one (the index goes back to its ids and
         // removals), at every step, unless the compactor asked for quiet: a Compact that a
         // Load overtakes gives up, and one may take a second under ThreadSanitizer.
+        std::lock_guard<std::mutex> lk(load_mu);
         if (!files.empty() && !quiet.load()) {
           const File& f = files[r() % files.size()];
           index.Load(f.path);
@@ -229,10 +236,26 @@ int main(int argc, char** argv) {
   std::thread compactor([&] {
     try {
       for (size_t i = 0; !stop.load(); i++) {
-        // Every other Compact runs without loads beside it, so that some finish; the others
-        // race them. 0: nothing was removed, or a Load replaced the index meanwhile.
-        quiet = i % 2 == 0;
-        if (index.Compact() > 0) counts.compacts++;
+        // Every other Compact runs without loads beside it, and only once a row is removed,
+        // so it must drop rows (a busy host once let a Load slip into every one of six).
+        // The others race the loads. 0: nothing was removed, or a Load replaced the index
+        // meanwhile.
+        const bool calm = i % 2 == 0;
+        if (calm) {
+          {
+            std::lock_guard<std::mutex> lk(load_mu);
+            quiet = true;
+          }
+          while (!stop.load() && index.RemovedRows() == 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          if (stop.load()) {
+            quiet = false;
+            break;
+          }
+        }
+        const size_t dropped = index.Compact();
+        if (dropped > 0) counts.compacts++;
+        if (calm && dropped == 0) note(1, "a compaction with no load beside it dropped nothing");
         quiet = false;
         counts.compact_calls++;
         // A pause, or its last phase (under the writer mutex) would leave the writer little
@@ -311,7 +334,15 @@ int main(int argc, char** argv) {
     });
   }
 
+  // At least `seconds`, then on until the race has had enough of each event to mean
+  // something (the counts concurrency.test.ts asks for): on a busy host under
+  // ThreadSanitizer, 3 s once gave 8 writes and 2 loads. At most 5 x `seconds`.
+  const auto start = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  while (std::chrono::steady_clock::now() - start < std::chrono::duration<double>(5 * seconds) &&
+         (counts.writes < 6 || counts.removes < 3 || counts.loads < 3 || counts.compacts < 1 ||
+          counts.searches < 51))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   stop = true;
   writer.join();
   compactor.join();
