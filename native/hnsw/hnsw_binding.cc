@@ -66,6 +66,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                            InstanceMethod<&HnswWrap::Add>("add"),
                            InstanceMethod<&HnswWrap::Remove>("remove"),
                            InstanceMethod<&HnswWrap::Compact>("compact"),
+                           InstanceMethod<&HnswWrap::CheckGraph>("checkGraph"),
                            InstanceMethod<&HnswWrap::Search>("search"),
                            InstanceMethod<&HnswWrap::SearchSync>("searchSync"),
                            InstanceMethod<&HnswWrap::Save>("save"),
@@ -140,6 +141,30 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
           info.Env(), "recserve.hnsw.compact", [engine, dropped] { *dropped = engine->Compact(); },
           [dropped](Napi::Env env) {
             return Napi::Number::New(env, static_cast<double>(*dropped));
+          });
+    });
+  }
+
+  // checkGraph(): Promise<{rows, fromEntryMissing, toEntryMissing, treeFaults,
+  // reconnectsFull, reconnectsIncremental}>
+  Napi::Value CheckGraph(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto engine = engine_;
+      auto report = std::make_shared<HnswIndex::GraphReport>();
+      return Async(
+          info.Env(), "recserve.hnsw.checkGraph",
+          [engine, report] { *report = engine->CheckGraph(); },
+          [report](Napi::Env env) {
+            Napi::Object o = Napi::Object::New(env);
+            const auto num = [&](double v) { return Napi::Number::New(env, v); };
+            o.Set("rows", num(static_cast<double>(report->rows)));
+            o.Set("fromEntryMissing", num(static_cast<double>(report->from_entry_missing)));
+            o.Set("toEntryMissing", num(static_cast<double>(report->to_entry_missing)));
+            o.Set("treeFaults", num(static_cast<double>(report->tree_faults)));
+            o.Set("reconnectsFull", num(static_cast<double>(report->reconnects_full)));
+            o.Set("reconnectsIncremental",
+                  num(static_cast<double>(report->reconnects_incremental)));
+            return o;
           });
     });
   }

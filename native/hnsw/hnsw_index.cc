@@ -22,6 +22,7 @@
 
 #include "common/errors.h"
 #include "common/thread_pool.h"
+#include "hnsw/reconnect.h"
 
 namespace recserve {
 namespace {
@@ -72,181 +73,6 @@ bool Better(const Node& a, const Node& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
-// A layer-0 link Reconnect adds: `to` goes into slot `slot` of `from`'s list.
-struct NewLink {
-  int from;
-  uint32_t slot;
-  int to;
-};
-
-// Links every layer-0 node no search can reach from a reachable node near it.
-//
-// FAISS builds the inner-product graph with the neighbour heuristic of a metric space: a
-// node keeps few links, most of them to high-norm hubs whose lists are full, and nothing
-// links back to the low-norm nodes. On bench:retrieval's 100k x 64 clustered set a node
-// kept 4.4 of its 64 layer-0 slots on average and 37% of the nodes were nobody's
-// neighbour, so no walk could return them: recall@10 stopped at 0.965 however wide the
-// beam, and a filter that left them the best admissible items cut a walk's recall to
-// ~0.7. On the 1M-item reference bundle (M 16) 97% were unreachable.
-//
-// Each unreachable node gets one link from a reachable node (see the two passes below),
-// and what it links to becomes reachable with it. No node takes more than kExtraLinks
-// links beyond the ones FAISS gave it: every extra link is one more score for each walk
-// that expands the node, and on the reference bundle, whose true neighbours are nearly
-// all high-norm reachable items, unbounded extras made walks 1.3-2x slower for no
-// recall. With 3: 100k clustered, recall@10 0.957 -> 0.970 at efSearch 32 and 0.965 ->
-// 0.991 at 256 for 1.03-1.18x the time; the reference bundle, the same recall for
-// ~1.15x (bench/README.md, "The HNSW graph reconnected"). Hubs keep their lists; the file
-// stays a standard FAISS index.
-//
-// It only reads the graph, and returns the links to write (ApplyLinks): on the graph
-// searched, it runs with no search waiting (the writer lock keeps the graph as it read
-// it), and only the writes take the lock.
-constexpr size_t kExtraLinks = 3;
-std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kernels& kernels) {
-  const faiss::HNSW& g = index.hnsw;
-  const size_t n = static_cast<size_t>(index.ntotal);
-  std::vector<NewLink> plan;
-  if (n == 0 || g.entry_point < 0) return plan;
-  const float* xb = static_cast<const faiss::IndexFlat*>(index.storage)->get_xb();
-  const size_t d = static_cast<size_t>(index.d);
-  const size_t l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
-  // v's layer-0 list as FAISS left it (base[v] links), then the links planned here.
-  const int* nb = g.neighbors.data();
-  std::vector<uint32_t> base(n, 0), fill(n, 0), room(n, 0);
-  for (size_t v = 0; v < n; v++) {
-    const int* lv = nb + g.offsets[v];
-    while (base[v] < l0 && lv[base[v]] >= 0) base[v]++;
-    fill[v] = base[v];
-    room[v] = static_cast<uint32_t>(std::min(l0, base[v] + kExtraLinks));
-  }
-  std::vector<int> extra(n * kExtraLinks, -1);
-  const auto at = [&](size_t v, size_t i) {
-    return i < base[v] ? nb[g.offsets[v] + i] : extra[v * kExtraLinks + i - base[v]];
-  };
-  const auto append = [&](size_t from, int to) {
-    extra[from * kExtraLinks + fill[from] - base[from]] = to;
-    plan.push_back({static_cast<int>(from), fill[from]++, to});
-  };
-  // Who links to whom on layer 0, reversed (CSR): the nodes that chose v as a neighbour.
-  std::vector<size_t> in_at;
-  std::vector<int> in;
-  const auto reverse_links = [&]() {
-    in_at.assign(n + 1, 0);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in_at[static_cast<size_t>(at(v, i)) + 1]++;
-    for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
-    in.resize(in_at[n]);
-    std::vector<size_t> next(in_at.begin(), in_at.end() - 1);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in[next[static_cast<size_t>(at(v, i))]++] = int(v);
-  };
-  reverse_links();
-  std::vector<char> reached(n, 0);
-  std::vector<int> queue;
-  const auto reach = [&](int v) {
-    if (!reached[static_cast<size_t>(v)]) reached[static_cast<size_t>(v)] = 1, queue.push_back(v);
-  };
-  const auto link = [&](size_t from, int to) {
-    append(from, to);
-    reach(to);
-  };
-  // First pass: everything a reached node links to is reached; and a reached node with
-  // room links back to each unreached node that chose it as a neighbour (it scores high
-  // against that node, so a walk near the node passes it).
-  const auto drain = [&]() {
-    while (!queue.empty()) {
-      const size_t v = static_cast<size_t>(queue.back());
-      queue.pop_back();
-      for (size_t i = 0; i < fill[v]; i++) reach(at(v, i));
-      for (size_t i = in_at[v]; i < in_at[v + 1] && fill[v] < room[v]; i++)
-        if (!reached[static_cast<size_t>(in[i])]) link(v, in[i]);
-    }
-  };
-  reach(g.entry_point);
-  drain();
-  // Second pass, for the rest, which chose only full or unreached neighbours (on a graph
-  // of hubs, most nodes: all their links go to a few hundred full hubs). Each gets its
-  // link from the reached node with room that scores highest against it among its
-  // neighbours' neighbours, the last nodes linked here that chose the same first
-  // neighbour (so the nodes around one hub form a tree a walk can descend), and the last
-  // nodes linked here at all. A bounded search keeps this linear: scanning all reached
-  // nodes for each leftover took over 5 minutes on the reference bundle, where 96% were
-  // left after the first pass. There it takes ~1.3 s, at 100k ~0.15 s.
-  constexpr size_t kRecent = 16;
-  std::unordered_map<int, std::vector<int>> by_hub;  // first neighbour -> last linked
-  std::vector<int> recent;                           // ring of the last linked
-  size_t next_recent = 0;
-  for (size_t u = 0; u < n; u++) {
-    if (reached[u]) continue;
-    const float* xu = xb + u * d;
-    int best = -1;
-    float best_s = -std::numeric_limits<float>::infinity();
-    const auto consider = [&](int v) {
-      const auto vi = static_cast<size_t>(v);
-      if (!reached[vi] || fill[vi] >= room[vi]) return;
-      const float sv = kernels.dot_f32(xu, xb + static_cast<size_t>(v) * d, d);
-      if (sv > best_s) best_s = sv, best = v;
-    };
-    for (size_t i = 0; i < fill[u]; i++) {
-      const size_t w = static_cast<size_t>(at(u, i));
-      for (size_t j = 0; j < fill[w]; j++) consider(at(w, j));
-    }
-    std::vector<int>* members = fill[u] > 0 ? &by_hub[at(u, 0)] : nullptr;
-    if (members)
-      for (int v : *members) consider(v);
-    for (int v : recent) consider(v);
-    if (best < 0) best = g.entry_point;  // nothing near has room: the entry, if it has
-    // Else u stays unreached (not seen on the sets measured: every node was reached).
-    if (fill[static_cast<size_t>(best)] >= room[static_cast<size_t>(best)]) continue;
-    link(static_cast<size_t>(best), static_cast<int>(u));
-    drain();
-    if (members) {
-      if (members->size() == kRecent) members->erase(members->begin());
-      members->push_back(static_cast<int>(u));
-    }
-    if (recent.size() < kRecent) {
-      recent.push_back(static_cast<int>(u));
-    } else {
-      recent[next_recent++ % kRecent] = static_cast<int>(u);
-    }
-  }
-  // Third pass: every node must also reach the entry. A walk starts on layer 0 wherever
-  // the descent through the upper layers left it, not at the entry, and reaches everything
-  // from there only if it can get back to the entry. FAISS gives the entry no layer-0
-  // in-links when no node chose it as a neighbour (1,800 clustered items at M 16: a walk as
-  // wide as the index missed it from every other start; test/retrieval/native/
-  // hnsw-concurrency.cc). The reversed links from the entry mark the nodes that reach it;
-  // each node left over, with room, gets a link to the entry, and with it every node that
-  // reaches that one. (A group of nodes whose lists are all full would stay cut off.)
-  reverse_links();
-  std::vector<char> back(n, 0);
-  const auto reaches_entry = [&](int s) {
-    back[static_cast<size_t>(s)] = 1;
-    queue.push_back(s);
-    while (!queue.empty()) {
-      const size_t v = static_cast<size_t>(queue.back());
-      queue.pop_back();
-      for (size_t i = in_at[v]; i < in_at[v + 1]; i++)
-        if (!back[static_cast<size_t>(in[i])])
-          back[static_cast<size_t>(in[i])] = 1, queue.push_back(in[i]);
-    }
-  };
-  reaches_entry(g.entry_point);
-  for (size_t u = 0; u < n; u++) {
-    if (back[u] || fill[u] >= room[u]) continue;
-    append(u, g.entry_point);
-    reaches_entry(static_cast<int>(u));
-  }
-  return plan;
-}
-
-void ApplyLinks(faiss::IndexHNSWFlat* index, const std::vector<NewLink>& links) {
-  faiss::HNSW& g = index->hnsw;
-  for (const NewLink& l : links)
-    g.neighbors[g.offsets[static_cast<size_t>(l.from)] + l.slot] = l.to;
-}
-
 }  // namespace
 
 // FAISS's graph construction (HNSW::add_with_locks, highest level first, rows of a level
@@ -269,8 +95,11 @@ class HnswIndex::Inserter {
   Inserter& operator=(const Inserter&) = delete;
 
   // Appends n rows of index->d floats to the index and links them into its graph, with
-  // omp_get_max_threads() threads.
-  void Insert(faiss::IndexHNSWFlat* index, size_t n, const float* x) {
+  // omp_get_max_threads() threads. With `linked`, one row at a time instead, appending to
+  // it each row's layer-0 list as FAISS left it: the nodes FAISS then linked back to the
+  // row (PlanIncremental's `linked`; another thread could change the list in between).
+  void Insert(faiss::IndexHNSWFlat* index, size_t n, const float* x,
+              std::vector<int>* linked = nullptr) {
     if (n == 0) return;
     faiss::HNSW& g = index->hnsw;
     const size_t n0 = static_cast<size_t>(index->ntotal);
@@ -293,7 +122,7 @@ class HnswIndex::Inserter {
       // In random order, as FAISS does: the order the rows arrive in would bias the graph.
       std::shuffle(rows.begin(), rows.end(), rng);
       const auto count = static_cast<int64_t>(rows.size());
-#pragma omp parallel num_threads(count >= 8 ? threads : 1)
+#pragma omp parallel num_threads(count >= 8 && !linked ? threads : 1)
       {
         NegatedDot dis(xb, d, kernels_.dot_f32);
         faiss::VisitedTable& vt = *visited_[static_cast<size_t>(omp_get_thread_num())];
@@ -302,6 +131,10 @@ class HnswIndex::Inserter {
           const int row = rows[static_cast<size_t>(i)];
           dis.set_query(xb + static_cast<size_t>(row) * d);
           g.add_with_locks(dis, static_cast<int>(level), row, locks_, vt);
+          if (linked) {
+            const int* l = g.neighbors.data() + g.offsets[static_cast<size_t>(row)];
+            for (int j = 0; j < g.nb_neighbors(0) && l[j] >= 0; j++) linked->push_back(l[j]);
+          }
         }
       }
     }
@@ -395,23 +228,46 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
     ThrowRange("ids: the index would exceed 2^31-1 vectors");
   // Building uses every core: it runs on a libuv worker, off the event loop.
   omp_set_num_threads(omp_get_num_procs());
-  const size_t d = static_cast<size_t>(dim_);
+  size_t done = 0;
+  // A small add goes in kStepRows rows at a time, each step reconnected from what it
+  // changed (PlanIncremental, reconnect.h), where a reconnection over the whole graph
+  // costs about as much as 1 row in 2,000 added this way (1M x 64, M 16: 0.5-0.6 s
+  // against 0.8 ms a row; 100k x 64, M 32: 50-75 ms against 0.6 ms a row). A step that
+  // cannot (too many lists at risk, or no path found within bounds) leaves the rest to
+  // the path below.
+  if (ids.size() <= std::clamp(ids_.size() / 2048, kStepRows, kIncrementalRows)) {
+    while (done < ids.size() && trees_.ok) {
+      const size_t n = std::min(kStepRows, ids.size() - done);
+      ListSnapshot snap;
+      if (!SnapshotLists(*index_, trees_, n,
+                         std::max<size_t>(kIncrementalLists, ids_.size() / 64), &snap))
+        break;
+      // Not whole until the plan repairs them (an add that throws part way leaves the
+      // next one to reconnect over the whole graph).
+      trees_.ok = false;
+      std::vector<int> linked;
+      InsertRows(ids, vecs, done, n, &linked);
+      done += n;
+      trees_.ok = true;  // whole before this step, which the plan now follows
+      std::vector<NewLink> links;
+      if (!PlanIncremental(*index_, kernels_, snap, linked, &trees_, &links)) {
+        trees_.ok = false;
+        break;
+      }
+      reconnects_incremental_++;
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      ApplyLinks(index_.get(), links);
+    }
+    if (done == ids.size() && trees_.ok) return;
+  }
+  trees_.ok = false;
   // A build from empty goes in chunks too: with the Inserter they cost no more (100k x 64
   // clustered: 5.8-5.9 s in ~10 ms chunks, 5.2-6.5 s in one call; through IndexHNSW::add
   // such chunks took 18 s against 9.8 s).
-  for (size_t done = 0; done < ids.size();) {
+  while (done < ids.size()) {
     const size_t n = std::min(add_chunk_, ids.size() - done);
-    Reserve(n);
     const double t0 = NowMs();
-    {
-      std::unique_lock<std::shared_mutex> lk(mu_);
-      inserter_->Insert(index_.get(), n, vecs.data() + done * d);
-      row_of_.Append(ids.data() + done, n, ids_.size());
-      ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(done),
-                  ids.begin() + static_cast<std::ptrdiff_t>(done + n));
-      removed_.Resize(ids_.size());
-      Publish();
-    }
+    InsertRows(ids, vecs, done, n, nullptr);
     // The next chunk's size, from this one's time (a full chunk's: a short last one times
     // the fixed costs of a chunk more than its rows).
     const double ms = NowMs() - t0;
@@ -419,9 +275,24 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
       add_chunk_ = std::clamp<size_t>(static_cast<size_t>(n * kAddChunkMs / ms), 16, 1 << 16);
     done += n;
   }
-  const std::vector<NewLink> links = PlanReconnect(*index_, kernels_);
+  const std::vector<NewLink> links = PlanReconnect(*index_, kernels_, &trees_);
+  reconnects_full_++;
   std::unique_lock<std::shared_mutex> lk(mu_);
   ApplyLinks(index_.get(), links);
+}
+
+// Inserts ids[first, first + n) with their vectors, under the lock (the storage grows
+// before it); `linked` as Inserter::Insert's.
+void HnswIndex::InsertRows(const std::vector<uint32_t>& ids, const std::vector<float>& vecs,
+                           size_t first, size_t n, std::vector<int>* linked) {
+  Reserve(n);
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  inserter_->Insert(index_.get(), n, vecs.data() + first * static_cast<size_t>(dim_), linked);
+  row_of_.Append(ids.data() + first, n, ids_.size());
+  ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(first),
+              ids.begin() + static_cast<std::ptrdiff_t>(first + n));
+  removed_.Resize(ids_.size());
+  Publish();
 }
 
 // Gives the storage room for n more rows before Add takes the lock. A vector that grows
@@ -737,10 +608,12 @@ void HnswIndex::Load(const std::string& path) {
     ThrowRange("path: " + path + " has an id map that does not match its vectors");
   IdRows row_of = HeldRows(ids, removed, "path: " + path);
   // Reconnected before it is searched, and before the lock: searches go on meanwhile.
-  ApplyLinks(hnsw.get(), PlanReconnect(*hnsw, kernels_));
+  ReachTrees trees;
+  ApplyLinks(hnsw.get(), PlanReconnect(*hnsw, kernels_, &trees));
   std::lock_guard<std::mutex> w(write_mu_);
   loads_++;
-  SwapIn(&hnsw, std::move(ids), std::move(row_of), std::move(removed));
+  reconnects_full_++;
+  SwapIn(&hnsw, std::move(ids), std::move(row_of), std::move(removed), std::move(trees));
 }
 
 // The rows held (not removed) by external id; an id held twice is refused, named after
@@ -764,7 +637,8 @@ IdRows HnswIndex::HeldRows(const std::vector<uint32_t>& ids, const RowBits& remo
 // Makes `graph` (reconnected) the index searched, and leaves the old one in `graph`, to be
 // freed after the lock goes. Caller holds write_mu_.
 void HnswIndex::SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
-                       IdRows row_of, RowBits removed) {
+                       IdRows row_of, RowBits removed, ReachTrees trees) {
+  trees_ = std::move(trees);  // the writer's alone
   std::unique_lock<std::shared_mutex> lk(mu_);
   dim_ = (*graph)->d;
   m_ = (*graph)->hnsw.nb_neighbors(1);
@@ -821,14 +695,31 @@ size_t HnswIndex::Compact() {
   // Rows added meanwhile come over, and rows removed meanwhile are removed again.
   const size_t first = copy_rows(ids_.size());
   inserter.Insert(fresh.get(), from.size() - first, vecs.data() + first * d);
-  ApplyLinks(fresh.get(), PlanReconnect(*fresh, kernels_));
+  ReachTrees trees;
+  ApplyLinks(fresh.get(), PlanReconnect(*fresh, kernels_, &trees));
+  reconnects_full_++;
   RowBits removed(from.size());
   for (size_t i = 0; i < from.size(); i++)
     if (removed_.Has(from[i])) removed.Set(i);
   IdRows row_of = HeldRows(ids, removed, "the index");
   const size_t dropped = ids_.size() - from.size();
-  SwapIn(&fresh, std::move(ids), std::move(row_of), std::move(removed));
+  SwapIn(&fresh, std::move(ids), std::move(row_of), std::move(removed), std::move(trees));
   return dropped;
+}
+
+HnswIndex::GraphReport HnswIndex::CheckGraph() {
+  // The trees are the writer's: no change may run meanwhile.
+  std::lock_guard<std::mutex> w(write_mu_);
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  const ReachCounts c = CountUnreachable(*index_);
+  GraphReport r;
+  r.tree_faults = CountTreeFaults(*index_, trees_);
+  r.rows = static_cast<size_t>(index_->ntotal);
+  r.from_entry_missing = c.from_entry_missing;
+  r.to_entry_missing = c.to_entry_missing;
+  r.reconnects_full = reconnects_full_.load();
+  r.reconnects_incremental = reconnects_incremental_.load();
+  return r;
 }
 
 }  // namespace recserve

@@ -39,6 +39,7 @@
 #include "common/id_filters.h"
 #include "common/id_rows.h"
 #include "exact/kernels.h"
+#include "hnsw/reconnect.h"
 
 namespace faiss {
 struct IndexHNSWFlat;
@@ -111,6 +112,23 @@ class HnswIndex {
 
   // Target time Add holds the lock for a chunk of rows (searches wait that long at most).
   static constexpr double kAddChunkMs = 10;
+  // An add of at most one row per 2,048 held (from kStepRows up to kIncrementalRows) goes
+  // in kStepRows at a time, each step reconnected from what it changed, while the lists a
+  // step could shrink number at most kIncrementalLists, or rows / 64 (see Add).
+  static constexpr size_t kIncrementalRows = 1024;
+  static constexpr size_t kStepRows = 4;
+  static constexpr size_t kIncrementalLists = 4096;
+
+  // Checks the whole graph (two breadth-first passes; changes wait, searches do not):
+  // layer-0 nodes no walk reaches from the entry, and nodes with no path back to it, and
+  // nodes where the paths kept for small adds (ReachTrees) do not follow the graph (all
+  // three 0 after every change); and how the graph was reconnected so far.
+  struct GraphReport {
+    size_t rows = 0;
+    size_t from_entry_missing = 0, to_entry_missing = 0, tree_faults = 0;
+    uint64_t reconnects_full = 0, reconnects_incremental = 0;
+  };
+  GraphReport CheckGraph();
 
  private:
   // What one Search call may return, in row terms: the allow list's rows (without a set,
@@ -131,10 +149,12 @@ class HnswIndex {
   void SearchOne(const float* q, size_t k, int ef_in, const Admissible& adm,
                  const std::vector<uint32_t>* ex, uint32_t* out_ids, float* out_scores) const;
   void Reserve(size_t n);
+  void InsertRows(const std::vector<uint32_t>& ids, const std::vector<float>& vecs, size_t first,
+                  size_t n, std::vector<int>* linked);
   static IdRows HeldRows(const std::vector<uint32_t>& ids, const RowBits& removed,
                          const std::string& source);
   void SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
-              IdRows row_of, RowBits removed);
+              IdRows row_of, RowBits removed, ReachTrees trees);
   // Copies dim_ and the counts for Dim(), Size() and RemovedRows(); under mu_, exclusive.
   void Publish();
 
@@ -156,6 +176,8 @@ class HnswIndex {
   std::vector<uint32_t> ids_;  // FAISS row -> external id (stale for a removed row)
   IdRows row_of_;              // external id -> FAISS row, for the ids held
   RowBits removed_;            // by row
+  ReachTrees trees_;           // paths to and from the entry, for Add (under write_mu_)
+  std::atomic<uint64_t> reconnects_full_{0}, reconnects_incremental_{0};
 };
 
 // FAISS labels (row numbers, -1 for none) to external ids: through `ids` (row -> id) when

@@ -1,7 +1,7 @@
 // Approximate inner-product search: FAISS IndexHNSWFlat behind a typed adapter, used for
 // "items similar to what you just watched". Files written by save() are standard FAISS
 // indexes (an IndexIDMap over IndexHNSWFlat), so Python's faiss.read_index reads them.
-import { loadNative, type NativeHnswIndex, type TopK } from './native.js';
+import { loadNative, type HnswGraphReport, type NativeHnswIndex, type TopK } from './native.js';
 
 export interface HnswBuildOptions {
   /** Graph degree (FAISS M). Default 32. */
@@ -143,6 +143,18 @@ export class HnswIndex {
    */
   compact(): Promise<number> {
     return settle(() => this.native.compact());
+  }
+
+  /**
+   * Walks the whole graph (on a native thread; searches go on, changes wait) and counts
+   * the rows a walk cannot reach from the entry point, those with no path back to it, and
+   * those where the paths kept for small adds do not follow the graph: all 0 after every
+   * add, load and compaction, which reconnect the graph. Also says how many reconnections
+   * ran over the whole graph and how many only over what a small add changed. A
+   * diagnostic: ~0.3 s of one core at 1M rows.
+   */
+  checkGraph(): Promise<HnswGraphReport> {
+    return settle(() => this.native.checkGraph());
   }
 
   /**

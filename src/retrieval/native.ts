@@ -98,6 +98,25 @@ export interface NativeExactIndex {
   readonly tuning: Required<ExactTuning>;
 }
 
+/** HnswIndex.checkGraph(): reachability over the whole layer-0 graph. */
+export interface HnswGraphReport {
+  /** Rows in the graph, removed ones included. */
+  rows: number;
+  /** Rows no walk can reach from the entry point (0 after every change). */
+  fromEntryMissing: number;
+  /** Rows with no path back to the entry point (0 after every change). */
+  toEntryMissing: number;
+  /**
+   * Rows where the paths to and from the entry kept for small adds do not follow the graph
+   * (0 after every change).
+   */
+  treeFaults: number;
+  /** Reconnections over the whole graph (builds, loads, compactions, larger adds). */
+  reconnectsFull: number;
+  /** Reconnections from what a small add changed. */
+  reconnectsIncremental: number;
+}
+
 export interface NativeHnswIndex {
   readonly dim: number;
   readonly size: number;
@@ -105,6 +124,7 @@ export interface NativeHnswIndex {
   add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
   remove(ids: Uint32Array): Promise<void>;
   compact(): Promise<number>;
+  checkGraph(): Promise<HnswGraphReport>;
   search(
     queries: Float32Array,
     k: number,

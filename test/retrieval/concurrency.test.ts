@@ -118,5 +118,8 @@ for (const san of SANITIZERS) {
     assert.ok(searches! > 50, `${m[0]}: too few searches`);
     assert.equal(problems, 0, m[0]);
     assert.match(r.stdout, /^after: problems 0$/m);
+    // The small adds took the incremental reconnection, and the batches the whole-graph one.
+    const rc = /^after: reconnects full (\d+) incremental (\d+)$/m.exec(r.stdout);
+    assert.ok(rc && Number(rc[1]) > 0 && Number(rc[2]) > 0, r.stdout);
   });
 }

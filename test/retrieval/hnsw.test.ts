@@ -163,6 +163,73 @@ test('HNSW: every item is reachable, after a build, an add and a save/load', asy
   }
 });
 
+test('HNSW small adds: reconnected from what they changed, every item reachable both ways', async () => {
+  // An add of a few rows reconnects the graph from the lists it changed and the paths to
+  // and from the entry that went through a dropped link (native/hnsw/reconnect.h), not
+  // over the whole graph. After every such add the whole graph is checked: each row
+  // reachable from the entry and able to get back to it. Among the rows: low-norm ones,
+  // which FAISS's inner-product graph leaves without in-links, and ids removed and added
+  // back.
+  const rng = new Rng(41);
+  const d = 32;
+  const n0 = 9_000; // adds of up to 4 rows reconnect incrementally (one row per 2,048)
+  const pool = clustered(rng, n0 + 2_000, d, 40);
+  const ids = Uint32Array.from({ length: n0 }, (_, i) => i);
+  const hnsw = await HnswIndex.build(ids, pool.subarray(0, n0 * d), d, {
+    M: 16,
+    efConstruction: 40,
+  });
+  const start = await hnsw.checkGraph();
+  assert.deepEqual([start.fromEntryMissing, start.toEntryMissing, start.treeFaults], [0, 0, 0]);
+  const held = new Set(ids);
+  let next = n0;
+  let small = 0;
+  for (let step = 0; step < 240; step++) {
+    const count = 1 + (step % 4);
+    const add = new Uint32Array(count);
+    const v = new Float32Array(count * d);
+    for (let i = 0; i < count; i++) {
+      const back = step % 5 === 4 && i === 0;
+      if (back) {
+        // An id removed a moment ago comes back, as a new row.
+        const id = [...held][rng.int(held.size)]!;
+        await hnsw.remove(Uint32Array.of(id));
+        held.delete(id);
+        add[i] = id;
+      } else {
+        add[i] = next++;
+      }
+      const at = (n0 + rng.int(2_000)) * d;
+      const row = pool.subarray(at, at + d);
+      const scale = step % 3 === 0 ? 0.05 : 1; // low-norm rows, now and then
+      for (let j = 0; j < d; j++) v[i * d + j] = row[j]! * scale + 0.1 * rng.normal();
+    }
+    await hnsw.add(add, v);
+    for (const id of add) held.add(id);
+    small++;
+    const g = await hnsw.checkGraph();
+    assert.deepEqual(
+      [g.fromEntryMissing, g.toEntryMissing, g.treeFaults],
+      [0, 0, 0],
+      `after add ${step} (${count} rows): ${JSON.stringify(g)}`,
+    );
+  }
+  const end = await hnsw.checkGraph();
+  // (A step may fall back to the whole graph: a new row on a new top level moves the entry.)
+  assert.ok(
+    end.reconnectsIncremental - start.reconnectsIncremental >= 0.9 * small,
+    JSON.stringify({ start, end, small }),
+  );
+  // And a walk as wide as the index returns every id held.
+  const size = hnsw.size;
+  assert.equal(size, held.size);
+  const r = await hnsw.search(pool.subarray(0, d), size, { efSearch: size });
+  const got = new Set(r.ids);
+  got.delete(NO_ID);
+  assert.equal(got.size, held.size);
+  for (const id of got) assert.ok(held.has(id), `walk returned ${id}, not held`);
+});
+
 test('HNSW: a walk that starts away from the entry point still reaches every item', async () => {
   // A walk starts on layer 0 where the descent through the upper layers leaves it, not at
   // the entry point. FAISS can leave the entry without layer-0 in-links; then only a walk

@@ -52,6 +52,7 @@ export const HNSW_SOURCES: [string, string[]][] = [
   ...KERNEL_SOURCES,
   ['native/common/thread_pool.cc', []],
   ['native/hnsw/hnsw_index.cc', ['-fopenmp']],
+  ['native/hnsw/reconnect.cc', []],
 ];
 /** What a program with HNSW_SOURCES links after its objects (FAISS is a static library). */
 export const HNSW_LIBS = ['-lfaiss', '-lopenblas', '-fopenmp'];

@@ -10,7 +10,7 @@
 // Every id has one vector, drawn from its id, so any thread can recompute what an id
 // scores. The index always holds ids 0 .. c-1 for some c >= kCold, less a few removed: a
 // writer adds the next ids in batches, removes up to 20 ids past kCold and adds them back
-// a step later, saves the index now and then, and loads either the file it just saved or
+// a step later, a few at a time (so that both ways of reconnecting the graph run), saves the index now and then, and loads either the file it just saved or
 // an older one (which takes c and the removals back; the next adds bring the same ids
 // again). A compactor thread rebuilds the graph without the removed rows again and again,
 // so that its copy, its build and its carrying over of the writes made meanwhile overlap
@@ -24,7 +24,9 @@
 // query's dot product with that id's vector. A scan whose allow list holds only ids below
 // kCold (always present) must be exact: it is compared with brute force.
 //
-// After the race, on one thread: the searcher's last file loads; a walk as wide as the
+// After the race, on one thread: the searcher's last file loads; every node is reachable
+// from the entry and can get back to it, along the paths kept for small adds too
+// (CheckGraph); a walk as wide as the
 // index returns every id held and no other, before and after a last Compact (which must
 // leave no removed row); and a search sized for the old dimension, issued after a load of
 // a file with another one, is refused (ArgumentError) rather than read past its queries.
@@ -187,10 +189,17 @@ int main(int argc, char** argv) {
     try {
       for (size_t step = 0; !stop.load(); step++) {
         if (!out.empty()) {
-          // Removed ids come back, with the same vectors (as new rows).
-          std::vector<float> rows;
-          for (uint32_t id : out) rows.insert(rows.end(), vs.Of(id), vs.Of(id) + kDim);
-          index.Add(out, rows);
+          // Removed ids come back, with the same vectors (as new rows), up to 3 at a time:
+          // small adds reconnect the graph from what they changed (PlanIncremental), the
+          // batches below over the whole graph.
+          for (size_t i = 0; i < out.size(); i += 3) {
+            const std::vector<uint32_t> some(out.begin() + static_cast<std::ptrdiff_t>(i),
+                                             out.begin() + static_cast<std::ptrdiff_t>(
+                                                               std::min(i + 3, out.size())));
+            std::vector<float> rows;
+            for (uint32_t id : some) rows.insert(rows.end(), vs.Of(id), vs.Of(id) + kDim);
+            index.Add(some, rows);
+          }
           out.clear();
           counts.writes++;
         } else if (step % 2 == 1 && next > kCold + 100) {
@@ -396,6 +405,16 @@ int main(int argc, char** argv) {
              " ids of the " + std::to_string(held.size()) + " held");
     };
     walk_all("after the race");
+    // Every node reachable from the entry and back, however each add reconnected it.
+    const HnswIndex::GraphReport g = index.CheckGraph();
+    std::printf("after: reconnects full %llu incremental %llu\n",
+                (unsigned long long)g.reconnects_full,
+                (unsigned long long)g.reconnects_incremental);
+    if (g.from_entry_missing || g.to_entry_missing || g.tree_faults)
+      fail("after the race, " + std::to_string(g.from_entry_missing) +
+           " rows unreachable from the entry, " + std::to_string(g.to_entry_missing) +
+           " with no path back, and " + std::to_string(g.tree_faults) +
+           " where the kept paths do not follow the graph");
     const size_t removed_rows = index.RemovedRows();
     const size_t dropped = index.Compact();
     if (dropped != removed_rows || index.RemovedRows() != 0)
