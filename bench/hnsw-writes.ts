@@ -8,8 +8,11 @@
 // version's items and graph (--bundle). `searchers` loops each issue one query at a time
 // (k 10, async, as the server does) for the whole run; for each write the table gives the
 // write's time and the latency of the searches that overlapped it. The writes, in order:
-// - add 1, add 1, add 100, add 10,000 new items (near existing ones; the first add into a
-//   loaded graph also grows its storage);
+// - add 1 (three times), 4, 16, 100 and 10,000 new items (near existing ones; the first
+//   add into a loaded graph also grows its storage). Adds of up to one item per 2,048 held
+//   reconnect the graph from what they changed, larger ones over the whole graph; the
+//   output ends with the count of each (HnswIndex.checkGraph, which also checks that every
+//   row is reachable both ways);
 // - remove 10% of the items;
 // - compact (HnswIndex.compact), with the unfiltered walk's time and recall@10 (one thread,
 //   against the exact index over the items held) before and after it.
@@ -102,12 +105,20 @@ function walks(): { us_per_query: number; recall_at_10: number; removed_rows: nu
 
 await beside('none (1 s)', () => sleep(1000));
 let next = n;
-for (const count of [1, 1, 100, 10_000]) {
+for (const count of [1, 1, 1, 4, 16, 100, 10_000]) {
   const ids = Uint32Array.from({ length: count }, (_, i) => next + i);
   const v = nearRows(rng, vecs, d, count, noise);
   next += count;
   await beside(`add ${count}`, () => hnsw.add(ids, v));
   exact.upsert(ids, v);
+}
+// How the adds reconnected the graph, and that every row stays reachable (null from an
+// addon from before checkGraph). Not timed against searches: it runs between writes.
+let graph: Awaited<ReturnType<typeof hnsw.checkGraph>> | null = null;
+try {
+  graph = await hnsw.checkGraph();
+} catch (err) {
+  if (!(err instanceof TypeError)) throw err;
 }
 const gone = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10);
 await beside(`remove ${gone.length}`, () => hnsw.remove(gone));
@@ -140,6 +151,8 @@ const out = {
   bundle: bundle ?? null,
   seconds: (nowMs() - t0) / 1000,
   results: rows,
+  /** HnswIndex.checkGraph() after the adds (the load's reconnection counts too). */
+  graph,
   /** compact(): rows dropped; the walk before and after it (one thread). */
   compact: { dropped, before: beforeCompact, after: afterCompact },
 };
@@ -154,6 +167,13 @@ if (args.json) {
     ['write', 'write ms', 'searches', 'p50 ms', 'p99 ms', 'max ms', '> 20 ms'],
     rows.map((r) => [r.write, r.write_ms, r.searches, r.p50_ms, r.p99_ms, r.max_ms, r.over_20ms]),
   );
+  if (graph)
+    console.log(
+      `\nafter the adds: reconnections ${graph.reconnectsIncremental} incremental, ` +
+        `${graph.reconnectsFull} over the whole graph (the load's included); rows not ` +
+        `reachable from the entry ${graph.fromEntryMissing}, with no path back ` +
+        `${graph.toEntryMissing}, tree faults ${graph.treeFaults}`,
+    );
   console.log(`\nunfiltered walks (one thread), compact() dropped ${dropped ?? '-'} rows:`);
   printTable(
     ['', 'removed rows', 'us/query', 'recall@10'],
