@@ -1,6 +1,6 @@
 // Which HNSW graph serves maximum-inner-product search best on a model's own item vectors?
 // The index builds FAISS's inner-product graph, whose neighbour choice assumes a metric
-// and leaves a graph of high-norm hubs (native/hnsw/hnsw_index.cc, Reconnect). Two graphs
+// and leaves a graph of high-norm hubs (native/hnsw/reconnect.cc, PlanReconnect). Two graphs
 // built in a metric space are the usual alternatives, and this program builds all three
 // over the same rows and searches each with the same raw inner-product queries:
 // - ip:     IndexHNSWFlat, inner product, over the rows as they are (what the index does);

@@ -417,7 +417,7 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
 //   since it must cross the others to fill its beam;
 // - and its recall falls when the admitted items sit together away from the query
 //   (0.91 at 20% of the items taken from one region, 0.76-0.84 at 1-10%), though not
-//   for a random share (0.98 or more at every share; see Reconnect).
+//   for a random share (0.98 or more at every share; see PlanReconnect in reconnect.cc).
 // With share = admissible / n, the two cost the same where scanned x admissible is about
 // 25 x ef x n. This scans up to 100 x ef x n, trading up to ~2x the walk's time for exact
 // results: below ~25% admissible at 100k items and ef 64, below ~8% at 1M.
