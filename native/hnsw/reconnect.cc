@@ -331,6 +331,31 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
     return ok;
   };
 
+  // One round over the nodes in `todo`: each still in `bad` takes as its pointer (`ptr`)
+  // the first node in its list that `fits`, and leaves `bad`. Keeps in `todo` the ones
+  // left; false when the round changed nothing.
+  const auto mend_round = [&](std::vector<int>* todo, std::unordered_set<int>* bad,
+                              std::vector<int>* ptr, auto&& fits) {
+    std::vector<int> left;
+    for (int v : *todo) {
+      if (!bad->count(v)) continue;  // mended on another's way
+      int to = -1;
+      for_each_link(v, [&](int y) {
+        if (y != v && fits(v, y)) to = y;
+        return to >= 0;
+      });
+      if (to < 0) {
+        left.push_back(v);
+        continue;
+      }
+      (*ptr)[static_cast<size_t>(v)] = to;
+      bad->erase(v);
+    }
+    const bool changed = left.size() < todo->size();
+    todo->swap(left);
+    return changed;
+  };
+
   // Paths from the entry. A cut node takes as prev a neighbour that links back to it
   // (FAISS gave most of a new row's neighbours a link back) and whose own path holds;
   // when no cut node can, the first gets a link from the node with room that scores
@@ -338,25 +363,9 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
   std::vector<int> todo(cut.begin(), cut.end());
   std::sort(todo.begin(), todo.end());
   while (!todo.empty()) {
-    std::vector<int> left;
-    for (int x : todo) {
-      int by = -1;
-      for_each_link(x, [&](int y) {
-        if (y != x && has(y, x) && from_entry(y)) by = y;
-        return by >= 0;
-      });
-      if (by < 0) {
-        left.push_back(x);
-        continue;
-      }
-      prev[static_cast<size_t>(x)] = by;
-      cut.erase(x);
-    }
-    if (left.size() < todo.size()) {
-      todo.swap(left);
+    if (mend_round(&todo, &cut, &prev, [&](int x, int y) { return has(y, x) && from_entry(y); }))
       continue;
-    }
-    const int x = left.front();
+    const int x = todo.front();
     const float* xv = xb + static_cast<size_t>(x) * d;
     int best = -1;
     float best_s = -std::numeric_limits<float>::infinity();
@@ -376,8 +385,7 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
     add_link(best, x);
     prev[static_cast<size_t>(x)] = best;
     cut.erase(x);
-    left.erase(left.begin());
-    todo.swap(left);
+    todo.erase(todo.begin());
   }
 
   // Paths to the entry. A broken node takes as next a neighbour whose path holds; when
@@ -387,26 +395,8 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
   todo.assign(broken.begin(), broken.end());
   std::sort(todo.begin(), todo.end());
   while (!todo.empty()) {
-    std::vector<int> left;
-    for (int u : todo) {
-      if (!broken.count(u)) continue;  // mended on another's way
-      int to = -1;
-      for_each_link(u, [&](int y) {
-        if (y != u && to_entry(y)) to = y;
-        return to >= 0;
-      });
-      if (to < 0) {
-        left.push_back(u);
-        continue;
-      }
-      next[static_cast<size_t>(u)] = to;
-      broken.erase(u);
-    }
-    if (left.size() < todo.size()) {
-      todo.swap(left);
-      continue;
-    }
-    const int u = left.front();
+    if (mend_round(&todo, &broken, &next, [&](int, int y) { return to_entry(y); })) continue;
+    const int u = todo.front();
     std::unordered_map<int, int> parent{{u, ReachTrees::kNone}};
     std::vector<int> queue{u};
     int found = -1;
@@ -434,8 +424,7 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
     } else {
       return done(false);
     }
-    left.erase(left.begin());
-    todo.swap(left);
+    todo.erase(todo.begin());
   }
   // The lists that changed: those FAISS appended to or shrank, the new rows', and those
   // given links here.
