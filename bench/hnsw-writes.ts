@@ -14,8 +14,10 @@
 //   output ends with the count of each (HnswIndex.checkGraph, which also checks that every
 //   row is reachable both ways);
 // - remove 10% of the items;
-// - compact (HnswIndex.compact), with the unfiltered walk's time and recall@10 (one thread,
-//   against the exact index over the items held) before and after it.
+// - compact (HnswIndex.compact, every core), with the unfiltered walk's time and
+//   recall@10 (one thread, against the exact index over the items held) before and after;
+// - remove another 10%, and compact with one build thread (the other core left to the
+//   searches).
 // An addon without compact (RECSERVE_ADDON=<an older build>, for an A/B) skips it.
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { nearRows, recallAtK, spreadRows } from './lib/data.js';
@@ -132,6 +134,14 @@ try {
     dropped = await hnsw.compact();
   });
   afterCompact = walks();
+  // Again with one build thread, leaving the other core to the searches, after removing
+  // another tenth (an addon with checkGraph takes the option; older ones skip this).
+  if (graph) {
+    const more = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10 + 5);
+    await beside(`remove ${more.length}`, () => hnsw.remove(more));
+    exact.remove(more);
+    await beside('compact (1 thread)', () => hnsw.compact({ threads: 1 }));
+  }
 } catch (err) {
   if (!(err instanceof TypeError)) throw err;
   log('compact: not in this addon');

@@ -132,13 +132,18 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
     });
   }
 
-  // compact(): Promise<number>, the rows dropped
+  // compact(threads? (0 = every core)): Promise<number>, the rows dropped
   Napi::Value Compact(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
+      const int threads =
+          info.Length() > 0 && !info[0].IsUndefined()
+              ? static_cast<int>(ArgInt(info, 0, "threads", 0, 1024))
+              : 0;
       auto engine = engine_;
       auto dropped = std::make_shared<size_t>(0);
       return Async(
-          info.Env(), "recserve.hnsw.compact", [engine, dropped] { *dropped = engine->Compact(); },
+          info.Env(), "recserve.hnsw.compact",
+          [engine, dropped, threads] { *dropped = engine->Compact(threads); },
           [dropped](Napi::Env env) {
             return Napi::Number::New(env, static_cast<double>(*dropped));
           });

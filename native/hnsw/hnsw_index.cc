@@ -650,7 +650,7 @@ void HnswIndex::SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector
   Publish();
 }
 
-size_t HnswIndex::Compact() {
+size_t HnswIndex::Compact(int threads) {
   std::lock_guard<std::mutex> one(compact_mu_);
   // The rows held, copied: new row i is old row from[i].
   std::vector<uint32_t> from, ids;
@@ -685,8 +685,8 @@ size_t HnswIndex::Compact() {
     fresh->hnsw.efConstruction = efc_;
     copy_rows(ids_.size());
   }
-  // The build, with every core (it runs on a libuv worker), while writes go on.
-  omp_set_num_threads(omp_get_num_procs());
+  // The build (on a libuv worker), while writes go on.
+  omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
   Inserter inserter(kernels_);
   inserter.Insert(fresh.get(), from.size(), vecs.data());
 

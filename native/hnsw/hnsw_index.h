@@ -86,8 +86,9 @@ class HnswIndex {
   // each time. Searches run on the old graph meanwhile; adds and removes made meanwhile
   // are carried over into the new one before the swap (the index holds two copies of the
   // rows until then). A Load meanwhile wins: the graph built is dropped, and Compact
-  // returns 0. Builds with every core, like Add; one Compact runs at a time.
-  size_t Compact();
+  // returns 0. Builds with `threads` OpenMP threads, 0 for every core (as Add); fewer
+  // leave cores to the searches meanwhile. One Compact runs at a time.
+  size_t Compact(int threads = 0);
 
   // How a filtered search finds its results (see Search).
   enum class FilterMode { kAuto = 0, kGraph = 1, kScan = 2 };

@@ -137,12 +137,14 @@ export class HnswIndex {
    * Rebuilds the graph over the ids held, dropping the removed rows (`removedRows`), which
    * cost memory and walk time: an id replaced again and again (remove, then add) leaves a
    * row each time. Resolves to the number of rows dropped (0 at once when none is
-   * removed). Builds beside the graph searched, with every core, and swaps the new one in:
-   * searches go on meanwhile, and adds and removes made meanwhile are carried over. Holds
-   * two copies of the rows until the swap.
+   * removed). Builds beside the graph searched and swaps the new one in: searches go on
+   * meanwhile, and adds and removes made meanwhile are carried over. Holds two copies of
+   * the rows until the swap. `threads`: the build's threads, every core by default; fewer
+   * leave cores to the searches meanwhile, for a longer build (an integer in [0, 1024], 0
+   * meaning every core; a RangeError naming `threads` otherwise).
    */
-  compact(): Promise<number> {
-    return settle(() => this.native.compact());
+  compact(options?: { threads?: number }): Promise<number> {
+    return settle(() => this.native.compact(options?.threads));
   }
 
   /**

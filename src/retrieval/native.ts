@@ -123,7 +123,7 @@ export interface NativeHnswIndex {
   readonly removedRows: number;
   add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
   remove(ids: Uint32Array): Promise<void>;
-  compact(): Promise<number>;
+  compact(threads?: number): Promise<number>;
   checkGraph(): Promise<HnswGraphReport>;
   search(
     queries: Float32Array,

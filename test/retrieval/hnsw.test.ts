@@ -420,7 +420,7 @@ test('HNSW compact: drops removed rows, keeps what is held, while searches and w
   // graph: on this host the writes landed during the build, 4 rows).
   assert.equal(dropped + hnsw.removedRows, 1150 + 4);
   assert.ok(searches > 0);
-  await hnsw.compact();
+  await hnsw.compact({ threads: 1 }); // one core for the build, the other left to searches
   assert.equal(hnsw.removedRows, 0);
   assert.equal(await hnsw.compact(), 0);
   assert.equal(hnsw.size, want.size);
@@ -515,5 +515,11 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
   await assert.rejects(h.save(''), is('RangeError', /path/));
   await assert.rejects(h.save(42 as unknown as string), is('TypeError', /path/));
   await assert.rejects(HnswIndex.load(''), is('RangeError', /path/));
+  await assert.rejects(h.compact({ threads: -1 }), is('RangeError', /threads/));
+  await assert.rejects(h.compact({ threads: 1.5 }), is('RangeError', /threads/));
+  await assert.rejects(
+    h.compact({ threads: '2' as unknown as number }),
+    is('TypeError', /threads/),
+  );
   assert.equal((await h.search(q, 2)).ids.length, 2);
 });
