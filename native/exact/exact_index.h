@@ -112,6 +112,8 @@ class ExactIndex {
 
   size_t Dim() const { return dim_; }
   size_t Size() const;
+  // Rows the buffers hold before an upsert must grow them (Build leaves headroom).
+  size_t Capacity() const;
   Storage StorageKind() const { return storage_; }
   size_t Threads() const { return threads_; }
   const Kernels& KernelSet() const { return kernels_; }
@@ -165,7 +167,13 @@ class ExactIndex {
   // With range: also the least and greatest finite element as stored (and 0, the padding's).
   float EncodeRows(const float* vectors, size_t n, uint8_t* dst,
                    std::pair<float, float>* range = nullptr) const;
-  void Reserve(size_t rows);  // caller holds the unique lock
+  // Larger copies of the row and code buffers when `rows` rows would not fit (empty
+  // otherwise). Reads the buffers: the caller holds write_mu_ (no writer changes them)
+  // and swaps the copies in under the unique lock.
+  struct Grown {
+    std::unique_ptr<Buffer> rows, codes;
+  };
+  Grown Grow(size_t rows) const;
   // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale, and
   // widens screen's err, l1 and amax to cover them.
   void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen) const;
@@ -189,6 +197,9 @@ class ExactIndex {
   const bool i8_;
   ExactTuning tuning_;
 
+  // Build's swap, Upsert and Remove, one at a time (searches never take it): under it an
+  // Upsert reads the rows to copy them into larger buffers before it takes gate_.
+  std::mutex write_mu_;
   mutable std::mutex gate_;
   mutable std::shared_mutex rw_;
   // The CUDA backend's device copy of the rows, refreshed when version_ moved on.

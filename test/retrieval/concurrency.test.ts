@@ -91,13 +91,14 @@ for (const san of SANITIZERS) {
     assert.ok(lines.length >= 4, r.stdout);
     for (const line of lines) {
       const m =
-        /^(\S+) (f32|f16) writes (\d+) prunes \d+ searches (\d+) results (\d+) problems (\d+)/.exec(
+        /^(\S+) (f32|f16) writes (\d+) prunes \d+ searches (\d+) results (\d+) problems (\d+) grows (\d+)/.exec(
           line,
         );
       assert.ok(m, `unexpected line: ${line}`);
       assert.ok(Number(m[3]) > 10, `${line}: too few writes to race`);
       assert.ok(Number(m[4]) > 10, `${line}: too few searches`);
       assert.equal(Number(m[6]), 0, line);
+      assert.ok(Number(m[7]) > 0, `${line}: no upsert grew the buffers beside the searches`);
     }
   });
 

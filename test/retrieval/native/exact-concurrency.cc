@@ -7,9 +7,10 @@
 // watches them there.
 //
 // Every id has two vectors, A and B, and a writer flips ids between them (upsert), removes
-// some for a while and puts them back, now and then rebuilds the whole index, and switches
-// its tuning between two settings (guessed floors on and off, screen and block sizes); ids
-// below kCold are never written. Searchers on other threads run batches of every size the
+// some for a while and puts them back, now and then rebuilds the whole index (every other
+// time from a part of the ids, the rest coming back by upserts until the buffers must
+// grow), and switches its tuning between two settings (guessed floors on and off, screen
+// and block sizes); ids below kCold are never written. Searchers on other threads run batches of every size the
 // index treats differently (B = 1, 2, 5, 16, 32: direct scans, the two-query scan, the int8
 // screen's narrow and full tiles), with exclusions and an allowed subset, on the shared
 // pool, now and then with a query of zeros (every row ties: the screen's mid-scan pruning).
@@ -19,9 +20,10 @@
 // score returned (cold rows are always there with the same score).
 //
 // Prints one line per kernel set and storage: writes, the screen's mid-scan prunes,
-// searches, results checked, problems (and the first problem's description); exits 1 on any
-// problem. Usage: exact-concurrency [seconds per case, default 2]: each case runs at least
-// that long, and on (up to five times as long) until it has seen 11 writes and 11 searches.
+// searches, results checked, problems, upserts that grew the buffers (and the first
+// problem's description); exits 1 on any problem. Usage: exact-concurrency [seconds per case, default 2]: each case runs at least
+// that long, and on (up to five times as long) until it has seen 11 writes, 11 searches
+// and a growth.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -79,7 +81,7 @@ struct Case {
 };
 
 struct Counts {
-  std::atomic<uint64_t> searches{0}, results{0}, problems{0}, writes{0};
+  std::atomic<uint64_t> searches{0}, results{0}, problems{0}, writes{0}, grows{0};
 };
 
 class Checker {
@@ -192,18 +194,35 @@ bool RunCase(const Case& c, double seconds) {
           removed.push_back(id);
         }
       } else if (step % 3 == 1 && !removed.empty()) {
-        const uint32_t id = removed.front();
-        removed.erase(removed.begin());
-        const float* v = (on_b[id] ? b.data() : a.data()) + id * kDim;
-        index.Upsert(&id, v, 1);
+        // One comes back, or 64 at once after a shrinking rebuild (below).
+        const size_t take = removed.size() > 64 ? 64 : 1;
+        std::vector<uint32_t> back(removed.begin(),
+                                   removed.begin() + static_cast<std::ptrdiff_t>(take));
+        removed.erase(removed.begin(), removed.begin() + static_cast<std::ptrdiff_t>(take));
+        std::vector<float> vs;
+        for (uint32_t id : back) {
+          const float* v = (on_b[id] ? b.data() : a.data()) + id * kDim;
+          vs.insert(vs.end(), v, v + kDim);
+        }
+        const size_t cap = index.Capacity();
+        index.Upsert(back.data(), vs.data(), back.size());
+        if (index.Capacity() > cap) counts.grows++;
       }
       if (step % 50 == 49) index.SetTuning(step % 100 == 49 ? other : tuning);
       if (step % 200 == 199) {
-        // A rebuild from the current contents (the removed ids stay out).
+        // A rebuild from the current contents (the removed ids stay out). Every other one,
+        // the first included, keeps only the ids below kCold + 500, and the others come
+        // back by upserts: past the rebuilt buffers' headroom they must grow (Grow copies
+        // the rows while searches read them).
+        const bool shrink = step % 400 == 199;
         std::vector<uint32_t> live;
         std::vector<float> vecs;
         for (uint32_t id = 0; id < kN; id++) {
           if (std::find(removed.begin(), removed.end(), id) != removed.end()) continue;
+          if (shrink && id >= kCold + 500) {
+            removed.push_back(id);
+            continue;
+          }
           live.push_back(id);
           const float* v = (on_b[id] ? b.data() : a.data()) + id * kDim;
           vecs.insert(vecs.end(), v, v + kDim);
@@ -271,19 +290,21 @@ bool RunCase(const Case& c, double seconds) {
   const auto start = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   while (std::chrono::steady_clock::now() - start < std::chrono::duration<double>(5 * seconds) &&
-         (counts.writes < 11 || counts.searches < 11))
+         (counts.writes < 11 || counts.searches < 11 || counts.grows < 1))
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   stop = true;
   writer.join();
   for (auto& t : searchers) t.join();
-  std::printf("%s %s writes %llu prunes %llu searches %llu results %llu problems %llu%s%s\n",
-              c.kernel, c.storage == Storage::F16 ? "f16" : "f32",
-              static_cast<unsigned long long>(counts.writes.load()),
-              static_cast<unsigned long long>(index.ScreenPrunes()),
-              static_cast<unsigned long long>(counts.searches.load()),
-              static_cast<unsigned long long>(counts.results.load()),
-              static_cast<unsigned long long>(counts.problems.load()),
-              first_why.empty() ? "" : " first: ", first_why.c_str());
+  std::printf(
+      "%s %s writes %llu prunes %llu searches %llu results %llu problems %llu grows %llu%s%s\n",
+      c.kernel, c.storage == Storage::F16 ? "f16" : "f32",
+      static_cast<unsigned long long>(counts.writes.load()),
+      static_cast<unsigned long long>(index.ScreenPrunes()),
+      static_cast<unsigned long long>(counts.searches.load()),
+      static_cast<unsigned long long>(counts.results.load()),
+      static_cast<unsigned long long>(counts.problems.load()),
+      static_cast<unsigned long long>(counts.grows.load()), first_why.empty() ? "" : " first: ",
+      first_why.c_str());
   return counts.problems == 0 && counts.searches > 0 && counts.writes > 0;
 }
 

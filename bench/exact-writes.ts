@@ -1,0 +1,149 @@
+// Writes beside searches on the exact index: how long an upsert or remove holds the
+// calling thread (the event loop: writes are synchronous) and how long searches that
+// overlap it take.
+//
+//   npm run bench:exact-writes [-- --json] [-- --n 1000000] [-- --d 64]
+//                              [-- --storage f32|f16] [-- --searchers 2]
+//
+// Random rows (N x d, default 1M x 64 float32). `searchers` loops each issue one query at a
+// time (k 100, as the server's collaborative candidates ask) for the whole run. The
+// writes, in order: upsert 1 new id (the first after the build), upsert 1 new, upsert 100
+// new, upsert 1 existing id (an overwrite), remove 1; then new ids 10,000 at a time until
+// one upsert outgrows the buffers the build allocated (it copies every row into larger
+// ones). For each write: its time and the latency of the searches that overlapped it.
+import { parseBenchArgs, numberOption } from './lib/args.js';
+import { Rng } from './lib/rng.js';
+import { nowMs, percentile } from './lib/stats.js';
+import { printTable } from './lib/table.js';
+import { ExactIndex, type Storage } from '../src/retrieval/exact.js';
+
+const args = parseBenchArgs();
+const n = numberOption(args, 'n', args.quick ? 100_000 : 1_000_000);
+const d = numberOption(args, 'd', 64);
+const searchers = numberOption(args, 'searchers', 2);
+const storage = (args.options.get('storage') ?? 'f32') as Storage;
+if (storage !== 'f32' && storage !== 'f16')
+  throw new RangeError(`--storage must be f32 or f16, got '${storage}'`);
+const log = (line: string) => {
+  if (!args.json) console.log(line);
+};
+const K = 100;
+const t0 = nowMs();
+const rng = new Rng(51);
+const vecs = rng.normalArray(n * d);
+const index = ExactIndex.create({ dim: d, storage });
+const tb = nowMs();
+index.build(
+  Uint32Array.from({ length: n }, (_, i) => i),
+  vecs,
+);
+log(`build ${n} x ${d} ${storage}: ${(nowMs() - tb).toFixed(0)} ms`);
+const NQ = 64;
+const queries = rng.normalArray(NQ * d);
+const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
+
+interface Row {
+  write: string;
+  /** The write's time on the calling thread. */
+  write_ms: number;
+  /** Searches that overlapped the write, and their latency from issue to answer. */
+  searches: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+}
+const rows: Row[] = [];
+const spans: [number, number][] = [];
+let stop = false;
+const loops = Array.from({ length: searchers }, async (_, s) => {
+  for (let i = s; !stop; i += searchers) {
+    const t = nowMs();
+    await index.search(one(i % NQ), K);
+    spans.push([t, nowMs()]);
+  }
+});
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function beside(write: string, fn: () => unknown): Promise<number> {
+  await sleep(100);
+  const a = nowMs();
+  await fn();
+  const b = nowMs();
+  await sleep(100);
+  const lat = spans.filter(([s, e]) => s < b && e > a).map(([s, e]) => e - s);
+  rows.push({
+    write,
+    write_ms: b - a,
+    searches: lat.length,
+    p50_ms: percentile(lat, 50),
+    p99_ms: percentile(lat, 99),
+    max_ms: lat.reduce((x, y) => Math.max(x, y), 0),
+  });
+  log(`${write}: ${(b - a).toFixed(1)} ms`);
+  return b - a;
+}
+
+let next = n;
+const fresh = (count: number) => {
+  const ids = Uint32Array.from({ length: count }, (_, i) => next + i);
+  next += count;
+  return { ids, v: rng.normalArray(count * d) };
+};
+await beside('none (1 s)', () => sleep(1000));
+for (const [label, count] of [
+  ['upsert 1 new (first)', 1],
+  ['upsert 1 new', 1],
+  ['upsert 100 new', 100],
+] as const) {
+  const { ids, v } = fresh(count);
+  await beside(label, () => index.upsert(ids, v));
+}
+await beside('upsert 1 existing', () => index.upsert(Uint32Array.of(7), rng.normalArray(d)));
+await beside('remove 1', () => index.remove(Uint32Array.of(8)));
+// New ids until an upsert outgrows the buffers (the slowest batch is the one that grew).
+const batches: number[] = [];
+const before = rows.length;
+while (batches.length < 100) {
+  const { ids, v } = fresh(10_000);
+  batches.push(
+    await beside(`upsert 10,000 new (#${batches.length + 1})`, () => index.upsert(ids, v)),
+  );
+  if (index.size > n * 1.25 + 2048) break;
+}
+// Keep the batch that grew and the typical one; the rest only pad the table.
+const grew = batches.indexOf(Math.max(...batches));
+const kept = rows.splice(before);
+rows.push(kept[grew]!);
+rows.at(-1)!.write = 'upsert 10,000 new (grows)';
+const others = kept.filter((_, i) => i !== grew);
+if (others.length > 0) {
+  const typical = others.sort((a, b) => a.write_ms - b.write_ms)[others.length >> 1]!;
+  rows.push({ ...typical, write: 'upsert 10,000 new (median)' });
+}
+stop = true;
+await Promise.all(loops);
+
+const out = {
+  bench: 'exact-writes',
+  date: new Date().toISOString(),
+  n,
+  d,
+  storage,
+  k: K,
+  searchers,
+  batches_of_10k: batches.length,
+  seconds: (nowMs() - t0) / 1000,
+  results: rows,
+};
+if (args.json) {
+  console.log(JSON.stringify(out));
+} else {
+  console.log(
+    `\n${n} x ${d} ${storage}; ${searchers} search loops (k ${K}, B 1) beside each write\n`,
+  );
+  printTable(
+    ['write', 'write ms', 'searches', 'p50 ms', 'p99 ms', 'max ms'],
+    rows.map((r) => [r.write, r.write_ms, r.searches, r.p50_ms, r.p99_ms, r.max_ms]),
+  );
+  console.log(`\n${out.seconds.toFixed(1)} s`);
+}
