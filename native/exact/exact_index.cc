@@ -528,10 +528,15 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
   Grown grown = Grow(n_ + fresh);
+  // Likewise ids far past the others turn the id table into a hash map (IdRows::TurnsSparse).
+  std::optional<IdRows> sparse;
+  if (n > 0 && row_of_.TurnsSparse(*std::max_element(ids, ids + n), n_ + fresh))
+    sparse = row_of_.AsMap();
   std::lock_guard<std::mutex> g(gate_);
   std::unique_lock<std::shared_mutex> lk(rw_);
   if (grown.rows) rows_.swap(grown.rows);
   if (grown.codes) codes_.swap(grown.codes);  // the old buffers go after the lock
+  if (sparse) std::swap(row_of_, *sparse);
   version_++;
   row_norm_max_ = std::max(row_norm_max_, norm_max);
   // The code rows, before any row moves: they keep the index's centre and step (elements

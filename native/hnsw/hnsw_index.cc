@@ -15,6 +15,7 @@
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <unordered_map>
 #include <unordered_set>
@@ -286,9 +287,16 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
 void HnswIndex::InsertRows(const std::vector<uint32_t>& ids, const std::vector<float>& vecs,
                            size_t first, size_t n, std::vector<int>* linked) {
   Reserve(n);
+  // Ids far past the others turn the id table into a hash map: converted here, before the
+  // lock (IdRows::TurnsSparse).
+  std::optional<IdRows> sparse;
+  const uint32_t* add = ids.data() + first;
+  if (n > 0 && row_of_.TurnsSparse(*std::max_element(add, add + n), row_of_.Count() + n))
+    sparse = row_of_.AsMap();
   std::unique_lock<std::shared_mutex> lk(mu_);
+  if (sparse) std::swap(row_of_, *sparse);  // the old table goes after the lock
   inserter_->Insert(index_.get(), n, vecs.data() + first * static_cast<size_t>(dim_), linked);
-  row_of_.Append(ids.data() + first, n, ids_.size());
+  row_of_.Append(add, n, ids_.size());
   ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(first),
               ids.begin() + static_cast<std::ptrdiff_t>(first + n));
   removed_.Resize(ids_.size());

@@ -722,6 +722,48 @@ test('upsert and remove are visible to the next search', async () => {
   assert.equal((await index.search(queries, 2)).ids[0], NO_ID);
 });
 
+test("ids that start compact and turn sparse keep their lookups, past the build's headroom", async () => {
+  // Row numbers as ids keep the id map a table; ids far past them turn it into a hash map
+  // (converted before the write lock), and upserts past the quarter of headroom the build
+  // left grow the rows (copied before it). Every id must still be found: overwritten,
+  // removed, and allowed, by the next search.
+  const rng = new Rng(16);
+  const d = 12;
+  for (const storage of ['f32', 'f16'] as const) {
+    const index = ExactIndex.create({ dim: d, storage });
+    const ref = new RefIndex(d);
+    const small = Uint32Array.from({ length: 2000 }, (_, i) => i);
+    const sv = rng.uniformArray(2000 * d);
+    // (float16 rows checked against their rounded values, as setup() does)
+    const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+    index.build(small, sv);
+    ref.set(small, as(sv));
+    const far = Uint32Array.from({ length: 1500 }, (_, i) => 4_000_000_000 + 7919 * i);
+    const fv = rng.uniformArray(1500 * d);
+    index.upsert(far, fv); // 2,000 + 1,500 rows: past the 2,000 + 500 + 1,024 room
+    ref.set(far, as(fv));
+    // Overwrites of both kinds, and removes of both kinds.
+    const over = Uint32Array.of(small[3]!, far[7]!, small[1999]!, far[1499]!);
+    const ov = rng.uniformArray(4 * d);
+    index.upsert(over, ov);
+    ref.set(over, as(ov));
+    const gone = Uint32Array.of(small[10]!, far[20]!);
+    index.remove(gone);
+    for (const id of gone) ref.rows.delete(id);
+    assert.equal(index.size, ref.rows.size, storage);
+    const queries = rng.uniformArray(3 * d);
+    const tol = tolFor(ref, queries);
+    assertMatches(ref, queries, 25, await index.search(queries, 25), tol, {}, `${storage} all`);
+    const allow = Uint32Array.from([
+      ...small.filter((id) => id % 4 === 0),
+      ...far.subarray(0, 600),
+    ]);
+    const got = await index.search(queries, 25, { allow });
+    assertMatches(ref, queries, 25, got, tol, { allow }, `${storage} allowed`);
+    assert.throws(() => index.remove(Uint32Array.of(far[20]!)), /unknown id/);
+  }
+});
+
 test('large N splits across threads and cache blocks and still matches', async () => {
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {
