@@ -3,7 +3,7 @@
 // overlap it take.
 //
 //   npm run bench:exact-writes [-- --json] [-- --n 1000000] [-- --d 64]
-//                              [-- --storage f32|f16] [-- --searchers 2]
+//                              [-- --storage f32|f16] [-- --searchers 2] [-- --async]
 //
 // Random rows (N x d, default 1M x 64 float32). `searchers` loops each issue one query at a
 // time (k 100, as the server's collaborative candidates ask) for the whole run. The
@@ -11,6 +11,8 @@
 // new, upsert 1 existing id (an overwrite), remove 1; then new ids 10,000 at a time until
 // one upsert outgrows the buffers the build allocated (it copies every row into larger
 // ones). For each write: its time and the latency of the searches that overlapped it.
+// With --async the writes go through upsertAsync/removeAsync (on a native thread, the event
+// loop free meanwhile) instead of the synchronous calls.
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
 import { nowMs, percentile } from './lib/stats.js';
@@ -22,6 +24,7 @@ const n = numberOption(args, 'n', args.quick ? 100_000 : 1_000_000);
 const d = numberOption(args, 'd', 64);
 const searchers = numberOption(args, 'searchers', 2);
 const storage = (args.options.get('storage') ?? 'f32') as Storage;
+const useAsync = args.options.has('async');
 if (storage !== 'f32' && storage !== 'f16')
   throw new RangeError(`--storage must be f32 or f16, got '${storage}'`);
 const log = (line: string) => {
@@ -83,6 +86,8 @@ async function beside(write: string, fn: () => unknown): Promise<number> {
   return b - a;
 }
 
+const upsert = (ids: Uint32Array, v: Float32Array) =>
+  useAsync ? index.upsertAsync(ids, v) : index.upsert(ids, v);
 let next = n;
 const fresh = (count: number) => {
   const ids = Uint32Array.from({ length: count }, (_, i) => next + i);
@@ -96,18 +101,18 @@ for (const [label, count] of [
   ['upsert 100 new', 100],
 ] as const) {
   const { ids, v } = fresh(count);
-  await beside(label, () => index.upsert(ids, v));
+  await beside(label, () => upsert(ids, v));
 }
-await beside('upsert 1 existing', () => index.upsert(Uint32Array.of(7), rng.normalArray(d)));
-await beside('remove 1', () => index.remove(Uint32Array.of(8)));
+await beside('upsert 1 existing', () => upsert(Uint32Array.of(7), rng.normalArray(d)));
+await beside('remove 1', () =>
+  useAsync ? index.removeAsync(Uint32Array.of(8)) : index.remove(Uint32Array.of(8)),
+);
 // New ids until an upsert outgrows the buffers (the slowest batch is the one that grew).
 const batches: number[] = [];
 const before = rows.length;
 while (batches.length < 100) {
   const { ids, v } = fresh(10_000);
-  batches.push(
-    await beside(`upsert 10,000 new (#${batches.length + 1})`, () => index.upsert(ids, v)),
-  );
+  batches.push(await beside(`upsert 10,000 new (#${batches.length + 1})`, () => upsert(ids, v)));
   if (index.size > n * 1.25 + 2048) break;
 }
 // Keep the batch that grew and the typical one; the rest only pad the table.
@@ -129,6 +134,7 @@ const out = {
   n,
   d,
   storage,
+  async: useAsync,
   k: K,
   searchers,
   batches_of_10k: batches.length,
@@ -139,7 +145,8 @@ if (args.json) {
   console.log(JSON.stringify(out));
 } else {
   console.log(
-    `\n${n} x ${d} ${storage}; ${searchers} search loops (k ${K}, B 1) beside each write\n`,
+    `\n${n} x ${d} ${storage}, ${useAsync ? 'async' : 'synchronous'} writes; ` +
+      `${searchers} search loops (k ${K}, B 1) beside each write\n`,
   );
   printTable(
     ['write', 'write ms', 'searches', 'p50 ms', 'p99 ms', 'max ms'],

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/napi_args.h"
+#include "common/napi_async.h"
 #include "exact/exact_index.h"
 
 namespace recserve {
@@ -143,6 +144,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceMethod<&ExactIndexWrap::Build>("build"),
             InstanceMethod<&ExactIndexWrap::Upsert>("upsert"),
             InstanceMethod<&ExactIndexWrap::Remove>("remove"),
+            InstanceMethod<&ExactIndexWrap::BuildAsync>("buildAsync"),
+            InstanceMethod<&ExactIndexWrap::UpsertAsync>("upsertAsync"),
+            InstanceMethod<&ExactIndexWrap::RemoveAsync>("removeAsync"),
             InstanceMethod<&ExactIndexWrap::Search>("search"),
             InstanceMethod<&ExactIndexWrap::SearchSync>("searchSync"),
             InstanceMethod<&ExactIndexWrap::SetTuning>("setTuning"),
@@ -207,6 +211,23 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
 
  private:
+  // A build or upsert with its rows copied, on a libuv worker.
+  Napi::Value WriteAsync(const Napi::CallbackInfo& info, const char* name,
+                         void (ExactIndex::*write)(const uint32_t*, const float*, size_t)) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto [ids, vecs] = RowsArgs(info);
+      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
+                                                         ids.Data() + ids.ElementLength());
+      auto vv = std::make_shared<std::vector<float>>(vecs.Data(),
+                                                     vecs.Data() + vecs.ElementLength());
+      auto index = index_;
+      return QueuePromise(
+          info.Env(), name,
+          [index, idv, vv, write] { ((*index).*write)(idv->data(), vv->data(), idv->size()); },
+          [](Napi::Env env) { return env.Undefined(); });
+    });
+  }
+
   std::pair<Napi::Uint32Array, Napi::Float32Array> RowsArgs(const Napi::CallbackInfo& info) {
     auto ids = ArgUint32Array(info, 0, "ids");
     auto vecs = ArgFloat32Array(info, 1, "vectors");
@@ -238,6 +259,29 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       auto ids = ArgUint32Array(info, 0, "ids");
       index_->Remove(ids.Data(), ids.ElementLength());
       return info.Env().Undefined();
+    });
+  }
+  // buildAsync / upsertAsync (ids, vectors) and removeAsync (ids): Promise<void>. The
+  // arguments are checked here, as the synchronous calls check them, and copied (the
+  // caller may reuse its arrays at once); the write runs on a libuv worker, so the event
+  // loop goes on meanwhile (a build, or an upsert that grows the buffers, takes ~1 s at 1M
+  // rows). An error found there (an unknown id on remove) rejects the promise.
+  Napi::Value BuildAsync(const Napi::CallbackInfo& info) {
+    return WriteAsync(info, "recserve.exact.build", &ExactIndex::Build);
+  }
+  Napi::Value UpsertAsync(const Napi::CallbackInfo& info) {
+    return WriteAsync(info, "recserve.exact.upsert", &ExactIndex::Upsert);
+  }
+  Napi::Value RemoveAsync(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto ids = ArgUint32Array(info, 0, "ids");
+      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
+                                                         ids.Data() + ids.ElementLength());
+      auto index = index_;
+      return QueuePromise(
+          info.Env(), "recserve.exact.remove",
+          [index, idv] { index->Remove(idv->data(), idv->size()); },
+          [](Napi::Env env) { return env.Undefined(); });
     });
   }
   Napi::Value Search(const Napi::CallbackInfo& info) {

@@ -8,56 +8,18 @@
 
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "common/napi_args.h"
+#include "common/napi_async.h"
 #include "hnsw/hnsw_index.h"
 
 namespace recserve {
 namespace {
 
 using faiss_idx = faiss::Index::idx_t;
-// One async operation on an HnswIndex: `run` executes on a libuv worker; `done` builds
-// the resolved value on the JS thread.
-class HnswWorker : public Napi::AsyncWorker {
- public:
-  using Run = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
-  HnswWorker(Napi::Env env, const char* name, Run run, Done done)
-      : Napi::AsyncWorker(env, name),
-        run_(std::move(run)),
-        done_(std::move(done)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      run_();
-    } catch (const ArgumentError& e) {
-      SetError(e.what());
-      range_ = e.kind() == ArgumentError::Kind::Range;
-    } catch (const faiss::FaissException& e) {
-      SetError(std::string("recserve native: FAISS: ") + e.what());
-    } catch (const std::exception& e) {
-      SetError(std::string("recserve native: ") + e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(done_(Env())); }
-  void OnError(const Napi::Error& e) override {
-    if (range_) {
-      deferred_.Reject(Napi::RangeError::New(Env(), e.Message()).Value());
-    } else {
-      deferred_.Reject(e.Value());
-    }
-  }
-
- private:
-  Run run_;
-  Done done_;
-  Napi::Promise::Deferred deferred_;
-  bool range_ = false;
-};
-
 class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -89,12 +51,20 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   }
 
  private:
-  template <typename F>
-  Napi::Value Async(Napi::Env env, const char* name, HnswWorker::Run run, F done) {
-    auto* w = new HnswWorker(env, name, std::move(run), std::move(done));
-    auto p = w->Promise();
-    w->Queue();
-    return p;
+  // `run` on a libuv worker, behind a Promise (common/napi_async.h); FAISS's own errors
+  // (a file it cannot read or write) say so.
+  static Napi::Value Async(Napi::Env env, const char* name, PromiseWorker::Run run,
+                           PromiseWorker::Done done) {
+    return QueuePromise(
+        env, name,
+        [run = std::move(run)] {
+          try {
+            run();
+          } catch (const faiss::FaissException& e) {
+            throw std::runtime_error(std::string("FAISS: ") + e.what());
+          }
+        },
+        std::move(done));
   }
 
   // add(ids, vectors): Promise<void>

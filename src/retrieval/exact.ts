@@ -4,6 +4,7 @@
 // only the shaping of options.
 import {
   loadNative,
+  settle,
   type ExactScreen,
   type ExactTuning,
   type NativeExactIndex,
@@ -154,6 +155,24 @@ export class ExactIndex {
   /** Remove rows by id; an unknown id throws RangeError and nothing is removed. */
   remove(ids: Uint32Array): void {
     this.native.remove(ids);
+  }
+
+  /**
+   * `build`, `upsert` and `remove` on a native thread: the event loop goes on meanwhile
+   * (a build of 1M rows, or an upsert that outgrows the buffers, holds the calling thread
+   * ~1 s). The arguments are copied, so the caller may reuse its arrays at once. Bad
+   * arguments, an unknown id on remove included, reject with TypeError/RangeError and
+   * change nothing. Resolves once every search that starts afterwards sees the change;
+   * writes run one at a time, in the order they take the index's writer lock.
+   */
+  buildAsync(ids: Uint32Array, vectors: Float32Array): Promise<void> {
+    return settle(() => this.native.buildAsync(ids, vectors));
+  }
+  upsertAsync(ids: Uint32Array, vectors: Float32Array): Promise<void> {
+    return settle(() => this.native.upsertAsync(ids, vectors));
+  }
+  removeAsync(ids: Uint32Array): Promise<void> {
+    return settle(() => this.native.removeAsync(ids));
   }
 
   /**

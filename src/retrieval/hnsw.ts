@@ -1,7 +1,13 @@
 // Approximate inner-product search: FAISS IndexHNSWFlat behind a typed adapter, used for
 // "items similar to what you just watched". Files written by save() are standard FAISS
 // indexes (an IndexIDMap over IndexHNSWFlat), so Python's faiss.read_index reads them.
-import { loadNative, type HnswGraphReport, type NativeHnswIndex, type TopK } from './native.js';
+import {
+  loadNative,
+  settle,
+  type HnswGraphReport,
+  type NativeHnswIndex,
+  type TopK,
+} from './native.js';
 
 export interface HnswBuildOptions {
   /** Graph degree (FAISS M). Default 32. */
@@ -57,15 +63,6 @@ function nativeClass(): new (dim: number, M: number, efc: number) => NativeHnswI
   const ctor = loadNative().NativeHnswIndex;
   if (!ctor) throw new Error('recserve: this addon build has no FAISS (HNSW unavailable)');
   return ctor;
-}
-
-/** Argument errors thrown before the native call queues its work become rejections. */
-function settle<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return fn();
-  } catch (err) {
-    return Promise.reject(err);
-  }
 }
 
 export class HnswIndex {

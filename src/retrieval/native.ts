@@ -80,6 +80,9 @@ export interface NativeExactIndex {
   readonly screenPrunes: number;
   build(ids: Uint32Array, vectors: Float32Array): void;
   upsert(ids: Uint32Array, vectors: Float32Array): void;
+  buildAsync(ids: Uint32Array, vectors: Float32Array): Promise<void>;
+  upsertAsync(ids: Uint32Array, vectors: Float32Array): Promise<void>;
+  removeAsync(ids: Uint32Array): Promise<void>;
   remove(ids: Uint32Array): void;
   search(
     queries: Float32Array,
@@ -208,4 +211,17 @@ export function loadNative(): NativeAddon {
   const require = createRequire(import.meta.url);
   cached = require(path) as NativeAddon;
   return cached;
+}
+
+/**
+ * Runs `fn`, which queues native work behind a promise: an error it throws before queueing
+ * (a bad argument) reaches the caller through the promise too, as failures during the work
+ * do.
+ */
+export function settle<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return fn();
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }

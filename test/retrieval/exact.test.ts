@@ -764,6 +764,61 @@ test("ids that start compact and turn sparse keep their lookups, past the build'
   }
 });
 
+test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, errors reject', async () => {
+  const rng = new Rng(17);
+  const d = 20;
+  for (const storage of ['f32', 'f16'] as const) {
+    const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+    const index = ExactIndex.create({ dim: d, storage });
+    const ref = new RefIndex(d);
+    const ids = distinctIds(rng, 800);
+    const vecs = rng.uniformArray(800 * d);
+    const built = index.buildAsync(ids, vecs);
+    ref.set(ids, as(vecs.slice()));
+    vecs.fill(99); // the call copied them: this must not reach the index
+    await built;
+    const up = Uint32Array.from([...ids.slice(0, 40), ...distinctIds(rng, 40)]);
+    const upVecs = rng.uniformArray(80 * d);
+    const upserted = index.upsertAsync(up, upVecs);
+    ref.set(up, as(upVecs.slice()));
+    upVecs.fill(-99);
+    up.fill(0);
+    await upserted;
+    const gone = ids.slice(100, 130);
+    const removed = index.removeAsync(gone);
+    for (const id of gone) ref.rows.delete(id);
+    gone.fill(ids[0]!);
+    await removed;
+    assert.equal(index.size, ref.rows.size, storage);
+    const queries = rng.uniformArray(3 * d);
+    assertMatches(
+      ref,
+      queries,
+      30,
+      await index.search(queries, 30),
+      tolFor(ref, queries),
+      {},
+      `${storage} after async writes`,
+    );
+    // Bad arguments reject, before or during the work, and change nothing.
+    const size = index.size;
+    await assert.rejects(index.upsertAsync(Uint32Array.of(1), new Float32Array(3)), {
+      name: 'RangeError',
+      message: /vectors\.length/,
+    });
+    await assert.rejects(index.removeAsync(Uint32Array.of(ids[0]!, 7)), {
+      name: 'RangeError',
+      message: /unknown id 7/,
+    });
+    await assert.rejects(index.removeAsync([1] as unknown as Uint32Array), { name: 'TypeError' });
+    await assert.rejects(index.buildAsync(Uint32Array.of(1, 1), new Float32Array(2 * d)), {
+      name: 'RangeError',
+      message: /duplicate id 1/,
+    });
+    assert.equal(index.size, size);
+  }
+});
+
 test('large N splits across threads and cache blocks and still matches', async () => {
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {
