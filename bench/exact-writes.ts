@@ -15,7 +15,8 @@
 // loop free meanwhile) instead of the synchronous calls.
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
-import { nowMs, percentile } from './lib/stats.js';
+import { searchesBeside, sleep } from './lib/beside.js';
+import { nowMs } from './lib/stats.js';
 import { printTable } from './lib/table.js';
 import { ExactIndex, type Storage } from '../src/retrieval/exact.js';
 
@@ -45,46 +46,12 @@ const NQ = 64;
 const queries = rng.normalArray(NQ * d);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
 
-interface Row {
-  write: string;
-  /** The write's time on the calling thread. */
-  write_ms: number;
-  /** Searches that overlapped the write, and their latency from issue to answer. */
-  searches: number;
-  p50_ms: number;
-  p99_ms: number;
-  max_ms: number;
-}
-const rows: Row[] = [];
-const spans: [number, number][] = [];
-let stop = false;
-const loops = Array.from({ length: searchers }, async (_, s) => {
-  for (let i = s; !stop; i += searchers) {
-    const t = nowMs();
-    await index.search(one(i % NQ), K);
-    spans.push([t, nowMs()]);
-  }
-});
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function beside(write: string, fn: () => unknown): Promise<number> {
-  await sleep(100);
-  const a = nowMs();
-  await fn();
-  const b = nowMs();
-  await sleep(100);
-  const lat = spans.filter(([s, e]) => s < b && e > a).map(([s, e]) => e - s);
-  rows.push({
-    write,
-    write_ms: b - a,
-    searches: lat.length,
-    p50_ms: percentile(lat, 50),
-    p99_ms: percentile(lat, 99),
-    max_ms: lat.reduce((x, y) => Math.max(x, y), 0),
-  });
-  log(`${write}: ${(b - a).toFixed(1)} ms`);
-  return b - a;
-}
+const { rows, beside, stop } = searchesBeside(
+  searchers,
+  (i) => index.search(one(i % NQ), K),
+  100,
+  log,
+);
 
 const upsert = (ids: Uint32Array, v: Float32Array) =>
   useAsync ? index.upsertAsync(ids, v) : index.upsert(ids, v);
@@ -125,8 +92,7 @@ if (others.length > 0) {
   const typical = others.sort((a, b) => a.write_ms - b.write_ms)[others.length >> 1]!;
   rows.push({ ...typical, write: 'upsert 10,000 new (median)' });
 }
-stop = true;
-await Promise.all(loops);
+await stop();
 
 const out = {
   bench: 'exact-writes',

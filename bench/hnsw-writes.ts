@@ -23,7 +23,8 @@ import { parseBenchArgs, numberOption } from './lib/args.js';
 import { nearRows, recallAtK, spreadRows } from './lib/data.js';
 import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
 import { Rng } from './lib/rng.js';
-import { nowMs, percentile } from './lib/stats.js';
+import { searchesBeside, sleep } from './lib/beside.js';
+import { nowMs } from './lib/stats.js';
 import { printTable } from './lib/table.js';
 
 const args = parseBenchArgs();
@@ -48,48 +49,13 @@ const noise = 0.25 * Math.sqrt(sq / vecs.length);
 const queries = bundle ? spreadRows(vecs, d, NQ) : nearRows(rng, vecs, d, NQ, noise);
 const one = (q: number) => queries.subarray(q * d, (q + 1) * d);
 
-interface Row {
-  write: string;
-  write_ms: number;
-  /** Searches that overlapped the write, and their latency from issue to answer. */
-  searches: number;
-  p50_ms: number;
-  p99_ms: number;
-  max_ms: number;
-  over_20ms: number;
-}
-const rows: Row[] = [];
-
-// The search loops run from here to the end; each search records [start, end].
-const spans: [number, number][] = [];
-let stop = false;
-const loops = Array.from({ length: searchers }, async (_, s) => {
-  for (let i = s; !stop; i += searchers) {
-    const t = nowMs();
-    await hnsw.search(one(i % NQ), K, { efSearch: ef });
-    spans.push([t, nowMs()]);
-  }
-});
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function beside(write: string, fn: () => Promise<unknown>): Promise<void> {
-  await sleep(50);
-  const a = nowMs();
-  await fn();
-  const b = nowMs();
-  await sleep(50);
-  const lat = spans.filter(([s, e]) => s < b && e > a).map(([s, e]) => e - s);
-  rows.push({
-    write,
-    write_ms: b - a,
-    searches: lat.length,
-    p50_ms: percentile(lat, 50),
-    p99_ms: percentile(lat, 99),
-    max_ms: lat.reduce((a, b) => Math.max(a, b), 0),
-    over_20ms: lat.filter((x) => x > 20).length,
-  });
-  log(`${write}: ${(b - a).toFixed(0)} ms`);
-}
+// The search loops run from here to the end.
+const { rows, beside, stop } = searchesBeside(
+  searchers,
+  (i) => hnsw.search(one(i % NQ), K, { efSearch: ef }),
+  50,
+  log,
+);
 
 /** The unfiltered walk on one thread: time per query and recall@10 against `exact`. */
 function walks(): { us_per_query: number; recall_at_10: number; removed_rows: number } {
@@ -147,8 +113,7 @@ try {
   log('compact: not in this addon');
 }
 await beside('none (1 s)', () => sleep(1000));
-stop = true;
-await Promise.all(loops);
+await stop();
 
 const out = {
   bench: 'hnsw-writes',
