@@ -53,16 +53,41 @@ class IdRows {
 
   // Whether mapping new ids up to `max_id`, making `total` ids in all, turns the table into
   // a hash map (exactly when it will: Expect cannot size the table for it, and neither can
-  // Grow when max_id comes). At 1M ids that conversion takes 70-95 ms; an index does it
-  // beforehand on a copy (AsMap), outside the lock searches wait on, and swaps it in.
+  // Grow when max_id comes).
   bool TurnsSparse(uint32_t max_id, size_t total) const {
     return compact_ && static_cast<size_t>(max_id) >= table_.size() &&
            static_cast<size_t>(max_id) >= 4 * total + 1024;
   }
-  // A copy of this map, as a hash map.
-  IdRows AsMap() const {
-    IdRows m = *this;
-    if (m.compact_) m.ToMap();
+  // Whether mapping new ids up to `max_id` (after Expect(max_id, total)), making `total` ids
+  // in all, reallocates: the table grows past its capacity, the hash map rehashes, or the
+  // table becomes a hash map. Each copies every entry, under whatever lock the caller holds
+  // (at 1M ids: 2 ms for the table, which an upsert of one new id paid every time; 70-95 ms
+  // for the conversion). An index asks before its lock, builds the result on a copy
+  // (WithRoom), and swaps it in under the lock.
+  bool Reallocates(uint32_t max_id, size_t total) const {
+    if (TurnsSparse(max_id, total)) return true;
+    if (compact_) return static_cast<size_t>(max_id) >= table_.capacity();
+    return static_cast<double>(total) > map_.max_load_factor() * map_.bucket_count();
+  }
+  // A copy with room for `total` ids up to `max_id`, and half as many again: a run of small
+  // writes reallocates once in a while, not at every write.
+  IdRows WithRoom(uint32_t max_id, size_t total) const {
+    IdRows m;
+    m.count_ = count_;
+    if (TurnsSparse(max_id, total)) {
+      m.compact_ = false;
+      m.map_.reserve(std::max(total, count_ + count_ / 2));
+      for (size_t i = 0; i < table_.size(); i++)
+        if (table_[i] != kNone) m.map_.emplace(static_cast<uint32_t>(i), table_[i]);
+    } else if (compact_) {
+      const size_t need = std::max(table_.size(), static_cast<size_t>(max_id) + 1);
+      m.table_.reserve(std::max(need, table_.size() + table_.size() / 2));
+      m.table_.assign(table_.begin(), table_.end());
+    } else {
+      m.compact_ = false;
+      m.map_ = map_;
+      m.map_.reserve(std::max(total, count_ + count_ / 2));
+    }
     return m;
   }
 

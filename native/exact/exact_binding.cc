@@ -160,6 +160,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetScreen>("screen"),
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
             InstanceAccessor<&ExactIndexWrap::GetScreenPrunes>("screenPrunes"),
+            InstanceAccessor<&ExactIndexWrap::GetCapacity>("capacity"),
+            InstanceAccessor<&ExactIndexWrap::GetGrowths>("growths"),
         });
   }
 
@@ -354,6 +356,15 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetScreenPrunes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenPrunes()));
+  }
+  Napi::Value GetCapacity(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->Capacity()));
+  }
+  Napi::Value GetGrowths(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("moved", static_cast<double>(index_->GrowsMoved()));
+    o.Set("copied", static_cast<double>(index_->GrowsCopied()));
+    return o;
   }
   Napi::Value GetBackend(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), index_->CudaActive() ? "cuda" : "cpu");

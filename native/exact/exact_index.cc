@@ -445,32 +445,62 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
   screen->amax = RoundUpToFloat(amax);
 }
 
-static uint8_t* AllocRows(size_t rows, size_t row_bytes) {
+std::unique_ptr<ExactIndex::Buffer> ExactIndex::NewBuffer(size_t rows, size_t row_bytes) {
   // Rows start on cache lines whenever row_bytes is a multiple of 64; large stores sit on
   // 2 MiB pages (see common/huge_alloc.h).
-  return static_cast<uint8_t*>(AllocLarge(rows * row_bytes));
+  auto buf = std::make_unique<Buffer>();
+  const size_t bytes = std::max<size_t>(rows * row_bytes, 64);
+  if (bytes >= kHugePage / 2 && buf->map.Map(bytes))
+    buf->data = buf->map.data();
+  else
+    buf->data = static_cast<uint8_t*>(AllocLarge(bytes));
+  buf->capacity = rows;
+  return buf;
 }
 
 // Rows allocated beyond the ones stored, for upserts to come. Only address space until
-// written (the pages fault in as rows land), while growing a full buffer copies every row
-// into fresh pages: 650 ms for 1M x 64 float32 rows on this host, page faults mostly.
+// written (the pages fault in as rows land). Growing a full buffer moves its pages into a
+// larger mapping (Grow, Install): with the rows copied instead, an upsert at 1M x 64
+// float32 held its caller for 1 s, most of it faulting in the fresh pages.
 static size_t WithHeadroom(size_t rows) { return rows + rows / 4 + 1024; }
 
 ExactIndex::Grown ExactIndex::Grow(size_t rows) const {
   Grown g;
   if (rows <= rows_->capacity) return g;
   const size_t cap = std::max(WithHeadroom(rows), rows_->capacity + rows_->capacity / 2);
-  g.rows = std::make_unique<Buffer>();
-  g.rows->data = AllocRows(cap, RowBytes());
-  g.rows->capacity = cap;
-  if (n_ > 0) std::memcpy(g.rows->data, rows_->data, n_ * RowBytes());
+  g.rows = NewBuffer(cap, RowBytes());
+  if (i8_) g.codes = NewBuffer(cap, I8RowBytes(dpad_));
+  g.move_rows = rows_->map.data() && g.rows->map.data();
+  if (!g.move_rows && n_ > 0) std::memcpy(g.rows->data, rows_->data, n_ * RowBytes());
   if (i8_) {
-    g.codes = std::make_unique<Buffer>();
-    g.codes->data = AllocRows(cap, I8RowBytes(dpad_));
-    g.codes->capacity = cap;
-    if (n_ > 0) std::memcpy(g.codes->data, codes_->data, n_ * I8RowBytes(dpad_));
+    g.move_codes = codes_->map.data() && g.codes->map.data();
+    if (!g.move_codes && n_ > 0)
+      std::memcpy(g.codes->data, codes_->data, n_ * I8RowBytes(dpad_));
   }
   return g;
+}
+
+void ExactIndex::Install(Grown* grown) {
+  if (!grown->rows) return;
+  // Where the kernel refuses a move, the rows are copied here instead, under the lock:
+  // slow, but whole.
+  const auto put = [&](std::unique_ptr<Buffer>* cur, std::unique_ptr<Buffer>* next,
+                       bool move, size_t row_bytes) {
+    if (!*next) return true;
+    bool moved = false;
+    if (move) {
+      moved = (*next)->map.TakePages(&(*cur)->map);
+      if (moved)
+        (*cur)->data = nullptr;  // its pages are next's now
+      else if (n_ > 0)
+        std::memcpy((*next)->data, (*cur)->data, n_ * row_bytes);
+    }
+    cur->swap(*next);
+    return moved;
+  };
+  const bool moved = put(&rows_, &grown->rows, grown->move_rows, RowBytes());
+  put(&codes_, &grown->codes, grown->move_codes, I8RowBytes(dpad_));
+  (moved ? grows_moved_ : grows_copied_)++;
 }
 
 void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
@@ -484,9 +514,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
                  std::to_string(i));
     row_of.Set(ids[i], static_cast<uint32_t>(i));
   }
-  auto buf = std::make_unique<Buffer>();
-  buf->data = AllocRows(WithHeadroom(n), RowBytes());
-  buf->capacity = WithHeadroom(n);
+  auto buf = NewBuffer(WithHeadroom(n), RowBytes());
   std::pair<float, float> range;
   const float norm_max = EncodeRows(vectors, n, buf->data, i8_ ? &range : nullptr);
   auto codes = std::make_unique<Buffer>();
@@ -495,8 +523,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
     // One centre and step for all rows: the smallest element codes as -127, the largest
     // as 127.
     FitScreen(range, &screen);
-    codes->data = AllocRows(WithHeadroom(n), I8RowBytes(dpad_));
-    codes->capacity = WithHeadroom(n);
+    codes = NewBuffer(WithHeadroom(n), I8RowBytes(dpad_));
     EncodeCodes(buf->data, n, codes->data, &screen);
   }
   std::vector<uint32_t> idv(ids, ids + n);
@@ -522,43 +549,58 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   const size_t rb = RowBytes();
 
   std::lock_guard<std::mutex> w(write_mu_);
-  // New ids, and room for them: a full buffer is copied into a larger one here, before
-  // gate_ and the write lock, while searches go on reading it (write_mu_ keeps other
-  // writers out).
+  // New ids, and room for them: larger buffers are made here, before gate_ and the write
+  // lock, while searches go on reading the current ones (write_mu_ keeps other writers
+  // out); they take the rows under the lock (Install).
   size_t fresh = 0;
   for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
   Grown grown = Grow(n_ + fresh);
-  // Likewise ids far past the others turn the id table into a hash map (IdRows::TurnsSparse).
-  std::optional<IdRows> sparse;
-  if (n > 0 && row_of_.TurnsSparse(*std::max_element(ids, ids + n), n_ + fresh))
-    sparse = row_of_.AsMap();
-  std::lock_guard<std::mutex> g(gate_);
-  std::unique_lock<std::shared_mutex> lk(rw_);
-  if (grown.rows) rows_.swap(grown.rows);
-  if (grown.codes) codes_.swap(grown.codes);  // the old buffers go after the lock
-  if (sparse) std::swap(row_of_, *sparse);
-  version_++;
-  row_norm_max_ = std::max(row_norm_max_, norm_max);
-  // The code rows, before any row moves: they keep the index's centre and step (elements
+  if (!grown.rows) {
+    // The new rows' pages fault in here rather than under the lock (searches never read
+    // past row n_, nor does the prefault change what they read).
+    rows_->map.Prefault(n_ * rb, fresh * rb);
+    if (i8_) codes_->map.Prefault(n_ * I8RowBytes(dpad_), fresh * I8RowBytes(dpad_));
+  }
+  // Likewise the id map and the row -> id list, when they would reallocate under the lock
+  // (IdRows::Reallocates): larger copies are made here and swapped in.
+  const uint32_t max_id = n > 0 ? *std::max_element(ids, ids + n) : 0;
+  std::optional<IdRows> id_room;
+  if (n > 0 && row_of_.Reallocates(max_id, n_ + fresh))
+    id_room = row_of_.WithRoom(max_id, n_ + fresh);
+  std::vector<uint32_t> ids_room;
+  if (ids_.capacity() < n_ + fresh) {
+    ids_room.reserve(std::max(n_ + fresh, ids_.size() + ids_.size() / 2));
+    ids_room.assign(ids_.begin(), ids_.end());
+  }
+  // The code rows, before the lock too: they keep the index's centre and step (elements
   // past z +- 127 s clamp, and err grows with them until the next build). An empty index
   // takes this batch's; one whose step is 0 (every element so far equal to z, coded 0, and
   // exact with any step) takes a step from this batch about its centre.
   const size_t cb = I8RowBytes(dpad_);
   std::vector<uint8_t> codes(i8_ ? n * cb : 0);
+  I8Screen screen = screen_;
   if (i8_) {
     if (n_ == 0) {
-      screen_ = I8Screen{};
-      FitScreen(range, &screen_);
-    } else if (screen_.scale == 0) {
+      screen = I8Screen{};
+      FitScreen(range, &screen);
+    } else if (screen.scale == 0) {
       const double reach =
-          std::max(double(range.second) - screen_.zero, screen_.zero - double(range.first));
+          std::max(double(range.second) - screen.zero, screen.zero - double(range.first));
       const float s = static_cast<float>(reach / 127);
-      if (s >= std::numeric_limits<float>::min()) screen_.scale = s;
+      if (s >= std::numeric_limits<float>::min()) screen.scale = s;
     }
-    EncodeCodes(encoded.data(), n, codes.data(), &screen_);
+    EncodeCodes(encoded.data(), n, codes.data(), &screen);
   }
-  if (n > 0) row_of_.Expect(*std::max_element(ids, ids + n), n_ + fresh);
-  ids_.reserve(n_ + fresh);
+
+  std::lock_guard<std::mutex> g(gate_);
+  std::unique_lock<std::shared_mutex> lk(rw_);
+  Install(&grown);  // the old buffers go after the lock, as do the old id map and list
+  if (id_room) std::swap(row_of_, *id_room);
+  if (ids_room.capacity() > 0) ids_.swap(ids_room);
+  version_++;
+  row_norm_max_ = std::max(row_norm_max_, norm_max);
+  screen_ = screen;
+  if (n > 0) row_of_.Expect(max_id, n_ + fresh);
   for (size_t i = 0; i < n; i++) {
     uint32_t row = row_of_.Find(ids[i]);
     if (row == IdRows::kNone) {

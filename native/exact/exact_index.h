@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/huge_alloc.h"
 #include "common/id_rows.h"
 #include "cuda/exact_cuda.h"
 #include "exact/kernels.h"
@@ -140,6 +141,11 @@ class ExactIndex {
   // Times the int8 screen rescored a query's candidates during a scan because its bound
   // could not narrow them (ScreenTopK in exact_index.cc).
   uint64_t ScreenPrunes() const { return screen_prunes_.load(); }
+  // Upserts that grew the buffers: those whose row pages moved into the larger ones, and
+  // those that copied the rows (buffers under 1 MiB, which are not mappings of their own,
+  // or where the kernel refused the move).
+  uint64_t GrowsMoved() const { return grows_moved_.load(); }
+  uint64_t GrowsCopied() const { return grows_copied_.load(); }
 
   // True when this build has the BLAS path (see ExactTuning::sgemm_min_batch).
   static bool HasSgemm();
@@ -154,8 +160,15 @@ class ExactIndex {
   struct Buffer {
     uint8_t* data = nullptr;
     size_t capacity = 0;  // rows
-    ~Buffer() { std::free(data); }
+    // Where it maps (Linux), data is map.data() and a larger buffer can take its pages
+    // (MappedRegion::TakePages); elsewhere data is AllocLarge's.
+    MappedRegion map;
+    ~Buffer() {
+      if (!map.data()) std::free(data);
+    }
   };
+  // An empty buffer of `rows` rows of `row_bytes`.
+  static std::unique_ptr<Buffer> NewBuffer(size_t rows, size_t row_bytes);
 
   size_t RowBytes() const { return dpad_ * (storage_ == Storage::F32 ? 4 : 2); }
   // Stored row `row`'s float32 score for a padded query, by the kernel set's rescoring
@@ -167,13 +180,19 @@ class ExactIndex {
   // With range: also the least and greatest finite element as stored (and 0, the padding's).
   float EncodeRows(const float* vectors, size_t n, uint8_t* dst,
                    std::pair<float, float>* range = nullptr) const;
-  // Larger copies of the row and code buffers when `rows` rows would not fit (empty
-  // otherwise). Reads the buffers: the caller holds write_mu_ (no writer changes them)
-  // and swaps the copies in under the unique lock.
+  // Larger row and code buffers when `rows` rows would not fit (empty otherwise). Mapped
+  // ones are filled later, under the unique lock, by moving the current buffers' pages
+  // into them (moves: Install); others hold copies made here, while searches go on reading
+  // the current buffers. The caller holds write_mu_, so no writer changes them meanwhile.
   struct Grown {
     std::unique_ptr<Buffer> rows, codes;
+    bool move_rows = false, move_codes = false;
   };
   Grown Grow(size_t rows) const;
+  // Under the unique lock: puts grown buffers in place of the current ones, moving their
+  // pages first where Grow left that to here (a copy where the kernel refuses the move).
+  // The replaced buffers go back in `grown`, to be freed after the lock.
+  void Install(Grown* grown);
   // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale, and
   // widens screen's err, l1 and amax to cover them.
   void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen) const;
@@ -207,6 +226,7 @@ class ExactIndex {
                   const std::vector<const std::vector<uint32_t>*>& ex, void* heaps) const;
   mutable std::atomic<uint64_t> guess_retries_{0};
   mutable std::atomic<uint64_t> screen_prunes_{0};
+  std::atomic<uint64_t> grows_moved_{0}, grows_copied_{0};
   mutable std::atomic<bool> cuda_active_{false};
   mutable std::mutex cuda_mu_;
   mutable std::unique_ptr<CudaRows> cuda_rows_;

@@ -287,14 +287,18 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
 void HnswIndex::InsertRows(const std::vector<uint32_t>& ids, const std::vector<float>& vecs,
                            size_t first, size_t n, std::vector<int>* linked) {
   Reserve(n);
-  // Ids far past the others turn the id table into a hash map: converted here, before the
-  // lock (IdRows::TurnsSparse).
-  std::optional<IdRows> sparse;
+  // An id map that would reallocate under the lock (a table that grows, a hash map that
+  // rehashes, or ids far past the others that turn the table into a hash map) is copied
+  // larger here, before it (IdRows::Reallocates).
+  std::optional<IdRows> id_room;
   const uint32_t* add = ids.data() + first;
-  if (n > 0 && row_of_.TurnsSparse(*std::max_element(add, add + n), row_of_.Count() + n))
-    sparse = row_of_.AsMap();
+  if (n > 0) {
+    const uint32_t max_id = *std::max_element(add, add + n);
+    if (row_of_.Reallocates(max_id, row_of_.Count() + n))
+      id_room = row_of_.WithRoom(max_id, row_of_.Count() + n);
+  }
   std::unique_lock<std::shared_mutex> lk(mu_);
-  if (sparse) std::swap(row_of_, *sparse);  // the old table goes after the lock
+  if (id_room) std::swap(row_of_, *id_room);  // the old map goes after the lock
   inserter_->Insert(index_.get(), n, vecs.data() + first * static_cast<size_t>(dim_), linked);
   row_of_.Append(add, n, ids_.size());
   ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(first),

@@ -125,6 +125,23 @@ export class ExactIndex {
   get screenPrunes(): number {
     return this.native.screenPrunes;
   }
+  /**
+   * Rows the index holds before an upsert of new ids must grow its buffers. `build` leaves
+   * room for a quarter more rows (address space until rows land there).
+   */
+  get capacity(): number {
+    return this.native.capacity;
+  }
+  /**
+   * Upserts that grew the buffers. `moved`: the rows' pages moved into larger ones (Linux,
+   * buffers of 1 MiB and up), a page-table change under the write lock, a few ms at 1M
+   * rows. `copied`: the rows were copied (smaller buffers, or where the kernel refused the
+   * move), before the write lock, which holds the calling thread (~1 s at 1M x 64
+   * float32; upsertAsync does it on a native thread).
+   */
+  get growths(): { moved: number; copied: number } {
+    return this.native.growths;
+  }
 
   /** Engine that serves searches: 'cpu', or 'cuda' when a device was found. */
   get backend(): 'cpu' | 'cuda' {

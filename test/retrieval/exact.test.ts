@@ -738,10 +738,14 @@ test("ids that start compact and turn sparse keep their lookups, past the build'
     const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
     index.build(small, sv);
     ref.set(small, as(sv));
-    const far = Uint32Array.from({ length: 1500 }, (_, i) => 4_000_000_000 + 7919 * i);
-    const fv = rng.uniformArray(1500 * d);
-    index.upsert(far, fv); // 2,000 + 1,500 rows: past the 2,000 + 500 + 1,024 room
+    assert.equal(index.capacity, 2000 + 500 + 1024, storage);
+    const far = Uint32Array.from({ length: 1600 }, (_, i) => 4_000_000_000 + 7919 * i);
+    const fv = rng.uniformArray(1600 * d);
+    index.upsert(far, fv); // 2,000 + 1,600 rows: past the 2,000 + 500 + 1,024 room
     ref.set(far, as(fv));
+    // Buffers this small (under 1 MiB) are copied, not moved.
+    assert.ok(index.capacity >= 3600, `${storage} capacity ${index.capacity}`);
+    assert.deepEqual(index.growths, { moved: 0, copied: 1 }, storage);
     // Overwrites of both kinds, and removes of both kinds.
     const over = Uint32Array.of(small[3]!, far[7]!, small[1999]!, far[1499]!);
     const ov = rng.uniformArray(4 * d);
@@ -761,6 +765,64 @@ test("ids that start compact and turn sparse keep their lookups, past the build'
     const got = await index.search(queries, 25, { allow });
     assertMatches(ref, queries, 25, got, tol, { allow }, `${storage} allowed`);
     assert.throws(() => index.remove(Uint32Array.of(far[20]!)), /unknown id/);
+  }
+});
+
+test('upserts past the room keep every row: buffers of 1 MiB and up move their pages, twice over', async () => {
+  // 20,000 x 64 rows: float32 and float16 rows and the int8 codes (where the kernel set has
+  // the screen) are each over 1 MiB, so on Linux a growth moves their pages into larger
+  // mappings (MappedRegion::TakePages) instead of copying them. Two growths, the second
+  // moving a mapping that was itself moved into; one synchronous upsert and one async, each
+  // also overwriting rows. Single queries and a batch (through the screen) must then match
+  // brute force: a page lost or left behind would read as zeros.
+  const rng = new Rng(18);
+  const d = 64;
+  const n = 20_000;
+  for (const storage of ['f32', 'f16'] as const) {
+    const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+    const index = ExactIndex.create({ dim: d, storage });
+    const ref = new RefIndex(d);
+    const ids = Uint32Array.from({ length: n }, (_, i) => i);
+    const vecs = rng.uniformArray(n * d);
+    index.build(ids, vecs);
+    ref.set(ids, as(vecs));
+    let next = n;
+    const grow = async (how: 'sync' | 'async') => {
+      const cap = index.capacity;
+      const fresh = cap - index.size + 1 + 500;
+      const up = new Uint32Array(fresh + 300);
+      for (let i = 0; i < fresh; i++) up[i] = next++;
+      for (let i = 0; i < 300; i++) up[fresh + i] = (i * 61) % n;
+      const v = rng.uniformArray(up.length * d);
+      if (how === 'sync') index.upsert(up, v);
+      else await index.upsertAsync(up, v);
+      ref.set(up, as(v));
+      assert.ok(index.capacity > cap, `${storage} ${how}: capacity ${cap} -> ${index.capacity}`);
+    };
+    await grow('sync');
+    await grow('async');
+    assert.equal(index.size, ref.rows.size, storage);
+    const g = index.growths;
+    assert.equal(g.moved + g.copied, 2, storage);
+    if (process.platform === 'linux') assert.equal(g.moved, 2, `${storage} ${JSON.stringify(g)}`);
+    for (const B of [1, 16]) {
+      const queries = rng.uniformArray(B * d);
+      const tol = tolFor(ref, queries);
+      assertMatches(
+        ref,
+        queries,
+        50,
+        await index.search(queries, 50),
+        tol,
+        {},
+        `${storage} B=${B}`,
+      );
+    }
+    // The last rows, which landed in the pages past the moved ones, are searchable one by one.
+    const last = Uint32Array.of(next - 1, next - 2, n - 1);
+    const q = rng.uniformArray(d);
+    const got = await index.search(q, 3, { allow: last });
+    assert.deepEqual([...got.ids].sort(), [...last].sort(), storage);
   }
 });
 

@@ -20,10 +20,11 @@
 // score returned (cold rows are always there with the same score).
 //
 // Prints one line per kernel set and storage: writes, the screen's mid-scan prunes,
-// searches, results checked, problems, upserts that grew the buffers (and the first
-// problem's description); exits 1 on any problem. Usage: exact-concurrency [seconds per case, default 2]: each case runs at least
-// that long, and on (up to five times as long) until it has seen 11 writes, 11 searches
-// and a growth.
+// searches, results checked, problems, upserts that grew the buffers and of those how many
+// moved the rows' pages (float32 rows here: buffers of 1 MiB and up) and how many copied
+// the rows (then the first problem's description); exits 1 on any problem. Usage:
+// exact-concurrency [seconds per case, default 2]: each case runs at least that long, and
+// on (up to five times as long) until it has seen 11 writes, 11 searches and a growth.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -213,7 +214,7 @@ bool RunCase(const Case& c, double seconds) {
         // A rebuild from the current contents (the removed ids stay out). Every other one,
         // the first included, keeps only the ids below kCold + 500, and the others come
         // back by upserts: past the rebuilt buffers' headroom they must grow (Grow copies
-        // the rows while searches read them).
+        // the rows while searches read them, or Install moves their pages under the lock).
         const bool shrink = step % 400 == 199;
         std::vector<uint32_t> live;
         std::vector<float> vecs;
@@ -296,14 +297,17 @@ bool RunCase(const Case& c, double seconds) {
   writer.join();
   for (auto& t : searchers) t.join();
   std::printf(
-      "%s %s writes %llu prunes %llu searches %llu results %llu problems %llu grows %llu%s%s\n",
+      "%s %s writes %llu prunes %llu searches %llu results %llu problems %llu grows %llu moved "
+      "%llu copied %llu%s%s\n",
       c.kernel, c.storage == Storage::F16 ? "f16" : "f32",
       static_cast<unsigned long long>(counts.writes.load()),
       static_cast<unsigned long long>(index.ScreenPrunes()),
       static_cast<unsigned long long>(counts.searches.load()),
       static_cast<unsigned long long>(counts.results.load()),
       static_cast<unsigned long long>(counts.problems.load()),
-      static_cast<unsigned long long>(counts.grows.load()), first_why.empty() ? "" : " first: ",
+      static_cast<unsigned long long>(counts.grows.load()),
+      static_cast<unsigned long long>(index.GrowsMoved()),
+      static_cast<unsigned long long>(index.GrowsCopied()), first_why.empty() ? "" : " first: ",
       first_why.c_str());
   return counts.problems == 0 && counts.searches > 0 && counts.writes > 0;
 }
