@@ -176,8 +176,8 @@ export class ExactIndex {
 
   /**
    * `build`, `upsert` and `remove` on a native thread: the event loop goes on meanwhile
-   * (a build of 1M rows, or an upsert that outgrows the buffers, holds the calling thread
-   * ~1 s). The arguments are copied, so the caller may reuse its arrays at once. Bad
+   * (a build of 1M rows holds the calling thread ~1 s, as does an upsert that outgrows
+   * buffers it must copy: see `growths`). The arguments are copied, so the caller may reuse its arrays at once. Bad
    * arguments, an unknown id on remove included, reject with TypeError/RangeError and
    * change nothing. Resolves once every search that starts afterwards sees the change;
    * writes run one at a time, in the order they take the index's writer lock.
