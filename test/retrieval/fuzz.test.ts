@@ -4,8 +4,9 @@
 // ids past 2^31. Every failure must be a TypeError or RangeError (FAISS's own file errors
 // for bad paths), thrown or rejected, and must leave the index as it was: the exact index's
 // contents are mirrored in a reference that only successful writes change, and searches are
-// checked against it, during the storm (synchronous ones) and after it. A crash fails the
-// test by killing its process.
+// checked against it, during the storm (synchronous ones) and after it. The exact index's
+// writes go a third of the time through buildAsync, upsertAsync and removeAsync, whose
+// failures must reject the same way. A crash fails the test by killing its process.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -149,8 +150,25 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
         return false;
       }
     };
+    // The same for the async writes: a failure must reject (or throw) an argument error.
+    // Awaited before the storm goes on, so the reference follows them in order.
+    const asyncCalls = { ok: 0, failed: 0 };
+    const attemptAsync = async (what: string, fn: () => Promise<void>): Promise<boolean> => {
+      try {
+        await fn();
+        asyncCalls.ok++;
+        return true;
+      } catch (err) {
+        assertArgumentError(err, `${what} (async)`);
+        failures++;
+        asyncCalls.failed++;
+        return false;
+      }
+    };
     for (let i = 0; i < 3000; i++) {
       const op = rng.int(6);
+      // A third of the writes go through buildAsync, upsertAsync and removeAsync.
+      const viaAsync = op <= 2 && rng.next() < 0.35;
       if (op === 0 || op === 1) {
         // build (rarely) or upsert: new and existing ids
         const n = 1 + rng.int(op === 0 ? 200 : 6);
@@ -159,26 +177,28 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
         const args: unknown[] = [ids, vecs];
         const bad = mutate(rng, args);
         if (op === 0 && !bad && rng.next() > 0.1) continue;
-        const write = op === 0 ? index.build.bind(index) : index.upsert.bind(index);
-        if (
-          !attempt(op === 0 ? 'build' : 'upsert', () =>
-            write(args[0] as Uint32Array, args[1] as Float32Array),
-          )
-        )
-          continue;
+        const what = op === 0 ? 'build' : 'upsert';
+        const a = [args[0] as Uint32Array, args[1] as Float32Array] as const;
+        const ok = viaAsync
+          ? await attemptAsync(what, () =>
+              op === 0 ? index.buildAsync(...a) : index.upsertAsync(...a),
+            )
+          : attempt(what, () => (op === 0 ? index.build(...a) : index.upsert(...a)));
+        if (!ok) continue;
         if (args[0] instanceof Uint32Array && args[1] instanceof Float32Array) {
           if (op === 0) ref = new RefIndex(D);
           ref.set(args[0], stored(args[1]));
         } else {
-          assert.fail(
-            `${op === 0 ? 'build' : 'upsert'} accepted ${describe(args[0])}, ${describe(args[1])}`,
-          );
+          assert.fail(`${what} accepted ${describe(args[0])}, ${describe(args[1])}`);
         }
       } else if (op === 2) {
         const ids = Uint32Array.from(new Set(someIds(1 + rng.int(3))));
         const args: unknown[] = [ids];
         mutate(rng, args);
-        if (!attempt('remove', () => index.remove(args[0] as Uint32Array))) continue;
+        const ok = viaAsync
+          ? await attemptAsync('remove', () => index.removeAsync(args[0] as Uint32Array))
+          : attempt('remove', () => index.remove(args[0] as Uint32Array));
+        if (!ok) continue;
         assert.ok(args[0] instanceof Uint32Array, `remove accepted ${describe(args[0])}`);
         for (const id of args[0]) ref.rows.delete(id);
       } else if (op === 3) {
@@ -241,6 +261,10 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
     await Promise.all(pending);
     assert.ok(failures > 500, `only ${failures} calls failed: the storm is too mild`);
     assert.ok(checked > 100, `only ${checked} searches checked`);
+    assert.ok(
+      asyncCalls.ok > 50 && asyncCalls.failed > 50,
+      `async writes: ${JSON.stringify(asyncCalls)}`,
+    );
     // After the storm: the contents are exactly what the successful writes made them.
     assert.equal(index.size, ref.rows.size);
     const queries = rng.uniformArray(5 * D);
