@@ -8,8 +8,8 @@
 // version's items and graph (--bundle). `searchers` loops each issue one query at a time
 // (k 10, async, as the server does) for the whole run; for each write the table gives the
 // write's time and the latency of the searches that overlapped it. The writes, in order:
-// - add 1 (three times), 4, 16, 100 and 10,000 new items (near existing ones; the first
-//   add into a loaded graph also grows its storage). Adds of up to one item per 2,048 held
+// - add 1 (three times), 4, 16, 100 and 10,000 new items (near existing ones; a loaded
+//   graph has room for a quarter more rows, so no add here copies its storage). Adds of up to one item per 2,048 held
 //   reconnect the graph from what they changed, larger ones over the whole graph; the
 //   output ends with the count of each (HnswIndex.checkGraph, which also checks that every
 //   row is reachable both ways);
