@@ -160,6 +160,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetScreen>("screen"),
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
             InstanceAccessor<&ExactIndexWrap::GetScreenPrunes>("screenPrunes"),
+            InstanceAccessor<&ExactIndexWrap::GetScreenRefits>("screenRefits"),
             InstanceAccessor<&ExactIndexWrap::GetCapacity>("capacity"),
             InstanceAccessor<&ExactIndexWrap::GetGrowths>("growths"),
         });
@@ -356,6 +357,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetScreenPrunes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenPrunes()));
+  }
+  Napi::Value GetScreenRefits(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenRefits()));
   }
   Napi::Value GetCapacity(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->Capacity()));

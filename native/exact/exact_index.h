@@ -141,6 +141,8 @@ class ExactIndex {
   // Times the int8 screen rescored a query's candidates during a scan because its bound
   // could not narrow them (ScreenTopK in exact_index.cc).
   uint64_t ScreenPrunes() const { return screen_prunes_.load(); }
+  // Upserts that fitted the int8 screen again (an element past its range: Upsert).
+  uint64_t ScreenRefits() const { return screen_refits_.load(); }
   // Upserts that grew the buffers: those whose row pages moved into the larger ones, and
   // those that copied the rows (buffers under 1 MiB, which are not mappings of their own,
   // or where the kernel refused the move).
@@ -226,7 +228,7 @@ class ExactIndex {
                   const std::vector<const std::vector<uint32_t>*>& ex, void* heaps) const;
   mutable std::atomic<uint64_t> guess_retries_{0};
   mutable std::atomic<uint64_t> screen_prunes_{0};
-  std::atomic<uint64_t> grows_moved_{0}, grows_copied_{0};
+  std::atomic<uint64_t> grows_moved_{0}, grows_copied_{0}, screen_refits_{0};
   mutable std::atomic<bool> cuda_active_{false};
   mutable std::mutex cuda_mu_;
   mutable std::unique_ptr<CudaRows> cuda_rows_;

@@ -126,6 +126,14 @@ export class ExactIndex {
     return this.native.screenPrunes;
   }
   /**
+   * Upserts that fitted the int8 screen again: they brought an element past the range its
+   * codes cover, and every stored row was coded again (rather than clamped, which would
+   * have widened every pair's error bound until the next build).
+   */
+  get screenRefits(): number {
+    return this.native.screenRefits;
+  }
+  /**
    * Rows the index holds before an upsert of new ids must grow its buffers. `build` leaves
    * room for a quarter more rows (address space until rows land there).
    */

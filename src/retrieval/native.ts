@@ -78,6 +78,7 @@ export interface NativeExactIndex {
   readonly guessRetries: number;
   /** Times the int8 screen rescored a query's candidates mid-scan: its bound could not narrow them. */
   readonly screenPrunes: number;
+  readonly screenRefits: number;
   readonly capacity: number;
   readonly growths: { moved: number; copied: number };
   build(ids: Uint32Array, vectors: Float32Array): void;

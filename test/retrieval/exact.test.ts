@@ -826,6 +826,55 @@ test('upserts past the room keep every row: buffers of 1 MiB and up move their p
   }
 });
 
+test('rows spread wider than the built ones fit the int8 screen again; batches stay exact', async () => {
+  // The screen codes every element with one centre and step; an upsert with elements past
+  // its range codes every stored row again rather than clamping them (which widened every
+  // pair's error bound: the batches then rescored nearly every row, prunes by the
+  // thousand). Normal rows, then 200 at 3x the spread: one refit, and a second batch within
+  // the new range (its margin) none. Batches through the screen must match brute force,
+  // with the screen narrowing the candidates as before (mid-scan prunes stay rare).
+  const rng = new Rng(19);
+  const d = 32;
+  const n = 20_000;
+  for (const kernel of SCREENED) {
+    for (const storage of ['f32', 'f16'] as const) {
+      const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+      const index = ExactIndex.create({ dim: d, storage, kernel, screen: 'int8' });
+      const ref = new RefIndex(d);
+      const ids = Uint32Array.from({ length: n }, (_, i) => i);
+      const vecs = rng.normalArray(n * d);
+      index.build(ids, vecs);
+      ref.set(ids, as(vecs));
+      const label = `${kernel} ${storage}`;
+      const search = async (what: string) => {
+        const queries = rng.normalArray(16 * d);
+        const got = await index.search(queries, 40);
+        assertMatches(ref, queries, 40, got, tolFor(ref, queries), {}, `${label} ${what}`);
+      };
+      await search('built');
+      const wide = Uint32Array.from({ length: 200 }, (_, i) => i * 53);
+      const wv = rng.normalArray(200 * d).map((x) => x * 3);
+      index.upsert(wide, wv);
+      ref.set(wide, as(wv));
+      assert.equal(index.screenRefits, 1, label);
+      const prunes = index.screenPrunes;
+      for (let i = 0; i < 4; i++) await search(`after the wide rows (${i})`);
+      assert.ok(
+        index.screenPrunes - prunes <= 4,
+        `${label}: ${index.screenPrunes - prunes} prunes`,
+      );
+      // Within the new range (3x normal draws stay inside it): no refit; new ids and the
+      // async path too.
+      const more = Uint32Array.from({ length: 100 }, (_, i) => n + i);
+      const mv = rng.normalArray(100 * d).map((x) => x * 2);
+      await index.upsertAsync(more, mv);
+      ref.set(more, as(mv));
+      assert.equal(index.screenRefits, 1, label);
+      await search('after more');
+    }
+  }
+});
+
 test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, errors reject', async () => {
   const rng = new Rng(17);
   const d = 20;
