@@ -103,7 +103,9 @@ export async function buildServingModel(
     ...(opts.exactThreads === undefined ? {} : { threads: opts.exactThreads }),
   });
   try {
-    exact.build(ids, shared.itemEmbeddings);
+    // On a native thread: at 1M x 64 the build held the event loop ~1 s, while the server
+    // listens (not ready) and answers its health checks.
+    await exact.buildAsync(ids, shared.itemEmbeddings);
   } catch (e) {
     nameOwner(
       e,
