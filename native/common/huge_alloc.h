@@ -114,6 +114,19 @@ class MappedRegion {
 #endif
   }
 
+  // Whether TakePages works here, tried once on two small regions of its own: where a
+  // sandbox or an old kernel refuses mremap's MREMAP_FIXED, a caller copies before its lock
+  // rather than finding out under it.
+  static bool CanTakePages() {
+    static const bool can = [] {
+      MappedRegion from, to;
+      if (!from.Map(kHugePage) || !to.Map(2 * kHugePage)) return false;
+      from.data()[0] = 1;
+      return to.TakePages(&from) && to.data()[0] == 1;
+    }();
+    return can;
+  }
+
   // Faults in [offset, offset + len) for writing now (Linux 5.14 and later; a no-op
   // elsewhere), so that a writer about to store rows there under a lock does not take the
   // page faults (a fresh huge page is zeroed, and may be compacted for) while holding it.

@@ -478,10 +478,13 @@ ExactIndex::Grown ExactIndex::Grow(size_t rows) const {
   const size_t cap = std::max(WithHeadroom(rows), rows_->capacity + rows_->capacity / 2);
   g.rows = NewBuffer(cap, RowBytes());
   if (i8_) g.codes = NewBuffer(cap, I8RowBytes(dpad_));
-  g.move_rows = rows_->map.data() && g.rows->map.data();
+  // Mapped buffers move their pages where the kernel allows it (tried once); otherwise
+  // the rows are copied here, before the lock.
+  const bool can_move = MappedRegion::CanTakePages();
+  g.move_rows = can_move && rows_->map.data() && g.rows->map.data();
   if (!g.move_rows && n_ > 0) std::memcpy(g.rows->data, rows_->data, n_ * RowBytes());
   if (i8_) {
-    g.move_codes = codes_->map.data() && g.codes->map.data();
+    g.move_codes = can_move && codes_->map.data() && g.codes->map.data();
     if (!g.move_codes && n_ > 0)
       std::memcpy(g.codes->data, codes_->data, n_ * I8RowBytes(dpad_));
   }
