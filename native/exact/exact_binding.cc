@@ -109,32 +109,6 @@ ParsedSearch ParseSearch(const Napi::CallbackInfo& info, size_t dim) {
   return p;
 }
 
-class SearchWorker : public Napi::AsyncWorker {
- public:
-  SearchWorker(Napi::Env env, std::shared_ptr<ExactIndex> index, ParsedSearch p)
-      : Napi::AsyncWorker(env, "recserve.exact.search"),
-        index_(std::move(index)),
-        p_(std::move(p)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
-  void Execute() override {
-    try {
-      index_->Search(p_.Request(), &r_);
-    } catch (const std::exception& e) {
-      SetError(std::string("recserve native: exact search failed: ") + e.what());
-    }
-  }
-  void OnOK() override { deferred_.Resolve(TopKResult(Env(), r_.ids, r_.scores, p_.k)); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
- private:
-  std::shared_ptr<ExactIndex> index_;  // keeps the index alive while the search runs
-  ParsedSearch p_;
-  SearchResult r_;
-  Napi::Promise::Deferred deferred_;
-};
-
 class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -289,10 +263,15 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value Search(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
-      auto* w = new SearchWorker(info.Env(), index_, ParseSearch(info, index_->Dim()));
-      auto promise = w->Promise();
-      w->Queue();
-      return promise;
+      // The parsed arguments and the result live in the closures until the Promise
+      // settles; `index` keeps the index alive while the search runs.
+      auto p = std::make_shared<ParsedSearch>(ParseSearch(info, index_->Dim()));
+      auto r = std::make_shared<SearchResult>();
+      auto index = index_;
+      return QueuePromise(
+          info.Env(), "recserve.exact.search",
+          [index, p, r] { index->Search(p->Request(), r.get()); },
+          [p, r](Napi::Env env) { return TopKResult(env, r->ids, r->scores, p->k); });
     });
   }
   Napi::Value SearchSync(const Napi::CallbackInfo& info) {
