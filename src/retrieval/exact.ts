@@ -185,9 +185,10 @@ export class ExactIndex {
   /**
    * `build`, `upsert` and `remove` on a native thread: the event loop goes on meanwhile
    * (a build of 1M rows holds the calling thread ~1 s, as does an upsert that outgrows
-   * buffers it must copy: see `growths`). The arguments are copied, so the caller may reuse its arrays at once. Bad
-   * arguments, an unknown id on remove included, reject with TypeError/RangeError and
-   * change nothing. Resolves once every search that starts afterwards sees the change;
+   * buffers it must copy, see `growths`, or that fits the int8 screen again, 0.05-0.3 s
+   * at 1M rows, see `screenRefits`). The arguments are copied, so the caller may reuse
+   * its arrays at once. Bad arguments, an unknown id on remove included, reject with
+   * TypeError/RangeError and change nothing. Resolves once every search that starts afterwards sees the change;
    * writes run one at a time, in the order they take the index's writer lock.
    */
   buildAsync(ids: Uint32Array, vectors: Float32Array): Promise<void> {
