@@ -188,7 +188,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
 
  private:
-  // A build or upsert with its rows copied, on a libuv worker.
+  // A build or upsert with its rows copied, on a libuv worker once the async writes
+  // before it have settled (writes_).
   Napi::Value WriteAsync(const Napi::CallbackInfo& info, const char* name,
                          void (ExactIndex::*write)(const uint32_t*, const float*, size_t)) {
     return Guard(info.Env(), [&]() -> Napi::Value {
@@ -198,7 +199,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       auto vv = std::make_shared<std::vector<float>>(vecs.Data(),
                                                      vecs.Data() + vecs.ElementLength());
       auto index = index_;
-      return QueuePromise(
+      return writes_.Queue(
           info.Env(), name,
           [index, idv, vv, write] { ((*index).*write)(idv->data(), vv->data(), idv->size()); },
           [](Napi::Env env) { return env.Undefined(); });
@@ -241,8 +242,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   // buildAsync / upsertAsync (ids, vectors) and removeAsync (ids): Promise<void>. The
   // arguments are checked here, as the synchronous calls check them, and copied (the
   // caller may reuse its arrays at once); the write runs on a libuv worker, so the event
-  // loop goes on meanwhile (a build, or an upsert that grows the buffers, takes ~1 s at 1M
-  // rows). An error found there (an unknown id on remove) rejects the promise.
+  // loop goes on meanwhile (a build takes ~1 s at 1M rows), after the async writes called
+  // before it (WriteQueue). An error found there (an unknown id on remove) rejects the
+  // promise.
   Napi::Value BuildAsync(const Napi::CallbackInfo& info) {
     return WriteAsync(info, "recserve.exact.build", &ExactIndex::Build);
   }
@@ -255,7 +257,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
                                                          ids.Data() + ids.ElementLength());
       auto index = index_;
-      return QueuePromise(
+      return writes_.Queue(
           info.Env(), "recserve.exact.remove",
           [index, idv] { index->Remove(idv->data(), idv->size()); },
           [](Napi::Env env) { return env.Undefined(); });
@@ -354,6 +356,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
 
   std::shared_ptr<ExactIndex> index_;
+  // buildAsync, upsertAsync and removeAsync, into the pool one at a time in call order.
+  WriteQueue writes_;
 };
 
 }  // namespace

@@ -52,19 +52,21 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
 
  private:
   // `run` on a libuv worker, behind a Promise (common/napi_async.h); FAISS's own errors
-  // (a file it cannot read or write) say so.
+  // (a file it cannot read or write) say so. With `queue`, after the calls queued there
+  // before it: the calls that take the index's writer mutex (add, remove, load and
+  // checkGraph) go to the pool one at a time (WriteQueue), and searches keep the other
+  // threads. compact() builds beside the writes, so it does not wait for them.
   static Napi::Value Async(Napi::Env env, const char* name, PromiseWorker::Run run,
-                           PromiseWorker::Done done) {
-    return QueuePromise(
-        env, name,
-        [run = std::move(run)] {
-          try {
-            run();
-          } catch (const faiss::FaissException& e) {
-            throw std::runtime_error(std::string("FAISS: ") + e.what());
-          }
-        },
-        std::move(done));
+                           PromiseWorker::Done done, WriteQueue* queue = nullptr) {
+    auto wrapped = [run = std::move(run)] {
+      try {
+        run();
+      } catch (const faiss::FaissException& e) {
+        throw std::runtime_error(std::string("FAISS: ") + e.what());
+      }
+    };
+    if (queue) return queue->Queue(env, name, std::move(wrapped), std::move(done));
+    return QueuePromise(env, name, std::move(wrapped), std::move(done));
   }
 
   // add(ids, vectors): Promise<void>
@@ -85,7 +87,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                                                      vecs.Data() + vecs.ElementLength());
       return Async(
           info.Env(), "recserve.hnsw.add", [engine, idv, vv] { engine->Add(*idv, *vv); },
-          [](Napi::Env env) { return env.Undefined(); });
+          [](Napi::Env env) { return env.Undefined(); }, &writes_);
     });
   }
 
@@ -98,7 +100,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                                                          ids.Data() + ids.ElementLength());
       return Async(
           info.Env(), "recserve.hnsw.remove", [engine, idv] { engine->Remove(*idv); },
-          [](Napi::Env env) { return env.Undefined(); });
+          [](Napi::Env env) { return env.Undefined(); }, &writes_);
     });
   }
 
@@ -140,7 +142,8 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
             o.Set("reconnectsIncremental",
                   num(static_cast<double>(report->reconnects_incremental)));
             return o;
-          });
+          },
+          &writes_);
     });
   }
 
@@ -223,7 +226,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
       auto engine = engine_;
       return Async(
           info.Env(), "recserve.hnsw.load", [engine, path] { engine->Load(path); },
-          [](Napi::Env env) { return env.Undefined(); });
+          [](Napi::Env env) { return env.Undefined(); }, &writes_);
     });
   }
 
@@ -238,6 +241,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   }
 
   std::shared_ptr<HnswIndex> engine_;
+  WriteQueue writes_;  // add, remove, load, checkGraph (Async)
 };
 
 // FAISS IndexFlatIP, for the benchmark's side-by-side figures. Synchronous on purpose.

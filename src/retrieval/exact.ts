@@ -189,7 +189,8 @@ export class ExactIndex {
    * at 1M rows, see `screenRefits`). The arguments are copied, so the caller may reuse
    * its arrays at once. Bad arguments, an unknown id on remove included, reject with
    * TypeError/RangeError and change nothing. Resolves once every search that starts afterwards sees the change;
-   * writes run one at a time, in the order they take the index's writer lock.
+   * an index's async writes enter libuv's thread pool one at a time, in call order (so
+   * a burst of them holds one pool thread, not all four, and searches keep the rest).
    */
   buildAsync(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.buildAsync(ids, vectors));

@@ -930,6 +930,52 @@ test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, e
   }
 });
 
+test('async writes apply in call order, one in the pool at a time', async () => {
+  // Issued without waiting: each index's async writes go to libuv's pool one at a time in
+  // call order (they would otherwise race for the writer mutex on as many pool threads).
+  // The same id overwritten, removed and written again: the last call wins, every time.
+  const rng = new Rng(20);
+  const d = 16;
+  for (const storage of ['f32', 'f16'] as const) {
+    const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+    const index = ExactIndex.create({ dim: d, storage });
+    const ref = new RefIndex(d);
+    const ids = Uint32Array.from({ length: 3000 }, (_, i) => i);
+    const vecs = rng.uniformArray(3000 * d);
+    const pending: Promise<void>[] = [index.buildAsync(ids, vecs)];
+    ref.set(ids, as(vecs));
+    const order: number[] = [];
+    for (let round = 0; round < 40; round++) {
+      const id = Uint32Array.of(round % 5);
+      const v = rng.uniformArray(d);
+      pending.push(index.upsertAsync(id, v).then(() => void order.push(round)));
+      if (round % 4 === 3) {
+        pending.push(index.removeAsync(id));
+        ref.rows.delete(id[0]!);
+      } else {
+        ref.set(id, as(v));
+      }
+    }
+    await Promise.all(pending);
+    assert.deepEqual(
+      order,
+      Array.from({ length: 40 }, (_, i) => i),
+      `${storage}: settled out of order`,
+    );
+    assert.equal(index.size, ref.rows.size, storage);
+    const queries = rng.uniformArray(4 * d);
+    assertMatches(
+      ref,
+      queries,
+      20,
+      await index.search(queries, 20),
+      tolFor(ref, queries),
+      {},
+      storage,
+    );
+  }
+});
+
 test('large N splits across threads and cache blocks and still matches', async () => {
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {

@@ -523,3 +523,44 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
   );
   assert.equal((await h.search(q, 2)).ids.length, 2);
 });
+
+test("writes go to libuv's pool one at a time: searches beside many concurrent writes keep a thread", async () => {
+  // Adds take the index's writer mutex in turn. Handed to the pool together, each waited
+  // for it on a pool thread (4 unless UV_THREADPOOL_SIZE says otherwise), and a search
+  // issued beside them waited for nearly all of them. Now an index's writes enter the pool
+  // one at a time, in call order: the search is answered while the adds are still going.
+  const rng = new Rng(33);
+  const d = 32;
+  const n = 20_000;
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const vecs = rng.normalArray(n * d);
+  const hnsw = await HnswIndex.build(ids, vecs, d);
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, vecs);
+  const finished: number[] = [];
+  const adds = Array.from({ length: 8 }, (_, i) => {
+    const add = Uint32Array.from({ length: 300 }, (_, j) => n + i * 300 + j);
+    return hnsw.add(add, rng.normalArray(300 * d)).then(() => finished.push(i));
+  });
+  // The same id written four times, and removed, without waiting: applied in call order.
+  const late = Uint32Array.of(n + 2400);
+  // (Three times the spread of the others: its own vector is its best match.)
+  const lateVecs = [0, 1, 2].map(() => rng.normalArray(d).map((x) => 3 * x));
+  const writes = [
+    hnsw.add(late, lateVecs[0]!),
+    hnsw.remove(late),
+    hnsw.add(late, lateVecs[1]!),
+    hnsw.remove(late),
+    hnsw.add(late, lateVecs[2]!),
+  ];
+  await exact.search(rng.normalArray(d), 10);
+  const doneAtSearch = finished.length;
+  await hnsw.search(rng.normalArray(d), 10);
+  await Promise.all([...adds, ...writes]);
+  assert.ok(doneAtSearch <= 1, `the search waited for ${doneAtSearch} of the adds`);
+  assert.deepEqual(finished, [0, 1, 2, 3, 4, 5, 6, 7], 'adds settle in call order');
+  // The last write of the late id wins.
+  const got = await hnsw.search(lateVecs[2]!, 1, { efSearch: 200 });
+  assert.equal(hnsw.size, n + 8 * 300 + 1);
+  assert.equal(got.ids[0], late[0]);
+});
