@@ -20,6 +20,11 @@ namespace recserve {
 
 constexpr size_t kHugePage = size_t(2) << 20;
 
+// Rows an index's storage makes room for when it must hold `rows`: a quarter more, so that
+// the next writes land without growing it (only address space until rows land there: large
+// buffers are fresh mappings). Both indexes size their rows, ids and per-row state by it.
+inline size_t WithHeadroom(size_t rows) { return rows + rows / 4 + 1024; }
+
 // At least `bytes` bytes, 64-byte aligned (2 MiB aligned, with the huge-page hint, from
 // 1 MiB up); release with std::free. Throws std::bad_alloc.
 inline void* AllocLarge(size_t bytes, bool huge_pages = true) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,13 @@ inline void CheckRowValues(const float* p, size_t rows, size_t dim, const char* 
                  ", too large for float32 scores (at most 8.5e37)");
     }
   }
+}
+
+// A copy of a typed array's elements that an async call's closures can share (the caller
+// may reuse its array as soon as the call returns).
+template <typename T>
+std::shared_ptr<std::vector<T>> SharedCopy(const Napi::TypedArrayOf<T>& a) {
+  return std::make_shared<std::vector<T>>(a.Data(), a.Data() + a.ElementLength());
 }
 
 // Copies a Float32Array of rows of `dim` floats; checks the length and values.

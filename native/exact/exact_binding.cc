@@ -194,10 +194,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
                          void (ExactIndex::*write)(const uint32_t*, const float*, size_t)) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       auto [ids, vecs] = RowsArgs(info);
-      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
-                                                         ids.Data() + ids.ElementLength());
-      auto vv = std::make_shared<std::vector<float>>(vecs.Data(),
-                                                     vecs.Data() + vecs.ElementLength());
+      auto idv = SharedCopy(ids);
+      auto vv = SharedCopy(vecs);
       auto index = index_;
       return writes_.Queue(
           info.Env(), name,
@@ -254,8 +252,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   Napi::Value RemoveAsync(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
       auto ids = ArgUint32Array(info, 0, "ids");
-      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
-                                                         ids.Data() + ids.ElementLength());
+      auto idv = SharedCopy(ids);
       auto index = index_;
       return writes_.Queue(
           info.Env(), "recserve.exact.remove",

@@ -458,11 +458,10 @@ std::unique_ptr<ExactIndex::Buffer> ExactIndex::NewBuffer(size_t rows, size_t ro
   return buf;
 }
 
-// Rows allocated beyond the ones stored, for upserts to come. Only address space until
-// written (the pages fault in as rows land). Growing a full buffer moves its pages into a
-// larger mapping (Grow, Install): with the rows copied instead, an upsert at 1M x 64
-// float32 held its caller for 1 s, most of it faulting in the fresh pages.
-static size_t WithHeadroom(size_t rows) { return rows + rows / 4 + 1024; }
+// Build leaves room for upserts to come (WithHeadroom, common/huge_alloc.h). Growing a full
+// buffer moves its pages into a larger mapping (Grow, Install): with the rows copied
+// instead, an upsert at 1M x 64 float32 held its caller for 1 s, most of it faulting in the
+// fresh pages.
 
 // Room the int8 screen's refit (Upsert) leaves either side of the range it must cover, as
 // a share of that range: a range creeping outward is fitted again at every eighth of
@@ -477,13 +476,13 @@ ExactIndex::Grown ExactIndex::Grow(size_t rows) const {
   if (rows <= rows_->capacity) return g;
   const size_t cap = std::max(WithHeadroom(rows), rows_->capacity + rows_->capacity / 2);
   g.rows = NewBuffer(cap, RowBytes());
-  if (i8_) g.codes = NewBuffer(cap, I8RowBytes(dpad_));
   // Mapped buffers move their pages where the kernel allows it (tried once); otherwise
   // the rows are copied here, before the lock.
   const bool can_move = MappedRegion::CanTakePages();
   g.move_rows = can_move && rows_->map.data() && g.rows->map.data();
   if (!g.move_rows && n_ > 0) std::memcpy(g.rows->data, rows_->data, n_ * RowBytes());
   if (i8_) {
+    g.codes = NewBuffer(cap, I8RowBytes(dpad_));
     g.move_codes = can_move && codes_->map.data() && g.codes->map.data();
     if (!g.move_codes && n_ > 0)
       std::memcpy(g.codes->data, codes_->data, n_ * I8RowBytes(dpad_));

@@ -219,7 +219,8 @@ class ExactIndex {
   ExactTuning tuning_;
 
   // Build's swap, Upsert and Remove, one at a time (searches never take it): under it an
-  // Upsert reads the rows to copy them into larger buffers before it takes gate_.
+  // Upsert reads the rows (to copy them into larger buffers, or code them again for the
+  // screen) before it takes gate_.
   std::mutex write_mu_;
   mutable std::mutex gate_;
   mutable std::shared_mutex rw_;

@@ -81,10 +81,8 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                    " x " + std::to_string(d) + ")");
       CheckRowValues(vecs.Data(), ids.ElementLength(), d, "vectors");
       auto engine = engine_;
-      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
-                                                         ids.Data() + ids.ElementLength());
-      auto vv = std::make_shared<std::vector<float>>(vecs.Data(),
-                                                     vecs.Data() + vecs.ElementLength());
+      auto idv = SharedCopy(ids);
+      auto vv = SharedCopy(vecs);
       return Async(
           info.Env(), "recserve.hnsw.add", [engine, idv, vv] { engine->Add(*idv, *vv); },
           [](Napi::Env env) { return env.Undefined(); }, &writes_);
@@ -96,8 +94,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
     return Guard(info.Env(), [&]() -> Napi::Value {
       auto ids = ArgUint32Array(info, 0, "ids");
       auto engine = engine_;
-      auto idv = std::make_shared<std::vector<uint32_t>>(ids.Data(),
-                                                         ids.Data() + ids.ElementLength());
+      auto idv = SharedCopy(ids);
       return Async(
           info.Env(), "recserve.hnsw.remove", [engine, idv] { engine->Remove(*idv); },
           [](Napi::Env env) { return env.Undefined(); }, &writes_);

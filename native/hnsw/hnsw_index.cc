@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "common/errors.h"
+#include "common/huge_alloc.h"
 #include "common/thread_pool.h"
 #include "hnsw/reconnect.h"
 
@@ -75,11 +76,6 @@ bool Better(const Node& a, const Node& b) {
 }
 
 }  // namespace
-
-// Rows a graph's storage, and the inserter's locks, hold room for, given `rows` they must
-// hold: a quarter more (only address space until rows land there: large vectors are fresh
-// mappings from malloc).
-static size_t WithHeadroom(size_t rows) { return rows + rows / 4 + 1024; }
 
 // FAISS's graph construction (HNSW::add_with_locks, highest level first, rows of a level
 // spread over the cores) without IndexHNSW::add's costs per call, which Add's small

@@ -13,6 +13,31 @@
 #include <utility>
 
 namespace recserve {
+namespace {
+
+// The links in v's layer-0 list (lists fill from the front; -1 follows the last link).
+size_t ListFill(const faiss::HNSW& g, size_t v, size_t l0) {
+  const int* lv = g.neighbors.data() + g.offsets[v];
+  size_t f = 0;
+  while (f < l0 && lv[f] >= 0) f++;
+  return f;
+}
+
+// The layer-0 links of n nodes reversed, as CSR: in[in_at[v] .. in_at[v + 1]) are the
+// nodes whose lists hold v. fill(v) is v's link count and at(v, i) its i-th link.
+template <class Fill, class At>
+void ReverseLinks(size_t n, Fill fill, At at, std::vector<size_t>* in_at, std::vector<int>* in) {
+  in_at->assign(n + 1, 0);
+  for (size_t v = 0; v < n; v++)
+    for (size_t i = 0; i < fill(v); i++) (*in_at)[static_cast<size_t>(at(v, i)) + 1]++;
+  for (size_t v = 0; v < n; v++) (*in_at)[v + 1] += (*in_at)[v];
+  in->resize((*in_at)[n]);
+  std::vector<size_t> next(in_at->begin(), in_at->end() - 1);
+  for (size_t v = 0; v < n; v++)
+    for (size_t i = 0; i < fill(v); i++) (*in)[next[static_cast<size_t>(at(v, i))]++] = int(v);
+}
+
+}  // namespace
 
 // Links every layer-0 node no search can reach from a reachable node near it.
 //
@@ -52,8 +77,7 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   const int* nb = g.neighbors.data();
   std::vector<uint32_t> base(n, 0), fill(n, 0), room(n, 0);
   for (size_t v = 0; v < n; v++) {
-    const int* lv = nb + g.offsets[v];
-    while (base[v] < l0 && lv[base[v]] >= 0) base[v]++;
+    base[v] = static_cast<uint32_t>(ListFill(g, v, l0));
     fill[v] = base[v];
     room[v] = static_cast<uint32_t>(std::min(l0, base[v] + kExtraLinks));
   }
@@ -69,14 +93,7 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   std::vector<size_t> in_at;
   std::vector<int> in;
   const auto reverse_links = [&]() {
-    in_at.assign(n + 1, 0);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in_at[static_cast<size_t>(at(v, i)) + 1]++;
-    for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
-    in.resize(in_at[n]);
-    std::vector<size_t> next(in_at.begin(), in_at.end() - 1);
-    for (size_t v = 0; v < n; v++)
-      for (size_t i = 0; i < fill[v]; i++) in[next[static_cast<size_t>(at(v, i))]++] = int(v);
+    ReverseLinks(n, [&](size_t v) { return fill[v]; }, at, &in_at, &in);
   };
   reverse_links();
   std::vector<char> reached(n, 0);
@@ -205,7 +222,6 @@ void ApplyLinks(faiss::IndexHNSWFlat* index, const std::vector<NewLink>& links) 
     g.neighbors[g.offsets[static_cast<size_t>(l.from)] + l.slot] = l.to;
 }
 
-
 bool SnapshotLists(const faiss::IndexHNSWFlat& index, const ReachTrees& trees, size_t rows,
                    size_t max_nodes, ListSnapshot* snap) {
   const faiss::HNSW& g = index.hnsw;
@@ -260,12 +276,7 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
 
   // The layer-0 lists as they will be: FAISS's, then the links planned here.
   std::unordered_map<int, std::vector<int>> extra;
-  const auto base_fill = [&](int v) {
-    const int* lv = nb + g.offsets[static_cast<size_t>(v)];
-    size_t f = 0;
-    while (f < l0 && lv[f] >= 0) f++;
-    return f;
-  };
+  const auto base_fill = [&](int v) { return ListFill(g, static_cast<size_t>(v), l0); };
   const auto for_each_link = [&](int v, auto&& f) {
     const int* lv = nb + g.offsets[static_cast<size_t>(v)];
     for (size_t i = 0; i < l0 && lv[i] >= 0; i++)
@@ -429,7 +440,9 @@ bool PlanIncremental(const faiss::IndexHNSWFlat& index, const Kernels& kernels,
   // The lists that changed: those FAISS appended to or shrank, the new rows', and those
   // given links here.
   trees->fill.resize(n, 0);
-  const auto refill = [&](int v) { trees->fill[static_cast<size_t>(v)] = static_cast<uint16_t>(fill(v)); };
+  const auto refill = [&](int v) {
+    trees->fill[static_cast<size_t>(v)] = static_cast<uint16_t>(fill(v));
+  };
   for (int v : snap.nodes) refill(v);
   for (int v : linked) refill(v);
   for (size_t r = snap.n0; r < n; r++) refill(static_cast<int>(r));
@@ -445,7 +458,6 @@ ReachCounts CountUnreachable(const faiss::IndexHNSWFlat& index) {
   if (g.entry_point < 0) return ReachCounts{n, n};
   const auto l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
   const int* nb = g.neighbors.data();
-  const auto list = [&](size_t v) { return nb + g.offsets[v]; };
   const auto bfs = [&](auto&& links_of) {
     std::vector<char> seen(n, 0);
     std::vector<int> queue{g.entry_point};
@@ -456,21 +468,16 @@ ReachCounts CountUnreachable(const faiss::IndexHNSWFlat& index) {
       });
     return n - queue.size();
   };
+  std::vector<size_t> fills(n);
+  for (size_t v = 0; v < n; v++) fills[v] = ListFill(g, v, l0);
+  const auto at = [&](size_t v, size_t i) { return nb[g.offsets[v] + i]; };
   c.from_entry_missing = bfs([&](size_t v, auto&& visit) {
-    const int* lv = list(v);
-    for (size_t i = 0; i < l0 && lv[i] >= 0; i++) visit(lv[i]);
+    for (size_t i = 0; i < fills[v]; i++) visit(at(v, i));
   });
   // The links reversed, for the paths to the entry.
-  std::vector<size_t> in_at(n + 1, 0);
-  for (size_t v = 0; v < n; v++)
-    for (const int* lv = list(v); lv < list(v) + l0 && *lv >= 0; lv++)
-      in_at[static_cast<size_t>(*lv) + 1]++;
-  for (size_t v = 0; v < n; v++) in_at[v + 1] += in_at[v];
-  std::vector<int> in(in_at[n]);
-  std::vector<size_t> at(in_at.begin(), in_at.end() - 1);
-  for (size_t v = 0; v < n; v++)
-    for (const int* lv = list(v); lv < list(v) + l0 && *lv >= 0; lv++)
-      in[at[static_cast<size_t>(*lv)]++] = static_cast<int>(v);
+  std::vector<size_t> in_at;
+  std::vector<int> in;
+  ReverseLinks(n, [&](size_t v) { return fills[v]; }, at, &in_at, &in);
   c.to_entry_missing = bfs([&](size_t v, auto&& visit) {
     for (size_t i = in_at[v]; i < in_at[v + 1]; i++) visit(in[i]);
   });
@@ -514,9 +521,7 @@ size_t CountTreeFaults(const faiss::IndexHNSWFlat& index, const ReachTrees& tree
   };
   size_t faults = leads(trees.prev) + leads(trees.next);
   for (size_t v = 0; v < n; v++) {
-    const int* lv = nb + g.offsets[v];
-    size_t f = 0;
-    while (f < l0 && lv[f] >= 0) f++;
+    const size_t f = ListFill(g, v, l0);
     const int p = trees.prev[v], x = trees.next[v];
     const bool is_entry = static_cast<int>(v) == g.entry_point;
     if (f != trees.fill[v] || (is_entry ? p != ReachTrees::kNone : p < 0 || !has(p, int(v))) ||
