@@ -10,7 +10,8 @@
 // writes, in order: upsert 1 new id (the first after the build), upsert 1 new, upsert 100
 // new, upsert 1 existing id (an overwrite), remove 1; then new ids 10,000 at a time until
 // one upsert outgrows the buffers the build allocated (it moves their pages into larger
-// mappings, or copies the rows where it cannot: the row says which). For each write: its time and the latency of the searches that overlapped it.
+// mappings, or copies the rows where it cannot: the row says which). Then, with the
+// searchers stopped, 300 upserts of one new id each (`upsert_one_new`). For each write: its time and the latency of the searches that overlapped it.
 // With --async the writes go through upsertAsync/removeAsync (on a native thread, the event
 // loop free meanwhile) instead of the synchronous calls. Last, with the searchers stopped:
 // B = 32 batches before and after an upsert of 1,000 rows at twice the spread of the
@@ -18,7 +19,7 @@
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
 import { searchesBeside, sleep } from './lib/beside.js';
-import { nowMs } from './lib/stats.js';
+import { nowMs, percentile } from './lib/stats.js';
 import { printTable } from './lib/table.js';
 import { ExactIndex, type Storage } from '../src/retrieval/exact.js';
 
@@ -79,7 +80,12 @@ await beside('remove 1', () =>
 // New ids until an upsert outgrows the buffers.
 const batches: number[] = [];
 const before = rows.length;
-const growths = () => index.growths.moved + index.growths.copied;
+// (An addon from before `growths`, RECSERVE_ADDON=<older build> for an A/B: the batch
+// that passes the room build left, a quarter more rows and 1,024.)
+const growths = () =>
+  index.growths
+    ? index.growths.moved + index.growths.copied
+    : Number(index.size > n + Math.floor(n / 4) + 1024);
 const grown0 = growths();
 let grew = -1;
 while (batches.length < 100 && grew < 0) {
@@ -88,7 +94,11 @@ while (batches.length < 100 && grew < 0) {
   if (growths() > grown0) grew = batches.length - 1;
 }
 if (grew < 0) throw new Error('no upsert grew the buffers in 100 batches');
-const how = index.growths.moved > 0 ? 'pages moved' : 'rows copied';
+const how = !index.growths
+  ? 'rows copied'
+  : index.growths.moved > 0
+    ? 'pages moved'
+    : 'rows copied';
 // Keep the batch that grew and the typical one; the rest only pad the table.
 const kept = rows.splice(before);
 rows.push(kept[grew]!);
@@ -99,6 +109,22 @@ if (others.length > 0) {
   rows.push({ ...typical, write: 'upsert 10,000 new (median)' });
 }
 await stop();
+
+// One new id at a time, 300 times, with no searches beside: what a single upsert costs
+// the calling thread when nothing grows.
+const single: number[] = [];
+for (let i = 0; i < 300; i++) {
+  const { ids, v } = fresh(1);
+  const ts = nowMs();
+  await upsert(ids, v);
+  single.push(nowMs() - ts);
+}
+const upsertOneNew = {
+  count: single.length,
+  p50_ms: percentile(single, 50),
+  p90_ms: percentile(single, 90),
+  max_ms: Math.max(...single),
+};
 
 // Rows spread wider than the built ones: the int8 screen is fitted again (every row coded
 // again, before the write lock) instead of clamping them, which had widened every pair's
@@ -113,7 +139,7 @@ const batchMs = () => {
 };
 const wideIds = Uint32Array.from({ length: 1000 }, (_, i) => i * 97);
 const wideVecs = rng.normalArray(1000 * d).map((x) => x * 2);
-const refits0 = index.screenRefits ?? 0;
+const refits0 = index.screenRefits ?? 0; // (undefined in an addon from before the refit)
 const batchBefore = batchMs();
 const tw = nowMs();
 await upsert(wideIds, wideVecs);
@@ -138,6 +164,7 @@ const out = {
   batches_of_10k: batches.length,
   seconds: (nowMs() - t0) / 1000,
   results: rows,
+  upsert_one_new: upsertOneNew,
   wide_rows: screen,
 };
 if (args.json) {
@@ -150,6 +177,10 @@ if (args.json) {
   printTable(
     ['write', 'write ms', 'searches', 'p50 ms', 'p99 ms', 'max ms'],
     rows.map((r) => [r.write, r.write_ms, r.searches, r.p50_ms, r.p99_ms, r.max_ms]),
+  );
+  console.log(
+    `\nupsert of one new id, ${upsertOneNew.count} times, no searches: ` +
+      `p50 ${upsertOneNew.p50_ms.toFixed(3)} ms, p90 ${upsertOneNew.p90_ms.toFixed(3)} ms`,
   );
   console.log(
     `\nB = 32 batches (screen ${screen.screen}): ${screen.batch32_ms_before.toFixed(2)} ms, ` +

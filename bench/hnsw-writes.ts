@@ -2,7 +2,7 @@
 // removed and the graph compacted, and what compaction gives back.
 //
 //   npm run bench:hnsw-writes [-- --json] [-- --ef 64] [-- --searchers 2]
-//                             [-- --bundle models/recserve/1]
+//                             [-- --bundle models/recserve/1] [-- --skip-compact]
 //
 // Same data as bench:retrieval's HNSW rows (100k x 64 clustered, seed 31), or a model
 // version's items and graph (--bundle). `searchers` loops each issue one query at a time
@@ -13,12 +13,14 @@
 //   reconnect the graph from what they changed, larger ones over the whole graph; the
 //   output ends with the count of each (HnswIndex.checkGraph, which also checks that every
 //   row is reachable both ways);
+// - a burst: 8 adds of 200 items issued together, and the time of one search beside them;
 // - remove 10% of the items;
 // - compact (HnswIndex.compact, every core), with the unfiltered walk's time and
 //   recall@10 (one thread, against the exact index over the items held) before and after;
 // - remove another 10%, and compact with one build thread (the other core left to the
 //   searches).
-// An addon without compact (RECSERVE_ADDON=<an older build>, for an A/B) skips it.
+// An addon without compact (RECSERVE_ADDON=<an older build>, for an A/B) skips it, as
+// does --skip-compact (the adds alone: a 1M bundle's compactions take minutes).
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { nearRows, recallAtK, spreadRows } from './lib/data.js';
 import { hnswBenchSet, hnswBundleSet } from './lib/hnsw-set.js';
@@ -36,8 +38,11 @@ const log = (line: string) => {
 const t0 = nowMs();
 const K = 10;
 const bundle = args.options.get('bundle');
-const set = bundle ? await hnswBundleSet(bundle) : await hnswBenchSet(log);
+const skipCompact = args.options.has('skip-compact');
+const bundleSet = bundle ? await hnswBundleSet(bundle) : null;
+const set = bundleSet ?? (await hnswBenchSet(log));
 const { n, d, vecs, hnsw, exact } = set;
+const loadSeconds = bundleSet ? bundleSet.loadSeconds : null;
 const rng = new Rng(40);
 const NQ = 256;
 // Queries and new items near existing items, with noise a quarter of the items' RMS
@@ -88,6 +93,25 @@ try {
 } catch (err) {
   if (!(err instanceof TypeError)) throw err;
 }
+// A burst: 8 adds of 200 items issued together, not awaited, and one search issued beside
+// them. An index's writes enter libuv's pool one at a time (WriteQueue), so the search
+// keeps a pool thread; when each add waited for the writer mutex on a pool thread of its
+// own, the burst held all four and the search waited behind it.
+const burstAdds: Promise<void>[] = [];
+const tb = nowMs();
+for (let b = 0; b < 8; b++) {
+  const ids = Uint32Array.from({ length: 200 }, (_, i) => next + i);
+  const v = nearRows(rng, vecs, d, 200, noise);
+  next += 200;
+  burstAdds.push(hnsw.add(ids, v));
+  exact.upsert(ids, v);
+}
+const ts = nowMs();
+await hnsw.search(one(0), K, { efSearch: ef });
+const burst = { adds: 8, rows_each: 200, search_ms: nowMs() - ts, adds_ms: 0 };
+await Promise.all(burstAdds);
+burst.adds_ms = nowMs() - tb;
+log(`a search beside 8 adds issued together: ${burst.search_ms.toFixed(1)} ms`);
 const gone = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10);
 await beside(`remove ${gone.length}`, () => hnsw.remove(gone));
 exact.remove(gone);
@@ -95,22 +119,25 @@ exact.remove(gone);
 const beforeCompact = walks();
 let afterCompact: ReturnType<typeof walks> | null = null;
 let dropped: number | null = null;
-try {
-  await beside('compact', async () => {
-    dropped = await hnsw.compact();
-  });
-  afterCompact = walks();
-  // Again with one build thread, leaving the other core to the searches, after removing
-  // another tenth (an addon with checkGraph takes the option; older ones skip this).
-  if (graph) {
-    const more = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10 + 5);
-    await beside(`remove ${more.length}`, () => hnsw.remove(more));
-    exact.remove(more);
-    await beside('compact (1 thread)', () => hnsw.compact({ threads: 1 }));
+if (skipCompact) log('compact: skipped');
+else {
+  try {
+    await beside('compact', async () => {
+      dropped = await hnsw.compact();
+    });
+    afterCompact = walks();
+    // Again with one build thread, leaving the other core to the searches, after removing
+    // another tenth (an addon with checkGraph takes the option; older ones skip this).
+    if (graph) {
+      const more = Uint32Array.from({ length: Math.floor(n / 10) }, (_, i) => i * 10 + 5);
+      await beside(`remove ${more.length}`, () => hnsw.remove(more));
+      exact.remove(more);
+      await beside('compact (1 thread)', () => hnsw.compact({ threads: 1 }));
+    }
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    log('compact: not in this addon');
   }
-} catch (err) {
-  if (!(err instanceof TypeError)) throw err;
-  log('compact: not in this addon');
 }
 await beside('none (1 s)', () => sleep(1000));
 await stop();
@@ -124,8 +151,12 @@ const out = {
   ef_search: ef,
   searchers,
   bundle: bundle ?? null,
+  /** --bundle: seconds to load its graph (with the reconnection and the room for adds). */
+  load_seconds: loadSeconds,
   seconds: (nowMs() - t0) / 1000,
   results: rows,
+  /** A search issued beside 8 adds issued together, and the adds' time to the last. */
+  burst,
   /** HnswIndex.checkGraph() after the adds (the load's reconnection counts too). */
   graph,
   /** compact(): rows dropped; the walk before and after it (one thread). */
@@ -149,6 +180,13 @@ if (args.json) {
         `reachable from the entry ${graph.fromEntryMissing}, with no path back ` +
         `${graph.toEntryMissing}, tree faults ${graph.treeFaults}`,
     );
+  console.log(
+    `\na search beside 8 adds of 200 issued together: ${burst.search_ms.toFixed(1)} ms ` +
+      `(the adds: ${burst.adds_ms.toFixed(0)} ms to the last)` +
+      (out.load_seconds === null
+        ? ''
+        : `; the bundle's graph loaded in ${out.load_seconds.toFixed(2)} s`),
+  );
   console.log(`\nunfiltered walks (one thread), compact() dropped ${dropped ?? '-'} rows:`);
   printTable(
     ['', 'removed rows', 'us/query', 'recall@10'],
