@@ -7,7 +7,16 @@
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
 //        [--dims 64,128] [--batches 16,32,128] [--storage f32,f16] [--threads 2] [--k 100]
 //        [--rounds 7] [--tune-a JSON] [--tune-b JSON] [--screens A,B] [--fresh N]
-//        [--allow 0.1,0.5] [--json]
+//        [--allow 0.1,0.5] [--data uniform|normal | --bundle DIR] [--far ROWS,TIMES] [--json]
+//
+// --data draws the rows and queries uniform in [-1, 1) (the default) or standard normal.
+// --bundle DIR takes a model bundle's item_embeddings.f32 as the rows (n and d from the
+// bundle; --n and --dims are ignored) and rows of its user_embeddings.f32 as the queries:
+// a trained model's vectors, with their heavier tails. --far ROWS,TIMES sets one element of
+// ROWS random rows to TIMES the largest |element| of the data, before both variants build:
+// a few item vectors far out, which the int8 screen leaves to exact scores (screenOutliers;
+// each variant's count, where its addon reports one, and its mid-scan prunes per timed
+// search are printed).
 //
 // --allow times each cell with an allow list of that share of the rows (random rows, the
 // same list for both variants; 1, the default, means none): filtered searches.
@@ -26,6 +35,8 @@
 //
 // Prints, per (d, storage, B), the median time per search of each variant, B/A, and the
 // share of result ids the two agree on (1 unless a variant changes results).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { numberOption, parseBenchArgs } from './lib/args.js';
 import { percentile, nowMs } from './lib/stats.js';
@@ -55,6 +66,14 @@ for (const a of allowShares)
   if (!(a > 0 && a <= 1)) throw new RangeError(`--allow takes shares in (0, 1]; got ${a}`);
 for (const s of storages)
   if (s !== 'f32' && s !== 'f16') throw new RangeError(`--storage takes f32,f16; got '${s}'`);
+const data = args.options.get('data') ?? 'uniform';
+if (data !== 'uniform' && data !== 'normal')
+  throw new RangeError(`--data takes uniform or normal; got '${data}'`);
+const bundle = args.options.get('bundle');
+const farOption = args.options.get('far');
+const [farRows, farTimes] = farOption === undefined ? [0, 0] : farOption.split(',').map(Number);
+if (farOption !== undefined && !(Number.isInteger(farRows) && farRows! >= 0 && farTimes! > 0))
+  throw new RangeError(`--far takes ROWS,TIMES (a count and a factor); got '${farOption}'`);
 
 interface Variant {
   name: string;
@@ -127,10 +146,60 @@ interface AbRow {
   /** Guessed floors that overshot, per query searched (timed searches). */
   a_retries?: number;
   b_retries?: number;
+  /** Mid-scan prunes of the int8 screen per timed search (screenPrunes). */
+  a_prunes: number;
+  b_prunes: number;
+  /** Rows the int8 screen leaves to exact scores (null where the addon predates them). */
+  a_outliers: number | null;
+  b_outliers: number | null;
 }
 const rows: AbRow[] = [];
-for (const d of dims) {
-  const vecs = rng.uniformArray(n * d);
+// The data sets: (rows, their count and width, a source of query batches).
+interface DataSet {
+  n: number;
+  d: number;
+  vecs: Float32Array;
+  queries: (batch: number) => Float32Array;
+}
+function floats(file: string): Float32Array {
+  const b = readFileSync(file);
+  return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
+}
+function dataSets(): DataSet[] {
+  if (bundle !== undefined) {
+    const manifest = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as {
+      dim?: number;
+    };
+    const vecs = floats(join(bundle, 'item_embeddings.f32'));
+    const users = floats(join(bundle, 'user_embeddings.f32'));
+    const d = manifest.dim ?? 0;
+    if (!(d > 0)) throw new RangeError(`--bundle: ${bundle}/config.json names no dim`);
+    const nu = users.length / d;
+    return [
+      {
+        n: vecs.length / d,
+        d,
+        vecs: vecs.slice(),
+        queries: (batch) => {
+          const q = new Float32Array(batch * d);
+          for (let i = 0; i < batch; i++)
+            q.set(users.subarray(rng.int(nu) * d).subarray(0, d), i * d);
+          return q;
+        },
+      },
+    ];
+  }
+  const draw = (m: number) => (data === 'normal' ? rng.normalArray(m) : rng.uniformArray(m));
+  return dims.map((d) => ({ n, d, vecs: draw(n * d), queries: (batch) => draw(batch * d) }));
+}
+const outliers = (x: NativeExactIndex) => (x as { screenOutliers?: number }).screenOutliers ?? null;
+for (const set of dataSets()) {
+  const { n, d, vecs } = set;
+  if (farRows > 0) {
+    let most = 0;
+    for (const x of vecs) most = Math.max(most, Math.abs(x));
+    for (let i = 0; i < farRows; i++) vecs[rng.int(n) * d + rng.int(d)] = farTimes! * most;
+  }
   const ids = Uint32Array.from({ length: n }, (_, i) => i);
   for (const storage of storages) {
     const make = (v: Variant): NativeExactIndex => {
@@ -143,7 +212,7 @@ for (const d of dims) {
     const ib = make(vb);
     for (const [batch, share] of batches.flatMap((b) => allowShares.map((a) => [b, a]))) {
       const allow = share < 1 ? ids.filter(() => rng.next() < share) : null;
-      const q = rng.uniformArray(batch * d);
+      const q = set.queries(batch);
       const ra = ia.searchSync(q, k, null, allow);
       const rb = ib.searchSync(q, k, null, allow);
       let same = 0;
@@ -157,13 +226,14 @@ for (const d of dims) {
         return (nowMs() - t0) / reps;
       };
       if (fresh > 0) {
-        const qs = Array.from({ length: fresh }, () => rng.uniformArray(batch * d));
+        const qs = Array.from({ length: fresh }, () => set.queries(batch));
         const timeOne = (index: NativeExactIndex, x: Float32Array) => {
           const t0 = nowMs();
           index.searchSync(x, k, null, allow);
           return nowMs() - t0;
         };
         const [ra0, rb0] = [ia.guessRetries, ib.guessRetries];
+        const [pa0, pb0] = [ia.screenPrunes, ib.screenPrunes];
         let sa = 0;
         let sb = 0;
         qs.forEach((x, i) => {
@@ -189,12 +259,17 @@ for (const d of dims) {
           same_ids: Math.round((same / ra.ids.length) * 10000) / 10000,
           a_retries: (ia.guessRetries - ra0) / (fresh * batch),
           b_retries: (ib.guessRetries - rb0) / (fresh * batch),
+          a_prunes: (ia.screenPrunes - pa0) / fresh,
+          b_prunes: (ib.screenPrunes - pb0) / fresh,
+          a_outliers: outliers(ia),
+          b_outliers: outliers(ib),
         });
         continue;
       }
       const ta: number[] = [];
       const tb: number[] = [];
       const [ra0, rb0] = [ia.guessRetries, ib.guessRetries];
+      const [pa0, pb0] = [ia.screenPrunes, ib.screenPrunes];
       for (let r = 0; r < rounds; r++) {
         // Alternate which variant goes first, so neither always follows the other.
         if (r % 2 === 0) {
@@ -222,6 +297,10 @@ for (const d of dims) {
         // The same batch every round: a query whose guess overshoots does so every time.
         a_retries: (ia.guessRetries - ra0) / (rounds * (reps + 1) * batch),
         b_retries: (ib.guessRetries - rb0) / (rounds * (reps + 1) * batch),
+        a_prunes: (ia.screenPrunes - pa0) / (rounds * (reps + 1)),
+        b_prunes: (ib.screenPrunes - pb0) / (rounds * (reps + 1)),
+        a_outliers: outliers(ia),
+        b_outliers: outliers(ib),
       });
     }
   }
@@ -259,6 +338,10 @@ if (args.json) {
       'same ids',
       'A retries/q',
       'B retries/q',
+      'A prunes',
+      'B prunes',
+      'A outliers',
+      'B outliers',
     ],
     rows.map((r) => [
       r.n,
@@ -272,6 +355,10 @@ if (args.json) {
       r.same_ids,
       retries(r.a_retries),
       retries(r.b_retries),
+      r.a_prunes.toFixed(1),
+      r.b_prunes.toFixed(1),
+      r.a_outliers ?? '-',
+      r.b_outliers ?? '-',
     ]),
   );
 }

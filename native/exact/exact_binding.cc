@@ -135,6 +135,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
             InstanceAccessor<&ExactIndexWrap::GetScreenPrunes>("screenPrunes"),
             InstanceAccessor<&ExactIndexWrap::GetScreenRefits>("screenRefits"),
+            InstanceAccessor<&ExactIndexWrap::GetScreenOutliers>("screenOutliers"),
             InstanceAccessor<&ExactIndexWrap::GetCapacity>("capacity"),
             InstanceAccessor<&ExactIndexWrap::GetGrowths>("growths"),
         });
@@ -338,6 +339,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetScreenRefits(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenRefits()));
+  }
+  Napi::Value GetScreenOutliers(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenOutliers()));
   }
   Napi::Value GetCapacity(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->Capacity()));

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 
 #ifdef RECSERVE_WITH_BLAS
 #include <cblas.h>
@@ -376,8 +377,13 @@ std::shared_lock<std::shared_mutex> ExactIndex::ReadLock() const {
   return std::shared_lock<std::shared_mutex>(rw_);
 }
 
+size_t ExactIndex::ScreenOutliers() const {
+  auto lk = ReadLock();
+  return outliers_.size();
+}
+
 float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst,
-                             std::pair<float, float>* range) const {
+                             std::vector<Range>* ranges) const {
   const size_t rb = RowBytes();
   std::memset(dst, 0, n * rb);
   if (storage_ == Storage::F32) {
@@ -391,7 +397,7 @@ float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst,
   // infinite, and the bound with it), rounded up.
   std::vector<float> row(storage_ == Storage::F16 ? dpad_ : 0);
   double max2 = 0;
-  float lo = 0, hi = 0;  // the padding's zeros count
+  if (ranges) ranges->assign(n, Range{0.f, 0.f});  // the padding's zeros count
   for (size_t i = 0; i < n; i++) {
     const float* v = vectors + i * dim_;
     if (storage_ == Storage::F16) {
@@ -402,27 +408,99 @@ float ExactIndex::EncodeRows(const float* vectors, size_t n, uint8_t* dst,
     for (size_t j = 0; j < dim_; j++) s += double(v[j]) * v[j];
     max2 = std::max(max2, s);
     // (Only indexes with the int8 screen ask, and their kernel set has finite_range.)
-    if (range && storage_ == Storage::F16) kernels_.finite_range(v, dim_, &lo, &hi);
+    if (ranges) kernels_.finite_range(v, dim_, &(*ranges)[i].first, &(*ranges)[i].second);
   }
-  if (range && storage_ == Storage::F32) kernels_.finite_range(vectors, n * dim_, &lo, &hi);
-  if (range) *range = {lo, hi};
   const double bound = std::sqrt(max2) * (1 + 1e-6);
   return static_cast<float>(std::min<double>(bound, std::numeric_limits<float>::infinity()));
 }
 
+std::vector<ExactIndex::Range> ExactIndex::RowRanges(const uint8_t* rows, size_t n) const {
+  const size_t rb = RowBytes();
+  std::vector<Range> out(n, Range{0.f, 0.f});
+  std::vector<float> row(storage_ == Storage::F16 ? dpad_ : 0);
+  for (size_t i = 0; i < n; i++) {
+    const float* v = reinterpret_cast<const float*>(rows + i * rb);
+    if (storage_ == Storage::F16) {
+      kernels_.from_f16(reinterpret_cast<const uint16_t*>(rows + i * rb), row.data(), dpad_);
+      v = row.data();
+    }
+    kernels_.finite_range(v, dpad_, &out[i].first, &out[i].second);
+  }
+  return out;
+}
+
+// Room the int8 screen's refit (Upsert) leaves either side of the range it must cover, as
+// a share of that range: a range creeping outward is fitted again at every eighth of
+// growth, not at every batch, for a step an eighth coarser. A range that leaves its most
+// extreme rows out (ScreenRange) gets the same room, so that rows just past the bulk stay
+// in. (Throwaway script, 200k x 64
+// float32 rows then 1,000 upserted at 1.5x, 2x and 4x the spread: margins 0, 1/8 and 1/4
+// refitted 3, 3 and 2 times, and B = 32 batches ran 2.5-3.7 ms after each at every margin,
+// within the runs' noise.)
+constexpr double kRefitMargin = 0.125;
+
+// The int8 screen leaves out of its range up to this many rows of n (ScreenRange), and
+// upserts add rows past the range up to OutlierCap(n) before it is fitted again (Upsert).
+// Each costs a batch one exact score per query: 1,000 rows at B = 32, d = 64 are ~2M
+// multiply-adds, against the 2G products of screening 1M rows.
+constexpr size_t OutlierBudget(size_t n) { return std::max<size_t>(16, n / 2048); }
+constexpr size_t OutlierCap(size_t n) { return 2 * OutlierBudget(n); }
+// Build leaves rows out only where that narrows the range by this factor or more: the
+// step, and with it every pair's bound, shrinks in proportion. Normal draws' extremes
+// (1M x 64) sit within ~1.2x of the range without their most extreme rows, and a range
+// kept whole there spares the scan its splits and the batch the exact scores.
+constexpr double kTrimGain = 1.5;
+// A row whose worst element codes with an error past this many steps was clamped (the
+// in-range error is half a step, plus the coding's float rounding, far below 1/256).
+constexpr double kOutlierSteps = 0.5 + 1.0 / 256;
+
+// The screen's range for rows whose extremes are `rows`: all of them (widened by
+// kRefitMargin of its width either side with `pad`), or, where that is at least kTrimGain
+// times narrower, the range without the budget / 2 rows reaching lowest and the budget / 2
+// reaching highest, widened by that margin: rows a little past the bulk stay in, and only
+// those far out are left out. One item vector far out (a 10x element among 200k normal
+// rows) had made every B = 32 batch 17x slower through the widened step.
+static ExactIndex::Range ScreenRange(const std::vector<ExactIndex::Range>& rows, size_t budget,
+                                     bool pad) {
+  ExactIndex::Range all{0.f, 0.f};
+  for (const auto& r : rows) {
+    all.first = std::min(all.first, r.first);
+    all.second = std::max(all.second, r.second);
+  }
+  auto widen = [](double lo, double hi) {
+    const double m = (hi - lo) * kRefitMargin;
+    return ExactIndex::Range{static_cast<float>(lo - m), static_cast<float>(hi + m)};
+  };
+  const ExactIndex::Range whole = pad ? widen(all.first, all.second) : all;
+  const size_t e = budget / 2;
+  if (e == 0 || rows.size() <= 2 * e) return whole;
+  std::vector<float> v(rows.size());
+  for (size_t i = 0; i < rows.size(); i++) v[i] = rows[i].first;
+  std::nth_element(v.begin(), v.begin() + e, v.end());
+  const float lo = v[e];  // at most e rows reach below it
+  for (size_t i = 0; i < rows.size(); i++) v[i] = rows[i].second;
+  std::nth_element(v.begin(), v.begin() + e, v.end(), std::greater<float>());
+  const float hi = v[e];
+  ExactIndex::Range trimmed = widen(lo, hi);
+  trimmed = {std::max(trimmed.first, all.first), std::min(trimmed.second, all.second)};
+  const double wide = double(whole.second) - whole.first;
+  return wide >= kTrimGain * (double(trimmed.second) - trimmed.first) ? trimmed : whole;
+}
+
 // The centre and step that code [lo, hi] as [-127, 127]; a step of 0 (all elements equal)
 // codes every element as 0, with the whole of |x - z| in err.
-static void FitScreen(std::pair<float, float> range, I8Screen* screen) {
+static void FitScreen(ExactIndex::Range range, I8Screen* screen) {
   screen->zero = static_cast<float>((double(range.first) + range.second) / 2);
   const float s = static_cast<float>((double(range.second) - range.first) / 254);
   screen->scale = s >= std::numeric_limits<float>::min() ? s : 0.f;
 }
 
-void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
-                             I8Screen* screen) const {
+void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen,
+                             std::vector<uint32_t>* outliers, uint32_t first) const {
   const size_t rb = RowBytes(), cb = I8RowBytes(dpad_);
   std::vector<float> row(dpad_);
   double err = screen->err, l1max = screen->l1, amax = screen->amax;
+  const double clamped = kOutlierSteps * double(screen->scale);
   for (size_t i = 0; i < n; i++) {
     // The codes of the values as stored (float16 rows decoded), which the rescoring reads.
     const float* v = reinterpret_cast<const float*>(rows + i * rb);
@@ -430,14 +508,20 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst,
       kernels_.from_f16(reinterpret_cast<const uint16_t*>(rows + i * rb), row.data(), dpad_);
       v = row.data();
     }
-    // A non-finite element (a float16 overflow) codes as 0 and makes err infinite: every
-    // pair is then rescored, and the float32 scores decide as without the screen.
     const I8RowCode c = kernels_.code_row_i8(v, dpad_, screen->scale, screen->zero,
                                              reinterpret_cast<int8_t*>(dst + i * cb));
     std::memcpy(dst + i * cb + dpad_, &c.sum, 4);
+    // A clamped element, or a non-finite one (a float16 overflow, coded 0), leaves the row
+    // out of the screen: its codes are still written, but no batch reads them, and the
+    // bounds stay those of the rows that fit. (A step of 0 clamps nothing: every element is
+    // z, or the step underflowed and err takes the difference.)
+    if (!c.finite || (clamped > 0 && c.err > clamped)) {
+      outliers->push_back(first + static_cast<uint32_t>(i));
+      continue;
+    }
     l1max = std::max(l1max, double(c.l1));
-    err = c.finite ? std::max(err, c.err) : std::numeric_limits<double>::infinity();
-    amax = c.finite ? std::max(amax, c.amax) : std::numeric_limits<double>::infinity();
+    err = std::max(err, c.err);
+    amax = std::max(amax, c.amax);
   }
   // Rounded up: the kernels' bounds take these as upper bounds.
   screen->err = RoundUpToFloat(err * (1 + 1e-9));
@@ -463,13 +547,6 @@ std::unique_ptr<ExactIndex::Buffer> ExactIndex::NewBuffer(size_t rows, size_t ro
 // instead, an upsert at 1M x 64 float32 held its caller for 1 s, most of it faulting in the
 // fresh pages.
 
-// Room the int8 screen's refit (Upsert) leaves either side of the range it must cover, as
-// a share of that range: a range creeping outward is fitted again at every eighth of
-// growth, not at every batch, for a step an eighth coarser. (Throwaway script, 200k x 64
-// float32 rows then 1,000 upserted at 1.5x, 2x and 4x the spread: margins 0, 1/8 and 1/4
-// refitted 3, 3 and 2 times, and B = 32 batches ran 2.5-3.7 ms after each at every margin,
-// within the runs' noise.)
-constexpr double kRefitMargin = 0.125;
 
 ExactIndex::Grown ExactIndex::Grow(size_t rows) const {
   Grown g;
@@ -525,16 +602,17 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
     row_of.Set(ids[i], static_cast<uint32_t>(i));
   }
   auto buf = NewBuffer(WithHeadroom(n), RowBytes());
-  std::pair<float, float> range;
-  const float norm_max = EncodeRows(vectors, n, buf->data, i8_ ? &range : nullptr);
+  std::vector<Range> ranges;
+  const float norm_max = EncodeRows(vectors, n, buf->data, i8_ ? &ranges : nullptr);
   auto codes = std::make_unique<Buffer>();
   I8Screen screen;
+  std::vector<uint32_t> outliers;
   if (i8_) {
-    // One centre and step for all rows: the smallest element codes as -127, the largest
-    // as 127.
-    FitScreen(range, &screen);
+    // One centre and step for all rows: the range's least element codes as -127, its
+    // greatest as 127 (ScreenRange: every row's, or all but a few far out).
+    FitScreen(ScreenRange(ranges, OutlierBudget(n), false), &screen);
     codes = NewBuffer(WithHeadroom(n), I8RowBytes(dpad_));
-    EncodeCodes(buf->data, n, codes->data, &screen);
+    EncodeCodes(buf->data, n, codes->data, &screen, &outliers);
   }
   std::vector<uint32_t> idv(ids, ids + n);
 
@@ -544,6 +622,7 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   rows_ = std::move(buf);
   codes_ = std::move(codes);
   screen_ = screen;
+  outliers_.swap(outliers);
   version_++;
   ids_ = std::move(idv);
   row_of_ = std::move(row_of);
@@ -551,20 +630,61 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   row_norm_max_ = norm_max;
 }
 
+// The outlier list after a batch: `stored` (ascending rows of the stored contents) less
+// the rows the batch writes, plus those it writes with an outlier (flagged[i] for batch row
+// i, written to target[i]; the last write of a row decides).
+static std::vector<uint32_t> AfterBatch(const std::vector<uint32_t>& stored,
+                                        const std::vector<uint32_t>& target,
+                                        const std::vector<char>& flagged) {
+  std::vector<std::pair<uint32_t, uint32_t>> w(target.size());  // (row, batch index)
+  for (size_t i = 0; i < target.size(); i++) w[i] = {target[i], static_cast<uint32_t>(i)};
+  std::sort(w.begin(), w.end());
+  std::vector<uint32_t> out;
+  out.reserve(stored.size() + target.size());
+  size_t a = 0;
+  for (size_t j = 0; j < w.size(); j++) {
+    if (j + 1 < w.size() && w[j + 1].first == w[j].first) continue;  // a later write wins
+    const uint32_t row = w[j].first;
+    while (a < stored.size() && stored[a] < row) out.push_back(stored[a++]);
+    if (a < stored.size() && stored[a] == row) a++;
+    if (flagged[w[j].second]) out.push_back(row);
+  }
+  out.insert(out.end(), stored.begin() + a, stored.end());
+  return out;
+}
+
 void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   CheckIds(ids, n);
   std::vector<uint8_t> encoded(n * RowBytes());
-  std::pair<float, float> range;
-  const float norm_max = EncodeRows(vectors, n, encoded.data(), i8_ ? &range : nullptr);
+  std::vector<Range> ranges;
+  const float norm_max = EncodeRows(vectors, n, encoded.data(), i8_ ? &ranges : nullptr);
   const size_t rb = RowBytes();
 
   std::lock_guard<std::mutex> w(write_mu_);
-  // New ids, and room for them: larger buffers are made here, before gate_ and the write
-  // lock, while searches go on reading the current ones (write_mu_ keeps other writers
-  // out); they take the rows under the lock (Install).
-  size_t fresh = 0;
-  for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
-  Grown grown = Grow(n_ + fresh);
+  // Each batch row's stored row: its id's, or for a new id the next row in order of first
+  // appearance, as the loop under the lock assigns them. Then room for the new rows: larger
+  // buffers are made here, before gate_ and the write lock, while searches go on reading
+  // the current ones (write_mu_ keeps other writers out); they take the rows under the lock
+  // (Install).
+  std::vector<uint32_t> target(n);
+  size_t total = n_;
+  {
+    std::unordered_map<uint32_t, uint32_t> added;  // new id -> row
+    size_t unknown = 0;
+    for (size_t i = 0; i < n; i++) unknown += !row_of_.Contains(ids[i]);
+    added.reserve(unknown);
+    for (size_t i = 0; i < n; i++) {
+      uint32_t row = row_of_.Find(ids[i]);
+      if (row == IdRows::kNone) {
+        const auto it = added.emplace(ids[i], static_cast<uint32_t>(total)).first;
+        if (it->second == total) total++;
+        row = it->second;
+      }
+      target[i] = row;
+    }
+  }
+  const size_t fresh = total - n_;
+  Grown grown = Grow(total);
   if (!grown.rows) {
     // The new rows' pages fault in here rather than under the lock (searches never read
     // past row n_, nor does the prefault change what they read).
@@ -575,46 +695,64 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   // (IdRows::Reallocates): larger copies are made here and swapped in.
   const uint32_t max_id = n > 0 ? *std::max_element(ids, ids + n) : 0;
   std::optional<IdRows> id_room;
-  if (n > 0 && row_of_.Reallocates(max_id, n_ + fresh))
-    id_room = row_of_.WithRoom(max_id, n_ + fresh);
+  if (n > 0 && row_of_.Reallocates(max_id, total)) id_room = row_of_.WithRoom(max_id, total);
   std::vector<uint32_t> ids_room;
-  if (ids_.capacity() < n_ + fresh) {
-    ids_room.reserve(std::max(n_ + fresh, ids_.size() + ids_.size() / 2));
+  if (ids_.capacity() < total) {
+    ids_room.reserve(std::max(total, ids_.size() + ids_.size() / 2));
     ids_room.assign(ids_.begin(), ids_.end());
   }
   // The code rows, before the lock too, with the index's centre and step. An empty index
   // takes this batch's; one whose step is 0 (every element so far equal to z, coded 0, and
-  // exact with any step) takes a step from this batch about its centre.
+  // exact with any step) takes a step from this batch about its centre. Rows with an element
+  // past the range join the outliers (outliers_), which the screen leaves to exact scores.
   const size_t cb = I8RowBytes(dpad_);
   std::vector<uint8_t> codes(i8_ ? n * cb : 0);
   I8Screen screen = screen_;
-  if (i8_) {
+  std::vector<uint32_t> outliers;
+  const bool new_outliers = i8_ && n > 0;
+  if (new_outliers) {
+    Range range{0.f, 0.f};
+    for (const auto& r : ranges)
+      range = {std::min(range.first, r.first), std::max(range.second, r.second)};
     const double z = screen.zero, s = screen.scale;
     if (n_ == 0) {
       screen = I8Screen{};
-      FitScreen(range, &screen);
+      FitScreen(ScreenRange(ranges, OutlierBudget(n), false), &screen);
     } else if (s == 0) {
       const double reach = std::max(double(range.second) - z, z - double(range.first));
       const float step = static_cast<float>(reach / 127);
       if (step >= std::numeric_limits<float>::min()) screen.scale = step;
-    } else if (double(range.first) < z - 127.5 * s || double(range.second) > z + 127.5 * s) {
-      // An element past z +- 127.5 s would clamp, coded with an error past s / 2, and err
-      // bounds every row's: every pair's bound widens with it. After 1,000 rows drawn at
-      // 1.5x the spread of the 200k built ones, a B = 32 search rescored so many pairs
-      // that it took 54x as long, until the next build. So the screen is fitted again,
-      // to the range so far and this batch's with a margin either side, and every stored
-      // row coded again into a new buffer (the rows are stable: write_mu_ is held).
-      const double lo = std::min(double(range.first), z - 127 * s);
-      const double hi = std::max(double(range.second), z + 127 * s);
-      const double pad = (hi - lo) * kRefitMargin;
+    }
+    std::vector<uint32_t> coded;  // batch rows past the range
+    EncodeCodes(encoded.data(), n, codes.data(), &screen, &coded);
+    std::vector<char> flagged(n, 0);
+    for (uint32_t i : coded) flagged[i] = 1;
+    // (Nothing to sort when no row was out and none is.)
+    if (!outliers_.empty() || !coded.empty()) outliers = AfterBatch(outliers_, target, flagged);
+    if (outliers.size() > OutlierCap(total)) {
+      // More rows past the range than the screen leaves out: every row is coded again, into
+      // a new buffer, with a range fitted to the rows after this batch (ScreenRange) and a
+      // margin either side (the rows are stable: write_mu_ is held). Clamping them instead
+      // widened the one error bound every pair shares: after 1,000 rows drawn at 1.5x the
+      // spread of 200k built ones, a B = 32 search rescored so many pairs that it took 54x
+      // as long, until the next build.
+      std::vector<Range> all = RowRanges(rows_->data, n_);
+      all.resize(total);
+      for (size_t i = 0; i < n; i++) all[target[i]] = ranges[i];
       screen = I8Screen{};
-      FitScreen({static_cast<float>(lo - pad), static_cast<float>(hi + pad)}, &screen);
+      FitScreen(ScreenRange(all, OutlierBudget(total), true), &screen);
       if (!grown.codes) grown.codes = NewBuffer(codes_->capacity, cb);
       grown.move_codes = false;
-      EncodeCodes(rows_->data, n_, grown.codes->data, &screen);
+      std::vector<uint32_t> stored;
+      EncodeCodes(rows_->data, n_, grown.codes->data, &screen, &stored);
+      coded.clear();
+      EncodeCodes(encoded.data(), n, codes.data(), &screen, &coded);
+      std::fill(flagged.begin(), flagged.end(), 0);
+      for (uint32_t i : coded) flagged[i] = 1;
+      outliers = stored.empty() && coded.empty() ? std::vector<uint32_t>()
+                                                 : AfterBatch(stored, target, flagged);
       screen_refits_++;
     }
-    EncodeCodes(encoded.data(), n, codes.data(), &screen);
   }
 
   std::lock_guard<std::mutex> g(gate_);
@@ -625,13 +763,14 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   version_++;
   row_norm_max_ = std::max(row_norm_max_, norm_max);
   screen_ = screen;
-  if (n > 0) row_of_.Expect(max_id, n_ + fresh);
+  if (new_outliers) outliers_.swap(outliers);
+  if (n > 0) row_of_.Expect(max_id, total);
   for (size_t i = 0; i < n; i++) {
-    uint32_t row = row_of_.Find(ids[i]);
-    if (row == IdRows::kNone) {
-      row = static_cast<uint32_t>(n_++);
+    const uint32_t row = target[i];
+    if (row == n_) {  // a new id's first appearance
       row_of_.Set(ids[i], row);
       ids_.push_back(ids[i]);
+      n_++;
     }
     std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
     if (i8_) std::memcpy(codes_->data + size_t(row) * cb, codes.data() + i * cb, cb);
@@ -654,6 +793,16 @@ void ExactIndex::Remove(const uint32_t* ids, size_t n) {
     // Swap-remove: the last row moves into the hole, so rows stay dense for the scan.
     const uint32_t last = static_cast<uint32_t>(n_ - 1);
     row_of_.Erase(ids[i]);
+    if (!outliers_.empty()) {
+      // The outlier list follows: the row leaves it, and the last row (the list's greatest,
+      // where it is one) moves to the hole.
+      auto at = std::lower_bound(outliers_.begin(), outliers_.end(), row);
+      if (at != outliers_.end() && *at == row) outliers_.erase(at);
+      if (row != last && !outliers_.empty() && outliers_.back() == last) {
+        outliers_.pop_back();
+        outliers_.insert(std::lower_bound(outliers_.begin(), outliers_.end(), row), row);
+      }
+    }
     if (row != last) {
       std::memcpy(rows_->data + row * rb, rows_->data + last * rb, rb);
       if (i8_) {
@@ -988,8 +1137,26 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   // Only the direct kernels' Offer tests `admit`: a dense list never reaches the batch
   // kernels, the CUDA backend or sgemm (checked where each is chosen).
   const RowSet* admit = dense ? &*dense : nullptr;
+  // Batches the panel kernels score go through the int8 screen where the index keeps codes.
+  // The screen leaves its outliers (outliers_) to the merge, which scores them exactly: an
+  // allowed list loses them here, and a scan of every row steps over them.
+  const bool screen = pack && i8_;
+  std::vector<uint32_t> allowed_out;
+  if (screen && gather && !outliers_.empty()) {
+    size_t kept = 0, o = 0;
+    for (const uint32_t row : allowed) {
+      while (o < outliers_.size() && outliers_[o] < row) o++;
+      if (o < outliers_.size() && outliers_[o] == row) {
+        allowed_out.push_back(row);
+      } else {
+        allowed[kept++] = row;
+      }
+    }
+    allowed.resize(kept);
+  }
+  const std::vector<uint32_t>& apart = screen && !gather ? outliers_ : allowed_out;
   const size_t total = gather ? allowed.size() : n_;
-  if (total == 0) return;
+  if (total == 0 && apart.empty()) return;
 
   // Rows per cache block: a multiple of 8 (the widest tile), 8..512 for the batch kernels
   // (the int8 screen's block of tiles holds at most 512), 8..2048 for the direct scans.
@@ -1000,8 +1167,6 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
                                         std::max<size_t>(1, tuning_.min_rows_per_task));
   tasks = std::max<size_t>(1, std::min(tasks, nblocks));
 
-  // Batches the panel kernels score go through the int8 screen where the index keeps codes.
-  const bool screen = pack && i8_;
   const uint8_t* cbase = i8_ ? codes_->data : nullptr;
   const size_t cb = I8RowBytes(dpad_);
   std::vector<float> guess;  // empty: no guessed floors (set below, for the kernels' scan)
@@ -1159,10 +1324,26 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
           const auto codes = spans ? RowSpan<uint8_t>::Consecutive(cbase + r0 * cb, cb)
                                    : RowSpan<uint8_t>::Gathered(cptrs.data());
           if (any_ex) std::copy_n(fill, nq, before.data());
-          if (kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfl.data(),
-                                 spans ? nullptr : rowidx.data(), static_cast<uint32_t>(r0),
-                                 out.data(), fill) == 0)
-            continue;
+          size_t got = 0;
+          auto o = spans ? std::lower_bound(outliers_.begin(), outliers_.end(), r0)
+                         : outliers_.end();
+          if (o == outliers_.end() || *o >= r0 + nr) {
+            got = kernels_.screen_i8(codes, nr, nq, dpad_, scratch.get(), dfl.data(),
+                                     spans ? nullptr : rowidx.data(), static_cast<uint32_t>(r0),
+                                     out.data(), fill);
+          } else {
+            // The runs of rows between this block's outliers, each a span of its own.
+            for (size_t at = r0; at < r0 + nr;) {
+              const bool out_row = o != outliers_.end() && *o < r0 + nr;
+              const size_t stop = out_row ? *o++ : r0 + nr;
+              if (stop > at)
+                got += kernels_.screen_i8(RowSpan<uint8_t>::Consecutive(cbase + at * cb, cb),
+                                          stop - at, nq, dpad_, scratch.get(), dfl.data(),
+                                          nullptr, static_cast<uint32_t>(at), out.data(), fill);
+              at = stop + 1;
+            }
+          }
+          if (got == 0) continue;
           for (size_t q = 0; q < nq; q++) {
             // Excluded ids leave before they can count among the best k.
             if (any_ex && ex[q] != nullptr) {
@@ -1338,6 +1519,14 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
         }
         all.clear();
         for (const auto& e : scored) all.push_back(e.first);
+        // The rows the screen left out, scored exactly (as the rescoring scores).
+        const float* query = qpad.data() + q * dpad_;
+        for (const uint32_t row : apart) {
+          const uint32_t id = ids_[row];
+          if (Excluded(ex[q], id)) continue;
+          const float sc = ExactScore(row, query);
+          if (sc == sc) all.push_back(MakeKey(sc, id));
+        }
       } else {
         for (size_t t = 0; t < tasks; t++) {
           const auto& e = heaps[t][q].Entries();

@@ -105,6 +105,9 @@ struct ExactTuning {
 
 class ExactIndex {
  public:
+  // The least and greatest finite element of a row as stored, and 0 (the padding's).
+  using Range = std::pair<float, float>;
+
   // int8_screen: keep an int8 code row beside every stored row (I8RowBytes(dpad) bytes more
   // a row) and score batches through the kernels' int8 screen (Kernels::screen_i8), whose
   // results are the float32 kernels'. Requires kernels.screen_i8.
@@ -141,8 +144,10 @@ class ExactIndex {
   // Times the int8 screen rescored a query's candidates during a scan because its bound
   // could not narrow them (ScreenTopK in exact_index.cc).
   uint64_t ScreenPrunes() const { return screen_prunes_.load(); }
-  // Upserts that fitted the int8 screen again (an element past its range: Upsert).
+  // Upserts that fitted the int8 screen again (more outlier rows than it leaves out: Upsert).
   uint64_t ScreenRefits() const { return screen_refits_.load(); }
+  // Rows the int8 screen leaves out, now (outliers_): batches score them exactly.
+  size_t ScreenOutliers() const;
   // Upserts that grew the buffers: those whose row pages moved into the larger ones, and
   // those that copied the rows (buffers under 1 MiB, which are not mappings of their own,
   // or where the kernel refused the move).
@@ -178,10 +183,11 @@ class ExactIndex {
   // shared lock.
   float ExactScore(uint32_t row, const float* query) const;
   // Writes n unpadded input vectors as padded rows at dst; returns a bound on the stored
-  // rows' Euclidean norms (rounded up).
-  // With range: also the least and greatest finite element as stored (and 0, the padding's).
+  // rows' Euclidean norms (rounded up). With ranges: also each row's Range, in order.
   float EncodeRows(const float* vectors, size_t n, uint8_t* dst,
-                   std::pair<float, float>* range = nullptr) const;
+                   std::vector<Range>* ranges = nullptr) const;
+  // The Range of each of n stored rows at `rows`.
+  std::vector<Range> RowRanges(const uint8_t* rows, size_t n) const;
   // Larger row and code buffers when `rows` rows would not fit (empty otherwise). Mapped
   // ones are filled later, under the unique lock, by moving the current buffers' pages
   // into them (moves: Install); others hold copies made here, while searches go on reading
@@ -195,9 +201,11 @@ class ExactIndex {
   // pages first where Grow left that to here (a copy where the kernel refuses the move).
   // The replaced buffers go back in `grown`, to be freed after the lock.
   void Install(Grown* grown);
-  // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale, and
-  // widens screen's err, l1 and amax to cover them.
-  void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen) const;
+  // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale and
+  // zero. Rows that code within the screen's step widen its err, l1 and amax to cover them;
+  // the others (an element past the range, or not finite) go to `outliers` as first + i.
+  void EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Screen* screen,
+                   std::vector<uint32_t>* outliers, uint32_t first = 0) const;
   void Search(const SearchRequest& req, SearchResult* out, bool guess) const;
   // Caller holds the shared lock. Each query's guess_rank-th best score over a sample of
   // the scan list (rows, or allowed when non-null); screen: scored by the int8 screen.
@@ -241,6 +249,12 @@ class ExactIndex {
   // as rows_, moved with it by every write; screen_ holds the scale and error bounds.
   std::unique_ptr<Buffer> codes_;
   I8Screen screen_;
+  // With i8_: the rows, ascending, whose codes the screen's bounds do not cover (an element
+  // past its range: EncodeCodes). Screened batches skip them and score them exactly, so a
+  // few far-out rows do not widen the one step and error bound every other row is screened
+  // with. Build fits the range to leave out up to OutlierBudget rows where that narrows it
+  // enough (ScreenRange); upserts add rows past it here, up to OutlierCap, then fit again.
+  std::vector<uint32_t> outliers_;
   size_t n_ = 0;
   // At least the largest norm of a stored row (removals leave it): the bfloat16 batch
   // kernels' error margins scale with it (Kernels::pack_queries).

@@ -126,12 +126,23 @@ export class ExactIndex {
     return this.native.screenPrunes;
   }
   /**
-   * Upserts that fitted the int8 screen again: they brought an element past the range its
-   * codes cover, and every stored row was coded again (rather than clamped, which would
-   * have widened every pair's error bound until the next build).
+   * Upserts that fitted the int8 screen again: they brought more rows past the range its
+   * codes cover than the screen leaves out (`screenOutliers`), and every stored row was coded
+   * again (rather than clamped, which would have widened every pair's error bound until the
+   * next build).
    */
   get screenRefits(): number {
     return this.native.screenRefits;
+  }
+  /**
+   * Rows the int8 screen leaves out because an element of theirs lies past its range:
+   * screened batches score them exactly instead, so a few far-out item vectors do not
+   * coarsen the codes of all the others. `build` leaves out up to 1 row in 2,048 (at least
+   * 16) where that narrows the range 1.5x or more; upserts add rows past the range up to
+   * twice that, then the screen is fitted again (`screenRefits`).
+   */
+  get screenOutliers(): number {
+    return this.native.screenOutliers;
   }
   /**
    * Rows the index holds before an upsert of new ids must grow its buffers. `build` leaves

@@ -79,6 +79,8 @@ export interface NativeExactIndex {
   /** Times the int8 screen rescored a query's candidates mid-scan: its bound could not narrow them. */
   readonly screenPrunes: number;
   readonly screenRefits: number;
+  /** Rows the int8 screen leaves to exact scores (ExactIndex.screenOutliers). */
+  readonly screenOutliers: number;
   readonly capacity: number;
   readonly growths: { moved: number; copied: number };
   build(ids: Uint32Array, vectors: Float32Array): void;

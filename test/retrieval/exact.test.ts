@@ -496,11 +496,12 @@ test(
         ['f32', true],
         ['f16', true],
       ] as const) {
-        // One outlier sets the codes' step for every row (as in the test above, at a size
-        // where the prunes happen): then no query's bound narrows its candidates either.
+        // Forty rows far out set the codes' step for every row (more than the screen leaves
+        // out: screenOutliers), at a size where the prunes happen: then no query's bound
+        // narrows its candidates either.
         const ids = distinctIds(rng, n);
         const vecs = rng.uniformArray(n * d);
-        if (outlier) vecs[17 * d + 5] = 1e4;
+        if (outlier) for (let i = 0; i < 40; i++) vecs[(17 + 97 * i) * d + (i % d)] = 1e4;
         const index = ExactIndex.create({ dim: d, storage, kernel, screen: 'int8' });
         const plain = ExactIndex.create({ dim: d, storage, kernel, screen: 'none' });
         for (const x of [index, plain]) x.build(ids, vecs);
@@ -871,6 +872,94 @@ test('rows spread wider than the built ones fit the int8 screen again; batches s
       ref.set(more, as(mv));
       assert.equal(index.screenRefits, 1, label);
       await search('after more');
+    }
+  }
+});
+
+test('a few rows far out stay out of the int8 screen and are scored exactly', async () => {
+  // One item vector with an element at 60x the spread used to set the screen's one step for
+  // every row: each pair's bound widened with it, and batches rescored nearly every row
+  // (prunes by the thousand, a B = 32 batch at 200k rows 17x slower). The screen now leaves
+  // such rows out (screenOutliers) and the merge scores them exactly. Those rows must still
+  // be found (queries aimed at them), through exclusions and allow lists, after overwrites,
+  // removes (whose swaps move an outlier's row) and upserts of more far rows; past the cap
+  // (twice 16 rows at 20k) the screen is fitted again and takes them in.
+  const rng = new Rng(41);
+  const d = 32;
+  const n = 20_000;
+  for (const kernel of SCREENED) {
+    for (const storage of ['f32', 'f16'] as const) {
+      const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+      const label = `${kernel} ${storage}`;
+      const index = ExactIndex.create({ dim: d, storage, kernel, screen: 'int8' });
+      const ref = new RefIndex(d);
+      const ids = Uint32Array.from({ length: n }, (_, i) => i);
+      const vecs = rng.normalArray(n * d);
+      const far = (v: Float32Array, row: number, x: number) => (v[row * d + (row % d)] = x);
+      far(vecs, 7, 60);
+      index.build(ids, vecs);
+      ref.set(ids, as(vecs));
+      // The far row, and at most a few of the normal draws' most extreme (OutlierBudget: 16).
+      const built = index.screenOutliers;
+      assert.ok(built >= 1 && built <= 16, `${label}: ${built} outliers built`);
+      // Queries of normal draws, and some aimed at the far rows' elements.
+      const search = async (what: string, aim: number[], opts = {}) => {
+        const queries = rng.normalArray(16 * d);
+        aim.forEach((row, q) => (queries[q * d + (row % d)] = 5));
+        const before = index.screenPrunes;
+        const got = await index.search(queries, 40, opts);
+        assertMatches(ref, queries, 40, got, tolFor(ref, queries), opts, `${label} ${what}`);
+        return { got, prunes: index.screenPrunes - before };
+      };
+      let prunes = 0;
+      for (let i = 0; i < 3; i++) prunes += (await search('built', [7])).prunes;
+      const first = await search('built', [7]);
+      assert.equal(first.got.ids[0], 7, `${label}: the far row tops the query aimed at it`);
+      // Ten more far rows, at the end (new ids) and over stored ones: no refit.
+      const wide = Uint32Array.from([n, n + 1, n + 2, n + 3, n + 4, 100, 200, 300, 400, 500]);
+      const wv = rng.normalArray(wide.length * d);
+      wide.forEach((id, i) => (wv[i * d + (id % d)] = 40 + i));
+      await index.upsertAsync(wide, wv);
+      ref.set(wide, as(wv));
+      assert.equal(index.screenOutliers, built + 10, `${label}: upserted`);
+      assert.equal(index.screenRefits, 0, label);
+      for (let i = 0; i < 3; i++)
+        prunes += (await search('upserted', [...wide.slice(3, 8)])).prunes;
+      const exclude = Array.from({ length: 16 }, (_, q) =>
+        q < 4 ? Uint32Array.of(7, n, 300) : null,
+      );
+      const allow = Uint32Array.from([...ids.filter((id) => id % 3 === 0), n + 1, n + 4, 200]);
+      for (const opts of [{ exclude }, { allow }, { exclude, allow }])
+        prunes += (await search(Object.keys(opts).join(), [7, n, 300, n + 1, 200], opts)).prunes;
+      // The first far row made normal, two removed (one of them the last row: no swap), and
+      // rows removed in front of far ones, whose swaps move the last rows (far ones among
+      // them) into the holes.
+      const calm = rng.normalArray(d).map((x) => x / 2);
+      index.upsert(Uint32Array.of(7), calm);
+      ref.set(Uint32Array.of(7), as(calm));
+      const gone = Uint32Array.of(n + 4, 300, 1, 2, 3, 4);
+      await index.removeAsync(gone);
+      for (const id of gone) ref.rows.delete(id);
+      // (1 to 4 may have been among the normal rows left out.)
+      const left = index.screenOutliers;
+      assert.ok(left <= built + 7 && left >= built + 3, `${label}: ${left} outliers left`);
+      for (let i = 0; i < 3; i++)
+        prunes += (await search('moved', [n, n + 1, n + 2, n + 3, 100])).prunes;
+      // Mid-scan prunes stay rare (with the far row setting the step: thousands).
+      assert.ok(prunes <= 6, `${label}: ${prunes} prunes`);
+      // B = 1 scans every row directly, far ones included.
+      const q1 = rng.normalArray(d);
+      q1[n % d] = 5;
+      assertMatches(ref, q1, 10, await index.search(q1, 10), tolFor(ref, q1), {}, `${label} B=1`);
+      // Forty more far rows: past the cap, the screen is fitted again and covers them all.
+      const more = Uint32Array.from({ length: 40 }, (_, i) => n + 10 + i);
+      const mv = rng.normalArray(40 * d);
+      more.forEach((id, i) => (mv[i * d + (id % d)] = 30 + i));
+      index.upsert(more, mv);
+      ref.set(more, as(mv));
+      assert.equal(index.screenRefits, 1, label);
+      assert.equal(index.screenOutliers, 0, `${label}: refitted`);
+      await search('refitted', [...more.slice(0, 8), n, n + 1]);
     }
   }
 });
