@@ -14,8 +14,8 @@
 // searchers stopped, 300 upserts of one new id each (`upsert_one_new`). For each write: its time and the latency of the searches that overlapped it.
 // With --async the writes go through upsertAsync/removeAsync (on a native thread, the event
 // loop free meanwhile) instead of the synchronous calls. Last, with the searchers stopped:
-// B = 32 batches before and after an upsert of 1,000 rows at twice the spread of the
-// others (the int8 screen fitted again), in the JSON as `wide_rows`.
+// B = 32 batches before and after upserts of rows spread wider than the others (`wide_rows`,
+// `far_row`, `past_cap`: see below).
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
 import { searchesBeside, sleep } from './lib/beside.js';
@@ -126,10 +126,14 @@ const upsertOneNew = {
   max_ms: Math.max(...single),
 };
 
-// Rows spread wider than the built ones: the int8 screen is fitted again (every row coded
-// again, before the write lock) instead of clamping them, which had widened every pair's
-// bound. B = 32 batches (through the screen), with no searchers beside, before and after
-// 1,000 rows at twice the spread overwrite existing ones.
+// Rows spread wider than the built ones. B = 32 batches (through the screen), with no
+// searchers beside, before and after each of three upserts that overwrite existing rows:
+// 1,000 rows at twice the spread (`wide_rows`), then one row with an element at 20x the
+// spread (`far_row`), then 2,000 more at three times the spread (`past_cap`). The int8 screen
+// leaves rows past its range to exact scores (screenOutliers) up to twice 1 in 2,048 rows,
+// and past that is fitted again, every row coded again before the write lock (screenRefits).
+// Before the outliers, every such upsert refitted, and before the refits, the clamped
+// elements widened every pair's bound until the next build.
 const batchQ = rng.normalArray(32 * d);
 const batchMs = () => {
   for (let i = 0; i < 2; i++) index.searchSync(batchQ, K);
@@ -137,20 +141,40 @@ const batchMs = () => {
   for (let i = 0; i < 5; i++) index.searchSync(batchQ, K);
   return (nowMs() - tq) / 5;
 };
-const wideIds = Uint32Array.from({ length: 1000 }, (_, i) => i * 97);
-const wideVecs = rng.normalArray(1000 * d).map((x) => x * 2);
-const refits0 = index.screenRefits ?? 0; // (undefined in an addon from before the refit)
+// (screenRefits is undefined in an addon from before the refit, screenOutliers in one from
+// before the outliers: null in the JSON.)
+const outliers = () => index.screenOutliers ?? null;
 const batchBefore = batchMs();
-const tw = nowMs();
-await upsert(wideIds, wideVecs);
-const wideMs = nowMs() - tw;
+const spreadStep = async (ids: Uint32Array, vecs: Float32Array) => {
+  const refits0 = index.screenRefits ?? 0;
+  const tw = nowMs();
+  await upsert(ids, vecs);
+  return {
+    upsert_ms: nowMs() - tw,
+    refits: (index.screenRefits ?? 0) - refits0,
+    outliers: outliers(),
+    batch32_ms_after: batchMs(),
+  };
+};
+const wide = await spreadStep(
+  Uint32Array.from({ length: 1000 }, (_, i) => i * 97),
+  rng.normalArray(1000 * d).map((x) => x * 2),
+);
 const screen = {
   screen: index.screen,
   batch32_ms_before: batchBefore,
-  upsert_wide_ms: wideMs,
-  refits: (index.screenRefits ?? 0) - refits0,
-  batch32_ms_after: batchMs(),
+  upsert_wide_ms: wide.upsert_ms,
+  refits: wide.refits,
+  outliers: wide.outliers,
+  batch32_ms_after: wide.batch32_ms_after,
 };
+const farVec = rng.normalArray(d);
+farVec[3] = 20 * 4; // 20x the spread of normal draws (their extremes sit near 4 to 5)
+const farRow = await spreadStep(Uint32Array.of(5), farVec);
+const pastCap = await spreadStep(
+  Uint32Array.from({ length: 2000 }, (_, i) => i * 97 + 13),
+  rng.normalArray(2000 * d).map((x) => x * 3),
+);
 
 const out = {
   bench: 'exact-writes',
@@ -166,6 +190,8 @@ const out = {
   results: rows,
   upsert_one_new: upsertOneNew,
   wide_rows: screen,
+  far_row: farRow,
+  past_cap: pastCap,
 };
 if (args.json) {
   console.log(JSON.stringify(out));
@@ -182,10 +208,20 @@ if (args.json) {
     `\nupsert of one new id, ${upsertOneNew.count} times, no searches: ` +
       `p50 ${upsertOneNew.p50_ms.toFixed(3)} ms, p90 ${upsertOneNew.p90_ms.toFixed(3)} ms`,
   );
+  const outl = (x: number | null) => (x === null ? '' : `, ${x} outlier rows`);
   console.log(
     `\nB = 32 batches (screen ${screen.screen}): ${screen.batch32_ms_before.toFixed(2)} ms, ` +
       `then ${screen.batch32_ms_after.toFixed(2)} ms after 1,000 rows at twice the spread ` +
-      `(that upsert ${screen.upsert_wide_ms.toFixed(1)} ms, ${screen.refits} refit(s))`,
+      `(that upsert ${screen.upsert_wide_ms.toFixed(1)} ms, ${screen.refits} refit(s)` +
+      `${outl(screen.outliers)})`,
+  );
+  console.log(
+    `${farRow.batch32_ms_after.toFixed(2)} ms after one row at 20x the spread ` +
+      `(${farRow.upsert_ms.toFixed(1)} ms, ${farRow.refits} refit(s)${outl(farRow.outliers)})`,
+  );
+  console.log(
+    `${pastCap.batch32_ms_after.toFixed(2)} ms after 2,000 more at 3x the spread ` +
+      `(${pastCap.upsert_ms.toFixed(1)} ms, ${pastCap.refits} refit(s)${outl(pastCap.outliers)})`,
   );
   console.log(`\n${out.seconds.toFixed(1)} s`);
 }

@@ -112,6 +112,15 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     metrics.queueDepth.set({ queue: 'http_in_flight' }, http.inFlight());
     metrics.queueDepth.set({ queue: 'grpc_in_flight' }, grpcRef.current?.inFlight() ?? 0);
   });
+  metrics.exactIndex.onCollect(() => {
+    const x = registry.current()?.exact;
+    if (!x) return;
+    metrics.exactIndex.set({ stat: 'rows' }, x.size);
+    metrics.exactIndex.set({ stat: 'screen_outliers' }, x.screenOutliers);
+    metrics.exactIndex.set({ stat: 'screen_prunes' }, x.screenPrunes);
+    metrics.exactIndex.set({ stat: 'screen_refits' }, x.screenRefits);
+    metrics.exactIndex.set({ stat: 'guess_retries' }, x.guessRetries);
+  });
   const http = await startHttpServer(service, {
     host: cfg.host,
     port: cfg.port,

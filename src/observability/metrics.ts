@@ -187,6 +187,13 @@ export class Metrics {
   readonly feedbackEvents = new Counter('recserve_feedback_events_total', 'Feedback events', [
     'result',
   ]);
+  readonly exactIndex = new Gauge(
+    'recserve_exact_index',
+    "The serving model version's exact index: rows, rows its int8 screen scores exactly " +
+      '(screen_outliers), and since that version loaded: screen_prunes, screen_refits, ' +
+      'guess_retries (ExactIndex in the README)',
+    ['stat'],
+  );
   readonly loopLag = new Gauge(
     'recserve_event_loop_lag_seconds',
     'Event-loop delay percentiles since the previous scrape (perf_hooks.monitorEventLoopDelay)',
@@ -220,6 +227,7 @@ export class Metrics {
       this.fallbacks,
       this.coldStarts,
       this.feedbackEvents,
+      this.exactIndex,
       this.loopLag,
     ];
   }

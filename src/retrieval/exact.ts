@@ -196,8 +196,8 @@ export class ExactIndex {
   /**
    * `build`, `upsert` and `remove` on a native thread: the event loop goes on meanwhile
    * (a build of 1M rows holds the calling thread ~1 s, as does an upsert that outgrows
-   * buffers it must copy, see `growths`, or that fits the int8 screen again, 0.05-0.3 s
-   * at 1M rows, see `screenRefits`). The arguments are copied, so the caller may reuse
+   * buffers it must copy, see `growths`, or that fits the int8 screen again, 0.3 s at
+   * 1.26M rows, see `screenRefits`). The arguments are copied, so the caller may reuse
    * its arrays at once. Bad arguments, an unknown id on remove included, reject with
    * TypeError/RangeError and change nothing. Resolves once every search that starts afterwards sees the change;
    * an index's async writes enter libuv's thread pool one at a time, in call order (so

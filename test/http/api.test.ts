@@ -49,7 +49,7 @@ describe('health, readiness, metrics', () => {
     }
   });
 
-  test('metrics expose requests, stage latencies, batch sizes, queue depths, loop lag', async () => {
+  test('metrics expose requests, stage latencies, batch sizes, queue depths, the exact index, loop lag', async () => {
     await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 5 });
     const text = await (await fetch(base + '/metrics')).text();
     assert.match(text, /recserve_http_requests_total\{route="recommendations",status="200"\} \d+/);
@@ -57,6 +57,12 @@ describe('health, readiness, metrics', () => {
     assert.match(text, /recserve_batch_size_count\{stage="retrieval"\} \d+/);
     assert.match(text, /recserve_queue_depth\{queue="ranking"\} \d+/);
     assert.match(text, /recserve_event_loop_lag_seconds\{quantile="0.99"\}/);
+    // The exact index's figures: its rows are the bundle's items.
+    const rows = /recserve_exact_index\{stat="rows"\} (\d+)/.exec(text);
+    assert.ok(rows, 'no exact index rows in /metrics');
+    assert.equal(Number(rows[1]), server.registry.current()!.bundle.items.index.size);
+    assert.match(text, /recserve_exact_index\{stat="screen_outliers"\} \d+/);
+    assert.match(text, /recserve_exact_index\{stat="screen_prunes"\} \d+/);
   });
 });
 
