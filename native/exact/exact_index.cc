@@ -630,6 +630,24 @@ void ExactIndex::Build(const uint32_t* ids, const float* vectors, size_t n) {
   row_norm_max_ = norm_max;
 }
 
+std::vector<uint32_t> ExactIndex::BatchRows(const uint32_t* ids, size_t n,
+                                            size_t* rows_after) const {
+  std::vector<uint32_t> target(n);
+  size_t total = n_;
+  std::unordered_map<uint32_t, uint32_t> added;  // new id -> row (a new id may repeat)
+  for (size_t i = 0; i < n; i++) {
+    uint32_t row = row_of_.Find(ids[i]);
+    if (row == IdRows::kNone) {
+      const auto it = added.emplace(ids[i], static_cast<uint32_t>(total)).first;
+      if (it->second == total) total++;
+      row = it->second;
+    }
+    target[i] = row;
+  }
+  *rows_after = total;
+  return target;
+}
+
 // The outlier list after a batch: `stored` (ascending rows of the stored contents) less
 // the rows the batch writes, plus those it writes with an outlier (flagged[i] for batch row
 // i, written to target[i]; the last write of a row decides).
@@ -661,29 +679,13 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   const size_t rb = RowBytes();
 
   std::lock_guard<std::mutex> w(write_mu_);
-  // Each batch row's stored row: its id's, or for a new id the next row in order of first
-  // appearance, as the loop under the lock assigns them. Then room for the new rows: larger
-  // buffers are made here, before gate_ and the write lock, while searches go on reading
-  // the current ones (write_mu_ keeps other writers out); they take the rows under the lock
-  // (Install).
-  std::vector<uint32_t> target(n);
-  size_t total = n_;
-  {
-    std::unordered_map<uint32_t, uint32_t> added;  // new id -> row
-    size_t unknown = 0;
-    for (size_t i = 0; i < n; i++) unknown += !row_of_.Contains(ids[i]);
-    added.reserve(unknown);
-    for (size_t i = 0; i < n; i++) {
-      uint32_t row = row_of_.Find(ids[i]);
-      if (row == IdRows::kNone) {
-        const auto it = added.emplace(ids[i], static_cast<uint32_t>(total)).first;
-        if (it->second == total) total++;
-        row = it->second;
-      }
-      target[i] = row;
-    }
-  }
-  const size_t fresh = total - n_;
+  // New ids, and room for them: larger buffers are made here, before gate_ and the write
+  // lock, while searches go on reading the current ones (write_mu_ keeps other writers
+  // out); they take the rows under the lock (Install). (A new id listed twice counts twice:
+  // a little more room.)
+  size_t fresh = 0;
+  for (size_t i = 0; i < n; i++) fresh += !row_of_.Contains(ids[i]);
+  const size_t total = n_ + fresh;
   Grown grown = Grow(total);
   if (!grown.rows) {
     // The new rows' pages fault in here rather than under the lock (searches never read
@@ -727,8 +729,13 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
     EncodeCodes(encoded.data(), n, codes.data(), &screen, &coded);
     std::vector<char> flagged(n, 0);
     for (uint32_t i : coded) flagged[i] = 1;
-    // (Nothing to sort when no row was out and none is.)
-    if (!outliers_.empty() || !coded.empty()) outliers = AfterBatch(outliers_, target, flagged);
+    // Each batch row's stored row, where the outliers need it (when a row is out or was).
+    std::vector<uint32_t> target;
+    size_t rows_after = n_;
+    if (!outliers_.empty() || !coded.empty()) {
+      target = BatchRows(ids, n, &rows_after);
+      outliers = AfterBatch(outliers_, target, flagged);
+    }
     if (outliers.size() > OutlierCap(total)) {
       // More rows past the range than the screen leaves out: every row is coded again, into
       // a new buffer, with a range fitted to the rows after this batch (ScreenRange) and a
@@ -737,7 +744,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
       // spread of 200k built ones, a B = 32 search rescored so many pairs that it took 54x
       // as long, until the next build.
       std::vector<Range> all = RowRanges(rows_->data, n_);
-      all.resize(total);
+      all.resize(rows_after);
       for (size_t i = 0; i < n; i++) all[target[i]] = ranges[i];
       screen = I8Screen{};
       FitScreen(ScreenRange(all, OutlierBudget(total), true), &screen);
@@ -766,11 +773,11 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   if (new_outliers) outliers_.swap(outliers);
   if (n > 0) row_of_.Expect(max_id, total);
   for (size_t i = 0; i < n; i++) {
-    const uint32_t row = target[i];
-    if (row == n_) {  // a new id's first appearance
+    uint32_t row = row_of_.Find(ids[i]);
+    if (row == IdRows::kNone) {
+      row = static_cast<uint32_t>(n_++);
       row_of_.Set(ids[i], row);
       ids_.push_back(ids[i]);
-      n_++;
     }
     std::memcpy(rows_->data + row * rb, encoded.data() + i * rb, rb);
     if (i8_) std::memcpy(codes_->data + size_t(row) * cb, codes.data() + i * cb, cb);

@@ -201,6 +201,10 @@ class ExactIndex {
   // pages first where Grow left that to here (a copy where the kernel refuses the move).
   // The replaced buffers go back in `grown`, to be freed after the lock.
   void Install(Grown* grown);
+  // The row each of an upsert's n ids will write (Upsert's loop under the lock assigns
+  // them): its id's, or for a new id the next row in order of first appearance; and the
+  // row count after. The caller holds write_mu_.
+  std::vector<uint32_t> BatchRows(const uint32_t* ids, size_t n, size_t* rows_after) const;
   // Writes the int8 code rows (I8Screen) of n stored rows at dst, with screen->scale and
   // zero. Rows that code within the screen's step widen its err, l1 and amax to cover them;
   // the others (an element past the range, or not finite) go to `outliers` as first + i.

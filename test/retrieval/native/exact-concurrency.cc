@@ -85,6 +85,8 @@ struct Case {
 
 struct Counts {
   std::atomic<uint64_t> searches{0}, results{0}, problems{0}, writes{0}, grows{0};
+  // The most rows the int8 screen left to exact scores at once (after a write).
+  std::atomic<uint64_t> outliers{0};
 };
 
 class Checker {
@@ -147,8 +149,9 @@ bool RunCase(const Case& c, double seconds) {
   for (auto& x : a) x = normal(rng);
   for (auto& x : b) x = normal(rng);
   // Every eighth id's B spreads 2.5x as wide: flipped to B after a build of mostly A rows,
-  // it brings elements past the int8 screen's range, and the index fits the screen again
-  // (codes every row again) beside the searchers.
+  // it brings elements past the int8 screen's range: the screen leaves those rows to exact
+  // scores (the outlier list, which upserts, removes' swaps and builds change beside the
+  // searchers), and past its cap fits itself again (codes every row again).
   for (size_t id = 0; id < kN; id += 8)
     for (size_t j = 0; j < kDim; j++) b[id * kDim + j] *= 2.5f;
   std::vector<uint32_t> all(kN);
@@ -195,6 +198,7 @@ bool RunCase(const Case& c, double seconds) {
       }
       if (!ids.empty()) index.Upsert(ids.data(), rows.data(), ids.size());
       counts.writes++;
+      counts.outliers = std::max<uint64_t>(counts.outliers.load(), index.ScreenOutliers());
       if (step % 3 == 0 && removed.size() < 64) {
         const uint32_t id = kCold + r() % (kN - kCold);
         if (std::find(removed.begin(), removed.end(), id) == removed.end()) {
@@ -306,7 +310,7 @@ bool RunCase(const Case& c, double seconds) {
   for (auto& t : searchers) t.join();
   std::printf(
       "%s %s writes %llu prunes %llu searches %llu results %llu problems %llu grows %llu moved "
-      "%llu copied %llu refits %s%s%s\n",
+      "%llu copied %llu refits %s outliers %s%s%s\n",
       c.kernel, c.storage == Storage::F16 ? "f16" : "f32",
       static_cast<unsigned long long>(counts.writes.load()),
       static_cast<unsigned long long>(index.ScreenPrunes()),
@@ -317,6 +321,7 @@ bool RunCase(const Case& c, double seconds) {
       static_cast<unsigned long long>(index.GrowsMoved()),
       static_cast<unsigned long long>(index.GrowsCopied()),
       index.Int8Screen() ? std::to_string(index.ScreenRefits()).c_str() : "-",
+      index.Int8Screen() ? std::to_string(counts.outliers.load()).c_str() : "-",
       first_why.empty() ? "" : " first: ",
       first_why.c_str());
   return counts.problems == 0 && counts.searches > 0 && counts.writes > 0;
