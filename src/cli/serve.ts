@@ -175,6 +175,8 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
           backend: model.exact.backend,
           storage: model.exact.storage,
           screen: model.exact.screen,
+          // Items far out that the int8 screen scores exactly (ExactIndex.screenOutliers).
+          screenOutliers: model.exact.screenOutliers,
           threads: model.exact.threads,
         },
         ranker: model.ranker.describe(),
