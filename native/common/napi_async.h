@@ -1,7 +1,8 @@
 // One async operation behind a Promise, for both bindings: `run` executes on a libuv
-// worker thread (off the event loop); `done` builds the resolved value back on the JS
-// thread. An ArgumentError thrown by `run` rejects with a RangeError or TypeError as the
-// synchronous calls would throw; any other exception rejects with an Error.
+// worker thread (off the event loop), or on a thread of its own (ThreadPromise); `done`
+// builds the resolved value back on the JS thread. An ArgumentError thrown by `run`
+// rejects with a RangeError or TypeError as the synchronous calls would throw; any other
+// exception rejects with an Error.
 #pragma once
 #include <napi.h>
 
@@ -10,11 +11,41 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "common/errors.h"
 
 namespace recserve {
+
+// What a call's `run` threw: an ArgumentError's kind and message (rejected as the RangeError
+// or TypeError the synchronous calls throw), or another exception's message (an Error).
+struct Failure {
+  enum class Kind { kNone, kOther, kRange, kType };
+  Kind kind = Kind::kNone;
+  std::string message;
+  bool Failed() const { return kind != Kind::kNone; }
+};
+
+inline Failure RunCatching(const std::function<void()>& run) {
+  Failure f;
+  try {
+    run();
+  } catch (const ArgumentError& e) {
+    f.kind = e.kind() == ArgumentError::Kind::Range ? Failure::Kind::kRange : Failure::Kind::kType;
+    f.message = e.what();
+  } catch (const std::exception& e) {
+    f.kind = Failure::Kind::kOther;
+    f.message = std::string("recserve native: ") + e.what();
+  }
+  return f;
+}
+
+inline Napi::Value RejectionOf(Napi::Env env, const Failure& f) {
+  if (f.kind == Failure::Kind::kRange) return Napi::RangeError::New(env, f.message).Value();
+  if (f.kind == Failure::Kind::kType) return Napi::TypeError::New(env, f.message).Value();
+  return Napi::Error::New(env, f.message).Value();
+}
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
@@ -27,38 +58,26 @@ class PromiseWorker : public Napi::AsyncWorker {
         deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
-    try {
-      run_();
-    } catch (const ArgumentError& e) {
-      SetError(e.what());
-      kind_ = e.kind() == ArgumentError::Kind::Range ? Kind::kRange : Kind::kType;
-    } catch (const std::exception& e) {
-      SetError(std::string("recserve native: ") + e.what());
-    }
+    failure_ = RunCatching(run_);
+    if (failure_.Failed()) SetError(failure_.message);
   }
   void OnOK() override {
     deferred_.Resolve(done_(Env()));
     if (settled_) settled_();
   }
-  void OnError(const Napi::Error& e) override {
-    if (kind_ == Kind::kRange)
-      deferred_.Reject(Napi::RangeError::New(Env(), e.Message()).Value());
-    else if (kind_ == Kind::kType)
-      deferred_.Reject(Napi::TypeError::New(Env(), e.Message()).Value());
-    else
-      deferred_.Reject(e.Value());
+  void OnError(const Napi::Error&) override {
+    deferred_.Reject(RejectionOf(Env(), failure_));
     if (settled_) settled_();
   }
   // Called on the JS thread once the Promise is settled.
   void OnSettled(std::function<void()> f) { settled_ = std::move(f); }
 
  private:
-  enum class Kind { kOther, kRange, kType };
   Run run_;
   Done done_;
   std::function<void()> settled_;
   Napi::Promise::Deferred deferred_;
-  Kind kind_ = Kind::kOther;
+  Failure failure_;
 };
 
 // Queues `run` on a worker; the Promise resolves to done(env).
@@ -68,6 +87,54 @@ inline Napi::Value QueuePromise(Napi::Env env, const char* name, PromiseWorker::
   auto p = w->Promise();
   w->Queue();
   return p;
+}
+
+namespace detail {
+struct ThreadJob {
+  PromiseWorker::Run run;
+  PromiseWorker::Done done;
+  Napi::Promise::Deferred deferred;
+  Failure failure;
+};
+// On the JS thread: settles the job's Promise and frees it (env is null when the
+// environment is going away, and nothing is left to settle).
+inline void SettleThreadJob(Napi::Env env, Napi::Function, void*, ThreadJob* job) {
+  std::unique_ptr<ThreadJob> owned(job);
+  if (env == nullptr) return;
+  if (job->failure.Failed()) {
+    job->deferred.Reject(RejectionOf(env, job->failure));
+  } else {
+    job->deferred.Resolve(job->done(env));
+  }
+}
+}  // namespace detail
+
+// As QueuePromise, but `run` gets a thread of its own rather than one of libuv's pool: for
+// calls that take minutes (an HNSW compaction, ~80 s at 1M rows). In the pool such a call
+// held one of its threads (4 unless UV_THREADPOOL_SIZE says otherwise) throughout, and
+// searches, which need one too, queued behind a few of them. The thread-safe function keeps
+// the event loop alive until the Promise settles, as a pool job does.
+inline Napi::Value ThreadPromise(Napi::Env env, const char* name, PromiseWorker::Run run,
+                                 PromiseWorker::Done done) {
+  using Tsfn = Napi::TypedThreadSafeFunction<void, detail::ThreadJob, detail::SettleThreadJob>;
+  auto job = std::make_unique<detail::ThreadJob>(
+      detail::ThreadJob{std::move(run), std::move(done), Napi::Promise::Deferred::New(env), {}});
+  Napi::Promise promise = job->deferred.Promise();
+  Tsfn tsfn = Tsfn::New(env, name, 0, 1);
+  detail::ThreadJob* j = job.get();
+  try {
+    std::thread([tsfn, j]() mutable {
+      j->failure = RunCatching(j->run);
+      // Refused only while the environment goes away: then nobody waits for the Promise.
+      if (tsfn.BlockingCall(j) != napi_ok) delete j;
+      tsfn.Release();
+    }).detach();
+  } catch (...) {  // no thread (std::system_error): nothing was handed over
+    tsfn.Release();
+    throw;
+  }
+  job.release();  // the thread's now, then SettleThreadJob's
+  return promise;
 }
 
 // The writes of one index, handed to libuv's thread pool one at a time, in call order.

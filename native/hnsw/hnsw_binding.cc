@@ -55,18 +55,22 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   // (a file it cannot read or write) say so. With `queue`, after the calls queued there
   // before it: the calls that take the index's writer mutex (add, remove, load and
   // checkGraph) go to the pool one at a time (WriteQueue), and searches keep the other
-  // threads. compact() builds beside the writes, so it does not wait for them.
+  // threads. compact() builds beside the writes, so it does not wait for them, and on a
+  // thread of its own (ThreadPromise).
   static Napi::Value Async(Napi::Env env, const char* name, PromiseWorker::Run run,
                            PromiseWorker::Done done, WriteQueue* queue = nullptr) {
-    auto wrapped = [run = std::move(run)] {
+    if (queue) return queue->Queue(env, name, SayFaiss(std::move(run)), std::move(done));
+    return QueuePromise(env, name, SayFaiss(std::move(run)), std::move(done));
+  }
+  // `run` wrapped so that FAISS's exceptions reject as "FAISS: ..." errors.
+  static PromiseWorker::Run SayFaiss(PromiseWorker::Run run) {
+    return [run = std::move(run)] {
       try {
         run();
       } catch (const faiss::FaissException& e) {
         throw std::runtime_error(std::string("FAISS: ") + e.what());
       }
     };
-    if (queue) return queue->Queue(env, name, std::move(wrapped), std::move(done));
-    return QueuePromise(env, name, std::move(wrapped), std::move(done));
   }
 
   // add(ids, vectors): Promise<void>
@@ -110,9 +114,11 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
               : 0;
       auto engine = engine_;
       auto dropped = std::make_shared<size_t>(0);
-      return Async(
+      // On a thread of its own (ThreadPromise): the build takes minutes at 1M rows, and
+      // in libuv's pool it held a thread that searches need.
+      return ThreadPromise(
           info.Env(), "recserve.hnsw.compact",
-          [engine, dropped, threads] { *dropped = engine->Compact(threads); },
+          SayFaiss([engine, dropped, threads] { *dropped = engine->Compact(threads); }),
           [dropped](Napi::Env env) {
             return Napi::Number::New(env, static_cast<double>(*dropped));
           });

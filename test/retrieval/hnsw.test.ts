@@ -564,3 +564,46 @@ test("writes go to libuv's pool one at a time: searches beside many concurrent w
   assert.equal(hnsw.size, n + 8 * 300 + 1);
   assert.equal(got.ids[0], late[0]);
 });
+
+test("compactions run on threads of their own: searches beside several keep libuv's pool", async () => {
+  // A compaction's build takes minutes at 1M rows. In libuv's pool (4 threads unless
+  // UV_THREADPOOL_SIZE says otherwise) four at once held every thread, and a search issued
+  // beside them waited for the first to finish. Each now runs on a thread of its own.
+  const rng = new Rng(36);
+  const d = 32;
+  const n = 20_000;
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const gone = ids.filter((id) => id % 10 === 0);
+  const indexes: HnswIndex[] = [];
+  for (let i = 0; i < 4; i++) {
+    const h = await HnswIndex.build(ids, rng.normalArray(n * d), d);
+    await h.remove(gone);
+    indexes.push(h);
+  }
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, rng.normalArray(n * d));
+  let finished = 0;
+  const compactions = indexes.map((h) =>
+    h.compact().then((dropped) => {
+      finished++;
+      return dropped;
+    }),
+  );
+  const t0 = performance.now();
+  await exact.search(rng.normalArray(d), 10);
+  const searchMs = performance.now() - t0;
+  const doneAtSearch = finished;
+  assert.deepEqual(await Promise.all(compactions), [
+    gone.length,
+    gone.length,
+    gone.length,
+    gone.length,
+  ]);
+  const compactMs = performance.now() - t0;
+  assert.equal(
+    doneAtSearch,
+    0,
+    `the search (${searchMs.toFixed(1)} ms) waited for ${doneAtSearch} of the compactions (all: ${compactMs.toFixed(0)} ms)`,
+  );
+  for (const h of indexes) assert.equal(h.size, n - gone.length);
+});
