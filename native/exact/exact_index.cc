@@ -431,12 +431,12 @@ std::vector<ExactIndex::Range> ExactIndex::RowRanges(const uint8_t* rows, size_t
 
 // Room the int8 screen's refit (Upsert) leaves either side of the range it must cover, as
 // a share of that range: a range creeping outward is fitted again at every eighth of
-// growth, not at every batch, for a step an eighth coarser. A range that leaves its most
-// extreme rows out (ScreenRange) gets the same room, so that rows just past the bulk stay
-// in. (Throwaway script, 200k x 64
+// growth, not at every batch, for a step an eighth coarser. (Throwaway script, 200k x 64
 // float32 rows then 1,000 upserted at 1.5x, 2x and 4x the spread: margins 0, 1/8 and 1/4
 // refitted 3, 3 and 2 times, and B = 32 batches ran 2.5-3.7 ms after each at every margin,
-// within the runs' noise.)
+// within the runs' noise; that was before the outlier rows.) A range that leaves its most
+// extreme rows out (ScreenRange) gets the same room, so that rows just past the bulk stay
+// in.
 constexpr double kRefitMargin = 0.125;
 
 // The int8 screen leaves out of its range up to this many rows of n (ScreenRange), and
@@ -460,7 +460,8 @@ constexpr double kOutlierSteps = 0.5 + 1.0 / 256;
 // times narrower, the range without the budget / 2 rows reaching lowest and the budget / 2
 // reaching highest, widened by that margin: rows a little past the bulk stay in, and only
 // those far out are left out. One item vector far out (a 10x element among 200k normal
-// rows) had made every B = 32 batch 17x slower through the widened step.
+// rows) had made every B = 32 batch 19-23x slower through the widened step
+// (bench:exact-ab --data normal --far 1,10).
 static ExactIndex::Range ScreenRange(const std::vector<ExactIndex::Range>& rows, size_t budget,
                                      bool pad) {
   ExactIndex::Range all{0.f, 0.f};
