@@ -549,7 +549,6 @@ std::unique_ptr<ExactIndex::Buffer> ExactIndex::NewBuffer(size_t rows, size_t ro
 // instead, an upsert at 1M x 64 float32 held its caller for 1 s, most of it faulting in the
 // fresh pages.
 
-
 ExactIndex::Grown ExactIndex::Grow(size_t rows) const {
   Grown g;
   if (rows <= rows_->capacity) return g;
@@ -651,23 +650,26 @@ std::vector<uint32_t> ExactIndex::BatchRows(const uint32_t* ids, size_t n,
 }
 
 // The outlier list after a batch: `stored` (ascending rows of the stored contents) less
-// the rows the batch writes, plus those it writes with an outlier (flagged[i] for batch row
-// i, written to target[i]; the last write of a row decides).
+// the rows the batch writes, plus those it writes with an outlier (`coded`: the batch rows
+// EncodeCodes left out; batch row i is written to target[i], and the last write of a row
+// decides).
 static std::vector<uint32_t> AfterBatch(const std::vector<uint32_t>& stored,
                                         const std::vector<uint32_t>& target,
-                                        const std::vector<char>& flagged) {
+                                        const std::vector<uint32_t>& coded) {
+  std::vector<char> out_row(target.size(), 0);
+  for (uint32_t i : coded) out_row[i] = 1;
   std::vector<std::pair<uint32_t, uint32_t>> w(target.size());  // (row, batch index)
   for (size_t i = 0; i < target.size(); i++) w[i] = {target[i], static_cast<uint32_t>(i)};
   std::sort(w.begin(), w.end());
   std::vector<uint32_t> out;
-  out.reserve(stored.size() + target.size());
+  out.reserve(stored.size() + coded.size());
   size_t a = 0;
   for (size_t j = 0; j < w.size(); j++) {
     if (j + 1 < w.size() && w[j + 1].first == w[j].first) continue;  // a later write wins
     const uint32_t row = w[j].first;
     while (a < stored.size() && stored[a] < row) out.push_back(stored[a++]);
     if (a < stored.size() && stored[a] == row) a++;
-    if (flagged[w[j].second]) out.push_back(row);
+    if (out_row[w[j].second]) out.push_back(row);
   }
   out.insert(out.end(), stored.begin() + a, stored.end());
   return out;
@@ -713,8 +715,8 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   std::vector<uint8_t> codes(i8_ ? n * cb : 0);
   I8Screen screen = screen_;
   std::vector<uint32_t> outliers;
-  const bool new_outliers = i8_ && n > 0;
-  if (new_outliers) {
+  const bool coding = i8_ && n > 0;
+  if (coding) {
     Range range{0.f, 0.f};
     for (const auto& r : ranges)
       range = {std::min(range.first, r.first), std::max(range.second, r.second)};
@@ -729,16 +731,14 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
     }
     std::vector<uint32_t> coded;  // batch rows past the range
     EncodeCodes(encoded.data(), n, codes.data(), &screen, &coded);
-    std::vector<char> flagged(n, 0);
-    for (uint32_t i : coded) flagged[i] = 1;
     // Each batch row's stored row, where the outliers need it (when a row is out or was).
     std::vector<uint32_t> target;
     size_t rows_after = n_;
     if (!outliers_.empty() || !coded.empty()) {
       target = BatchRows(ids, n, &rows_after);
-      outliers = AfterBatch(outliers_, target, flagged);
+      outliers = AfterBatch(outliers_, target, coded);
     }
-    if (outliers.size() > OutlierCap(total)) {
+    if (outliers.size() > OutlierCap(rows_after)) {
       // More rows past the range than the screen leaves out: every row is coded again, into
       // a new buffer, with a range fitted to the rows after this batch (ScreenRange) and a
       // margin either side (the rows are stable: write_mu_ is held). Clamping them instead
@@ -749,17 +749,14 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
       all.resize(rows_after);
       for (size_t i = 0; i < n; i++) all[target[i]] = ranges[i];
       screen = I8Screen{};
-      FitScreen(ScreenRange(all, OutlierBudget(total), true), &screen);
+      FitScreen(ScreenRange(all, OutlierBudget(rows_after), true), &screen);
       if (!grown.codes) grown.codes = NewBuffer(codes_->capacity, cb);
       grown.move_codes = false;
       std::vector<uint32_t> stored;
       EncodeCodes(rows_->data, n_, grown.codes->data, &screen, &stored);
       coded.clear();
       EncodeCodes(encoded.data(), n, codes.data(), &screen, &coded);
-      std::fill(flagged.begin(), flagged.end(), 0);
-      for (uint32_t i : coded) flagged[i] = 1;
-      outliers = stored.empty() && coded.empty() ? std::vector<uint32_t>()
-                                                 : AfterBatch(stored, target, flagged);
+      outliers = AfterBatch(stored, target, coded);
       screen_refits_++;
     }
   }
@@ -772,7 +769,7 @@ void ExactIndex::Upsert(const uint32_t* ids, const float* vectors, size_t n) {
   version_++;
   row_norm_max_ = std::max(row_norm_max_, norm_max);
   screen_ = screen;
-  if (new_outliers) outliers_.swap(outliers);
+  if (coding) outliers_.swap(outliers);
   if (n > 0) row_of_.Expect(max_id, total);
   for (size_t i = 0; i < n; i++) {
     uint32_t row = row_of_.Find(ids[i]);

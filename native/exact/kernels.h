@@ -72,10 +72,10 @@ inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
 // centre z for all rows; element j of a stored row x is coded c_j = round((x_j - z) / s),
 // clamped to [-127, 127], and the row's dpad codes are followed by the int32 sum_j c_j (the
 // kernels start their accumulators from it, see kernels_avx512.cc): I8RowBytes(dpad) bytes a
-// row. err bounds |x_j - s c_j - z| over every element of every row (s / 2, and a little
-// more for elements within s / 2 past z +- 127 s: an upsert that brings one further fits
-// s and z again and codes every row again, ExactIndex::Upsert), l1 bounds sum_j |c_j| of
-// any row and amax bounds |x_j|; all three only grow until the next build or refit.
+// row. err bounds |x_j - s c_j - z| over every element of every screened row (about s / 2:
+// a row with an element coded worse, one past the range, is left out of the screen and
+// scored exactly, ExactIndex's outliers_), l1 bounds sum_j |c_j| of any screened row and
+// amax bounds |x_j|; all three only grow until the next build or refit.
 struct I8Screen {
   float scale = 0;
   float zero = 0;
