@@ -36,16 +36,25 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                            InstanceAccessor<&HnswWrap::GetDim>("dim"),
                            InstanceAccessor<&HnswWrap::GetSize>("size"),
                            InstanceAccessor<&HnswWrap::GetRemovedRows>("removedRows"),
+                           InstanceAccessor<&HnswWrap::GetMetric>("metric"),
                        });
   }
 
-  // new NativeHnswIndex(dim, M, efConstruction)
+  // new NativeHnswIndex(dim, M, efConstruction, metric? ('ip' (default) or 'cosine'))
   explicit HnswWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<HnswWrap>(info) {
     Guard(info.Env(), [&] {
       const int dim = static_cast<int>(ArgInt(info, 0, "dim", 1, 65536));
       const int m = static_cast<int>(ArgInt(info, 1, "M", 2, 512));
       const int efc = static_cast<int>(ArgInt(info, 2, "efConstruction", 1, 1 << 16));
-      engine_ = std::make_shared<HnswIndex>(dim, m, efc);
+      auto metric = HnswIndex::Metric::kInnerProduct;
+      if (info.Length() > 3 && !info[3].IsUndefined()) {
+        const std::string name = ArgString(info, 3, "metric");
+        if (name == "cosine")
+          metric = HnswIndex::Metric::kCosine;
+        else if (name != "ip")
+          ThrowRange("metric must be 'ip' or 'cosine', got '" + name + "'");
+      }
+      engine_ = std::make_shared<HnswIndex>(dim, m, efc, metric);
       return 0;
     });
   }
@@ -241,6 +250,10 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   }
   Napi::Value GetRemovedRows(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(engine_->RemovedRows()));
+  }
+  Napi::Value GetMetric(const Napi::CallbackInfo& info) {
+    return Napi::String::New(
+        info.Env(), engine_->GetMetric() == HnswIndex::Metric::kCosine ? "cosine" : "ip");
   }
 
   std::shared_ptr<HnswIndex> engine_;

@@ -4,6 +4,8 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIDMap.h>
+#include <faiss/IndexPreTransform.h>
+#include <faiss/VectorTransform.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/DistanceComputer.h>
 #include <faiss/impl/HNSW.h>
@@ -12,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <mutex>
@@ -65,6 +68,20 @@ struct Visited {
   }
 };
 thread_local Visited tl_visited;
+
+// Scales each of n rows of d floats to unit length, in place; a zero row stays zero. In
+// double: the rows are finite, but a row of tiny values would take its scale past float's
+// range.
+void ScaleToUnit(float* x, size_t n, size_t d) {
+  for (size_t r = 0; r < n; r++) {
+    float* row = x + r * d;
+    double ss = 0;
+    for (size_t j = 0; j < d; j++) ss += static_cast<double>(row[j]) * row[j];
+    if (!(ss > 0)) continue;
+    const double norm = std::sqrt(ss);
+    for (size_t j = 0; j < d; j++) row[j] = static_cast<float>(row[j] / norm);
+  }
+}
 
 const std::vector<uint32_t>* Excluded(const IdFilters& f, size_t q) {
   return f.exclude.empty() || f.exclude[q].empty() ? nullptr : &f.exclude[q];
@@ -194,10 +211,11 @@ void MapFaissLabels(const std::vector<int64_t>& labels, std::vector<float>* scor
   }
 }
 
-HnswIndex::HnswIndex(int dim, int m, int ef_construction)
+HnswIndex::HnswIndex(int dim, int m, int ef_construction, Metric metric)
     : dim_(dim),
       m_(m),
       efc_(ef_construction),
+      cosine_(metric == Metric::kCosine),
       index_(std::make_unique<faiss::IndexHNSWFlat>(dim, m, faiss::METRIC_INNER_PRODUCT)),
       inserter_(std::make_unique<Inserter>(kernels_)) {
   index_->hnsw.efConstruction = efc_;
@@ -294,6 +312,14 @@ void HnswIndex::InsertRows(const std::vector<uint32_t>& ids, const std::vector<f
   // larger here, before it (IdRows::Reallocates).
   std::optional<IdRows> id_room;
   const uint32_t* add = ids.data() + first;
+  const size_t d = static_cast<size_t>(dim_);
+  const float* rows = vecs.data() + first * d;
+  std::vector<float> unit;  // the rows scaled, for a cosine index (a chunk at a time)
+  if (cosine_) {
+    unit.assign(rows, rows + n * d);
+    ScaleToUnit(unit.data(), n, d);
+    rows = unit.data();
+  }
   if (n > 0) {
     const uint32_t max_id = *std::max_element(add, add + n);
     if (row_of_.Reallocates(max_id, row_of_.Count() + n))
@@ -301,7 +327,7 @@ void HnswIndex::InsertRows(const std::vector<uint32_t>& ids, const std::vector<f
   }
   std::unique_lock<std::shared_mutex> lk(mu_);
   if (id_room) std::swap(row_of_, *id_room);  // the old map goes after the lock
-  inserter_->Insert(index_.get(), n, vecs.data() + first * static_cast<size_t>(dim_), linked);
+  inserter_->Insert(index_.get(), n, rows, linked);
   row_of_.Append(add, n, ids_.size());
   ids_.insert(ids_.end(), ids.begin() + static_cast<std::ptrdiff_t>(first),
               ids.begin() + static_cast<std::ptrdiff_t>(first + n));
@@ -391,6 +417,15 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
   scores->assign(nq * k, -std::numeric_limits<float>::infinity());
   const bool removals = removed_.Count() > 0;
   if (nq == 0 || ids_.size() == removed_.Count()) return;
+  const size_t d = static_cast<size_t>(dim_);
+  // A cosine index's queries are scaled to unit length as its rows were (a copy).
+  const float* qdata = queries.data();
+  std::vector<float> unit;
+  if (cosine_) {
+    unit = queries;
+    ScaleToUnit(unit.data(), nq, d);
+    qdata = unit.data();
+  }
   // Removed rows are filtered out like excluded ones.
   const bool filtered = f.has_allow || !f.exclude.empty() || removals;
   if (use_faiss) {
@@ -400,7 +435,7 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
     faiss::SearchParametersHNSW params;
     params.efSearch = std::max<int>(ef, static_cast<int>(k));
     omp_set_num_threads(SearchThreads(nq, threads));
-    index_->search(static_cast<faiss_idx>(nq), queries.data(), static_cast<faiss_idx>(k),
+    index_->search(static_cast<faiss_idx>(nq), qdata, static_cast<faiss_idx>(k),
                    scores->data(), labels.data(), &params);
     MapFaissLabels(labels, scores, &ids_, out_ids);
     return;
@@ -408,7 +443,6 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
   Admissible adm;
   if (f.has_allow) adm.set.emplace(row_of_, f.allow.data(), f.allow.size(), ids_.size());
   if (removals) adm.removed = &removed_;
-  const size_t d = static_cast<size_t>(dim_);
   // Which queries scan instead of walking; the allowed rows in storage order, for them.
   std::vector<char> scan(filtered ? nq : 0, mode == FilterMode::kScan);
   if (mode == FilterMode::kAuto) {
@@ -423,7 +457,7 @@ void HnswIndex::Search(const std::vector<float>& queries, size_t nq, size_t k, i
   auto run = [&](size_t t) {
     const size_t q0 = nq * t / tasks, q1 = nq * (t + 1) / tasks;
     for (size_t q = q0; q < q1; q++) {
-      const float* qv = queries.data() + q * d;
+      const float* qv = qdata + q * d;
       uint32_t* oi = out_ids->data() + q * k;
       float* os = scores->data() + q * k;
       if (!filtered) {
@@ -606,12 +640,42 @@ void HnswIndex::Save(const std::string& path) const {
   map.id_map.assign(ids_.begin(), ids_.end());
   for (size_t r = 0; r < ids_.size(); r++)
     if (removed_.Has(r)) map.id_map[r] = -1;
-  faiss::write_index(&map, path.c_str());
+  if (cosine_) {
+    // Neither owns its parts (own_fields false): they are this frame's and the index's.
+    faiss::NormalizationTransform unit(dim_, 2.0f);
+    faiss::IndexPreTransform pre;
+    pre.chain.push_back(&unit);
+    pre.index = &map;
+    pre.d = map.d;
+    pre.metric_type = map.metric_type;
+    pre.is_trained = true;
+    pre.ntotal = map.ntotal;
+    faiss::write_index(&pre, path.c_str());
+    pre.chain.clear();
+    pre.index = nullptr;
+  } else {
+    faiss::write_index(&map, path.c_str());
+  }
   map.index = nullptr;
 }
 
 void HnswIndex::Load(const std::string& path) {
   std::unique_ptr<faiss::Index> raw(faiss::read_index(path.c_str()));
+  // A cosine index (Save): an L2 normalisation, then the index. Any other transform
+  // would have to be applied to every query, and is refused.
+  bool cosine = false;
+  if (auto* pre = dynamic_cast<faiss::IndexPreTransform*>(raw.get())) {
+    const auto* unit = pre->chain.size() == 1
+                           ? dynamic_cast<const faiss::NormalizationTransform*>(pre->chain[0])
+                           : nullptr;
+    if (!unit || unit->norm != 2.0f)
+      ThrowRange("path: " + path +
+                 " holds an IndexPreTransform other than one L2 normalisation (cosine)");
+    faiss::Index* inner = pre->index;
+    pre->index = nullptr;  // read_index made it own its parts: the chain goes with it
+    raw.reset(inner);
+    cosine = true;
+  }
   std::unique_ptr<faiss::IndexHNSWFlat> hnsw;
   std::vector<uint32_t> ids;
   RowBits removed;
@@ -651,7 +715,8 @@ void HnswIndex::Load(const std::string& path) {
   std::lock_guard<std::mutex> w(write_mu_);
   loads_++;
   reconnects_full_++;
-  SwapIn(&hnsw, std::move(ids), std::move(row_of), std::move(removed), std::move(trees));
+  SwapIn(&hnsw, std::move(ids), std::move(row_of), std::move(removed), std::move(trees),
+         cosine);
   inserter_->Fit(ids_.size());
 }
 
@@ -676,9 +741,10 @@ IdRows HnswIndex::HeldRows(const std::vector<uint32_t>& ids, const RowBits& remo
 // Makes `graph` (reconnected) the index searched, and leaves the old one in `graph`, to be
 // freed after the lock goes. Caller holds write_mu_.
 void HnswIndex::SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
-                       IdRows row_of, RowBits removed, ReachTrees trees) {
+                       IdRows row_of, RowBits removed, ReachTrees trees, bool cosine) {
   trees_ = std::move(trees);  // the writer's alone
   std::unique_lock<std::shared_mutex> lk(mu_);
+  cosine_ = cosine;
   dim_ = (*graph)->d;
   m_ = (*graph)->hnsw.nb_neighbors(1);
   efc_ = (*graph)->hnsw.efConstruction;
@@ -743,7 +809,9 @@ size_t HnswIndex::Compact(int threads) {
     if (removed_.Has(from[i])) removed.Set(i);
   IdRows row_of = HeldRows(ids, removed, "the index");
   const size_t dropped = ids_.size() - from.size();
-  SwapIn(&fresh, std::move(ids), std::move(row_of), std::move(removed), std::move(trees));
+  // The rows copied are already at unit length when the index is a cosine one.
+  SwapIn(&fresh, std::move(ids), std::move(row_of), std::move(removed), std::move(trees),
+         cosine_);
   return dropped;
 }
 

@@ -1,4 +1,5 @@
-// The HNSW index (FAISS IndexHNSWFlat, inner product, uint32 external ids), without N-API:
+// The HNSW index (FAISS IndexHNSWFlat, inner product or cosine, uint32 external ids),
+// without N-API:
 // hnsw_binding.cc wraps it for JS, and test/retrieval/native/hnsw-concurrency.cc races it
 // under sanitizers.
 //
@@ -54,7 +55,14 @@ class HnswIndex {
   // Pads results shorter than k (with a score of -Infinity); never an item's id.
   static constexpr uint32_t kNoId = 0xFFFFFFFFu;
 
-  HnswIndex(int dim, int m, int ef_construction);
+  // What a score is. kCosine keeps every row scaled to unit length (Add scales them as
+  // they come, a zero row stays zero) and scales each query the same way, so the graph's
+  // inner products are cosines. Why it matters for "similar items": trained embeddings'
+  // norms grow with popularity, and an inner-product neighbour is then mostly a popular
+  // item, whatever the query (bench:similar, bench/README.md).
+  enum class Metric { kInnerProduct = 0, kCosine = 1 };
+
+  HnswIndex(int dim, int m, int ef_construction, Metric metric = Metric::kInnerProduct);
   ~HnswIndex();
   HnswIndex(const HnswIndex&) = delete;
   HnswIndex& operator=(const HnswIndex&) = delete;
@@ -66,6 +74,8 @@ class HnswIndex {
   size_t Size() const { return held_seen_.load(); }
   // Rows removed but still in the graph, as waypoints (Remove); Compact drops them.
   size_t RemovedRows() const { return removed_seen_.load(); }
+  // The constructor's, or the last Load's file's.
+  Metric GetMetric() const { return cosine_.load() ? Metric::kCosine : Metric::kInnerProduct; }
 
   // Adds rows of Dim() floats; ids must not be held (checked before anything is added; a
   // removed id may come back). Searches that run meanwhile may see some of the rows; every
@@ -109,9 +119,12 @@ class HnswIndex {
 
   // Written as a FAISS IndexIDMap over the IndexHNSWFlat, so the file is a standard FAISS
   // index (faiss.read_index in Python reads it, external ids included). A removed item's
-  // row is written with id -1, which FAISS's own search reports as "no result".
+  // row is written with id -1, which FAISS's own search reports as "no result". A kCosine
+  // index is written inside an IndexPreTransform whose one transform is FAISS's L2
+  // NormalizationTransform, FAISS's own way to search by cosine: its queries are scaled
+  // there too, and Load knows the metric from it.
   void Save(const std::string& path) const;
-  // Replaces the whole index (dimension, graph, ids and removals) with the file's.
+  // Replaces the whole index (dimension, metric, graph, ids and removals) with the file's.
   void Load(const std::string& path);
 
   // Target time Add holds the lock for a chunk of rows (searches wait that long at most).
@@ -158,7 +171,7 @@ class HnswIndex {
   static IdRows HeldRows(const std::vector<uint32_t>& ids, const RowBits& removed,
                          const std::string& source);
   void SwapIn(std::unique_ptr<faiss::IndexHNSWFlat>* graph, std::vector<uint32_t> ids,
-              IdRows row_of, RowBits removed, ReachTrees trees);
+              IdRows row_of, RowBits removed, ReachTrees trees, bool cosine);
   // Copies dim_ and the counts for Dim(), Size() and RemovedRows(); under mu_, exclusive.
   void Publish();
 
@@ -174,6 +187,9 @@ class HnswIndex {
   std::atomic<size_t> held_seen_{0}, removed_seen_{0};
   const Kernels& kernels_ = BestKernels();
   int dim_, m_, efc_;
+  // Metric::kCosine. Changed only by Load, under write_mu_ and mu_ exclusively; atomic for
+  // GetMetric on the event loop.
+  std::atomic<bool> cosine_{false};
   std::unique_ptr<faiss::IndexHNSWFlat> index_;
   class Inserter;                       // builds the graph (hnsw_index.cc)
   std::unique_ptr<Inserter> inserter_;  // Add's, under write_mu_

@@ -1,6 +1,7 @@
-// Approximate inner-product search: FAISS IndexHNSWFlat behind a typed adapter, used for
-// "items similar to what you just watched". Files written by save() are standard FAISS
-// indexes (an IndexIDMap over IndexHNSWFlat), so Python's faiss.read_index reads them.
+// Approximate inner-product or cosine search: FAISS IndexHNSWFlat behind a typed adapter,
+// used for "items similar to what you just watched". Files written by save() are standard
+// FAISS indexes (an IndexIDMap over IndexHNSWFlat; for cosine, inside an IndexPreTransform
+// that scales to unit length), so Python's faiss.read_index reads them.
 import {
   loadNative,
   settle,
@@ -9,11 +10,23 @@ import {
   type TopK,
 } from './native.js';
 
+/**
+ * What a score is. 'ip': the inner product. 'cosine': the inner product of the vectors
+ * scaled to unit length (the index stores them scaled, a zero vector as zero, and scales
+ * each query), so a score is a cosine in [-1, 1]. Use 'cosine' for "similar items" over
+ * trained embeddings, whose norms grow with popularity: by inner product the neighbours of
+ * any item are mostly the popular ones (bench:similar).
+ */
+export type HnswMetric = 'ip' | 'cosine';
+export const HNSW_METRICS = ['ip', 'cosine'] as const;
+
 export interface HnswBuildOptions {
   /** Graph degree (FAISS M). Default 32. */
   M?: number;
   /** Candidate list size while building. Default 80. */
   efConstruction?: number;
+  /** Default 'ip'. A saved index keeps its metric (load() reads it from the file). */
+  metric?: HnswMetric;
 }
 
 export interface HnswSearchOptions {
@@ -59,7 +72,7 @@ function filterModeCode(mode: HnswFilterMode | undefined): number {
 
 export const HNSW_DEFAULTS = { M: 32, efConstruction: 80, efSearch: 64 } as const;
 
-function nativeClass(): new (dim: number, M: number, efc: number) => NativeHnswIndex {
+function nativeClass(): NonNullable<ReturnType<typeof loadNative>['NativeHnswIndex']> {
   const ctor = loadNative().NativeHnswIndex;
   if (!ctor) throw new Error('recserve: this addon build has no FAISS (HNSW unavailable)');
   return ctor;
@@ -79,6 +92,7 @@ export class HnswIndex {
       dim,
       opts?.M ?? HNSW_DEFAULTS.M,
       opts?.efConstruction ?? HNSW_DEFAULTS.efConstruction,
+      opts?.metric ?? 'ip',
     );
     await settle(() => native.add(ids, vectors));
     return new HnswIndex(native);
@@ -102,6 +116,10 @@ export class HnswIndex {
   /** Rows removed but still in the graph as waypoints; `compact()` drops them. */
   get removedRows(): number {
     return this.native.removedRows;
+  }
+  /** The metric it was built with, or the loaded file's. */
+  get metric(): HnswMetric {
+    return this.native.metric;
   }
 
   save(path: string): Promise<void> {

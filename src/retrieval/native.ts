@@ -129,6 +129,7 @@ export interface NativeHnswIndex {
   readonly dim: number;
   readonly size: number;
   readonly removedRows: number;
+  readonly metric: 'ip' | 'cosine';
   add(ids: Uint32Array, vectors: Float32Array): Promise<void>;
   remove(ids: Uint32Array): Promise<void>;
   compact(threads?: number): Promise<number>;
@@ -180,7 +181,12 @@ export interface NativeAddon {
     screen?: ExactScreen,
   ) => NativeExactIndex;
   /** Absent in the node-gyp build, which has no FAISS. */
-  NativeHnswIndex?: new (dim: number, M: number, efConstruction: number) => NativeHnswIndex;
+  NativeHnswIndex?: new (
+    dim: number,
+    M: number,
+    efConstruction: number,
+    metric?: 'ip' | 'cosine',
+  ) => NativeHnswIndex;
   NativeFaissFlat?: new (dim: number) => NativeFaissFlat;
   /**
    * Benchmark probe: best-of-reps streaming read of a buffer, in GB/s (1e9 bytes/s). The

@@ -465,6 +465,148 @@ test('HNSW compact: drops removed rows, keeps what is held, while searches and w
   }
 });
 
+/** Rows scaled to unit length (a zero row stays zero), as a cosine index stores them. */
+function unitRows(v: Float32Array, d: number): Float32Array {
+  const out = new Float32Array(v.length);
+  for (let r = 0; r < v.length / d; r++) {
+    let ss = 0;
+    for (let j = 0; j < d; j++) ss += v[r * d + j]! ** 2;
+    const norm = Math.sqrt(ss) || 1;
+    for (let j = 0; j < d; j++) out[r * d + j] = v[r * d + j]! / norm;
+  }
+  return out;
+}
+
+test('HNSW cosine: neighbours by angle whatever the norms; scores are cosines; the metric survives save/load and compact', async () => {
+  const rng = new Rng(31);
+  const n = 20_000;
+  const d = 32;
+  // Clustered directions with norms spread as trained embeddings' are (log-normal, a few
+  // rows 10-30x the median): by inner product, large rows win whatever the query.
+  const vecs = clustered(rng, n, d, 40);
+  for (let r = 0; r < n; r++) {
+    const scale = Math.exp(1.2 * rng.normal());
+    for (let j = 0; j < d; j++) vecs[r * d + j]! *= scale;
+  }
+  const ids = Uint32Array.from({ length: n }, (_, i) => 5 * i + 3);
+  const row = new Map<number, number>();
+  ids.forEach((id, i) => row.set(id, i));
+  const cos = await HnswIndex.build(ids, vecs, d, { metric: 'cosine' });
+  const ip = await HnswIndex.build(ids, vecs, d);
+  assert.equal(cos.metric, 'cosine');
+  assert.equal(ip.metric, 'ip');
+
+  const nq = 200;
+  const queries = nearItems(rng, vecs, d, nq, 0.3);
+  const exact = ExactIndex.create({ dim: d });
+  exact.build(ids, unitRows(vecs, d));
+  const truth = (await exact.search(unitRows(queries, d), 10)).ids;
+  const got = await cos.search(queries, 10, { efSearch: 128 });
+  const recall = recallAt(10, truth, got.ids, nq);
+  assert.ok(recall >= 0.95, `cosine recall@10 ${recall}`);
+  // The data makes the difference: the inner-product graph's answers are other items.
+  const byIp = recallAt(10, truth, (await ip.search(queries, 10, { efSearch: 128 })).ids, nq);
+  assert.ok(byIp < 0.6, `inner-product recall@10 against cosine truth ${byIp}`);
+
+  // Each score is the cosine of the query and the returned row; a query's scale changes
+  // nothing.
+  const cosineOf = (q: Float32Array, qi: number, r: number): number => {
+    let dot = 0;
+    let qq = 0;
+    let rr = 0;
+    for (let j = 0; j < d; j++) {
+      dot += q[qi * d + j]! * vecs[r * d + j]!;
+      qq += q[qi * d + j]! ** 2;
+      rr += vecs[r * d + j]! ** 2;
+    }
+    return dot / Math.sqrt(qq * rr);
+  };
+  for (let i = 0; i < nq * 10; i++) {
+    const want = cosineOf(queries, Math.floor(i / 10), row.get(got.ids[i]!)!);
+    assert.ok(Math.abs(got.scores[i]! - want) < 1e-4, `score ${i}: ${got.scores[i]} vs ${want}`);
+  }
+  const scaled = queries.map((x) => x * 37);
+  assert.deepEqual((await cos.search(scaled, 10, { efSearch: 128 })).ids, got.ids);
+  // FAISS's own search and the exact scan of a filtered query score the same way.
+  const self = vecs.subarray(0, d).map((x) => x * 0.01);
+  const viaFaiss = cos.searchSync(self, 1, { impl: 'faiss', efSearch: 64 });
+  assert.equal(viaFaiss.ids[0], ids[0]);
+  assert.ok(Math.abs(viaFaiss.scores[0]! - 1) < 1e-5, `faiss self score ${viaFaiss.scores[0]}`);
+  const scanned = await cos.search(self, 2, { allow: ids.subarray(0, 50), filterMode: 'scan' });
+  assert.equal(scanned.ids[0], ids[0]);
+  assert.ok(Math.abs(scanned.scores[0]! - 1) < 1e-5);
+  assert.ok(Math.abs(scanned.scores[1]! - cosineOf(self, 0, row.get(scanned.ids[1]!)!)) < 1e-4);
+
+  // Added rows are scaled as they come, by both add paths (a few rows, and many); a zero
+  // row stays zero and scores 0, never NaN.
+  const few = Float32Array.from({ length: 2 * d }, () => 50 * rng.normal());
+  await cos.add(Uint32Array.of(1, 2), few);
+  const many = clustered(rng, 3000, d, 5).map((x) => x * 9);
+  const manyIds = Uint32Array.from({ length: 3000 }, (_, i) => 200_000 + i);
+  await cos.add(manyIds, many);
+  await cos.add(Uint32Array.of(4), new Float32Array(d));
+  for (const [id, v] of [
+    [1, few.subarray(0, d)],
+    [200_017, many.subarray(17 * d, 18 * d)],
+  ] as const) {
+    const r = await cos.search(
+      v.map((x) => x * 0.001),
+      1,
+      { efSearch: 256 },
+    );
+    assert.equal(r.ids[0], id);
+    assert.ok(Math.abs(r.scores[0]! - 1) < 1e-5, `self score of ${id}: ${r.scores[0]}`);
+  }
+  const zero = await cos.search(new Float32Array(d), 3, { allow: Uint32Array.of(4, 1) });
+  assert.deepEqual([...zero.scores.subarray(0, 2)], [0, 0]);
+  const toZero = await cos.search(few.subarray(0, d), 2, { allow: Uint32Array.of(4, 1) });
+  assert.deepEqual([...toZero.ids.subarray(0, 2)], [1, 4]);
+  assert.equal(toZero.scores[1], 0);
+
+  // Saved inside FAISS's L2 normalisation transform; loads as cosine, with the same answers.
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-cos-'));
+  try {
+    const path = join(dir, 'cos.faiss');
+    await cos.save(path);
+    assert.equal(readFileSync(path).subarray(0, 4).toString('latin1'), 'IxPT');
+    const loaded = await HnswIndex.load(path);
+    assert.equal(loaded.metric, 'cosine');
+    const before = await cos.search(queries, 10, { efSearch: 128 });
+    const after = await loaded.search(queries, 10, { efSearch: 128 });
+    assert.deepEqual(after.ids, before.ids);
+    assert.deepEqual(after.scores, before.scores);
+    // The file says the metric (load() starts from an inner-product placeholder).
+    const ipPath = join(dir, 'ip.faiss');
+    await ip.save(ipPath);
+    assert.equal(readFileSync(ipPath).subarray(0, 4).toString('latin1'), 'IxMp');
+    assert.equal((await HnswIndex.load(ipPath)).metric, 'ip');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // A compaction rebuilds from the stored (scaled) rows and stays cosine.
+  await cos.remove(ids.subarray(0, 2000));
+  assert.equal(await cos.compact(), 2000);
+  assert.equal(cos.metric, 'cosine');
+  const v = vecs.subarray(5000 * d, 5001 * d);
+  const r = await cos.search(v, 1, { efSearch: 256 });
+  assert.equal(r.ids[0], ids[5000]);
+  assert.ok(Math.abs(r.scores[0]! - 1) < 1e-5);
+
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1), new Float32Array(d), d, {
+      metric: 'l2' as unknown as 'ip',
+    }),
+    (e: Error) => e.name === 'RangeError' && /metric must be 'ip' or 'cosine'/.test(e.message),
+  );
+  await assert.rejects(
+    HnswIndex.build(Uint32Array.of(1), new Float32Array(d), d, {
+      metric: 1 as unknown as 'ip',
+    }),
+    (e: Error) => e.name === 'TypeError' && /metric/.test(e.message),
+  );
+});
+
 test('HNSW bad arguments reject with TypeError/RangeError naming the argument', async () => {
   const d = 4;
   const is = (name: string, re: RegExp) => (e: Error) => e.name === name && re.test(e.message);
