@@ -232,6 +232,12 @@ export interface ModelBundle {
   coldUserEmbedding: Float32Array;
   /** Absolute path of the saved FAISS HNSW index over itemEmbeddings (ids = rows). */
   hnswPath: string;
+  /**
+   * What the index's scores are (config.json hnsw.metric): 'cosine' in bundles built since
+   * the metric existed, 'inner_product' in older ones. The file says the same (registry.ts
+   * checks that it does).
+   */
+  hnswMetric: 'inner_product' | 'cosine';
   ranker: RankerConfig;
   /** Training/eval metrics recorded in the version's config. */
   metrics: Record<string, number>;

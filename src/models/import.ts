@@ -83,6 +83,7 @@ export async function importRanker(
     coldUserEmbedding: base.coldUserEmbedding,
     content: base.content,
     hnswFile: base.hnswPath || undefined,
+    hnswMetric: base.hnswMetric,
     ranker: { onnx: opts.modelPath, ...config },
     metrics,
     training: { imported_ranker: opts.modelPath, base_version: from },

@@ -8,6 +8,7 @@ import type { ModelBundle } from './bundle.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ExactIndex } from '../retrieval/exact.js';
 import { HnswIndex } from '../retrieval/hnsw.js';
+import { BundleIntegrityError } from './repository.js';
 import { RetrievalBatcher } from '../pipeline/candidates/batcher.js';
 import { RankerPool } from '../pipeline/ranking/pool.js';
 import { onnxFlopsPerRow } from '../ranker/flops.js';
@@ -87,6 +88,14 @@ export async function buildServingModel(
 ): Promise<ServingModel> {
   const { dim, items } = bundle;
   const n = items.ids.length;
+  // Checked before anything starts: every request is ranked, and without a model.onnx the
+  // ranking pool's sizing failed with "ENOENT: open ''".
+  if (!bundle.ranker.path)
+    throw new BundleIntegrityError(
+      bundle.dir,
+      'no ranker (model.onnx): the server ranks every request; build the version without ' +
+        '--no-ranker, or add one with `recserve import-ranker`',
+    );
   const shared = shareBundleItems(bundle);
   // From here on the bundle points at the shared copies, so the loader's private arrays can
   // be collected (at 1M × 64 that is 256 MB that would otherwise be held twice).
@@ -115,7 +124,20 @@ export async function buildServingModel(
     );
   }
   checkUserEmbeddings(bundle);
+  if (!bundle.hnswPath)
+    throw new BundleIntegrityError(
+      bundle.dir,
+      'no HNSW index (hnsw.index): similar items need one; build the version with an addon ' +
+        'that has FAISS, without --no-hnsw',
+    );
   const hnsw = await HnswIndex.load(bundle.hnswPath);
+  // The file says its metric; config.json says what the bundle was built with.
+  const fileMetric = hnsw.metric === 'cosine' ? 'cosine' : 'inner_product';
+  if (fileMetric !== bundle.hnswMetric)
+    throw new BundleIntegrityError(
+      bundle.dir,
+      `hnsw.index's metric is ${fileMetric}, but config.json hnsw.metric says ${bundle.hnswMetric}`,
+    );
 
   const itemNorms = shared.itemNorms;
   const byPop = Array.from({ length: n }, (_, i) => i).sort(

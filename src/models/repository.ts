@@ -13,7 +13,8 @@
 //   item_embeddings.f32    numItems × dim               users.json (user ids, row order)
 //   user_embeddings.f32    numUsers × dim               cold_user.f32 (dim)
 //   content_model.json + content_weights.f32  cold-start content → embedding map (optional)
-//   hnsw.index             FAISS HNSW over item_embeddings, ids = item rows (optional)
+//   hnsw.index             FAISS HNSW over item_embeddings, ids = item rows (optional);
+//                          config.json's hnsw.metric says inner_product or cosine
 //   model.onnx             the ranker (optional)
 //   manifest.json          { files: { <name>: { sha256, bytes } } } over all the above
 import { createHash, randomBytes } from 'node:crypto';
@@ -75,10 +76,16 @@ export interface BundleArtifacts {
   writeHnsw?: (path: string) => Promise<void> | void;
   /** Or: copy an existing index file. */
   hnswFile?: string;
+  /** The index's metric, recorded in config.json (default 'inner_product'). */
+  hnswMetric?: HnswConfigMetric;
   metrics?: Record<string, number>;
   /** Free-form provenance recorded in config.json (data source, training parameters). */
   training?: Record<string, unknown>;
 }
+
+/** config.json's names for HnswIndex's metrics ('ip', 'cosine'). */
+export type HnswConfigMetric = 'inner_product' | 'cosine';
+export const HNSW_CONFIG_METRICS: readonly HnswConfigMetric[] = ['inner_product', 'cosine'];
 
 export interface BundleConfig {
   format: number;
@@ -95,7 +102,7 @@ export interface BundleConfig {
     output: string;
     output_kind: 'logit' | 'probability';
   } | null;
-  hnsw: { file: string; metric: 'inner_product' } | null;
+  hnsw: { file: string; metric: HnswConfigMetric } | null;
   content_model: { file: string; weights: string; features: number } | null;
   metrics: Record<string, number>;
   training: Record<string, unknown>;
@@ -229,7 +236,7 @@ export async function writeVersion(
       if (!existsSync(p)) throw new Error('the HNSW writer produced no file');
       await syncPath(p);
       files.push('hnsw.index');
-      hnsw = { file: 'hnsw.index', metric: 'inner_product' };
+      hnsw = { file: 'hnsw.index', metric: a.hnswMetric ?? 'inner_product' };
     }
     let ranker: BundleConfig['ranker'] = null;
     if (a.ranker) {
@@ -434,6 +441,11 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
   check('items.json creator_ids', items.creatorIds.length, n);
   if (c.num_items !== n)
     throw new BundleIntegrityError(dir, `config num_items ${c.num_items} != ${n} items`);
+  if (c.hnsw && !HNSW_CONFIG_METRICS.includes(c.hnsw.metric))
+    throw new BundleIntegrityError(
+      dir,
+      `config hnsw.metric ${JSON.stringify(c.hnsw.metric)} is not one of ${HNSW_CONFIG_METRICS.join(', ')}`,
+    );
   const bundle: LoadedBundle = {
     name: c.name,
     version: c.version,
@@ -446,6 +458,7 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
     userEmbeddings,
     coldUserEmbedding,
     hnswPath: c.hnsw ? join(dir, c.hnsw.file) : '',
+    hnswMetric: c.hnsw?.metric ?? 'inner_product',
     ranker: c.ranker
       ? {
           path: join(dir, c.ranker.file),

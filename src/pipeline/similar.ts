@@ -1,6 +1,7 @@
 // Similar items (POST /v1/similar). Three notions, as the seed's API:
-// - collaborative: cosine between item embeddings (exact search, re-scored by cosine so
-//   popular items with large norms do not win by size alone);
+// - collaborative: cosine between item embeddings, over the HNSW graph's cosine neighbours
+//   (older bundles' graphs are by inner product: there, the exact search's top by inner
+//   product, re-scored by cosine);
 // - content: shared categories (Jaccard) and creator, over a pool of HNSW neighbours,
 //   the same creator's items and the same categories' popular items;
 // - hybrid: the mean of both over the union of their pools.
@@ -88,16 +89,24 @@ export async function similarItems(m: ServingModel, q: SimilarQuery): Promise<Si
   const want = Math.min(items.ids.length, q.n * 3);
   const ex = Uint32Array.from(new Set([...q.exclude, q.row])).sort();
   const pool = new Set<number>();
-  if (q.type !== 'content') {
+  // The cosine neighbours: a cosine graph (bundles built since the metric existed) finds
+  // them for every type. An older bundle's inner-product graph cannot, and neither can the
+  // exact index, which scores by inner product too: there the collaborative pool is the
+  // top by inner product, mostly the catalogue's largest (most popular) vectors, and the
+  // cosine below reorders only those.
+  const cosineGraph = m.hnsw.metric === 'cosine';
+  if (q.type !== 'content' && !cosineGraph) {
     const hits = await m.collaborative.search(vec, want, ex);
     for (const id of hits.ids) pool.add(id);
   }
-  if (q.type !== 'collaborative') {
+  if (q.type !== 'collaborative' || cosineGraph) {
     const res = await m.hnsw.search(vec, want, {
       efSearch: Math.max(q.efSearch, want),
       exclude: [ex],
     });
     for (let i = 0; i < res.k; i++) if (res.ids[i] !== 0xffffffff) pool.add(res.ids[i]!);
+  }
+  if (q.type !== 'collaborative') {
     const creator = items.creatorIds[q.row];
     for (const r of (creator && m.creatorRows.get(creator)) || []) pool.add(r);
     const { catOffsets, catData } = m.items;

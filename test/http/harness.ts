@@ -10,7 +10,9 @@ import { latestVersion } from '../../src/models/repository.js';
 import { projectRoot } from '../../src/retrieval/native.js';
 import { startServer, type RunningServer } from '../../src/cli/serve.js';
 
-export const TEST_MODELS = join(tmpdir(), 'recserve-test-models-v1');
+// The suffix names the builder's output format: bump it when a test needs what older
+// builds lack (v2: the HNSW graph by cosine), so a cached older bundle is not reused.
+export const TEST_MODELS = join(tmpdir(), 'recserve-test-models-v2');
 
 /** Builds the small test bundle unless it exists (about half a minute the first time). */
 export function ensureTestModels(): string {

@@ -112,6 +112,9 @@ test('import-ranker drops a checked ONNX model into a new version and refuses a 
   assert.deepEqual(readFileSync(b2.ranker.path), readFileSync(modelPath));
   const b1 = await loadBundle(v1);
   assert.deepEqual(b2.itemEmbeddings, b1.itemEmbeddings);
+  // The graph comes over with the metric it was built with.
+  assert.equal(b1.hnswMetric, 'cosine');
+  assert.equal(b2.hnswMetric, b1.hnswMetric);
 
   const bad = {
     ...config.ranker,
@@ -141,6 +144,9 @@ test('build rejects bad arguments with the option named', () => {
   const r3 = recserve('build-demo', '--repo', root, '--hnsw-m', '1');
   assert.notEqual(r3.status, 0);
   assert.match(r3.stderr, /--hnsw-m must be an integer in \[2, 512\], got "1"/);
+  const r4 = recserve('build-demo', '--repo', root, '--hnsw-metric', 'l2');
+  assert.notEqual(r4.status, 0);
+  assert.match(r4.stderr, /--hnsw-metric must be cosine or ip, got "l2"/);
 });
 
 test('--hnsw-m and --hnsw-ef-construction set the graph a version is built with', async () => {
@@ -160,12 +166,84 @@ test('--hnsw-m and --hnsw-ef-construction set the graph a version is built with'
   assert.equal(r.status, 0, r.stderr);
   const dir = JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string;
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  assert.deepEqual(config.training.hnsw, { M: 8, efConstruction: 24 });
+  assert.deepEqual(config.training.hnsw, { M: 8, efConstruction: 24, metric: 'cosine' });
+  assert.deepEqual(config.hnsw, { file: 'hnsw.index', metric: 'cosine' });
   // And the version's graph loads.
   const { HnswIndex } = await import('../../src/retrieval/hnsw.js');
   const b = await loadBundle(dir);
   const h = await HnswIndex.load(b.hnswPath);
   assert.equal(h.size, 400);
+  assert.equal(h.metric, 'cosine');
+});
+
+test('--hnsw-metric ip builds the older inner-product graph; config and file must agree', async () => {
+  const repo = join(root, 'ip-graph');
+  const r = recserve('build-demo', '--repo', repo, '--quiet', ...tiny);
+  assert.equal(r.status, 0, r.stderr);
+  const r2 = recserve(
+    'build-demo',
+    '--repo',
+    join(repo, 'ip'),
+    '--quiet',
+    ...tiny,
+    '--hnsw-metric',
+    'ip',
+  );
+  assert.equal(r2.status, 0, r2.stderr);
+  const dir = JSON.parse(r2.stdout.trim().split('\n').pop()!).dir as string;
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  assert.deepEqual(config.hnsw, { file: 'hnsw.index', metric: 'inner_product' });
+  const { buildServingModel, releaseServingModel } = await import('../../src/models/registry.js');
+  const { DEFAULT_PIPELINE } = await import('../../src/config/index.js');
+  const { similarItems } = await import('../../src/pipeline/similar.js');
+  const b = await loadBundle(dir);
+  assert.equal(b.hnswMetric, 'inner_product');
+  const m = await buildServingModel(b, { pipeline: DEFAULT_PIPELINE });
+  try {
+    assert.equal(m.hnsw.metric, 'ip');
+    // Such a bundle still answers collaborative similar items (its pool by inner product,
+    // ordered by cosine).
+    const got = await similarItems(m, {
+      row: 3,
+      n: 5,
+      type: 'collaborative',
+      exclude: new Set(),
+      user: null,
+      efSearch: 64,
+    });
+    assert.equal(got.length, 5);
+    const scores = got.map((x) => x.similarity_score);
+    assert.deepEqual(
+      scores,
+      [...scores].sort((x, y) => y - x),
+    );
+  } finally {
+    await releaseServingModel(m);
+  }
+  // A config that says cosine over an inner-product file (or the reverse) is refused.
+  await assert.rejects(
+    buildServingModel({ ...b, hnswMetric: 'cosine' }, { pipeline: DEFAULT_PIPELINE }),
+    (e: Error) =>
+      e.name === 'BundleIntegrityError' &&
+      /hnsw\.index's metric is inner_product, but config\.json hnsw\.metric says cosine/.test(
+        e.message,
+      ),
+  );
+  const cos = await loadBundle(JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string);
+  // Nor is a version without a ranker or a graph served (each named, before any start-up).
+  const noRanker = { ...cos, ranker: { ...cos.ranker, path: '' } };
+  await assert.rejects(
+    buildServingModel(noRanker, { pipeline: DEFAULT_PIPELINE }),
+    /no ranker \(model\.onnx\).*import-ranker/,
+  );
+  await assert.rejects(
+    buildServingModel({ ...cos, hnswPath: '' }, { pipeline: DEFAULT_PIPELINE }),
+    /no HNSW index \(hnsw\.index\)/,
+  );
+  await assert.rejects(
+    buildServingModel({ ...cos, hnswMetric: 'inner_product' }, { pipeline: DEFAULT_PIPELINE }),
+    /hnsw\.index's metric is cosine, but config\.json hnsw\.metric says inner_product/,
+  );
 });
 
 test('--ranker-hidden sets the deep tower the ranker is trained and exported with', async () => {
