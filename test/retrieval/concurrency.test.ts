@@ -2,15 +2,15 @@
 // - test/retrieval/native/exact-concurrency.cc: the exact index's searches against
 //   upserts, removes, rebuilds and tuning changes;
 // - test/retrieval/native/hnsw-concurrency.cc: the HNSW index's walks and scans against
-//   adds, removes, saves and loads (FAISS itself is not instrumented; our walk, scan, Reconnect and
-//   locks are).
+//   adds, removes, saves and loads, once by inner product and once by cosine (FAISS itself
+//   is not instrumented; our walk, scan, Reconnect and locks are).
 // Each is built with -fsanitize=..., then run. A test fails on any sanitizer report and on
 // any result that a torn row, a lost row or a broken filter would produce (each program's
 // header says what it checks). The JS tests cannot race the indexes' threads this way, and
 // nothing else watches the locks, the shared floors and the pool for races.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, arch } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -46,14 +46,17 @@ const SANITIZERS = [
 
 type Sanitizer = (typeof SANITIZERS)[number];
 
-/** Builds the program under the sanitizer, runs it, and fails on a report or exit code. */
+/**
+ * Builds the program under the sanitizer, runs it once per argument list, and fails on a
+ * report or exit code.
+ */
 async function sanitized(
   san: Sanitizer,
   name: string,
   sources: [string, string[]][],
   libs: string[],
-  args: (dir: string) => string[],
-): Promise<Run> {
+  argLists: (dir: string) => string[][],
+): Promise<Run[]> {
   const dir = mkdtempSync(join(tmpdir(), 'recserve-sanitized-'));
   try {
     // Every source instrumented, the kernels included.
@@ -67,17 +70,21 @@ async function sanitized(
       libs,
     );
     const env = { ...process.env, ...san.env };
-    let r = await run(exe, args(dir), { env });
-    // Kernels with more ASLR entropy than a sanitizer expects refuse to start it; without
-    // randomisation it runs.
-    if (/unexpected memory mapping/.test(r.stderr))
-      r = await run('setarch', [arch() === 'x64' ? 'x86_64' : arch(), '-R', exe, ...args(dir)], {
-        env,
-      });
-    // The first report (the message shows it, not the whole of stderr).
-    assert.ok(!san.report.test(r.stderr), r.stderr.slice(0, 6000));
-    assert.equal(r.code, 0, `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(0, 4000)}`);
-    return r;
+    const runs: Run[] = [];
+    for (const args of argLists(dir)) {
+      let r = await run(exe, args, { env });
+      // Kernels with more ASLR entropy than a sanitizer expects refuse to start it; without
+      // randomisation it runs.
+      if (/unexpected memory mapping/.test(r.stderr))
+        r = await run('setarch', [arch() === 'x64' ? 'x86_64' : arch(), '-R', exe, ...args], {
+          env,
+        });
+      // The first report (the message shows it, not the whole of stderr).
+      assert.ok(!san.report.test(r.stderr), r.stderr.slice(0, 6000));
+      assert.equal(r.code, 0, `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(0, 4000)}`);
+      runs.push(r);
+    }
+    return runs;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -85,7 +92,7 @@ async function sanitized(
 
 for (const san of SANITIZERS) {
   test(`exact index: searches racing writes under ${san.name}: no report, every result whole and exact`, async () => {
-    const r = await sanitized(san, 'exact-concurrency', INDEX_SOURCES, [], () => ['1.5']);
+    const [r] = await sanitized(san, 'exact-concurrency', INDEX_SOURCES, [], () => [['1.5']]);
     // One line per kernel set and storage; scalar, avx2 and the CPU's best are always built.
     const lines = r.stdout.trim().split('\n');
     assert.ok(lines.length >= 4, r.stdout);
@@ -111,25 +118,31 @@ for (const san of SANITIZERS) {
     }
   });
 
-  test(`HNSW index: searches racing adds, removes, compactions, saves and loads under ${san.name}: no report, every result whole`, async () => {
-    // 3 s: under ThreadSanitizer on a busy host a write step took up to 250 ms.
-    const r = await sanitized(san, 'hnsw-concurrency', HNSW_SOURCES, HNSW_LIBS, (dir) => [
-      dir,
-      '3',
-    ]);
-    const m =
-      /^hnsw writes (\d+) removes (\d+) compacts (\d+)\/\d+ saves \d+ loads (\d+) searches (\d+) results \d+ problems (\d+)/m.exec(
-        r.stdout,
-      );
-    assert.ok(m, r.stdout);
-    const [writes, removes, compacts, loads, searches, problems] = m.slice(1).map(Number);
-    assert.ok(writes! > 5 && removes! > 2 && loads! > 2, `${m[0]}: too few writes`);
-    assert.ok(compacts! >= 1, `${m[0]}: no compaction finished`);
-    assert.ok(searches! > 50, `${m[0]}: too few searches`);
-    assert.equal(problems, 0, m[0]);
-    assert.match(r.stdout, /^after: problems 0$/m);
-    // The small adds took the incremental reconnection, and the batches the whole-graph one.
-    const rc = /^after: reconnects full (\d+) incremental (\d+)$/m.exec(r.stdout);
-    assert.ok(rc && Number(rc[1]) > 0 && Number(rc[2]) > 0, r.stdout);
+  test(`HNSW index: searches racing adds, removes, compactions, saves and loads under ${san.name}, inner product and cosine: no report, every result whole`, async () => {
+    // 3 s each: under ThreadSanitizer on a busy host a write step took up to 250 ms.
+    // A folder each: the program loads the files it finds there.
+    const runs = await sanitized(san, 'hnsw-concurrency', HNSW_SOURCES, HNSW_LIBS, (dir) =>
+      ['ip', 'cosine'].map((metric) => {
+        mkdirSync(join(dir, metric));
+        return [join(dir, metric), '3', metric];
+      }),
+    );
+    for (const [i, r] of runs.entries()) {
+      const metric = i === 0 ? 'ip' : 'cosine';
+      const m = new RegExp(
+        `^hnsw ${metric} writes (\\d+) removes (\\d+) compacts (\\d+)/\\d+ saves \\d+ loads (\\d+) searches (\\d+) results \\d+ problems (\\d+)`,
+        'm',
+      ).exec(r.stdout);
+      assert.ok(m, r.stdout);
+      const [writes, removes, compacts, loads, searches, problems] = m.slice(1).map(Number);
+      assert.ok(writes! > 5 && removes! > 2 && loads! > 2, `${m[0]}: too few writes`);
+      assert.ok(compacts! >= 1, `${m[0]}: no compaction finished`);
+      assert.ok(searches! > 50, `${m[0]}: too few searches`);
+      assert.equal(problems, 0, m[0]);
+      assert.match(r.stdout, /^after: problems 0$/m);
+      // The small adds took the incremental reconnection, and the batches the whole-graph one.
+      const rc = /^after: reconnects full (\d+) incremental (\d+)$/m.exec(r.stdout);
+      assert.ok(rc && Number(rc[1]) > 0 && Number(rc[2]) > 0, r.stdout);
+    }
   });
 }

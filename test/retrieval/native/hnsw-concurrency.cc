@@ -34,9 +34,12 @@
 // Prints "hnsw writes W removes X compacts C/A saves S loads L searches Q results R
 // problems P" on one line (C of the A calls to Compact dropped rows) and the first
 // problem's description, then "after: ..." for the checks that follow; exits 1 on any
-// problem. Usage: hnsw-concurrency DIR [seconds, default 2]: it runs at least that long,
-// and on (up to five times as long) until it has seen 6 writes, 3 removes, 3 loads, a
-// compaction that dropped rows and 51 searches.
+// problem. Usage: hnsw-concurrency DIR [seconds, default 2] [ip|cosine, default ip]: it
+// runs at least that long, and on (up to five times as long) until it has seen 6 writes, 3
+// removes, 3 loads, a compaction that dropped rows and 51 searches. With `cosine` the
+// index is a cosine one: every add scales its rows, every search its queries, every save
+// writes and every load reads the normalisation transform, and a score must be the cosine
+// of the query and the id's vector.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -84,11 +87,17 @@ struct Vectors {
     }
   }
   const float* Of(uint32_t id) const { return all.data() + size_t(id) * kDim; }
+  // What the index scores `id` against q: the dot product, or for a cosine index the cosine.
   double Dot(uint32_t id, const float* q) const {
-    double s = 0;
-    for (size_t j = 0; j < kDim; j++) s += double(q[j]) * Of(id)[j];
-    return s;
+    double s = 0, qq = 0, rr = 0;
+    for (size_t j = 0; j < kDim; j++) {
+      s += double(q[j]) * Of(id)[j];
+      qq += double(q[j]) * q[j];
+      rr += double(Of(id)[j]) * Of(id)[j];
+    }
+    return cosine && qq > 0 && rr > 0 ? s / std::sqrt(qq * rr) : s;
   }
+  bool cosine = false;  // set before any thread starts
 };
 
 struct Counts {
@@ -154,8 +163,16 @@ int main(int argc, char** argv) {
   }
   const std::string dir = argv[1];
   const double seconds = argc > 2 ? std::atof(argv[2]) : 2.0;
-  const Vectors vs;
-  HnswIndex index(kDim, 16, 40);
+  const bool cosine = argc > 3 && std::string(argv[3]) == "cosine";
+  if (argc > 3 && !cosine && std::string(argv[3]) != "ip") {
+    std::fprintf(stderr, "metric must be ip or cosine\n");
+    return 2;
+  }
+  const auto metric = cosine ? HnswIndex::Metric::kCosine : HnswIndex::Metric::kInnerProduct;
+  Vectors vs_rows;
+  vs_rows.cosine = cosine;
+  const Vectors& vs = vs_rows;
+  HnswIndex index(kDim, 16, 40, metric);
   AddRange(index, vs, 0, kCold);
 
   Counts counts;
@@ -357,9 +374,9 @@ int main(int argc, char** argv) {
   compactor.join();
   for (auto& s : searchers) s.join();
 
-  std::printf("hnsw writes %llu removes %llu compacts %llu/%llu saves %llu loads %llu searches "
+  std::printf("hnsw %s writes %llu removes %llu compacts %llu/%llu saves %llu loads %llu searches "
               "%llu results %llu problems %llu%s%s\n",
-              (unsigned long long)counts.writes, (unsigned long long)counts.removes,
+              cosine ? "cosine" : "ip", (unsigned long long)counts.writes, (unsigned long long)counts.removes,
               (unsigned long long)counts.compacts, (unsigned long long)counts.compact_calls,
               (unsigned long long)counts.saves,
               (unsigned long long)counts.loads, (unsigned long long)counts.searches,
@@ -380,6 +397,7 @@ int main(int argc, char** argv) {
       HnswIndex other(kDim, 16, 40);
       other.Load(dir + "/s0.index");
       if (other.Size() < kCold) fail("the searcher's file holds " + std::to_string(other.Size()));
+      if (other.GetMetric() != metric) fail("the searcher's file loaded with another metric");
     }
     // A walk as wide as the index returns every id held (Reconnect after each add and
     // load; removed rows are waypoints), and no other.
@@ -436,6 +454,9 @@ int main(int argc, char** argv) {
     }
     if (!refused) fail("a search sized for the old dim ran after a load of another");
     if (index.Dim() != 8 || index.Size() != 50) fail("the dim-8 file did not load whole");
+    // The file's metric (inner product) replaced the index's.
+    if (index.GetMetric() != HnswIndex::Metric::kInnerProduct)
+      fail("a load of an inner-product file left the index's metric as it was");
   } catch (const std::exception& e) {
     fail(std::string("after: ") + e.what());
   }
