@@ -1,7 +1,7 @@
 // A/B of two exact-index variants in ONE process, timed interleaved (A B, B A, A B, ...):
 // on a shared machine whose neighbours move wall-clock rates by 2x within minutes, two
 // separate benchmark runs compare the neighbours more than the code. A variant is a kernel
-// set of this addon (--kernels avx2,avx512) or another build of the addon (--addons
+// set of this addon (--kernels avx2,avx512; default avx2,auto) or another build of the addon (--addons
 // OLD.node,NEW.node: an earlier commit built elsewhere, e.g. in a git worktree).
 //
 //   node dist/bench/exact-ab.js [--kernels A,B | --addons A.node,B.node [--kernel K]] [--n 100000]
@@ -108,7 +108,9 @@ function variants(): [Variant, Variant] {
     }));
     return [a!, b!];
   }
-  const kernels = list('kernels', 'avx2,avx512');
+  // Default: the AVX2 set against the best this CPU runs ('auto'; the AVX2 set again on a
+  // CPU without AVX-512, where 'avx512' would be refused).
+  const kernels = list('kernels', 'avx2,auto');
   if (kernels.length !== 2) throw new RangeError('--kernels takes two kernel sets, A,B');
   for (const x of kernels)
     if (!(EXACT_KERNELS as readonly string[]).includes(x))
