@@ -252,7 +252,9 @@ async function main(): Promise<void> {
     if (want(name)) rows.push(await go());
   };
   try {
-    log(`scenarios: ${duration}s each, ${connections} connections, ${n} items, d=${d}`);
+    log(
+      `scenarios: ${duration}s each, ${connections} connections, ${n} items, d=${d}, HNSW by ${bundle.hnswMetric}`,
+    );
     // A random excluded item gives every request its own cache key: all misses.
     const uncached = () => recs(pick(users), { exclude_items: [pick(itemIds)] });
     // Untimed warm-up (JIT, the post-start garbage collections), so that the first scenario
@@ -380,6 +382,9 @@ async function main(): Promise<void> {
   const summary = {
     items: n,
     dim: d,
+    // Bundles cached before the cosine graph keep the inner-product one (and /v1/similar's
+    // exact scan): the figures say which the run served.
+    hnsw_metric: bundle.hnswMetric,
     candidates,
     connections,
     duration_s: duration,
