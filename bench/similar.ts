@@ -26,7 +26,7 @@
 // the top 30 by inner product hold; and the HNSW graph of each metric (M 32, efConstruction
 // 80): recall@10 against its exact top 10 and single-query q/s on one thread, by efSearch.
 import { parseBenchArgs, numberOption } from './lib/args.js';
-import { recallAtK } from './lib/data.js';
+import { recallAtK, unitRows } from './lib/data.js';
 import { nowMs, rate } from './lib/stats.js';
 import { printTable } from './lib/table.js';
 import { loadSource, type DataSource } from '../src/models/builder.js';
@@ -85,13 +85,8 @@ log(
 );
 
 const norms = new Float32Array(nItems);
-const unit = new Float32Array(E.length);
-for (let i = 0; i < nItems; i++) {
-  let ss = 0;
-  for (let j = 0; j < d; j++) ss += E[i * d + j]! ** 2;
-  norms[i] = Math.sqrt(ss);
-  for (let j = 0; j < d; j++) unit[i * d + j] = norms[i] ? E[i * d + j]! / norms[i]! : 0;
-}
+for (let i = 0; i < nItems; i++) norms[i] = Math.hypot(...E.subarray(i * d, i * d + d));
+const unit = unitRows(E, d);
 const sortedNorms = Float32Array.from(norms.filter((x) => x > 0)).sort();
 const medianNorm = sortedNorms[sortedNorms.length >> 1]!;
 const popRank = new Float64Array(nItems);

@@ -64,3 +64,15 @@ export function recallAtK(
   }
   return hit / (nq * k);
 }
+
+/** Rows scaled to unit length (a zero row stays zero), as a cosine HNSW index stores them. */
+export function unitRows(v: Float32Array, d: number): Float32Array {
+  const out = new Float32Array(v.length);
+  for (let r = 0; r < v.length / d; r++) {
+    let ss = 0;
+    for (let j = 0; j < d; j++) ss += v[r * d + j]! ** 2;
+    const norm = Math.sqrt(ss) || 1;
+    for (let j = 0; j < d; j++) out[r * d + j] = v[r * d + j]! / norm;
+  }
+  return out;
+}

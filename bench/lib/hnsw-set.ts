@@ -6,13 +6,14 @@ import { join } from 'node:path';
 import { ExactIndex } from '../../src/retrieval/exact.js';
 import { HNSW_DEFAULTS, HnswIndex } from '../../src/retrieval/hnsw.js';
 import { projectRoot } from '../../src/retrieval/native.js';
-import { clustered } from './data.js';
+import { clustered, unitRows } from './data.js';
 import { Rng } from './rng.js';
 import { nowMs } from './stats.js';
 
 export interface HnswBenchSet {
   n: number;
   d: number;
+  /** The rows as the graph holds them (scaled to unit length for a cosine graph). */
   vecs: Float32Array;
   hnsw: HnswIndex;
   /** Float32, default settings: the truth for recall. */
@@ -30,11 +31,14 @@ export async function hnswBundleSet(dir: string): Promise<HnswBenchSet & { loadS
   const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { dim: number };
   const d = config.dim;
   const buf = readFileSync(join(dir, 'item_embeddings.f32'));
-  const vecs = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-  const n = vecs.length / d;
+  const raw = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  const n = raw.length / d;
   const t = nowMs();
   const hnsw = await HnswIndex.load(join(dir, 'hnsw.index'));
   const loadSeconds = (nowMs() - t) / 1000;
+  // A cosine graph (bundles built since the metric existed) holds its rows at unit length:
+  // the exact truth, and the queries the benches draw from `vecs`, take them the same way.
+  const vecs = hnsw.metric === 'cosine' ? unitRows(raw, d) : raw;
   const exact = ExactIndex.create({ dim: d });
   exact.build(
     Uint32Array.from({ length: n }, (_, i) => i),

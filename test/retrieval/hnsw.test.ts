@@ -7,7 +7,7 @@ import { HnswIndex } from '../../src/retrieval/hnsw.js';
 import { ExactIndex } from '../../src/retrieval/exact.js';
 import { Rng } from '../../bench/lib/rng.js';
 import { NO_ID, distinctIds } from './reference.js';
-import { clustered, nearRows, recallAtK } from '../../bench/lib/data.js';
+import { clustered, nearRows, recallAtK, unitRows } from '../../bench/lib/data.js';
 
 const nearItems = nearRows;
 const recallAt = (k: number, truth: Uint32Array, got: Uint32Array, nq: number) =>
@@ -464,18 +464,6 @@ test('HNSW compact: drops removed rows, keeps what is held, while searches and w
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** Rows scaled to unit length (a zero row stays zero), as a cosine index stores them. */
-function unitRows(v: Float32Array, d: number): Float32Array {
-  const out = new Float32Array(v.length);
-  for (let r = 0; r < v.length / d; r++) {
-    let ss = 0;
-    for (let j = 0; j < d; j++) ss += v[r * d + j]! ** 2;
-    const norm = Math.sqrt(ss) || 1;
-    for (let j = 0; j < d; j++) out[r * d + j] = v[r * d + j]! / norm;
-  }
-  return out;
-}
 
 test('HNSW cosine: neighbours by angle whatever the norms; scores are cosines; the metric survives save/load and compact', async () => {
   const rng = new Rng(31);
