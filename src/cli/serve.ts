@@ -179,6 +179,8 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
           screenOutliers: model.exact.screenOutliers,
           threads: model.exact.threads,
         },
+        // What "similar" means in this version (config.json hnsw.metric).
+        hnsw: { metric: model.hnsw.metric, items: model.hnsw.size },
         ranker: model.ranker.describe(),
       },
       'model loaded and warm: ready',

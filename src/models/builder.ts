@@ -238,7 +238,9 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
       hnswParams = hnswOpts;
       writeHnsw = (path) => index.save(path);
       metrics.hnsw_s = (performance.now() - t) / 1000;
-      say(`hnsw: built over ${numItems} items (${metrics.hnsw_s.toFixed(1)}s)`);
+      say(
+        `hnsw: built over ${numItems} items by ${hnswOpts.metric} (${metrics.hnsw_s.toFixed(1)}s)`,
+      );
     } catch (e) {
       if (hnswMode === 'require') throw e;
       say(`hnsw: skipped (${(e as Error).message})`);

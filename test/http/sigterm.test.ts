@@ -67,6 +67,7 @@ test('SIGTERM drains in-flight requests and exits 0', async () => {
   const ready = lines.find((l) => l.msg === 'model loaded and warm: ready') as
     | {
         exact: { kernel: string; backend: string; screen: string };
+        hnsw: { metric: string; items: number };
         ranker: { workers: number; maxBatchRows: number };
       }
     | undefined;
@@ -75,6 +76,9 @@ test('SIGTERM drains in-flight requests and exits 0', async () => {
   // The server's default 'auto' screen: int8 exactly where a bare index gets it.
   assert.equal(ready.exact.screen, ExactIndex.create({ dim: 8 }).screen);
   assert.ok(['cpu', 'cuda'].includes(ready.exact.backend));
+  // The test bundle's graph is by cosine, over every item.
+  assert.equal(ready.hnsw.metric, 'cosine');
+  assert.ok(ready.hnsw.items > 0);
   assert.ok(
     ready.ranker.workers >= 1 && ready.ranker.maxBatchRows >= 1,
     JSON.stringify(ready.ranker),
