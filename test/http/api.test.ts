@@ -349,7 +349,7 @@ describe('POST /v1/similar', () => {
     const d = b.dim;
     const E = b.itemEmbeddings;
     const n = b.items.ids.length;
-    const norm = (r: number) => Math.hypot(...E.subarray(r * d, r * d + d));
+    const norm = (r: number) => m.itemNorms[r]!; // the serving model's, computed at load
     const cosineTo = (a: number, r: number) => {
       let dot = 0;
       for (let j = 0; j < d; j++) dot += E[a * d + j]! * E[r * d + j]!;

@@ -230,7 +230,7 @@ test('--hnsw-metric ip builds the older inner-product graph; config and file mus
       ),
   );
   const cos = await loadBundle(JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string);
-  // Nor is a version without a ranker or a graph served (each named, before any start-up).
+  // Nor is a version without a ranker or a graph served (each refused by name).
   const noRanker = { ...cos, ranker: { ...cos.ranker, path: '' } };
   await assert.rejects(
     buildServingModel(noRanker, { pipeline: DEFAULT_PIPELINE }),
