@@ -1,7 +1,7 @@
 // Server configuration: precedence (defaults < file < environment < flags), validation
 // naming the setting, and the documented defaults.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -29,6 +29,7 @@ test('file < environment < flags', () => {
     RECSERVE_PORT: '2000',
     RECSERVE_CACHE_TTL_MS: '0',
   });
+  rmSync(dir, { recursive: true, force: true });
   assert.equal(c.port, 3000);
   assert.equal(c.host, '0.0.0.0');
   assert.equal(c.pipeline.maxCandidates, 99);

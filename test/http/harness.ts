@@ -2,7 +2,7 @@
 // machine into the temp dir by `recserve build-demo`, the real builder) and a real server
 // on an ephemeral port.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/index.js';
@@ -30,6 +30,7 @@ export async function startTestServer(extra: string[] = []): Promise<{
   base: string;
 }> {
   const models = ensureTestModels();
+  const dataDir = mkdtempSync(join(tmpdir(), 'recserve-data-'));
   const cfg = loadConfig(
     [
       '--port',
@@ -38,7 +39,7 @@ export async function startTestServer(extra: string[] = []): Promise<{
       models,
       '--no-build-missing',
       '--data-dir',
-      mkdtempSync(join(tmpdir(), 'recserve-data-')),
+      dataDir,
       '--no-fsync-feedback',
       '--log-level',
       'silent',
@@ -51,7 +52,23 @@ export async function startTestServer(extra: string[] = []): Promise<{
     ],
     {},
   );
-  const server = await startServer(cfg);
+  let server: RunningServer;
+  try {
+    server = await startServer(cfg);
+  } catch (err) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw err;
+  }
+  // The data dir (feedback log, embedded store's files) goes with the server: every test
+  // run used to leave one per server in the temp dir.
+  const close = server.close.bind(server);
+  server.close = async () => {
+    try {
+      await close();
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
   return { server, base: `http://127.0.0.1:${server.http.port}` };
 }
 
