@@ -8,8 +8,9 @@
 // --json prints one JSON object instead of tables; --kernel forces the exact index's kernel
 // set (ExactIndexOptions.kernel: avx2, avx512, avx512-bf16, avx512-scan, scalar; default
 // auto) and --screen its int8 screen (ExactIndexOptions.screen: auto, int8, none). The HNSW
-// index (100k x 64) is cached under .cache/ after the first build, since building it costs
-// more than the rest.
+// index (100k x 64) is cached under .cache/ after the first build. A --quick run took 45 s
+// with the cached graph and 55 s without on the two-core Zen 3 of 2026-12-07 (74 s before
+// FAISS's cells took one warm-up call each and two windows in --quick runs).
 // libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a
 // while after each parallel region) lets FAISS's idle OpenMP threads starve OpenBLAS's
 // threads on a 2-core machine: FAISS IndexFlatIP ran 10-50x slower at B >= 20 (its sgemm
@@ -199,12 +200,16 @@ for (const n of [100_000, 1_000_000]) {
 
     for (const B of BATCHES) {
       const q = queries.subarray(0, B * d);
-      const measure = (engine: Row['engine'], fn: () => void): Row =>
-        row(
-          engine,
-          B,
-          Array.from({ length: WINDOWS }, () => window(fn)),
+      // FAISS and the sgemm variant run one cell at a time: one warm-up call for the cell,
+      // not one per window (at 1M rows a FAISS call takes 0.08-0.8 s, and the warm-ups were a
+      // quarter of a --quick run), and in --quick runs 2 windows, not 5.
+      const measure = (engine: Row['engine'], fn: () => void): Row => {
+        fn();
+        const wins = Array.from({ length: quick ? 2 : WINDOWS }, () =>
+          rateWithCpu(fn, windowMs / WINDOWS, quick ? 1 : 2, false),
         );
+        return row(engine, B, wins);
+      };
       // The engines that call OpenBLAS (FAISS at B >= 20, the sgemm variant) go after ours,
       // and the next cell waits BLAS_IDLE_MS: Debian's OpenBLAS is the pthreads build, whose
       // threads spin after each call. Measured right after FAISS, our B = 32 scan got half

@@ -48,8 +48,9 @@ export function rateWithCpu(
   fn: () => void,
   minMs: number,
   minIters = 1,
+  warm = true,
 ): { perSec: number; cpuMs: number } {
-  fn();
+  if (warm) fn();
   let iters = 0;
   const c0 = process.cpuUsage();
   const t0 = nowMs();
