@@ -512,7 +512,7 @@ void ExactIndex::EncodeCodes(const uint8_t* rows, size_t n, uint8_t* dst, I8Scre
     }
     const I8RowCode c = kernels_.code_row_i8(v, dpad_, screen->scale, screen->zero,
                                              reinterpret_cast<int8_t*>(dst + i * cb));
-    std::memcpy(dst + i * cb + dpad_, &c.sum, 4);
+    PutI8RowTrailer(dst + i * cb, dpad_, c);
     // A clamped element, or a non-finite one (a float16 overflow, coded 0), leaves the row
     // out of the screen: its codes are still written, but no batch reads them, and the
     // bounds stay those of the rows that fit. (A step of 0 clamps nothing: every element is

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 namespace recserve {
@@ -71,11 +72,12 @@ inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
 // The int8 screen of an index's rows (ExactIndex's `screen` option): one scale s and one
 // centre z for all rows; element j of a stored row x is coded c_j = round((x_j - z) / s),
 // clamped to [-127, 127], and the row's dpad codes are followed by the int32 sum_j c_j (the
-// kernels start their accumulators from it, see kernels_avx512.cc): I8RowBytes(dpad) bytes a
-// row. err bounds |x_j - s c_j - z| over every element of every screened row (about s / 2:
-// a row with an element coded worse, one past the range, is left out of the screen and
-// scored exactly, ExactIndex's outliers_), l1 bounds sum_j |c_j| of any screened row and
-// amax bounds |x_j|; all three only grow until the next build or refit.
+// kernels start their accumulators from it, see kernels_avx512.cc) and the int32 slack
+// ceil(sum_j |c_j| / 2) (the AVX2 set adds it, see kernels_avx2.cc): I8RowBytes(dpad) bytes a
+// row, written by PutI8RowTrailer. err bounds |x_j - s c_j - z| over every element of every
+// screened row (about s / 2: a row with an element coded worse, one past the range, is left
+// out of the screen and scored exactly, ExactIndex's outliers_), l1 bounds sum_j |c_j| of
+// any screened row and amax bounds |x_j|; all three only grow until the next build or refit.
 struct I8Screen {
   float scale = 0;
   float zero = 0;
@@ -83,7 +85,7 @@ struct I8Screen {
   float l1 = 0;
   float amax = 0;
 };
-constexpr size_t I8RowBytes(size_t dpad) { return dpad + 4; }
+constexpr size_t I8RowBytes(size_t dpad) { return dpad + 8; }
 // x as a float no less than x: the screen's bounds are upper bounds. +Infinity past the
 // float range either way, and for NaN (the kernels then rescore every pair).
 inline float RoundUpToFloat(double x) {
@@ -135,6 +137,12 @@ inline int32_t I8Floor(const I8Query& f, float thr) {
   return x <= double(INT32_MIN)   ? INT32_MIN
          : x >= double(INT32_MAX) ? INT32_MAX
                                   : static_cast<int32_t>(x);
+}
+// Writes a code row's trailer after its dpad codes: the codes' sum and slack (above).
+inline void PutI8RowTrailer(uint8_t* row, size_t dpad, const I8RowCode& c) {
+  const int32_t slack = c.l1 / 2 + c.l1 % 2;  // l1 >= 0
+  std::memcpy(row + dpad, &c.sum, 4);
+  std::memcpy(row + dpad + 4, &slack, 4);
 }
 // A candidate of the int8 screen (Kernels::screen_i8) as one integer: its integer score D
 // mapped to unsigned order in the high half, its storage row in the low half.
@@ -199,8 +207,9 @@ struct Kernels {
   // floats, 64-byte aligned) once per search and thread, from each row's int8 code row
   // (I8Screen). An integer score D bounds the pair's float32 score (I8Query), and the caller
   // keeps candidates by D and rescores the few that survive in float32 (exact_f32/f16), so
-  // results are the float32 kernels'. screen_i8 appends I8Key(D, row) to out[q] at fill[q]
-  // (incrementing it) for each pair of the call's code rows whose D reaches floors[q]
+  // results are the float32 kernels' (a set with i8_row_slack reports U = D + h_r for D,
+  // which bounds the pair by its own row's size). screen_i8 appends I8Key(D, row) to out[q]
+  // at fill[q] (incrementing it) for each pair of the call's code rows whose D reaches floors[q]
   // (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or first + i
   // without rows. Each out[q] must have room for nrows more keys. Returns the count.
   // Code rows come as a RowSpan: an unfiltered scan's consecutive rows as a base and
@@ -218,7 +227,7 @@ struct Kernels {
   float (*exact_f32)(const float* row, const float* query, size_t dpad);
   float (*exact_f16)(const uint16_t* row, const float* query, size_t dpad);
   // Codes dpad floats as I8Screen says (c_j = round((v_j - z) / s), clamped; 0 where v_j is
-  // not finite) into codes, without the trailing sum, which the caller writes.
+  // not finite) into codes, without the trailer (PutI8RowTrailer), which the caller writes.
   I8RowCode (*code_row_i8)(const float* v, size_t dpad, float s, float z, int8_t* codes);
   // Widens [*lo, *hi] to the finite elements of v[0, n).
   void (*finite_range)(const float* v, size_t n, float* lo, float* hi);
@@ -230,6 +239,10 @@ struct Kernels {
   // the screen reads the same codes for both, so float32 gains from smaller batches.
   size_t screen_min_batch_f16 = 3;
   size_t screen_min_batch_f32 = 3;
+  // Whether screen_i8's integer scores carry each code row's slack (PutI8RowTrailer; the
+  // AVX2 set's, i8_screen_inl.h): then a pair's score lies within (margin - 2 ceil(l1 / 2) +
+  // 2 h_r) * scale of scale * U + upper, its own row's band, not the largest row's.
+  bool i8_row_slack = false;
 };
 
 // sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.

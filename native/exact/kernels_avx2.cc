@@ -25,6 +25,8 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
+// The screen's tile starts each row's accumulators at its slack (i8_screen_inl.h).
+constexpr bool kI8RowSlack = true;
 #include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 struct LoadF32 {
@@ -496,9 +498,10 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
 }
 
 // R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): int32 scores
-// D to sc[r * ldsc + 8p ..], and bits[r] bit 8p + i set where query 8p + i's D reaches its
-// floor. R = 4, P = 2: 8 accumulators, 2 query vectors, the ones, a row's broadcast dword
-// and the products' temporaries in 16 registers. Every loop over r and p is unrolled by
+// U = D + h_r (the row's slack, i8_screen_inl.h) to sc[r * ldsc + 8p ..], and bits[r] bit
+// 8p + i set where query 8p + i's U reaches its floor. R = 4, P = 2: 8 accumulators, 2
+// query vectors, the ones, a row's broadcast dword and the products' temporaries in 16
+// registers. Every loop over r and p is unrolled by
 // pragma: without, g++ 12 kept the single panel's accumulators on the stack (a load and a
 // store per product, perf annotate), and B = 8 took 1.5-1.8x the time it takes now
 // (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both storages).
@@ -512,11 +515,12 @@ inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
     st[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start + 8 * p));
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++) {
-    int32_t sum;
+    int32_t sum, slack;
     std::memcpy(&sum, rows[r] + 4 * dq, 4);
-    const __m256i c = _mm256_set1_epi32(sum);
+    std::memcpy(&slack, rows[r] + 4 * dq + 4, 4);
+    const __m256i c = _mm256_set1_epi32(sum), h = _mm256_set1_epi32(slack);
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) acc[r][p] = _mm256_mullo_epi32(c, st[p]);
+    for (int p = 0; p < P; p++) acc[r][p] = _mm256_add_epi32(_mm256_mullo_epi32(c, st[p]), h);
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (size_t g = 0; g < dq; g++) {
@@ -711,7 +715,7 @@ const Kernels* Avx2Kernels() {
                         SelectEach,     SumF32,     ToF16,         FromF16,
                         PackQueriesI8,  ScreenI8,   QueryI8,       ExactF32,
                         ExactF16,       CodeRowI8,  FiniteRange,   SortDescending,
-                        kScreenMinBatchF16, kScreenMinBatchF32};
+                        kScreenMinBatchF16, kScreenMinBatchF32, kI8RowSlack};
   return &k;
 }
 

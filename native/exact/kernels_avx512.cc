@@ -33,6 +33,9 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
+// These sets' tiles start from the codes' sum alone, and their bound holds the largest row's
+// slack (i8_screen_inl.h): the AVX2 set's per-row slack has not been run on an AVX-512 CPU.
+constexpr bool kI8RowSlack = false;
 #include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 
@@ -1039,6 +1042,7 @@ void AddI8(Kernels* x) {
   // B = 1 stays direct for both: see ExactTuning::screen_min_batch.
   x->screen_min_batch_f16 = 3;
   x->screen_min_batch_f32 = 2;
+  x->i8_row_slack = kI8RowSlack;
 }
 
 }  // namespace

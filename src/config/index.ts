@@ -118,7 +118,7 @@ export interface PipelineConfig {
    * VNNI; same results; 0.3-0.7 of the time at 12 or more queries against the unscreened
    * kernels; at 3 to 11 queries 0.24-0.83 of the direct scans' time, and since then 3 to 8
    * take 0.64-0.76 of that; f32 pairs 0.51-0.73 of the two-query scan's: bench/README.md);
-   * 'none' saves the codes' memory (dim rounded up to 8, plus 4 bytes an item).
+   * 'none' saves the codes' memory (dim rounded up to 8, plus 8 bytes an item).
    */
   exactScreen: ExactScreen;
   /** HNSW efSearch for similar-to-recent and /v1/similar (seed: 50). */

@@ -52,7 +52,7 @@ export interface ExactIndexOptions {
    * 'auto' (default): 'int8' where the kernel set has the int8 screen (every set but
    * 'scalar': vpdpbusd where the CPU has AVX512_VNNI, vpmaddubsw in the AVX2 set), else
    * 'none'. 'int8' keeps an int8 code row beside every stored row (dim rounded up to 8,
-   * plus 4 bytes: +53% over float16 rows at d = 64, +27% over float32) and scores batches
+   * plus 8 bytes: +56% over float16 rows at d = 64, +28% over float32) and scores batches
    * of 3 or more queries (2 with float32 rows; 6 and 4 in the AVX2 set; tuning:
    * screenMinBatch) in 8-bit integer products, rescoring in float32 every pair whose
    * proven error bound could reach the query's top-k: results are those of the float32

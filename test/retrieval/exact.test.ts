@@ -358,6 +358,25 @@ test(
         queries: () => noisy(B * 16, 1e3, 1e-3),
       },
       {
+        // Trained vectors' norms grow with popularity: rows of a 20x spread in size, and
+        // queries with one large element. The AVX2 set's bands are each row's own.
+        name: 'sized rows, spiky queries',
+        d: 24,
+        rows: () => {
+          const v = noisy(n * 24, 0, 1);
+          for (let r = 0; r < n; r++) {
+            const size = Math.exp(1.8 * rng.normal());
+            for (let j = 0; j < 24; j++) v[r * 24 + j] *= size;
+          }
+          return v;
+        },
+        queries: () => {
+          const q = noisy(B * 24, 0, 0.2);
+          for (let i = 0; i < B; i++) q[i * 24 + (i % 24)] = 5;
+          return q;
+        },
+      },
+      {
         name: 'f16 overflow',
         d: 16,
         rows: () => noisy(n * 16, 0, 1e5),
