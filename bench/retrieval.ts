@@ -9,7 +9,7 @@
 // set (ExactIndexOptions.kernel: avx2, avx512, avx512-bf16, avx512-scan, scalar; default
 // auto) and --screen its int8 screen (ExactIndexOptions.screen: auto, int8, none). The HNSW
 // index (100k x 64) is cached under .cache/ after the first build. A --quick run took 45 s
-// with the cached graph and 55 s without on the two-core Zen 3 of 2026-12-07 (74 s before
+// with the cached graph and 54 s without on the two-core Zen 3 of 2026-12-07 (74 s before
 // FAISS's cells took one warm-up call each and two windows in --quick runs).
 // libgomp reads OMP_WAIT_POLICY once, when the addon loads it. Its default (spin for a
 // while after each parallel region) lets FAISS's idle OpenMP threads starve OpenBLAS's

@@ -501,10 +501,10 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
 // U = D + h_r (the row's slack, i8_screen_inl.h) to sc[r * ldsc + 8p ..], and bits[r] bit
 // 8p + i set where query 8p + i's U reaches its floor. R = 4, P = 2: 8 accumulators, 2
 // query vectors, the ones, a row's broadcast dword and the products' temporaries in 16
-// registers. Every loop over r and p is unrolled by
-// pragma: without, g++ 12 kept the single panel's accumulators on the stack (a load and a
-// store per product, perf annotate), and B = 8 took 1.5-1.8x the time it takes now
-// (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both storages).
+// registers. Every loop over r and p is unrolled by pragma: without, g++ 12 kept the single
+// panel's accumulators on the stack (a load and a store per product, perf annotate), and
+// B = 8 took 1.5-1.8x the time it takes now (bench:exact-ab --addons --kernel avx2, 100k x
+// 64 and x 128, both storages).
 template <int R, int P>
 inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
                    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,

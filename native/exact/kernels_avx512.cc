@@ -33,8 +33,9 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
-// These sets' tiles start from the codes' sum alone, and their bound holds the largest row's
-// slack (i8_screen_inl.h): the AVX2 set's per-row slack has not been run on an AVX-512 CPU.
+// These sets' tiles start from the codes' sum alone, and their bound takes the largest row's
+// l1 for every pair (i8_screen_inl.h): the AVX2 set's per-row slack has not been run on an
+// AVX-512 CPU.
 constexpr bool kI8RowSlack = false;
 #include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
