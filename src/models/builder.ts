@@ -20,7 +20,12 @@ import {
 } from '../training/coldstart.js';
 import { computeWeights, type WeightOptions } from '../training/weights.js';
 import type { ItemCatalog } from './bundle.js';
-import { DEFAULT_BUNDLE_NAME, writeVersion, type RankerArtifact } from './repository.js';
+import {
+  DEFAULT_BUNDLE_NAME,
+  hnswConfigMetric,
+  writeVersion,
+  type RankerArtifact,
+} from './repository.js';
 import type { HnswMetric } from '../retrieval/hnsw.js';
 
 export type DataSource =
@@ -261,7 +266,7 @@ export async function buildBundle(opts: BuildOptions): Promise<BuildResult> {
       content,
       ranker,
       writeHnsw,
-      hnswMetric: hnswParams?.metric === 'ip' ? 'inner_product' : 'cosine',
+      hnswMetric: hnswParams && hnswConfigMetric(hnswParams.metric),
       metrics,
       training: {
         source:

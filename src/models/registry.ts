@@ -8,7 +8,7 @@ import type { ModelBundle } from './bundle.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ExactIndex } from '../retrieval/exact.js';
 import { HnswIndex } from '../retrieval/hnsw.js';
-import { BundleIntegrityError } from './repository.js';
+import { BundleIntegrityError, hnswConfigMetric } from './repository.js';
 import { RetrievalBatcher } from '../pipeline/candidates/batcher.js';
 import { RankerPool } from '../pipeline/ranking/pool.js';
 import { onnxFlopsPerRow } from '../ranker/flops.js';
@@ -132,7 +132,7 @@ export async function buildServingModel(
     );
   const hnsw = await HnswIndex.load(bundle.hnswPath);
   // The file says its metric; config.json says what the bundle was built with.
-  const fileMetric = hnsw.metric === 'cosine' ? 'cosine' : 'inner_product';
+  const fileMetric = hnswConfigMetric(hnsw.metric);
   if (fileMetric !== bundle.hnswMetric)
     throw new BundleIntegrityError(
       bundle.dir,

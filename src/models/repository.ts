@@ -23,6 +23,7 @@ import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from 'node
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ContentModel } from '../training/coldstart.js';
+import type { HnswMetric } from '../retrieval/hnsw.js';
 import {
   buildCategoryTable,
   withCategoryTable,
@@ -86,6 +87,10 @@ export interface BundleArtifacts {
 /** config.json's names for HnswIndex's metrics ('ip', 'cosine'). */
 export type HnswConfigMetric = 'inner_product' | 'cosine';
 export const HNSW_CONFIG_METRICS: readonly HnswConfigMetric[] = ['inner_product', 'cosine'];
+/** config.json's name for an HnswIndex metric. */
+export function hnswConfigMetric(metric: HnswMetric): HnswConfigMetric {
+  return metric === 'cosine' ? 'cosine' : 'inner_product';
+}
 
 export interface BundleConfig {
   format: number;
