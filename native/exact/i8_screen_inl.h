@@ -11,10 +11,9 @@
 // x_j = s c_j + z + e_j, has |dot(q, x) - s t D - z sum_j q_j| <= s f l1 + err |q|_1 with
 // D = sum_j (d_j + m) c_j (kernels_avx512.cc derives it), whatever the code widths.
 //
-// A set that defines kI8RowSlack true (the AVX2 one) reports U = D + h_r for D, with h_r =
-// ceil(l1_r / 2) the row's own slack (PutI8RowTrailer; l1_r = sum_j |c_j| of that row), and
-// leaves the query's coding error out of b as far as f <= t / 2 covers it: s f l1_r <= s t h_r.
-// Its pairs then reach a floor by their own rows' sizes, not by the largest row's: with
+// Both sets' tiles report U = D + h_r for D, with h_r = ceil(l1_r / 2) the row's own slack
+// (PutI8RowTrailer; l1_r = sum_j |c_j| of that row), and leave the query's coding error out
+// of b as far as f <= t / 2 covers it: s f l1_r <= s t h_r. Pairs then reach a floor by their own rows' sizes, not by the largest row's: with
 // trained vectors, whose norms grow with popularity, l1 (the largest l1_r) was 3.3x the
 // median row's on a 100k-item demo bundle, and a weak user's band of rows within b of its
 // k-th best held 69,035 rows where the rows' own slacks leave 440 (a throwaway script over
@@ -68,12 +67,12 @@ inline I8Scratch StartPackI8(float* scratch, size_t nq, size_t dpad, const I8Scr
 
 // Query q's offset and bound from its coding (s.t[q] already set): fmax the largest |f_j|,
 // l1 = |q|_1 and total = sum_j q_j (each summed in double: at most 2^16 terms, their rounding
-// far below the 1e-6 added). Padding queries (q >= nq) get zeros. Under kI8RowSlack the rows'
-// slacks cover s f l1_r up to f = t / 2, and b keeps only what a coding error past t / 2 (a
-// rounding's worth, if any) adds.
+// far below the 1e-6 added). Padding queries (q >= nq) get zeros. The rows' slacks cover
+// s f l1_r up to f = t / 2, and b keeps only what a coding error past t / 2 (a rounding's
+// worth, if any) adds.
 inline void SetI8Figures(const I8Scratch& s, size_t q, size_t nq, const I8Screen& screen,
                          size_t dpad, double fmax, double l1, double total) {
-  const double qerr = kI8RowSlack ? std::max(0.0, fmax - 0.5 * double(s.t[q])) : fmax;
+  const double qerr = std::max(0.0, fmax - 0.5 * double(s.t[q]));
   const double bound = double(screen.scale) * qerr * double(screen.l1) + double(screen.err) * l1 +
                        double(dpad + 2) / 8388608.0 * l1 * double(screen.amax);
   const double centre = double(screen.zero) * total;
@@ -89,10 +88,10 @@ inline I8Query QueryOf(const I8Scratch& s, size_t q) {
   f.scale = double(s.scale[0]) * double(s.t[q]);  // exact: two floats' product in double
   f.upper = s.offset[q];
   const double b = s.bound[q];
-  // ceil(2b / scale) in double, plus one against the division's rounding; under kI8RowSlack
-  // twice the largest row slack more: a pair's score then lies in [scale (U - 2 h_r) + c - b,
+  // ceil(2b / scale) in double, plus one against the division's rounding, and twice the
+  // largest row slack: a pair's score then lies in [scale (U - 2 h_r) + c - b,
   // scale U + c + b].
-  const double slack = kI8RowSlack ? 2 * std::ceil(double(s.scale[1]) / 2) : 0;
+  const double slack = 2 * std::ceil(double(s.scale[1]) / 2);
   const double m = f.scale > 0 ? std::ceil(2 * b / f.scale) + 1 + slack : std::nan("");
   f.margin = m >= 0 && m < double(kI8NoMargin) ? static_cast<int64_t>(m) : kI8NoMargin;
   return f;

@@ -73,7 +73,7 @@ inline size_t ScoreScratchFloats(size_t nrows, size_t nq, size_t dpad) {
 // centre z for all rows; element j of a stored row x is coded c_j = round((x_j - z) / s),
 // clamped to [-127, 127], and the row's dpad codes are followed by the int32 sum_j c_j (the
 // kernels start their accumulators from it, see kernels_avx512.cc) and the int32 slack
-// ceil(sum_j |c_j| / 2) (the AVX2 set adds it, see kernels_avx2.cc): I8RowBytes(dpad) bytes a
+// ceil(sum_j |c_j| / 2) (the kernels add it too, i8_screen_inl.h): I8RowBytes(dpad) bytes a
 // row, written by PutI8RowTrailer. err bounds |x_j - s c_j - z| over every element of every
 // screened row (about s / 2: a row with an element coded worse, one past the range, is left
 // out of the screen and scored exactly, ExactIndex's outliers_), l1 bounds sum_j |c_j| of
@@ -205,12 +205,12 @@ struct Kernels {
   // bfloat16 rate; else vpmaddubsw and vpmaddwd, twice the float32 FMA's rate) against
   // queries pack_queries_i8 has packed into scratch (ScoreScratchFloats(nrows, nq, dpad)
   // floats, 64-byte aligned) once per search and thread, from each row's int8 code row
-  // (I8Screen). An integer score D bounds the pair's float32 score (I8Query), and the caller
-  // keeps candidates by D and rescores the few that survive in float32 (exact_f32/f16), so
-  // results are the float32 kernels' (a set with i8_row_slack reports U = D + h_r for D,
-  // which bounds the pair by its own row's size). screen_i8 appends I8Key(D, row) to out[q]
-  // at fill[q] (incrementing it) for each pair of the call's code rows whose D reaches floors[q]
-  // (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or first + i
+  // (I8Screen). An integer score D (U = D + h_r, carrying the row's slack: it bounds the
+  // pair by its own row's size, i8_screen_inl.h) bounds the pair's float32 score (I8Query),
+  // and the caller keeps candidates by D and rescores the few that survive in float32
+  // (exact_f32/f16), so results are the float32 kernels'. screen_i8 appends I8Key(D, row) to
+  // out[q] at fill[q] (incrementing it) for each pair of the call's code rows whose D reaches
+  // floors[q] (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or first + i
   // without rows. Each out[q] must have room for nrows more keys. Returns the count.
   // Code rows come as a RowSpan: an unfiltered scan's consecutive rows as a base and
   // stride, and the tile then reads every code row at a constant offset.
@@ -239,10 +239,6 @@ struct Kernels {
   // the screen reads the same codes for both, so float32 gains from smaller batches.
   size_t screen_min_batch_f16 = 3;
   size_t screen_min_batch_f32 = 3;
-  // Whether screen_i8's integer scores carry each code row's slack (PutI8RowTrailer; the
-  // AVX2 set's, i8_screen_inl.h): then a pair's score lies within (margin - 2 ceil(l1 / 2) +
-  // 2 h_r) * scale of scale * U + upper, its own row's band, not the largest row's.
-  bool i8_row_slack = false;
 };
 
 // sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.

@@ -25,8 +25,6 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
-// The screen's tile starts each row's accumulators at its slack (i8_screen_inl.h).
-constexpr bool kI8RowSlack = true;
 #include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 struct LoadF32 {
@@ -715,7 +713,7 @@ const Kernels* Avx2Kernels() {
                         SelectEach,     SumF32,     ToF16,         FromF16,
                         PackQueriesI8,  ScreenI8,   QueryI8,       ExactF32,
                         ExactF16,       CodeRowI8,  FiniteRange,   SortDescending,
-                        kScreenMinBatchF16, kScreenMinBatchF32, kI8RowSlack};
+                        kScreenMinBatchF16, kScreenMinBatchF32};
   return &k;
 }
 

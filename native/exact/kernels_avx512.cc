@@ -33,10 +33,6 @@ namespace recserve {
 namespace {
 
 #include "exact/single_query_scan_inl.h"  // NOLINT(build/include): see its first lines
-// These sets' tiles start from the codes' sum alone, and their bound takes the largest row's
-// l1 for every pair (i8_screen_inl.h): the AVX2 set's per-row slack has not been run on an
-// AVX-512 CPU.
-constexpr bool kI8RowSlack = false;
 #include "exact/i8_screen_inl.h"  // NOLINT(build/include): see its first lines
 
 
@@ -621,6 +617,7 @@ struct I8Lanes<16> {
   static V LoadAligned(const void* p) { return _mm512_load_si512(p); }
   static V Set1(int32_t x) { return _mm512_set1_epi32(x); }
   static V Mullo(V a, V b) { return _mm512_mullo_epi32(a, b); }
+  static V Add(V a, V b) { return _mm512_add_epi32(a, b); }
   static uint32_t AtLeast(V a, V b) { return InRegister(_mm512_cmpge_epi32_mask(a, b)); }
   static void Store(void* p, V a) { _mm512_store_si512(p, a); }
 };
@@ -631,6 +628,7 @@ struct I8Lanes<8> {
   static V LoadAligned(const void* p) { return _mm256_load_si256(static_cast<const V*>(p)); }
   static V Set1(int32_t x) { return _mm256_set1_epi32(x); }
   static V Mullo(V a, V b) { return _mm256_mullo_epi32(a, b); }
+  static V Add(V a, V b) { return _mm256_add_epi32(a, b); }
   static uint32_t AtLeast(V a, V b) { return InRegister(_mm256_cmpge_epi32_mask(a, b)); }
   static void Store(void* p, V a) { _mm256_store_si256(static_cast<V*>(p), a); }
 };
@@ -652,8 +650,9 @@ struct ConsecutiveCodes {
   const uint8_t* Row(int r) const { return base + static_cast<size_t>(r) * I8RowBytes(4 * DQ); }
 };
 
-// R code rows x P panels: int32 scores D to sc[r * ldsc + 16p ..], and to masks[r * ldm]
-// bit 16p + i set where query 16p + i's D reaches its integer floor; bit r of the result
+// R code rows x P panels: int32 scores U = D + h_r (the row's slack, i8_screen_inl.h) to
+// sc[r * ldsc + 16p ..], and to masks[r * ldm] bit 16p + i set where query 16p + i's U
+// reaches its integer floor; bit r of the result
 // set when row r has such a query. The body runs only inside two small out-of-line
 // functions, one tile (PanelTileI8) or a block's run of consecutive tiles (PanelTilesI8):
 // inlined into the caller's loop, the single-panel tile kept its 12 accumulators on the
@@ -675,11 +674,12 @@ __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
   for (int p = 0; p < P; p++) st[p] = L::Load(start + p * 16);
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
-    int32_t sum;
+    int32_t sum, slack;
     std::memcpy(&sum, codes.Row(r) + 4 * dq, 4);
-    const V c = L::Set1(sum);
+    std::memcpy(&slack, codes.Row(r) + 4 * dq + 4, 4);
+    const V c = L::Set1(sum), h = L::Set1(slack);
 #pragma GCC unroll 2
-    for (int p = 0; p < P; p++) acc[r][p] = L::Mullo(c, st[p]);
+    for (int p = 0; p < P; p++) acc[r][p] = L::Add(L::Mullo(c, st[p]), h);
   }
   for (size_t g = 0; g < dq; g++) {
     V qv[P];
@@ -1043,7 +1043,6 @@ void AddI8(Kernels* x) {
   // B = 1 stays direct for both: see ExactTuning::screen_min_batch.
   x->screen_min_batch_f16 = 3;
   x->screen_min_batch_f32 = 2;
-  x->i8_row_slack = kI8RowSlack;
 }
 
 }  // namespace
