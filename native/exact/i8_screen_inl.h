@@ -13,13 +13,13 @@
 //
 // Both sets' tiles report U = D + h_r for D, with h_r = ceil(l1_r / 2) the row's own slack
 // (PutI8RowTrailer; l1_r = sum_j |c_j| of that row), and leave the query's coding error out
-// of b as far as f <= t / 2 covers it: s f l1_r <= s t h_r. Pairs then reach a floor by their own rows' sizes, not by the largest row's: with
-// trained vectors, whose norms grow with popularity, l1 (the largest l1_r) was 3.3x the
-// median row's on a 100k-item demo bundle, and a weak user's band of rows within b of its
-// k-th best held 69,035 rows where the rows' own slacks leave 440 (a throwaway script over
-// the bundle, not in the repo). A pair's score then lies in [scale (U - 2 h_r) + c - b,
-// scale U + c + b], so the margin (QueryOf), which must hold for any two rows, grows by the
-// largest 2 h_r: 2 ceil(l1 / 2).
+// of b as far as f <= t / 2 covers it: s f l1_r <= s t h_r. Pairs then reach a floor by
+// their own rows' sizes, not by the largest row's: with trained vectors, whose norms grow
+// with popularity, l1 (the largest l1_r) was 3.3x the median row's on a 100k-item demo
+// bundle, and a weak user's band of rows within b of its k-th best held 69,035 rows where
+// the rows' own slacks leave 440 (a throwaway script over the bundle, not in the repo). A
+// pair's score then lies in [scale (U - 2 h_r) + c - b, scale U + c + b], so the margin
+// (QueryOf), which must hold for any two rows, grows by the largest 2 h_r: 2 ceil(l1 / 2).
 
 // The next `floats` floats of a scratch buffer, as T, and s moved past them.
 template <class T = float>

@@ -210,8 +210,8 @@ struct Kernels {
   // and the caller keeps candidates by D and rescores the few that survive in float32
   // (exact_f32/f16), so results are the float32 kernels'. screen_i8 appends I8Key(D, row) to
   // out[q] at fill[q] (incrementing it) for each pair of the call's code rows whose D reaches
-  // floors[q] (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or first + i
-  // without rows. Each out[q] must have room for nrows more keys. Returns the count.
+  // floors[q] (PanelStride(nq) entries, INT32_MAX past nq); row is rows[i] for code row i, or
+  // first + i without rows. Each out[q] must have room for nrows more keys. Returns the count.
   // Code rows come as a RowSpan: an unfiltered scan's consecutive rows as a base and
   // stride, and the tile then reads every code row at a constant offset.
   void (*pack_queries_i8)(const float* queries, size_t nq, size_t dpad, const I8Screen& screen,

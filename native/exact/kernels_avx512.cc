@@ -652,15 +652,14 @@ struct ConsecutiveCodes {
 
 // R code rows x P panels: int32 scores U = D + h_r (the row's slack, i8_screen_inl.h) to
 // sc[r * ldsc + 16p ..], and to masks[r * ldm] bit 16p + i set where query 16p + i's U
-// reaches its integer floor; bit r of the result
-// set when row r has such a query. The body runs only inside two small out-of-line
-// functions, one tile (PanelTileI8) or a block's run of consecutive tiles (PanelTilesI8):
-// inlined into the caller's loop, the single-panel tile kept its 12 accumulators on the
-// stack (a store per product), and B = 12 and 16 ran no faster than without the screen;
-// out of line, 0.50-0.72 of that time (bench:exact-ab --screens none,int8, measured with
-// the kernels that rescored as they went). W: lanes (I8Lanes); 8 only with one panel.
-// kShift 16: a half-width panel after a full one in the same group of 32 (queries 16-23),
-// whose mask bits join the word the full one wrote.
+// reaches its integer floor; bit r of the result set when row r has such a query. The body
+// runs only inside two small out-of-line functions, one tile (PanelTileI8) or a block's run
+// of consecutive tiles (PanelTilesI8): inlined into the caller's loop, the single-panel tile
+// kept its 12 accumulators on the stack (a store per product), and B = 12 and 16 ran no
+// faster than without the screen; out of line, 0.50-0.72 of that time (bench:exact-ab
+// --screens none,int8, measured with the kernels that rescored as they went). W: lanes
+// (I8Lanes); 8 only with one panel. kShift 16: a half-width panel after a full one in the
+// same group of 32 (queries 16-23), whose mask bits join the word the full one wrote.
 template <int R, int P, class C, int W = 16, int kShift = 0>
 __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
     C codes, size_t dq, const uint32_t* qc, const int32_t* start, const int32_t* floor,

@@ -8,13 +8,14 @@
 // (I8Query): the screen never drops a pair that could reach a threshold (upper side) and
 // never ranks apart two pairs closer than its margin (both sides). The scores carry each
 // row's slack (i8_screen_inl.h), so each pair's score also lies within its own row's band of
-// the upper end: (margin - 2 ceil(l1 / 2) + 2 h_r) * scale, with h_r from the
-// code row's trailer. Rows of very different sizes (the norms of trained vectors grow with
-// popularity) tell that band from the largest row's. Where the CPU has both
-// the AVX2 and the AVX-512 sets, their row coding (code_row_i8, finite_range) must agree
-// bit for bit, non-finite elements included: both sets read the same code rows.
+// the upper end: (margin - 2 ceil(l1 / 2) + 2 h_r) * scale, with h_r from the code row's
+// trailer. Rows of very different sizes (the norms of trained vectors grow with popularity)
+// tell that band from the largest row's. Where the CPU has both the AVX2 and the AVX-512
+// sets, their row coding (code_row_i8, finite_range) must agree bit for bit, non-finite
+// elements included: both sets read the same code rows.
 //
-// Prints two lines per set ("<set> pairs N violations V", "<set> row bands N") and "coding mismatches M"; exits 1 on any violation or mismatch.
+// Prints two lines per set ("<set> pairs N violations V", "<set> row bands N") and "coding
+// mismatches M"; exits 1 on any violation or mismatch.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
