@@ -144,6 +144,17 @@ inline void PutI8RowTrailer(uint8_t* row, size_t dpad, const I8RowCode& c) {
   std::memcpy(row + dpad, &c.sum, 4);
   std::memcpy(row + dpad + 4, &slack, 4);
 }
+// The trailer's two fields, as the tiles read them.
+inline int32_t I8RowSum(const uint8_t* row, size_t dpad) {
+  int32_t x;
+  std::memcpy(&x, row + dpad, 4);
+  return x;
+}
+inline int32_t I8RowSlack(const uint8_t* row, size_t dpad) {
+  int32_t x;
+  std::memcpy(&x, row + dpad + 4, 4);
+  return x;
+}
 // A candidate of the int8 screen (Kernels::screen_i8) as one integer: its integer score D
 // mapped to unsigned order in the high half, its storage row in the low half.
 inline uint64_t I8Key(int32_t d, uint32_t row) {

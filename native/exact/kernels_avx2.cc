@@ -513,10 +513,8 @@ inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
     st[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(start + 8 * p));
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++) {
-    int32_t sum, slack;
-    std::memcpy(&sum, rows[r] + 4 * dq, 4);
-    std::memcpy(&slack, rows[r] + 4 * dq + 4, 4);
-    const __m256i c = _mm256_set1_epi32(sum), h = _mm256_set1_epi32(slack);
+    const __m256i c = _mm256_set1_epi32(I8RowSum(rows[r], 4 * dq));
+    const __m256i h = _mm256_set1_epi32(I8RowSlack(rows[r], 4 * dq));
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) acc[r][p] = _mm256_add_epi32(_mm256_mullo_epi32(c, st[p]), h);
   }

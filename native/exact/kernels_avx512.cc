@@ -673,10 +673,8 @@ __attribute__((target("avx512vnni"), always_inline)) inline unsigned TileBodyI8(
   for (int p = 0; p < P; p++) st[p] = L::Load(start + p * 16);
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++) {
-    int32_t sum, slack;
-    std::memcpy(&sum, codes.Row(r) + 4 * dq, 4);
-    std::memcpy(&slack, codes.Row(r) + 4 * dq + 4, 4);
-    const V c = L::Set1(sum), h = L::Set1(slack);
+    const V c = L::Set1(I8RowSum(codes.Row(r), 4 * dq));
+    const V h = L::Set1(I8RowSlack(codes.Row(r), 4 * dq));
 #pragma GCC unroll 2
     for (int p = 0; p < P; p++) acc[r][p] = L::Add(L::Mullo(c, st[p]), h);
   }

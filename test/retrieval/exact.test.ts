@@ -359,7 +359,7 @@ test(
       },
       {
         // Trained vectors' norms grow with popularity: rows of a 20x spread in size, and
-        // queries with one large element. The AVX2 set's bands are each row's own.
+        // queries with one large element. The screen's bands are each row's own.
         name: 'sized rows, spiky queries',
         d: 24,
         rows: () => {

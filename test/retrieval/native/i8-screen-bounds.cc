@@ -144,8 +144,7 @@ Checked CheckSet(const Kernels& k) {
           bad++;
         }
         if (f[q].scale > 0 && f[q].margin < kI8NoMargin) {
-          int32_t h;
-          std::memcpy(&h, codes.data() + row * I8RowBytes(c.d) + c.d + 4, 4);
+          const int32_t h = I8RowSlack(codes.data() + row * I8RowBytes(c.d), c.d);
           const double band = double(f[q].margin) - 2 * std::ceil(double(s.l1) / 2) + 2.0 * h;
           banded++;
           if (!(score >= upper - band * f[q].scale)) {
