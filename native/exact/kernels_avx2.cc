@@ -495,16 +495,17 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
   }
 }
 
-// R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): int32 scores
-// U = D + h_r (the row's slack, i8_screen_inl.h) to sc[r * ldsc + 8p ..], and bits[r] bit
-// 8p + i set where query 8p + i's U reaches its floor. R = 4, P = 2: 8 accumulators, 2
+// R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): whether any
+// pair's int32 score U = D + h_r (the row's slack, i8_screen_inl.h) reaches its query's
+// floor; if so, the scores to sc[r * ldsc + 8p ..] and bits[r] bit 8p + i set where query
+// 8p + i's does, else nothing written. R = 4, P = 2: 8 accumulators, 2
 // query vectors, the ones, a row's broadcast dword and the products' temporaries in 16
 // registers. Every loop over r and p is unrolled by pragma: without, g++ 12 kept the single
 // panel's accumulators on the stack (a load and a store per product, perf annotate), and
 // B = 8 took 1.5-1.8x the time it takes now (bench:exact-ab --addons --kernel avx2, 100k x
 // 64 and x 128, both storages).
 template <int R, int P>
-inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
+inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
                    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,
                    unsigned* bits) {
   __m256i acc[R][P], st[P];
@@ -535,19 +536,33 @@ inline void TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
             acc[r][p], _mm256_madd_epi16(_mm256_maddubs_epi16(qv[p], x), ones));
     }
   }
+  // Once the floors are up, most tiles hold no pair at its floor: one test over all of
+  // them, and such a tile stores nothing. Storing every tile's scores and masks took
+  // 1.12-1.33x the time at B = 6 and 8, 0.97-1.1x at B = 32, and 0.95-1.03x at
+  // B = 128 and 256 (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both
+  // storages, uniform rows and a trained demo bundle).
+  __m256i fl[P], below = _mm256_set1_epi32(-1);
 #pragma GCC unroll 2
   for (int p = 0; p < P; p++) {
-    const __m256i fl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(floor + 8 * p));
+    fl[p] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(floor + 8 * p));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+      // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
+      below = _mm256_and_si256(below, _mm256_cmpgt_epi32(fl[p], acc[r][p]));
+  }
+  if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0xff) return false;
+#pragma GCC unroll 2
+  for (int p = 0; p < P; p++) {
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
-      // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
-      const unsigned below = static_cast<unsigned>(
-          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(fl, acc[r][p]))));
+      const unsigned b = static_cast<unsigned>(
+          _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(fl[p], acc[r][p]))));
       if (p == 0) bits[r] = 0;
-      bits[r] |= (~below & 0xffu) << (8 * p);
+      bits[r] |= (~b & 0xffu) << (8 * p);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(sc + r * ldsc + 8 * p), acc[r][p]);
     }
   }
+  return true;
 }
 
 constexpr size_t kTileRowsI8 = 4;
@@ -561,9 +576,10 @@ constexpr size_t kScreenMinBatchF16 = 6;
 constexpr size_t kScreenMinBatchF32 = 4;
 
 // Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
-// code rows then come from L1 for the next 16); the tile's scores go to a stage and its
-// compares to one mask word per row and 32 queries, and the pairs at or above their floors
-// straight to their queries' buffers. No stored row is read.
+// code rows then come from L1 for the next 16); a tile with a pair at its floor puts its
+// scores in a stage and its compares in one mask word per row and 32 queries, and the
+// group's pairs at or above their floors go straight to their queries' buffers. No stored
+// row is read.
 size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, float* scratch,
                 const int32_t* floors, const uint32_t* rows, uint32_t first,
                 uint64_t* const* out, uint32_t* fill) {
@@ -582,22 +598,31 @@ size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, fl
     // A short last tile repeats its first row; those lanes' results are never read.
     const uint8_t* ptrs[R];
     for (size_t i = 0; i < R; i++) ptrs[i] = codes[r + (i < nr ? i : 0)];
-    for (size_t i = r + R; i < std::min(nrows, r + 2 * R); i++) {
-      const char* p = reinterpret_cast<const char*>(codes[i]);
-      for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+    // Gathered rows (an allow list) are prefetched a group ahead; consecutive ones are the
+    // hardware prefetcher's (without the prefetches, 0.90-1.08 of the time: noise).
+    if (!codes.consecutive()) {
+      for (size_t i = r + R; i < std::min(nrows, r + 2 * R); i++) {
+        const char* p = reinterpret_cast<const char*>(codes[i]);
+        for (size_t b = 0; b < cb; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      }
     }
-    std::fill(masks, masks + R * ldm, 0u);
+    bool hit = false;
     for (size_t q = 0; q < nq; q += 16) {
       unsigned bits[R];
-      if (nq - q > 8) {
-        TileI8<R, 2>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q, nq16,
-                     bits);
-      } else {
-        TileI8<R, 1>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q, nq16,
-                     bits);
-      }
+      const bool got =
+          nq - q > 8
+              ? TileI8<R, 2>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q,
+                             nq16, bits)
+              : TileI8<R, 1>(ptrs, dq, s.codes + q * dq, s.start + q, floors + q, stage + q,
+                             nq16, bits);
+      // A tile without a pair writes nothing: the group's masks are zeroed at its first
+      // tile with one, and the group's rows are looked at only if there was one.
+      if (!got) continue;
+      if (!hit) std::fill(masks, masks + R * ldm, 0u);
+      hit = true;
       for (size_t i = 0; i < R; i++) masks[i * ldm + q / 32] |= bits[i] << (q % 32);
     }
+    if (!hit) continue;
     for (size_t i = 0; i < nr; i++) {
       uint32_t any = 0;
       for (size_t g = 0; g < ldm; g++) any |= masks[i * ldm + g];
