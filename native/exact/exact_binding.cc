@@ -72,6 +72,7 @@ constexpr TuningField kTuningFields[] = {
     {"claimDivisor", &ExactTuning::claim_divisor, 0, size_t(1) << 20},
     {"packMinBatch", &ExactTuning::pack_min_batch, 0, size_t(1) << 20},
     {"screenMinBatch", &ExactTuning::screen_min_batch, 0, size_t(1) << 20},
+    {"screenStepBytes", &ExactTuning::screen_step_bytes, 0, size_t(1) << 40},
     {"sgemmMinBatch", &ExactTuning::sgemm_min_batch, 0, size_t(1) << 20},
     {"sgemmRows", &ExactTuning::sgemm_rows, 64, size_t(1) << 20},
     {"guessRank", &ExactTuning::guess_rank, 0, size_t(1) << 20},
@@ -134,6 +135,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
             InstanceAccessor<&ExactIndexWrap::GetScreen>("screen"),
             InstanceAccessor<&ExactIndexWrap::GetGuessRetries>("guessRetries"),
             InstanceAccessor<&ExactIndexWrap::GetScreenPrunes>("screenPrunes"),
+            InstanceAccessor<&ExactIndexWrap::GetScreenedBatches>("screenedBatches"),
             InstanceAccessor<&ExactIndexWrap::GetScreenRefits>("screenRefits"),
             InstanceAccessor<&ExactIndexWrap::GetScreenOutliers>("screenOutliers"),
             InstanceAccessor<&ExactIndexWrap::GetCapacity>("capacity"),
@@ -283,7 +285,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     });
   }
   // setTuning({ minRowsPerTask?, claimDivisor?, blockBytes?, scanBlockBytes?, packMinBatch?,
-  //             screenMinBatch?, sgemmMinBatch?, sgemmRows?, guessRank?, guessMinRows? }):
+  //             screenMinBatch?, screenStepBytes?, sgemmMinBatch?, sgemmRows?, guessRank?,
+  //             guessMinRows? }):
   // benchmarks, tests. All or nothing: every field is checked before any applies, and
   // searches already running keep the settings they started with.
   Napi::Value SetTuning(const Napi::CallbackInfo& info) {
@@ -336,6 +339,9 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value GetScreenPrunes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenPrunes()));
+  }
+  Napi::Value GetScreenedBatches(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenedBatches()));
   }
   Napi::Value GetScreenRefits(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(index_->ScreenRefits()));

@@ -130,6 +130,19 @@ class TopK {
   std::vector<Key> buf_;
 };
 
+// The least batch the screen takes where a scan reads `bytes` of stored rows
+// (ExactTuning::screen_step_bytes): screen_min_batch, less one from step bytes and one more
+// at each doubling, never below 2 (nor above screen_min_batch: 0 and 1 stay as set).
+inline size_t ScreenMinBatch(const ExactTuning& t, size_t bytes) {
+  size_t b = t.screen_min_batch;
+  if (t.screen_step_bytes == 0 || b <= 2) return b;
+  for (size_t step = t.screen_step_bytes; bytes >= step && b > 2; step *= 2) {
+    b--;
+    if (step > SIZE_MAX / 2) break;
+  }
+  return b;
+}
+
 // Keeps in v[0, n) (n > k screen keys, I8Key) the k best by D and every key within margin
 // of the k-th best, D_k: a pair more than margin below D_k scores below k others in float32
 // (I8Query), so it cannot be among the best k. Raises *floor to D_k - margin; returns how
@@ -347,8 +360,9 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const Kernel
       i8_(int8_screen && kernels.screen_i8 != nullptr),
       rows_(new Buffer()),
       codes_(new Buffer()) {
-  tuning_.screen_min_batch =
-      storage == Storage::F16 ? kernels.screen_min_batch_f16 : kernels.screen_min_batch_f32;
+  const bool f16 = storage == Storage::F16;
+  tuning_.screen_min_batch = f16 ? kernels.screen_min_batch_f16 : kernels.screen_min_batch_f32;
+  tuning_.screen_step_bytes = f16 ? kernels.screen_step_bytes_f16 : kernels.screen_step_bytes_f32;
 }
 
 size_t ExactIndex::Size() const {
@@ -1115,10 +1129,14 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
 
   // The scan list: all rows, or the allowed rows in storage order (so an allowed subset is
   // still read front to back; RowSet dedupes and orders them without a sort).
-  const bool pack =
-      tuning_.pack_min_batch > 0 && kernels_.panel_f32 != nullptr &&
-      (nq >= tuning_.pack_min_batch ||
-       (i8_ && tuning_.screen_min_batch > 0 && nq >= tuning_.screen_min_batch));
+  std::optional<RowSet> set;
+  if (req.allow != nullptr) {
+    set.emplace(row_of_, req.allow->data(), req.allow->size(), n_);
+    if (set->Count() == 0) return;
+  }
+  const size_t screen_min = ScreenMinBatch(tuning_, (set ? set->Count() : n_) * rb);
+  const bool pack = tuning_.pack_min_batch > 0 && kernels_.panel_f32 != nullptr &&
+                    (nq >= tuning_.pack_min_batch || (i8_ && screen_min > 0 && nq >= screen_min));
   // The direct kernels read the rows at memory speed, and reading them through pointers
   // costs them more than reading all of them in order once a quarter (float16) or half
   // (float32) of the rows or more are allowed. Those scans read every row, and a candidate
@@ -1129,14 +1147,12 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   // 50%, 0.87-1.00 below.
   std::vector<uint32_t> allowed;
   std::optional<RowSet> dense;
-  if (req.allow != nullptr) {
-    RowSet set(row_of_, req.allow->data(), req.allow->size(), n_);
-    if (set.Count() == 0) return;
+  if (set) {
     const double from = storage_ == Storage::F16 ? kDenseAllowF16 : kDenseAllowF32;
-    if (!pack && static_cast<double>(set.Count()) >= from * static_cast<double>(n_)) {
-      dense.emplace(std::move(set));
+    if (!pack && static_cast<double>(set->Count()) >= from * static_cast<double>(n_)) {
+      dense.emplace(std::move(*set));
     } else {
-      allowed = set.Rows();
+      allowed = set->Rows();
     }
   }
   const bool gather = req.allow != nullptr && !dense;
@@ -1470,6 +1486,7 @@ void ExactIndex::Search(const SearchRequest& req, SearchResult* out, bool guess_
   }
 #endif
   const bool by_screen = screen && !done;
+  if (by_screen) screened_batches_++;
   if (!done) {
     if (guess_floors && pack && tuning_.guess_rank > 0 && total >= tuning_.guess_min_rows &&
         tuning_.guess_rank * total / (3 * k) * 16 <= total)

@@ -85,6 +85,15 @@ struct ExactTuning {
   // bench/README.md), and a single query would take the guess's rare retries (1-5 in
   // 10,000) as batches do.
   size_t screen_min_batch = 3;
+  // Larger scans take smaller batches through the screen: from this many bytes of stored
+  // rows scanned (all rows, or an allow list's), one query fewer than screen_min_batch, and
+  // one fewer again at each doubling, down to 2 (0: screen_min_batch alone). A direct scan
+  // of a small batch reads every stored row, the screen a byte an element, and the screen's
+  // fixed costs (packing, the guess, the merge's rescoring) matter less as the rows grow.
+  // The index starts from its kernel set's figure for its storage
+  // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 24 MiB for float16 and 12 MiB
+  // for float32 (kernels_avx2.cc), none in the AVX-512 sets (not measured there).
+  size_t screen_step_bytes = 0;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds
   // with BLAS (the CMake addon), and only for full scans (no allow list).
@@ -144,6 +153,8 @@ class ExactIndex {
   // Times the int8 screen rescored a query's candidates during a scan because its bound
   // could not narrow them (ScreenTopK in exact_index.cc).
   uint64_t ScreenPrunes() const { return screen_prunes_.load(); }
+  // Batches searched through the int8 screen (ExactTuning::screen_min_batch).
+  uint64_t ScreenedBatches() const { return screened_batches_.load(); }
   // Upserts that fitted the int8 screen again (more outlier rows than it leaves out: Upsert).
   uint64_t ScreenRefits() const { return screen_refits_.load(); }
   // Rows the int8 screen leaves out, now (outliers_): batches score them exactly.
@@ -241,6 +252,7 @@ class ExactIndex {
                   const std::vector<const std::vector<uint32_t>*>& ex, void* heaps) const;
   mutable std::atomic<uint64_t> guess_retries_{0};
   mutable std::atomic<uint64_t> screen_prunes_{0};
+  mutable std::atomic<uint64_t> screened_batches_{0};
   std::atomic<uint64_t> grows_moved_{0}, grows_copied_{0}, screen_refits_{0};
   mutable std::atomic<bool> cuda_active_{false};
   mutable std::mutex cuda_mu_;

@@ -250,6 +250,9 @@ struct Kernels {
   // the screen reads the same codes for both, so float32 gains from smaller batches.
   size_t screen_min_batch_f16 = 3;
   size_t screen_min_batch_f32 = 3;
+  // The defaults of ExactTuning::screen_step_bytes, the same way (0: none).
+  size_t screen_step_bytes_f16 = 0;
+  size_t screen_step_bytes_f32 = 0;
 };
 
 // sort_desc by comparisons (std::sort): the scalar and AVX2 sets'.

@@ -574,6 +574,19 @@ constexpr size_t kTileRowsI8 = 4;
 // '{"screenMinBatch":3}').
 constexpr size_t kScreenMinBatchF16 = 6;
 constexpr size_t kScreenMinBatchF32 = 4;
+// From these many bytes of stored rows a scan takes batches one query smaller, and one
+// smaller again at each doubling (ExactTuning::screen_step_bytes). The screened search
+// against the direct scans on this host (AMD EPYC Zen 3), uniform rows, d = 64 and 128:
+// - float32: B = 2 0.54-0.82 of the time at 25.6 MB of rows and up (100k x 64 to 1M x 128;
+//   0.67 on the trained demo bundle) but 1.17-1.24 at 5-13 MB; B = 3 0.79-0.92 at 12.8 MB;
+//   at 5 MB (20k x 64) B = 4 1.05 and B = 5 1.0.
+// - float16: at 12.8 MB, B = 4 and 5 0.74-0.88 on uniform rows but 1.03-1.05 on the
+//   trained bundle; B = 4 and 5 0.76-0.91 at 25.6 and 51 MB (B = 3 1.09-1.14 there); B = 3
+//   0.74-0.81 at 128 and 256 MB (1M rows); B = 2 0.86-0.94 there and 1.2-1.8 below.
+// (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
+// '{"screenMinBatch":2}' --n 20000..1000000.)
+constexpr size_t kScreenStepBytesF16 = size_t(24) << 20;
+constexpr size_t kScreenStepBytesF32 = size_t(12) << 20;
 
 // Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
 // code rows then come from L1 for the next 16); a tile with a pair at its floor puts its
@@ -736,7 +749,8 @@ const Kernels* Avx2Kernels() {
                         SelectEach,     SumF32,     ToF16,         FromF16,
                         PackQueriesI8,  ScreenI8,   QueryI8,       ExactF32,
                         ExactF16,       CodeRowI8,  FiniteRange,   SortDescending,
-                        kScreenMinBatchF16, kScreenMinBatchF32};
+                        kScreenMinBatchF16, kScreenMinBatchF32, kScreenStepBytesF16,
+                        kScreenStepBytesF32};
   return &k;
 }
 

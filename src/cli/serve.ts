@@ -117,6 +117,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     if (!x) return;
     metrics.exactIndex.set({ stat: 'rows' }, x.size);
     metrics.exactIndex.set({ stat: 'screen_outliers' }, x.screenOutliers);
+    metrics.exactIndex.set({ stat: 'screened_batches' }, x.screenedBatches);
     metrics.exactIndex.set({ stat: 'screen_prunes' }, x.screenPrunes);
     metrics.exactIndex.set({ stat: 'screen_refits' }, x.screenRefits);
     metrics.exactIndex.set({ stat: 'guess_retries' }, x.guessRetries);

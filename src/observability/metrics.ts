@@ -190,8 +190,8 @@ export class Metrics {
   readonly exactIndex = new Gauge(
     'recserve_exact_index',
     "The serving model version's exact index: rows, rows its int8 screen scores exactly " +
-      '(screen_outliers), and since that version loaded: screen_prunes, screen_refits, ' +
-      'guess_retries (ExactIndex in the README)',
+      '(screen_outliers), and since that version loaded: screened_batches, screen_prunes, ' +
+      'screen_refits, guess_retries (ExactIndex in the README)',
     ['stat'],
   );
   readonly loopLag = new Gauge(

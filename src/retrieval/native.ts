@@ -51,6 +51,13 @@ export interface ExactTuning {
    * (default 3, 2 with f32 storage; 6 and 4 in the AVX2 set; 0 = only packMinBatch).
    */
   screenMinBatch?: number;
+  /**
+   * From this many bytes of stored rows scanned (all rows, or an allow list's), batches one
+   * query smaller than screenMinBatch take the screen, and one smaller again at each
+   * doubling, down to 2 (default 24 MiB for f16 and 12 MiB for f32 in the AVX2 set, 0 =
+   * none elsewhere: screenMinBatch alone).
+   */
+  screenStepBytes?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
   sgemmMinBatch?: number;
   /** Item rows per sgemm call (default 4096). */
@@ -78,6 +85,7 @@ export interface NativeExactIndex {
   readonly guessRetries: number;
   /** Times the int8 screen rescored a query's candidates mid-scan: its bound could not narrow them. */
   readonly screenPrunes: number;
+  readonly screenedBatches: number;
   readonly screenRefits: number;
   /** Rows the int8 screen leaves to exact scores (ExactIndex.screenOutliers). */
   readonly screenOutliers: number;

@@ -63,6 +63,7 @@ describe('health, readiness, metrics', () => {
     assert.equal(Number(rows[1]), server.registry.current()!.bundle.items.index.size);
     assert.match(text, /recserve_exact_index\{stat="screen_outliers"\} \d+/);
     assert.match(text, /recserve_exact_index\{stat="screen_prunes"\} \d+/);
+    assert.match(text, /recserve_exact_index\{stat="screened_batches"\} \d+/);
   });
 });
 

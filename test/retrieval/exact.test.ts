@@ -1222,6 +1222,54 @@ test('concurrent searches stay correct while upserts run', async () => {
   assert.equal(index.size, 30020);
 });
 
+test(
+  'larger scans take smaller batches through the screen (screenStepBytes)',
+  {
+    skip: NO_SCREEN,
+  },
+  async () => {
+    // 4,096 rows of d = 16: 256 KiB of float32 rows (64 bytes each), 128 KiB of float16. With
+    // screenMinBatch 5, a step of a quarter of the rows' bytes takes B = 2 (three steps), the
+    // whole rows' bytes B = 4 (one), and an allow list of a quarter of the rows is a quarter
+    // of the bytes. Every screened batch must still match brute force.
+    const rng = new Rng(41);
+    const n = 4096;
+    const d = 16;
+    for (const kernel of SCREENED) {
+      for (const storage of ['f32', 'f16'] as const) {
+        const { ids, index, ref } = setup(rng, n, d, storage, kernel, 'int8');
+        const bytes = n * d * (storage === 'f32' ? 4 : 2);
+        const quarter = ids.slice(0, n / 4);
+        const label = `${kernel}/${storage}`;
+        const screened = async (B: number, step: number, allow?: Uint32Array): Promise<boolean> => {
+          index.setTuning({ screenMinBatch: 5, screenStepBytes: step });
+          const queries = rng.uniformArray(B * d);
+          const before = index.screenedBatches;
+          const got = await index.search(queries, 10, { allow });
+          assertMatches(ref, queries, 10, got, tolFor(ref, queries), { allow }, label);
+          // A guess's retry counts once more; none is needed for the answer here.
+          return index.screenedBatches > before;
+        };
+        assert.equal(await screened(1, bytes / 4), false, `${label} B = 1 stays direct`);
+        assert.equal(await screened(2, bytes / 4), true, `${label} B = 2 at three steps`);
+        assert.equal(await screened(3, bytes), false, `${label} B = 3 at one step`);
+        assert.equal(await screened(4, bytes), true, `${label} B = 4 at one step`);
+        assert.equal(await screened(4, bytes + 1), false, `${label} B = 4 below the step`);
+        assert.equal(await screened(4, 0), false, `${label} B = 4 without steps`);
+        assert.equal(await screened(5, 0), true, `${label} B = 5 without steps`);
+        // The allow list's quarter of the bytes reaches a step of a quarter, not of the whole.
+        assert.equal(await screened(4, bytes / 4, quarter), true, `${label} allow, one step`);
+        assert.equal(await screened(4, bytes / 2, quarter), false, `${label} allow, no step`);
+        // screenMinBatch 0 leaves small batches to packMinBatch whatever the steps.
+        index.setTuning({ screenMinBatch: 0, screenStepBytes: 1 });
+        const before = index.screenedBatches;
+        await index.search(rng.uniformArray(4 * d), 10);
+        assert.equal(index.screenedBatches, before, `${label} screenMinBatch 0`);
+      }
+    }
+  },
+);
+
 test('tuning: defaults per kernel set and storage, round trip, all or nothing', () => {
   for (const kernel of KERNELS) {
     for (const storage of ['f32', 'f16'] as Storage[]) {
@@ -1231,6 +1279,8 @@ test('tuning: defaults per kernel set and storage, round trip, all or nothing', 
       assert.equal(t.guessRank, 14);
       // The screen's first batch size is per set and storage (Kernels::screen_min_batch_*).
       if (index.screen === 'int8') assert.ok(t.screenMinBatch >= 2 && t.screenMinBatch <= 6);
+      // The AVX2 set lowers it for larger scans (Kernels::screen_step_bytes_*).
+      if (index.kernel === 'avx2') assert.ok(t.screenStepBytes >= 1 << 20, `${storage}`);
       index.setTuning({ blockBytes: 4096, guessRank: 3 });
       assert.deepEqual(index.tuning, { ...t, blockBytes: 4096, guessRank: 3 });
       // A bad field after a good one: neither applies.

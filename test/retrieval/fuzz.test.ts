@@ -216,6 +216,7 @@ for (const storage of ['f32', 'f16'] as Storage[]) {
           blockBytes: 1024 * (1 + rng.int(64)),
           guessRank: rng.int(20),
           screenMinBatch: rng.int(6),
+          screenStepBytes: rng.int(3) * 4096,
           packMinBatch: rng.int(20),
           minRowsPerTask: 1 + rng.int(200),
           guessMinRows: 1 + rng.int(100),
