@@ -498,12 +498,12 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
 // R code rows against P panels of 8 queries (queries 8p + i at qc + p dq 8): whether any
 // pair's int32 score U = D + h_r (the row's slack, i8_screen_inl.h) reaches its query's
 // floor; if so, the scores to sc[r * ldsc + 8p ..] and bits[r] bit 8p + i set where query
-// 8p + i's does, else nothing written. R = 4, P = 2: 8 accumulators, 2
-// query vectors, the ones, a row's broadcast dword and the products' temporaries in 16
-// registers. Every loop over r and p is unrolled by pragma: without, g++ 12 kept the single
-// panel's accumulators on the stack (a load and a store per product, perf annotate), and
-// B = 8 took 1.5-1.8x the time it takes now (bench:exact-ab --addons --kernel avx2, 100k x
-// 64 and x 128, both storages).
+// 8p + i's does, else nothing written. R = 4, P = 2: 8 accumulators, 2 query vectors, the
+// ones, a row's broadcast dword and the products' temporaries in 16 registers. Every loop
+// over r and p is unrolled by pragma: without, g++ 12 kept the single panel's accumulators
+// on the stack (a load and a store per product, perf annotate), and B = 8 took 1.5-1.8x
+// the time it takes now (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both
+// storages).
 template <int R, int P>
 inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
                    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,
