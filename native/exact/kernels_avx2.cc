@@ -538,7 +538,7 @@ inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
   }
   // Once the floors are up, most tiles hold no pair at its floor: one test over all of
   // them, and such a tile stores nothing. Storing every tile's scores and masks took
-  // 1.12-1.33x the time at B = 6 and 8, 0.97-1.1x at B = 32, and 0.95-1.03x at
+  // 1.11-1.33x the time at B = 6 and 8, 0.97-1.1x at B = 32, and 0.95-1.03x at
   // B = 128 and 256 (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both
   // storages, uniform rows and a trained demo bundle).
   __m256i fl[P], below = _mm256_set1_epi32(-1);
@@ -578,11 +578,11 @@ constexpr size_t kScreenMinBatchF32 = 4;
 // smaller again at each doubling (ExactTuning::screen_step_bytes). The screened search
 // against the direct scans on this host (AMD EPYC Zen 3), uniform rows, d = 64 and 128:
 // - float32: B = 2 0.54-0.82 of the time at 25.6 MB of rows and up (100k x 64 to 1M x 128;
-//   0.67 on the trained demo bundle) but 1.17-1.24 at 5-13 MB; B = 3 0.79-0.92 at 12.8 MB;
-//   at 5 MB (20k x 64) B = 4 1.05 and B = 5 1.0.
-// - float16: at 12.8 MB, B = 4 and 5 0.74-0.88 on uniform rows but 1.03-1.05 on the
-//   trained bundle; B = 4 and 5 0.76-0.91 at 25.6 and 51 MB (B = 3 1.09-1.14 there); B = 3
-//   0.74-0.81 at 128 and 256 MB (1M rows); B = 2 0.86-0.94 there and 1.2-1.8 below.
+//   0.67 on the trained demo bundle) but 1.17-1.24 at 5-13 MB; B = 3 0.92 at 12.8 MB; at
+//   5 MB (20k x 64) B = 4 1.05 and B = 5 1.0.
+// - float16: at 12.8 MB, B = 4 and 5 0.74-0.98 on uniform rows but 1.03-1.05 on the
+//   trained bundle; B = 4 and 5 0.76-0.91 at 25.6 and 51 MB (B = 3 0.85-1.14 there); B = 3
+//   0.74-0.81 at 128 and 256 MB (1M rows); B = 2 0.86-0.94 there, 0.91-1.79 below.
 // (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
 // '{"screenMinBatch":2}' --n 20000..1000000.)
 constexpr size_t kScreenStepBytesF16 = size_t(24) << 20;
