@@ -85,6 +85,7 @@ export interface NativeExactIndex {
   readonly guessRetries: number;
   /** Times the int8 screen rescored a query's candidates mid-scan: its bound could not narrow them. */
   readonly screenPrunes: number;
+  /** Searches through the int8 screen (ExactIndex.screenedBatches). */
   readonly screenedBatches: number;
   readonly screenRefits: number;
   /** Rows the int8 screen leaves to exact scores (ExactIndex.screenOutliers). */

@@ -1247,7 +1247,7 @@ test(
           const before = index.screenedBatches;
           const got = await index.search(queries, 10, { allow });
           assertMatches(ref, queries, 10, got, tolFor(ref, queries), { allow }, label);
-          // A guess's retry counts once more; none is needed for the answer here.
+          // No guess runs below guessMinRows (16,384), so no retry counts twice here.
           return index.screenedBatches > before;
         };
         assert.equal(await screened(1, bytes / 4), false, `${label} B = 1 stays direct`);
