@@ -75,11 +75,12 @@ struct ExactTuning {
   // --tune-a '{"screenMinBatch":0}', and '{"packMinBatch":2}' for B = 2). 0 leaves such
   // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
   // index starts from its kernel set's figure for its storage (Kernels::screen_min_batch_f16,
-  // _f32): with VNNI 3 for float16 and 2 for float32; the AVX2 set's screen, at half the
-  // AVX-512 one's products per instruction, 6 and 4. Since the AVX-512 screen scores groups
-  // of up to 8 queries 8 lanes wide, single queries through it measured, against the direct
-  // scan: float32 0.51-0.87 of the time at 100k rows and 0.35-0.36 at 1M; float16 1.17-1.61
-  // at 100k, 0.82-1.05 at 1M (--tune-b '{"screenMinBatch":1}'). They stay direct by default:
+  // _f32): 3 for float16 and 2 for float32 in every set (the AVX2 set's were 6 and 4 until
+  // its row-major kernel for B <= 4, ScreenI8Few in kernels_avx2.cc). Since the AVX-512
+  // screen scores groups of up to 8 queries 8 lanes wide, single queries through it
+  // measured, against the direct scan: float32 0.51-0.87 of the time at 100k rows and
+  // 0.35-0.36 at 1M; float16 1.17-1.61 at 100k, 0.82-1.05 at 1M (--tune-b
+  // '{"screenMinBatch":1}'). They stay direct by default:
   // through the screen a float32 single query reads a byte an element, as a float16 one
   // does, so float16 would stop being the faster storage at B = 1 (an open choice,
   // bench/README.md), and a single query would take the guess's rare retries (1-5 in
@@ -91,8 +92,9 @@ struct ExactTuning {
   // of a small batch reads every stored row, the screen a byte an element, and the screen's
   // fixed costs (packing, the guess, the merge's rescoring) matter less as the rows grow.
   // The index starts from its kernel set's figure for its storage
-  // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 24 MiB for float16 and 12 MiB
-  // for float32 (kernels_avx2.cc), none in the AVX-512 sets (not measured there).
+  // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 24 MiB for float16, which takes
+  // float16 pairs through its screen from there (kernels_avx2.cc); none for float32, and
+  // none in the AVX-512 sets (not measured there).
   size_t screen_step_bytes = 0;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "exact/kernels.h"
 
@@ -566,27 +567,117 @@ inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
 }
 
 constexpr size_t kTileRowsI8 = 4;
-// The least batches the screen takes in this set (Kernels::screen_min_batch_f16, _f32).
-// Against the direct scans, 100k x 64 and x 128, on a Zen 4 with this set forced: 0.48-0.82
-// of the time at B = 6 and 8, both storages; at B = 4 and 5, float32 0.58-0.84, float16
-// 0.85-0.91 at d = 128 but 1.14-1.15 at d = 64; at B = 3, 0.73 (float32, d = 128) to 1.37
+// The least batches the screen takes in this set (Kernels::screen_min_batch_f16, _f32),
+// and float16's step to 2 (Kernels::screen_step_bytes_f16; float32 starts at 2). Screened
+// against direct time on this host (AMD EPYC Zen 3), with ScreenI8Few for B <= 4
 // (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
-// '{"screenMinBatch":3}').
-constexpr size_t kScreenMinBatchF16 = 6;
-constexpr size_t kScreenMinBatchF32 = 4;
-// From these many bytes of stored rows a scan takes batches one query smaller, and one
-// smaller again at each doubling (ExactTuning::screen_step_bytes). The screened search
-// against the direct scans on this host (AMD EPYC Zen 3), uniform rows, d = 64 and 128:
-// - float32: B = 2 0.54-0.82 of the time at 25.6 MB of rows and up (100k x 64 to 1M x 128;
-//   0.67 on the trained demo bundle) but 1.17-1.24 at 5-13 MB; B = 3 0.92 at 12.8 MB; at
-//   5 MB (20k x 64) B = 4 1.05 and B = 5 1.0.
-// - float16: at 12.8 MB, B = 4 and 5 0.74-0.98 on uniform rows but 1.03-1.05 on the
-//   trained bundle; B = 4 and 5 0.76-0.91 at 25.6 and 51 MB (B = 3 0.85-1.14 there); B = 3
-//   0.74-0.81 at 128 and 256 MB (1M rows); B = 2 0.86-0.94 there, 0.91-1.79 below.
-// (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
-// '{"screenMinBatch":2}' --n 20000..1000000.)
+// '{"screenMinBatch":2}', uniform rows, n = 20k to 200k, d = 64 and 128; and --bundle
+// --fresh 40 on the trained 100k x 64 demo bundle):
+// - float32, B = 2: 0.38-0.87 (trained 0.79); B = 3 to 5: 0.44-0.96 (trained 0.57-0.62).
+// - float16, B = 3 to 5: 0.58-0.93 (trained 0.78-0.86).
+// - float16, B = 2: 0.61-0.71 from 25.6 MB of rows (100k x 128, 200k x 64 and x 128), but
+//   0.99-1.07 at 2.6-12.8 MB of d = 64 rows (trained 0.99); 0.64-0.86 at d = 128 there.
+// Before ScreenI8Few, when the tile's 8 lanes held B = 2 to 4 queries, the AVX2 set started
+// at 6 and 4, and float16 B = 4 and 5 read 1.03-1.05 on the trained bundle.
+constexpr size_t kScreenMinBatchF16 = 3;
+constexpr size_t kScreenMinBatchF32 = 2;
 constexpr size_t kScreenStepBytesF16 = size_t(24) << 20;
-constexpr size_t kScreenStepBytesF32 = size_t(12) << 20;
+constexpr size_t kScreenStepBytesF32 = 0;
+
+// Batches of up to this many queries take ScreenI8Few. The tile above fills 8 query lanes
+// whatever the batch, so at B = 4 half its products are padding's; row-major, a pair costs
+// its own products and a share of the reduction. Against the tile, both forced through
+// the screen (bench:exact-ab --addons --tune-a/--tune-b '{"screenMinBatch":2}', 100k x 64
+// and x 128, both storages): B = 2 0.65-0.80 of the time, B = 3 0.77-0.86, B = 4
+// 0.89-0.96.
+constexpr size_t kFewI8 = 4;
+
+// The screen row-major, for batches of up to kFewI8 queries: 8 code rows at a time, each
+// query's codes against each row, 32 elements a product (vpmaddubsw, then vpmaddwd against
+// ones), the 8 rows' lanes summed by a transposing reduction (vphaddd) into one vector of 8
+// scores, and U = D + h_r compared with the query's floor as the tile does. The same
+// integer sums in another order: the same U, exactly.
+size_t ScreenI8Few(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
+                   const I8Scratch& s, const int32_t* floors, const uint32_t* rows,
+                   uint32_t first, uint64_t* const* out, uint32_t* fill) {
+  const size_t dq = dpad / 4;
+  // Each query's codes in a row of their own (the panels hold 8 queries a dword apart).
+  thread_local std::vector<uint32_t> qbuf;
+  qbuf.resize(nq * dq);
+  for (size_t q = 0; q < nq; q++)
+    for (size_t g = 0; g < dq; g++) qbuf[q * dq + g] = s.codes[((q / 8) * dq + g) * 8 + q % 8];
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m128i ones4 = _mm_set1_epi16(1);
+  size_t n = 0;
+  for (size_t r = 0; r < nrows; r += 8) {
+    const size_t nr = std::min<size_t>(8, nrows - r);
+    // A short last group repeats its first row; those lanes are masked off.
+    const uint8_t* p[8];
+    alignas(32) int32_t sums[8], slacks[8];
+    for (size_t i = 0; i < 8; i++) {
+      p[i] = codes[r + (i < nr ? i : 0)];
+      sums[i] = I8RowSum(p[i], dpad);
+      slacks[i] = I8RowSlack(p[i], dpad);
+    }
+    const __m256i csum = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums));
+    const __m256i slack = _mm256_load_si256(reinterpret_cast<const __m256i*>(slacks));
+    const unsigned valid = (1u << nr) - 1;
+    for (size_t q = 0; q < nq; q++) {
+      const uint8_t* qc = reinterpret_cast<const uint8_t*>(qbuf.data() + q * dq);
+      __m256i acc[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
+      size_t j = 0;
+      for (; j + 32 <= dpad; j += 32) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qc + j));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+          const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + j));
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qv, x), ones));
+        }
+      }
+      // dpad is a multiple of 8: a tail of 8, 16 or 24 elements, read exactly (the row's
+      // trailer and the next row follow it).
+      while (j < dpad) {
+        const bool wide = j + 16 <= dpad;
+        const __m128i qv =
+            wide ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(qc + j))
+                 : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qc + j));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+          const __m128i x = wide ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + j))
+                                 : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p[i] + j));
+          acc[i] = _mm256_add_epi32(
+              acc[i], _mm256_zextsi128_si256(_mm_madd_epi16(_mm_maddubs_epi16(qv, x), ones4)));
+        }
+        j += wide ? 16 : 8;
+      }
+      // Lanes of rows 0-3 and 4-7, each 128-bit half holding half of every row's sum.
+      const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]),
+                                           _mm256_hadd_epi32(acc[2], acc[3]));
+      const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[4], acc[5]),
+                                           _mm256_hadd_epi32(acc[6], acc[7]));
+      const __m256i d = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+                                         _mm256_permute2x128_si256(u0, u1, 0x31));
+      const __m256i u = _mm256_add_epi32(
+          d, _mm256_add_epi32(_mm256_mullo_epi32(csum, _mm256_set1_epi32(s.start[q])), slack));
+      // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
+      const unsigned below = static_cast<unsigned>(_mm256_movemask_ps(
+          _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(floors[q]), u))));
+      unsigned hit = ~below & valid;
+      if (hit == 0) continue;
+      alignas(32) int32_t us[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(us), u);
+      for (; hit != 0; hit &= hit - 1) {
+        const size_t i = static_cast<size_t>(__builtin_ctz(hit));
+        const uint32_t row = rows ? rows[r + i] : first + static_cast<uint32_t>(r + i);
+        out[q][fill[q]++] = I8Key(us[i], row);
+        n++;
+      }
+    }
+  }
+  return n;
+}
 
 // Kernels::screen_i8: a tile of 4 code rows at a time against 16 queries at a time (its
 // code rows then come from L1 for the next 16); a tile with a pair at its floor puts its
@@ -601,6 +692,8 @@ size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, fl
   const size_t dq = dpad / 4;
   const size_t ldm = (nq + 31) / 32;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
+  if (nq <= kFewI8)
+    return ScreenI8Few(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
   int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
   // After the stage: within the scratch's rows (ScoreScratchFloats gives 8 and more).
   uint32_t* masks = reinterpret_cast<uint32_t*>(stage + R * nq16);

@@ -48,14 +48,14 @@ export interface ExactTuning {
   packMinBatch?: number;
   /**
    * Where the index keeps int8 codes, batches at least this large take the batch kernels too
-   * (default 3, 2 with f32 storage; 6 and 4 in the AVX2 set; 0 = only packMinBatch).
+   * (default 3, 2 with f32 storage; 0 = only packMinBatch).
    */
   screenMinBatch?: number;
   /**
    * From this many bytes of stored rows scanned (all rows, or an allow list's), batches one
    * query smaller than screenMinBatch take the screen, and one smaller again at each
-   * doubling, down to 2 (default 24 MiB for f16 and 12 MiB for f32 in the AVX2 set, 0 =
-   * none elsewhere: screenMinBatch alone).
+   * doubling, down to 2 (default 24 MiB for f16 in the AVX2 set, 0 = none elsewhere:
+   * screenMinBatch alone).
    */
   screenStepBytes?: number;
   /** Batches at least this large use OpenBLAS sgemm (0 = never; CMake build only). */
