@@ -93,8 +93,8 @@ struct ExactTuning {
   // fixed costs (packing, the guess, the merge's rescoring) matter less as the rows grow.
   // The index starts from its kernel set's figure for its storage
   // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 24 MiB for float16, which takes
-  // float16 pairs through its screen from there (kernels_avx2.cc); none for float32, and
-  // none in the AVX-512 sets (not measured there).
+  // float16 batches of 2 through its screen from there (kernels_avx2.cc); none for
+  // float32, and none in the AVX-512 sets (not measured there).
   size_t screen_step_bytes = 0;
   // Batches of at least this many queries are scored with BLAS sgemm (OpenBLAS threads
   // itself) instead of the register-tiled kernels; 0 turns the path off. Only in builds

@@ -1279,7 +1279,7 @@ test('tuning: defaults per kernel set and storage, round trip, all or nothing', 
       assert.equal(t.guessRank, 14);
       // The screen's first batch size is per set and storage (Kernels::screen_min_batch_*).
       if (index.screen === 'int8') assert.ok(t.screenMinBatch >= 2 && t.screenMinBatch <= 6);
-      // The AVX2 set takes float16 pairs through the screen from a size on
+      // The AVX2 set takes float16 batches of 2 through the screen from a size on
       // (Kernels::screen_step_bytes_f16); float32 starts at 2 already.
       if (index.kernel === 'avx2' && storage === 'f16') assert.ok(t.screenStepBytes >= 1 << 20);
       index.setTuning({ blockBytes: 4096, guessRank: 3 });
