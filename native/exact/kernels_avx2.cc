@@ -619,6 +619,14 @@ size_t ScreenI8Few(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
       sums[i] = I8RowSum(p[i], dpad);
       slacks[i] = I8RowSlack(p[i], dpad);
     }
+    // Gathered rows (an allow list) are prefetched a group ahead, as ScreenI8 does: at 1M
+    // x 64 with 30% allowed, B = 2 and 4 take 0.82-0.85 of the time without (10%: 0.88-0.95).
+    if (!codes.consecutive()) {
+      for (size_t i = r + 8; i < std::min(nrows, r + 16); i++) {
+        const char* c = reinterpret_cast<const char*>(codes[i]);
+        for (size_t b = 0; b < dpad + 8; b += 64) _mm_prefetch(c + b, _MM_HINT_T0);
+      }
+    }
     const __m256i csum = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums));
     const __m256i slack = _mm256_load_si256(reinterpret_cast<const __m256i*>(slacks));
     const unsigned valid = (1u << nr) - 1;
