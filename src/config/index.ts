@@ -115,9 +115,10 @@ export interface PipelineConfig {
    * The exact index's int8 screen (ExactIndexOptions.screen): 'auto' (default) keeps int8
    * codes of the item vectors wherever the CPU has AVX2 and screens batched collaborative
    * passes of 3 or more queries with them (2 with f32 storage, and with larger f16 indexes
-   * without AVX-512 VNNI; same results; 0.3-0.7 of the time at 12 or more queries against the unscreened
-   * kernels; at 3 to 11 queries 0.24-0.83 of the direct scans' time, and since then 3 to 8
-   * take 0.64-0.76 of that; f32 pairs 0.51-0.73 of the two-query scan's: bench/README.md);
+   * without AVX-512 VNNI; same results; 0.3-0.7 of the time at 12 or more queries against
+   * the unscreened kernels; at 3 to 11 queries 0.24-0.83 of the direct scans' time, and
+   * since then 3 to 8 take 0.64-0.76 of that; f32 pairs 0.51-0.73 of the two-query scan's:
+   * bench/README.md);
    * 'none' saves the codes' memory (dim rounded up to 8, plus 8 bytes an item).
    */
   exactScreen: ExactScreen;
