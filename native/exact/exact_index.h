@@ -76,7 +76,7 @@ struct ExactTuning {
   // batches to pack_min_batch; pack_min_batch 0 still turns every batch kernel off. The
   // index starts from its kernel set's figure for its storage (Kernels::screen_min_batch_f16,
   // _f32): 3 for float16 and 2 for float32 in every set (the AVX2 set's were 6 and 4 until
-  // its row-major kernel for B <= 4, ScreenI8Few in kernels_avx2.cc). Since the AVX-512
+  // its kernel for B <= 4, now ScreenI8Split in kernels_avx2.cc). Since the AVX-512
   // screen scores groups of up to 8 queries 8 lanes wide, single queries through it
   // measured, against the direct scan: float32 0.51-0.87 of the time at 100k rows and
   // 0.35-0.36 at 1M; float16 1.17-1.61 at 100k, 0.82-1.05 at 1M (--tune-b
@@ -92,7 +92,7 @@ struct ExactTuning {
   // of a small batch reads every stored row, the screen a byte an element, and the screen's
   // fixed costs (packing, the guess, the merge's rescoring) matter less as the rows grow.
   // The index starts from its kernel set's figure for its storage
-  // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 24 MiB for float16, which takes
+  // (Kernels::screen_step_bytes_f16, _f32): the AVX2 set's 12 MiB for float16, which takes
   // float16 batches of 2 through its screen from there (kernels_avx2.cc); none for
   // float32, and none in the AVX-512 sets (not measured there).
   size_t screen_step_bytes = 0;

@@ -569,7 +569,7 @@ inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
 constexpr size_t kTileRowsI8 = 4;
 // The least batches the screen takes in this set (Kernels::screen_min_batch_f16, _f32),
 // and float16's step to 2 (Kernels::screen_step_bytes_f16; float32 starts at 2). Screened
-// against direct time on this host (AMD EPYC Zen 3), with ScreenI8Few for B <= 4
+// against direct time on this host (AMD EPYC Zen 3), with ScreenI8Few (9b8210f) for B <= 4
 // (bench:exact-ab --kernels avx2,avx2 --tune-a '{"screenMinBatch":0}' --tune-b
 // '{"screenMinBatch":2}', uniform rows, n = 20k to 200k, d = 64 and 128; and --bundle
 // --fresh 40 on the trained 100k x 64 demo bundle):
@@ -579,18 +579,22 @@ constexpr size_t kTileRowsI8 = 4;
 //   0.99-1.07 at 2.6-12.8 MB of d = 64 rows (trained 0.99); 0.64-0.86 at d = 128 there.
 // Before ScreenI8Few, when the tile's 8 lanes held B = 2 to 4 queries, the AVX2 set started
 // at 6 and 4, and float16 B = 4 and 5 read 1.03-1.05 on the trained bundle.
+// With ScreenI8Split for B <= 4 (same commands, --fresh 40 and 60): float16 B = 2 at
+// 100k x 64 (12.8 MB) took 0.73-0.95 of direct time, so its step is 12 MiB, not 24; at
+// 2.6 MB 1.24-1.53, and from 3.8 to 7.7 MB 0.46-1.46, which this host's noise did not
+// resolve.
 constexpr size_t kScreenMinBatchF16 = 3;
 constexpr size_t kScreenMinBatchF32 = 2;
-constexpr size_t kScreenStepBytesF16 = size_t(24) << 20;
+constexpr size_t kScreenStepBytesF16 = size_t(12) << 20;
 constexpr size_t kScreenStepBytesF32 = 0;
 
-// Batches of up to this many queries take ScreenI8Few. The tile above fills 8 query lanes
-// whatever the batch, so at B = 4 half its products are padding's; row-major, a pair costs
-// its own products and a share of the reduction. Against the tile, both forced through
-// the screen (bench:exact-ab --addons --tune-a/--tune-b '{"screenMinBatch":2}', 100k x 64
-// and x 128, both storages): B = 2 0.65-0.80 of the time, B = 3 0.77-0.86, B = 4
-// 0.89-0.96.
-constexpr size_t kFewI8 = 4;
+// Batches of up to this many queries take ScreenI8Split. The tile above fills 8 query
+// lanes whatever the batch, so at B = 4 half its products are padding's. Row-major
+// (ScreenI8Few, 9b8210f), against the tile, both forced through the screen
+// (bench:exact-ab --addons --tune-a/--tune-b '{"screenMinBatch":2}', 100k x 64 and x 128,
+// both storages): B = 2 took 0.65-0.80 of the time, B = 3 0.77-0.86, B = 4 0.89-0.96.
+// ScreenI8Split takes 0.67-1.09 of ScreenI8Few's time (below).
+constexpr size_t kSplitI8 = 4;
 
 // Code rows [from, to) of a call into L1 a group ahead of their tile, where they are
 // gathered (an allow list's). Consecutive rows are left to the hardware prefetcher:
@@ -604,88 +608,141 @@ inline void PrefetchGatheredCodes(RowSpan<uint8_t> codes, size_t from, size_t to
   }
 }
 
-// The screen row-major, for batches of up to kFewI8 queries: 8 code rows at a time, each
-// query's codes against each row, 32 elements a product (vpmaddubsw, then vpmaddwd against
-// ones), the 8 rows' lanes summed by a transposing reduction (vphaddd) into one vector of 8
-// scores, and U = D + h_r compared with the query's floor as the tile does. The same
-// integer sums in another order: the same U, exactly.
-size_t ScreenI8Few(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
-                   const I8Scratch& s, const int32_t* floors, const uint32_t* rows,
-                   uint32_t first, uint64_t* const* out, uint32_t* fill) {
+// ScreenI8Split's result lane i of reduced vector v: its row among the group's 8, and its
+// query. L = 2: rows 2v, 2v + 1, queries 0 1 of each, then 2 3 of each (vphaddd keeps
+// 128-bit halves apart); L = 4: rows 4v .. 4v + 3 of query 0, then of query 1.
+template <int L>
+constexpr size_t SplitLaneRow(size_t v, size_t i) {
+  return L == 2 ? 2 * v + ((i >> 1) & 1) : 4 * v + (i & 3);
+}
+template <int L>
+constexpr size_t SplitLaneSlot(size_t i) {
+  return L == 2 ? (i & 1) + 2 * (i >> 2) : i >> 2;
+}
+
+// The screen for 1 to 4 queries, with every lane used at 2 and 4: query slot i holds L
+// consecutive dwords of its codes in lanes L i .. L i + L - 1 (L = 4 for up to 2 queries,
+// 2 for 3 and 4), and a row's 4 L codes at the same offset are broadcast to every slot
+// (vpbroadcastq or vbroadcasti128: a load, no shuffle), so one vpmaddubsw and vpmaddwd
+// pair serves 8 / L queries. Each row's sums then lie in L lanes a query, and a group of 8
+// rows reduces in log2 L vphaddd rounds for all the queries at once. Each accumulator
+// starts at the row's c_r start_q + h_r in the first lane of every slot (broadcast from the
+// row's trailer), so D + h_r comes out of the reduction whole. The same integer sums in
+// another order: the same U as the tile's, exactly.
+//
+// Against the kernel it replaced (ScreenI8Few, 9b8210f: a pass over each group of 8 rows
+// a query, each query's 8 rows' lanes reduced on their own, and the rows' sums and slacks
+// loaded as vectors from 8 scalar stores, where perf annotate put 8% of its samples), both
+// forced through the screen (bench:exact-ab --addons OLD,NEW --kernel avx2 --tune-a/--tune-b
+// '{"screenMinBatch":2}', 100k rows, both storages), new time over old:
+// - d = 64: B = 2 0.78-0.83, B = 3 0.82-0.87, B = 4 0.69-0.74 (one batch repeated);
+//   0.67-0.97, 0.87-1.04 and 0.69-0.94 over fresh batches (--fresh 40).
+// - d = 128: B = 2 0.93-1.0, B = 3 0.93-1.02, B = 4 0.80-0.89; fresh: 0.96-1.01, 0.96-1.09
+//   and 0.87-0.96.
+// - the trained 100k x 64 demo bundle (--bundle DIR --fresh 40): 0.89-0.92, 0.85-1.03 and
+//   0.78-0.91.
+// Also tried, with the sums still loaded through the stack: the batch cut into chunks of
+// 4, 2 and 1 queries, each a pass over the call's rows, for B up to 8. B = 3 as 2 + 1 took
+// 1.2x the time of ScreenI8Few, and B = 5 to 8 1.04-1.3x the tile's (a throwaway timing
+// loop, one batch repeated).
+template <int L>
+size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
+                     const I8Scratch& s, const int32_t* floors, const uint32_t* rows,
+                     uint32_t first, uint64_t* const* out, uint32_t* fill) {
+  static_assert(L == 2 || L == 4, "2 or 4 lanes a query");
+  constexpr size_t kStep = 4 * L;  // code bytes a step
+  constexpr size_t kVecs = 8 / L;  // reduced vectors a group of 8 rows
   const size_t dq = dpad / 4;
-  // Each query's codes in a row of their own (the panels hold 8 queries a dword apart).
+  // dpad is a multiple of 8: L = 2 steps divide it. An L = 4 last step of 8 codes reads the
+  // row's 8-byte trailer too, against zero query codes (zero products).
+  const size_t steps = (dpad + kStep - 1) / kStep;
   thread_local std::vector<uint32_t> qbuf;
-  qbuf.resize(nq * dq);
-  for (size_t q = 0; q < nq; q++)
-    for (size_t g = 0; g < dq; g++) qbuf[q * dq + g] = s.codes[((q / 8) * dq + g) * 8 + q % 8];
+  qbuf.assign(steps * 8, 0u);
+  // Query q's dword g in the panels: panel q / 8, lane q % 8 (PackQueriesI8).
+  for (size_t t = 0; t < steps; t++)
+    for (size_t i = 0; i < 8; i++) {
+      const size_t q = i / L, g = t * L + i % L;
+      if (q < nq && g < dq) qbuf[t * 8 + i] = s.codes[((q / 8) * dq + g) * 8 + q % 8];
+    }
+  const uint32_t* qc = qbuf.data();
+  // The accumulators' start: start_q in each slot's first lane, and the slack there too.
+  alignas(32) int32_t st[8], first_lane[8], fl[8];
+  for (size_t i = 0; i < 8; i++) {
+    const size_t q = i / L;
+    st[i] = q < nq && i % L == 0 ? s.start[q] : 0;
+    first_lane[i] = i % L == 0 ? -1 : 0;
+  }
+  // Per result lane: its slot's floor. An empty slot's is INT32_MAX, out of reach of its U
+  // (zero products: U is the row's slack).
+  for (size_t i = 0; i < 8; i++) {
+    const size_t q = SplitLaneSlot<L>(i);
+    fl[i] = q < nq ? floors[q] : INT32_MAX;
+  }
+  const __m256i startv = _mm256_load_si256(reinterpret_cast<const __m256i*>(st));
+  const __m256i lane0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(first_lane));
+  const __m256i floorv = _mm256_load_si256(reinterpret_cast<const __m256i*>(fl));
   const __m256i ones = _mm256_set1_epi16(1);
-  const __m128i ones4 = _mm_set1_epi16(1);
   size_t n = 0;
   for (size_t r = 0; r < nrows; r += 8) {
     const size_t nr = std::min<size_t>(8, nrows - r);
     // A short last group repeats its first row; those lanes are masked off.
     const uint8_t* p[8];
-    alignas(32) int32_t sums[8], slacks[8];
-    for (size_t i = 0; i < 8; i++) {
-      p[i] = codes[r + (i < nr ? i : 0)];
-      sums[i] = I8RowSum(p[i], dpad);
-      slacks[i] = I8RowSlack(p[i], dpad);
-    }
-    // With the next group prefetched, B = 2 and 4 at 1M x 64 with 30% allowed take
+    for (size_t i = 0; i < 8; i++) p[i] = codes[r + (i < nr ? i : 0)];
+    // With the next group prefetched, B = 2 and 4 at 1M x 64 with 30% allowed took
     // 0.82-0.85 of the time they took without (10% allowed: 0.88-0.95).
     PrefetchGatheredCodes(codes, r + 8, std::min(nrows, r + 16), dpad);
-    const __m256i csum = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums));
-    const __m256i slack = _mm256_load_si256(reinterpret_cast<const __m256i*>(slacks));
-    const unsigned valid = (1u << nr) - 1;
-    for (size_t q = 0; q < nq; q++) {
-      const uint8_t* qc = reinterpret_cast<const uint8_t*>(qbuf.data() + q * dq);
-      __m256i acc[8];
+    __m256i acc[8];
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
-      size_t j = 0;
-      for (; j + 32 <= dpad; j += 32) {
-        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qc + j));
+    for (int i = 0; i < 8; i++)
+      acc[i] = _mm256_add_epi32(
+          _mm256_mullo_epi32(_mm256_set1_epi32(I8RowSum(p[i], dpad)), startv),
+          _mm256_and_si256(_mm256_set1_epi32(I8RowSlack(p[i], dpad)), lane0));
+    for (size_t t = 0; t < steps; t++) {
+      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qc + t * 8));
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-          const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + j));
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qv, x), ones));
+      for (int i = 0; i < 8; i++) {
+        __m256i x;
+        if constexpr (L == 2) {
+          int64_t w;
+          std::memcpy(&w, p[i] + t * kStep, 8);
+          x = _mm256_set1_epi64x(w);
+        } else {
+          x = _mm256_broadcastsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + t * kStep)));
         }
+        acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qv, x), ones));
       }
-      // dpad is a multiple of 8: a tail of 8, 16 or 24 elements, read exactly (the row's
-      // trailer and the next row follow it).
-      while (j < dpad) {
-        const bool wide = j + 16 <= dpad;
-        const __m128i qv =
-            wide ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(qc + j))
-                 : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qc + j));
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; i++) {
-          const __m128i x = wide ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + j))
-                                 : _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p[i] + j));
-          acc[i] = _mm256_add_epi32(
-              acc[i], _mm256_zextsi128_si256(_mm_madd_epi16(_mm_maddubs_epi16(qv, x), ones4)));
-        }
-        j += wide ? 16 : 8;
-      }
-      // Lanes of rows 0-3 and 4-7, each 128-bit half holding half of every row's sum.
-      const __m256i u0 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]),
-                                           _mm256_hadd_epi32(acc[2], acc[3]));
-      const __m256i u1 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[4], acc[5]),
-                                           _mm256_hadd_epi32(acc[6], acc[7]));
-      const __m256i d = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
-                                         _mm256_permute2x128_si256(u0, u1, 0x31));
-      const __m256i u = _mm256_add_epi32(
-          d, _mm256_add_epi32(_mm256_mullo_epi32(csum, _mm256_set1_epi32(s.start[q])), slack));
+    }
+    // L = 2: vector v holds rows 2v and 2v + 1; L = 4: rows 4v .. 4v + 3 (SplitLaneRow).
+    __m256i u[kVecs];
+    if constexpr (L == 2) {
+#pragma GCC unroll 4
+      for (size_t v = 0; v < 4; v++) u[v] = _mm256_hadd_epi32(acc[2 * v], acc[2 * v + 1]);
+    } else {
+      u[0] = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0], acc[1]),
+                               _mm256_hadd_epi32(acc[2], acc[3]));
+      u[1] = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[4], acc[5]),
+                               _mm256_hadd_epi32(acc[6], acc[7]));
+    }
+    __m256i below = _mm256_set1_epi32(-1);
+#pragma GCC unroll 4
+    for (size_t v = 0; v < kVecs; v++)
       // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
-      const unsigned below = static_cast<unsigned>(_mm256_movemask_ps(
-          _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(floors[q]), u))));
-      unsigned hit = ~below & valid;
+      below = _mm256_and_si256(below, _mm256_cmpgt_epi32(floorv, u[v]));
+    if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0xff) continue;
+    for (size_t v = 0; v < kVecs; v++) {
+      unsigned hit = ~static_cast<unsigned>(_mm256_movemask_ps(
+                         _mm256_castsi256_ps(_mm256_cmpgt_epi32(floorv, u[v])))) &
+                     0xffu;
       if (hit == 0) continue;
       alignas(32) int32_t us[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(us), u);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(us), u[v]);
+      // In lane order, each query's rows come ascending, as the tile emits them.
       for (; hit != 0; hit &= hit - 1) {
         const size_t i = static_cast<size_t>(__builtin_ctz(hit));
-        const uint32_t row = rows ? rows[r + i] : first + static_cast<uint32_t>(r + i);
+        const size_t at = SplitLaneRow<L>(v, i), q = SplitLaneSlot<L>(i);
+        if (at >= nr || q >= nq) continue;
+        const uint32_t row = rows ? rows[r + at] : first + static_cast<uint32_t>(r + at);
         out[q][fill[q]++] = I8Key(us[i], row);
         n++;
       }
@@ -707,8 +764,10 @@ size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, fl
   const size_t dq = dpad / 4;
   const size_t ldm = (nq + 31) / 32;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  if (nq <= kFewI8)
-    return ScreenI8Few(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
+  if (nq <= 2)
+    return ScreenI8Split<4>(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
+  if (nq <= kSplitI8)
+    return ScreenI8Split<2>(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
   int32_t* stage = reinterpret_cast<int32_t*>(s.scores);
   // After the stage: within the scratch's rows (ScoreScratchFloats gives 8 and more).
   uint32_t* masks = reinterpret_cast<uint32_t*>(stage + R * nq16);

@@ -53,7 +53,7 @@ export interface ExactIndexOptions {
    * 'scalar': vpdpbusd where the CPU has AVX512_VNNI, vpmaddubsw in the AVX2 set), else
    * 'none'. 'int8' keeps an int8 code row beside every stored row (dim rounded up to 8,
    * plus 8 bytes: +56% over float16 rows at d = 64, +28% over float32) and scores batches
-   * of 3 or more queries (2 with float32 rows, and with float16 rows of 24 MiB and more in
+   * of 3 or more queries (2 with float32 rows, and with float16 rows of 12 MiB and more in
    * the AVX2 set; tuning: screenMinBatch, screenStepBytes) in 8-bit integer products,
    * rescoring in float32 every pair whose proven error bound could reach the query's
    * top-k: results are those of the float32 kernels, in 0.3-0.7 of the time on a Zen 4 at

@@ -54,7 +54,7 @@ export interface ExactTuning {
   /**
    * From this many bytes of stored rows scanned (all rows, or an allow list's), batches one
    * query smaller than screenMinBatch take the screen, and one smaller again at each
-   * doubling, down to 2 (default 24 MiB for f16 in the AVX2 set, 0 = none elsewhere:
+   * doubling, down to 2 (default 12 MiB for f16 in the AVX2 set, 0 = none elsewhere:
    * screenMinBatch alone).
    */
   screenStepBytes?: number;
