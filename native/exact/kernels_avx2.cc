@@ -620,6 +620,89 @@ constexpr size_t SplitLaneSlot(size_t i) {
   return L == 2 ? (i & 1) + 2 * (i >> 2) : i >> 2;
 }
 
+// Reduced vector v of a split kernel's group (rows r .. r + nr - 1 of the call, the rest
+// repeats, masked off), for queries q0 + SplitLaneSlot: its pairs at or above their floors
+// to their queries' buffers; returns how many.
+template <int L>
+inline size_t EmitSplitLanes(__m256i u, __m256i floorv, size_t v, size_t q0, size_t nq,
+                             size_t nr, size_t r, const uint32_t* rows, uint32_t first,
+                             uint64_t* const* out, uint32_t* fill) {
+  unsigned hit =
+      ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(floorv, u)))) &
+      0xffu;
+  if (hit == 0) return 0;
+  alignas(32) int32_t us[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(us), u);
+  size_t n = 0;
+  // In lane order, each query's rows come ascending, as the tile emits them.
+  for (; hit != 0; hit &= hit - 1) {
+    const size_t i = static_cast<size_t>(__builtin_ctz(hit));
+    const size_t at = SplitLaneRow<L>(v, i), q = q0 + SplitLaneSlot<L>(i);
+    if (at >= nr || q >= nq) continue;
+    const uint32_t row = rows ? rows[r + at] : first + static_cast<uint32_t>(r + at);
+    out[q][fill[q]++] = I8Key(us[i], row);
+    n++;
+  }
+  return n;
+}
+
+// Steps of 4 L codes over a code row. dpad is a multiple of 8: L = 2 steps divide it. An
+// L = 4 last step of 8 codes reads the row's 8-byte trailer too, against zero query codes
+// (zero products).
+template <int L>
+constexpr size_t SplitSteps(size_t dpad) {
+  return (dpad + 4 * L - 1) / (4 * L);
+}
+
+// A split kernel's queries q0 .. q0 + 8 / L - 1 (those past nq empty): each step's query
+// vector, the accumulators' start (start_q in each query's first lane, where the lane0 mask
+// also puts the row's slack), and per result lane its query's floor. An empty slot has zero
+// codes (zero products: its U is the row's slack) and a floor of INT32_MAX, out of reach.
+struct SplitQueries {
+  const uint32_t* codes;  // SplitSteps(dpad) x 8 dwords
+  __m256i start, lane0, floor;
+};
+
+template <int L>
+SplitQueries PrepareSplit(const I8Scratch& s, const int32_t* floors, size_t q0, size_t nq,
+                          size_t dpad, uint32_t* qbuf) {
+  static_assert(L == 2 || L == 4, "2 or 4 lanes a query");
+  const size_t dq = dpad / 4, steps = SplitSteps<L>(dpad);
+  // Query q's dword g in the panels: panel q / 8, lane q % 8 (PackQueriesI8).
+  for (size_t t = 0; t < steps; t++)
+    for (size_t i = 0; i < 8; i++) {
+      const size_t q = q0 + i / L, g = t * L + i % L;
+      qbuf[t * 8 + i] = q < nq && g < dq ? s.codes[((q / 8) * dq + g) * 8 + q % 8] : 0u;
+    }
+  alignas(32) int32_t st[8], first_lane[8], fl[8];
+  for (size_t i = 0; i < 8; i++) {
+    const size_t q = q0 + i / L, qr = q0 + SplitLaneSlot<L>(i);
+    st[i] = q < nq && i % L == 0 ? s.start[q] : 0;
+    first_lane[i] = i % L == 0 ? -1 : 0;
+    fl[i] = qr < nq ? floors[qr] : INT32_MAX;
+  }
+  SplitQueries x;
+  x.codes = qbuf;
+  x.start = _mm256_load_si256(reinterpret_cast<const __m256i*>(st));
+  x.lane0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(first_lane));
+  x.floor = _mm256_load_si256(reinterpret_cast<const __m256i*>(fl));
+  return x;
+}
+
+// A row's codes from byte `off`, broadcast to every query of a split kernel: 8 bytes
+// (L = 2) or 16 (L = 4).
+template <int L>
+inline __m256i SplitRowCodes(const uint8_t* row, size_t off) {
+  if constexpr (L == 2) {
+    int64_t w;
+    std::memcpy(&w, row + off, 8);
+    return _mm256_set1_epi64x(w);
+  } else {
+    return _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + off)));
+  }
+}
+
 // The screen for 1 to 4 queries, with every lane used at 2 and 4: query slot i holds L
 // consecutive dwords of its codes in lanes L i .. L i + L - 1 (L = 4 for up to 2 queries,
 // 2 for 3 and 4), and a row's 4 L codes at the same offset are broadcast to every slot
@@ -644,43 +727,22 @@ constexpr size_t SplitLaneSlot(size_t i) {
 // Also tried, with the sums still loaded through the stack: the batch cut into chunks of
 // 4, 2 and 1 queries, each a pass over the call's rows, for B up to 8. B = 3 as 2 + 1 took
 // 1.2x the time of ScreenI8Few, and B = 5 to 8 1.04-1.3x the tile's (a throwaway timing
-// loop, one batch repeated).
+// loop, one batch repeated). And, with the accumulators started from the trailer, B = 5
+// and 6 in one pass (queries 0-3 at L = 2 and the rest at L = 4, 4 rows a group, 8
+// accumulators): 0.86-0.99 of the tile's time at d = 64 and 0.96-1.04 at d = 128
+// (bench:exact-ab --addons, 100k rows, both storages, two runs); not kept for ~4%.
 template <int L>
 size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad,
                      const I8Scratch& s, const int32_t* floors, const uint32_t* rows,
                      uint32_t first, uint64_t* const* out, uint32_t* fill) {
-  static_assert(L == 2 || L == 4, "2 or 4 lanes a query");
   constexpr size_t kStep = 4 * L;  // code bytes a step
   constexpr size_t kVecs = 8 / L;  // reduced vectors a group of 8 rows
-  const size_t dq = dpad / 4;
-  // dpad is a multiple of 8: L = 2 steps divide it. An L = 4 last step of 8 codes reads the
-  // row's 8-byte trailer too, against zero query codes (zero products).
-  const size_t steps = (dpad + kStep - 1) / kStep;
+  const size_t steps = SplitSteps<L>(dpad);
   thread_local std::vector<uint32_t> qbuf;
-  qbuf.assign(steps * 8, 0u);
-  // Query q's dword g in the panels: panel q / 8, lane q % 8 (PackQueriesI8).
-  for (size_t t = 0; t < steps; t++)
-    for (size_t i = 0; i < 8; i++) {
-      const size_t q = i / L, g = t * L + i % L;
-      if (q < nq && g < dq) qbuf[t * 8 + i] = s.codes[((q / 8) * dq + g) * 8 + q % 8];
-    }
-  const uint32_t* qc = qbuf.data();
-  // The accumulators' start: start_q in each slot's first lane, and the slack there too.
-  alignas(32) int32_t st[8], first_lane[8], fl[8];
-  for (size_t i = 0; i < 8; i++) {
-    const size_t q = i / L;
-    st[i] = q < nq && i % L == 0 ? s.start[q] : 0;
-    first_lane[i] = i % L == 0 ? -1 : 0;
-  }
-  // Per result lane: its slot's floor. An empty slot's is INT32_MAX, out of reach of its U
-  // (zero products: U is the row's slack).
-  for (size_t i = 0; i < 8; i++) {
-    const size_t q = SplitLaneSlot<L>(i);
-    fl[i] = q < nq ? floors[q] : INT32_MAX;
-  }
-  const __m256i startv = _mm256_load_si256(reinterpret_cast<const __m256i*>(st));
-  const __m256i lane0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(first_lane));
-  const __m256i floorv = _mm256_load_si256(reinterpret_cast<const __m256i*>(fl));
+  qbuf.resize(steps * 8);
+  const SplitQueries q = PrepareSplit<L>(s, floors, 0, nq, dpad, qbuf.data());
+  const uint32_t* qc = q.codes;
+  const __m256i startv = q.start, lane0 = q.lane0, floorv = q.floor;
   const __m256i ones = _mm256_set1_epi16(1);
   size_t n = 0;
   for (size_t r = 0; r < nrows; r += 8) {
@@ -701,15 +763,7 @@ size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpa
       const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qc + t * 8));
 #pragma GCC unroll 8
       for (int i = 0; i < 8; i++) {
-        __m256i x;
-        if constexpr (L == 2) {
-          int64_t w;
-          std::memcpy(&w, p[i] + t * kStep, 8);
-          x = _mm256_set1_epi64x(w);
-        } else {
-          x = _mm256_broadcastsi128_si256(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + t * kStep)));
-        }
+        const __m256i x = SplitRowCodes<L>(p[i], t * kStep);
         acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(qv, x), ones));
       }
     }
@@ -730,23 +784,8 @@ size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpa
       // D >= floor: not floor > D (floor - 1 could wrap at INT32_MIN).
       below = _mm256_and_si256(below, _mm256_cmpgt_epi32(floorv, u[v]));
     if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0xff) continue;
-    for (size_t v = 0; v < kVecs; v++) {
-      unsigned hit = ~static_cast<unsigned>(_mm256_movemask_ps(
-                         _mm256_castsi256_ps(_mm256_cmpgt_epi32(floorv, u[v])))) &
-                     0xffu;
-      if (hit == 0) continue;
-      alignas(32) int32_t us[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(us), u[v]);
-      // In lane order, each query's rows come ascending, as the tile emits them.
-      for (; hit != 0; hit &= hit - 1) {
-        const size_t i = static_cast<size_t>(__builtin_ctz(hit));
-        const size_t at = SplitLaneRow<L>(v, i), q = SplitLaneSlot<L>(i);
-        if (at >= nr || q >= nq) continue;
-        const uint32_t row = rows ? rows[r + at] : first + static_cast<uint32_t>(r + at);
-        out[q][fill[q]++] = I8Key(us[i], row);
-        n++;
-      }
-    }
+    for (size_t v = 0; v < kVecs; v++)
+      n += EmitSplitLanes<L>(u[v], floorv, v, 0, nq, nr, r, rows, first, out, fill);
   }
   return n;
 }
