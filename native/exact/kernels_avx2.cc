@@ -621,15 +621,14 @@ constexpr size_t SplitLaneSlot(size_t i) {
 }
 
 // Reduced vector v of a split kernel's group (rows r .. r + nr - 1 of the call, the rest
-// repeats, masked off), for queries q0 + SplitLaneSlot: its pairs at or above their floors
-// to their queries' buffers; returns how many.
+// repeats, masked off): its pairs at or above their floors to their queries' buffers;
+// returns how many.
 template <int L>
-inline size_t EmitSplitLanes(__m256i u, __m256i floorv, size_t v, size_t q0, size_t nq,
-                             size_t nr, size_t r, const uint32_t* rows, uint32_t first,
+inline size_t EmitSplitLanes(__m256i u, __m256i floorv, size_t v, size_t nq, size_t nr,
+                             size_t r, const uint32_t* rows, uint32_t first,
                              uint64_t* const* out, uint32_t* fill) {
-  unsigned hit =
-      ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(floorv, u)))) &
-      0xffu;
+  const __m256i below = _mm256_cmpgt_epi32(floorv, u);
+  unsigned hit = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(below))) & 0xffu;
   if (hit == 0) return 0;
   alignas(32) int32_t us[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(us), u);
@@ -637,7 +636,7 @@ inline size_t EmitSplitLanes(__m256i u, __m256i floorv, size_t v, size_t q0, siz
   // In lane order, each query's rows come ascending, as the tile emits them.
   for (; hit != 0; hit &= hit - 1) {
     const size_t i = static_cast<size_t>(__builtin_ctz(hit));
-    const size_t at = SplitLaneRow<L>(v, i), q = q0 + SplitLaneSlot<L>(i);
+    const size_t at = SplitLaneRow<L>(v, i), q = SplitLaneSlot<L>(i);
     if (at >= nr || q >= nq) continue;
     const uint32_t row = rows ? rows[r + at] : first + static_cast<uint32_t>(r + at);
     out[q][fill[q]++] = I8Key(us[i], row);
@@ -654,7 +653,7 @@ constexpr size_t SplitSteps(size_t dpad) {
   return (dpad + 4 * L - 1) / (4 * L);
 }
 
-// A split kernel's queries q0 .. q0 + 8 / L - 1 (those past nq empty): each step's query
+// A split kernel's 8 / L query slots (those past nq empty): each step's query
 // vector, the accumulators' start (start_q in each query's first lane, where the lane0 mask
 // also puts the row's slack), and per result lane its query's floor. An empty slot has zero
 // codes (zero products: its U is the row's slack) and a floor of INT32_MAX, out of reach.
@@ -664,19 +663,19 @@ struct SplitQueries {
 };
 
 template <int L>
-SplitQueries PrepareSplit(const I8Scratch& s, const int32_t* floors, size_t q0, size_t nq,
-                          size_t dpad, uint32_t* qbuf) {
+SplitQueries PrepareSplit(const I8Scratch& s, const int32_t* floors, size_t nq, size_t dpad,
+                          uint32_t* qbuf) {
   static_assert(L == 2 || L == 4, "2 or 4 lanes a query");
   const size_t dq = dpad / 4, steps = SplitSteps<L>(dpad);
   // Query q's dword g in the panels: panel q / 8, lane q % 8 (PackQueriesI8).
   for (size_t t = 0; t < steps; t++)
     for (size_t i = 0; i < 8; i++) {
-      const size_t q = q0 + i / L, g = t * L + i % L;
+      const size_t q = i / L, g = t * L + i % L;
       qbuf[t * 8 + i] = q < nq && g < dq ? s.codes[((q / 8) * dq + g) * 8 + q % 8] : 0u;
     }
   alignas(32) int32_t st[8], first_lane[8], fl[8];
   for (size_t i = 0; i < 8; i++) {
-    const size_t q = q0 + i / L, qr = q0 + SplitLaneSlot<L>(i);
+    const size_t q = i / L, qr = SplitLaneSlot<L>(i);
     st[i] = q < nq && i % L == 0 ? s.start[q] : 0;
     first_lane[i] = i % L == 0 ? -1 : 0;
     fl[i] = qr < nq ? floors[qr] : INT32_MAX;
@@ -740,7 +739,7 @@ size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpa
   const size_t steps = SplitSteps<L>(dpad);
   thread_local std::vector<uint32_t> qbuf;
   qbuf.resize(steps * 8);
-  const SplitQueries q = PrepareSplit<L>(s, floors, 0, nq, dpad, qbuf.data());
+  const SplitQueries q = PrepareSplit<L>(s, floors, nq, dpad, qbuf.data());
   const uint32_t* qc = q.codes;
   const __m256i startv = q.start, lane0 = q.lane0, floorv = q.floor;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -785,7 +784,7 @@ size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpa
       below = _mm256_and_si256(below, _mm256_cmpgt_epi32(floorv, u[v]));
     if (_mm256_movemask_ps(_mm256_castsi256_ps(below)) == 0xff) continue;
     for (size_t v = 0; v < kVecs; v++)
-      n += EmitSplitLanes<L>(u[v], floorv, v, 0, nq, nr, r, rows, first, out, fill);
+      n += EmitSplitLanes<L>(u[v], floorv, v, nq, nr, r, rows, first, out, fill);
   }
   return n;
 }
