@@ -7,6 +7,11 @@ export interface BesideRow {
   write: string;
   /** The write's time, from call to return (or to resolution, for a promise). */
   write_ms: number;
+  /**
+   * How long the call held the calling thread (the event loop) before it returned: the
+   * whole write for a synchronous one, the argument checks and copies for an async one.
+   */
+  hold_ms: number;
   /** Searches that overlapped the write, and their latency. */
   searches: number;
   p50_ms: number;
@@ -43,13 +48,16 @@ export function searchesBeside(
     async beside(write: string, fn: () => unknown): Promise<number> {
       await sleep(settleMs);
       const a = nowMs();
-      await fn();
+      const pending = fn();
+      const held = nowMs() - a;
+      await pending;
       const b = nowMs();
       await sleep(settleMs);
       const lat = spans.filter(([s, e]) => s < b && e > a).map(([s, e]) => e - s);
       rows.push({
         write,
         write_ms: b - a,
+        hold_ms: held,
         searches: lat.length,
         p50_ms: percentile(lat, 50),
         p99_ms: percentile(lat, 99),

@@ -196,18 +196,28 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   Napi::Value WriteAsync(const Napi::CallbackInfo& info, const char* name,
                          void (ExactIndex::*write)(const uint32_t*, const float*, size_t)) {
     return Guard(info.Env(), [&]() -> Napi::Value {
-      auto [ids, vecs] = RowsArgs(info);
+      // The values are checked on the worker, in the copy: at 1M x 64 the check held the
+      // JS thread 60-130 ms; buildAsync now returns after 218-273 ms where it took 276-317
+      // (the rest is the copy's page faults; bench:exact-writes --async, build_hold_ms). A
+      // bad value rejects the promise with the same RangeError, before anything is written.
+      auto [ids, vecs] = RowsArgs(info, false);
       auto idv = SharedCopy(ids);
       auto vv = SharedCopy(vecs);
       auto index = index_;
       return writes_.Queue(
           info.Env(), name,
-          [index, idv, vv, write] { ((*index).*write)(idv->data(), vv->data(), idv->size()); },
+          [index, idv, vv, write] {
+            CheckVectors(vv->data(), idv->size(), index->Dim(), index->StorageKind());
+            ((*index).*write)(idv->data(), vv->data(), idv->size());
+          },
           [](Napi::Env env) { return env.Undefined(); });
     });
   }
 
-  std::pair<Napi::Uint32Array, Napi::Float32Array> RowsArgs(const Napi::CallbackInfo& info) {
+  // The rows arguments of build and upsert: types and lengths, and the values unless
+  // `values` is false (the async writes check them on the worker).
+  std::pair<Napi::Uint32Array, Napi::Float32Array> RowsArgs(const Napi::CallbackInfo& info,
+                                                            bool values = true) {
     auto ids = ArgUint32Array(info, 0, "ids");
     auto vecs = ArgFloat32Array(info, 1, "vectors");
     const size_t d = index_->Dim();
@@ -215,7 +225,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       ThrowRange("vectors.length (" + std::to_string(vecs.ElementLength()) +
                  ") must equal ids.length x dim (" + std::to_string(ids.ElementLength()) +
                  " x " + std::to_string(d) + ")");
-    CheckVectors(vecs.Data(), ids.ElementLength(), d, index_->StorageKind());
+    if (values) CheckVectors(vecs.Data(), ids.ElementLength(), d, index_->StorageKind());
     return {ids, vecs};
   }
 
@@ -241,11 +251,12 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     });
   }
   // buildAsync / upsertAsync (ids, vectors) and removeAsync (ids): Promise<void>. The
-  // arguments are checked here, as the synchronous calls check them, and copied (the
-  // caller may reuse its arrays at once); the write runs on a libuv worker, so the event
-  // loop goes on meanwhile (a build takes ~1 s at 1M rows), after the async writes called
-  // before it (WriteQueue). An error found there (an unknown id on remove) rejects the
-  // promise.
+  // arguments' types and lengths are checked here and the arrays copied (the caller may
+  // reuse them at once); the vectors' values are checked in the copy, on the worker (as
+  // the synchronous calls check them, with the same errors). The write runs on a libuv
+  // worker, so the event loop goes on meanwhile (a build takes ~1 s at 1M rows), after the
+  // async writes called before it (WriteQueue). An error found there (a bad value, an
+  // unknown id on remove) rejects the promise before anything is written.
   Napi::Value BuildAsync(const Napi::CallbackInfo& info) {
     return WriteAsync(info, "recserve.exact.build", &ExactIndex::Build);
   }

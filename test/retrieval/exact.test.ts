@@ -1080,6 +1080,39 @@ test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, e
       name: 'RangeError',
       message: /duplicate id 1/,
     });
+    // Values are checked in the call's own copy, on the worker: a bad one rejects naming
+    // the element or row, as the synchronous calls throw ...
+    const bad = rng.uniformArray(2 * d);
+    bad[d + 3] = Number.NaN;
+    await assert.rejects(index.upsertAsync(Uint32Array.of(ids[1]!, 4_000_000), bad), {
+      name: 'RangeError',
+      message: new RegExp(`^vectors\\[${d + 3}\\] is NaN`),
+    });
+    await assert.rejects(index.buildAsync(Uint32Array.of(9), new Float32Array(d).fill(3e18)), {
+      name: 'RangeError',
+      message: /^vectors row 0 .* squared norm/,
+    });
+    if (storage === 'f16')
+      await assert.rejects(index.upsertAsync(Uint32Array.of(9), new Float32Array(d).fill(7e4)), {
+        name: 'RangeError',
+        message: /beyond float16's range/,
+      });
+    assert.equal(index.size, size);
+    // ... and a bad value written into the caller's array after the call reaches nothing.
+    const late = rng.uniformArray(d);
+    const wrote = index.upsertAsync(Uint32Array.of(ids[2]!), late);
+    ref.set(Uint32Array.of(ids[2]!), as(late.slice()));
+    late.fill(Number.NaN);
+    await wrote;
+    assertMatches(
+      ref,
+      queries,
+      30,
+      await index.search(queries, 30),
+      tolFor(ref, queries),
+      {},
+      `${storage} after rejected async writes`,
+    );
     assert.equal(index.size, size);
   }
 });
