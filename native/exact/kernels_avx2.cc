@@ -653,10 +653,10 @@ constexpr size_t SplitSteps(size_t dpad) {
   return (dpad + 4 * L - 1) / (4 * L);
 }
 
-// A split kernel's 8 / L query slots (those past nq empty): each step's query
-// vector, the accumulators' start (start_q in each query's first lane, where the lane0 mask
-// also puts the row's slack), and per result lane its query's floor. An empty slot has zero
-// codes (zero products: its U is the row's slack) and a floor of INT32_MAX, out of reach.
+// A split kernel's 8 / L query slots (those past nq empty): each step's query vector, the
+// accumulators' start (start_q in each query's first lane, where the lane0 mask also puts
+// the row's slack), and per result lane its query's floor. An empty slot has zero codes
+// (zero products: its U is the row's slack) and a floor of INT32_MAX, out of reach.
 struct SplitQueries {
   const uint32_t* codes;  // SplitSteps(dpad) x 8 dwords
   __m256i start, lane0, floor;
@@ -750,7 +750,8 @@ size_t ScreenI8Split(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpa
     const uint8_t* p[8];
     for (size_t i = 0; i < 8; i++) p[i] = codes[r + (i < nr ? i : 0)];
     // With the next group prefetched, B = 2 and 4 at 1M x 64 with 30% allowed took
-    // 0.82-0.85 of the time they took without (10% allowed: 0.88-0.95).
+    // 0.82-0.85 of the time they took without (10% allowed: 0.88-0.95; measured with
+    // ScreenI8Few, which read the rows in the same groups).
     PrefetchGatheredCodes(codes, r + 8, std::min(nrows, r + 16), dpad);
     __m256i acc[8];
 #pragma GCC unroll 8
