@@ -15,9 +15,9 @@
 // With --async the build and the writes go through buildAsync/upsertAsync/removeAsync (on a
 // native thread, the event loop free meanwhile) instead of the synchronous calls, and
 // `build_hold_ms` and each row's `hold_ms` say how long each call still held the calling
-// thread before returning its promise (checking and copying its arguments). Last, with the searchers stopped:
-// B = 32 batches before and after upserts of rows spread wider than the others (`wide_rows`,
-// `far_row`, `past_cap`: see below).
+// thread before returning its promise (checking and copying its arguments). Last, with the
+// searchers stopped: B = 32 batches before and after upserts of rows spread wider than the
+// others (`wide_rows`, `far_row`, `past_cap`: see below).
 import { parseBenchArgs, numberOption } from './lib/args.js';
 import { Rng } from './lib/rng.js';
 import { searchesBeside, sleep } from './lib/beside.js';
