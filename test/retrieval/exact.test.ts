@@ -1056,15 +1056,17 @@ test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, e
     await removed;
     assert.equal(index.size, ref.rows.size, storage);
     const queries = rng.uniformArray(3 * d);
-    assertMatches(
-      ref,
-      queries,
-      30,
-      await index.search(queries, 30),
-      tolFor(ref, queries),
-      {},
-      `${storage} after async writes`,
-    );
+    const matchesRef = async (what: string) =>
+      assertMatches(
+        ref,
+        queries,
+        30,
+        await index.search(queries, 30),
+        tolFor(ref, queries),
+        {},
+        `${storage} ${what}`,
+      );
+    await matchesRef('after async writes');
     // Bad arguments reject, before or during the work, and change nothing.
     const size = index.size;
     await assert.rejects(index.upsertAsync(Uint32Array.of(1), new Float32Array(3)), {
@@ -1104,15 +1106,7 @@ test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, e
     ref.set(Uint32Array.of(ids[2]!), as(late.slice()));
     late.fill(Number.NaN);
     await wrote;
-    assertMatches(
-      ref,
-      queries,
-      30,
-      await index.search(queries, 30),
-      tolFor(ref, queries),
-      {},
-      `${storage} after rejected async writes`,
-    );
+    await matchesRef('after rejected async writes');
     assert.equal(index.size, size);
   }
 });
