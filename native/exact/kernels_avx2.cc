@@ -714,7 +714,8 @@ inline __m256i SplitRowCodes(const uint8_t* row, size_t off) {
 //
 // Against the kernel it replaced (ScreenI8Few, 9b8210f: a pass over each group of 8 rows
 // a query, each query's 8 rows' lanes reduced on their own, and the rows' sums and slacks
-// loaded as vectors from 8 scalar stores, where perf annotate put 8% of its samples), both
+// loaded as vectors from 8 scalar stores; perf annotate put 8-14% of its samples at a
+// vector load from the stack there: bench/README.md, seventeenth section), both
 // forced through the screen (bench:exact-ab --addons OLD,NEW --kernel avx2 --tune-a/--tune-b
 // '{"screenMinBatch":2}', 100k rows, both storages), new time over old:
 // - d = 64: B = 2 0.78-0.83, B = 3 0.82-0.87, B = 4 0.69-0.74 (one batch repeated);
@@ -803,7 +804,9 @@ size_t ScreenI8(RowSpan<uint8_t> codes, size_t nrows, size_t nq, size_t dpad, fl
   const size_t dq = dpad / 4;
   const size_t ldm = (nq + 31) / 32;
   const I8Scratch s = LayoutI8(scratch, nq16, dpad);
-  if (nq <= 2)
+  // ScreenI8Split<L> holds 8 / L queries.
+  static_assert(kSplitI8 == 8 / 2, "kSplitI8 is ScreenI8Split<2>'s query count");
+  if (nq <= 8 / 4)
     return ScreenI8Split<4>(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
   if (nq <= kSplitI8)
     return ScreenI8Split<2>(codes, nrows, nq, dpad, s, floors, rows, first, out, fill);
