@@ -26,6 +26,7 @@
 
 #include "common/errors.h"
 #include "common/huge_alloc.h"
+#include "common/row_values.h"
 #include "common/thread_pool.h"
 #include "hnsw/reconnect.h"
 
@@ -235,6 +236,9 @@ void HnswIndex::Add(const std::vector<uint32_t>& ids, const std::vector<float>& 
     ThrowRange("vectors.length (" + std::to_string(vecs.size()) +
                ") must equal ids.length x dim (" + std::to_string(ids.size()) + " x " +
                std::to_string(dim_) + ")");
+  // Against the dimension this add writes with (a load may have changed it since the call),
+  // before anything is written.
+  CheckRowValues(vecs.data(), ids.size(), static_cast<size_t>(dim_), "vectors");
   std::unordered_set<uint32_t> batch;
   for (size_t i = 0; i < ids.size(); i++) {
     // kNoId pads short results, and Load rejects it (as every id past uint32).

@@ -654,6 +654,40 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
   assert.equal((await h.search(q, 2)).ids.length, 2);
 });
 
+test('HNSW add checks values on its worker: a bad batch adds nothing; later writes to the caller\'s array reach nothing', async () => {
+  // The values are checked in add's copy on the worker (HnswIndex::Add), not on the event
+  // loop: the same RangeErrors as before, and still before anything is written.
+  const is = (re: RegExp) => (e: Error) => e.name === 'RangeError' && re.test(e.message);
+  const rng = new Rng(35);
+  const d = 16;
+  const n = 2_000;
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const h = await HnswIndex.build(ids, rng.normalArray(n * d), d);
+  const good = rng.normalArray(3 * d).map((x) => 4 * x);
+  const bad = good.slice();
+  bad[2 * d + 5] = NaN;
+  await assert.rejects(h.add(Uint32Array.of(n, n + 1, n + 2), bad), is(/vectors\[37\] is NaN/));
+  const huge = good.slice();
+  huge[d] = 3e19;
+  await assert.rejects(
+    h.add(Uint32Array.of(n, n + 1, n + 2), huge),
+    is(/vectors row 1 .*squared norm/),
+  );
+  assert.equal(h.size, n, 'a refused batch adds none of its rows');
+  const own = async (row: number) =>
+    (await h.search(good.subarray(row * d, (row + 1) * d), 1, { efSearch: 200 })).ids[0];
+  for (let r = 0; r < 3; r++) assert.notEqual(await own(r), n + r);
+
+  // The caller may reuse its array as soon as add returns: what it writes then reaches
+  // neither the check nor the index.
+  const reused = good.slice();
+  const adding = h.add(Uint32Array.of(n, n + 1, n + 2), reused);
+  reused.fill(NaN);
+  await adding;
+  assert.equal(h.size, n + 3);
+  for (let r = 0; r < 3; r++) assert.equal(await own(r), n + r);
+});
+
 test("writes go to libuv's pool one at a time: searches beside many concurrent writes keep a thread", async () => {
   // Adds take the index's writer mutex in turn. Handed to the pool together, each waited
   // for it on a pool thread (4 unless UV_THREADPOOL_SIZE says otherwise), and a search
