@@ -654,7 +654,7 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
   assert.equal((await h.search(q, 2)).ids.length, 2);
 });
 
-test('HNSW add checks values on its worker: a bad batch adds nothing; later writes to the caller\'s array reach nothing', async () => {
+test("HNSW add checks values on its worker: a bad batch adds nothing; later writes to the caller's array reach nothing", async () => {
   // The values are checked in add's copy on the worker (HnswIndex::Add), not on the event
   // loop: the same RangeErrors as before, and still before anything is written.
   const is = (re: RegExp) => (e: Error) => e.name === 'RangeError' && re.test(e.message);
