@@ -42,6 +42,13 @@ test('bench/native programs compile; f16-scan agrees with the index scan', (t) =
     '-mavx512bf16',
     '-mavx512vnni',
   ]);
+  gxx('bench/native/avx2-step-mix.cc', 'avx2-step-mix', ['-mavx2']);
+  if (cpuHas('avx2')) {
+    // A short run: every mix timed (a figure each), and the ratio the README quotes.
+    const out = execFileSync(join(dir, 'avx2-step-mix'), ['100000'], { encoding: 'utf8' });
+    assert.equal([...out.matchAll(/ ([0-9.]+) cycles a loop$/gm)].length, 6, out);
+    assert.match(out, /^int16 pairs \/ tile step: [0-9.]+$/m);
+  }
   if (!cpuHas('avx2', 'fma', 'f16c', 'avx512f', 'avx512vl', 'avx512bw', 'avx512dq')) {
     t.skip('compiled; running f16-scan needs AVX-512 F/VL/BW/DQ');
     return;
