@@ -504,7 +504,10 @@ void PackQueriesI8(const float* queries, size_t nq, size_t dpad, const I8Screen&
 // over r and p is unrolled by pragma: without, g++ 12 kept the single panel's accumulators
 // on the stack (a load and a store per product, perf annotate), and B = 8 took 1.5-1.8x
 // the time it takes now (bench:exact-ab --addons --kernel avx2, 100k x 64 and x 128, both
-// storages).
+// storages). Two steps' vpmaddubsw summed in int16 before one vpmaddwd (6-bit query codes
+// make room) took 0.91-1.05 of the time: on the Zen 3 host the step is bound by all its
+// vector instructions, not by the multiplies (bench/native/avx2-step-mix.cc, bench/README
+// eighteenth section).
 template <int R, int P>
 inline bool TileI8(const uint8_t* const* rows, size_t dq, const uint32_t* qc,
                    const int32_t* start, const int32_t* floor, int32_t* sc, size_t ldsc,
