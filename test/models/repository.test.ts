@@ -21,6 +21,7 @@ import {
   writeVersion,
   type BundleArtifacts,
 } from '../../src/models/repository.js';
+import { shareBundleItems } from '../../src/pipeline/ranking/shared-bundle.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recserve-repo-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -73,6 +74,12 @@ test('write then load round-trips every part of the bundle', async () => {
   assert.deepEqual(b.items.quality, a.items.quality);
   assert.deepEqual(b.items.popularity, a.items.popularity);
   assert.deepEqual(b.itemEmbeddings, a.itemEmbeddings);
+  // Read straight into shared memory: what ranking workers read, used as it is.
+  for (const x of [b.itemEmbeddings, b.items.createdAt, b.items.quality, b.items.popularity])
+    assert.ok(x.buffer instanceof SharedArrayBuffer);
+  const shared = shareBundleItems(b);
+  assert.equal(shared.itemEmbeddings, b.itemEmbeddings);
+  assert.equal(shared.popularity, b.items.popularity);
   assert.deepEqual(b.userEmbeddings, a.userEmbeddings);
   assert.equal(b.userIndex.get('u2'), 1);
   assert.deepEqual(b.coldUserEmbedding, a.coldUserEmbedding);

@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { positionMap, rowsByPopularity, turn } from '../../src/models/loading.js';
+import { Rng } from '../../bench/lib/rng.js';
+
+test("rowsByPopularity: the comparator sort's order (ties by row, -0 as 0), NaN last", () => {
+  const rng = new Rng(7);
+  // Many ties (integer counts), negatives, both zeros and both infinities.
+  const n = 5000;
+  const pop = new Float32Array(n);
+  for (let r = 0; r < n; r++) pop[r] = rng.int(40) - 10;
+  pop[3] = -0;
+  pop[4] = 0;
+  pop[10] = Infinity;
+  pop[11] = -Infinity;
+  pop[12] = 1e-40; // subnormal, above zero
+  pop[13] = -1e-40;
+  const want = Array.from({ length: n }, (_, i) => i).sort((a, b) => pop[b]! - pop[a]! || a - b);
+  assert.deepEqual(Array.from(rowsByPopularity(pop)), want);
+
+  // NaN, which the comparator cannot order, goes after everything, by row.
+  const withNaN = Float32Array.of(2, NaN, -Infinity, 5, NaN, 2);
+  assert.deepEqual(Array.from(rowsByPopularity(withNaN)), [3, 0, 5, 2, 1, 4]);
+  // A view into a larger buffer is read at its own offset.
+  const big = Float32Array.of(100, 1, 3, 2, 100);
+  assert.deepEqual(Array.from(rowsByPopularity(big.subarray(1, 4))), [1, 2, 0]);
+  assert.equal(rowsByPopularity(new Float32Array(0)).length, 0);
+});
+
+test('positionMap: the same map as new Map(keys.map((k, i) => [k, i])), the event loop turning between chunks', async () => {
+  const keys = Array.from({ length: 1000 }, (_, i) => `k${i % 700}`); // repeats: the last wins
+  let turns = 0;
+  let counting = true;
+  const tick = () => {
+    turns++;
+    if (counting) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const m = await positionMap(keys, 64);
+  counting = false;
+  assert.deepEqual([...m], [...new Map(keys.map((k, i) => [k, i]))]);
+  // 16 chunks: the ticker ran between them, not only after the last.
+  assert.ok(turns >= 10, `the event loop turned ${turns} times`);
+  assert.equal((await positionMap([])).size, 0);
+  await turn();
+});
