@@ -25,8 +25,8 @@ import { join, resolve } from 'node:path';
 import type { ContentModel } from '../training/coldstart.js';
 import type { HnswMetric } from '../retrieval/hnsw.js';
 import { positionMap, turn } from './loading.js';
+import { ItemsFormatError, readItemsJson } from './items-json.js';
 import {
-  buildCategoryTable,
   withCategoryTable,
   type ItemCatalog,
   type ModelBundle,
@@ -346,18 +346,6 @@ export async function verifyVersion(dir: string): Promise<Manifest> {
   return manifest;
 }
 
-/** The same strings, each distinct value held once (in place; returns `a`). */
-function internStrings(a: string[]): string[] {
-  const seen = new Map<string, string>();
-  for (let i = 0; i < a.length; i++) {
-    const s = a[i]!;
-    const first = seen.get(s);
-    if (first === undefined) seen.set(s, s);
-    else a[i] = first;
-  }
-  return a;
-}
-
 /**
  * A file of little-endian float32 or float64 values, read straight into the array it
  * returns (in a SharedArrayBuffer with `share`: the arrays ranking workers read, which
@@ -420,38 +408,32 @@ export type LoadedBundle = ModelBundle & { content?: ContentModel };
  */
 export async function loadBundle(dir: string): Promise<LoadedBundle> {
   dir = resolve(dir);
+  // items.json is parsed off the event loop where it is large (models/items-json.ts), beside
+  // the checksums; nothing of it is used unless they all match (a version that fails them
+  // rejects with their error, and the parse's outcome is dropped).
+  const parsing = readItemsJson(join(dir, 'items.json'));
+  parsing.catch(() => undefined);
   await verifyVersion(dir);
   const c = await readConfig(dir);
   const d = c.dim;
-  const raw = JSON.parse(await readFile(join(dir, 'items.json'), 'utf8')) as {
-    ids: string[];
-    titles: string[];
-    category_names: string[];
-    categories: number[][];
-    creator_ids: string[];
-  };
-  const n = raw.ids.length;
-  if (!Array.isArray(raw.categories) || raw.categories.length !== n)
-    throw new BundleIntegrityError(dir, `items.json categories: expected ${n} lists`);
+  // A file that parses but is not a catalog is this version's fault, named as such.
+  const lists = await parsing.catch((e: unknown) => {
+    throw e instanceof ItemsFormatError ? new BundleIntegrityError(dir, e.message) : e;
+  });
+  const n = lists.ids.length;
   // The server listens while it loads: each step below gets its own turn of the event loop
-  // (models/loading.ts), where at 1M items they ran 2.4-2.9 s in one piece with the parse.
+  // (models/loading.ts).
   await turn();
-  // Flat, in shared memory (ranking workers read the same bytes); the per-item arrays are
-  // only made if something asks for them (models/bundle.ts withCategoryTable).
-  const categoryTable = buildCategoryTable(raw.categories, true);
+  const index = await positionMap(lists.ids);
   await turn();
-  const index = await positionMap(raw.ids);
-  await turn();
-  // JSON.parse makes one string per occurrence: 1M items by 40k creators would be a million
-  // strings. One per distinct creator is the same data in 1/25 of the objects.
-  const creatorIds = internStrings(raw.creator_ids);
+  const categoryTable = lists.categoryTable;
   const items: ItemCatalog = withCategoryTable(
     {
-      ids: raw.ids,
+      ids: lists.ids,
       index,
-      titles: raw.titles,
-      categoryNames: raw.category_names,
-      creatorIds,
+      titles: lists.titles,
+      categoryNames: lists.categoryNames,
+      creatorIds: lists.creatorIds,
       createdAt: await readF64(join(dir, 'items_created_at.f64'), true),
       quality: await readF32(join(dir, 'items_quality.f32'), true),
       popularity: await readF32(join(dir, 'items_popularity.f32'), true),
