@@ -71,6 +71,19 @@ inline std::string ArgString(const Napi::CallbackInfo& info, size_t i, const cha
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// Whether a typed array lies in a SharedArrayBuffer (napi_is_arraybuffer is false for one).
+// Such memory is never detached or freed while a reference to the array is held, so an
+// async call may read it in place on its worker rather than copy it first.
+inline bool InSharedMemory(const Napi::TypedArray& a) {
+  napi_value buffer = nullptr;
+  if (napi_get_typedarray_info(a.Env(), a, nullptr, nullptr, nullptr, &buffer, nullptr) !=
+      napi_ok)
+    return false;
+  bool plain = true;
+  if (napi_is_arraybuffer(a.Env(), buffer, &plain) != napi_ok) return false;
+  return !plain;
+}
+
 // A copy of a typed array's elements that an async call's closures can share (the caller
 // may reuse its array as soon as the call returns).
 template <typename T>

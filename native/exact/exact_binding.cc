@@ -202,13 +202,28 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       // bad value rejects the promise with the same RangeError, before anything is written.
       auto [ids, vecs] = RowsArgs(info, false);
       auto idv = SharedCopy(ids);
-      auto vv = SharedCopy(vecs);
+      // Rows in a SharedArrayBuffer are read in place on the worker, the array held by a
+      // reference until the promise settles (the worker and its closures are freed on the JS
+      // thread): shared memory cannot be detached, and the caller shared it on purpose. The
+      // server's item embeddings are such an array; copying them held the event loop
+      // 0.4-0.6 s at 1M x 64 and doubled their memory while the index was built
+      // (bench:startup). Other rows are copied, since the caller may reuse its array at once.
+      std::shared_ptr<std::vector<float>> copy;
+      std::shared_ptr<Napi::ObjectReference> held;
+      const float* rows = nullptr;
+      if (InSharedMemory(vecs)) {
+        held = std::make_shared<Napi::ObjectReference>(Napi::Persistent(vecs.As<Napi::Object>()));
+        rows = vecs.Data();
+      } else {
+        copy = SharedCopy(vecs);
+        rows = copy->data();
+      }
       auto index = index_;
       return writes_.Queue(
           info.Env(), name,
-          [index, idv, vv, write] {
-            CheckVectors(vv->data(), idv->size(), index->Dim(), index->StorageKind());
-            ((*index).*write)(idv->data(), vv->data(), idv->size());
+          [index, idv, copy, held, rows, write] {
+            CheckVectors(rows, idv->size(), index->Dim(), index->StorageKind());
+            ((*index).*write)(idv->data(), rows, idv->size());
           },
           [](Napi::Env env) { return env.Undefined(); });
     });
@@ -252,7 +267,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   // buildAsync / upsertAsync (ids, vectors) and removeAsync (ids): Promise<void>. The
   // arguments' types and lengths are checked here and the arrays copied (the caller may
-  // reuse them at once); the vectors' values are checked in the copy, on the worker (as
+  // reuse them at once), vectors in a SharedArrayBuffer excepted: those are read in place
+  // until the promise settles (WriteAsync). The vectors' values are checked on the worker (as
   // the synchronous calls check them, with the same errors). The write runs on a libuv
   // worker, so the event loop goes on meanwhile (a build takes ~1 s at 1M rows), after the
   // async writes called before it (WriteQueue). An error found there (a bad value, an

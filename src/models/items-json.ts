@@ -3,13 +3,18 @@
 // JSON.parse alone took 1.1 s of the loop, while the server listens (not ready) and answers
 // its health checks. A large file is parsed on a worker thread (items-json-worker.ts), which
 // sends back compact forms: each list of strings as one string and where each entry ends,
-// the categories as the flat table in shared memory (no copy), the creators as distinct
-// names and a number per item. The loop then cuts the strings out 100k entries a turn.
-// Small files, where a worker's start costs more than the parse, are parsed in place
-// through the same forms.
+// the categories as the flat table in shared memory (no copy), the creators' table likewise
+// (distinct names, and a number per item). The loop then cuts the strings out 100k entries
+// a turn. Small files, where a worker's start costs more than the parse, are parsed in
+// place through the same forms.
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { buildCategoryTable, type CategoryTable } from './bundle.js';
+import {
+  buildCategoryTable,
+  buildCreatorTable,
+  type CategoryTable,
+  type CreatorTable,
+} from './bundle.js';
 import { turn } from './loading.js';
 
 /** A catalog file that parses but does not hold what a catalog must (names the field). */
@@ -32,8 +37,8 @@ export interface PackedItems {
   titles: PackedStrings;
   categoryNames: string[];
   categoryTable: CategoryTable;
-  creatorNames: string[];
-  creatorOf: Uint32Array;
+  /** In shared memory, as the category table. */
+  creatorTable: CreatorTable;
 }
 
 export interface CatalogLists {
@@ -44,6 +49,8 @@ export interface CatalogLists {
   categoryTable: CategoryTable;
   /** One string object per distinct creator (a million items by 40k creators hold 40k). */
   creatorIds: string[];
+  /** The same creators as numbers, in SharedArrayBuffers. */
+  creatorTable: CreatorTable;
 }
 
 function list(raw: Record<string, unknown>, field: string): unknown[] {
@@ -84,21 +91,12 @@ export function packItems(text: string): PackedItems {
   for (let i = 0; i < n; i++)
     if (!Array.isArray(categories[i]))
       throw new ItemsFormatError(`items.json categories[${i}]: expected a list`);
-  const creators = strings(r, 'creator_ids');
-  const names = new Map<string, number>();
-  const creatorOf = new Uint32Array(creators.length);
-  for (let i = 0; i < creators.length; i++) {
-    let k = names.get(creators[i]!);
-    if (k === undefined) names.set(creators[i]!, (k = names.size));
-    creatorOf[i] = k;
-  }
   return {
     ids: packStrings(strings(r, 'ids')),
     titles: packStrings(strings(r, 'titles')),
     categoryNames: strings(r, 'category_names'),
     categoryTable: buildCategoryTable(categories as number[][], true),
-    creatorNames: [...names.keys()],
-    creatorOf,
+    creatorTable: buildCreatorTable(strings(r, 'creator_ids'), true),
   };
 }
 
@@ -123,14 +121,16 @@ async function unpackItems(p: PackedItems, chunk: number): Promise<CatalogLists>
   await turn();
   const titles = await unpackStrings(p.titles, chunk);
   await turn();
-  const creatorIds = new Array<string>(p.creatorOf.length);
-  for (let i = 0; i < creatorIds.length; i++) creatorIds[i] = p.creatorNames[p.creatorOf[i]!]!;
+  const { of, names } = p.creatorTable;
+  const creatorIds = new Array<string>(of.length);
+  for (let i = 0; i < creatorIds.length; i++) creatorIds[i] = of[i]! < 0 ? '' : names[of[i]!]!;
   return {
     ids,
     titles,
     categoryNames: p.categoryNames,
     categoryTable: p.categoryTable,
     creatorIds,
+    creatorTable: p.creatorTable,
   };
 }
 

@@ -29,24 +29,37 @@ export async function positionMap(
 /**
  * Rows by popularity, largest first, ties by row ascending: the order of
  * `rows.sort((a, b) => pop[b] - pop[a] || a - b)` for numbers (-0 equal to 0), with NaN,
- * which that comparator leaves unordered, after everything. Each row is one 64-bit key (the
- * float's bits made to order as unsigned, then the row's complement) sorted natively: at 1M
- * rows 0.2 s, against 0.5 s for the comparator sort.
+ * which that comparator leaves unordered, after everything. Each row's float is made a
+ * 32-bit key that orders as unsigned (largest popularity smallest), and the rows are
+ * radix-sorted by it, 8 bits a pass; each pass is stable, so equal keys keep the rows'
+ * ascending order. At 1M rows 0.12-0.15 s, against 0.5-0.6 s for the comparator sort.
  */
 export function rowsByPopularity(pop: Float32Array): Uint32Array {
   const n = pop.length;
   const bits = new Uint32Array(pop.buffer, pop.byteOffset, n);
-  const keys = new BigUint64Array(n);
+  const keys = new Uint32Array(n);
   for (let r = 0; r < n; r++) {
     const b = bits[r]! === 0x80000000 ? 0 : bits[r]!;
-    // Negative floats order backwards as integers (flip them all); the others order forwards
-    // above every negative one (set the sign bit); NaN goes below all of them.
+    // As unsigned, negative floats order backwards (flip them all) and the others forwards
+    // above every negative one (set the sign bit); NaN goes below all of them. Then the
+    // complement, so that the most popular comes first.
     const o =
       (b & 0x7fffffff) > 0x7f800000 ? 0 : b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0;
-    keys[r] = (BigInt(o) << 32n) | BigInt(0xffffffff - r);
+    keys[r] = ~o >>> 0;
   }
-  keys.sort();
-  const out = new Uint32Array(n);
-  for (let j = 0; j < n; j++) out[j] = 0xffffffff - Number(keys[n - 1 - j]! & 0xffffffffn);
-  return out;
+  let rows = new Uint32Array(n);
+  for (let r = 0; r < n; r++) rows[r] = r;
+  let next = new Uint32Array(n);
+  const starts = new Uint32Array(257);
+  for (let shift = 0; shift < 32; shift += 8) {
+    starts.fill(0);
+    for (let i = 0; i < n; i++) starts[((keys[rows[i]!]! >>> shift) & 255) + 1]++;
+    for (let v = 1; v <= 256; v++) starts[v]! += starts[v - 1]!;
+    for (let i = 0; i < n; i++) {
+      const r = rows[i]!;
+      next[starts[(keys[r]! >>> shift) & 255]!++] = r;
+    }
+    [rows, next] = [next, rows];
+  }
+  return rows;
 }

@@ -434,6 +434,7 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
       titles: lists.titles,
       categoryNames: lists.categoryNames,
       creatorIds: lists.creatorIds,
+      creatorTable: lists.creatorTable,
       createdAt: await readF64(join(dir, 'items_created_at.f64'), true),
       quality: await readF32(join(dir, 'items_quality.f32'), true),
       popularity: await readF32(join(dir, 'items_popularity.f32'), true),

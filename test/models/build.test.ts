@@ -90,6 +90,43 @@ test('build-demo writes a loadable bundle; --if-missing then does nothing', asyn
   }
 });
 
+test("the serving model's lookup tables match what the catalog says, row by row", async () => {
+  // buildServingModel builds them in pieces (a turn of the event loop between): each one
+  // against the plainest way of computing it from the loaded catalog.
+  const repo = join(root, 'tables');
+  const r = recserve('build-demo', '--repo', repo, '--quiet', ...tiny);
+  assert.equal(r.status, 0, r.stderr);
+  const b = await loadBundle(JSON.parse(r.stdout.trim().split('\n').pop()!).dir as string);
+  const { buildServingModel, releaseServingModel } = await import('../../src/models/registry.js');
+  const { DEFAULT_PIPELINE } = await import('../../src/config/index.js');
+  const n = b.items.ids.length;
+  const pop = Array.from(b.items.popularity);
+  const cats = b.items.categories.map((l) => Array.from(l));
+  const creators = b.items.creatorIds.slice();
+  const m = await buildServingModel(b, { pipeline: DEFAULT_PIPELINE });
+  try {
+    const byPop = Array.from({ length: n }, (_, i) => i).sort((x, y) => pop[y]! - pop[x]! || x - y);
+    assert.deepEqual(Array.from(m.popular), byPop.slice(0, 2000));
+    assert.equal(m.maxPopularity, Math.max(0, ...pop));
+    const nc = b.items.categoryNames.length;
+    for (let c = 0; c < nc; c++) {
+      const rows = Array.from({ length: n }, (_, i) => i).filter((i) => cats[i]!.includes(c));
+      assert.deepEqual(Array.from(m.categoryRows[c]!), rows, `category ${c}`);
+      const top = byPop.filter((i) => cats[i]!.includes(c)).slice(0, 200);
+      assert.deepEqual(Array.from(m.popularByCategory[c]!), top, `category ${c} by popularity`);
+      assert.equal(m.categoryIndex.get(b.items.categoryNames[c]!), c);
+    }
+    const want = new Map<string, number[]>();
+    creators.forEach((c, i) => {
+      if (c) want.set(c, [...(want.get(c) ?? []), i]);
+    });
+    assert.deepEqual([...m.creatorRows], [...want]);
+    assert.ok(want.size > 1, 'the demo catalog has several creators');
+  } finally {
+    await releaseServingModel(m);
+  }
+});
+
 test('import-ranker drops a checked ONNX model into a new version and refuses a bad config', async () => {
   const v1 = join(root, 'recserve', '1');
   if (!existsSync(v1)) recserve('build-demo', '--repo', root, '--quiet', ...tiny);

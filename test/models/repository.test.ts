@@ -77,7 +77,7 @@ test('write then load round-trips every part of the bundle', async () => {
   // Read straight into shared memory: what ranking workers read, used as it is.
   for (const x of [b.itemEmbeddings, b.items.createdAt, b.items.quality, b.items.popularity])
     assert.ok(x.buffer instanceof SharedArrayBuffer);
-  const shared = shareBundleItems(b);
+  const shared = await shareBundleItems(b);
   assert.equal(shared.itemEmbeddings, b.itemEmbeddings);
   assert.equal(shared.popularity, b.items.popularity);
   assert.deepEqual(b.userEmbeddings, a.userEmbeddings);

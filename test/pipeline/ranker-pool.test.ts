@@ -19,7 +19,7 @@ test('close() lets batches already in a worker finish, rejects the queued ones',
   const bundle = await loadBundle(
     join(models, 'recserve', String(latestVersion(models, 'recserve'))),
   );
-  const items = shareBundleItems(bundle);
+  const items = await shareBundleItems(bundle);
   const pool = new RankerPool(items, bundle.ranker, {
     threads: 1,
     intraOpThreads: 1,
@@ -74,7 +74,7 @@ test('the ranking workers run at the configured nice value, the event loop at it
   const bundle = await loadBundle(
     join(models, 'recserve', String(latestVersion(models, 'recserve'))),
   );
-  const items = shareBundleItems(bundle);
+  const items = await shareBundleItems(bundle);
   const before = threadNiceValues().filter((n) => n === 7).length;
   const mainNice = () => {
     const stat = readFileSync('/proc/thread-self/stat', 'utf8');

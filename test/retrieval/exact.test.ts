@@ -1111,6 +1111,60 @@ test('buildAsync, upsertAsync and removeAsync: off the event loop, own copies, e
   }
 });
 
+test('async writes read rows in a SharedArrayBuffer in place until the promise settles', async () => {
+  // Shared memory cannot be detached, so buildAsync and upsertAsync read it on the worker
+  // instead of copying it on the event loop (the server's item embeddings are such rows).
+  // Once the promise settles the index holds its own rows, and the array is the caller's.
+  const rng = new Rng(23);
+  const d = 24;
+  const shared = (v: Float32Array) => {
+    const s = new Float32Array(new SharedArrayBuffer(v.byteLength));
+    s.set(v);
+    return s;
+  };
+  for (const storage of ['f32', 'f16'] as const) {
+    const as = (v: Float32Array) => (storage === 'f16' ? f16RoundArray(v) : v);
+    const index = ExactIndex.create({ dim: d, storage });
+    const ref = new RefIndex(d);
+    const ids = distinctIds(rng, 600);
+    const vecs = shared(rng.uniformArray(600 * d));
+    await index.buildAsync(ids, vecs);
+    ref.set(ids, as(vecs.slice()));
+    vecs.fill(99);
+    const up = ids.slice(0, 30);
+    const upVecs = shared(rng.uniformArray(30 * d));
+    await index.upsertAsync(up, upVecs);
+    ref.set(up, as(upVecs.slice()));
+    upVecs.fill(-99);
+    // A view into a larger shared buffer is read from its own offset.
+    const big = new Float32Array(new SharedArrayBuffer((3 * d + 5) * 4));
+    const row = rng.uniformArray(d);
+    big.set(row, 5 + d);
+    await index.upsertAsync(Uint32Array.of(ids[40]!), big.subarray(5 + d, 5 + 2 * d));
+    ref.set(Uint32Array.of(ids[40]!), as(row.slice()));
+    big.fill(7);
+    const queries = rng.uniformArray(4 * d);
+    assertMatches(
+      ref,
+      queries,
+      25,
+      await index.search(queries, 25),
+      tolFor(ref, queries),
+      {},
+      `${storage} shared rows`,
+    );
+    // A bad value in shared rows rejects naming the element, and nothing is written.
+    const size = index.size;
+    const bad = shared(rng.uniformArray(2 * d));
+    bad[d + 1] = Number.NaN;
+    await assert.rejects(index.upsertAsync(Uint32Array.of(ids[0]!, 5_000_000), bad), {
+      name: 'RangeError',
+      message: new RegExp(`^vectors\\[${d + 1}\\] is NaN`),
+    });
+    assert.equal(index.size, size);
+  }
+});
+
 test('async writes apply in call order, one in the pool at a time', async () => {
   // Issued without waiting: each index's async writes go to libuv's pool one at a time in
   // call order (they would otherwise race for the writer mutex on as many pool threads).
