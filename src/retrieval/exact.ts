@@ -209,7 +209,10 @@ export class ExactIndex {
    * its arrays at once; the call itself holds the calling thread only for the copy (and
    * the type and length checks): the vectors' values are checked on the native thread, in
    * the copy (at 1M x 64, buildAsync returned after 218-273 ms, the copy's page faults,
-   * where checking them too took 276-317 ms). Bad arguments, a bad value or an unknown id
+   * where checking them too took 276-317 ms). Vectors in a SharedArrayBuffer are the
+   * exception: they are read in place on the native thread until the promise settles, so
+   * the caller must not write them before then (the server's shared item embeddings: no
+   * 256 MB copy on the event loop at 1M x 64). Bad arguments, a bad value or an unknown id
    * on remove included, reject with TypeError/RangeError and change nothing. Resolves once
    * every search that starts afterwards sees the change;
    * an index's async writes enter libuv's thread pool one at a time, in call order (so
