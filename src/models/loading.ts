@@ -1,6 +1,6 @@
 // Pieces of loading a model version that run on the event loop, sized so that the server,
 // which listens while it loads (/healthz, /readyz, /metrics), keeps answering: at 1M items
-// the loader's steps ran back to back for up to 2.9 s without a turn of the event loop
+// the loader's steps ran back to back for up to 2.2-2.7 s without a turn of the event loop
 // (bench:startup, bench/README.md "eighteenth").
 
 /** Lets the event loop run what is due (I/O callbacks, timers) before the caller goes on. */
