@@ -56,9 +56,14 @@ export interface BenchServer {
 /**
  * Starts `recserve serve` on ephemeral ports over `models` (`extra` adds CLI flags) and
  * resolves once it logs that the model is loaded and warm. Benchmarks and the SIGTERM test
- * both start the server this way.
+ * both start the server this way. `onListening` is told the HTTP port as soon as the server
+ * logs it, before the model has loaded (bench:startup asks /readyz from then on).
  */
-export async function startBenchServer(models: string, extra: string[] = []): Promise<BenchServer> {
+export async function startBenchServer(
+  models: string,
+  extra: string[] = [],
+  onListening?: (port: number) => void,
+): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'recserve-bench-data-'));
   const child = spawn(
     process.execPath,
@@ -96,7 +101,10 @@ export async function startBenchServer(models: string, extra: string[] = []): Pr
         try {
           const rec = JSON.parse(line) as Record<string, unknown>;
           logs.push(rec);
-          if (typeof rec.port === 'number') port = rec.port;
+          if (typeof rec.port === 'number' && port === 0) {
+            port = rec.port;
+            onListening?.(port);
+          }
           if (typeof rec.grpcPort === 'number') grpcPort = rec.grpcPort;
           if (rec.msg === 'model loaded and warm: ready') resolve();
         } catch {
