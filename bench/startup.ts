@@ -132,8 +132,11 @@ for (let start = 1; start <= servers; start++) {
   log(`server ${start}: ready after ${readyMs.toFixed(0)} ms`);
 }
 
+// null with --rounds 0 (the server starts alone).
 const worst = (step: Row['step']) =>
-  Math.max(...rows.filter((r) => r.step === step).map((r) => r.max_gap_ms));
+  rows.length === 0
+    ? null
+    : Math.max(...rows.filter((r) => r.step === step).map((r) => r.max_gap_ms));
 const result = {
   bench: 'startup',
   date: new Date().toISOString(),
