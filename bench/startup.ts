@@ -141,7 +141,7 @@ const result = {
   bench: 'startup',
   date: new Date().toISOString(),
   models: dir,
-  items: n,
+  items: rounds > 0 ? n : null,
   dim,
   rounds,
   max_gap_ms: { loadBundle: worst('loadBundle'), buildServingModel: worst('buildServingModel') },
