@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { ItemsFormatError, readItemsJson } from '../../src/models/items-json.js';
 import { BundleIntegrityError, loadBundle, writeVersion } from '../../src/models/repository.js';
 import { CatalogBuilder } from '../../src/data/log.js';
+import { countTurns } from './turns.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recserve-items-json-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
@@ -31,15 +32,9 @@ const rows = (t: { offsets: Uint32Array; data: Uint16Array }) =>
 test('items.json reads the same on a worker and in place, cut out a chunk a turn', async () => {
   const p = file('items.json', catalog);
   for (const worker of [true, false]) {
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const counter = countTurns();
     const l = await readItemsJson(p, { worker, chunk: 2 });
-    counting = false;
+    const turns = counter.stop();
     assert.deepEqual(l.ids, catalog.ids);
     assert.deepEqual(l.titles, catalog.titles);
     assert.deepEqual(l.categoryNames, catalog.category_names);

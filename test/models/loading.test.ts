@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { positionMap, rowsByPopularity, turn } from '../../src/models/loading.js';
 import { Rng } from '../../bench/lib/rng.js';
+import { countTurns } from './turns.js';
 
 test("rowsByPopularity: the comparator sort's order (ties by row, -0 as 0), NaN last", () => {
   const rng = new Rng(7);
@@ -29,15 +30,9 @@ test("rowsByPopularity: the comparator sort's order (ties by row, -0 as 0), NaN 
 
 test('positionMap: the same map as new Map(keys.map((k, i) => [k, i])), the event loop turning between chunks', async () => {
   const keys = Array.from({ length: 1000 }, (_, i) => `k${i % 700}`); // repeats: the last wins
-  let turns = 0;
-  let counting = true;
-  const tick = () => {
-    turns++;
-    if (counting) setImmediate(tick);
-  };
-  setImmediate(tick);
+  const counter = countTurns();
   const m = await positionMap(keys, 64);
-  counting = false;
+  const turns = counter.stop();
   assert.deepEqual([...m], [...new Map(keys.map((k, i) => [k, i]))]);
   // 16 chunks: the ticker ran between them, not only after the last.
   assert.ok(turns >= 10, `the event loop turned ${turns} times`);
