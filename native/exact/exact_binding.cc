@@ -196,7 +196,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   Napi::Value WriteAsync(const Napi::CallbackInfo& info, const char* name,
                          void (ExactIndex::*write)(const uint32_t*, const float*, size_t)) {
     return Guard(info.Env(), [&]() -> Napi::Value {
-      // The values are checked on the worker, in the copy: at 1M x 64 the check held the
+      // The values are checked on the worker, in the copy or the shared rows: at 1M x 64 the check held the
       // JS thread 60-130 ms; buildAsync now returns after 218-273 ms where it took 276-317
       // (the rest is the copy's page faults; bench:exact-writes --async, build_hold_ms). A
       // bad value rejects the promise with the same RangeError, before anything is written.
@@ -207,7 +207,8 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
       // thread): shared memory cannot be detached, and the caller shared it on purpose. The
       // server's item embeddings are such an array; copying them held the event loop
       // 0.4-0.6 s at 1M x 64 and doubled their memory while the index was built
-      // (bench:startup). Other rows are copied, since the caller may reuse its array at once.
+      // (throwaway marks around the load's steps). Other rows are copied, since the caller may
+      // reuse its array at once.
       std::shared_ptr<std::vector<float>> copy;
       std::shared_ptr<Napi::ObjectReference> held;
       const float* rows = nullptr;

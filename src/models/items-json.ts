@@ -1,6 +1,6 @@
 // items.json, a version's catalog (ids, titles, category names, categories, creator ids),
 // parsed where it does not stop the event loop. At 1M items the file is ~59 MB and
-// JSON.parse alone took 1.1 s of the loop, while the server listens (not ready) and answers
+// JSON.parse alone took 1.1 s of the loop (a throwaway timing), while the server listens (not ready) and answers
 // its health checks. A large file is parsed on a worker thread (items-json-worker.ts), which
 // sends back compact forms: each list of strings as one string and where each entry ends,
 // the categories as the flat table in shared memory (no copy), the creators' table likewise
@@ -135,7 +135,7 @@ async function unpackItems(p: PackedItems, chunk: number): Promise<CatalogLists>
 }
 
 /** From this many bytes of items.json the parse goes to a worker (see the top). */
-export const ITEMS_JSON_WORKER_BYTES = 4 << 20;
+const ITEMS_JSON_WORKER_BYTES = 4 << 20;
 
 /** Parses the file on a worker thread: the compact forms, or the worker's error re-thrown. */
 async function packOnWorker(path: string): Promise<PackedItems> {

@@ -116,7 +116,8 @@ export async function buildServingModel(
   try {
     // On a native thread: at 1M x 64 the build held the event loop ~1 s, while the server
     // listens (not ready) and answers its health checks. The rows are shared memory, which
-    // the index reads in place rather than copy (0.4-0.6 s of the event loop at 1M x 64).
+    // the index reads in place rather than copy (the copy held the event loop 0.4-0.6 s at
+    // 1M x 64: throwaway marks around each step).
     await exact.buildAsync(ids, shared.itemEmbeddings);
   } catch (e) {
     nameOwner(
@@ -144,13 +145,13 @@ export async function buildServingModel(
 
   const itemNorms = shared.itemNorms;
   // The tables below, each in a turn of the event loop of its own (the server listens while
-  // it loads): at 1M items they held it 0.7-1.3 s in one piece (bench:startup).
+  // it loads): bench:startup's longest gap in this function was 0.86-1.5 s at 1M items with
+  // them in one piece and the copies above, 91-302 ms now.
   await turn();
   const byPop = rowsByPopularity(items.popularity);
   const popular = Int32Array.from(byPop.subarray(0, 2000));
   await turn();
   const nc = items.categoryNames.length;
-  const popLists: number[][] = Array.from({ length: nc }, () => []);
   const { catOffsets, catData } = shared;
   // Each category's rows, ascending, counted first and written straight into their arrays.
   const perCategory = new Uint32Array(nc);
@@ -163,6 +164,7 @@ export async function buildServingModel(
       categoryRows[c]![perCategory[c]!++] = r;
     }
   await turn();
+  const popLists: number[][] = Array.from({ length: nc }, () => []);
   for (const r of byPop) {
     for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) {
       const c = catData[i]!;
@@ -171,7 +173,7 @@ export async function buildServingModel(
   }
   await turn();
   // By the creators' numbers, not their names: a Map lookup by string per item, with the
-  // category lists' conversions, held the event loop ~0.5 s at 1M items (bench:startup).
+  // category lists' conversions, held the event loop ~0.5 s at 1M items (throwaway marks).
   const { creatorOf, creatorNames } = shared;
   const byCreator: number[][] = creatorNames.map(() => []);
   for (let r = 0; r < n; r++) if (creatorOf[r]! >= 0) byCreator[creatorOf[r]!]!.push(r);

@@ -421,11 +421,10 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
     throw e instanceof ItemsFormatError ? new BundleIntegrityError(dir, e.message) : e;
   });
   const n = lists.ids.length;
-  // The server listens while it loads: each step below gets its own turn of the event loop
-  // (models/loading.ts).
+  // The server listens while it loads: the id map gets turns of the event loop of its own
+  // (models/loading.ts); the reads below yield anyway.
   await turn();
   const index = await positionMap(lists.ids);
-  await turn();
   const categoryTable = lists.categoryTable;
   const items: ItemCatalog = withCategoryTable(
     {

@@ -43,7 +43,8 @@ function shared<T extends Float32Array | Float64Array | Uint32Array | Uint16Arra
 /**
  * The bundle's item arrays in shared memory (used as they are where the loader read them
  * there), and each item's norm. The norms are computed 100k items a turn of the event loop:
- * at 1M x 64 in one piece they held it 0.2-0.3 s while the server loaded (bench:startup).
+ * at 1M x 64 in one piece they held it 0.2-0.3 s while the server loaded (throwaway
+ * marks around each step).
  */
 export async function shareBundleItems(bundle: ModelBundle): Promise<SharedItems> {
   const { items } = bundle;
