@@ -109,8 +109,9 @@ interface UserRec {
    */
   compacted: number;
   /**
-   * Idempotency keys of the last 24 h, in insertion order, each packed as
-   * key33 * 2^20 + expiry hour (hours since epoch, rounded up): one number per event.
+   * Idempotency keys of the last 24 h, in insertion order, two numbers per event: the event's
+   * code (interned item number * 8 + event type) * 2^20 + expiry hour (hours since epoch,
+   * rounded up), then its timestamp bucket. Exact, not hashed: see findIdem.
    */
   idem: number[];
 }
@@ -379,12 +380,13 @@ export class MemoryFeatureStore implements FeatureStore {
     const expiryH = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / HOUR_MS);
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
-      const key = eventKey33(e.itemId, e.event, e.timestampMs);
-      if (findIdem(rec.idem, key)) {
+      const code = this.items.intern(e.itemId) * 8 + EVENT_TYPE_ORDER.indexOf(e.event);
+      const bucket = Math.floor(e.timestampMs / IDEMPOTENCY_BUCKET_MS);
+      if (findIdem(rec.idem, code, bucket)) {
         applied[i] = false;
         continue;
       }
-      rec.idem.push(key * IDEM_SHIFT + expiryH);
+      rec.idem.push(code * IDEM_SHIFT + expiryH, bucket);
       this.apply(rec, e, nowMs);
       applied[i] = true;
       accepted++;
@@ -773,38 +775,28 @@ const HOUR_MS = 3600_000;
 const IDEM_SHIFT = 2 ** 20;
 
 /**
- * The seed's idempotency key hash(user_id + item_id + event_type + timestamp_bucket), for this
- * store: keys live inside their user's record, so the user is implicit and the hash only has
- * to separate one user's events. Two 32-bit multiplicative lanes over the item id, the event
- * and the bucket, folded to 33 bits: a user with 1,000 events in 24 h has a 1e-7 chance per
- * event of a false duplicate, at a fraction of SHA-256's cost (store.ts's idempotencyKey is the
- * form for shared backends, where keys of all users share one key space).
+ * Whether the user's keys hold the event (code = item number * 8 + event type) in this
+ * timestamp bucket: the seed's hash(user_id + item_id + event_type + timestamp_bucket), kept
+ * exact. Keys live in their user's record, so the user is implicit, and the item is its
+ * interned number, so an event is never taken for another's duplicate. (A 33-bit hash of
+ * the item id and bucket stood here before: two items whose hashes differed in their low
+ * bits collided for timestamps seconds apart, and the second event was dropped as a
+ * duplicate.) The scan is linear in the user's keys of the last 24 h.
  */
-function eventKey33(itemId: string, event: EventType, timestampMs: number): number {
-  const bucket = Math.floor(timestampMs / IDEMPOTENCY_BUCKET_MS);
-  let a = 0x811c9dc5 ^ EVENT_TYPE_ORDER.indexOf(event);
-  let b = 0x27d4eb2f ^ bucket;
-  for (let i = 0; i < itemId.length; i++) {
-    const c = itemId.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x5bd1e995);
+function findIdem(idem: number[], code: number, bucket: number): boolean {
+  const lo = code * IDEM_SHIFT;
+  const hi = lo + IDEM_SHIFT;
+  for (let i = 0; i < idem.length; i += 2) {
+    const v = idem[i];
+    if (v >= lo && v < hi && idem[i + 1] === bucket) return true;
   }
-  a = Math.imul(a ^ (bucket >>> 0) ^ Math.floor(bucket / 2 ** 32), 0x85ebca6b);
-  a ^= a >>> 13;
-  b = Math.imul(b ^ (b >>> 15) ^ a, 0xc2b2ae35);
-  b ^= b >>> 16;
-  return (a >>> 0) * 2 + (b & 1);
-}
-
-function findIdem(idem: number[], key: number): boolean {
-  for (let i = 0; i < idem.length; i++) if (Math.floor(idem[i] / IDEM_SHIFT) === key) return true;
   return false;
 }
 
 /** Drops idempotency keys whose expiry passed; they are in insertion (≈ expiry) order. */
 function sweepIdem(idem: number[], nowH: number): void {
   let n = 0;
-  while (n < idem.length && idem[n] % IDEM_SHIFT <= nowH) n++;
+  while (n < idem.length && idem[n] % IDEM_SHIFT <= nowH) n += 2;
   if (n > 0) idem.splice(0, n);
 }
 

@@ -158,6 +158,32 @@ export function storeSuite(name: string, makeStore: MakeStore): void {
       assert.equal(s?.recent.length, 3);
     });
 
+    test('distinct events are never taken for duplicates; every retry is', async () => {
+      const u = uid('distinct');
+      const now = Date.UTC(2026, 11, 7, 12, 0, 0);
+      // Two views the memory store's former 33-bit key hash gave the same key: the second was
+      // answered as a duplicate and lost.
+      const pair = [
+        ev('i20', 'view', Date.UTC(2026, 11, 7, 11, 32, 43)),
+        ev('i10314', 'view', Date.UTC(2026, 11, 7, 9, 13, 22)),
+      ];
+      assert.deepEqual((await store.recordEvents(u, pair, now)).applied, [true, true]);
+      // 600 items x 2 types x 3 seconds, in batches of 200, then all of them again.
+      const events: StoredEvent[] = [];
+      for (let i = 0; i < 600; i++)
+        for (const type of ['click', 'like'] as const)
+          for (let s = 0; s < 3; s++) events.push(ev(`i${1000 + i}`, type, now - (i * 7 + s) * 1000));
+      const record = async () => {
+        let accepted = 0;
+        for (let i = 0; i < events.length; i += 200)
+          accepted += (await store.recordEvents(u, events.slice(i, i + 200), now)).accepted;
+        return accepted;
+      };
+      assert.equal(await record(), events.length);
+      assert.equal(await record(), 0);
+      assert.equal((await store.recordEvents(u, pair, now)).accepted, 0);
+    });
+
     test('windows slide: 5 m, 1 h and 24 h forget in turn, the total keeps', async () => {
       const u = uid('win');
       await store.recordEvents(u, [ev('i4', 'view', T0)], T0); // c1
