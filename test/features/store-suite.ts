@@ -172,7 +172,8 @@ export function storeSuite(name: string, makeStore: MakeStore): void {
       const events: StoredEvent[] = [];
       for (let i = 0; i < 600; i++)
         for (const type of ['click', 'like'] as const)
-          for (let s = 0; s < 3; s++) events.push(ev(`i${1000 + i}`, type, now - (i * 7 + s) * 1000));
+          for (let s = 0; s < 3; s++)
+            events.push(ev(`i${1000 + i}`, type, now - (i * 7 + s) * 1000));
       const record = async () => {
         let accepted = 0;
         for (let i = 0; i < events.length; i += 200)
