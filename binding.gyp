@@ -17,10 +17,11 @@
       ],
       "dependencies": ["recserve_avx2_kernels", "recserve_avx512_kernels"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-frtti"]
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-frtti"],
+      "ldflags": ["-Wl,-z,nodelete"]
     },
     {
       # Only the AVX2 kernels get -mavx2/-mfma/-mf16c; they run after a CPU check.

@@ -127,7 +127,8 @@ inline IdFilters ArgIdFilters(const Napi::CallbackInfo& info, size_t ex_arg, siz
       ThrowRange("exclude.length (" + std::to_string(arr.Length()) +
                  ") must equal the number of queries (" + std::to_string(nq) + ")");
     f.exclude.resize(nq);
-    for (uint32_t i = 0; i < arr.Length(); i++) {
+    // To nq, the length checked: Get can run a getter, and a getter can grow the array.
+    for (uint32_t i = 0; i < nq; i++) {
       Napi::Value v = arr.Get(i);
       if (v.IsUndefined() || v.IsNull()) continue;
       auto ids = AsUint32Array(v, "exclude[" + std::to_string(i) + "]");
@@ -143,8 +144,10 @@ inline IdFilters ArgIdFilters(const Napi::CallbackInfo& info, size_t ex_arg, siz
   return f;
 }
 
-// Largest k and B*k any search accepts: keeps a typo'd k from allocating gigabytes.
+// Largest k and B*k any search accepts: keeps a typo'd k from allocating gigabytes. 2^24
+// entries are 128 MiB of ids and scores (a search's heaps hold as much again); 2^28 let one
+// call of 256 queries x k = 2^20 on a 3-row index take 4 GB and 10 s.
 constexpr int64_t kMaxK = 1 << 20;
-constexpr size_t kMaxResultEntries = size_t(1) << 28;
+constexpr size_t kMaxResultEntries = size_t(1) << 24;
 
 }  // namespace recserve

@@ -10,6 +10,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -107,6 +108,15 @@ inline void SettleThreadJob(Napi::Env env, Napi::Function, void*, ThreadJob* job
     job->deferred.Resolve(job->done(env));
   }
 }
+// Whether a ThreadPromise's thread-safe function still exists. When its environment is torn
+// down (a worker thread terminated while the call runs), Node calls the function's finalizer
+// and deletes it, though the thread still holds it: a call on it afterwards read freed
+// memory (a compaction's thread crashed the process once it finished). The finalizer sets
+// `gone` under `mu`, and the thread calls the function only under `mu` while it is not set.
+struct TsfnLink {
+  std::mutex mu;
+  bool gone = false;
+};
 }  // namespace detail
 
 // As QueuePromise, but `run` gets a thread of its own rather than one of libuv's pool: for
@@ -120,12 +130,27 @@ inline Napi::Value ThreadPromise(Napi::Env env, const char* name, PromiseWorker:
   auto job = std::make_unique<detail::ThreadJob>(
       detail::ThreadJob{std::move(run), std::move(done), Napi::Promise::Deferred::New(env), {}});
   Napi::Promise promise = job->deferred.Promise();
-  Tsfn tsfn = Tsfn::New(env, name, 0, 1);
+  auto link = std::make_shared<detail::TsfnLink>();
+  using LinkRef = std::shared_ptr<detail::TsfnLink>;
+  Tsfn tsfn = Tsfn::New(
+      env, name, 0, 1, nullptr,
+      [](Napi::Env, LinkRef* l, void*) {
+        std::unique_ptr<LinkRef> owned(l);
+        std::lock_guard<std::mutex> g((*l)->mu);
+        (*l)->gone = true;
+      },
+      new LinkRef(link));
   detail::ThreadJob* j = job.get();
   try {
-    std::thread([tsfn, j]() mutable {
+    std::thread([tsfn, j, link]() mutable {
       j->failure = RunCatching(j->run);
-      // Refused only while the environment goes away: then nobody waits for the Promise.
+      // Gone or refused only while the environment goes away: then nobody waits for the
+      // Promise. (Queued calls still pending then are handed back with no env, and freed.)
+      std::lock_guard<std::mutex> g(link->mu);
+      if (link->gone) {
+        delete j;
+        return;
+      }
       if (tsfn.BlockingCall(j) != napi_ok) delete j;
       tsfn.Release();
     }).detach();

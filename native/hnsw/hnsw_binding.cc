@@ -174,6 +174,9 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
     SearchArgs a;
     auto q = ArgFloat32Array(info, 0, "queries");
     a.nq = CheckRows(q, static_cast<size_t>(engine_->Dim()), "queries");
+    // Copied before the filters are read: an element getter there can run JS that detaches
+    // or frees the queries' buffer.
+    a.queries.assign(q.Data(), q.Data() + q.ElementLength());
     a.k = static_cast<size_t>(ArgInt(info, 1, "k", 1, kMaxK));
     if (a.nq * a.k > kMaxResultEntries) ThrowRange("queries x k is too large");
     a.ef = static_cast<int>(ArgInt(info, 2, "efSearch", 1, 1 << 20));
@@ -184,7 +187,6 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
       a.mode = static_cast<HnswIndex::FilterMode>(ArgInt(info, 7, "filterMode", 0, 2));
     if (a.use_faiss && (a.filters.has_allow || !a.filters.exclude.empty()))
       ThrowRange("exclude and allow need impl 'recserve' (FAISS's own search has no filters here)");
-    a.queries.assign(q.Data(), q.Data() + q.ElementLength());
     return a;
   }
 

@@ -1465,6 +1465,10 @@ test('bad arguments throw TypeError/RangeError naming the argument', async () =>
     await rej(index.search(q, k), 'RangeError', /k must be an integer/);
   }
   await rej(index.search(q, '3' as unknown as number), 'TypeError', /k must be a number/);
+  // B x k past 2^24 result entries is refused before anything is allocated (it was 2^28: 256
+  // queries at k = 2^20 took 4 GB and 10 s on this 2-row index); 2^24 itself is served.
+  bad(() => index.searchSync(new Float32Array(4 * 256), 2 ** 16 + 1), 'RangeError', /too large/);
+  assert.equal(index.searchSync(new Float32Array(4 * 16), 2 ** 20).ids.length, 2 ** 24);
   await rej(index.search(q, 1, { exclude: [null, null] }), 'RangeError', /exclude\.length/);
   await rej(
     index.search(q, 1, { exclude: [[1] as unknown as Uint32Array] }),

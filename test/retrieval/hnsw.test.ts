@@ -632,6 +632,10 @@ test('HNSW bad arguments reject with TypeError/RangeError naming the argument', 
     is('RangeError', /queries row 0/),
   );
   await assert.rejects(h.search(q, 0), is('RangeError', /k must be/));
+  await assert.rejects(
+    h.search(new Float32Array(d * 256), 2 ** 16 + 1),
+    is('RangeError', /too large/),
+  );
   await assert.rejects(h.search(q, 1, { efSearch: 0 }), is('RangeError', /efSearch/));
   await assert.rejects(h.search(new Float32Array(3), 1), is('RangeError', /queries\.length/));
   await assert.rejects(
