@@ -93,6 +93,55 @@ bool Better(const Node& a, const Node& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
+// A file's graph, checked before anything reads it. read_index takes the structure as it
+// finds it, so a flipped byte in a neighbour id, a level, an offset or the entry point sent
+// the reconnect pass or a search far outside the graph (a crash in ~40% of files with 1-4
+// random bytes flipped). These are FAISS's own invariants (HNSW::add_links_starting_from,
+// HNSW::prepare_level_tab): levels[i] - 1 is row i's top layer, its lists take
+// cum_nneighbor_per_level[levels[i]] slots from offsets[i], each slot a row or -1, and the
+// entry point is a row on the top layer. The rows are checked as Add checks them.
+void CheckFileGraph(const faiss::IndexHNSWFlat& g, const std::string& source) {
+  const auto bad = [&](const std::string& what) { ThrowRange(source + ": " + what); };
+  if (g.d < 1 || g.d > 65536) bad("dimension " + std::to_string(g.d) + " outside [1, 65536]");
+  if (g.ntotal < 0 || g.ntotal > 0xFFFFFFFEll) bad("row count out of range");
+  const size_t n = static_cast<size_t>(g.ntotal), d = static_cast<size_t>(g.d);
+  const auto* flat = dynamic_cast<const faiss::IndexFlat*>(g.storage);
+  if (!flat || flat->d != g.d || flat->ntotal != g.ntotal ||
+      flat->metric_type != faiss::METRIC_INNER_PRODUCT || flat->codes.size() != n * d * 4)
+    bad("the graph's rows are not an inner-product IndexFlat of its size");
+  CheckRowValues(flat->get_xb(), n, d, (source + ": rows").c_str());
+  const faiss::HNSW& h = g.hnsw;
+  const std::vector<int>& cum = h.cum_nneighbor_per_level;
+  if (cum.size() < 3 || cum.size() > 64 || cum[0] != 0 || h.assign_probas.size() + 1 != cum.size())
+    bad("malformed layer table");
+  for (size_t l = 1; l < cum.size(); l++)
+    if (cum[l] < cum[l - 1] || cum[l] > (1 << 20)) bad("malformed layer table");
+  if (h.efConstruction < 1 || h.efConstruction > (1 << 16)) bad("efConstruction out of range");
+  if (h.levels.size() != n || h.offsets.size() != n + 1 || h.offsets[0] != 0)
+    bad("levels or offsets do not match the row count");
+  for (size_t i = 0; i < n; i++) {
+    const int lv = h.levels[i];
+    if (lv < 1 || static_cast<size_t>(lv) >= cum.size())
+      bad("row " + std::to_string(i) + " has level " + std::to_string(lv));
+    if (h.offsets[i + 1] < h.offsets[i] ||
+        h.offsets[i + 1] - h.offsets[i] != static_cast<size_t>(cum[lv]))
+      bad("row " + std::to_string(i) + "'s neighbour lists have the wrong size");
+  }
+  if (h.offsets[n] != h.neighbors.size()) bad("neighbour lists do not match their offsets");
+  for (size_t j = 0; j < h.neighbors.size(); j++) {
+    const auto v = h.neighbors[j];
+    if (v != -1 && (v < 0 || static_cast<size_t>(v) >= n))
+      bad("a neighbour list holds row " + std::to_string(v) + " of " + std::to_string(n));
+  }
+  if (n == 0) {
+    if (h.entry_point != -1) bad("an empty graph has an entry point");
+    return;
+  }
+  if (h.entry_point < 0 || static_cast<size_t>(h.entry_point) >= n ||
+      h.max_level != h.levels[h.entry_point] - 1)
+    bad("the entry point is not a row on the top layer");
+}
+
 }  // namespace
 
 // FAISS's graph construction (HNSW::add_with_locks, highest level first, rows of a level
@@ -664,7 +713,13 @@ void HnswIndex::Save(const std::string& path) const {
 }
 
 void HnswIndex::Load(const std::string& path) {
-  std::unique_ptr<faiss::Index> raw(faiss::read_index(path.c_str()));
+  std::unique_ptr<faiss::Index> raw;
+  try {
+    raw.reset(faiss::read_index(path.c_str()));
+  } catch (const faiss::FaissException& e) {
+    // FAISS's message names its own source line, not the file.
+    ThrowRange("path: " + path + " is not a graph file FAISS can read: " + e.msg);
+  }
   // A cosine index (Save): an L2 normalisation, then the index. Any other transform
   // would have to be applied to every query, and is refused.
   bool cosine = false;
@@ -711,6 +766,7 @@ void HnswIndex::Load(const std::string& path) {
     ThrowRange("path: " + path + " holds an HNSW index whose metric is not inner product");
   if (static_cast<size_t>(hnsw->ntotal) != ids.size())
     ThrowRange("path: " + path + " has an id map that does not match its vectors");
+  CheckFileGraph(*hnsw, "path: " + path);
   IdRows row_of = HeldRows(ids, removed, "path: " + path);
   // Reconnected before it is searched, and before the lock: searches go on meanwhile.
   ReachTrees trees;

@@ -8,26 +8,11 @@
 // killing the runner.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { assertClean, runModule } from './child.js';
 
 const EXACT = fileURLToPath(new URL('../../src/retrieval/exact.js', import.meta.url));
 const HNSW = fileURLToPath(new URL('../../src/retrieval/hnsw.js', import.meta.url));
-
-/** Runs `source` as an ES module in a fresh node; returns its exit code, signal and output. */
-function runModule(source: string, args: string[] = []) {
-  const r = spawnSync(process.execPath, [...args, '--input-type=module', '-e', source], {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { status: r.status, signal: r.signal, out: r.stdout + r.stderr };
-}
-
-function assertClean(r: ReturnType<typeof runModule>, last: string) {
-  assert.equal(r.signal, null, `killed by ${r.signal}:\n${r.out}`);
-  assert.equal(r.status, 0, r.out);
-  assert.match(r.out, new RegExp(last));
-}
 
 for (const [name, path, make] of [
   ['exact', EXACT, 'm.ExactIndex.create({ dim: 4 }); ix.build(Uint32Array.of(1, 2, 3), rows)'],
@@ -45,9 +30,8 @@ for (const [name, path, make] of [
       } });
       const got = ix.searchSync(Float32Array.of(1, 0.5, 0.25, 0), 3, { exclude });
       console.log(JSON.stringify(Array.from(got.ids)));`);
-    assertClean(r, '');
     // Id 1 excluded, as the getter said; the 64 arrays pushed past the checked length ignored.
-    assert.equal(r.out.trim().split('\n').pop(), JSON.stringify([2, 3, 0xffffffff]));
+    assert.equal(assertClean(r), JSON.stringify([2, 3, 0xffffffff]));
   });
 
   test(`${name}: a getter that detaches the queries' buffer does not change the queries`, () => {
@@ -71,9 +55,8 @@ for (const [name, path, make] of [
       console.log(q.length, best2);`,
       ['--expose-gc'],
     );
-    assertClean(r, '');
     // The buffer was detached (length 0), and every query still found id 2 at score 1.
-    assert.equal(r.out.trim().split('\n').pop(), '0 16384');
+    assert.equal(assertClean(r), '0 16384');
   });
 }
 
@@ -116,5 +99,5 @@ test('a worker terminated while its native calls run leaves the process running'
         console.log('alive');
       }, 4000);
     });`);
-  assertClean(r, 'alive');
+  assert.equal(assertClean(r), 'alive');
 });
