@@ -59,6 +59,16 @@ export const ERRORS = {
     grpc: GrpcStatus.NOT_FOUND,
     meaning: 'the named item (or route) does not exist',
   },
+  method_not_allowed: {
+    http: 405,
+    grpc: GrpcStatus.UNIMPLEMENTED,
+    meaning: 'the route exists but not for this HTTP method; the Allow header lists its methods',
+  },
+  limit_exceeded: {
+    http: 409,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    meaning: "a per-user limit is reached (the user's blocked items, 10,000); a retry fails too",
+  },
   unauthenticated: {
     http: 401,
     grpc: GrpcStatus.UNAUTHENTICATED,

@@ -2,11 +2,12 @@
 // → the typed requests of api/types.ts. Every transport runs these same functions, so HTTP
 // JSON, HTTP FlatBuffers and gRPC reject the same input with the same `field`.
 //
-// Rules: wrong types, out-of-range numbers, unknown enum values, empty ids and over-long
-// lists are ApiError.invalid(field, ...) with `field` as a dotted path
-// ("context.device_type", "events[2].event_type"). Unknown keys are ignored (forward
-// compatibility: a newer client may send fields this server does not know). The returned
-// objects are fresh copies holding only the known keys, so callers can never see extra data.
+// Rules: wrong types, out-of-range numbers, unknown enum values, empty ids, over-long lists
+// and strings that are not well-formed Unicode are ApiError.invalid(field, ...) with `field`
+// as a dotted path ("context.device_type", "events[2].event_type"). Unknown keys are
+// ignored (forward compatibility: a newer client may send fields this server does not know).
+// The returned objects are fresh copies holding only the known keys, so callers can never
+// see extra data.
 import { ApiError } from './errors.js';
 import {
   DEVICE_TYPES,
@@ -68,13 +69,27 @@ function optObject(o: Obj, key: string, path: string): Obj | undefined {
   return requireObject(v, path);
 }
 
+/**
+ * JSON's \uD800 escapes can carry a lone UTF-16 surrogate, which no UTF-8 store, log or key
+ * can hold: encodeURIComponent (the store's user key) throws on it, Redis would store U+FFFD
+ * instead, so such an id would be accepted by one route and a 500 on the next. gRPC and
+ * FlatBuffers decode UTF-8 and never produce one; JSON is refused here, for every string.
+ */
+function wellFormed(v: string, field: string): string {
+  // String.prototype.isWellFormed is in Node 20 but not in the ES2022 lib we compile against.
+  if (!(v as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+    throw ApiError.invalid(field, 'must be well-formed Unicode (a lone UTF-16 surrogate is not)');
+  }
+  return v;
+}
+
 function idString(v: unknown, field: string): string {
   if (typeof v !== 'string') throw ApiError.invalid(field, `must be a string, got ${typeName(v)}`);
   if (v.length === 0) throw ApiError.invalid(field, 'must not be empty');
   if (v.length > LIMITS.maxIdLength) {
     throw ApiError.invalid(field, `must be at most ${LIMITS.maxIdLength} characters`);
   }
-  return v;
+  return wellFormed(v, field);
 }
 
 function reqId(o: Obj, key: string, path: string): string {
@@ -95,7 +110,7 @@ function optText(o: Obj, key: string, path: string): string | undefined {
   if (v.length > LIMITS.maxTextLength) {
     throw ApiError.invalid(path, `must be at most ${LIMITS.maxTextLength} characters`);
   }
-  return v;
+  return wellFormed(v, path);
 }
 
 function optNumber(

@@ -15,9 +15,11 @@ import {
   EVENT_TYPE_ORDER,
   EVENT_WEIGHTS,
   IDEMPOTENCY_TTL_MS,
+  MAX_BLOCKED_PER_USER,
   RECENT_LIMIT,
   TRENDING_TAU_MS,
   WINDOWS,
+  blockedListFull,
   bucketIndex,
   checkStoredEvent,
   effectiveTimestamp,
@@ -48,7 +50,10 @@ export interface MemoryStoreOptions {
   maxUsers?: number;
   /** Distinct items remembered per user (seen set / item counts), most recent kept. Default 500. */
   maxItemsPerUser?: number;
-  /** Blocked items kept per user; the oldest block is dropped beyond it. Default 10,000. */
+  /**
+   * Items one user may block; a new one beyond it is refused (store.ts blockedListFull),
+   * never made room for. Default 10,000 (MAX_BLOCKED_PER_USER).
+   */
   maxBlockedPerUser?: number;
   /** Creators counted per user, most recent kept. Default 200. */
   maxCreatorsPerUser?: number;
@@ -317,7 +322,11 @@ export class MemoryFeatureStore implements FeatureStore {
     this.itemInfo = opts.itemInfo ?? (() => undefined);
     this.maxUsers = positiveInt(opts.maxUsers, 1_000_000, 'maxUsers');
     this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
-    this.maxBlockedPerUser = positiveInt(opts.maxBlockedPerUser, 10_000, 'maxBlockedPerUser');
+    this.maxBlockedPerUser = positiveInt(
+      opts.maxBlockedPerUser,
+      MAX_BLOCKED_PER_USER,
+      'maxBlockedPerUser',
+    );
     this.maxCreatorsPerUser = positiveInt(opts.maxCreatorsPerUser, 200, 'maxCreatorsPerUser');
     this.maxCacheEntries = positiveInt(opts.maxCacheEntries, 100_000, 'maxCacheEntries');
     this.maxCacheBytes = positiveInt(opts.maxCacheBytes, 256 * 1024 * 1024, 'maxCacheBytes');
@@ -418,8 +427,9 @@ export class MemoryFeatureStore implements FeatureStore {
     if (i >= 0 && (rec.blocked[i + 1] & bit) !== 0) return { duplicate: true };
     if (i >= 0) rec.blocked[i + 1] |= bit;
     else {
+      if (rec.blocked.length >= this.maxBlockedPerUser * 2)
+        throw blockedListFull(this.maxBlockedPerUser);
       rec.blocked.push(itemNo, bit);
-      if (rec.blocked.length > this.maxBlockedPerUser * 2) rec.blocked.splice(0, 2);
     }
     if (kind === 'report') {
       this.reportLog.push({ userId, itemId, reason: reason ?? null, timestampMs: nowMs });

@@ -28,9 +28,11 @@ import {
   EVENT_TYPE_ORDER,
   EVENT_WEIGHTS,
   IDEMPOTENCY_TTL_MS,
+  MAX_BLOCKED_PER_USER,
   RECENT_LIMIT,
   TRENDING_TAU_MS,
   WINDOWS,
+  blockedListFull,
   bucketIndex,
   checkStoredEvent,
   effectiveTimestamp,
@@ -62,6 +64,7 @@ export interface RedisStoreOptions {
   trendingGlobalSize?: number;
   trendingCategorySize?: number;
   maxReports?: number;
+  maxBlockedPerUser?: number;
   /**
    * A user's keys expire this long after the user's last write (Redis's stand-in for the
    * memory store's LRU cap; the seed keeps user features 7 days). Default 30 days; 0 = never.
@@ -165,12 +168,13 @@ end
 return out
 `;
 
-// Negative feedback. KEYS: s b ci. ARGV: item, bit, userTtl. Returns 1 when new, 0 when a
-// duplicate.
+// Negative feedback. KEYS: s b ci. ARGV: item, bit, userTtl, cap. Returns 1 when new, 0 when
+// a duplicate, -1 when the item is new and the user has blocked cap items already.
 const BLOCK_LUA = `
 local bits = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local bit = tonumber(ARGV[2])
 if math.floor(bits / bit) % 2 == 1 then return 0 end
+if bits == 0 and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('HSET', KEYS[2], ARGV[1], bits + bit)
 redis.call('HSETNX', KEYS[1], 'ic', 0)
 local cached = redis.call('SMEMBERS', KEYS[3])
@@ -258,6 +262,7 @@ export class RedisFeatureStore implements FeatureStore {
   private readonly trendingGlobalSize: number;
   private readonly trendingCategorySize: number;
   private readonly maxReports: number;
+  private readonly maxBlockedPerUser: number;
   private readonly userTtlMs: number;
 
   constructor(opts: RedisStoreOptions) {
@@ -275,6 +280,11 @@ export class RedisFeatureStore implements FeatureStore {
     this.trendingGlobalSize = positiveInt(opts.trendingGlobalSize, 1000, 'trendingGlobalSize');
     this.trendingCategorySize = positiveInt(opts.trendingCategorySize, 200, 'trendingCategorySize');
     this.maxReports = positiveInt(opts.maxReports, 10_000, 'maxReports');
+    this.maxBlockedPerUser = positiveInt(
+      opts.maxBlockedPerUser,
+      MAX_BLOCKED_PER_USER,
+      'maxBlockedPerUser',
+    );
     this.userTtlMs = opts.userTtlMs ?? 30 * 86_400_000;
     if (!(Number.isInteger(this.userTtlMs) && this.userTtlMs >= 0))
       throw new RangeError(`RedisFeatureStore: userTtlMs must be an integer >= 0`);
@@ -508,7 +518,9 @@ export class RedisFeatureStore implements FeatureStore {
       itemId,
       bit,
       this.userTtlMs,
+      this.maxBlockedPerUser,
     );
+    if (fresh === -1) throw blockedListFull(this.maxBlockedPerUser);
     if (fresh !== 1) return { duplicate: true };
     if (kind === 'report') {
       const rec: ReportRecord = { userId, itemId, reason: reason ?? null, timestampMs: nowMs };

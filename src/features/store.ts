@@ -11,6 +11,7 @@
 // weights, window buckets, timestamp policy, cache-key layout), so that two backends given the
 // same events produce the same state and pass the same test suite.
 import { createHash } from 'node:crypto';
+import { ApiError } from '../api/errors.js';
 import type { EventType, NegativeFeedbackType } from '../api/types.js';
 
 export interface RecentInteraction {
@@ -115,7 +116,12 @@ export interface FeatureStore {
    * lose updates.
    */
   recordEvents(userId: string, events: StoredEvent[], nowMs?: number): Promise<RecordResult>;
-  /** Negative feedback: the item is blocked for that user from this call on. */
+  /**
+   * Negative feedback: the item is blocked for that user from this call on, for good. A new
+   * item past the user's cap (maxBlockedPerUser) is refused with blockedListFull rather
+   * than made room for: dropping an old block would bring a hidden item back unasked.
+   * Another kind on an item already blocked takes no room and is always accepted.
+   */
   block(
     userId: string,
     itemId: string,
@@ -153,6 +159,17 @@ export interface ReportRecord {
 
 // ---------------------------------------------------------------------------------------
 // Event semantics shared by every backend.
+
+/** Items one user may block (both backends' default maxBlockedPerUser). */
+export const MAX_BLOCKED_PER_USER = 10_000;
+
+/** The refusal of a new block past the cap, the same from every backend. */
+export function blockedListFull(cap: number): ApiError {
+  return new ApiError(
+    'limit_exceeded',
+    `the user has blocked ${cap} items, the most kept per user; earlier blocks stay in force`,
+  );
+}
 
 /** The session list length (the seed's LTRIM 0 99). */
 export const RECENT_LIMIT = 100;

@@ -30,6 +30,7 @@ import type { ModelRegistry, ServingModel } from '../models/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import {
+  backfillPopular,
   collaborative,
   merge,
   passes,
@@ -302,10 +303,12 @@ export class RecommendationPipeline implements RecommenderService {
     // request_type "similar" (more like what the user just engaged with) draws from the
     // user's recent items only, deeper per item; without recent items it is a home feed.
     const onlySimilar = req.request_type === 'similar' && u.recentRows.length > 0;
+    const depth = CANDIDATES_PER_ITEM * n;
+    const maxCandidates = Math.max(cfg.maxCandidates, depth);
     const [collab, similar, trend] = await Promise.all([
       onlySimilar || (allow && allow.length === 0)
         ? []
-        : collaborative(m, u, cfg.collaborativeK, allow),
+        : collaborative(m, u, Math.max(cfg.collaborativeK, depth), allow, cfg.collaborativeK),
       similarToRecent(
         m,
         u,
@@ -325,13 +328,13 @@ export class RecommendationPipeline implements RecommenderService {
       trending: trend.length,
       popular_in_category: popular.length,
     };
-    const cands = merge(
-      m,
-      [collab, similar, trend, popular],
-      u.excludeSet,
-      filter,
-      cfg.maxCandidates,
-    );
+    const cands = merge(m, [collab, similar, trend, popular], u.excludeSet, filter, maxCandidates);
+    // "More like this" stays that even when short; any other list is not returned short
+    // while the catalog has items it may show.
+    if (!onlySimilar) {
+      const added = backfillPopular(m, cands, n, u.excludeSet, filter);
+      if (added > 0) retrieval_sources.popular = added;
+    }
     const retrieval = ms(tRet);
     this.metrics.stageSeconds.observe({ stage: 'retrieval' }, retrieval / 1000);
     if (opts?.signal?.aborted) throw new ApiError('unavailable', 'client went away');
@@ -741,6 +744,14 @@ export function cacheShape(req: RecommendationRequest, modelVersion: string): st
     req.context?.device_type ?? null,
   ]);
 }
+
+/**
+ * Candidates a warm list draws per item it returns, at least. The configured depths (150
+ * collaborative, 200 in all) are sized for the default 20 items and left a warm user who
+ * asked for 500 with about 170; the re-rank needs some spare for its caps. Lists the
+ * configured depths cover (up to 75 items by default) are retrieved exactly as before.
+ */
+const CANDIDATES_PER_ITEM = 2;
 
 /** Time kept back from the caller's deadline for the fallback re-rank and the response. */
 const RANK_DEADLINE_RESERVE_MS = 2;

@@ -6,7 +6,7 @@ import { MemoryFeatureStore } from '../../src/features/memory-store.js';
 import { recsCacheKey } from '../../src/features/store.js';
 import { storeSuite } from './store-suite.js';
 
-storeSuite('memory', (itemInfo) => new MemoryFeatureStore({ itemInfo }));
+storeSuite('memory', (itemInfo, limits) => new MemoryFeatureStore({ itemInfo, ...limits }));
 
 const T0 = Date.UTC(2026, 0, 24, 10, 0, 0);
 

@@ -68,9 +68,9 @@ if (!hasRedis) {
   after(async () => {
     for (const c of clients) await c.quit().catch(() => undefined);
   });
-  storeSuite('redis cluster', (itemInfo) => {
+  storeSuite('redis cluster', (itemInfo, limits) => {
     const cluster = new Cluster([{ host: '127.0.0.1', port: ports[0] }]);
     clients.push(cluster);
-    return new RedisFeatureStore({ redis: cluster, itemInfo, prefix: 'c:' });
+    return new RedisFeatureStore({ redis: cluster, itemInfo, prefix: 'c:', ...limits });
   });
 }

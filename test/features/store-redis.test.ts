@@ -39,7 +39,12 @@ if (!hasRedis) {
 
   storeSuite(
     'redis',
-    (itemInfo) =>
-      new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, itemInfo, prefix: 't:' }),
+    (itemInfo, limits) =>
+      new RedisFeatureStore({
+        redis: `redis://127.0.0.1:${port}`,
+        itemInfo,
+        prefix: 't:',
+        ...limits,
+      }),
   );
 }

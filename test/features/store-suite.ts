@@ -3,6 +3,7 @@
 // explicitly (nowMs) so window and decay behaviour is tested without sleeping.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ApiError } from '../../src/api/errors.js';
 import {
   IDEMPOTENCY_BUCKET_MS,
   RECENT_LIMIT,
@@ -22,7 +23,15 @@ export const CATALOG: ItemInfoLookup = (id) => {
   return info;
 };
 
-export type MakeStore = (itemInfo: ItemInfoLookup) => Promise<FeatureStore> | FeatureStore;
+/** Caps every backend takes, set low where a test needs to reach one. */
+export interface StoreLimits {
+  maxBlockedPerUser?: number;
+}
+
+export type MakeStore = (
+  itemInfo: ItemInfoLookup,
+  limits?: StoreLimits,
+) => Promise<FeatureStore> | FeatureStore;
 
 const T0 = Date.UTC(2026, 0, 24, 10, 0, 0);
 const MIN = 60_000;
@@ -405,6 +414,28 @@ export function storeSuite(name: string, makeStore: MakeStore): void {
       await assert.rejects(store.block(u, 'i1', 'dislike' as 'hide'), /kind/);
       // Nothing of the refused batch was applied.
       assert.deepEqual(await store.getUsers([u], T0), [null]);
+    });
+
+    test('past maxBlockedPerUser a new block is refused and every earlier block stays', async () => {
+      const capped = await makeStore(CATALOG, { maxBlockedPerUser: 3 });
+      try {
+        const u = uid('cap');
+        // An id outside the catalog takes room like any other (the store cannot know
+        // whether a later model will have it).
+        for (const id of ['i1', 'i2', 'not-in-catalog'])
+          assert.deepEqual(await capped.block(u, id, 'hide'), { duplicate: false });
+        await assert.rejects(
+          capped.block(u, 'i4', 'not_interested'),
+          (e: unknown) => e instanceof ApiError && e.code === 'limit_exceeded',
+        );
+        // Neither a repeat nor another kind on a blocked item needs room.
+        assert.deepEqual(await capped.block(u, 'i1', 'hide'), { duplicate: true });
+        assert.deepEqual(await capped.block(u, 'i2', 'not_interested'), { duplicate: false });
+        const [s] = await capped.getUsers([u]);
+        assert.deepEqual([...(s?.blocked ?? [])].sort(), ['i1', 'i2', 'not-in-catalog']);
+      } finally {
+        await capped.close();
+      }
     });
 
     test('tear down', async () => {

@@ -1,9 +1,10 @@
 // The REST API end to end: a real server (uWebSockets.js, the built addon, the real ONNX
 // ranker in Piscina workers, the memory store) on an ephemeral port, called with fetch.
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { RunningServer } from '../../src/cli/serve.js';
-import { post, startTestServer } from './harness.js';
+import { post, startTestServer, type Json } from './harness.js';
 import { similarToRecent } from '../../src/pipeline/candidates/sources.js';
 import { buildUserContext } from '../../src/pipeline/user.js';
 
@@ -310,6 +311,33 @@ describe('POST /v1/recommendations', () => {
     assert.equal(n1.json.status, 'accepted');
     assert.equal(n2.json.status, 'duplicate_ignored');
   });
+
+  test('a warm user asking for 500 gets 500 distinct items', async () => {
+    const r = await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 500 });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.metadata.cold_start, false);
+    const ids = r.json.recommendations.map((x: { item_id: string }) => x.item_id);
+    assert.equal(ids.length, 500);
+    assert.equal(new Set(ids).size, 500);
+  });
+
+  test('a quality filter the collaborative candidates mostly fail is topped up with popular items', async () => {
+    const b = server.registry.current()!.bundle;
+    // Of the 150 collaborative candidates only a handful reach 0.8 on this model; hundreds
+    // of catalog items do.
+    assert.ok(b.items.quality.filter((q) => q >= 0.8).length >= 100);
+    const r = await post(base, '/v1/recommendations', {
+      user_id: warmUser,
+      num_items: 20,
+      filters: { min_quality_score: 0.8 },
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.recommendations.length, 20);
+    assert.ok(r.json.metadata.retrieval_sources.popular > 0);
+    for (const x of r.json.recommendations) {
+      assert.ok(b.items.quality[b.items.index.get(x.item_id)!]! >= 0.8, x.item_id);
+    }
+  });
 });
 
 describe('POST /v1/similar', () => {
@@ -506,6 +534,79 @@ describe('bad input', () => {
     });
   }
 
+  // JSON's \ud800 escape is a lone surrogate: no UTF-8 store or key can hold it, so every
+  // route refuses it in any string field (ids and free text alike), naming the field.
+  const lone: [string, string, string][] = [
+    ['/v1/recommendations', '{"user_id":"\\ud800"}', 'user_id'],
+    ['/v1/recommendations', '{"user_id":"u","exclude_items":["ok","\\udfff"]}', 'exclude_items[1]'],
+    [
+      '/v1/recommendations',
+      '{"user_id":"u","context":{"session_id":"a\\ud800"}}',
+      'context.session_id',
+    ],
+    ['/v1/recommendations', '{"user_id":"u","context":{"platform":"\\udc00"}}', 'context.platform'],
+    [
+      '/v1/recommendations',
+      '{"user_id":"u","filters":{"categories":["\\ud800"]}}',
+      'filters.categories[0]',
+    ],
+    ['/v1/similar', '{"item_id":"i1","user_id":"\\ud800"}', 'user_id'],
+    ['/v1/similar', '{"item_id":"\\ud800"}', 'item_id'],
+    [
+      '/v1/feedback',
+      '{"user_id":"\\ud800","events":[{"item_id":"i1","event_type":"like"}]}',
+      'user_id',
+    ],
+    [
+      '/v1/feedback',
+      '{"user_id":"u","events":[{"item_id":"\\ud800","event_type":"like"}]}',
+      'events[0].item_id',
+    ],
+    [
+      '/v1/feedback',
+      '{"user_id":"u","events":[{"item_id":"i1","event_type":"like","context":{"surface":"\\ud800"}}]}',
+      'events[0].context.surface',
+    ],
+    [
+      '/v1/feedback/negative',
+      '{"user_id":"\\ud800","item_id":"i1","feedback_type":"hide"}',
+      'user_id',
+    ],
+    [
+      '/v1/feedback/negative',
+      '{"user_id":"u","item_id":"\\udfff","feedback_type":"hide"}',
+      'item_id',
+    ],
+    [
+      '/v1/feedback/negative',
+      '{"user_id":"u","item_id":"i1","feedback_type":"report","reason":"\\ud800"}',
+      'reason',
+    ],
+  ];
+  for (const [path, body, field] of lone) {
+    test(`a lone surrogate in ${field} on ${path} → 400 naming it`, async () => {
+      const r = await post(base, path, body);
+      assert.equal(r.status, 400);
+      assert.equal(r.json.error.code, 'invalid_argument');
+      assert.equal(r.json.error.field, field);
+    });
+  }
+
+  test('a surrogate pair (an emoji) is a well-formed id, on every route', async () => {
+    const user = 'emoji-\ud83d\ude00';
+    const item = server.registry.current()!.bundle.items.ids[3]!;
+    const neg = await post(base, '/v1/feedback/negative', {
+      user_id: user,
+      item_id: item,
+      feedback_type: 'hide',
+    });
+    assert.equal(neg.status, 200);
+    const recs = await post(base, '/v1/recommendations', { user_id: user, num_items: 50 });
+    assert.equal(recs.status, 200);
+    const ids = recs.json.recommendations.map((x: { item_id: string }) => x.item_id);
+    assert.ok(ids.length > 0 && !ids.includes(item));
+  });
+
   test('malformed JSON → 400 malformed_body', async () => {
     const r = await post(base, '/v1/recommendations', '{"user_id": ');
     assert.equal(r.status, 400);
@@ -526,7 +627,10 @@ describe('bad input', () => {
     });
     assert.equal(r.status, 415);
     assert.equal((await post(base, '/v2/nothing', {})).status, 404);
-    assert.equal((await fetch(base + '/v1/recommendations')).status, 405);
+    const wrong = await fetch(base + '/v1/recommendations');
+    assert.equal(wrong.status, 405);
+    assert.equal(wrong.headers.get('allow'), 'POST');
+    assert.equal(((await wrong.json()) as Json).error.code, 'method_not_allowed');
   });
 
   test('clients that disconnect mid-request never crash the server', async () => {
@@ -545,5 +649,134 @@ describe('bad input', () => {
     await new Promise((r) => setTimeout(r, 200));
     const r = await post(base, '/v1/recommendations', { user_id: warmUser, num_items: 3 });
     assert.equal(r.status, 200);
+  });
+});
+
+/**
+ * One keep-alive connection, one request at a time, read with HTTP/1.1 framing: a response
+ * to HEAD has no body whatever its Content-Length says, any other one has Content-Length
+ * bytes. Stray bytes (a body after a HEAD answer) show up as garbage before the next status
+ * line, or as bytes left over at the end.
+ */
+class RawConnection {
+  private buf = Buffer.alloc(0);
+  private wake: (() => void) | undefined;
+
+  private constructor(private readonly sock: Socket) {
+    sock.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.wake?.();
+    });
+  }
+
+  static open(port: number): Promise<RawConnection> {
+    return new Promise((resolve, reject) => {
+      const sock = connect(port, '127.0.0.1', () => resolve(new RawConnection(sock)));
+      sock.once('error', reject);
+    });
+  }
+
+  async request(
+    method: string,
+    path: string,
+    body = '',
+  ): Promise<{ status: number; headers: Map<string, string>; body: string }> {
+    let head = `${method} ${path} HTTP/1.1\r\nHost: test\r\n`;
+    if (body) head += `content-type: application/json\r\ncontent-length: ${body.length}\r\n`;
+    this.sock.write(head + '\r\n' + body);
+    const end = await this.until(() => this.buf.indexOf('\r\n\r\n'));
+    const lines = this.buf.subarray(0, end).toString('latin1').split('\r\n');
+    const status = /^HTTP\/1\.1 (\d{3}) /.exec(lines[0]!);
+    assert.ok(status, `not a status line: ${JSON.stringify(lines[0])}`);
+    const headers = new Map<string, string>();
+    for (const l of lines.slice(1)) {
+      const i = l.indexOf(':');
+      headers.set(l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim());
+    }
+    const length = method === 'HEAD' ? 0 : Number(headers.get('content-length') ?? 0);
+    await this.until(() => (this.buf.length >= end + 4 + length ? 0 : -1));
+    const out = this.buf.subarray(end + 4, end + 4 + length).toString();
+    this.buf = this.buf.subarray(end + 4 + length);
+    return { status: Number(status[1]), headers, body: out };
+  }
+
+  /** Bytes received past the last response read (a HEAD answer's body would be here). */
+  async leftover(): Promise<number> {
+    await new Promise((r) => setTimeout(r, 50));
+    return this.buf.length;
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+
+  private async until(found: () => number): Promise<number> {
+    for (;;) {
+      const at = found();
+      if (at >= 0) return at;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no complete response in 5 s')), 5000);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+describe('methods, HEAD and keep-alive framing (raw socket)', () => {
+  test('HEAD on a GET route answers like GET, without the body, and the connection goes on', async () => {
+    const c = await RawConnection.open(server.http.port);
+    try {
+      for (const path of ['/healthz', '/readyz', '/metrics']) {
+        const h = await c.request('HEAD', path);
+        const g = await c.request('GET', path);
+        assert.equal(h.status, 200, path);
+        assert.equal(g.status, 200, path);
+        assert.equal(h.body, '');
+        assert.ok(g.body.length > 0);
+        assert.equal(h.headers.get('content-type'), g.headers.get('content-type'));
+        if (path !== '/metrics') {
+          assert.equal(h.headers.get('content-length'), String(Buffer.byteLength(g.body)));
+        }
+      }
+      assert.equal(await c.leftover(), 0);
+    } finally {
+      c.close();
+    }
+  });
+
+  test('a wrong method → 405 method_not_allowed with Allow; HEAD gets it bodiless', async () => {
+    const c = await RawConnection.open(server.http.port);
+    try {
+      const cases: [string, string, string, string][] = [
+        ['HEAD', '/v1/recommendations', '', 'POST'],
+        ['OPTIONS', '/v1/similar', '', 'POST'],
+        ['PUT', '/v1/feedback', '{"user_id":"u"}', 'POST'],
+        ['DELETE', '/v1/feedback/negative', '', 'POST'],
+        ['POST', '/healthz', '{}', 'GET, HEAD'],
+        ['PATCH', '/metrics', '{}', 'GET, HEAD'],
+      ];
+      for (const [method, path, body, allow] of cases) {
+        const r = await c.request(method, path, body);
+        assert.equal(r.status, 405, `${method} ${path}`);
+        assert.equal(r.headers.get('allow'), allow, `${method} ${path}`);
+        if (method === 'HEAD') assert.equal(r.body, '');
+        else assert.equal(JSON.parse(r.body).error.code, 'method_not_allowed');
+        // The next request on the same connection still parses.
+        const next = await c.request('GET', '/healthz');
+        assert.deepEqual([next.status, next.body], [200, '{"status":"ok"}']);
+      }
+      const missing = await c.request('HEAD', '/v2/nothing');
+      assert.deepEqual(
+        [missing.status, missing.body, missing.headers.has('allow')],
+        [404, '', false],
+      );
+      assert.equal((await c.request('GET', '/healthz')).status, 200);
+      assert.equal(await c.leftover(), 0);
+    } finally {
+      c.close();
+    }
   });
 });

@@ -7,7 +7,8 @@ import type { FeatureStore } from '../../features/store.js';
 import type { ServingModel } from '../../models/registry.js';
 import type { UserContext } from '../user.js';
 
-export type SourceName = 'collaborative' | 'similar_to_recent' | 'trending' | 'popular_in_category';
+export type SourceName =
+  'collaborative' | 'similar_to_recent' | 'trending' | 'popular_in_category' | 'popular';
 
 export interface Candidate {
   row: number;
@@ -16,23 +17,30 @@ export interface Candidate {
   sourceItems: string[];
 }
 
-/** Collaborative: exact top-k of the user's query over all item embeddings (batched). */
+/**
+ * Collaborative: exact top-k of the user's query over all item embeddings, batched with
+ * concurrent requests' queries unless `k` exceeds `maxSharedK`.
+ */
 export async function collaborative(
   m: ServingModel,
   u: UserContext,
   k: number,
   allow: Uint32Array | null,
+  maxSharedK = Infinity,
 ): Promise<Candidate[]> {
   if (k <= 0) return [];
   // A category filter restricts the scan itself (allow-list), which the shared batch
-  // cannot express per query; such requests take their own pass.
-  const hits = allow
-    ? await m.exact.search(u.query, k, { exclude: [u.exclude], allow }).then((r) => {
-        let n = 0;
-        while (n < r.k && r.ids[n] !== 0xffffffff) n++;
-        return { ids: r.ids.subarray(0, n), scores: r.scores.subarray(0, n) };
-      })
-    : await m.collaborative.search(u.query, k, u.exclude);
+  // cannot express per query; a deeper k than usual would be every batched query's k (a
+  // pass scans for its largest), slowing the default requests that share it. Either takes
+  // its own pass.
+  const hits =
+    allow || k > maxSharedK
+      ? await m.exact.search(u.query, k, { exclude: [u.exclude], allow }).then((r) => {
+          let n = 0;
+          while (n < r.k && r.ids[n] !== 0xffffffff) n++;
+          return { ids: r.ids.subarray(0, n), scores: r.scores.subarray(0, n) };
+        })
+      : await m.collaborative.search(u.query, k, u.exclude);
   const out: Candidate[] = [];
   for (let i = 0; i < hits.ids.length; i++) {
     out.push({
@@ -181,4 +189,34 @@ export function merge(
     }
   }
   return out;
+}
+
+/**
+ * Tops up a list its sources left short of `want` (a strict min_quality_score, a user who
+ * has seen most of what the scan found) with the catalog's most popular items (the top
+ * 2,000) that pass the filter and are neither excluded nor taken; returns how many it added.
+ * A full list costs nothing here.
+ */
+export function backfillPopular(
+  m: ServingModel,
+  cands: Candidate[],
+  want: number,
+  exclude: Set<number>,
+  filter: ItemFilter,
+): number {
+  if (cands.length >= want) return 0;
+  const taken = new Set<number>();
+  for (const c of cands) taken.add(c.row);
+  const before = cands.length;
+  for (let i = 0; i < m.popular.length && cands.length < want; i++) {
+    const row = m.popular[i]!;
+    if (taken.has(row) || exclude.has(row) || !passes(m, row, filter)) continue;
+    cands.push({
+      row,
+      score: m.bundle.items.popularity[row]!,
+      source: 'popular',
+      sourceItems: [],
+    });
+  }
+  return cands.length - before;
 }

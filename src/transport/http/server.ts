@@ -6,6 +6,8 @@
 // - body chunks are copied: uWS neuters the ArrayBuffer after each onData callback.
 // - every write after async work happens inside res.cork() (one syscall, and required).
 // - large bodies go out with tryEnd and resume from onWritable (backpressure).
+// - an answer to HEAD carries the headers a GET would get and no body: uWS sends whatever
+//   it is given, and a client reads body bytes after a HEAD answer as the next response.
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { ApiError, toApiError } from '../../api/errors.js';
@@ -50,6 +52,7 @@ const STATUS_TEXT: Record<number, string> = {
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   406: '406 Not Acceptable',
+  409: '409 Conflict',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   429: '429 Too Many Requests',
@@ -69,6 +72,16 @@ interface Exchange {
 }
 
 type Handler = (body: unknown, opts: CallOptions) => Promise<unknown>;
+
+/** How a response goes out besides status, type and body. */
+interface ReplyOptions {
+  /** Close the connection after it (small error bodies only). */
+  closeConnection?: boolean;
+  /** The answer to a HEAD request: every header, Content-Length included, and no body. */
+  headOnly?: boolean;
+  /** Headers beyond content-type (the Allow of a 405). */
+  headers?: readonly (readonly [string, string])[];
+}
 
 const ROUTES: { path: string; route: Route; validate: (raw: unknown) => unknown; call: string }[] =
   [
@@ -140,7 +153,7 @@ export async function startHttpServer(
     status: number,
     contentType: string,
     body: Uint8Array | string,
-    closeConnection = false,
+    reply: ReplyOptions = {},
   ): void => {
     if (ex.aborted || ex.done) return;
     const res = ex.res;
@@ -148,8 +161,17 @@ export async function startHttpServer(
     res.cork(() => {
       res.writeStatus(STATUS_TEXT[status] ?? `${status} Unknown`);
       res.writeHeader('content-type', contentType);
+      for (const [name, value] of reply.headers ?? []) res.writeHeader(name, value);
       if (draining) res.writeHeader('connection', 'close');
-      if (closeConnection) {
+      if (reply.headOnly) {
+        // endWithoutBody(length) in uWS.js 20.30 waits for that many body bytes and never
+        // completes the response, so the length a GET would carry goes out as a header.
+        res.writeHeader('content-length', String(bytes.byteLength));
+        res.endWithoutBody();
+        finish(ex, status);
+        return;
+      }
+      if (reply.closeConnection) {
         // Small error bodies only: end() writes everything and closes after it.
         res.end(bytes, true);
         finish(ex, status);
@@ -171,10 +193,10 @@ export async function startHttpServer(
     });
   };
 
-  const sendError = (ex: Exchange, err: unknown, closeConnection = false): void => {
+  const sendError = (ex: Exchange, err: unknown, reply: ReplyOptions = {}): void => {
     const e = toApiError(err);
     if (e.code === 'internal') log.error({ err, route: ex.route }, 'request failed');
-    send(ex, e.httpStatus, 'application/json', JSON.stringify(e.toJSON()), closeConnection);
+    send(ex, e.httpStatus, 'application/json', JSON.stringify(e.toJSON()), reply);
   };
 
   /** Reads the body (copying chunks), enforcing the size limit while it streams in. */
@@ -190,7 +212,7 @@ export async function startHttpServer(
         sendError(
           ex,
           new ApiError('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
-          true,
+          { closeConnection: true },
         );
         return;
       }
@@ -200,7 +222,10 @@ export async function startHttpServer(
     });
   };
 
+  /** Path -> the methods it answers: the Allow header of a 405. */
+  const allowed = new Map<string, string>();
   for (const r of ROUTES) {
+    allowed.set(r.path, 'POST');
     const call = (service as unknown as Record<string, Handler>)[r.call]!.bind(service);
     app.post(r.path, (res: HttpResponse, req: HttpRequest) => {
       const ex = begin(res, r.route);
@@ -213,7 +238,7 @@ export async function startHttpServer(
         sendError(
           ex,
           new ApiError('payload_too_large', `request body exceeds ${maxBodyBytes} bytes`),
-          true,
+          { closeConnection: true },
         );
         return;
       }
@@ -261,12 +286,16 @@ export async function startHttpServer(
     });
   }
 
+  // HEAD on a GET route is the GET's answer without its body, as HTTP requires.
   const getRoute = (path: string, route: string, produce: () => [number, string, string]) => {
-    app.get(path, (res) => {
+    allowed.set(path, 'GET, HEAD');
+    const answer = (headOnly: boolean) => (res: HttpResponse) => {
       const ex = begin(res, route);
       const [status, type, body] = produce();
-      send(ex, status, type, body);
-    });
+      send(ex, status, type, body, { headOnly });
+    };
+    app.get(path, answer(false));
+    app.head(path, answer(true));
   };
   getRoute('/healthz', 'healthz', () => [200, 'application/json', '{"status":"ok"}']);
   getRoute('/readyz', 'readyz', () =>
@@ -280,18 +309,20 @@ export async function startHttpServer(
     metrics.render(),
   ]);
   app.any('/*', (res, req) => {
-    const method = req.getMethod();
+    // uWS hands the method lower-cased whatever the client sent.
+    const method = req.getMethod().toUpperCase();
     const url = req.getUrl();
     const ex = begin(res, 'unknown');
-    const known =
-      ROUTES.some((r) => r.path === url) || ['/healthz', '/readyz', '/metrics'].includes(url);
-    const err = new ApiError(
-      'not_found',
-      known ? `${method.toUpperCase()} is not allowed on ${url}` : `no route ${url}`,
-    );
+    const allow = allowed.get(url);
+    const err = allow
+      ? new ApiError('method_not_allowed', `${method} is not allowed on ${url}; use ${allow}`)
+      : new ApiError('not_found', `no route ${url}`);
     // Drain a body the client may be sending so the connection stays usable.
     res.onData(() => undefined);
-    send(ex, known ? 405 : 404, 'application/json', JSON.stringify(err.toJSON()));
+    sendError(ex, err, {
+      headOnly: method === 'HEAD',
+      ...(allow ? { headers: [['allow', allow] as const] } : {}),
+    });
   });
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
