@@ -151,12 +151,58 @@ test('refusals: validation, pipeline errors and malformed messages match grpc-js
   const none = await both('GetRecommendations', []);
   assert.equal(none.headers['grpc-status'], '12'); // UNIMPLEMENTED: no request message
 
+  // Not a message (a tag cut short): INVALID_ARGUMENT like any bad request (decode.ts), where
+  // grpc-js on its own answers INTERNAL for a deserializer that throws.
   const garbage = await both('GetRecommendations', [frameMessage(Buffer.from([0xff, 0xff]))]);
-  assert.equal(garbage.headers['grpc-status'], '13'); // INTERNAL: cannot deserialize
+  assert.equal(garbage.headers['grpc-status'], '3');
+  assert.equal(garbage.headers['recserve-error-code'], 'malformed_body');
 
   const f = requestFrame('GetSimilarItems', { item_id: 'x' });
   const two = await both('GetSimilarItems', [Buffer.concat([f, f])]);
   assert.equal(two.headers['grpc-status'], '12');
+});
+
+test('bytes that are not the request message are malformed_body, naming the field', async () => {
+  behave(undefined);
+  const calls = svcFast.calls.length;
+  const U = '0a 02 75 31'; // user_id "u1"
+  const cases: [string, string, string | undefined, RegExp][] = [
+    // num_items (an int32: a varint) sent length-delimited
+    ['GetRecommendations', `${U} 22 01 05`, 'num_items', /sent as length-delimited/],
+    ['GetRecommendations', `${U} 20 ff`, 'num_items', /varint runs past the end/],
+    ['GetRecommendations', `${U} 7e 01`, undefined, /wire type 6 does not exist/],
+    ['GetRecommendations', `${U} 7f`, undefined, /wire type 7 does not exist/],
+    ['GetRecommendations', `${U} 7c`, undefined, /end-group \(field 15\) closes no group/],
+    ['GetRecommendations', `${U}${' 7b'.repeat(101)}${' 7c'.repeat(101)}`, undefined, /deeper/],
+    ['GetRecommendations', '00 00', undefined, /field number 0/],
+    // user_id declared 80 bytes, 1 there: protobufjs reads user "a"
+    ['GetRecommendations', '0a 50 61', 'user_id', /80 bytes run past the end .*\(1 left\)/],
+    // context declared 10 bytes, 3 there; then a string running past context's end
+    ['GetRecommendations', '12 0a 0a 01 6d', 'context', /10 bytes run past/],
+    ['GetRecommendations', '12 03 0a 05 61 62 63 64 65', 'context.device_type', /5 bytes/],
+    // Not UTF-8: protobufjs decodes each to U+FFFD, so different raw ids would collide.
+    ['GetRecommendations', '0a 02 ff fe', 'user_id', /is not valid UTF-8/],
+    ['GetRecommendations', '0a 03 ed a0 80', 'user_id', /is not valid UTF-8/], // a surrogate
+    ['GetSimilarItems', '0a 02 61 c3', 'item_id', /is not valid UTF-8/], // a sequence cut off
+    ['RecordFeedback', `${U} 12 04 0a 02 61 ff`, 'events[0].item_id', /is not valid UTF-8/],
+    ['RecordNegativeFeedback', `${U} 22 01 80`, 'reason', /is not valid UTF-8/],
+  ];
+  for (const [method, hex, field, message] of cases) {
+    const r = await both(method, [frameMessage(Buffer.from(hex.replace(/ /g, ''), 'hex'))]);
+    assert.equal(r.headers['grpc-status'], '3', hex);
+    assert.equal(r.headers['recserve-error-code'], 'malformed_body', hex);
+    assert.equal(r.headers['recserve-error-field'], field, hex);
+    assert.match(decodeURI(String(r.headers['grpc-message'])), message, hex);
+  }
+  assert.equal(svcFast.calls.length, calls, 'no malformed request reached the pipeline');
+
+  // A request that ends inside its gRPC frame is malformed too. (grpc-js, when it carries
+  // the call, drops the partial message and answers UNIMPLEMENTED: no request message.)
+  const cut = frameMessage(Buffer.from(U.replace(/ /g, ''), 'hex')).subarray(0, 7);
+  const r = await exchange(fast.address, 'GetRecommendations', [cut]);
+  assert.equal(r.headers['grpc-status'], '3');
+  assert.equal(r.headers['recserve-error-code'], 'malformed_body');
+  assert.match(decodeURI(String(r.headers['grpc-message'])), /inside its message \(2 of 4 bytes/);
 });
 
 test('calls the fast path declines (compressed) are served by grpc-js on the same port', async () => {

@@ -262,6 +262,46 @@ describe('parity over HTTP JSON, HTTP FlatBuffers and gRPC', () => {
     assert.equal(acc.headers.get('content-type'), 'application/x-flatbuffers');
   });
 
+  test('a body cut short or with a string that is not UTF-8 is malformed_body on both', async () => {
+    const grpcRaw = (bytes: Buffer): Promise<grpc.ServiceError | null> => {
+      const c = new grpc.Client(address, grpc.credentials.createInsecure());
+      return new Promise((resolve) => {
+        c.makeUnaryRequest<Buffer, Buffer>(
+          '/recserve.v1.RecommendationService/GetRecommendations',
+          (b) => b,
+          (b) => b,
+          bytes,
+          (err) => {
+            c.close();
+            resolve(err);
+          },
+        );
+      });
+    };
+    // The same user_id bytes in a JSON body and in a protobuf message.
+    const cases: [string, Buffer, Buffer][] = [
+      [
+        'not UTF-8',
+        Buffer.from('0a02fffe', 'hex'),
+        Buffer.from('{"user_id":"\xff\xfe"}', 'latin1'),
+      ],
+      ['cut short', Buffer.from('0a5061', 'hex'), Buffer.from('{"user_id":"a')],
+    ];
+    for (const [name, message, json] of cases) {
+      const r = await fetch(base + '/v1/recommendations', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: json,
+      });
+      assert.equal(r.status, 400, name);
+      assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'malformed_body');
+      const e = await grpcRaw(message);
+      assert.equal(e?.code, grpc.status.INVALID_ARGUMENT, name);
+      assert.equal(e.metadata.get('recserve-error-code')[0], 'malformed_body', name);
+      assert.equal(e.metadata.get('recserve-error-field')[0], 'user_id', name);
+    }
+  });
+
   test('a deadline that cannot be met is deadline_exceeded on every transport', async () => {
     for (const [kind, c] of Object.entries(clients)) {
       const e = await errorOf(c.getRecommendations(users[2]!, { numItems: 50, timeoutMs: 1 }));

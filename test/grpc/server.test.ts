@@ -10,7 +10,7 @@ import type { FeedbackRequest } from '../../src/api/types.js';
 import { startGrpcServer, type GrpcServerHandle } from '../../src/transport/grpc/server.js';
 import { RecserveGrpcClient } from '../../src/transport/grpc/client.js';
 import { ERROR_CODE_KEY, ERROR_FIELD_KEY } from '../../src/transport/grpc/status.js';
-import { serviceClientConstructor } from '../../src/transport/grpc/proto.js';
+import { serviceClientConstructor, serviceDefinition } from '../../src/transport/grpc/proto.js';
 import { ScriptedService, healthCheck, reflect, sleep, waitForHealth } from './helpers.js';
 
 const svc = new ScriptedService();
@@ -268,6 +268,37 @@ test('streamed feedback is recorded in order, counted, and duplicates ignored', 
     },
   );
   assert.equal((svc.calls.at(-1)!.req as { user_id: string }).user_id, 'z');
+});
+
+test('a streamed message that is not a FeedbackRequest fails the stream as malformed_body', async () => {
+  svc.behaviour = undefined;
+  // Raw bytes on the stream (grpc-js carries StreamFeedback, not the fast path): a good
+  // batch, then one whose user_id is not UTF-8, which protobufjs would read as U+FFFD.
+  const good = serviceDefinition().StreamFeedback!.requestSerialize({
+    user_id: 'raw',
+    events: [{ item_id: 'ok', event_type: 'view' }],
+  }) as Buffer;
+  const bad = Buffer.from('0a02fffe', 'hex');
+  const c = new grpc.Client(server.address, grpc.credentials.createInsecure());
+  const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+    const call = c.makeClientStreamRequest<Buffer, Buffer>(
+      serviceDefinition().StreamFeedback!.path,
+      (b) => b,
+      (b) => b,
+      new grpc.Metadata(),
+      {},
+      (e) => resolve(e),
+    );
+    call.write(good);
+    call.write(bad);
+    call.end();
+  });
+  c.close();
+  assert.equal(err?.code, grpc.status.INVALID_ARGUMENT);
+  assert.equal(err.metadata.get(ERROR_CODE_KEY)[0], 'malformed_body');
+  assert.equal(err.metadata.get(ERROR_FIELD_KEY)[0], 'user_id');
+  assert.match(err.details, /^message 1: .*user_id: is not valid UTF-8/);
+  assert.equal((svc.calls.at(-1)!.req as { user_id: string }).user_id, 'raw');
 });
 
 test('close drains in-flight calls within its bound and refuses new ones', async () => {

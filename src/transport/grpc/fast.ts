@@ -15,13 +15,17 @@
 // paths call for call).
 //
 // How it is attached: grpc-js registers one 'stream' listener on each HTTP/2 server it
-// creates (Server.http2Servers, private in grpc-js 1.14). attachFastPath swaps that listener
-// for one that offers each stream to the fast path first and hands it to grpc-js's own
-// listener otherwise. When grpc-js's internals are not shaped as expected (another version),
-// nothing is changed and every call goes through grpc-js: slower, never wrong; the server
-// logs it and GrpcServerHandle.fastPath says so (a test asserts it is on).
+// creates (Server.http2Servers, private in grpc-js 1.14; internals.ts finds them).
+// attachFastPath swaps that listener for one that offers each stream to the fast path first
+// and hands it to grpc-js's own listener otherwise. When grpc-js's internals are not shaped
+// as expected (another version), nothing is changed and every call goes through grpc-js:
+// slower, never wrong; the server logs it and GrpcServerHandle.fastPath says so (a test
+// asserts it is on).
 import type * as http2 from 'node:http2';
 import { status as Status, type StatusObject } from '@grpc/grpc-js';
+import { ApiError } from '../../api/errors.js';
+import { http2ServersOf, type GrpcJsServerInternals } from './internals.js';
+import { toStatus } from './status.js';
 
 /** What a unary handler knows about its call, whichever path carried it. */
 export interface CallControl {
@@ -165,7 +169,13 @@ class FastCall implements CallControl {
     const buf = this.rest ? Buffer.concat([this.first!, ...this.rest], size) : this.first!;
     this.first = this.rest = undefined;
     if (size < 5 || size !== 5 + buf.readUInt32BE(1)) {
-      this.fail(Status.INTERNAL, 'Request ended inside a message');
+      // A malformed request, answered as one whose message bytes are bad (proto.ts). grpc-js
+      // drops such a partial message and answers as if none came (UNIMPLEMENTED).
+      const what =
+        size < 5
+          ? `inside its gRPC frame header (${size} of 5 bytes)`
+          : `inside its message (${size - 5} of ${buf.readUInt32BE(1)} bytes)`;
+      this.answer(toStatus(new ApiError('malformed_body', `the request ended ${what}`)));
       return;
     }
     // A compressed message needs grpc-encoding, and calls carrying one go to grpc-js.
@@ -235,12 +245,6 @@ function sendStatus(stream: http2.ServerHttp2Stream, st: Partial<StatusObject>):
   stream.respond(headers, END_STREAM);
 }
 
-/** The grpc-js 1.14 internals attachFastPath relies on (private fields, checked at run time). */
-interface GrpcJsServerInternals {
-  http2Servers?: unknown;
-  onStreamOpened?: unknown;
-}
-
 type StreamListener = (
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
@@ -257,11 +261,9 @@ export function attachFastPath(
   o: FastPathOptions,
 ): boolean {
   const internals = server as GrpcJsServerInternals;
-  if (!(internals.http2Servers instanceof Map) || internals.http2Servers.size === 0) return false;
-  const h2s = [...internals.http2Servers.keys()] as http2.Http2Server[];
+  const h2s = http2ServersOf(server);
   // All or nothing: each server must carry exactly grpc-js's one 'stream' listener.
-  if (!h2s.every((h) => typeof h?.listeners === 'function' && h.listeners('stream').length === 1))
-    return false;
+  if (!h2s || !h2s.every((h) => h.listeners('stream').length === 1)) return false;
   // grpc-js counts open streams per session for its idle timeout; the fast path's streams
   // must count too, or a session busy with fast calls would be closed as idle.
   const opened =

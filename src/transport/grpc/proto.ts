@@ -11,6 +11,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import type { RecommendationResponse } from '../../api/types.js';
 import { projectRoot } from '../../retrieval/native.js';
+import { requestDecoder } from './decode.js';
 import { frameInPlace } from './fast.js';
 import { encodeRecommendationHead, encodeRecommendations } from './head.js';
 
@@ -54,7 +55,13 @@ export function serviceDefinition(): grpc.ServiceDefinition {
 }
 
 /**
- * The definition the SERVER registers: as serviceDefinition(), except that
+ * The definition the SERVER registers: as serviceDefinition(), except in two places.
+ *
+ * Requests are decoded by decode.ts's strict decoder, which checks every byte (string
+ * lengths, UTF-8, wire types) where protobufjs's is lenient, and never throws: bad bytes
+ * arrive at the handler as an ApiError (malformed_body) to answer INVALID_ARGUMENT with
+ * recserve's trailers, where a throw would be grpc-js's INTERNAL.
+ *
  * GetRecommendations serializes the JSON contract's response itself, in two parts: the item
  * list and the rest. Protobuf allows a message's fields to arrive in any order and
  * concatenated encodings to merge, so `head ++ items` is one valid message. A cache hit
@@ -65,10 +72,18 @@ export function serviceDefinition(): grpc.ServiceDefinition {
  */
 export function serverServiceDefinition(): grpc.ServiceDefinition {
   const base = serviceDefinition();
-  const m = base.GetRecommendations!;
+  const pkgName = SERVICE_NAME.slice(0, SERVICE_NAME.lastIndexOf('.') + 1);
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, m] of Object.entries(base)) {
+    const type = (m as { requestType?: { type?: { name?: string } } }).requestType?.type?.name;
+    if (!type) throw new Error(`proto.ts: ${name} has no request type name`);
+    const requestDeserialize = requestDecoder(packageDefinition(), pkgName + type);
+    out[name] = { ...m, requestDeserialize };
+  }
   const encode = recommendationEncoder();
-  const responseSerialize = (res: RecommendationResponse): Buffer => encode(res, 0);
-  return { ...base, GetRecommendations: { ...m, responseSerialize } };
+  const responseSerialize = (res: unknown): Buffer => encode(res as RecommendationResponse, 0);
+  out.GetRecommendations = { ...out.GetRecommendations!, responseSerialize };
+  return out;
 }
 
 /**

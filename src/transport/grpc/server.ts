@@ -39,6 +39,7 @@ import {
   type Respond,
   type UnaryHandler,
 } from './fast.js';
+import { trackSessions } from './internals.js';
 import {
   packageDefinition,
   recommendationFrame,
@@ -287,6 +288,8 @@ export async function startGrpcServer(
       }
       let req: Req;
       try {
+        // Bytes that are not the request message arrive as the decoder's ApiError (proto.ts).
+        if (request instanceof ApiError) throw request;
         req = validate(request);
       } catch (err) {
         t.settle(err);
@@ -332,6 +335,7 @@ export async function startGrpcServer(
           // Nothing more is recorded once the stream was answered (a bad message, or the
           // drain's UNAVAILABLE): the client was told the rest did not go in.
           if (failed || t.answered) return;
+          if (msg instanceof ApiError) throw msg; // not a FeedbackRequest (proto.ts)
           const r = await service.feedback(validateFeedbackRequest(msg), t);
           total.events_processed += r.events_processed;
           total.duplicates_ignored += r.duplicates_ignored;
@@ -426,6 +430,9 @@ export async function startGrpcServer(
       },
     );
   });
+  // So that close() can end every connection at its bound (internals.ts says why).
+  const sessions = trackSessions(server);
+  if (!sessions) log.warn('grpc-js internals not as expected: shutdown may wait on idle clients');
   let fastPath = false;
   if (opts.fastPath) {
     const methods: FastMethod[] = Object.entries(handlers).map(([name, handler]) => {
@@ -461,9 +468,14 @@ export async function startGrpcServer(
           log.warn({ inFlight }, 'grpc drain timed out; cancelling the calls left');
           const stop = new ApiError('unavailable', 'server shutting down; retry elsewhere');
           for (const t of [...active]) t.cut(stop);
-          // Answered calls let tryShutdown finish; forceShutdown catches anything else.
+          // Answered calls let tryShutdown finish, unless a client keeps its side of a
+          // stream open (answered or not): after 100 ms for the answers to go out, every
+          // connection left is destroyed, which grpc-js's forceShutdown alone does not do
+          // (internals.ts says why).
           force = setTimeout(() => {
             server.forceShutdown();
+            const left = sessions?.destroyAll() ?? 0;
+            if (left > 0) log.warn({ connections: left }, 'grpc connections closed at the bound');
             resolve();
           }, 100);
         }, timeoutMs);
