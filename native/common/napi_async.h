@@ -184,6 +184,8 @@ class WriteQueue {
     if (!st->busy) st->Next();
     return p;
   }
+  // No write queued or running: a synchronous write now would not overtake one.
+  bool Idle() const { return !state_->busy && state_->pending.empty(); }
 
  private:
   struct State {

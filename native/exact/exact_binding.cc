@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -245,8 +246,19 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
     return {ids, vecs};
   }
 
+  // The synchronous writes refuse to run while an async write is queued or running: they
+  // would overtake it (upsertAsync(id -> 1) then upsert(id -> 2) left 1 now and then), and
+  // they cannot wait for it on the JS thread, whose completions move the queue on.
+  void CheckNoAsyncWrite(const char* call) const {
+    if (!writes_.Idle())
+      throw std::runtime_error(std::string(call) +
+                               " while an async write of this index is pending would run "
+                               "before it; await the async writes first, or use " +
+                               call + "Async");
+  }
   Napi::Value Build(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
+      CheckNoAsyncWrite("build");
       auto [ids, vecs] = RowsArgs(info);
       index_->Build(ids.Data(), vecs.Data(), ids.ElementLength());
       return info.Env().Undefined();
@@ -254,6 +266,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value Upsert(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
+      CheckNoAsyncWrite("upsert");
       auto [ids, vecs] = RowsArgs(info);
       index_->Upsert(ids.Data(), vecs.Data(), ids.ElementLength());
       return info.Env().Undefined();
@@ -261,6 +274,7 @@ class ExactIndexWrap : public Napi::ObjectWrap<ExactIndexWrap> {
   }
   Napi::Value Remove(const Napi::CallbackInfo& info) {
     return Guard(info.Env(), [&]() -> Napi::Value {
+      CheckNoAsyncWrite("remove");
       auto ids = ArgUint32Array(info, 0, "ids");
       index_->Remove(ids.Data(), ids.ElementLength());
       return info.Env().Undefined();

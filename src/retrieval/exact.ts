@@ -196,7 +196,11 @@ export class ExactIndex {
     this.native.upsert(ids, vectors);
   }
 
-  /** Remove rows by id; an unknown id throws RangeError and nothing is removed. */
+  /**
+   * Remove rows by id; an unknown id throws RangeError and nothing is removed. `build`,
+   * `upsert` and `remove` throw an Error while an async write of this index is pending
+   * (called and not settled): they would run before it.
+   */
   remove(ids: Uint32Array): void {
     this.native.remove(ids);
   }

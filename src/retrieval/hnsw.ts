@@ -122,6 +122,11 @@ export class HnswIndex {
     return this.native.metric;
   }
 
+  /**
+   * Writes the index to `path` (FAISS's format; `load` reads it back) as it stands after
+   * every add, remove and load called before this call: saves queue with them, in call
+   * order.
+   */
   save(path: string): Promise<void> {
     return settle(() => this.native.save(path));
   }
@@ -131,9 +136,9 @@ export class HnswIndex {
    * short results; to replace a vector, remove its id first). Runs on a native thread with
    * every core. Searches go on meanwhile: the rows go in a chunk at a time, each sized to
    * hold searches back ~10 ms (they may see some of the new ids before the promise
-   * resolves; every search issued after it sees all of them). `add`, `remove` and
-   * `checkGraph` run in call order, one at a time in libuv's thread pool, so a burst of
-   * writes holds one pool thread and searches keep the rest.
+   * resolves; every search issued after it sees all of them). `add`, `remove`, `load`,
+   * `save` and `checkGraph` run in call order, one at a time in libuv's thread pool, so a
+   * burst of writes holds one pool thread and searches keep the rest.
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));

@@ -1211,6 +1211,27 @@ test('async writes apply in call order, one in the pool at a time', async () => 
   }
 });
 
+test('a synchronous write while an async one is pending throws instead of overtaking it', async () => {
+  const d = 4;
+  const index = ExactIndex.create({ dim: d });
+  index.build(Uint32Array.of(1, 2), new Float32Array(2 * d));
+  const one = Float32Array.of(1, 0, 0, 0);
+  const two = Float32Array.of(2, 0, 0, 0);
+  const pending = index.upsertAsync(Uint32Array.of(1), one);
+  for (const write of [
+    () => index.upsert(Uint32Array.of(1), two),
+    () => index.remove(Uint32Array.of(2)),
+    () => index.build(Uint32Array.of(1), two),
+  ])
+    assert.throws(write, /pending would run before it/);
+  await pending;
+  // Settled: the synchronous write goes in after it, and wins.
+  index.upsert(Uint32Array.of(1), two);
+  const top = await index.search(Float32Array.of(1, 0, 0, 0), 1);
+  assert.deepEqual([top.ids[0], top.scores[0]], [1, 2]);
+  assert.equal(index.size, 2);
+});
+
 test('large N splits across threads and cache blocks and still matches', async () => {
   const rng = new Rng(16);
   for (const storage of ['f32', 'f16'] as const) {

@@ -137,6 +137,35 @@ test('HNSW small index: add, padding, ids held once, save/load round trip', asyn
   assert.deepEqual([...(await empty.search(queries.subarray(0, d), 2)).ids], [NO_ID, NO_ID]);
 });
 
+test('HNSW save writes the adds and removes called before it, not yet settled', async () => {
+  const rng = new Rng(23);
+  const d = 8;
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-order-'));
+  try {
+    const ids = Uint32Array.from({ length: 3100 }, (_, i) => i);
+    const vecs = rng.uniformArray(3100 * d);
+    const hnsw = await HnswIndex.build(ids.subarray(0, 100), vecs.subarray(0, 100 * d), d);
+    // Not awaited: the save queues behind them.
+    const writes = [
+      hnsw.add(ids.subarray(100), vecs.subarray(100 * d)),
+      hnsw.remove(ids.subarray(0, 10)),
+    ];
+    const path = join(dir, 'g.idx');
+    await hnsw.save(path);
+    await Promise.all(writes);
+    const back = await HnswIndex.load(path);
+    assert.equal(back.size, 3090);
+    const held = async (id: number) =>
+      (await back.search(vecs.subarray(0, d), 1, { allow: Uint32Array.of(id) })).ids[0] === id;
+    assert.deepEqual(
+      [await held(3099), await held(100), await held(5), await held(10)],
+      [true, true, false, true],
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('HNSW: every item is reachable, after a build, an add and a save/load', async () => {
   // FAISS's inner-product graph leaves many nodes nobody's neighbour on layer 0 (here 4,559
   // of 20k before Reconnect, built by FAISS's own add), and no search could return them. A walk whose beam is as
