@@ -82,13 +82,27 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
     room[v] = static_cast<uint32_t>(std::min(l0, base[v] + kExtraLinks));
   }
   std::vector<int> extra(n * kExtraLinks, -1);
-  const auto at = [&](size_t v, size_t i) {
+  // The rare links past a list's kExtraLinks, and links planned over one of FAISS's
+  // (second pass, last resort), by v * l0 + slot; patched[v] says v has some.
+  std::unordered_map<size_t, int> spill;
+  std::vector<char> patched(n, 0);
+  const auto at = [&](size_t v, size_t i) -> int {
+    if (patched[v]) {
+      const auto it = spill.find(v * l0 + i);
+      if (it != spill.end()) return it->second;
+    }
     return i < base[v] ? nb[g.offsets[v] + i] : extra[v * kExtraLinks + i - base[v]];
   };
-  const auto append = [&](size_t from, int to) {
-    extra[from * kExtraLinks + fill[from] - base[from]] = to;
-    plan.push_back({static_cast<int>(from), fill[from]++, to});
+  const auto put = [&](size_t from, size_t slot, int to) {
+    if (slot >= base[from] && slot - base[from] < kExtraLinks) {
+      extra[from * kExtraLinks + slot - base[from]] = to;
+    } else {
+      spill[from * l0 + slot] = to;
+      patched[from] = 1;
+    }
+    plan.push_back({static_cast<int>(from), static_cast<uint32_t>(slot), to});
   };
+  const auto append = [&](size_t from, int to) { put(from, fill[from]++, to); };
   // Who links to whom on layer 0, reversed (CSR): the nodes that chose v as a neighbour.
   std::vector<size_t> in_at;
   std::vector<int> in;
@@ -98,13 +112,18 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   reverse_links();
   std::vector<char> reached(n, 0);
   std::vector<int> queue;
-  // prev: who reached each node (the tree of paths from the entry, for PlanIncremental).
-  std::vector<int> prev(trees ? n : 0, ReachTrees::kUnknown);
+  // prev: who reached each node (the tree of paths from the entry, kept for
+  // PlanIncremental; the second pass's last resort reads it too).
+  std::vector<int> prev(n, ReachTrees::kUnknown);
+  // Reached nodes that had a free slot when reached (the second pass's last resort pops
+  // the ones that filled since: a list never empties).
+  std::vector<int> open;
   const auto reach = [&](int v, int from) {
     if (reached[static_cast<size_t>(v)]) return;
     reached[static_cast<size_t>(v)] = 1;
     queue.push_back(v);
-    if (trees) prev[static_cast<size_t>(v)] = from;
+    prev[static_cast<size_t>(v)] = from;
+    if (fill[static_cast<size_t>(v)] < l0) open.push_back(v);
   };
   const auto link = [&](size_t from, int to) {
     append(from, to);
@@ -136,29 +155,56 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   std::unordered_map<int, std::vector<int>> by_hub;  // first neighbour -> last linked
   std::vector<int> recent;                           // ring of the last linked
   size_t next_recent = 0;
+  constexpr float kNoScore = -std::numeric_limits<float>::infinity();
   for (size_t u = 0; u < n; u++) {
     if (reached[u]) continue;
     const float* xu = xb + u * d;
-    int best = -1;
-    float best_s = -std::numeric_limits<float>::infinity();
+    // The best reached node within its budget of extra links, the best with any free
+    // slot, and the best of all.
+    int best = -1, roomy = -1, any = -1;
+    float best_s = kNoScore, roomy_s = kNoScore, any_s = kNoScore;
     const auto consider = [&](int v) {
       const auto vi = static_cast<size_t>(v);
-      if (!reached[vi] || fill[vi] >= room[vi]) return;
-      const float sv = kernels.dot_f32(xu, xb + static_cast<size_t>(v) * d, d);
-      if (sv > best_s) best_s = sv, best = v;
+      if (!reached[vi]) return;
+      const float sv = kernels.dot_f32(xu, xb + vi * d, d);
+      if (sv > any_s) any_s = sv, any = v;
+      if (fill[vi] < l0 && sv > roomy_s) roomy_s = sv, roomy = v;
+      if (fill[vi] < room[vi] && sv > best_s) best_s = sv, best = v;
     };
     for (size_t i = 0; i < fill[u]; i++) {
       const size_t w = static_cast<size_t>(at(u, i));
+      consider(static_cast<int>(w));
       for (size_t j = 0; j < fill[w]; j++) consider(at(w, j));
     }
     std::vector<int>* members = fill[u] > 0 ? &by_hub[at(u, 0)] : nullptr;
     if (members)
       for (int v : *members) consider(v);
     for (int v : recent) consider(v);
-    if (best < 0) best = g.entry_point;  // nothing near has room: the entry, if it has
-    // Else u stays unreached (not seen on the sets measured: every node was reached).
-    if (fill[static_cast<size_t>(best)] >= room[static_cast<size_t>(best)]) continue;
-    link(static_cast<size_t>(best), static_cast<int>(u));
+    const auto entry = static_cast<size_t>(g.entry_point);
+    if (best < 0 && fill[entry] < room[entry]) best = g.entry_point;
+    // Last resorts, where every reached node near u is full: rows with equal vectors (all
+    // of FAISS's links of one group go to another group that scores higher against it)
+    // or lists of a few slots (small M) left half a group unreached before. First a free
+    // slot past the budget; then, in the best node's full list, the last link to a node
+    // reached some other way (prev), which stays reached without it; then any reached node
+    // with a free slot (lists of 4 slots, M 2, left 1-2% of the rows unreached).
+    if (best < 0) best = roomy;
+    if (best < 0 && any >= 0) {
+      const auto v = static_cast<size_t>(any);
+      for (size_t i = fill[v]; i-- > 0;) {
+        const int x = at(v, i);
+        if (prev[static_cast<size_t>(x)] == any) continue;
+        put(v, i, static_cast<int>(u));
+        reach(static_cast<int>(u), any);
+        break;
+      }
+    }
+    if (best < 0 && !reached[u]) {
+      while (!open.empty() && fill[static_cast<size_t>(open.back())] >= l0) open.pop_back();
+      if (!open.empty()) best = open.back();
+    }
+    if (best >= 0) link(static_cast<size_t>(best), static_cast<int>(u));
+    if (!reached[u]) continue;  // nothing reached near it (not seen on any set measured)
     drain();
     if (members) {
       if (members->size() == kRecent) members->erase(members->begin());
@@ -176,8 +222,8 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   // in-links when no node chose it as a neighbour (1,800 clustered items at M 16: a walk as
   // wide as the index missed it from every other start; test/retrieval/native/
   // hnsw-concurrency.cc). The reversed links from the entry mark the nodes that reach it;
-  // each node left over, with room, gets a link to the entry, and with it every node that
-  // reaches that one. (A group of nodes whose lists are all full would stay cut off.)
+  // each node left over gets a link to the entry, and with it every node that reaches that
+  // one (in a full list, over a link it can spare).
   // Breadth first, so that the paths kept in next (the tree of paths to the entry) are
   // short: PlanIncremental follows them.
   reverse_links();
@@ -200,12 +246,26 @@ std::vector<NewLink> PlanReconnect(const faiss::IndexHNSWFlat& index, const Kern
   if (trees) next[static_cast<size_t>(g.entry_point)] = ReachTrees::kNone;
   reaches_entry(g.entry_point);
   for (size_t u = 0; u < n; u++) {
-    if (back[u] || fill[u] >= room[u]) continue;
-    append(u, g.entry_point);
+    if (back[u]) continue;
+    if (fill[u] < l0) {
+      append(u, g.entry_point);  // within the budget, or past it (lists of a few slots)
+    } else {
+      // A full list: its last link to a node reached some other way (prev) becomes the
+      // link to the entry. No path to the entry went through u (u had none), and the node
+      // it linked to stays reached from the entry.
+      size_t i = fill[u];
+      while (i-- > 0 && prev[static_cast<size_t>(at(u, i))] == static_cast<int>(u)) {
+      }
+      if (i >= fill[u]) continue;  // (wrapped: every link is one u is the tree parent of)
+      put(u, i, g.entry_point);
+    }
     if (trees) next[u] = g.entry_point;
     reaches_entry(static_cast<int>(u));
   }
   if (trees) {
+    // (The planned links overwrite the slots they name, in plan order; a slot is planned
+    // once: an extra slot only by append, and a FAISS link only where its target was
+    // reached before, never one planned here.)
     trees->ok = std::all_of(reached.begin(), reached.end(), [](char c) { return c != 0; }) &&
                 std::all_of(back.begin(), back.end(), [](char c) { return c != 0; });
     trees->prev = std::move(prev);

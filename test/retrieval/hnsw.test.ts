@@ -192,6 +192,43 @@ test('HNSW: every item is reachable, after a build, an add and a save/load', asy
   }
 });
 
+test('HNSW: rows with equal vectors and lists of a few slots are reachable both ways', async () => {
+  // Where every reached node near a row is full, the reconnect's last resorts link it: a
+  // free slot past the extra-link budget, a link the full list can spare (its target is
+  // reached another way), any reached node with a free slot. Before them, two groups of
+  // 1,000 equal vectors left one group unreached (its rows' links all go to the other
+  // group, which links only to itself), and M 2 (lists of 4 slots) left 1-2% of random
+  // rows unreached: no beam, however wide, returned them.
+  const d = 4;
+  const n = 2000;
+  const ids = Uint32Array.from({ length: n }, (_, i) => i);
+  const check = async (h: HnswIndex, what: string) => {
+    const g = await h.checkGraph();
+    assert.deepEqual([g.fromEntryMissing, g.toEntryMissing, g.treeFaults], [0, 0, 0], what);
+  };
+  for (const groups of [2, 3]) {
+    const equal = Float32Array.from({ length: n * d }, (_, i) => (Math.floor(i / d) % groups) + 1);
+    const h = await HnswIndex.build(ids, equal, d, { M: 16 });
+    await check(h, `${groups} groups`);
+    // The least scoring group's rows are the best for a query pointing away from all.
+    const r = await h.search(Float32Array.of(-1, -1, -1, -1), 3, { efSearch: n });
+    assert.deepEqual(Array.from(r.scores), [-4, -4, -4], `${groups} groups`);
+    assert.ok(
+      Array.from(r.ids).every((id) => id % groups === 0),
+      `${groups} groups: ${r.ids}`,
+    );
+  }
+  const rng = new Rng(29);
+  const random = rng.uniformArray(20_000 * 8);
+  const small = await HnswIndex.build(
+    Uint32Array.from({ length: 20_000 }, (_, i) => i),
+    random,
+    8,
+    { M: 2 },
+  );
+  await check(small, 'M 2');
+});
+
 test('HNSW small adds: reconnected from what they changed, every item reachable both ways', async () => {
   // An add of a few rows reconnects the graph from the lists it changed and the paths to
   // and from the entry that went through a dropped link (native/hnsw/reconnect.h), not
