@@ -93,6 +93,10 @@ bool Better(const Node& a, const Node& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
+// The longest layer-0 list a search expands: 2 M links, M at most 512 (the binding's
+// bound; a loaded file's is checked against it).
+constexpr size_t kMaxLayer0Links = 1024;
+
 // A file's graph, checked before anything reads it. read_index takes the structure as it
 // finds it, so a flipped byte in a neighbour id, a level, an offset or the entry point sent
 // the reconnect pass or a search far outside the graph (a crash in ~40% of files with 1-4
@@ -115,7 +119,8 @@ void CheckFileGraph(const faiss::IndexHNSWFlat& g, const std::string& source) {
   if (cum.size() < 3 || cum.size() > 64 || cum[0] != 0 || h.assign_probas.size() + 1 != cum.size())
     bad("malformed layer table");
   for (size_t l = 1; l < cum.size(); l++)
-    if (cum[l] < cum[l - 1] || cum[l] > (1 << 20)) bad("malformed layer table");
+    if (cum[l] < cum[l - 1] || cum[l] - cum[l - 1] > static_cast<int>(kMaxLayer0Links))
+      bad("malformed layer table");
   if (h.efConstruction < 1 || h.efConstruction > (1 << 16)) bad("efConstruction out of range");
   if (h.levels.size() != n || h.offsets.size() != n + 1 || h.offsets[0] != 0)
     bad("levels or offsets do not match the row count");
@@ -639,7 +644,8 @@ void HnswIndex::SearchOne(const float* q, size_t k, int ef_in, const Admissible&
   std::vector<Node> res;                 // min-heap (by greater): worst kept on top
   if (admit(cur)) res.emplace_back(cur_s, cur);
   const auto greater = std::greater<Node>();
-  int batch[512];
+  // A whole layer-0 list: 2 M slots, M at most 512 (the binding's bound, and the load's).
+  int batch[kMaxLayer0Links];
   const size_t l0 = static_cast<size_t>(g.cum_nneighbor_per_level[1]);
   while (!cand.empty()) {
     std::pop_heap(cand.begin(), cand.end());
@@ -650,7 +656,7 @@ void HnswIndex::SearchOne(const float* q, size_t k, int ef_in, const Admissible&
     // row reads are random, and overlapping them is most of the speed.
     const size_t b = g.offsets[c.second];
     size_t nb = 0;
-    for (size_t i = 0; i < l0 && nb < 512; i++) {
+    for (size_t i = 0; i < l0; i++) {
       const int v = g.neighbors[b + i];
       if (v < 0) break;
       if (vt.Seen(v)) continue;
