@@ -160,13 +160,36 @@ function optIdList(o: Obj, key: string, path: string): string[] | undefined {
   return v.map((x, i) => idString(x, `${path}[${i}]`));
 }
 
-/** ISO-8601 date-time (what Date.parse accepts and has a date part); returned as given. */
+/**
+ * An ISO-8601 (RFC 3339) date-time with its offset: YYYY-MM-DDTHH:MM:SS[.fraction] then Z or
+ * ±HH:MM, a date that exists. Returned as given. Date.parse alone took "1" as a year, read a
+ * time with no offset in the server's zone, rolled 2026-02-30 over to March 2, and took
+ * free text after a date ("2026-12-07 10:00 GMT+0000 (hi)").
+ */
+const DATE_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
 function optTimestamp(o: Obj, key: string, path: string): string | undefined {
   const v = optText(o, key, path);
   if (v === undefined) return undefined;
-  // Date.parse alone accepts things like "1" (a year); insist on at least YYYY-MM-DD.
-  if (!/^\d{4}-\d{2}-\d{2}/.test(v) || Number.isNaN(Date.parse(v))) {
-    throw ApiError.invalid(path, 'must be an ISO-8601 date-time, e.g. 2026-01-24T10:30:00Z');
+  const m = DATE_TIME.exec(v);
+  const [y, mo, d, h, mi, s, oh, om] = (m ?? []).slice(1).map((x) => (x === undefined ? 0 : +x));
+  const day = new Date(Date.UTC(y!, mo! - 1, d!));
+  if (
+    !m ||
+    day.getUTCFullYear() !== y ||
+    day.getUTCMonth() !== mo! - 1 ||
+    day.getUTCDate() !== d ||
+    h! > 23 ||
+    mi! > 59 ||
+    s! > 59 ||
+    oh! > 23 ||
+    om! > 59
+  ) {
+    throw ApiError.invalid(
+      path,
+      'must be an ISO-8601 date-time with its offset, e.g. 2026-01-24T10:30:00Z',
+    );
   }
   return v;
 }

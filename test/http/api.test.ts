@@ -480,6 +480,17 @@ describe('bad input', () => {
       400,
       'context.timestamp',
     ],
+    // Not ISO-8601 date-times with an offset, each of which Date.parse accepted: no offset
+    // (read in the server's zone), a day that does not exist (rolled into March), free text.
+    ...['2026-01-24T10:00:00', '2026-02-30T10:00:00Z', '2026-12-07 10:00 GMT+0000 (hi)'].map(
+      (timestamp): [string, string, unknown, number, string] => [
+        `timestamp ${timestamp}`,
+        '/v1/feedback',
+        { user_id: 'u', events: [{ item_id: 'i1', event_type: 'view', timestamp }] },
+        400,
+        'events[0].timestamp',
+      ],
+    ),
     [
       'quality out of range',
       '/v1/recommendations',
@@ -524,6 +535,41 @@ describe('bad input', () => {
       'feedback_type',
     ],
   ];
+  test('a timestamp with an offset or a fraction is accepted', async () => {
+    const at = (ms: number) => new Date(Date.now() - ms).toISOString();
+    for (const timestamp of [
+      at(60_000),
+      at(120_000).replace('Z', '+00:00'),
+      at(180_000).slice(0, 19) + '.123456789Z',
+    ]) {
+      const r = await post(base, '/v1/feedback', {
+        user_id: 'u-ts',
+        events: [{ item_id: 'i1', event_type: 'view', timestamp }],
+      });
+      assert.equal(r.status, 200, `${timestamp}: ${JSON.stringify(r.json)}`);
+    }
+  });
+
+  test('an X-Timeout-Ms that is not a number of milliseconds is a 400 naming it', async () => {
+    for (const value of ['abc', '-5', '1e309']) {
+      const r = await post(
+        base,
+        '/v1/recommendations',
+        { user_id: 'u' },
+        { 'x-timeout-ms': value },
+      );
+      assert.equal(r.status, 400, value);
+      assert.equal(r.json.error.field, 'X-Timeout-Ms', value);
+    }
+    const ok = await post(
+      base,
+      '/v1/recommendations',
+      { user_id: 'u' },
+      { 'x-timeout-ms': '5000' },
+    );
+    assert.equal(ok.status, 200);
+  });
+
   for (const [name, path, body, status, field] of cases) {
     test(`${name} → ${status} naming ${field}`, async () => {
       const r = await post(base, path, body);

@@ -232,7 +232,8 @@ export async function startHttpServer(
       const contentType = req.getHeader('content-type');
       const accept = req.getHeader('accept');
       const length = Number(req.getHeader('content-length') || '0');
-      const timeoutMs = Number(req.getHeader('x-timeout-ms') || '0');
+      const timeoutHeader = req.getHeader('x-timeout-ms');
+      const timeoutMs = timeoutHeader === '' ? 0 : Number(timeoutHeader);
       if (length > maxBodyBytes) {
         // Refuse before a single byte is buffered; close so the rest is not read.
         sendError(
@@ -247,6 +248,14 @@ export async function startHttpServer(
       readBody(ex, (bytes) => {
         let input: unknown;
         try {
+          // A deadline that is not a number was ignored before: the caller believed the
+          // server bounded the work when it did not.
+          if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+            throw ApiError.invalid(
+              'X-Timeout-Ms',
+              `must be a number of milliseconds >= 0, got ${JSON.stringify(timeoutHeader.slice(0, 40))}`,
+            );
+          }
           // Negotiate the response type before doing any work: a 406 should cost nothing.
           codecs.forAccept(r.route, accept);
           input = r.validate(codecs.decode(r.route, bytes, contentType));
