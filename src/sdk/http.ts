@@ -40,7 +40,9 @@ function httpStatusCode(status: number): RecserveError['code'] {
   if (status === 400) return 'invalid_argument';
   if (status === 401) return 'unauthenticated';
   if (status === 404) return 'not_found';
+  if (status === 405) return 'method_not_allowed';
   if (status === 406) return 'not_acceptable';
+  if (status === 409) return 'limit_exceeded';
   if (status === 413) return 'payload_too_large';
   if (status === 415) return 'unsupported_media_type';
   if (status === 429) return 'rate_limited';
