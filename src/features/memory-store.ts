@@ -119,6 +119,8 @@ interface UserRec {
    * rounded up), then its timestamp bucket. Exact, not hashed: see findIdem.
    */
   idem: number[];
+  /** The same keys as "code:bucket" strings, while the user holds many (see findIdem). */
+  idemSet?: Set<string>;
 }
 
 interface CacheEntry {
@@ -385,17 +387,17 @@ export class MemoryFeatureStore implements FeatureStore {
     const applied: boolean[] = new Array(events.length);
     let accepted = 0;
     const rec = this.touchUser(userId, nowMs);
-    sweepIdem(rec.idem, Math.floor(nowMs / HOUR_MS));
+    sweepIdem(rec, Math.floor(nowMs / HOUR_MS));
     const expiryH = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / HOUR_MS);
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
       const code = this.items.intern(e.itemId) * 8 + EVENT_TYPE_ORDER.indexOf(e.event);
       const bucket = Math.floor(e.timestampMs / IDEMPOTENCY_BUCKET_MS);
-      if (findIdem(rec.idem, code, bucket)) {
+      if (findIdem(rec, code, bucket)) {
         applied[i] = false;
         continue;
       }
-      rec.idem.push(code * IDEM_SHIFT + expiryH, bucket);
+      addIdem(rec, code * IDEM_SHIFT + expiryH, bucket);
       this.apply(rec, e, nowMs);
       applied[i] = true;
       accepted++;
@@ -604,7 +606,7 @@ export class MemoryFeatureStore implements FeatureStore {
       const winLen = rec.win.length;
       const idemLen = rec.idem.length;
       pruneWindows(rec.win, nowMs);
-      sweepIdem(rec.idem, Math.floor(nowMs / HOUR_MS));
+      sweepIdem(rec, Math.floor(nowMs / HOUR_MS));
       if (first || rec.win.length !== winLen) rec.win = rec.win.slice();
       if (first || rec.idem.length !== idemLen) rec.idem = rec.idem.slice();
       if (first) {
@@ -784,6 +786,12 @@ function positiveInt(v: number | undefined, dflt: number, name: string): number 
 const HOUR_MS = 3600_000;
 const IDEM_SHIFT = 2 ** 20;
 
+/** Keys a user holds before they are also kept in a Set (idemSet), and after, at least. */
+const IDEM_SET_FROM = 256;
+const IDEM_SET_UNTIL = 128;
+
+const idemKey = (code: number, bucket: number) => `${code}:${bucket}`;
+
 /**
  * Whether the user's keys hold the event (code = item number * 8 + event type) in this
  * timestamp bucket: the seed's hash(user_id + item_id + event_type + timestamp_bucket), kept
@@ -791,9 +799,13 @@ const IDEM_SHIFT = 2 ** 20;
  * interned number, so an event is never taken for another's duplicate. (A 33-bit hash of
  * the item id and bucket stood here before: two items whose hashes differed in their low
  * bits collided for timestamps seconds apart, and the second event was dropped as a
- * duplicate.) The scan is linear in the user's keys of the last 24 h.
+ * duplicate.) A scan of the user's keys of the last 24 h, up to IDEM_SET_FROM of them; past
+ * that a Set of them answers: scanning 60,000 keys per event held the event loop 88 ms for
+ * one call of 1,000 events.
  */
-function findIdem(idem: number[], code: number, bucket: number): boolean {
+function findIdem(rec: UserRec, code: number, bucket: number): boolean {
+  if (rec.idemSet) return rec.idemSet.has(idemKey(code, bucket));
+  const idem = rec.idem;
   const lo = code * IDEM_SHIFT;
   const hi = lo + IDEM_SHIFT;
   for (let i = 0; i < idem.length; i += 2) {
@@ -803,11 +815,29 @@ function findIdem(idem: number[], code: number, bucket: number): boolean {
   return false;
 }
 
+function addIdem(rec: UserRec, packed: number, bucket: number): void {
+  rec.idem.push(packed, bucket);
+  if (rec.idemSet) {
+    rec.idemSet.add(idemKey(Math.floor(packed / IDEM_SHIFT), bucket));
+  } else if (rec.idem.length > IDEM_SET_FROM * 2) {
+    rec.idemSet = new Set();
+    for (let i = 0; i < rec.idem.length; i += 2)
+      rec.idemSet.add(idemKey(Math.floor(rec.idem[i]! / IDEM_SHIFT), rec.idem[i + 1]!));
+  }
+}
+
 /** Drops idempotency keys whose expiry passed; they are in insertion (≈ expiry) order. */
-function sweepIdem(idem: number[], nowH: number): void {
+function sweepIdem(rec: UserRec, nowH: number): void {
+  const idem = rec.idem;
   let n = 0;
-  while (n < idem.length && idem[n] % IDEM_SHIFT <= nowH) n += 2;
-  if (n > 0) idem.splice(0, n);
+  while (n < idem.length && idem[n]! % IDEM_SHIFT <= nowH) n += 2;
+  if (n === 0) return;
+  const set = rec.idemSet;
+  if (set)
+    for (let i = 0; i < n; i += 2)
+      set.delete(idemKey(Math.floor(idem[i]! / IDEM_SHIFT), idem[i + 1]!));
+  idem.splice(0, n);
+  if (set && idem.length < IDEM_SET_UNTIL * 2) delete rec.idemSet;
 }
 
 /** Keeps (packed, timestamp) pairs sorted by timestamp, oldest first, at most RECENT_LIMIT. */

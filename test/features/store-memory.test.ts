@@ -35,6 +35,31 @@ test('memory: beyond maxUsers the least recently written user is dropped', async
   await store.close();
 });
 
+test('memory: idempotency keys last 24 h, for a user with few keys and one with many', async () => {
+  // Up to 256 keys a user they are scanned; past that a Set answers too, dropped again when
+  // the keys expire. Both must hold the same keys for the same time.
+  const store = new MemoryFeatureStore({});
+  const HOUR = 3600_000;
+  for (const count of [40, 1500]) {
+    const u = `idem-${count}`;
+    const events = Array.from({ length: count }, (_, i) => ({
+      itemId: `i${i % 300}`,
+      event: 'view' as const,
+      timestampMs: T0 - i * 1000,
+    }));
+    assert.equal((await store.recordEvents(u, events, T0)).accepted, count);
+    assert.equal((await store.recordEvents(u, events, T0 + 23 * HOUR)).accepted, 0, `${count}`);
+    // A day and an hour on, the keys have expired: the same events count again.
+    assert.equal((await store.recordEvents(u, events, T0 + 26 * HOUR)).accepted, count);
+    assert.equal((await store.recordEvents(u, events, T0 + 27 * HOUR)).accepted, 0, `${count}`);
+    // One event a key, after the keys of the others expired.
+    const one = [{ itemId: 'i7', event: 'like' as const, timestampMs: T0 + 60 * HOUR }];
+    assert.equal((await store.recordEvents(u, one, T0 + 60 * HOUR)).accepted, 1);
+    assert.equal((await store.recordEvents(u, one, T0 + 60 * HOUR)).accepted, 0);
+  }
+  await store.close();
+});
+
 test('memory: per-user item memory keeps the most recently touched items', async () => {
   const store = new MemoryFeatureStore({ maxItemsPerUser: 5 });
   const events = Array.from({ length: 8 }, (_, i) => ({
