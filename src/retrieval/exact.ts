@@ -235,7 +235,9 @@ export class ExactIndex {
   /**
    * B = queries.length / dim queries in one pass over item memory. Resolves to B×k ids and
    * scores, best first; rows with fewer than k candidates are padded with NO_ID / -Infinity.
-   * Runs on a native thread; the caller may reuse `queries` as soon as this returns.
+   * k is an integer in [1, 2^20] and B×k at most 2^24 (a RangeError otherwise: the results
+   * alone would take 128 MiB). Runs on a native thread; the caller may reuse `queries` as
+   * soon as this returns.
    */
   search(queries: Float32Array, k: number, opts?: SearchOptions): Promise<TopK> {
     try {
