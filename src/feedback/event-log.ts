@@ -10,7 +10,6 @@
 // and nothing keeps the process alive when idle.
 import { mkdir, open, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import type { NegativeFeedbackType } from '../api/types.js';
 import type { StoredEvent } from '../features/store.js';
@@ -138,6 +137,11 @@ export class EventLog {
     return done;
   }
 
+  /** Nothing appended is waiting to be written or being written. */
+  get idle(): boolean {
+    return this.writing === null && this.pending.length === 0;
+  }
+
   /** False when append() would refuse: closed, or too many bytes unwritten. */
   get accepting(): boolean {
     return !this.closed && this.pendingBytes <= this.maxPendingBytes;
@@ -178,10 +182,13 @@ export class EventLog {
   ): AsyncGenerator<LogRecord> {
     for (const f of await listLogFiles(dir)) {
       const path = join(dir, f.name);
-      const rl = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
       let n = 0;
-      for await (const line of rl) {
+      for await (const line of readLines(path)) {
         n++;
+        if (line === null) {
+          onBadLine?.(path, n); // longer than any record: skipped unheld
+          continue;
+        }
         if (line.length === 0) continue;
         let rec: unknown;
         try {
@@ -298,10 +305,50 @@ async function endsWithNewline(path: string, size: number): Promise<boolean> {
   }
 }
 
+/**
+ * A record's line is a few hundred characters (ids and a reason are capped by the API); a
+ * line past this is not one, and is skipped without being held whole. readline held it whole: a
+ * 600 MB line (no newline in it) threw "Invalid string length" out of the replay, on every
+ * start.
+ */
+const MAX_LINE_CHARS = 1 << 20;
+
+/** The lines of a file, or null for a line over MAX_LINE_CHARS (skipped unheld). */
+async function* readLines(path: string): AsyncGenerator<string | null> {
+  // Decoded by the stream (a character split between chunks is joined there).
+  const stream = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 16 });
+  let head = ''; // the start of a line that began in an earlier chunk
+  let tooLong = false;
+  for await (const chunk of stream as AsyncIterable<string>) {
+    let from = 0;
+    for (;;) {
+      const nl = chunk.indexOf('\n', from);
+      if (nl < 0) {
+        if (!tooLong && head.length + chunk.length - from > MAX_LINE_CHARS) {
+          tooLong = true;
+          head = '';
+        } else if (!tooLong) {
+          head += chunk.slice(from);
+        }
+        break;
+      }
+      if (tooLong || head.length + nl - from > MAX_LINE_CHARS) yield null;
+      else yield head.length > 0 ? head + chunk.slice(from, nl) : chunk.slice(from, nl);
+      head = '';
+      tooLong = false;
+      from = nl + 1;
+    }
+  }
+  if (tooLong) yield null;
+  else if (head.length > 0) yield head;
+}
+
 function isLogRecord(v: unknown): v is LogRecord {
   if (typeof v !== 'object' || v === null) return false;
   const r = v as Record<string, unknown>;
-  if (typeof r.u !== 'string' || typeof r.rt !== 'number') return false;
+  // An empty user or item is no record the API accepts; the store would refuse it, and the
+  // replay with it (one such line kept the server from ever turning ready).
+  if (typeof r.u !== 'string' || r.u.length === 0 || typeof r.rt !== 'number') return false;
   if (r.t === 'e') {
     const ev = r.ev as Record<string, unknown> | null;
     return (
@@ -312,5 +359,5 @@ function isLogRecord(v: unknown): v is LogRecord {
       typeof ev.timestampMs === 'number'
     );
   }
-  return r.t === 'n' && typeof r.i === 'string' && typeof r.k === 'string';
+  return r.t === 'n' && typeof r.i === 'string' && r.i.length > 0 && typeof r.k === 'string';
 }

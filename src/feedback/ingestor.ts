@@ -155,6 +155,8 @@ export class FeedbackIngestor {
       for (let i = 0; i < stored.length; i++)
         if (r.applied[i]) records.push({ t: 'e', u: userId, rt: nowMs, ev: stored[i] });
       await this.commit(records);
+    } else {
+      await this.durable();
     }
     return { accepted: r.accepted, duplicates: r.duplicates };
   }
@@ -183,6 +185,7 @@ export class FeedbackIngestor {
     const r = await this.store.block(userId, itemId, kind, reason, nowMs);
     if (r.duplicate) {
       this.counters.negativeDuplicates++;
+      await this.durable();
       return { duplicate: true, action };
     }
     this.counters.negatives++;
@@ -252,6 +255,27 @@ export class FeedbackIngestor {
       throw new ApiError(
         'unavailable',
         'the feedback log is not accepting writes (closed or disk stalled); retry later',
+      );
+    }
+  }
+
+  /**
+   * Before a duplicate is acknowledged: everything the log holds unwritten is written. A
+   * duplicate may be the retry of a call answered 503 "applied but not yet durable", whose
+   * records wait in the log for the disk; acknowledged at once, as it was, the retry told
+   * the client the event was safe while a full disk still held nothing of it.
+   */
+  private async durable(): Promise<void> {
+    const log = this.log;
+    if (!log || log.idle) return;
+    try {
+      await log.flush();
+    } catch (err) {
+      this.counters.logFailures++;
+      const why = err instanceof Error ? err.message : String(err);
+      throw new ApiError(
+        'unavailable',
+        `feedback applied earlier is not yet durable (${why}); retry, retries are deduplicated`,
       );
     }
   }

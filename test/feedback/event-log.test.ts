@@ -83,6 +83,34 @@ test('a torn last line is skipped on read and the log continues in a new file', 
   assert.equal(bad, 1);
 });
 
+test('lines no record can be are skipped and counted: an empty user, a line of megabytes', async (t) => {
+  const dir = await tempDir(t);
+  const log = await EventLog.open({ dir });
+  await log.append([rec('u', 1)]);
+  await log.close();
+  const file = join(dir, (await readdir(dir))[0]!);
+  // Valid JSON with an empty user (the store refused it, and with it the whole replay), a
+  // 3 MiB line (readline held any line whole: past ~512 MB it threw), a record with CRLF.
+  await appendFile(
+    file,
+    '{"t":"e","u":"","rt":1,"ev":{"itemId":"i9","event":"click","timestampMs":1}}\n' +
+      '{"t":"n","u":"u","rt":1,"i":"","k":"hide"}\n' +
+      '{"t":"e","u":"' +
+      'x'.repeat(3 << 20) +
+      '"}\n' +
+      JSON.stringify(rec('u', 2)) +
+      '\r\n',
+  );
+  let bad = 0;
+  const back: LogRecord[] = [];
+  for await (const r of EventLog.read(dir, () => bad++)) back.push(r);
+  assert.deepEqual(
+    back.map((r) => (r.t === 'e' ? r.ev.itemId : '')),
+    ['i1', 'i2'],
+  );
+  assert.equal(bad, 3);
+});
+
 test('a failing write rejects its appends, keeps the records queued, and close reports it', async (t) => {
   const dir = await tempDir(t);
   const log = await EventLog.open({ dir });

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
@@ -212,6 +212,32 @@ test('when the log cannot take writes the call fails with 503 and applies nothin
   );
   assert.deepEqual(await store.getUsers(['u'], NOW), [null]);
   assert.equal(ingestor.stats.logFailures, 2);
+});
+
+test('a retry is acknowledged only once the records it repeats are on disk', async (t) => {
+  const { ingestor } = await setup(t);
+  const log = ingestor.log!;
+  const internals = log as unknown as { fh: FileHandle };
+  const path = log.stats.currentFile;
+  // The disk fails (the log's file pulled from under it): the call is applied, answered 503,
+  // and its records stay queued in the log.
+  await internals.fh.close();
+  const ev = [{ item_id: 'i1', event_type: 'purchase' as const, timestamp: iso(NOW) }];
+  const unavailable = (err: unknown) => err instanceof ApiError && err.code === 'unavailable';
+  await assert.rejects(batch(ingestor, 'u', ev), unavailable);
+  await assert.rejects(ingestor.negative('u', 'i2', 'hide'), unavailable);
+  // Retried while the disk still fails: duplicates, but not acknowledged (they were 200).
+  await assert.rejects(batch(ingestor, 'u', ev), unavailable);
+  await assert.rejects(ingestor.negative('u', 'i2', 'hide'), unavailable);
+  // The disk is back: the retries are acknowledged as duplicates, and the records are there.
+  internals.fh = await open(path, 'a');
+  assert.deepEqual(await batch(ingestor, 'u', ev), { accepted: 0, duplicates: 1 });
+  assert.equal((await ingestor.negative('u', 'i2', 'hide')).duplicate, true);
+  const lines = (await readFile(path, 'utf8')).trim().split('\n');
+  assert.deepEqual(
+    lines.map((l) => (JSON.parse(l) as { t: string }).t),
+    ['e', 'n'],
+  );
 });
 
 test('a restart replays the log: same state, and retries are still duplicates', async (t) => {
