@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
+import { ListenError } from '../transport/listen-error.js';
 import { MemoryFeatureStore } from '../features/memory-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
@@ -233,7 +234,16 @@ export async function run(args: string[]): Promise<number> {
     }
     throw err;
   }
-  const server = await startServer(cfg);
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(cfg);
+  } catch (err) {
+    if (err instanceof ListenError) {
+      console.error(`recserve serve: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
   const exitCode = await new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string) => {

@@ -185,7 +185,13 @@ export class ConfigError extends Error {
 
 /** Flag / env / file key → setter. Keys are kebab-case flags; env is RECSERVE_<UPPER_SNAKE>. */
 type Kind = 'int' | 'num' | 'str' | 'bool';
-const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: number }> = {
+/** The log levels pino knows; another one threw from pino's constructor, with its stack. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const KEYS: Record<
+  string,
+  { kind: Kind; path: string[]; min?: number; max?: number; oneOf?: readonly string[] }
+> = {
   host: { kind: 'str', path: ['host'] },
   port: { kind: 'int', path: ['port'], min: 0, max: 65535 },
   'max-body-bytes': { kind: 'int', path: ['maxBodyBytes'], min: 1024, max: 64 * 1024 * 1024 },
@@ -194,7 +200,7 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
   'build-missing': { kind: 'bool', path: ['buildMissing'] },
   'data-dir': { kind: 'str', path: ['dataDir'] },
   'fsync-feedback': { kind: 'bool', path: ['fsyncFeedback'] },
-  'log-level': { kind: 'str', path: ['logLevel'] },
+  'log-level': { kind: 'str', path: ['logLevel'], oneOf: LOG_LEVELS },
   'drain-timeout-ms': { kind: 'int', path: ['drainTimeoutMs'], min: 0, max: 600_000 },
   grpc: { kind: 'bool', path: ['grpcEnabled'] },
   'grpc-host': { kind: 'str', path: ['grpcHost'] },
@@ -240,13 +246,19 @@ const KEYS: Record<string, { kind: Kind; path: string[]; min?: number; max?: num
     min: 0,
     max: 1_000_000,
   },
-  'ranking-timeout-ms': { kind: 'int', path: ['pipeline', 'rankingTimeoutMs'], min: 1 },
+  // Node's timers take at most 2^31 - 1 ms; past it a timer fires after 1 ms.
+  'ranking-timeout-ms': {
+    kind: 'int',
+    path: ['pipeline', 'rankingTimeoutMs'],
+    min: 1,
+    max: 2_147_483_647,
+  },
   'cache-ttl-ms': { kind: 'int', path: ['pipeline', 'cacheTtlMs'], min: 0 },
   'cache-max-bytes': { kind: 'int', path: ['pipeline', 'cacheMaxBytes'], min: 0 },
   'exploration-rate': { kind: 'num', path: ['pipeline', 'explorationRate'], min: 0, max: 1 },
   'max-per-category': { kind: 'int', path: ['pipeline', 'maxPerCategory'], min: 1, max: 500 },
-  'exact-storage': { kind: 'str', path: ['pipeline', 'exactStorage'] },
-  'exact-screen': { kind: 'str', path: ['pipeline', 'exactScreen'] },
+  'exact-storage': { kind: 'str', path: ['pipeline', 'exactStorage'], oneOf: ['f32', 'f16'] },
+  'exact-screen': { kind: 'str', path: ['pipeline', 'exactScreen'], oneOf: EXACT_SCREENS },
   'ef-search': { kind: 'int', path: ['pipeline', 'efSearch'], min: 1, max: 10_000 },
   seed: { kind: 'int', path: ['pipeline', 'seed'] },
 };
@@ -258,6 +270,10 @@ function parseValue(key: string, raw: unknown, source: string): unknown {
     if (typeof raw !== 'string' || raw === '') {
       throw new ConfigError(`${source}: '${key}' must be a non-empty string`);
     }
+    if (spec.oneOf && !spec.oneOf.includes(raw)) {
+      const list = `${spec.oneOf.slice(0, -1).join(', ')} or ${spec.oneOf.at(-1)}`;
+      throw new ConfigError(`${source}: '${key}' must be ${list}, got ${raw}`);
+    }
     return raw;
   }
   if (spec.kind === 'bool') {
@@ -266,7 +282,15 @@ function parseValue(key: string, raw: unknown, source: string): unknown {
     if (raw === 'false' || raw === '0') return false;
     throw new ConfigError(`${source}: '${key}' must be true or false, got ${String(raw)}`);
   }
-  const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? Number(raw) : NaN;
+  // Decimal only: Number('') and Number(' ') are 0 (an empty --port listened on a random
+  // port), and Number('0x1F90') is 8080.
+  const decimal = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+  const n =
+    typeof raw === 'number'
+      ? raw
+      : typeof raw === 'string' && decimal.test(raw.trim())
+        ? Number(raw)
+        : NaN;
   if (!Number.isFinite(n) || (spec.kind === 'int' && !Number.isInteger(n))) {
     throw new ConfigError(
       `${source}: '${key}' must be ${spec.kind === 'int' ? 'an integer' : 'a number'}, got ${String(raw)}`,

@@ -56,6 +56,13 @@ test('bad values are refused naming the setting and its source', () => {
     () => loadConfig([], { RECSERVE_EXACT_SCREEN: 'int4' }),
     /'exact-screen' must be auto, int8 or none, got int4/,
   );
+  // Not decimal numbers (Number() made '' and ' ' 0, a random port, and '0x1F90' 8080).
+  for (const bad of ['', ' ', '0x1F90', '1_000'])
+    assert.throws(() => loadConfig(['--port', bad], {}), /--port.*must be an integer/, bad);
+  assert.throws(() => loadConfig([], { RECSERVE_PORT: '' }), /RECSERVE_PORT/);
+  assert.equal(loadConfig(['--port', ' 9000 '], {}).port, 9000);
+  // A timer of more than 2^31 - 1 ms fires after 1 ms: every ranking fell back.
+  assert.throws(() => loadConfig(['--ranking-timeout-ms', '3000000000'], {}), /2147483647/);
   assert.equal(loadConfig(['--exact-screen', 'none'], {}).pipeline.exactScreen, 'none');
   assert.equal(loadConfig([], {}).pipeline.exactScreen, 'auto');
 });

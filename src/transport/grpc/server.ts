@@ -47,6 +47,7 @@ import {
   SERVICE_NAME,
 } from './proto.js';
 import { toStatus } from './status.js';
+import { ListenError } from '../listen-error.js';
 
 export interface GrpcServerOptions {
   /** Interface to bind. Default 127.0.0.1 (loopback: expose deliberately). */
@@ -422,7 +423,7 @@ export async function startGrpcServer(
         clearInterval(healthTimer);
         server.forceShutdown();
         reject(
-          new Error(
+          new ListenError(
             `gRPC cannot listen on ${opts.host}:${opts.port} (${err.message}); ` +
               'choose another --grpc-port, or --no-grpc',
           ),

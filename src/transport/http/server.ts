@@ -11,6 +11,7 @@
 import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { ApiError, toApiError } from '../../api/errors.js';
+import { ListenError } from '../listen-error.js';
 import type { CallOptions, RecommenderService } from '../../api/types.js';
 import {
   validateFeedbackRequest,
@@ -334,10 +335,25 @@ export async function startHttpServer(
     });
   });
 
+  // uWS listens with SO_REUSEPORT unless told otherwise: a second recserve on the same port
+  // started, and the kernel split the connections between two servers with separate state
+  // (a user's hide sent to one was not enforced by the other). LIBUS_LISTEN_EXCLUSIVE_PORT
+  // (1) makes the second refuse; the typings lack the (host, port, options, cb) form.
+  const listenExclusive = app.listen as unknown as (
+    host: string,
+    port: number,
+    options: number,
+    cb: (sock: us_listen_socket | false) => void,
+  ) => TemplatedApp;
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(opts.host, opts.port, (sock) => {
+    listenExclusive.call(app, opts.host, opts.port, 1, (sock) => {
       if (sock) resolve(sock);
-      else reject(new Error(`recserve: cannot listen on ${opts.host}:${opts.port} (in use?)`));
+      else
+        reject(
+          new ListenError(
+            `cannot listen on ${opts.host}:${opts.port} (in use, or not an address of this host?)`,
+          ),
+        );
     });
   });
   const port = uWS.us_socket_local_port(listenSocket);
