@@ -83,18 +83,34 @@ export function packItems(text: string): PackedItems {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new ItemsFormatError('items.json: expected an object');
   const r = raw as Record<string, unknown>;
-  const ids = list(r, 'ids');
+  const ids = strings(r, 'ids');
   const n = ids.length;
+  const categoryNames = strings(r, 'category_names');
+  const nc = categoryNames.length;
   const categories = list(r, 'categories');
   if (categories.length !== n)
     throw new ItemsFormatError(`items.json categories: expected ${n} lists`);
-  for (let i = 0; i < n; i++)
-    if (!Array.isArray(categories[i]))
-      throw new ItemsFormatError(`items.json categories[${i}]: expected a list`);
+  // Each entry is a number into category_names (stored as uint16): anything else would be
+  // stored as some other category, or index past the tables built from them.
+  for (let i = 0; i < n; i++) {
+    const l = categories[i];
+    if (!Array.isArray(l))
+      throw new ItemsFormatError(
+        `items.json categories[${i}]: expected a list (item ${JSON.stringify(ids[i])})`,
+      );
+    for (let j = 0; j < l.length; j++) {
+      const c = l[j] as unknown;
+      if (typeof c !== 'number' || !Number.isInteger(c) || c < 0 || c >= nc || c > 0xffff)
+        throw new ItemsFormatError(
+          `items.json categories[${i}][${j}]: ${JSON.stringify(c) ?? String(c)} is not a ` +
+            `category number (0..${nc - 1} into category_names) (item ${JSON.stringify(ids[i])})`,
+        );
+    }
+  }
   return {
-    ids: packStrings(strings(r, 'ids')),
+    ids: packStrings(ids),
     titles: packStrings(strings(r, 'titles')),
-    categoryNames: strings(r, 'category_names'),
+    categoryNames,
     categoryTable: buildCategoryTable(categories as number[][], true),
     creatorTable: buildCreatorTable(strings(r, 'creator_ids'), true),
   };

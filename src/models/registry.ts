@@ -15,6 +15,7 @@ import { onnxFlopsPerRow } from '../ranker/flops.js';
 import { availableParallelism } from 'node:os';
 import { shareBundleItems, type SharedItems } from '../pipeline/ranking/shared-bundle.js';
 import { rowsByPopularity, turn } from './loading.js';
+import { checkHnswAgainstCatalog } from './hnsw-ids.js';
 
 export interface ServingModel {
   readonly bundle: ModelBundle;
@@ -135,6 +136,8 @@ export async function buildServingModel(
         'that has FAISS, without --no-hnsw',
     );
   const hnsw = await HnswIndex.load(bundle.hnswPath);
+  // A graph built for another catalog loads as well; its ids must be this one's rows.
+  await checkHnswAgainstCatalog(bundle.dir, bundle.hnswPath, hnsw, dim, n);
   // The file says its metric; config.json says what the bundle was built with.
   const fileMetric = hnswConfigMetric(hnsw.metric);
   if (fileMetric !== bundle.hnswMetric)

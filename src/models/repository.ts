@@ -143,12 +143,21 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** Numeric versions of `name` that are complete (carry a manifest), ascending. */
+/**
+ * Numeric versions of `name` that are complete (carry a manifest), ascending. A version's
+ * directory is its number as writeVersion writes it (1, 2, ... 10): a name such as `007`
+ * or `0` is not a version (`007` would be listed as 7 and then read from .../7/).
+ */
 export function listVersions(repoDir: string, name: string): number[] {
   const dir = join(repoDir, name);
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .filter((v) => /^\d+$/.test(v) && existsSync(join(dir, v, 'manifest.json')))
+    .filter(
+      (v) =>
+        /^[1-9]\d*$/.test(v) &&
+        Number.isSafeInteger(Number(v)) &&
+        existsSync(join(dir, v, 'manifest.json')),
+    )
     .map(Number)
     .sort((a, b) => a - b);
 }
@@ -327,6 +336,19 @@ export async function verifyVersion(dir: string): Promise<Manifest> {
   for (const [name, m] of Object.entries(manifest.files)) {
     if (name.includes('/') || name.includes('..'))
       throw new BundleIntegrityError(dir, `bad file name in manifest: ${name}`);
+    const at = `manifest.json files[${JSON.stringify(name)}]`;
+    if (!m || typeof m !== 'object')
+      throw new BundleIntegrityError(dir, `${at}: expected { sha256, bytes }`);
+    if (!Number.isSafeInteger(m.bytes) || m.bytes < 0)
+      throw new BundleIntegrityError(
+        dir,
+        `${at}.bytes: expected a non-negative integer, got ${JSON.stringify(m.bytes)}`,
+      );
+    if (typeof m.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(m.sha256))
+      throw new BundleIntegrityError(
+        dir,
+        `${at}.sha256: expected 64 lowercase hex digits, got ${JSON.stringify(m.sha256)}`,
+      );
     const p = join(dir, name);
     let size: number;
     try {
@@ -352,21 +374,28 @@ export async function verifyVersion(dir: string): Promise<Manifest> {
  * shareBundleItems then uses as they are). The reads run on libuv's pool, 16 MiB at a time;
  * nothing is copied on the event loop. (Reading the whole file into a Buffer and copying
  * it into an aligned array, then into shared memory, held the event loop ~0.8 s for a 1M
- * x 64 bundle's item embeddings.) A length that is not a whole number of values keeps the
- * whole ones; the callers' size checks report the difference.
+ * x 64 bundle's item embeddings.) A length that is not a whole number of values is refused
+ * (BundleIntegrityError naming the file); the callers check the count.
  */
 async function readValues<T extends Float32Array | Float64Array>(
-  path: string,
+  dir: string,
+  name: string,
   Ctor: {
     new (buffer: ArrayBufferLike, byteOffset: number, length: number): T;
     BYTES_PER_ELEMENT: number;
   },
   share = false,
 ): Promise<T> {
+  const path = join(dir, name);
   const fh = await open(path, 'r');
   try {
     const bytes = (await fh.stat()).size;
-    const length = Math.floor(bytes / Ctor.BYTES_PER_ELEMENT);
+    if (bytes % Ctor.BYTES_PER_ELEMENT !== 0)
+      throw new BundleIntegrityError(
+        dir,
+        `${name} has ${bytes} bytes, not a whole number of ${Ctor.BYTES_PER_ELEMENT}-byte values`,
+      );
+    const length = bytes / Ctor.BYTES_PER_ELEMENT;
     const size = length * Ctor.BYTES_PER_ELEMENT;
     const buf = share ? new SharedArrayBuffer(size) : new ArrayBuffer(size);
     const view = new Uint8Array(buf);
@@ -381,11 +410,79 @@ async function readValues<T extends Float32Array | Float64Array>(
   }
 }
 
-const readF32 = (path: string, share = false) => readValues(path, Float32Array, share);
-const readF64 = (path: string, share = false) => readValues(path, Float64Array, share);
+const readF32 = (dir: string, name: string, share = false) =>
+  readValues(dir, name, Float32Array, share);
+const readF64 = (dir: string, name: string, share = false) =>
+  readValues(dir, name, Float64Array, share);
+
+/** A version's JSON file, parsed; bad JSON is a BundleIntegrityError naming the file. */
+async function readJson(dir: string, name: string): Promise<unknown> {
+  const text = await readFile(join(dir, name), 'utf8');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new BundleIntegrityError(dir, `${name} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * config.json's fields have the types BundleConfig says (a string "32" for dim compared
+ * as 32 values against 32 items' worth); BundleIntegrityError names the first that does not.
+ */
+function checkConfigTypes(dir: string, c: Record<string, unknown>): void {
+  const bad = (field: string, want: string, got: unknown): never => {
+    throw new BundleIntegrityError(
+      dir,
+      `config.json ${field}: expected ${want}, got ${JSON.stringify(got) ?? String(got)}`,
+    );
+  };
+  const str = (o: Record<string, unknown>, f: string, at: string): void => {
+    if (typeof o[f] !== 'string') bad(`${at}${f}`, 'a string', o[f]);
+  };
+  const count = (f: string, min: number): void => {
+    const v = c[f];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)
+      bad(f, min > 0 ? 'a positive integer' : 'a non-negative integer', v);
+  };
+  str(c, 'name', '');
+  count('version', 1);
+  count('dim', 1);
+  count('num_items', 0);
+  count('num_users', 0);
+  for (const f of ['ranker', 'hnsw', 'content_model']) {
+    const v = c[f];
+    if (v === null || v === undefined) continue;
+    if (!isObject(v)) bad(f, 'an object or null', v);
+  }
+  const r = c.ranker as Record<string, unknown> | null | undefined;
+  if (r) {
+    str(r, 'file', 'ranker.');
+    str(r, 'output', 'ranker.');
+    if (r.output_kind !== 'logit' && r.output_kind !== 'probability')
+      bad('ranker.output_kind', "'logit' or 'probability'", r.output_kind);
+    if (!Array.isArray(r.inputs)) bad('ranker.inputs', 'a list', r.inputs);
+    (r.inputs as unknown[]).forEach((inp, i) => {
+      if (!isObject(inp) || typeof inp.name !== 'string' || !Array.isArray(inp.features))
+        bad(`ranker.inputs[${i}]`, '{ name, features }', inp);
+    });
+  }
+  const h = c.hnsw as Record<string, unknown> | null | undefined;
+  if (h) str(h, 'file', 'hnsw.');
+  const cm = c.content_model as Record<string, unknown> | null | undefined;
+  if (cm) {
+    str(cm, 'file', 'content_model.');
+    str(cm, 'weights', 'content_model.');
+  }
+  if (c.metrics !== undefined && !isObject(c.metrics)) bad('metrics', 'an object', c.metrics);
+}
 
 export async function readConfig(dir: string): Promise<BundleConfig> {
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as BundleConfig;
+  const raw = await readJson(dir, 'config.json');
+  if (!isObject(raw)) throw new BundleIntegrityError(dir, 'config.json: expected an object');
+  const config = raw as unknown as BundleConfig;
   if (config.kind !== BUNDLE_KIND)
     throw new BundleIntegrityError(
       dir,
@@ -396,6 +493,7 @@ export async function readConfig(dir: string): Promise<BundleConfig> {
       dir,
       `config.json format ${config.format} is not supported (expected ${FORMAT})`,
     );
+  checkConfigTypes(dir, raw);
   return config;
 }
 
@@ -413,18 +511,38 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
   // rejects with their error, and the parse's outcome is dropped).
   const parsing = readItemsJson(join(dir, 'items.json'));
   parsing.catch(() => undefined);
-  await verifyVersion(dir);
+  const manifest = await verifyVersion(dir);
   const c = await readConfig(dir);
   const d = c.dim;
+  // Every file this version reads is one the manifest covers (and so was checked above):
+  // a file left out of it would be served unchecked.
+  const used: string[] = [...BUNDLE_FILES];
+  if (c.hnsw) used.push(c.hnsw.file);
+  if (c.ranker) used.push(c.ranker.file);
+  if (c.content_model) used.push(c.content_model.file, c.content_model.weights);
+  for (const f of used)
+    if (!Object.hasOwn(manifest.files, f))
+      throw new BundleIntegrityError(
+        dir,
+        `manifest.json does not cover ${f}, which this version uses (every file must be listed)`,
+      );
   // A file that parses but is not a catalog is this version's fault, named as such.
   const lists = await parsing.catch((e: unknown) => {
-    throw e instanceof ItemsFormatError ? new BundleIntegrityError(dir, e.message) : e;
+    if (e instanceof ItemsFormatError) throw new BundleIntegrityError(dir, e.message);
+    if (e instanceof SyntaxError)
+      throw new BundleIntegrityError(dir, `items.json is not valid JSON: ${e.message}`);
+    throw e;
   });
   const n = lists.ids.length;
   // The server listens while it loads: the id map gets turns of the event loop of its own
   // (models/loading.ts); the reads below yield anyway.
   await turn();
-  const index = await positionMap(lists.ids);
+  const index = await positionMap(lists.ids, undefined, (id, first, again) => {
+    throw new BundleIntegrityError(
+      dir,
+      `items.json ids: item ${JSON.stringify(id)} is at rows ${first} and ${again} (ids must be unique)`,
+    );
+  });
   const categoryTable = lists.categoryTable;
   const items: ItemCatalog = withCategoryTable(
     {
@@ -434,16 +552,25 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
       categoryNames: lists.categoryNames,
       creatorIds: lists.creatorIds,
       creatorTable: lists.creatorTable,
-      createdAt: await readF64(join(dir, 'items_created_at.f64'), true),
-      quality: await readF32(join(dir, 'items_quality.f32'), true),
-      popularity: await readF32(join(dir, 'items_popularity.f32'), true),
+      createdAt: await readF64(dir, 'items_created_at.f64', true),
+      quality: await readF32(dir, 'items_quality.f32', true),
+      popularity: await readF32(dir, 'items_popularity.f32', true),
     },
     categoryTable,
   );
-  const userIds = JSON.parse(await readFile(join(dir, 'users.json'), 'utf8')) as string[];
-  const itemEmbeddings = await readF32(join(dir, 'item_embeddings.f32'), true);
-  const userEmbeddings = await readF32(join(dir, 'user_embeddings.f32'));
-  const coldUserEmbedding = await readF32(join(dir, 'cold_user.f32'));
+  const usersRaw = await readJson(dir, 'users.json');
+  if (!Array.isArray(usersRaw))
+    throw new BundleIntegrityError(dir, 'users.json: expected a list of user ids');
+  for (let i = 0; i < usersRaw.length; i++)
+    if (typeof usersRaw[i] !== 'string')
+      throw new BundleIntegrityError(
+        dir,
+        `users.json[${i}]: expected a string user id, got ${JSON.stringify(usersRaw[i]) ?? String(usersRaw[i])}`,
+      );
+  const userIds = usersRaw as string[];
+  const itemEmbeddings = await readF32(dir, 'item_embeddings.f32', true);
+  const userEmbeddings = await readF32(dir, 'user_embeddings.f32');
+  const coldUserEmbedding = await readF32(dir, 'cold_user.f32');
   const check = (what: string, got: number, want: number): void => {
     if (got !== want)
       throw new BundleIntegrityError(dir, `${what}: ${got} values, expected ${want}`);
@@ -459,6 +586,13 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
   check('items.json creator_ids', items.creatorIds.length, n);
   if (c.num_items !== n)
     throw new BundleIntegrityError(dir, `config num_items ${c.num_items} != ${n} items`);
+  if (c.num_users !== userIds.length)
+    throw new BundleIntegrityError(
+      dir,
+      `config num_users ${c.num_users} != ${userIds.length} users in users.json`,
+    );
+  await turn();
+  checkItemValues(dir, items);
   if (c.hnsw && !HNSW_CONFIG_METRICS.includes(c.hnsw.metric))
     throw new BundleIntegrityError(
       dir,
@@ -472,7 +606,12 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
     items,
     itemEmbeddings,
     userIds,
-    userIndex: await positionMap(userIds),
+    userIndex: await positionMap(userIds, undefined, (id, first, again) => {
+      throw new BundleIntegrityError(
+        dir,
+        `users.json: user ${JSON.stringify(id)} is at rows ${first} and ${again} (ids must be unique)`,
+      );
+    }),
     userEmbeddings,
     coldUserEmbedding,
     hnswPath: c.hnsw ? join(dir, c.hnsw.file) : '',
@@ -488,15 +627,57 @@ export async function loadBundle(dir: string): Promise<LoadedBundle> {
     metrics: c.metrics,
   };
   if (c.content_model) {
-    const cm = JSON.parse(await readFile(join(dir, c.content_model.file), 'utf8')) as {
+    const cm = (await readJson(dir, c.content_model.file)) as {
       dim: number;
       features: string[];
     };
-    const weights = await readF32(join(dir, c.content_model.weights));
-    check('content_weights.f32', weights.length, cm.features.length * d);
+    if (!isObject(cm) || !Array.isArray(cm.features))
+      throw new BundleIntegrityError(dir, `${c.content_model.file} features: expected a list`);
+    const weights = await readF32(dir, c.content_model.weights);
+    check(c.content_model.weights, weights.length, cm.features.length * d);
     bundle.content = { dim: cm.dim, features: cm.features, weights };
   }
   return bundle;
+}
+
+/** The files every version has (config.json names the optional ones). */
+const BUNDLE_FILES = [
+  'config.json',
+  'items.json',
+  'items_created_at.f64',
+  'items_quality.f32',
+  'items_popularity.f32',
+  'item_embeddings.f32',
+  'users.json',
+  'user_embeddings.f32',
+  'cold_user.f32',
+] as const;
+
+/**
+ * The per-item values are what the layout says: quality in [0, 1], popularity finite,
+ * created_at finite or NaN (unknown). A NaN quality scored `null`, 1e30 outranked
+ * everything, an infinite created_at poisoned recency. One pass over each array.
+ */
+function checkItemValues(dir: string, items: ItemCatalog): void {
+  const refuse = (file: string, r: number, v: number, rule: string): never => {
+    throw new BundleIntegrityError(
+      dir,
+      `${file} row ${r} (item ${JSON.stringify(items.ids[r])}): ${v}; ${rule}`,
+    );
+  };
+  const { quality, popularity, createdAt } = items;
+  for (let r = 0; r < quality.length; r++) {
+    const q = quality[r]!;
+    if (!(q >= 0 && q <= 1)) refuse('items_quality.f32', r, q, 'quality must be in [0, 1]');
+  }
+  for (let r = 0; r < popularity.length; r++)
+    if (!Number.isFinite(popularity[r]!))
+      refuse('items_popularity.f32', r, popularity[r]!, 'popularity must be finite');
+  for (let r = 0; r < createdAt.length; r++) {
+    const t = createdAt[r]!;
+    if (t === Infinity || t === -Infinity)
+      refuse('items_created_at.f64', r, t, 'created_at must be finite ms, or NaN for unknown');
+  }
 }
 
 /** Loads the newest complete version of `name` in the repository. */
