@@ -366,8 +366,14 @@ export async function replayLog(store: FeatureStore, dir: string): Promise<Repla
         const r = await store.block(rec.u, rec.i, rec.k, rec.r, rec.rt);
         if (r.duplicate) out.duplicates++;
         else out.negatives++;
-      } catch {
-        out.badLines++; // a record no current store accepts (e.g. an unknown kind)
+      } catch (err) {
+        // A record no current store accepts (an unknown kind, a list already full) is
+        // skipped; a store that failed (Redis unreachable) fails the replay rather than
+        // losing the block: counted as a bad line, it was gone for good.
+        const refused =
+          err instanceof RangeError || (err instanceof ApiError && err.code === 'limit_exceeded');
+        if (!refused) throw err;
+        out.badLines++;
       }
     }
   }

@@ -240,6 +240,29 @@ test('a retry is acknowledged only once the records it repeats are on disk', asy
   );
 });
 
+test('a replay whose store fails stops with the error; it skips only records the store refuses', async (t) => {
+  const { dir, ingestor } = await setup(t);
+  await ingestor.negative('u', 'i1', 'hide');
+  await ingestor.negative('u', 'i2', 'hide');
+  await ingestor.close();
+  // The real store, with its block failing as a store that lost its connection fails: the
+  // replay must not count the record as a bad line and go on (the block was lost for good).
+  class Unreachable extends MemoryFeatureStore {
+    override async block(): Promise<never> {
+      throw new Error('connection lost');
+    }
+  }
+  const failing = new Unreachable({ itemInfo: CATALOG });
+  t.after(() => failing.close());
+  await assert.rejects(FeedbackIngestor.open(failing, dir, { now: () => NOW }), /connection lost/);
+  // A store that refuses the record itself (a full list) skips it and replays the rest.
+  const capped = new MemoryFeatureStore({ itemInfo: CATALOG, maxBlockedPerUser: 1 });
+  t.after(() => capped.close());
+  const { ingestor: again, replay } = await FeedbackIngestor.open(capped, dir, { now: () => NOW });
+  t.after(() => again.close());
+  assert.deepEqual([replay?.negatives, replay?.badLines], [1, 1]);
+});
+
 test('a restart replays the log: same state, and retries are still duplicates', async (t) => {
   const { dir, store, ingestor } = await setup(t);
   await batch(ingestor, 'u', [
