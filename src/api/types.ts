@@ -166,4 +166,6 @@ export interface RecommenderService {
   ): Promise<NegativeFeedbackResponse>;
   /** True once models are loaded and warmed; /readyz and grpc.health.v1 report it. */
   ready(): boolean;
+  /** Why it will never turn ready (its start-up failed), for /readyz; null otherwise. */
+  failedReason?(): string | null;
 }

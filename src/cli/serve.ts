@@ -188,7 +188,10 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
       'model loaded and warm: ready',
     );
   })();
-  ready.catch((err: unknown) => logger.error({ err }, 'model load failed; staying not ready'));
+  ready.catch((err: unknown) => {
+    logger.error({ err }, 'model load failed; staying not ready');
+    service.setFailed(err instanceof Error ? err.message : String(err));
+  });
 
   let closing: Promise<void> | undefined;
   return {

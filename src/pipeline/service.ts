@@ -89,6 +89,7 @@ export class RecommendationPipeline implements RecommenderService {
   private readonly log: Logger;
   private sink: FeedbackSink | undefined;
   private warmed = false;
+  private failure: string | null = null;
   private seedCounter = 0;
   /**
    * Last feedback time per user (this process): an answer computed from state read before
@@ -116,8 +117,10 @@ export class RecommendationPipeline implements RecommenderService {
     if (opts?.deadline !== undefined && Date.now() > opts.deadline) {
       throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
     }
-    if (!this.sink)
+    if (!this.sink) {
+      if (this.failure !== null) throw this.notReady();
       throw new ApiError('unavailable', 'feedback is not accepted yet; retry shortly');
+    }
     return this.sink;
   }
 
@@ -128,6 +131,28 @@ export class RecommendationPipeline implements RecommenderService {
   /** Marks the service ready; call after the model is loaded and warm() ran. */
   setReady(ready: boolean): void {
     this.warmed = ready;
+  }
+
+  /**
+   * Marks the start-up as failed (the model version could not be loaded): /readyz and every
+   * call say why, where they said "not loaded yet; retry shortly" for good.
+   */
+  setFailed(reason: string): void {
+    this.failure = reason;
+  }
+
+  /** Why the service will not turn ready, once its start-up failed; null otherwise. */
+  failedReason(): string | null {
+    return this.failure;
+  }
+
+  private notReady(): ApiError {
+    return new ApiError(
+      'unavailable',
+      this.failure === null
+        ? 'models are not loaded yet; retry shortly'
+        : `the model failed to load (${this.failure}); this server will not turn ready`,
+    );
   }
 
   /** Runs every stage once per ranking thread so the first real request is not the slowest. */
@@ -159,7 +184,7 @@ export class RecommendationPipeline implements RecommenderService {
       throw new ApiError('deadline_exceeded', 'the deadline passed before work started');
     }
     const m = this.ready() ? this.registry.acquire() : undefined;
-    if (!m) throw new ApiError('unavailable', 'models are not loaded yet; retry shortly');
+    if (!m) throw this.notReady();
     return m;
   }
 

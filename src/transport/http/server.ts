@@ -308,11 +308,16 @@ export async function startHttpServer(
     app.head(path, answer(true));
   };
   getRoute('/healthz', 'healthz', () => [200, 'application/json', '{"status":"ok"}']);
-  getRoute('/readyz', 'readyz', () =>
-    service.ready() && !draining
-      ? [200, 'application/json', '{"status":"ready"}']
-      : [503, 'application/json', `{"status":"${draining ? 'draining' : 'not_ready'}"}`],
-  );
+  getRoute('/readyz', 'readyz', () => {
+    if (service.ready() && !draining) return [200, 'application/json', '{"status":"ready"}'];
+    if (draining) return [503, 'application/json', '{"status":"draining"}'];
+    // A start-up that failed says why here, not only in the log: "not_ready" alone read the
+    // same as a load still running.
+    const failed = service.failedReason?.() ?? null;
+    return failed === null
+      ? [503, 'application/json', '{"status":"not_ready"}']
+      : [503, 'application/json', JSON.stringify({ status: 'failed', reason: failed })];
+  });
   getRoute('/metrics', 'metrics', () => [
     200,
     'text/plain; version=0.0.4; charset=utf-8',
