@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CatalogBuilder } from '../../src/data/log.js';
+import { artifacts } from './fixtures.js';
 import {
   BundleIntegrityError,
   listVersions,
@@ -30,30 +30,6 @@ import { HnswIndex } from '../../src/retrieval/hnsw.js';
 
 const root = mkdtempSync(join(tmpdir(), 'recserve-loadcheck-'));
 test.after(() => rmSync(root, { recursive: true, force: true }));
-
-function artifacts(name: string): BundleArtifacts {
-  const c = new CatalogBuilder();
-  c.add('a', 'Alpha', ['x'], 'c1', Date.UTC(2024, 0, 1), 0.25);
-  c.add('b', 'Beta', ['x', 'y'], 'c2', NaN, 0.75);
-  c.add('c', 'Gamma', [], '', Date.UTC(2024, 5, 1), 0.5);
-  const items = c.finish();
-  items.popularity = Float32Array.of(3, 2, 0);
-  return {
-    name,
-    dim: 2,
-    items,
-    itemEmbeddings: Float32Array.of(1, 0, 0, 1, 0.5, 0.5),
-    userIds: ['u1', 'u2'],
-    userEmbeddings: Float32Array.of(0.1, 0.2, 0.3, 0.4),
-    coldUserEmbedding: Float32Array.of(0.2, 0.3),
-    ranker: {
-      onnx: Uint8Array.of(1, 2, 3),
-      inputs: [{ name: 'deep', features: ['dot'] }],
-      output: 'logit',
-      outputKind: 'logit',
-    },
-  };
-}
 
 let serial = 0;
 /** A fresh good version (its own bundle name), spoiled by `spoil`, then re-signed. */
