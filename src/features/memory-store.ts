@@ -391,14 +391,15 @@ export class MemoryFeatureStore implements FeatureStore {
     const expiryH = Math.ceil((nowMs + IDEMPOTENCY_TTL_MS) / HOUR_MS);
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
-      const code = this.items.intern(e.itemId) * 8 + EVENT_TYPE_ORDER.indexOf(e.event);
+      const itemNo = this.items.intern(e.itemId);
+      const code = itemNo * 8 + EVENT_TYPE_ORDER.indexOf(e.event);
       const bucket = Math.floor(e.timestampMs / IDEMPOTENCY_BUCKET_MS);
       if (findIdem(rec, code, bucket)) {
         applied[i] = false;
         continue;
       }
       addIdem(rec, code * IDEM_SHIFT + expiryH, bucket);
-      this.apply(rec, e, nowMs);
+      this.apply(rec, e, itemNo, nowMs);
       applied[i] = true;
       accepted++;
     }
@@ -627,10 +628,10 @@ export class MemoryFeatureStore implements FeatureStore {
     for (let i = 0; i < this.users.size; i += 2) this.compactStep(nowMs);
   }
 
-  private apply(rec: UserRec, e: StoredEvent, nowMs: number): void {
+  /** Applies one event; itemNo is e.itemId interned (the idempotency key interned it). */
+  private apply(rec: UserRec, e: StoredEvent, itemNo: number, nowMs: number): void {
     const t = effectiveTimestamp(e.timestampMs, nowMs);
     const code = EVENT_TYPE_ORDER.indexOf(e.event);
-    const itemNo = this.items.intern(e.itemId);
     const weight = EVENT_WEIGHTS[e.event];
     const positive = e.event !== 'skip';
 
