@@ -89,6 +89,12 @@ export const ERRORS = {
     grpc: GrpcStatus.UNAVAILABLE,
     meaning: 'not ready (models loading) or shutting down; retry on another replica',
   },
+  store_unavailable: {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    meaning:
+      'the feature store (Redis) did not answer in time; nothing was recorded unless a retry says duplicate',
+  },
   internal: {
     http: 500,
     grpc: GrpcStatus.INTERNAL,

@@ -86,6 +86,11 @@ export interface RecommendationResponse {
     cache_hit?: boolean;
     /** True when ranking timed out and the cosine fallback ordered the list. */
     ranking_fallback?: boolean;
+    /**
+     * Set when the feature store could not be read ('store_unavailable'): a fallback list
+     * (popular, unpersonalised) built without the user's features. HTTP answers it with 503.
+     */
+    degraded?: string;
   };
 }
 
@@ -168,4 +173,8 @@ export interface RecommenderService {
   ready(): boolean;
   /** Why it will never turn ready (its start-up failed), for /readyz; null otherwise. */
   failedReason?(): string | null;
+  /** What start-up still waits for (a Redis not answering yet), for /readyz; null otherwise. */
+  waitingFor?(): string | null;
+  /** A shared feature store's state for /readyz; null for the embedded one. */
+  storeHealth?(): { backend: string; connected: boolean } | null;
 }

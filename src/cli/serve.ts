@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
 import { ListenError } from '../transport/listen-error.js';
-import { MemoryFeatureStore } from '../features/memory-store.js';
+import { openFeatureStore } from '../features/open-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
 import { latestVersion, loadBundle } from '../models/repository.js';
@@ -82,20 +82,34 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   const logger = log ?? createLogger(cfg.logLevel);
   const metrics = new Metrics();
   const registry = new ModelRegistry();
-  const store = new MemoryFeatureStore({
-    maxCacheBytes: Math.max(1, cfg.pipeline.cacheMaxBytes),
-    // Aggregation reads the current model's catalog; an item it does not know is still
-    // recorded (seen, counts), just without category/creator aggregates.
-    itemInfo: (itemId: string): ItemInfo | undefined => {
-      const m = registry.current();
-      const row = m?.bundle.items.index.get(itemId);
-      if (m === undefined || row === undefined) return undefined;
-      const items = m.bundle.items;
-      return {
-        categories: categoryNamesOf(m.items, row),
-        creatorId: items.creatorIds[row] || null,
-      };
-    },
+  // Aggregation reads the current model's catalog; an item it does not know is still
+  // recorded (seen, counts), just without category/creator aggregates.
+  const itemInfo = (itemId: string): ItemInfo | undefined => {
+    const m = registry.current();
+    const row = m?.bundle.items.index.get(itemId);
+    if (m === undefined || row === undefined) return undefined;
+    const items = m.bundle.items;
+    return {
+      categories: categoryNamesOf(m.items, row),
+      creatorId: items.creatorIds[row] || null,
+    };
+  };
+  const storeLog = logger.child({ component: 'store' });
+  // A Redis that is down fails every reconnect attempt (up to one a second): one line per
+  // distinct message per minute is what the log can carry; the counter has them all.
+  const lastLogged = new Map<string, number>();
+  const opened = openFeatureStore(cfg, itemInfo, (err, what) => {
+    metrics.storeErrors.inc({ what });
+    const key = `${what}:${err.message}`;
+    const now = Date.now();
+    if ((lastLogged.get(key) ?? -Infinity) > now - 60_000) return;
+    if (lastLogged.size > 100) lastLogged.clear();
+    lastLogged.set(key, now);
+    storeLog.warn({ what, err: err.message }, 'feature store error');
+  });
+  const store = opened.store;
+  metrics.storeConnected.onCollect(() => {
+    metrics.storeConnected.set({ backend: opened.backend }, opened.connected() ? 1 : 0);
   });
   const service = new RecommendationPipeline({
     registry,
@@ -104,6 +118,9 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     metrics,
     log: logger.child({ component: 'pipeline' }),
   });
+  if (opened.backend !== 'memory') {
+    service.setStoreHealth(() => ({ backend: opened.backend, connected: opened.connected() }));
+  }
   // Set once the gRPC server is up (a scrape may come while it starts).
   const grpcRef: { current?: GrpcServerHandle } = {};
   metrics.queueDepth.onCollect(() => {
@@ -149,6 +166,26 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   grpcRef.current = grpc;
 
   let ingestor: FeedbackIngestor | undefined;
+  let stopped = false;
+  // Start-up waits for a shared store as long as it takes (Redis may start after us), saying
+  // so on /readyz; the model loads meanwhile.
+  const storeUp = (async () => {
+    if (opened.backend === 'memory') return;
+    logger.info(
+      { store: opened.backend, address: opened.address },
+      'connecting to the feature store',
+    );
+    for (;;) {
+      try {
+        await opened.waitUntilConnected(2000);
+        service.setWaitingFor(null);
+        return;
+      } catch (err) {
+        if (stopped) throw err;
+        service.setWaitingFor(`${opened.backend} at ${opened.address}`);
+      }
+    }
+  })();
   const ready = (async () => {
     const t0 = Date.now();
     if (cfg.buildMissing) await buildMissing(cfg, logger);
@@ -157,11 +194,19 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     const bundle = await loadBundle(dir);
     const model = await buildServingModel(bundle, { pipeline: cfg.pipeline, metrics });
     registry.swap(model);
-    // The log is replayed after the model is in place, so replayed events aggregate by the
-    // catalog's categories and creators exactly as live ones do.
-    const opened = await FeedbackIngestor.open(store, cfg.dataDir, { fsync: cfg.fsyncFeedback });
-    ingestor = opened.ingestor;
-    if (opened.replay) logger.info({ replay: opened.replay }, 'feedback log replayed');
+    await storeUp;
+    if (opened.backend === 'memory') {
+      // The log is replayed after the model is in place, so replayed events aggregate by the
+      // catalog's categories and creators exactly as live ones do.
+      const o = await FeedbackIngestor.open(store, cfg.dataDir, { fsync: cfg.fsyncFeedback });
+      ingestor = o.ingestor;
+      if (o.replay) logger.info({ replay: o.replay }, 'feedback log replayed');
+    } else {
+      // Redis is the durable state every replica shares (its persistence settings decide how
+      // durable); a per-replica log replayed into it would count events twice once their
+      // idempotency keys (24 h) expire.
+      ingestor = new FeedbackIngestor({ store, log: null });
+    }
     service.setFeedbackSink(ingestor);
     await service.warm();
     service.setReady(true);
@@ -206,6 +251,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     ready,
     close() {
       closing ??= (async () => {
+        stopped = true;
         service.setReady(false);
         // Both front ends drain at once, under the same bound.
         await Promise.all([http.close(cfg.drainTimeoutMs), grpc?.close(cfg.drainTimeoutMs)]);

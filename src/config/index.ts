@@ -42,6 +42,26 @@ export interface ServerConfig {
   grpcMaxConcurrentStreams: number;
   /** Ping idle gRPC connections this often (dead-peer detection). Default 60 s. */
   grpcKeepaliveMs: number;
+  /**
+   * Where user features, sessions, trending, the answer cache and idempotency keys live.
+   * 'memory' (default): embedded, one process, made durable by the feedback log in dataDir.
+   * 'redis': shared by every replica pointed at the same Redis (redisUrl, or
+   * redisClusterNodes for a Cluster); Redis's own persistence makes it durable, and no
+   * feedback log is written.
+   */
+  store: 'memory' | 'redis';
+  /** The Redis server (redis:// or rediss://, user and password allowed). */
+  redisUrl: string;
+  /** A Redis Cluster's seed nodes, "host:port,host:port"; set, it replaces redisUrl. */
+  redisClusterNodes: string;
+  /** Prefix of every key recserve writes to Redis (the answer cache excepted). Default "rs:". */
+  redisPrefix: string;
+  /**
+   * Bound on every Redis call. Past it a feedback call answers 503 store_unavailable (a retry
+   * is safe), and a recommendation is served degraded, without the user's features. Default
+   * 500 ms.
+   */
+  redisTimeoutMs: number;
   pipeline: PipelineConfig;
 }
 
@@ -172,6 +192,11 @@ export function defaultConfig(): ServerConfig {
     grpcMaxMessageBytes: 1024 * 1024,
     grpcMaxConcurrentStreams: 256,
     grpcKeepaliveMs: 60_000,
+    store: 'memory',
+    redisUrl: 'redis://127.0.0.1:6379',
+    redisClusterNodes: '',
+    redisPrefix: 'rs:',
+    redisTimeoutMs: 500,
     pipeline: { ...DEFAULT_PIPELINE },
   };
 }
@@ -218,6 +243,11 @@ const KEYS: Record<
     max: 65535,
   },
   'grpc-keepalive-ms': { kind: 'int', path: ['grpcKeepaliveMs'], min: 1000, max: 3_600_000 },
+  store: { kind: 'str', path: ['store'], oneOf: ['memory', 'redis'] },
+  'redis-url': { kind: 'str', path: ['redisUrl'] },
+  'redis-cluster-nodes': { kind: 'str', path: ['redisClusterNodes'] },
+  'redis-prefix': { kind: 'str', path: ['redisPrefix'] },
+  'redis-timeout-ms': { kind: 'int', path: ['redisTimeoutMs'], min: 1, max: 60_000 },
   'cold-start-threshold': { kind: 'int', path: ['pipeline', 'coldStartThreshold'], min: 0 },
   'max-candidates': { kind: 'int', path: ['pipeline', 'maxCandidates'], min: 1, max: 5000 },
   'collaborative-k': { kind: 'int', path: ['pipeline', 'collaborativeK'], min: 0, max: 5000 },
@@ -393,9 +423,47 @@ export function loadConfig(
       `'exact-screen' must be ${EXACT_SCREENS.slice(0, -1).join(', ')} or ${EXACT_SCREENS.at(-1)}, got ${String(cfg.pipeline.exactScreen)}`,
     );
   }
+  checkRedisAddress(cfg);
   cfg.modelsDir = resolve(cfg.modelsDir);
   cfg.dataDir = resolve(cfg.dataDir);
   return cfg;
+}
+
+/** Cluster seeds as host/port pairs ("host:port,[::1]:port"). */
+export function parseClusterNodes(list: string): { host: string; port: number }[] {
+  return list
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((node) => {
+      const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):(\d{1,5})$/.exec(node);
+      const port = m ? Number(m[2]) : NaN;
+      if (!m || !(port >= 1 && port <= 65535)) {
+        throw new ConfigError(`'redis-cluster-nodes' must list host:port pairs, got '${node}'`);
+      }
+      return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+    });
+}
+
+// Checked here so that a typo fails at start-up in one line, not as a client that retries a
+// bad address forever while /readyz says "waiting for Redis".
+function checkRedisAddress(cfg: ServerConfig): void {
+  if (cfg.redisClusterNodes !== '') {
+    if (parseClusterNodes(cfg.redisClusterNodes).length === 0)
+      throw new ConfigError(`'redis-cluster-nodes' lists no node`);
+    return;
+  }
+  let url: URL;
+  try {
+    url = new URL(cfg.redisUrl);
+  } catch {
+    throw new ConfigError(
+      `'redis-url' must be a URL such as redis://host:6379, got ${cfg.redisUrl}`,
+    );
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:')
+    throw new ConfigError(`'redis-url' must start with redis:// or rediss://, got ${cfg.redisUrl}`);
+  if (url.hostname === '') throw new ConfigError(`'redis-url' names no host: ${cfg.redisUrl}`);
 }
 
 /** The settings table for `recserve serve --help` and the README. */

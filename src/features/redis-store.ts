@@ -22,7 +22,18 @@
 //
 // getUsers sends one pipeline per user (one slot each) and runs them concurrently: one round
 // trip of latency for the whole batch, on a Cluster too.
+//
+// Failure. Every call is bounded (timeoutMs): a Redis that is down, restarting, paused or
+// unreachable turns into ApiError 'store_unavailable' (503 / UNAVAILABLE) within that bound,
+// never a request held for ioredis's reconnect retries. A client this store creates does not
+// queue commands for long while disconnected (maxRetriesPerRequest 1), so an outage costs no
+// memory. Writes are ordered so that a call which fails part-way is safe to retry: an event's
+// idempotency key is written after its aggregates (a retry re-applies it rather than calling
+// it a duplicate), and a report is pushed to the review list before its pending mark in the
+// user's slot is cleared (a retry of a half-done report pushes it again).
+import { crc32 } from 'node:zlib';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { ApiError } from '../api/errors.js';
 import type { EventType, NegativeFeedbackType } from '../api/types.js';
 import {
   EVENT_TYPE_ORDER,
@@ -55,6 +66,8 @@ import {
 export interface RedisStoreOptions {
   /** A connected client (Redis or Cluster), or a redis:// URL to connect to. */
   redis: Redis | Cluster | string;
+  /** close() quits the client. Default: true for a URL, false for a client passed in. */
+  closeClient?: boolean;
   itemInfo?: ItemInfoLookup;
   /** Prefix of every key this store writes (not of cache keys). Default 'rs:'. */
   prefix?: string;
@@ -72,7 +85,49 @@ export interface RedisStoreOptions {
   userTtlMs?: number;
   /** Extra ioredis options when `redis` is a URL. */
   redisOptions?: RedisOptions;
+  /**
+   * Bound on every call, in ms: past it the call fails with ApiError 'store_unavailable'
+   * (the command may still run on Redis later; writes are idempotent, so a retry is safe).
+   * Default 1000.
+   */
+  timeoutMs?: number;
+  /**
+   * Told about client-level errors (connection refused or lost, a cluster node down) and
+   * about writes that failed after the call had already succeeded (trending aggregates).
+   * They are otherwise only counted (errorCount): ioredis would print them to stderr.
+   */
+  onError?: (err: Error, what: string) => void;
 }
+
+/** Error replies that mean "Redis cannot serve right now", not "this command is wrong". */
+const TRANSIENT_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|OOM|NOREPLICAS)\b/;
+
+/**
+ * A failure of a store call as the registry's error. Connection errors, timeouts and
+ * transient error replies are 'store_unavailable'; the caller's own bad arguments (RangeError)
+ * and ApiErrors pass unchanged; any other error reply (WRONGTYPE on a key something else
+ * wrote, a script error) stays an internal error, because retrying will not fix it.
+ */
+function asStoreError(err: unknown, op: string): unknown {
+  if (err instanceof ApiError || err instanceof RangeError) return err;
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (e.name === 'ReplyError' && !TRANSIENT_REPLY.test(e.message)) return e;
+  return new ApiError('store_unavailable', `feature store (redis) ${op}: ${e.message}`);
+}
+
+/** Throws the first per-command error of a pipeline/multi result (exec ignores them). */
+function checkExec(res: [Error | null, unknown][] | null, op: string): unknown[] {
+  if (!res) throw new ApiError('store_unavailable', `feature store (redis) ${op}: aborted`);
+  for (const [err] of res) if (err) throw err;
+  return res.map((x) => x[1]);
+}
+
+// Cached answers carry a 5-byte header: a tag ('S' = UTF-8 text, 'B' = bytes) and the CRC-32
+// of the body. An entry that fails the check (written by something else, cut short, an older
+// format) reads as a miss: a cached answer goes to the client byte for byte, so a bad one
+// would be a 200 with a broken body.
+const CACHE_TEXT = 0x53;
+const CACHE_BYTES = 0x42;
 
 const NEG_KIND_BIT: Readonly<Record<NegativeFeedbackType, number>> = {
   not_interested: 1,
@@ -127,7 +182,7 @@ for j = 1, n do
   local cats = {}
   for q = 1, ncats do cats[q] = ARGV[a + 7 + q] end
   a = a + 8 + ncats
-  if redis.call('SET', KEYS[9 + j], '1', 'NX', 'PX', ttl) then
+  if redis.call('EXISTS', KEYS[9 + j]) == 0 then
     applied = applied + 1
     out[j] = 1
     local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -152,6 +207,9 @@ for j = 1, n do
         end
       end
     end
+    -- Last: a script that fails above (a key of the wrong type) leaves no key, so the retry
+    -- applies the event again instead of calling it a duplicate.
+    redis.call('SET', KEYS[9 + j], '1', 'PX', ttl)
   else
     out[j] = 0
   end
@@ -168,14 +226,21 @@ end
 return out
 `;
 
-// Negative feedback. KEYS: s b ci. ARGV: item, bit, userTtl, cap. Returns 1 when new, 0 when
-// a duplicate, -1 when the item is new and the user has blocked cap items already.
+// Negative feedback. KEYS: s b ci rp. ARGV: item, bit, userTtl, cap, report (0/1). Returns 1
+// when new, 0 when a duplicate, -1 when the item is new and the user has blocked cap items
+// already, 2 when a duplicate report whose push to the review list never completed (rp, the
+// user's pending reports, still holds it: the caller pushes it now).
 const BLOCK_LUA = `
 local bits = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local bit = tonumber(ARGV[2])
-if math.floor(bits / bit) % 2 == 1 then return 0 end
+local report = ARGV[5] == '1'
+if math.floor(bits / bit) % 2 == 1 then
+  if report and redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then return 2 end
+  return 0
+end
 if bits == 0 and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('HSET', KEYS[2], ARGV[1], bits + bit)
+if report then redis.call('SADD', KEYS[4], ARGV[1]) end
 redis.call('HSETNX', KEYS[1], 'ic', 0)
 local cached = redis.call('SMEMBERS', KEYS[3])
 for _, k in ipairs(cached) do redis.call('DEL', k) end
@@ -184,6 +249,7 @@ local userTtl = tonumber(ARGV[3])
 if userTtl > 0 then
   redis.call('PEXPIRE', KEYS[1], userTtl)
   redis.call('PEXPIRE', KEYS[2], userTtl)
+  if report then redis.call('PEXPIRE', KEYS[4], userTtl) end
 end
 return 1
 `;
@@ -264,15 +330,54 @@ export class RedisFeatureStore implements FeatureStore {
   private readonly maxReports: number;
   private readonly maxBlockedPerUser: number;
   private readonly userTtlMs: number;
+  private readonly timeoutMs: number;
+  private readonly onError: ((err: Error, what: string) => void) | undefined;
+  private readonly clientErrorListener: (err: Error) => void;
+  /** Client-level errors seen (connection refused or lost, ...), for metrics and tests. */
+  errorCount = 0;
+  /** Set at the first 'ready': from then on a lost connection fails calls at once. */
+  private everReady = false;
+  /**
+   * Set when a call timed out on a connection that looks fine (a paused or overloaded
+   * Redis): calls fail at once instead of each waiting timeoutMs, and one PING at a time
+   * probes until Redis answers again.
+   */
+  private stalled = false;
+  private probing = false;
+  private closed = false;
 
   constructor(opts: RedisStoreOptions) {
     if (typeof opts.redis === 'string') {
-      this.redis = new Redis(opts.redis, { lazyConnect: false, ...opts.redisOptions });
+      this.redis = new Redis(opts.redis, {
+        lazyConnect: false,
+        // Pending commands fail after one reconnect attempt instead of twenty: an outage
+        // answers 503 at once and queues nothing. Reconnects go on forever, every second
+        // at most.
+        maxRetriesPerRequest: 1,
+        retryStrategy: (times) => Math.min(times * 100, 1000),
+        connectTimeout: 2000,
+        ...opts.redisOptions,
+      });
       this.owned = true;
     } else {
       this.redis = opts.redis;
-      this.owned = false;
+      this.owned = opts.closeClient ?? false;
     }
+    this.timeoutMs = opts.timeoutMs ?? 1000;
+    if (!(Number.isInteger(this.timeoutMs) && this.timeoutMs >= 1))
+      throw new RangeError(`RedisFeatureStore: timeoutMs must be a positive integer`);
+    this.onError = opts.onError;
+    // Without a listener ioredis prints every reconnect failure to stderr with a stack.
+    this.clientErrorListener = (err: Error) => {
+      this.errorCount++;
+      this.onError?.(err, 'client');
+    };
+    this.redis.on('error', this.clientErrorListener);
+    if (this.redis.status === 'ready') this.everReady = true;
+    this.redis.on('ready', () => {
+      this.everReady = true;
+      this.stalled = false;
+    });
     this.itemInfo = opts.itemInfo ?? (() => undefined);
     this.p = opts.prefix ?? 'rs:';
     this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
@@ -289,8 +394,114 @@ export class RedisFeatureStore implements FeatureStore {
     if (!(Number.isInteger(this.userTtlMs) && this.userTtlMs >= 0))
       throw new RangeError(`RedisFeatureStore: userTtlMs must be an integer >= 0`);
     this.redis.defineCommand('recserveRecord', { lua: RECORD_LUA });
-    this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 3 });
+    this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 4 });
     this.redis.defineCommand('recserveTrend', { lua: TREND_LUA });
+  }
+
+  /** True while the client is connected and ready for commands. */
+  get connected(): boolean {
+    return this.redis.status === 'ready';
+  }
+
+  /**
+   * Resolves once the client is ready (at start-up, before the server says it is ready);
+   * rejects when `timeoutMs` passes first, or the client was closed.
+   */
+  async waitUntilConnected(timeoutMs: number): Promise<void> {
+    if (this.connected) return;
+    await new Promise<void>((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        this.redis.off('ready', onReady);
+        this.redis.off('end', onEnd);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onReady = () => done();
+      const onEnd = () => done(new Error('the Redis client was closed'));
+      const timer = setTimeout(
+        () => done(new ApiError('store_unavailable', `no Redis connection after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.redis.on('ready', onReady);
+      this.redis.on('end', onEnd);
+    });
+  }
+
+  /**
+   * Runs one store call under the store's bound, with its failure as the registry's error.
+   * The timer only decides what the caller hears: the command itself cannot be recalled.
+   */
+  private guard<T>(op: string, work: () => Promise<T>): Promise<T> {
+    // Before the first connection, calls wait for it (up to timeoutMs): a server starting
+    // beside its Redis should not fail its first requests.
+    if (this.everReady && (this.stalled || this.redis.status !== 'ready')) {
+      return Promise.reject(
+        new ApiError(
+          'store_unavailable',
+          `feature store (redis) ${op}: ${this.stalled ? 'not answering' : `connection ${this.redis.status}`}`,
+        ),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.stall();
+        reject(
+          new ApiError(
+            'store_unavailable',
+            `feature store (redis) ${op}: no answer within ${this.timeoutMs} ms`,
+          ),
+        );
+      }, this.timeoutMs);
+      work().then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(asStoreError(err, op));
+        },
+      );
+    });
+  }
+
+  /** Marks the store stalled and PINGs (one at a time) until Redis answers again. */
+  private stall(): void {
+    if (!this.everReady || this.closed) return;
+    this.stalled = true;
+    if (this.probing) return;
+    this.probing = true;
+    const probe = (): void => {
+      if (this.closed || !this.stalled) {
+        this.probing = false;
+        return;
+      }
+      let settled = false;
+      const retry = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        probe();
+      }, this.timeoutMs);
+      retry.unref();
+      this.redis.ping().then(
+        () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(retry);
+          this.stalled = false;
+          this.probing = false;
+        },
+        () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(retry);
+          const again = setTimeout(probe, Math.min(this.timeoutMs, 250));
+          again.unref();
+        },
+      );
+    };
+    probe();
   }
 
   private script(name: string): ScriptFn {
@@ -306,7 +517,11 @@ export class RedisFeatureStore implements FeatureStore {
     return `${this.p}g:{g}:${part}`;
   }
 
-  async getUsers(userIds: string[], nowMs = Date.now()): Promise<(UserState | null)[]> {
+  getUsers(userIds: string[], nowMs = Date.now()): Promise<(UserState | null)[]> {
+    return this.guard('getUsers', () => this.readUsers(userIds, nowMs));
+  }
+
+  private readUsers(userIds: string[], nowMs: number): Promise<(UserState | null)[]> {
     return Promise.all(
       userIds.map(async (id) => {
         const res = await this.redis
@@ -319,9 +534,7 @@ export class RedisFeatureStore implements FeatureStore {
           .hgetall(this.uk(id, 't'))
           .hgetall(this.uk(id, 'w'))
           .exec();
-        if (!res) throw new Error('RedisFeatureStore: pipeline returned nothing');
-        for (const [err] of res) if (err) throw err;
-        const [s, r, i, b, c, t, w] = res.map((x) => x[1]) as [
+        const [s, r, i, b, c, t, w] = checkExec(res, 'getUsers') as [
           Record<string, string>,
           string[],
           Record<string, string>,
@@ -444,10 +657,22 @@ export class RedisFeatureStore implements FeatureStore {
         ...cats,
       );
     }
-    const flags = (await this.script('recserveRecord')(keys.length, ...keys, ...args)) as number[];
+    const flags = (await this.guard('recordEvents', () =>
+      this.script('recserveRecord')(keys.length, ...keys, ...args),
+    )) as number[];
     const applied = flags.map((f) => f === 1);
     const accepted = applied.filter(Boolean).length;
-    if (accepted > 0) await this.trend(events, infos, applied, nowMs);
+    if (accepted > 0) {
+      // The events are recorded at this point: the user's state has them and a retry would
+      // be a duplicate, so a failure of the global aggregates (counts, trending) is reported,
+      // not thrown. Failing the call would only make the client retry into "duplicate".
+      await this.guard('trending', () => this.trend(events, infos, applied, nowMs)).catch(
+        (err: unknown) => {
+          this.errorCount++;
+          this.onError?.(err instanceof Error ? err : new Error(String(err)), 'trending');
+        },
+      );
+    }
     return { accepted, duplicates: events.length - accepted, applied };
   }
 
@@ -511,39 +736,57 @@ export class RedisFeatureStore implements FeatureStore {
       : undefined;
     if (bit === undefined)
       throw new RangeError(`kind: must be one of ${Object.keys(NEG_KIND_BIT).join(', ')}`);
-    const fresh = await this.script('recserveBlock')(
-      this.uk(userId, 's'),
-      this.uk(userId, 'b'),
-      this.uk(userId, 'ci'),
-      itemId,
-      bit,
-      this.userTtlMs,
-      this.maxBlockedPerUser,
+    const report = kind === 'report';
+    const pending = this.uk(userId, 'rp');
+    const fresh = await this.guard('block', () =>
+      this.script('recserveBlock')(
+        this.uk(userId, 's'),
+        this.uk(userId, 'b'),
+        this.uk(userId, 'ci'),
+        pending,
+        itemId,
+        bit,
+        this.userTtlMs,
+        this.maxBlockedPerUser,
+        report ? 1 : 0,
+      ),
     );
     if (fresh === -1) throw blockedListFull(this.maxBlockedPerUser);
-    if (fresh !== 1) return { duplicate: true };
-    if (kind === 'report') {
+    if (report && (fresh === 1 || fresh === 2)) {
+      // The review list is global (another Cluster slot than the user's), so it cannot join
+      // the script: the pending mark is cleared only once the push is in, and a retry after
+      // a failure here finds the mark (2) and pushes again. At least once, never lost.
       const rec: ReportRecord = { userId, itemId, reason: reason ?? null, timestampMs: nowMs };
-      await this.redis
-        .pipeline()
-        .lpush(this.gk('reports'), JSON.stringify(rec))
-        .ltrim(this.gk('reports'), 0, this.maxReports - 1)
-        .exec();
+      await this.guard('report', async () => {
+        checkExec(
+          await this.redis
+            .pipeline()
+            .lpush(this.gk('reports'), JSON.stringify(rec))
+            .ltrim(this.gk('reports'), 0, this.maxReports - 1)
+            .exec(),
+          'report',
+        );
+        await this.redis.srem(pending, itemId);
+      });
     }
-    return { duplicate: false };
+    return { duplicate: fresh !== 1 };
   }
 
   private async trendList(key: string, tau: number, k: number, nowMs: number) {
     const n = Math.max(0, Math.floor(k));
     if (n === 0) return [];
-    const res = await this.redis
-      .pipeline()
-      .zrevrange(key, 0, n - 1, 'WITHSCORES')
-      .hget(this.gk('tb'), key)
-      .exec();
-    if (!res) return [];
-    const list = (res[0][1] ?? []) as string[];
-    const base = res[1][1] as string | null;
+    const res = await this.guard('trending', async () =>
+      checkExec(
+        await this.redis
+          .pipeline()
+          .zrevrange(key, 0, n - 1, 'WITHSCORES')
+          .hget(this.gk('tb'), key)
+          .exec(),
+        'trending',
+      ),
+    );
+    const list = (res[0] ?? []) as string[];
+    const base = res[1] as string | null;
     if (base === null) return [];
     const factor = Math.exp(-(nowMs - Number(base)) / tau);
     const out: TrendingItem[] = [];
@@ -571,55 +814,80 @@ export class RedisFeatureStore implements FeatureStore {
 
   async itemCounts(itemIds: string[]): Promise<number[]> {
     if (itemIds.length === 0) return [];
-    const vals = await this.redis.hmget(this.gk('n'), ...itemIds);
+    const vals = await this.guard('itemCounts', () => this.redis.hmget(this.gk('n'), ...itemIds));
     return vals.map((v) => (v === null ? 0 : Number(v)));
   }
 
   async getCached(key: string): Promise<Uint8Array | string | null> {
-    const buf = await this.redis.getBuffer(key);
-    if (buf === null || buf.length === 0) return null;
-    // One tag byte keeps strings and bytes apart: 's' + UTF-8, or 'b' + the bytes.
-    const body = buf.subarray(1);
-    return buf[0] === 0x73 ? body.toString('utf8') : new Uint8Array(body);
+    const buf = await this.guard('getCached', () => this.redis.getBuffer(key));
+    if (buf === null || buf.length < 5) return null;
+    const body = buf.subarray(5);
+    if (buf.readUInt32BE(1) !== crc32(body)) return null;
+    if (buf[0] === CACHE_TEXT) return body.toString('utf8');
+    return buf[0] === CACHE_BYTES ? new Uint8Array(body) : null;
   }
 
   async setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
     if (!(ttlMs > 0)) return;
-    const body =
-      typeof value === 'string'
-        ? Buffer.concat([Buffer.from('s'), Buffer.from(value, 'utf8')])
-        : Buffer.concat([Buffer.from('b'), value]);
+    const body = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+    const head = Buffer.allocUnsafe(5);
+    head[0] = typeof value === 'string' ? CACHE_TEXT : CACHE_BYTES;
+    head.writeUInt32BE(crc32(body), 1);
+    const entry = Buffer.concat([head, body]);
     const user = userOfCacheKey(key);
     if (user === null) {
-      await this.redis.set(key, body, 'PX', Math.ceil(ttlMs));
+      await this.guard('setCached', () => this.redis.set(key, entry, 'PX', Math.ceil(ttlMs)));
       return;
     }
     const idx = this.uk(user, 'ci');
-    await this.redis
-      .multi()
-      .set(key, body, 'PX', Math.ceil(ttlMs))
-      .sadd(idx, key)
-      .pexpire(idx, Math.max(Math.ceil(ttlMs), 60_000))
-      .exec();
+    await this.guard('setCached', async () =>
+      checkExec(
+        await this.redis
+          .multi()
+          .set(key, entry, 'PX', Math.ceil(ttlMs))
+          .sadd(idx, key)
+          .pexpire(idx, Math.max(Math.ceil(ttlMs), 60_000))
+          .exec(),
+        'setCached',
+      ),
+    );
   }
 
   async invalidateUser(userId: string): Promise<void> {
     const idx = this.uk(userId, 'ci');
-    const keys = await this.redis.smembers(idx);
-    const m = this.redis.multi();
-    for (const k of keys) m.del(k);
-    m.del(idx);
-    await m.exec();
+    await this.guard('invalidateUser', async () => {
+      const keys = await this.redis.smembers(idx);
+      const m = this.redis.multi();
+      for (const k of keys) m.del(k);
+      m.del(idx);
+      checkExec(await m.exec(), 'invalidateUser');
+    });
   }
 
   async reports(limit: number): Promise<ReportRecord[]> {
     const n = Math.max(0, Math.floor(limit));
     if (n === 0) return [];
-    const list = await this.redis.lrange(this.gk('reports'), 0, n - 1);
-    return list.map((s) => JSON.parse(s) as ReportRecord);
+    const list = await this.guard('reports', () => this.redis.lrange(this.gk('reports'), 0, n - 1));
+    const out: ReportRecord[] = [];
+    // An entry something else wrote into the list is skipped, not a failed review page.
+    for (const s of list) {
+      try {
+        const r = JSON.parse(s) as ReportRecord;
+        if (r && typeof r.userId === 'string' && typeof r.itemId === 'string') out.push(r);
+      } catch {
+        // not ours
+      }
+    }
+    return out;
   }
 
   async close(): Promise<void> {
-    if (this.owned) await this.redis.quit();
+    this.closed = true;
+    if (!this.owned) {
+      this.redis.off('error', this.clientErrorListener);
+      return;
+    }
+    // quit() waits for a reply that never comes from a Redis that is down; disconnect then.
+    await this.guard('close', () => this.redis.quit()).catch(() => this.redis.disconnect());
   }
 }

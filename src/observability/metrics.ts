@@ -194,6 +194,22 @@ export class Metrics {
       'screen_refits, guess_retries (ExactIndex in the README)',
     ['stat'],
   );
+  readonly storeConnected = new Gauge(
+    'recserve_store_connected',
+    'The feature store answers (1) or not (0), by backend; memory is always 1',
+    ['backend'],
+  );
+  readonly storeErrors = new Counter(
+    'recserve_store_errors_total',
+    'Feature-store failures by what failed: client (connection), request (a call that failed ' +
+      'or timed out), cache (a cache read or write skipped), trending (aggregates not updated)',
+    ['what'],
+  );
+  readonly degraded = new Counter(
+    'recserve_degraded_total',
+    'Recommendations served without the feature store (fallback lists), by reason',
+    ['reason'],
+  );
   readonly loopLag = new Gauge(
     'recserve_event_loop_lag_seconds',
     'Event-loop delay percentiles since the previous scrape (perf_hooks.monitorEventLoopDelay)',
@@ -228,6 +244,9 @@ export class Metrics {
       this.coldStarts,
       this.feedbackEvents,
       this.exactIndex,
+      this.storeConnected,
+      this.storeErrors,
+      this.degraded,
       this.loopLag,
     ];
   }

@@ -19,7 +19,7 @@ const FRESHNESS_TAU_HOURS = 168;
 
 export async function coldStartPicks(
   m: ServingModel,
-  store: FeatureStore,
+  store: Pick<FeatureStore, 'trending'>,
   n: number,
   exclude: Set<number>,
   filter: ItemFilter,

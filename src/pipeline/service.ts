@@ -25,7 +25,12 @@ import type {
   SimilarResponse,
 } from '../api/types.js';
 import type { PipelineConfig } from '../config/index.js';
-import { recsCacheKey, type FeatureStore, type StoredEvent } from '../features/store.js';
+import {
+  recsCacheKey,
+  type FeatureStore,
+  type StoredEvent,
+  type UserState,
+} from '../features/store.js';
 import type { ModelRegistry, ServingModel } from '../models/registry.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -62,6 +67,12 @@ export interface FeedbackSink {
   ): Promise<{ duplicate: boolean }>;
 }
 
+/** A shared feature store's state, as /readyz shows it. */
+export interface StoreHealth {
+  backend: string;
+  connected: boolean;
+}
+
 export interface PipelineDeps {
   registry: ModelRegistry;
   store: FeatureStore;
@@ -90,6 +101,8 @@ export class RecommendationPipeline implements RecommenderService {
   private sink: FeedbackSink | undefined;
   private warmed = false;
   private failure: string | null = null;
+  private waiting: string | null = null;
+  private health: (() => StoreHealth) | undefined;
   private seedCounter = 0;
   /**
    * Last feedback time per user (this process): an answer computed from state read before
@@ -144,6 +157,24 @@ export class RecommendationPipeline implements RecommenderService {
   /** Why the service will not turn ready, once its start-up failed; null otherwise. */
   failedReason(): string | null {
     return this.failure;
+  }
+
+  /** What start-up is waiting for (a Redis that does not answer yet); null when nothing. */
+  setWaitingFor(what: string | null): void {
+    this.waiting = what;
+  }
+
+  waitingFor(): string | null {
+    return this.waiting;
+  }
+
+  /** Reports the shared store's state on /readyz (serve.ts sets it for Redis). */
+  setStoreHealth(health: () => StoreHealth): void {
+    this.health = health;
+  }
+
+  storeHealth(): StoreHealth | null {
+    return this.health?.() ?? null;
   }
 
   private notReady(): ApiError {
@@ -218,8 +249,29 @@ export class RecommendationPipeline implements RecommenderService {
     const tsMs = req.context?.timestamp ? Date.parse(req.context.timestamp) : startedMs;
     const cacheKey =
       this.cfg.cacheTtlMs > 0 ? recsCacheKey(req.user_id, cacheShape(req, m.version)) : null;
+    // A feature store that does not answer (Redis down or too slow: store_unavailable) does
+    // not fail the request: the cache reads as a miss, and without the user's features the
+    // answer is the fallback the API contract names (HTTP 503 with the list, marked degraded).
+    let degraded = false;
+    const storeFailed = (err: unknown, what: 'cache' | 'request'): void => {
+      if (!(err instanceof ApiError && err.code === 'store_unavailable')) throw err;
+      this.metrics.storeErrors.inc({ what });
+      if (what === 'request') degraded = true;
+    };
+    const trendSource: Pick<FeatureStore, 'trending'> = {
+      trending: (window, k, now) =>
+        this.store.trending(window, k, now).catch((err: unknown) => {
+          storeFailed(err, 'request');
+          return [];
+        }),
+    };
     if (cacheKey) {
-      const hit = await this.store.getCached(cacheKey);
+      let hit: Uint8Array | string | null = null;
+      try {
+        hit = await this.store.getCached(cacheKey);
+      } catch (err) {
+        storeFailed(err, 'cache');
+      }
       this.metrics.cache.inc({ result: hit ? 'hit' : 'miss' });
       if (hit) {
         const raw = typeof hit === 'string' ? hit : Buffer.from(hit).toString('utf8');
@@ -236,7 +288,12 @@ export class RecommendationPipeline implements RecommenderService {
       }
     }
     const tFetch = process.hrtime.bigint();
-    const [state] = await this.store.getUsers([req.user_id], startedMs);
+    let state: UserState | null = null;
+    try {
+      [state = null] = await this.store.getUsers([req.user_id], startedMs);
+    } catch (err) {
+      storeFailed(err, 'request');
+    }
     const featureFetch = ms(tFetch);
     this.metrics.stageSeconds.observe({ stage: 'feature_fetch' }, featureFetch / 1000);
     const u = buildUserContext(m, req.user_id, state ?? null, req.exclude_items, startedMs);
@@ -264,7 +321,17 @@ export class RecommendationPipeline implements RecommenderService {
     if (resume) {
       resp = resume;
     } else if (cold) {
-      resp = await this.coldStart(m, u, filter, n, catCap, featureFetch, t0, startedMs);
+      resp = await this.coldStart(
+        m,
+        u,
+        filter,
+        n,
+        catCap,
+        featureFetch,
+        t0,
+        startedMs,
+        trendSource,
+      );
     } else {
       resp = await this.warmPath(
         m,
@@ -277,12 +344,21 @@ export class RecommendationPipeline implements RecommenderService {
         featureFetch,
         t0,
         tsMs,
+        trendSource,
         opts,
       );
     }
-    if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
+    if (degraded) {
+      // Never cached: the next request should find the store again.
+      resp.metadata.degraded = 'store_unavailable';
+      this.metrics.degraded.inc({ reason: 'store_unavailable' });
+    } else if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
       const raw = JSON.stringify(resp);
-      await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
+      try {
+        await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
+      } catch (err) {
+        storeFailed(err, 'cache');
+      }
       // The HTTP JSON codec can send these very bytes instead of encoding the answer again.
       Object.defineProperty(resp, PRE_ENCODED_JSON, { value: raw, enumerable: false });
     }
@@ -313,6 +389,7 @@ export class RecommendationPipeline implements RecommenderService {
     featureFetch: number,
     t0: bigint,
     tsMs: number,
+    trendSource: Pick<FeatureStore, 'trending'>,
     opts?: CallOptions,
   ): Promise<RecommendationResponse> {
     const cfg = this.cfg;
@@ -344,7 +421,7 @@ export class RecommendationPipeline implements RecommenderService {
         cfg.efSearch,
         allow,
       ),
-      onlySimilar ? [] : trending(m, this.store, cfg.trendingK, nowMs),
+      onlySimilar ? [] : trending(m, trendSource, cfg.trendingK, nowMs),
     ]);
     const popular = onlySimilar ? [] : popularInCategories(m, prefs, cfg.popularPerCategory);
     const retrieval_sources: Record<string, number> = {
@@ -596,12 +673,13 @@ export class RecommendationPipeline implements RecommenderService {
     featureFetch: number,
     t0: bigint,
     nowMs: number,
+    trendSource: Pick<FeatureStore, 'trending'>,
   ): Promise<RecommendationResponse> {
     this.metrics.coldStarts.inc();
     const tRet = process.hrtime.bigint();
     const { picks, sources } = await coldStartPicks(
       m,
-      this.store,
+      trendSource,
       n,
       u.excludeSet,
       filter,
@@ -652,7 +730,12 @@ export class RecommendationPipeline implements RecommenderService {
       }
       let user: Float32Array | null = null;
       if (req.user_id !== undefined) {
-        const [state] = await this.store.getUsers([req.user_id]);
+        // Personalising is optional here: without the store the list is the item's own.
+        const [state] = await this.store.getUsers([req.user_id]).catch((err: unknown) => {
+          if (!(err instanceof ApiError && err.code === 'store_unavailable')) throw err;
+          this.metrics.storeErrors.inc({ what: 'request' });
+          return [null];
+        });
         const u = buildUserContext(m, req.user_id, state ?? null, undefined, Date.now());
         for (const id of state?.blocked ?? []) {
           const r = m.bundle.items.index.get(id);

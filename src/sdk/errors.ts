@@ -46,11 +46,17 @@ export class RecserveError extends Error {
 
   /**
    * Worth retrying (the same request, after a backoff): the server was unreachable, not
-   * ready or shutting down (unavailable), or shed load (rate_limited). Everything else would
-   * fail the same way again, and a deadline_exceeded has used the caller's whole budget.
+   * ready or shutting down (unavailable), shed load (rate_limited), or lost its feature store
+   * for a moment (store_unavailable: feedback retried is recognised as a duplicate, never
+   * counted twice). Everything else would fail the same way again, and a deadline_exceeded
+   * has used the caller's whole budget.
    */
   get retryable(): boolean {
-    return this.code === 'unavailable' || this.code === 'rate_limited';
+    return (
+      this.code === 'unavailable' ||
+      this.code === 'rate_limited' ||
+      this.code === 'store_unavailable'
+    );
   }
 }
 

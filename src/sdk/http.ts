@@ -72,10 +72,13 @@ export class HttpTransport implements Transport {
         encodeFb(() => encodeRecommendationRequest(req)),
         FLATBUFFERS,
         o,
+        true,
       );
       return decodeFb(() => decodeRecommendationResponse(bytes));
     }
-    return json(await this.post('/v1/recommendations', JSON.stringify(req), 'application/json', o));
+    return json(
+      await this.post('/v1/recommendations', JSON.stringify(req), 'application/json', o, true),
+    );
   }
 
   async similar(req: SimilarRequest, o: AttemptOptions): Promise<SimilarResponse> {
@@ -108,12 +111,17 @@ export class HttpTransport implements Transport {
     // fetch keeps no per-client state to release.
   }
 
-  /** One POST; the body bytes on 200, a RecserveError otherwise. */
+  /**
+   * One POST; the body bytes on 200, a RecserveError otherwise. With `degradedOk`, a 503 that
+   * carries an answer rather than an error body (the server's fallback list when its feature
+   * store is down, metadata.degraded set) is an answer too: a retry would get the same.
+   */
   private async post(
     path: string,
     body: string | Uint8Array,
     type: string,
     o: AttemptOptions,
+    degradedOk = false,
   ): Promise<Uint8Array> {
     const remaining = Math.floor(o.deadline - Date.now());
     if (remaining <= 0) throw timeoutError();
@@ -163,6 +171,9 @@ export class HttpTransport implements Transport {
         });
       }
       if (res.status === 200) return bytes;
+      if (degradedOk && res.status === 503 && isAnswer(res.headers.get('content-type'), bytes)) {
+        return bytes;
+      }
       throw errorFromBody(res.status, bytes);
     } finally {
       clearTimeout(timer);
@@ -181,6 +192,18 @@ function timeoutError(): RecserveError {
     transport: 'http',
     fromServer: false,
   });
+}
+
+/** True for a body that is an answer (FlatBuffers, or JSON without the error envelope). */
+function isAnswer(contentType: string | null, bytes: Uint8Array): boolean {
+  if (contentType === FLATBUFFERS) return true;
+  if (contentType !== 'application/json') return false;
+  try {
+    const body = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown> | null;
+    return body !== null && typeof body === 'object' && Array.isArray(body.recommendations);
+  } catch {
+    return false;
+  }
 }
 
 /** The REST error body {"error": {code, message, field}}, or the status alone (a proxy). */

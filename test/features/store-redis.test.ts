@@ -2,7 +2,9 @@
 // port for this file only (no persistence), stopped afterwards.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { ApiError } from '../../src/api/errors.js';
 import { RedisFeatureStore } from '../../src/features/redis-store.js';
+import { recsCacheKey } from '../../src/features/store.js';
 import { storeSuite } from './store-suite.js';
 import { hasRedisServer, startRedisServer } from '../support/redis-server.js';
 
@@ -32,6 +34,104 @@ if (!hasRedis) {
         const ttl = await probe.pttl(key);
         assert.ok(ttl > 0 && ttl <= 60_000, `${key} pttl ${ttl}`);
       }
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: a cached answer that fails its check reads as a miss, never as bytes', async () => {
+    const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'cc:' });
+    try {
+      const key = recsCacheKey('cu1', 'shape');
+      await store.setCached(key, '{"recommendations":[]}', 60_000);
+      assert.equal(await store.getCached(key), '{"recommendations":[]}');
+      const raw = (await probe.getBuffer(key))!;
+      // One changed byte of the body, the body cut short, text written by something else.
+      const flipped = Buffer.from(raw);
+      flipped[flipped.length - 2] ^= 0x20;
+      for (const bad of [flipped, raw.subarray(0, raw.length - 3), Buffer.from('s{"a":1}')]) {
+        await probe.set(key, bad, 'PX', 60_000);
+        assert.equal(await store.getCached(key), null);
+      }
+      await store.setCached(key, new Uint8Array([1, 2, 3]), 60_000);
+      assert.deepEqual(await store.getCached(key), new Uint8Array([1, 2, 3]));
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: an event whose script failed part-way is applied by the retry, not a duplicate', async () => {
+    const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'pf:' });
+    try {
+      const now = Date.now();
+      const ev = { itemId: 'i9', event: 'view' as const, timestampMs: now };
+      // The window hash as a string: the script fails at its first window write, after the
+      // session and item writes it already made.
+      await probe.set('pf:u:{pu}:w', 'not a hash');
+      await assert.rejects(store.recordEvents('pu', [ev], now));
+      await probe.del('pf:u:{pu}:w');
+      const r = await store.recordEvents('pu', [ev], now);
+      assert.deepEqual(r.applied, [true]);
+      const again = await store.recordEvents('pu', [ev], now);
+      assert.deepEqual(again.applied, [false]);
+      const [st] = await store.getUsers(['pu'], now);
+      assert.equal(st!.activity['5m'].events.view, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: a report whose push to the review list failed is pushed by the retry', async () => {
+    const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'rp:' });
+    try {
+      await probe.set('rp:g:{g}:reports', 'not a list');
+      await assert.rejects(store.block('ru', 'bad-item', 'report', 'spam'));
+      await probe.del('rp:g:{g}:reports');
+      // The block itself is in, so the retry is a duplicate, but the report is not lost.
+      assert.deepEqual(await store.block('ru', 'bad-item', 'report', 'spam'), { duplicate: true });
+      const reports = await store.reports(10);
+      assert.deepEqual(
+        reports.map((r) => [r.userId, r.itemId, r.reason]),
+        [['ru', 'bad-item', 'spam']],
+      );
+      // Once pushed, a further retry pushes nothing.
+      await store.block('ru', 'bad-item', 'report', 'spam');
+      assert.equal((await store.reports(10)).length, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: a stopped Redis fails calls within timeoutMs as store_unavailable', async () => {
+    const own = await startRedisServer();
+    const errors: string[] = [];
+    const store = new RedisFeatureStore({
+      redis: own.url,
+      prefix: 'down:',
+      timeoutMs: 300,
+      onError: (err, what) => errors.push(`${what}: ${err.message}`),
+    });
+    try {
+      await store.waitUntilConnected(5000);
+      await store.recordEvents('d1', [{ itemId: 'x', event: 'like', timestampMs: Date.now() }]);
+      await own.stop();
+      for (const call of [
+        () => store.getUsers(['d1']),
+        () => store.recordEvents('d1', [{ itemId: 'y', event: 'like', timestampMs: Date.now() }]),
+        () => store.block('d1', 'y', 'hide'),
+        () => store.trending('1h', 5),
+        () => store.getCached(recsCacheKey('d1', 's')),
+      ]) {
+        const t0 = Date.now();
+        await assert.rejects(call(), (err: unknown) => {
+          assert.ok(err instanceof ApiError, String(err));
+          assert.equal(err.code, 'store_unavailable');
+          return true;
+        });
+        assert.ok(Date.now() - t0 < 1000, `took ${Date.now() - t0} ms`);
+      }
+      assert.equal(store.connected, false);
+      assert.ok(store.errorCount > 0 && errors.length > 0);
     } finally {
       await store.close();
     }

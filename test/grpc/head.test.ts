@@ -51,6 +51,10 @@ const cases: [string, RecommendationResponse][] = [
     }),
   ],
   [
+    'a degraded answer (the feature store did not answer)',
+    response({ cold_start: true, degraded: 'store_unavailable' }),
+  ],
+  [
     'negative and fractional counts',
     response({
       retrieval_sources: {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { ConfigError, loadConfig, parseClusterNodes } from '../../src/config/index.js';
 
 test('defaults: 127.0.0.1:8080, 1 MiB bodies, the seed’s pipeline constants', () => {
   const c = loadConfig([], {});
@@ -65,4 +65,26 @@ test('bad values are refused naming the setting and its source', () => {
   assert.throws(() => loadConfig(['--ranking-timeout-ms', '3000000000'], {}), /2147483647/);
   assert.equal(loadConfig(['--exact-screen', 'none'], {}).pipeline.exactScreen, 'none');
   assert.equal(loadConfig([], {}).pipeline.exactScreen, 'auto');
+});
+
+test('the store settings: redis by URL or Cluster seeds, checked at start-up', () => {
+  assert.equal(loadConfig([], {}).store, 'memory');
+  const r = loadConfig(['--store', 'redis', '--redis-url', 'rediss://u:p@cache.internal:6380/2'], {
+    RECSERVE_REDIS_TIMEOUT_MS: '250',
+  });
+  assert.deepEqual(
+    [r.store, r.redisUrl, r.redisTimeoutMs],
+    ['redis', 'rediss://u:p@cache.internal:6380/2', 250],
+  );
+  const c = loadConfig(['--redis-cluster-nodes', 'a:7000, [::1]:7001'], {});
+  assert.deepEqual(parseClusterNodes(c.redisClusterNodes), [
+    { host: 'a', port: 7000 },
+    { host: '::1', port: 7001 },
+  ]);
+  assert.throws(() => loadConfig(['--store', 'mongo'], {}), /'store' must be memory or redis/);
+  assert.throws(() => loadConfig(['--redis-url', 'http://x:1'], {}), /redis:\/\/ or rediss:\/\//);
+  assert.throws(() => loadConfig(['--redis-url', 'localhost:6379'], {}), /'redis-url'/);
+  assert.throws(() => loadConfig(['--redis-cluster-nodes', 'a:7000,b'], {}), /host:port.*'b'/);
+  assert.throws(() => loadConfig(['--redis-cluster-nodes', 'a:70000'], {}), /host:port/);
+  assert.throws(() => loadConfig(['--redis-timeout-ms', '0'], {}), /between 1 and 60000/);
 });

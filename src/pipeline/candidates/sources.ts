@@ -99,7 +99,7 @@ export async function similarToRecent(
 /** Trending now (store's time-decayed counters): last hour, else the last day. */
 export async function trending(
   m: ServingModel,
-  store: FeatureStore,
+  store: Pick<FeatureStore, 'trending'>,
   k: number,
   nowMs: number,
 ): Promise<Candidate[]> {

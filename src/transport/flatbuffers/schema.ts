@@ -115,6 +115,7 @@ export const ResponseMetadata = t('ResponseMetadata', [
   { name: 'cold_start', type: 'bool', optional: true },
   { name: 'cache_hit', type: 'bool', optional: true },
   { name: 'ranking_fallback', type: 'bool', optional: true },
+  { name: 'degraded', type: 'string' },
 ]);
 
 export const RecommendationResponse = t('RecommendationResponse', [

@@ -47,6 +47,7 @@ export function recommendationHeadToWire(r: RecommendationResponse): Obj {
   if (md.cold_start !== undefined) wireMd.cold_start = md.cold_start;
   if (md.cache_hit !== undefined) wireMd.cache_hit = md.cache_hit;
   if (md.ranking_fallback !== undefined) wireMd.ranking_fallback = md.ranking_fallback;
+  if (md.degraded !== undefined) wireMd.degraded = md.degraded;
   return { request_id: r.request_id, metadata: wireMd };
 }
 
@@ -133,6 +134,7 @@ export function recommendationResponseFromWire(v: unknown): RecommendationRespon
   if (typeof md.cold_start === 'boolean') out.metadata.cold_start = md.cold_start;
   if (typeof md.cache_hit === 'boolean') out.metadata.cache_hit = md.cache_hit;
   if (typeof md.ranking_fallback === 'boolean') out.metadata.ranking_fallback = md.ranking_fallback;
+  if (typeof md.degraded === 'string') out.metadata.degraded = md.degraded;
   return out;
 }
 

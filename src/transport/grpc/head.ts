@@ -28,6 +28,7 @@ const TAG_LATENCY_MS = (5 << 3) | 2;
 const TAG_COLD_START = (6 << 3) | 0;
 const TAG_CACHE_HIT = (7 << 3) | 0;
 const TAG_RANKING_FALLBACK = (8 << 3) | 0;
+const TAG_DEGRADED = (9 << 3) | 2;
 const TAG_KEY = (1 << 3) | 2;
 const TAG_INT_VALUE = (2 << 3) | 0;
 const TAG_DOUBLE_VALUE = (2 << 3) | 1;
@@ -239,6 +240,7 @@ export function encodeRecommendationHead(
   if (md.cold_start != null) mdSize += 2;
   if (md.cache_hit != null) mdSize += 2;
   if (md.ranking_fallback != null) mdSize += 2;
+  if (md.degraded != null) mdSize += strSize(md.degraded);
 
   const headSize =
     (res.request_id != null ? strSize(res.request_id) : 0) + 1 + varintSize(mdSize) + mdSize;
@@ -278,6 +280,7 @@ export function encodeRecommendationHead(
     buf[pos++] = TAG_RANKING_FALLBACK;
     buf[pos++] = md.ranking_fallback ? 1 : 0;
   }
+  if (md.degraded != null) pos = writeStr(buf, pos, TAG_DEGRADED, md.degraded);
   buf.set(tail, pos);
   return buf;
 }

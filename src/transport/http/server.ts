@@ -12,7 +12,7 @@ import uWS from 'uWebSockets.js';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import { ApiError, toApiError } from '../../api/errors.js';
 import { ListenError } from '../listen-error.js';
-import type { CallOptions, RecommenderService } from '../../api/types.js';
+import type { CallOptions, RecommendationResponse, RecommenderService } from '../../api/types.js';
 import {
   validateFeedbackRequest,
   validateNegativeFeedbackRequest,
@@ -61,6 +61,8 @@ const STATUS_TEXT: Record<number, string> = {
   503: '503 Service Unavailable',
   504: '504 Gateway Timeout',
 };
+
+const RETRY_SOON = [['retry-after', '1']] as const;
 
 /** Per-request state the adapter keeps; `aborted` guards every later write. */
 interface Exchange {
@@ -286,7 +288,16 @@ export async function startHttpServer(
               sendError(ex, err);
               return;
             }
-            send(ex, 200, encoded.contentType, encoded.body);
+            // The API contract's "503: service degraded (fallback recommendations)": the
+            // list is there, and the status tells a client that it is not personalised.
+            const degraded =
+              r.route === 'recommendations' &&
+              (value as RecommendationResponse).metadata.degraded !== undefined;
+            if (degraded) {
+              send(ex, 503, encoded.contentType, encoded.body, { headers: RETRY_SOON });
+            } else {
+              send(ex, 200, encoded.contentType, encoded.body);
+            }
           },
           (err: unknown) => {
             if (!ex.aborted) sendError(ex, err);
@@ -309,14 +320,29 @@ export async function startHttpServer(
   };
   getRoute('/healthz', 'healthz', () => [200, 'application/json', '{"status":"ok"}']);
   getRoute('/readyz', 'readyz', () => {
-    if (service.ready() && !draining) return [200, 'application/json', '{"status":"ready"}'];
+    // A shared store (Redis) shows its state. Losing it does not make the server unready:
+    // every replica shares it, so unready would take all of them out of the balancer, where
+    // a ready one still serves degraded recommendations (and says 503 store_unavailable for
+    // feedback, which the client retries).
+    const health = service.storeHealth?.() ?? null;
+    const store = health === null ? {} : { store: health };
+    if (service.ready() && !draining) {
+      return [
+        200,
+        'application/json',
+        health === null ? '{"status":"ready"}' : JSON.stringify({ status: 'ready', ...store }),
+      ];
+    }
     if (draining) return [503, 'application/json', '{"status":"draining"}'];
     // A start-up that failed says why here, not only in the log: "not_ready" alone read the
     // same as a load still running.
     const failed = service.failedReason?.() ?? null;
-    return failed === null
+    if (failed !== null)
+      return [503, 'application/json', JSON.stringify({ status: 'failed', reason: failed })];
+    const waiting = service.waitingFor?.() ?? null;
+    return waiting === null
       ? [503, 'application/json', '{"status":"not_ready"}']
-      : [503, 'application/json', JSON.stringify({ status: 'failed', reason: failed })];
+      : [503, 'application/json', JSON.stringify({ status: 'not_ready', waiting_for: waiting })];
   });
   getRoute('/metrics', 'metrics', () => [
     200,

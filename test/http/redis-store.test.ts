@@ -1,0 +1,196 @@
+// `recserve serve --store redis`: real servers on real ports sharing one real redis-server.
+// Replicas see each other's feedback at once; a Redis that goes away, pauses or is not there
+// yet turns into clear, bounded answers (503 store_unavailable for feedback, a degraded 503
+// list for recommendations, /readyz waiting_for), and everything comes back with it.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { RunningServer } from '../../src/cli/serve.js';
+import { freePort, hasRedisServer, startRedisServer } from '../support/redis-server.js';
+import { post, startTestServer, type Json } from './harness.js';
+
+const hasRedis = hasRedisServer();
+
+async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function readyz(base: string): Promise<{ status: number; json: Json }> {
+  const r = await fetch(base + '/readyz');
+  return { status: r.status, json: await r.json() };
+}
+
+const like = (user: string, item: string) => ({
+  user_id: user,
+  events: [{ item_id: item, event_type: 'like', timestamp: new Date().toISOString() }],
+});
+
+if (!hasRedis) {
+  test('serve on redis', { skip: 'redis-server is not installed (scripts/setup.sh installs it)' });
+} else {
+  const redisPort = await freePort();
+  let redis = await startRedisServer({ port: redisPort });
+  const url = `redis://127.0.0.1:${redisPort}`;
+  const servers: RunningServer[] = [];
+  let a = '';
+  let b = '';
+  let user = '';
+
+  before(async () => {
+    for (const prefix of ['r1:', 'r1:']) {
+      const s = await startTestServer([
+        '--store',
+        'redis',
+        '--redis-url',
+        url,
+        '--redis-prefix',
+        prefix,
+        '--redis-timeout-ms',
+        '300',
+      ]);
+      servers.push(s.server);
+      await s.server.ready;
+      if (a === '') a = s.base;
+      else b = s.base;
+    }
+    user = servers[0]!.registry.current()!.bundle.userIds[3]!;
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    await redis.stop();
+  });
+
+  test('two replicas on one Redis: feedback on one changes the next answer of the other', async () => {
+    const ready = await readyz(a);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(ready.json, { status: 'ready', store: { backend: 'redis', connected: true } });
+    const first = await post(b, '/v1/recommendations', { user_id: user, num_items: 10 });
+    assert.equal(first.status, 200);
+    const top: string = first.json.recommendations[0].item_id;
+    // Cached on b now (in Redis); the block on a must drop that entry too.
+    assert.equal(
+      (await post(b, '/v1/recommendations', { user_id: user, num_items: 10 })).json.metadata
+        .cache_hit,
+      true,
+    );
+    const neg = await post(a, '/v1/feedback/negative', {
+      user_id: user,
+      item_id: top,
+      feedback_type: 'not_interested',
+    });
+    assert.equal(neg.status, 200, JSON.stringify(neg.json));
+    const next = await post(b, '/v1/recommendations', { user_id: user, num_items: 10 });
+    assert.equal(next.status, 200);
+    assert.equal(next.json.metadata.cache_hit, undefined);
+    const ids = next.json.recommendations.map((r: Json) => r.item_id);
+    assert.ok(!ids.includes(top), `${top} blocked on a, still recommended by b`);
+    // A duplicate sent to the other replica is recognised as one.
+    const fresh = `fresh-${Date.now()}`;
+    const ev = like(fresh, first.json.recommendations[1].item_id);
+    const once = await post(a, '/v1/feedback', ev);
+    assert.deepEqual([once.json.events_processed, once.json.duplicates_ignored], [1, 0]);
+    const dup = await post(b, '/v1/feedback', ev);
+    assert.equal(dup.status, 200);
+    assert.deepEqual([dup.json.events_processed, dup.json.duplicates_ignored], [0, 1]);
+    const metrics = await (await fetch(a + '/metrics')).text();
+    assert.match(metrics, /recserve_store_connected\{backend="redis"\} 1/);
+  });
+
+  test('Redis down: feedback is a quick 503 store_unavailable, recommendations a degraded 503 list; both recover', async () => {
+    await redis.stop();
+    await until('the client to notice', 5000, async () =>
+      servers[0]!.service.storeHealth()?.connected === false ? true : undefined,
+    );
+    const t0 = Date.now();
+    const fb = await post(a, '/v1/feedback', like(user, 'anything'));
+    assert.equal(fb.status, 503);
+    assert.equal(fb.json.error.code, 'store_unavailable');
+    assert.ok(Date.now() - t0 < 1000, `feedback took ${Date.now() - t0} ms`);
+    const r = await fetch(a + '/v1/recommendations', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: user, num_items: 10 }),
+    });
+    assert.equal(r.status, 503);
+    assert.equal(r.headers.get('retry-after'), '1');
+    const body = (await r.json()) as Json;
+    assert.equal(body.metadata.degraded, 'store_unavailable');
+    assert.equal(body.recommendations.length, 10);
+    // Still ready: every replica shares the store, so unready would take them all out.
+    const rz = await readyz(a);
+    assert.equal(rz.status, 200);
+    assert.deepEqual(rz.json.store, { backend: 'redis', connected: false });
+    assert.match(
+      await (await fetch(a + '/metrics')).text(),
+      /recserve_degraded_total\{reason="store_unavailable"\} [1-9]/,
+    );
+
+    redis = await startRedisServer({ port: redisPort });
+    const back = await until('feedback to be accepted again', 10_000, async () => {
+      const x = await post(a, '/v1/feedback', like(user, 'after-restart'));
+      return x.status === 200 ? x : undefined;
+    });
+    assert.equal(back.status, 200);
+    const ok = await post(b, '/v1/recommendations', { user_id: user, num_items: 10 });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.json.metadata.degraded, undefined);
+  });
+
+  test('a paused Redis: the first call waits the bound, later ones fail at once, then it recovers', async () => {
+    const info = await redis.admin.info('server');
+    const pid = Number(/process_id:(\d+)/.exec(info)![1]);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      let t0 = Date.now();
+      const first = await post(a, '/v1/feedback', like(user, 'paused-1'));
+      const firstMs = Date.now() - t0;
+      assert.equal(first.status, 503);
+      assert.equal(first.json.error.code, 'store_unavailable');
+      assert.ok(firstMs >= 250 && firstMs < 1500, `first call ${firstMs} ms`);
+      t0 = Date.now();
+      const second = await post(a, '/v1/feedback', like(user, 'paused-2'));
+      assert.equal(second.status, 503);
+      assert.ok(Date.now() - t0 < 150, `second call ${Date.now() - t0} ms: the store should know`);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const back = await until('the paused Redis to be used again', 5000, async () => {
+      const x = await post(a, '/v1/feedback', like(user, 'resumed'));
+      return x.status === 200 ? x : undefined;
+    });
+    assert.equal(back.status, 200);
+  });
+
+  test('start-up waits for a Redis that is not there yet, saying so on /readyz', async () => {
+    const port = await freePort();
+    const s = await startTestServer([
+      '--store',
+      'redis',
+      '--redis-url',
+      `redis://127.0.0.1:${port}`,
+    ]);
+    let late: Awaited<ReturnType<typeof startRedisServer>> | undefined;
+    try {
+      const waiting = await until('/readyz to name Redis', 20_000, async () => {
+        const r = await readyz(s.base);
+        return r.json.waiting_for ? r : undefined;
+      });
+      assert.equal(waiting.status, 503);
+      assert.equal(waiting.json.status, 'not_ready');
+      assert.match(waiting.json.waiting_for, new RegExp(`redis at redis://127.0.0.1:${port}`));
+      late = await startRedisServer({ port });
+      await s.server.ready;
+      assert.equal((await readyz(s.base)).status, 200);
+      const r = await post(s.base, '/v1/recommendations', { user_id: user });
+      assert.equal(r.status, 200);
+    } finally {
+      await s.server.close();
+      await late?.stop();
+    }
+  });
+}
