@@ -92,6 +92,8 @@ const RECOMPACT_MS = 3600_000;
 /** One user's state, packed. Arrays hold (key, value) pairs back to back. */
 interface UserRec {
   id: string;
+  /** UserState.version: from one counter for all users, so an evicted user's never repeats. */
+  version: number;
   interactions: number;
   lastActive: number; // NaN when no event
   /** (itemNo * 8 + eventCode, timestamp) pairs, oldest first, by timestamp. */
@@ -314,6 +316,8 @@ export class MemoryFeatureStore implements FeatureStore {
   private readonly cache = new Map<string, CacheEntry>();
   private cacheBytes = 0;
   private readonly cacheByUser = new Map<string, Set<string>>();
+  /** The last UserState.version given out. */
+  private versions = 0;
 
   private readonly reportLog: ReportRecord[] = [];
   private compactCursor: Iterator<UserRec> | null = null;
@@ -403,7 +407,10 @@ export class MemoryFeatureStore implements FeatureStore {
       applied[i] = true;
       accepted++;
     }
-    if (accepted > 0) this.dropUserCache(userId);
+    if (accepted > 0) {
+      rec.version = ++this.versions;
+      this.dropUserCache(userId);
+    }
     return { accepted, duplicates: events.length - accepted, applied };
   }
 
@@ -438,6 +445,7 @@ export class MemoryFeatureStore implements FeatureStore {
       this.reportLog.push({ userId, itemId, reason: reason ?? null, timestampMs: nowMs });
       if (this.reportLog.length > this.maxReports) this.reportLog.shift();
     }
+    rec.version = ++this.versions;
     this.dropUserCache(userId);
     return { duplicate: false };
   }
@@ -483,9 +491,18 @@ export class MemoryFeatureStore implements FeatureStore {
     return e.value;
   }
 
-  async setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
+  async setCached(
+    key: string,
+    value: Uint8Array | string,
+    ttlMs: number,
+    asOf?: number,
+  ): Promise<void> {
     this.assertOpen();
     if (!(ttlMs > 0)) return;
+    if (asOf !== undefined) {
+      const user = userOfCacheKey(key);
+      if (user !== null && (this.users.get(user)?.version ?? 0) !== asOf) return;
+    }
     const old = this.cache.get(key);
     if (old) this.deleteCached(key, old);
     // Copied: the caller may reuse its buffer, and a networked backend would copy too.
@@ -549,6 +566,7 @@ export class MemoryFeatureStore implements FeatureStore {
     else {
       rec = {
         id: userId,
+        version: ++this.versions,
         interactions: 0,
         lastActive: NaN,
         recent: [],
@@ -739,6 +757,7 @@ export class MemoryFeatureStore implements FeatureStore {
 
     return {
       userId: rec.id,
+      version: rec.version,
       interactionCount: rec.interactions,
       lastActiveMs: Number.isNaN(rec.lastActive) ? null : rec.lastActive,
       recent,

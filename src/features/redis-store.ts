@@ -3,7 +3,8 @@
 //
 // Layout. Every key of one user carries the user's hash tag ({id}, see store.ts userTag), so
 // they live in one Cluster slot and one Lua script can update them atomically:
-//   <p>u:{id}:s   hash: ic (positive events), la (last active), seq (arrival counter)
+//   <p>u:{id}:s   hash: ic (positive events), la (last active), seq (arrival counter),
+//                 v (UserState.version: bumped by every applied event batch and block)
 //   <p>u:{id}:r   zset: session, score = event time, member = seq|item|event code (ties by
 //                 arrival, like the memory store); trimmed to RECENT_LIMIT
 //   <p>u:{id}:i   hash: item -> positive count (0 = skipped only);  :il zset item -> last touch
@@ -216,6 +217,7 @@ for j = 1, n do
 end
 if applied > 0 then
   redis.call('HSETNX', KEYS[1], 'ic', 0)
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
   local cached = redis.call('SMEMBERS', KEYS[9])
   for _, k in ipairs(cached) do redis.call('DEL', k) end
   redis.call('DEL', KEYS[9])
@@ -242,6 +244,7 @@ if bits == 0 and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then return -1
 redis.call('HSET', KEYS[2], ARGV[1], bits + bit)
 if report then redis.call('SADD', KEYS[4], ARGV[1]) end
 redis.call('HSETNX', KEYS[1], 'ic', 0)
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 local cached = redis.call('SMEMBERS', KEYS[3])
 for _, k in ipairs(cached) do redis.call('DEL', k) end
 redis.call('DEL', KEYS[3])
@@ -294,7 +297,17 @@ end
 return n
 `;
 
-type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+// A user's cached answer, written only if the user's state is still the version it was
+// computed from. KEYS: s, the cache key, ci. ARGV: asOf, entry, ttl, index ttl. 1 = written.
+const CACHE_SET_LUA = `
+if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return 1
+`;
+
+type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 
 function positiveInt(v: number | undefined, dflt: number, name: string): number {
   if (v === undefined) return dflt;
@@ -396,6 +409,7 @@ export class RedisFeatureStore implements FeatureStore {
     this.redis.defineCommand('recserveRecord', { lua: RECORD_LUA });
     this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 4 });
     this.redis.defineCommand('recserveTrend', { lua: TREND_LUA });
+    this.redis.defineCommand('recserveCacheSet', { lua: CACHE_SET_LUA, numberOfKeys: 3 });
   }
 
   /** True while the client is connected and ready for commands. */
@@ -604,6 +618,7 @@ export class RedisFeatureStore implements FeatureStore {
     }
     return {
       userId,
+      version: Number(s.v ?? 0),
       interactionCount: Number(s.ic ?? 0),
       lastActiveMs: s.la === undefined ? null : Number(s.la),
       recent,
@@ -827,7 +842,12 @@ export class RedisFeatureStore implements FeatureStore {
     return buf[0] === CACHE_BYTES ? new Uint8Array(body) : null;
   }
 
-  async setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
+  async setCached(
+    key: string,
+    value: Uint8Array | string,
+    ttlMs: number,
+    asOf?: number,
+  ): Promise<void> {
     if (!(ttlMs > 0)) return;
     const body = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
     const head = Buffer.allocUnsafe(5);
@@ -840,6 +860,20 @@ export class RedisFeatureStore implements FeatureStore {
       return;
     }
     const idx = this.uk(user, 'ci');
+    if (asOf !== undefined) {
+      await this.guard('setCached', () =>
+        this.script('recserveCacheSet')(
+          this.uk(user, 's'),
+          key,
+          idx,
+          asOf,
+          entry,
+          Math.ceil(ttlMs),
+          Math.max(Math.ceil(ttlMs), 60_000),
+        ),
+      );
+      return;
+    }
     await this.guard('setCached', async () =>
       checkExec(
         await this.redis

@@ -40,6 +40,12 @@ export interface WindowActivity {
  */
 export interface UserState {
   userId: string;
+  /**
+   * Changes whenever the user's state does (events applied, a block). An answer computed
+   * from this read is cached with it (setCached's `asOf`), so a replica cannot cache an
+   * answer that feedback applied meanwhile, on any replica, has already made stale.
+   */
+  version: number;
   /** Positive events (view, click, like, share, purchase) ever recorded for the user. */
   interactionCount: number;
   /** Timestamp of the newest event of any type (skips included); null when none. */
@@ -142,7 +148,17 @@ export interface FeatureStore {
   itemCounts(itemIds: string[]): Promise<number[]>;
   /** Recommendation cache. Build user-scoped keys with recsCacheKey so invalidateUser works. */
   getCached(key: string): Promise<Uint8Array | string | null>;
-  setCached(key: string, value: Uint8Array | string, ttlMs: number): Promise<void>;
+  setCached(
+    key: string,
+    value: Uint8Array | string,
+    ttlMs: number,
+    /**
+     * For a user's key (recsCacheKey): the UserState.version the answer was computed from,
+     * 0 for a user the read found no state for. The entry is not written when the user's
+     * state has changed since: feedback landed between the read and this write.
+     */
+    asOf?: number,
+  ): Promise<void>;
   /** Drops every cached entry whose key recsCacheKey built for this user. */
   invalidateUser(userId: string): Promise<void>;
   /** Items reported (feedback_type 'report'), newest first, for review. */

@@ -355,7 +355,8 @@ export class RecommendationPipeline implements RecommenderService {
     } else if (cacheKey && !(this.lastFeedback.get(req.user_id)! >= startedMs)) {
       const raw = JSON.stringify(resp);
       try {
-        await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs);
+        // Written only if no feedback changed the user since the read (on any replica).
+        await this.store.setCached(cacheKey, raw, this.cfg.cacheTtlMs, state?.version ?? 0);
       } catch (err) {
         storeFailed(err, 'cache');
       }

@@ -357,6 +357,38 @@ export function storeSuite(name: string, makeStore: MakeStore): void {
       assert.equal(x.duplicates + y.duplicates, 2);
     });
 
+    test('an answer computed before feedback is not cached after it (setCached asOf)', async () => {
+      const u = uid('asof');
+      const k = recsCacheKey(u, 'home_feed:20');
+      const [none] = await store.getUsers([u]);
+      assert.equal(none, null);
+      // Read (no state: version 0), feedback lands, then the write of the stale answer.
+      await store.recordEvents(u, [ev('i1', 'like', Date.now())]);
+      await store.setCached(k, 'stale', 60_000, 0);
+      assert.equal(await store.getCached(k), null);
+      const [s1] = await store.getUsers([u]);
+      await store.setCached(k, 'fresh', 60_000, s1!.version);
+      assert.equal(await store.getCached(k), 'fresh');
+      // A block changes the version too; a duplicate event does not.
+      await store.recordEvents(u, [ev('i1', 'like', Date.now() - 5000)]);
+      await store.recordEvents(u, [ev('i1', 'like', Date.now() - 5000)]);
+      const [s2] = await store.getUsers([u]);
+      assert.notEqual(s2!.version, s1!.version);
+      await store.block(u, 'i3', 'hide');
+      const [s3] = await store.getUsers([u]);
+      assert.notEqual(s3!.version, s2!.version);
+      await store.setCached(k, 'stale again', 60_000, s2!.version);
+      assert.equal(await store.getCached(k), null);
+      await store.block(u, 'i3', 'hide');
+      const [s4] = await store.getUsers([u]);
+      assert.equal(s4!.version, s3!.version);
+      await store.setCached(k, 'current', 60_000, s4!.version);
+      assert.equal(await store.getCached(k), 'current');
+      // A written entry is still dropped by the next feedback.
+      await store.recordEvents(u, [ev('i4', 'view', Date.now())]);
+      assert.equal(await store.getCached(k), null);
+    });
+
     test('the cache: get/set, TTL, copies, invalidation by user and by feedback', async () => {
       const u = uid('cache');
       const k1 = recsCacheKey(u, 'home_feed:20');
