@@ -6,6 +6,7 @@
 #include <napi.h>
 #include <omp.h>
 
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -33,6 +34,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
                            InstanceMethod<&HnswWrap::SearchSync>("searchSync"),
                            InstanceMethod<&HnswWrap::Save>("save"),
                            InstanceMethod<&HnswWrap::Load>("load"),
+                           InstanceMethod<&HnswWrap::Ids>("ids"),
                            InstanceAccessor<&HnswWrap::GetDim>("dim"),
                            InstanceAccessor<&HnswWrap::GetSize>("size"),
                            InstanceAccessor<&HnswWrap::GetRemovedRows>("removedRows"),
@@ -63,9 +65,10 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   // `run` on a libuv worker, behind a Promise (common/napi_async.h); FAISS's own errors
   // (a file it cannot read or write) say so. With `queue`, after the calls queued there
   // before it: the calls that take the index's writer mutex (add, remove, load and
-  // checkGraph), and save, which must see the writes called before it, go to the pool one
-  // at a time (WriteQueue), and searches keep the other threads. compact() builds beside the writes, so it does not wait for them, and on a
-  // thread of its own (ThreadPromise).
+  // checkGraph), and save and ids, which must see the writes called before them, go to the
+  // pool one at a time (WriteQueue), and searches keep the other threads. compact() builds
+  // beside the writes, so it does not wait for them, and on a thread of its own
+  // (ThreadPromise).
   static Napi::Value Async(Napi::Env env, const char* name, PromiseWorker::Run run,
                            PromiseWorker::Done done, WriteQueue* queue = nullptr) {
     if (queue) return queue->Queue(env, name, SayFaiss(std::move(run)), std::move(done));
@@ -247,6 +250,25 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
     });
   }
 
+  // ids(): Promise<Uint32Array>, the ids held, ascending (HnswIndex::HeldIds)
+  Napi::Value Ids(const Napi::CallbackInfo& info) {
+    return Guard(info.Env(), [&]() -> Napi::Value {
+      auto engine = engine_;
+      auto held = std::make_shared<std::vector<uint32_t>>();
+      // Behind the writes called before it (writes_), as save: `remove(x); ids()` leaves x
+      // out, settled or not.
+      return Async(
+          info.Env(), "recserve.hnsw.ids", [engine, held] { *held = engine->HeldIds(); },
+          [held](Napi::Env env) -> Napi::Value {
+            auto buf = Napi::ArrayBuffer::New(env, held->size() * sizeof(uint32_t));
+            if (!held->empty())
+              std::memcpy(buf.Data(), held->data(), held->size() * sizeof(uint32_t));
+            return Napi::Uint32Array::New(env, held->size(), buf, 0);
+          },
+          &writes_);
+    });
+  }
+
   Napi::Value GetDim(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), engine_->Dim());
   }
@@ -262,7 +284,7 @@ class HnswWrap : public Napi::ObjectWrap<HnswWrap> {
   }
 
   std::shared_ptr<HnswIndex> engine_;
-  WriteQueue writes_;  // add, remove, load, checkGraph, save (Async)
+  WriteQueue writes_;  // add, remove, load, checkGraph, save, ids (Async)
 };
 
 // FAISS IndexFlatIP, for the benchmark's side-by-side figures. Synchronous on purpose.

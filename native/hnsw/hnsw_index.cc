@@ -786,6 +786,18 @@ void HnswIndex::Load(const std::string& path) {
   inserter_->Fit(ids_.size());
 }
 
+std::vector<uint32_t> HnswIndex::HeldIds() const {
+  std::vector<uint32_t> held;
+  {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    held.reserve(ids_.size() - removed_.Count());
+    for (size_t r = 0; r < ids_.size(); r++)
+      if (!removed_.Has(r)) held.push_back(ids_[r]);  // a removed row's id is stale
+  }
+  std::sort(held.begin(), held.end());
+  return held;
+}
+
 // The rows held (not removed) by external id; an id held twice is refused, named after
 // `source`.
 IdRows HnswIndex::HeldRows(const std::vector<uint32_t>& ids, const RowBits& removed,

@@ -127,6 +127,12 @@ class HnswIndex {
   // Replaces the whole index (dimension, metric, graph, ids and removals) with the file's.
   void Load(const std::string& path);
 
+  // The ids held (added and not removed), ascending: removed rows, still in the graph as
+  // waypoints, are left out. Ascending rather than by graph row, so that the answer says
+  // what the index holds whatever Compact or a Load renumbered. Copied under the shared
+  // lock (changes wait for the copy, not for the sort; searches go on).
+  std::vector<uint32_t> HeldIds() const;
+
   // Target time Add holds the lock for a chunk of rows (searches wait that long at most).
   static constexpr double kAddChunkMs = 10;
   // An add of at most one row per 2,048 held (from kStepRows up to kIncrementalRows) goes

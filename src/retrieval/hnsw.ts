@@ -132,13 +132,24 @@ export class HnswIndex {
   }
 
   /**
+   * The ids held (added and not removed), ascending, one each: a removed id's row, still
+   * in the graph as a waypoint, is left out, and an id removed and added again appears
+   * once. Reflects every add, remove and load called before this call (it queues with
+   * them, as `save` does); searches go on meanwhile. The order is the ids', not the
+   * graph's rows, which `compact` renumbers. A copy on a native thread: 4 bytes an id.
+   */
+  ids(): Promise<Uint32Array> {
+    return settle(() => this.native.ids());
+  }
+
+  /**
    * Adds new ids (an id already held is a RangeError, as is NO_ID, 0xFFFFFFFF, which pads
    * short results; to replace a vector, remove its id first). Runs on a native thread with
    * every core. Searches go on meanwhile: the rows go in a chunk at a time, each sized to
    * hold searches back ~10 ms (they may see some of the new ids before the promise
    * resolves; every search issued after it sees all of them). `add`, `remove`, `load`,
-   * `save` and `checkGraph` run in call order, one at a time in libuv's thread pool, so a
-   * burst of writes holds one pool thread and searches keep the rest.
+   * `save`, `checkGraph` and `ids` run in call order, one at a time in libuv's thread pool,
+   * so a burst of writes holds one pool thread and searches keep the rest.
    */
   add(ids: Uint32Array, vectors: Float32Array): Promise<void> {
     return settle(() => this.native.add(ids, vectors));

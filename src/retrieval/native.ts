@@ -165,6 +165,7 @@ export interface NativeHnswIndex {
   ): TopK;
   save(path: string): Promise<void>;
   load(path: string): Promise<void>;
+  ids(): Promise<Uint32Array>;
 }
 
 export interface NativeFaissFlat {

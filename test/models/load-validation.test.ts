@@ -216,6 +216,12 @@ async function graph(ids: number[], dim: number, metric: 'ip' | 'cosine' = 'ip')
   return HnswIndex.build(Uint32Array.from(ids), v, dim, { metric });
 }
 
+async function withRemoved(ids: number[], removed: number[]) {
+  const g = await graph(ids, 2);
+  await g.remove(Uint32Array.from(removed));
+  return g;
+}
+
 test('an HNSW graph over another catalog is refused at load, naming the graph file', async () => {
   const { buildServingModel } = await import('../../src/models/registry.js');
   const { DEFAULT_PIPELINE } = await import('../../src/config/index.js');
@@ -230,9 +236,15 @@ test('an HNSW graph over another catalog is refused at load, naming the graph fi
     [await graph([0, 1, 2, 3, 4], 2), /hnsw\.index holds 5 items, but the catalog .* has 3/],
     [await graph([0, 1], 2), /hnsw\.index holds 2 items, but the catalog .* has 3/],
     [await graph([0, 1, 2], 16), /hnsw\.index has dimension 16, but the bundle's dim is 2/],
+    [await graph([0, 1, 7], 2), /hnsw\.index holds id 7, but the catalog's rows are 0\.\.2/],
     [
-      await graph([0, 1, 7], 2),
-      /hnsw\.index holds id 7 at graph row 2, but the catalog's rows are 0\.\.2/,
+      await graph([9, 0, 5], 2),
+      /hnsw\.index holds id 5 and 1 more past the catalog, but the catalog's rows are 0\.\.2/,
+    ],
+    // The removed row (id 2) is a waypoint, not an item: the items held are 0, 1 and 3.
+    [
+      await withRemoved([0, 1, 2, 3], [2]),
+      /hnsw\.index holds id 3, but the catalog's rows are 0\.\.2/,
     ],
   ];
   for (const [g, re] of cases)
@@ -241,12 +253,13 @@ test('an HNSW graph over another catalog is refused at load, naming the graph fi
       (e: Error) => e instanceof BundleIntegrityError && re.test(e.message),
       re.source,
     );
-  // Good graphs pass: by inner product, by cosine (the id map inside a pre-transform), and
-  // with a removed row (saved as id -1).
+  // Good graphs pass: by inner product, by cosine (the id map inside a pre-transform), with
+  // a removed row (saved as id -1), and with an id removed and added again (two rows).
   const cos = await graph([0, 1, 2], 2, 'cosine');
-  const removed = await graph([0, 1, 2, 3], 2);
-  await removed.remove(Uint32Array.of(3));
-  for (const g of [await graph([2, 0, 1], 2), cos, removed]) {
+  const removed = await withRemoved([0, 1, 2, 3], [3]);
+  const readded = await withRemoved([0, 1, 2], [1]);
+  await readded.add(Uint32Array.of(1), Float32Array.of(0.5, 0.5));
+  for (const g of [await graph([2, 0, 1], 2), cos, removed, readded]) {
     const dir = await withGraph(g);
     const path = join(dir, 'hnsw.index');
     await checkHnswAgainstCatalog(dir, path, await HnswIndex.load(path), 2, 3);

@@ -430,6 +430,59 @@ test('HNSW remove: removed ids never come back, by any path, and survive save/lo
   await assert.rejects(hnsw.add(Uint32Array.of(back), v), /already in the index/);
 });
 
+test('HNSW ids(): the ids held, ascending, after build, add, remove, compact and save/load, by either metric', async () => {
+  const rng = new Rng(37);
+  const d = 8;
+  const sorted = (xs: Iterable<number>) => Uint32Array.from(xs).sort();
+  const dir = mkdtempSync(join(tmpdir(), 'recserve-hnsw-held-'));
+  try {
+    for (const metric of ['ip', 'cosine'] as const) {
+      // Ids in no order, far apart (the id map is then a hash map, not a table).
+      const first = distinctIds(rng, 300);
+      const hnsw = await HnswIndex.build(first, clustered(rng, 300, d, 5), d, { metric });
+      const held = new Set(first);
+      assert.deepEqual(await hnsw.ids(), sorted(held), `${metric}: after build`);
+
+      const more = Uint32Array.from({ length: 50 }, (_, i) => 7 * i + 1).filter(
+        (id) => !held.has(id),
+      );
+      const gone = first.subarray(0, 40);
+      // Not awaited: ids() queues behind them, as save does.
+      const writes = [hnsw.add(more, clustered(rng, more.length, d, 2)), hnsw.remove(gone)];
+      const afterWrites = hnsw.ids();
+      await Promise.all(writes);
+      more.forEach((id) => held.add(id));
+      gone.forEach((id) => held.delete(id));
+      assert.deepEqual(await afterWrites, sorted(held), `${metric}: after add and remove`);
+      assert.equal(hnsw.removedRows, 40);
+
+      // A removed id added again: a new row, listed once (its old row stays a waypoint).
+      await hnsw.add(gone.subarray(0, 1), clustered(rng, 1, d, 1));
+      held.add(gone[0]!);
+      const now = await hnsw.ids();
+      assert.equal(now.length, hnsw.size);
+      assert.deepEqual(now, sorted(held), `${metric}: after an id came back`);
+
+      const path = join(dir, `${metric}.faiss`);
+      await hnsw.save(path);
+      const loaded = await HnswIndex.load(path);
+      assert.equal(loaded.metric, metric);
+      assert.equal(loaded.removedRows, 40);
+      assert.deepEqual(await loaded.ids(), sorted(held), `${metric}: after save/load`);
+
+      // Compact renumbers the rows; the ids stay, ascending, searched beside it.
+      const searching = loaded.search(clustered(rng, 4, d, 1), 5);
+      assert.equal(await loaded.compact(), 40);
+      await searching;
+      assert.deepEqual(await loaded.ids(), sorted(held), `${metric}: after compact`);
+    }
+    const empty = await HnswIndex.build(new Uint32Array(0), new Float32Array(0), d);
+    assert.deepEqual(await empty.ids(), new Uint32Array(0));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('HNSW compact: drops removed rows, keeps what is held, while searches and writes go on', async () => {
   const rng = new Rng(41);
   const d = 16;
