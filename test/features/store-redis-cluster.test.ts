@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import { Cluster } from 'ioredis';
 import { RedisFeatureStore } from '../../src/features/redis-store.js';
 import { storeSuite } from './store-suite.js';
+import assert from 'node:assert/strict';
 import { freePort, hasRedisServer, startRedisServer } from '../support/redis-server.js';
+import { post, startTestServer, type Json } from '../http/harness.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const hasRedis = hasRedisServer(true);
@@ -72,5 +74,46 @@ if (!hasRedis) {
     const cluster = new Cluster([{ host: '127.0.0.1', port: ports[0] }]);
     clients.push(cluster);
     return new RedisFeatureStore({ redis: cluster, itemInfo, prefix: 'c:', ...limits });
+  });
+
+  test('recserve serve --redis-cluster-nodes: feedback and answers through the Cluster', async () => {
+    const { server, base } = await startTestServer([
+      '--store',
+      'redis',
+      '--redis-cluster-nodes',
+      ports.map((p) => `127.0.0.1:${p}`).join(','),
+      '--redis-prefix',
+      'srv:',
+    ]);
+    try {
+      await server.ready;
+      const rz = (await (await fetch(base + '/readyz')).json()) as Json;
+      assert.deepEqual(rz, { status: 'ready', store: { backend: 'redis', connected: true } });
+      const user = server.registry.current()!.bundle.userIds[5]!;
+      const first = await post(base, '/v1/recommendations', { user_id: user, num_items: 10 });
+      assert.equal(first.status, 200);
+      const top: string = first.json.recommendations[0].item_id;
+      const fb = await post(base, '/v1/feedback', {
+        user_id: user,
+        events: [{ item_id: top, event_type: 'like', timestamp: new Date().toISOString() }],
+      });
+      assert.deepEqual([fb.status, fb.json.events_processed], [200, 1]);
+      const neg = await post(base, '/v1/feedback/negative', {
+        user_id: user,
+        item_id: first.json.recommendations[1].item_id,
+        feedback_type: 'hide',
+      });
+      assert.equal(neg.status, 200);
+      const next = await post(base, '/v1/recommendations', { user_id: user, num_items: 10 });
+      assert.equal(next.status, 200);
+      const ids = next.json.recommendations.map((r: Json) => r.item_id);
+      assert.ok(!ids.includes(first.json.recommendations[1].item_id), 'hidden item came back');
+      // The user's keys landed in the Cluster (one slot), under the configured prefix.
+      let found = 0;
+      for (const n of nodes) found += (await n.keys(`srv:u:{${user}}:*`)).length;
+      assert.ok(found >= 5, `found ${found} keys of the user`);
+    } finally {
+      await server.close();
+    }
   });
 }
