@@ -17,9 +17,9 @@
 //                        them) and <p>u:{id}:ci, the set of them, for invalidateUser
 // Global state lives under the tag {g} (one slot): <p>g:{g}:n (item counts), trending zsets
 // <p>g:{g}:tr:<window>[:c:<category>] with their frames' bases in <p>g:{g}:tb, and the review
-// list <p>g:{g}:reports. Item counts and trending are updated right after the user's script,
-// for the events it applied: not atomically with it (they are aggregates, and a Cluster
-// script cannot span slots), but never for a duplicate.
+// list <p>g:{g}:reports. Item counts and trending are updated after the user's script, for
+// the events it applied, batched over trendingFlushMs: not atomically with it (they are
+// aggregates, and a Cluster script cannot span slots), but never for a duplicate.
 //
 // getUsers runs one read script per user (one slot each), concurrently: one round trip of
 // latency for the whole batch, on a Cluster too. The script returns the user's seven keys as
@@ -95,6 +95,15 @@ export interface RedisStoreOptions {
    * Default 1000.
    */
   timeoutMs?: number;
+  /**
+   * Item counts and trending are sent to Redis in one script call per this many ms, with the
+   * increments of every event applied meanwhile (an item's events folded into one number per
+   * zset): the global keys live in one slot, so on a Cluster every replica's every event would
+   * otherwise hit one node. Trending read anywhere lags by at most this much; a process that
+   * dies loses at most this much of the aggregates (never of a user's state). 0 sends them
+   * with each recordEvents call, before it resolves. Default 50.
+   */
+  trendingFlushMs?: number;
   /**
    * Told about client-level errors (connection refused or lost, a cluster node down) and
    * about writes that failed after the call had already succeeded (trending aggregates).
@@ -266,44 +275,55 @@ end
 return 1
 `;
 
-// Trending + item counts for applied events (slot {g}). KEYS: bases, counts, then the zsets.
-// ARGV: L (global size), Lc (category size), n, then per event: item, positive (0/1), and
-// per zset it goes to: count, then (key index, tau, value weight, t, isCategory) ...
-// Each zset keeps its own frame base (field = its key name) and is rebased alone.
+// Trending + item counts (slot {g}), for the applied events of one flush (trendingFlushMs).
+// KEYS: bases, counts, then the zsets. ARGV: L (global size), Lc (category size), nc, then
+// nc x (item, count increment), then nz, then per zset: key index, tau, isCategory (0/1), m,
+// then m x (item, ref, sum), where sum = the sum over that item's events of
+// weight * e^((t - ref) / tau): the flusher folds an item's events into one number, and this
+// script scales it into the zset's frame. Each zset keeps its own frame base (field = its key
+// name) and is rebased alone, when the newest ref is 300 tau from it.
 const TREND_LUA = `
 local L = tonumber(ARGV[1])
 local Lc = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local nc = tonumber(ARGV[3])
 local a = 4
-for j = 1, n do
-  local item = ARGV[a]
-  if ARGV[a + 1] == '1' then redis.call('HINCRBY', KEYS[2], item, 1) end
-  local m = tonumber(ARGV[a + 2])
-  a = a + 3
-  for q = 1, m do
-    local key = KEYS[tonumber(ARGV[a])]
-    local tau = tonumber(ARGV[a + 1])
-    local w = tonumber(ARGV[a + 2])
-    local t = tonumber(ARGV[a + 3])
-    local cap = ARGV[a + 4] == '1' and Lc or L
-    a = a + 5
-    local stored = redis.call('HGET', KEYS[1], key)
-    local base = stored and tonumber(stored)
-    if not base then
-      base = t
-      redis.call('HSET', KEYS[1], key, string.format('%.0f', t))
-    elseif math.abs(t - base) / tau > 300 then
-      local f = math.min(math.exp(-(t - base) / tau), math.exp(300))
-      local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-      for i = 1, #all, 2 do redis.call('ZADD', key, tonumber(all[i + 1]) * f, all[i]) end
-      base = t
-      redis.call('HSET', KEYS[1], key, string.format('%.0f', t))
-    end
-    redis.call('ZINCRBY', key, w * math.exp((t - base) / tau), item)
-    redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
-  end
+for j = 1, nc do
+  redis.call('HINCRBY', KEYS[2], ARGV[a], ARGV[a + 1])
+  a = a + 2
 end
-return n
+local nz = tonumber(ARGV[a])
+a = a + 1
+for z = 1, nz do
+  local key = KEYS[tonumber(ARGV[a])]
+  local tau = tonumber(ARGV[a + 1])
+  local cap = ARGV[a + 2] == '1' and Lc or L
+  local m = tonumber(ARGV[a + 3])
+  a = a + 4
+  local newest = tonumber(ARGV[a + 1])
+  for q = 1, m do
+    local r = tonumber(ARGV[a + 3 * (q - 1) + 1])
+    if r > newest then newest = r end
+  end
+  local stored = redis.call('HGET', KEYS[1], key)
+  local base = stored and tonumber(stored)
+  if not base then
+    base = newest
+    redis.call('HSET', KEYS[1], key, string.format('%.0f', base))
+  elseif math.abs(newest - base) / tau > 300 then
+    local f = math.min(math.exp(-(newest - base) / tau), math.exp(300))
+    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for i = 1, #all, 2 do redis.call('ZADD', key, tonumber(all[i + 1]) * f, all[i]) end
+    base = newest
+    redis.call('HSET', KEYS[1], key, string.format('%.0f', base))
+  end
+  for q = 1, m do
+    local ref = tonumber(ARGV[a + 1])
+    redis.call('ZINCRBY', key, tonumber(ARGV[a + 2]) * math.exp((ref - base) / tau), ARGV[a])
+    a = a + 3
+  end
+  redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+end
+return nz
 `;
 
 // A user's cached answer, written only if the user's state is still the version it was
@@ -328,6 +348,23 @@ local out = {
 for k = 3, 7 do out[k] = redis.call('HGETALL', KEYS[k]) end
 return cjson.encode(out)
 `;
+
+/** Trending and item-count increments not yet sent (RedisFeatureStore.flushTrend). */
+interface PendingTrend {
+  counts: Map<string, number>;
+  zsets: Map<
+    string,
+    { tau: number; category: boolean; items: Map<string, { ref: number; sum: number }> }
+  >;
+  /** Count and zset entries: a flush is sent at once past MAX_PENDING_TREND. */
+  entries: number;
+}
+
+function emptyPending(): PendingTrend {
+  return { counts: new Map(), zsets: new Map(), entries: 0 };
+}
+
+const MAX_PENDING_TREND = 4096;
 
 type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 
@@ -372,6 +409,9 @@ export class RedisFeatureStore implements FeatureStore {
   private readonly maxBlockedPerUser: number;
   private readonly userTtlMs: number;
   private readonly timeoutMs: number;
+  private readonly trendingFlushMs: number;
+  private pending: PendingTrend = emptyPending();
+  private flushTimer: NodeJS.Timeout | null = null;
   private readonly onError: ((err: Error, what: string) => void) | undefined;
   private readonly clientErrorListener: (err: Error) => void;
   /** Client-level errors seen (connection refused or lost, ...), for metrics and tests. */
@@ -407,6 +447,9 @@ export class RedisFeatureStore implements FeatureStore {
     this.timeoutMs = opts.timeoutMs ?? 1000;
     if (!(Number.isInteger(this.timeoutMs) && this.timeoutMs >= 1))
       throw new RangeError(`RedisFeatureStore: timeoutMs must be a positive integer`);
+    this.trendingFlushMs = opts.trendingFlushMs ?? 50;
+    if (!(Number.isInteger(this.trendingFlushMs) && this.trendingFlushMs >= 0))
+      throw new RangeError(`RedisFeatureStore: trendingFlushMs must be an integer >= 0`);
     this.onError = opts.onError;
     // Without a listener ioredis prints every reconnect failure to stderr with a stack.
     this.clientErrorListener = (err: Error) => {
@@ -697,60 +740,95 @@ export class RedisFeatureStore implements FeatureStore {
     const accepted = applied.filter(Boolean).length;
     if (accepted > 0) {
       // The events are recorded at this point: the user's state has them and a retry would
-      // be a duplicate, so a failure of the global aggregates (counts, trending) is reported,
-      // not thrown. Failing the call would only make the client retry into "duplicate".
-      await this.guard('trending', () => this.trend(events, infos, applied, nowMs)).catch(
-        (err: unknown) => {
-          this.errorCount++;
-          this.onError?.(err instanceof Error ? err : new Error(String(err)), 'trending');
-        },
-      );
+      // be a duplicate, so a failure of the global aggregates (counts, trending) is reported
+      // (flushTrend), not thrown: failing the call would make the client retry into
+      // "duplicate".
+      this.trend(events, infos, applied, nowMs);
+      if (this.trendingFlushMs === 0) await this.flushTrend();
+      else if (this.pending.entries >= MAX_PENDING_TREND) void this.flushTrend();
+      else if (this.flushTimer === null) {
+        this.flushTimer = setTimeout(() => void this.flushTrend(), this.trendingFlushMs);
+        this.flushTimer.unref();
+      }
     }
     return { accepted, duplicates: events.length - accepted, applied };
   }
 
-  /** Item counts and trending for the applied positive events (same rules as memory). */
-  private async trend(
+  /**
+   * Sends the pending trending and item-count increments in one script call. A failure drops
+   * them (they are aggregates; retrying them would queue without bound while Redis is down)
+   * and is reported to onError as 'trending'.
+   */
+  private async flushTrend(): Promise<void> {
+    if (this.flushTimer !== null) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    const p = this.pending;
+    if (p.entries === 0) return;
+    this.pending = emptyPending();
+    const keys = [this.gk('tb'), this.gk('n')];
+    const args: (string | number)[] = [
+      this.trendingGlobalSize,
+      this.trendingCategorySize,
+      p.counts.size,
+    ];
+    for (const [item, n] of p.counts) args.push(item, n);
+    args.push(p.zsets.size);
+    for (const [key, z] of p.zsets) {
+      keys.push(key);
+      args.push(keys.length, z.tau, z.category ? 1 : 0, z.items.size); // Lua is 1-based
+      for (const [item, e] of z.items) args.push(item, e.ref, e.sum);
+    }
+    await this.guard('trending', () =>
+      this.script('recserveTrend')(keys.length, ...keys, ...args),
+    ).catch((err: unknown) => {
+      this.errorCount++;
+      this.onError?.(err instanceof Error ? err : new Error(String(err)), 'trending');
+    });
+  }
+
+  /**
+   * Adds the applied positive events to the pending item counts and trending increments (same
+   * rules as memory): an item's events in one zset fold into one (ref, sum) pair.
+   */
+  private trend(
     events: StoredEvent[],
     infos: ({ categories: string[] } | undefined)[],
     applied: boolean[],
     nowMs: number,
-  ): Promise<void> {
-    const keys = [this.gk('tb'), this.gk('n')];
-    const keyIndex = new Map<string, number>();
-    const keyOf = (k: string): number => {
-      let i = keyIndex.get(k);
-      if (i === undefined) {
-        keys.push(k);
-        i = keys.length; // Lua is 1-based
-        keyIndex.set(k, i);
-      }
-      return i;
+  ): void {
+    const p = this.pending;
+    const add = (
+      key: string,
+      tau: number,
+      category: boolean,
+      item: string,
+      w: number,
+      t: number,
+    ) => {
+      let z = p.zsets.get(key);
+      if (z === undefined) p.zsets.set(key, (z = { tau, category, items: new Map() }));
+      const e = z.items.get(item);
+      if (e === undefined) {
+        z.items.set(item, { ref: t, sum: w });
+        p.entries++;
+      } else e.sum += w * Math.exp((t - e.ref) / tau);
     };
-    const args: (string | number)[] = [this.trendingGlobalSize, this.trendingCategorySize, 0];
-    let n = 0;
     for (let j = 0; j < events.length; j++) {
       const e = events[j];
       if (!applied[j] || e.event === 'skip') continue;
+      p.counts.set(e.itemId, (p.counts.get(e.itemId) ?? 0) + 1);
+      p.entries++;
       const t = effectiveTimestamp(e.timestampMs, nowMs);
-      const per: (string | number)[] = [];
-      let m = 0;
       for (const w of ['1h', '24h'] as const) {
         const tau = TRENDING_TAU_MS[w];
         if (nowMs - t > tau) continue;
-        per.push(keyOf(this.gk(`tr:${w}`)), tau, EVENT_WEIGHTS[e.event], t, 0);
-        m++;
-        for (const c of infos[j]?.categories ?? []) {
-          per.push(keyOf(this.gk(`tr:${w}:c:${c}`)), tau, EVENT_WEIGHTS[e.event], t, 1);
-          m++;
-        }
+        add(this.gk(`tr:${w}`), tau, false, e.itemId, EVENT_WEIGHTS[e.event], t);
+        for (const c of infos[j]?.categories ?? [])
+          add(this.gk(`tr:${w}:c:${c}`), tau, true, e.itemId, EVENT_WEIGHTS[e.event], t);
       }
-      args.push(e.itemId, 1, m, ...per);
-      n++;
     }
-    if (n === 0) return;
-    args[2] = n;
-    await this.script('recserveTrend')(keys.length, ...keys, ...args);
   }
 
   async block(
@@ -934,6 +1012,7 @@ export class RedisFeatureStore implements FeatureStore {
   }
 
   async close(): Promise<void> {
+    await this.flushTrend();
     this.closed = true;
     if (!this.owned) {
       this.redis.off('error', this.clientErrorListener);

@@ -73,7 +73,13 @@ if (!hasRedis) {
   storeSuite('redis cluster', (itemInfo, limits) => {
     const cluster = new Cluster([{ host: '127.0.0.1', port: ports[0] }]);
     clients.push(cluster);
-    return new RedisFeatureStore({ redis: cluster, itemInfo, prefix: 'c:', ...limits });
+    return new RedisFeatureStore({
+      redis: cluster,
+      itemInfo,
+      prefix: 'c:',
+      trendingFlushMs: 0,
+      ...limits,
+    });
   });
 
   test('recserve serve --redis-cluster-nodes: feedback and answers through the Cluster', async () => {
