@@ -5,6 +5,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RunningServer } from '../../src/cli/serve.js';
+import { RecommendationClient } from '../../src/sdk/client.js';
+import { RecserveError } from '../../src/sdk/errors.js';
 import { freePort, hasRedisServer, startRedisServer } from '../support/redis-server.js';
 import { post, startTestServer, type Json } from './harness.js';
 
@@ -129,6 +131,30 @@ if (!hasRedis) {
       await (await fetch(a + '/metrics')).text(),
       /recserve_degraded_total\{reason="store_unavailable"\} [1-9]/,
     );
+
+    // Through the SDK, on every transport: the degraded list is an answer, not an error;
+    // feedback is the retryable store_unavailable.
+    const address = servers[0]!.grpc!.address;
+    const clients = [
+      new RecommendationClient({ transport: 'http', baseUrl: a }),
+      new RecommendationClient({ transport: 'http', baseUrl: a, format: 'flatbuffers' }),
+      new RecommendationClient({ transport: 'grpc', address }),
+    ];
+    try {
+      for (const c of clients) {
+        const got = await c.getRecommendations(user, { numItems: 5 });
+        assert.equal(got.metadata.degraded, 'store_unavailable', c.transport.kind);
+        assert.equal(got.recommendations.length, 5);
+        await assert.rejects(c.recordInteraction(user, 'x', 'like'), (err: unknown) => {
+          assert.ok(err instanceof RecserveError);
+          assert.equal(err.code, 'store_unavailable');
+          assert.equal(err.retryable, true);
+          return true;
+        });
+      }
+    } finally {
+      for (const c of clients) c.transport.close();
+    }
 
     redis = await startRedisServer({ port: redisPort });
     const back = await until('feedback to be accepted again', 10_000, async () => {
