@@ -448,6 +448,10 @@ export function parseClusterNodes(list: string): { host: string; port: number }[
 // Checked here so that a typo fails at start-up in one line, not as a client that retries a
 // bad address forever while /readyz says "waiting for Redis".
 function checkRedisAddress(cfg: ServerConfig): void {
+  // A brace would make the prefix the keys' hash tag: every user in one Cluster slot, and
+  // a user's cache keys (no prefix) in another slot than the scripts that drop them.
+  if (/[{}]/.test(cfg.redisPrefix))
+    throw new ConfigError(`'redis-prefix' must not contain { or }, got ${cfg.redisPrefix}`);
   if (cfg.redisClusterNodes !== '') {
     if (parseClusterNodes(cfg.redisClusterNodes).length === 0)
       throw new ConfigError(`'redis-cluster-nodes' lists no node`);

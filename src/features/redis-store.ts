@@ -464,6 +464,9 @@ export class RedisFeatureStore implements FeatureStore {
     });
     this.itemInfo = opts.itemInfo ?? (() => undefined);
     this.p = opts.prefix ?? 'rs:';
+    // Keys carry the user's hash tag ({id}); a brace in the prefix would become the tag.
+    if (/[{}]/.test(this.p))
+      throw new RangeError(`RedisFeatureStore: prefix must not contain { or }, got '${this.p}'`);
     this.maxItemsPerUser = positiveInt(opts.maxItemsPerUser, 500, 'maxItemsPerUser');
     this.maxCreatorsPerUser = positiveInt(opts.maxCreatorsPerUser, 200, 'maxCreatorsPerUser');
     this.trendingGlobalSize = positiveInt(opts.trendingGlobalSize, 1000, 'trendingGlobalSize');

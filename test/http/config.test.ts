@@ -87,4 +87,5 @@ test('the store settings: redis by URL or Cluster seeds, checked at start-up', (
   assert.throws(() => loadConfig(['--redis-cluster-nodes', 'a:7000,b'], {}), /host:port.*'b'/);
   assert.throws(() => loadConfig(['--redis-cluster-nodes', 'a:70000'], {}), /host:port/);
   assert.throws(() => loadConfig(['--redis-timeout-ms', '0'], {}), /between 1 and 60000/);
+  assert.throws(() => loadConfig(['--redis-prefix', 'a{b}:'], {}), /'redis-prefix' must not/);
 });
