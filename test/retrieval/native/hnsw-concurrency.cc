@@ -353,6 +353,15 @@ int main(int argc, char** argv) {
             index.Save(own);
             counts.saves++;
           }
+          if (step % 11 == 10) {
+            // Racing writes it cannot be checked against a list, but it is always a set of
+            // ids ever added, ascending, each once.
+            const std::vector<uint32_t> held_now = index.HeldIds();
+            for (size_t i = 0; i < held_now.size(); i++)
+              if (held_now[i] >= kMaxIds || (i > 0 && held_now[i] <= held_now[i - 1]))
+                note(1, "HeldIds: id " + std::to_string(held_now[i]) + " at " +
+                            std::to_string(i) + " is past the ids added or out of order");
+          }
         }
       } catch (const std::exception& e) {
         note(1, std::string("searcher: ") + e.what());
@@ -416,6 +425,8 @@ int main(int argc, char** argv) {
                    HnswIndex::FilterMode::kGraph, &ids, &scores);
       std::vector<uint32_t> got(ids.begin(), ids.end());
       std::sort(got.begin(), got.end());
+      if (index.HeldIds() != held)
+        fail(std::string(when) + ": HeldIds does not list the ids held");
       if (got != held)
         fail(std::string(when) + ": a full-width walk returned " +
              std::to_string(std::count_if(ids.begin(), ids.end(),
