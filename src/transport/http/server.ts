@@ -147,7 +147,9 @@ export async function startHttpServer(
       { route: ex.route },
       Number(process.hrtime.bigint() - ex.startNs) / 1e9,
     );
-    if (draining && inFlight === 0) drained?.();
+    // Not from here: finish() runs inside res.cork(), and closing the app now would close the
+    // socket before the corked response leaves it (the last answer of a drain was lost).
+    if (draining && inFlight === 0) setImmediate(() => drained?.());
   };
 
   /** Writes a whole response (status, headers, body) with backpressure; corked by callers. */
