@@ -38,7 +38,7 @@
 import { crc32 } from 'node:zlib';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
 import { ApiError } from '../api/errors.js';
-import type { EventType, NegativeFeedbackType } from '../api/types.js';
+import type { NegativeFeedbackType } from '../api/types.js';
 import {
   EVENT_TYPE_ORDER,
   EVENT_WEIGHTS,
@@ -201,7 +201,7 @@ for j = 1, n do
   local cats = {}
   for q = 1, ncats do cats[q] = ARGV[a + 7 + q] end
   a = a + 8 + ncats
-  if redis.call('EXISTS', KEYS[9 + j]) == 0 then
+  if redis.call('EXISTS', KEYS[11 + j]) == 0 then
     applied = applied + 1
     out[j] = 1
     local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -228,7 +228,7 @@ for j = 1, n do
     end
     -- Last: a script that fails above (a key of the wrong type) leaves no key, so the retry
     -- applies the event again instead of calling it a duplicate.
-    redis.call('SET', KEYS[9 + j], '1', 'PX', ttl)
+    redis.call('SET', KEYS[11 + j], '1', 'PX', ttl)
   else
     out[j] = 0
   end
@@ -240,7 +240,10 @@ if applied > 0 then
   for _, k in ipairs(cached) do redis.call('DEL', k) end
   redis.call('DEL', KEYS[9])
   if userTtl > 0 then
+    -- The blocks and pending reports too: an active user's blocks last as long as the rest.
     for k = 1, 8 do redis.call('PEXPIRE', KEYS[k], userTtl) end
+    redis.call('PEXPIRE', KEYS[10], userTtl)
+    redis.call('PEXPIRE', KEYS[11], userTtl)
   end
 end
 return out
@@ -287,8 +290,16 @@ local L = tonumber(ARGV[1])
 local Lc = tonumber(ARGV[2])
 local nc = tonumber(ARGV[3])
 local a = 4
+-- pcall: one value something else wrote (a count that is not a number) costs its own
+-- increment, not the whole batch's.
+local failed = 0
+local function try(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then failed = failed + 1 end
+  return r
+end
 for j = 1, nc do
-  redis.call('HINCRBY', KEYS[2], ARGV[a], ARGV[a + 1])
+  try('HINCRBY', KEYS[2], ARGV[a], ARGV[a + 1])
   a = a + 2
 end
 local nz = tonumber(ARGV[a])
@@ -304,26 +315,28 @@ for z = 1, nz do
     local r = tonumber(ARGV[a + 3 * (q - 1) + 1])
     if r > newest then newest = r end
   end
-  local stored = redis.call('HGET', KEYS[1], key)
-  local base = stored and tonumber(stored)
+  local stored = try('HGET', KEYS[1], key)
+  local base = type(stored) == 'string' and tonumber(stored) or nil
   if not base then
     base = newest
-    redis.call('HSET', KEYS[1], key, string.format('%.0f', base))
+    try('HSET', KEYS[1], key, string.format('%.0f', base))
   elseif math.abs(newest - base) / tau > 300 then
     local f = math.min(math.exp(-(newest - base) / tau), math.exp(300))
-    local all = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    for i = 1, #all, 2 do redis.call('ZADD', key, tonumber(all[i + 1]) * f, all[i]) end
+    local all = try('ZRANGE', key, 0, -1, 'WITHSCORES')
+    if not all.err then
+      for i = 1, #all, 2 do try('ZADD', key, (tonumber(all[i + 1]) or 0) * f, all[i]) end
+    end
     base = newest
-    redis.call('HSET', KEYS[1], key, string.format('%.0f', base))
+    try('HSET', KEYS[1], key, string.format('%.0f', base))
   end
   for q = 1, m do
     local ref = tonumber(ARGV[a + 1])
-    redis.call('ZINCRBY', key, tonumber(ARGV[a + 2]) * math.exp((ref - base) / tau), ARGV[a])
+    try('ZINCRBY', key, tonumber(ARGV[a + 2]) * math.exp((ref - base) / tau), ARGV[a])
     a = a + 3
   end
-  redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  try('ZREMRANGEBYRANK', key, 0, -(cap + 1))
 end
-return nz
+return failed
 `;
 
 // A user's cached answer, written only if the user's state is still the version it was
@@ -338,9 +351,12 @@ return 1
 
 // A user's state in one reply. KEYS: s r i b c t w. ARGV: the session list's last index.
 // Returns JSON [s, r, i, b, c, t, w], each the flat [field, value, ...] list of the key
-// (cjson writes an empty one as {}), or nil for a user with no state.
+// (cjson writes an empty one as {}), or nil for a user with no state (no events and no
+// blocks: blocks alone are state, they must hold whatever happened to the rest).
 const READ_LUA = `
-if redis.call('HEXISTS', KEYS[1], 'ic') == 0 then return false end
+if redis.call('HEXISTS', KEYS[1], 'ic') == 0 and redis.call('EXISTS', KEYS[4]) == 0 then
+  return false
+end
 local out = {
   redis.call('HGETALL', KEYS[1]),
   redis.call('ZREVRANGE', KEYS[2], 0, tonumber(ARGV[1]), 'WITHSCORES'),
@@ -384,10 +400,20 @@ function emptyActivity(): WindowActivity {
   };
 }
 
+/**
+ * A number read back from Redis. Anything else wrote the key if it is not finite ("abc",
+ * "inf"): such a value reads as 0, where NaN would turn every score of the user's answer
+ * into null.
+ */
+function fin(v: string | null | undefined): number {
+  const n = Number(v);
+  return Number.isFinite(n) ? n : 0;
+}
+
 /** A flat [field, value, ...] list (HGETALL's reply) as field -> number. */
 function pairsToMap(h: string[]): Map<string, number> {
   const m = new Map<string, number>();
-  for (let k = 0; k < h.length; k += 2) m.set(h[k], Number(h[k + 1]));
+  for (let k = 0; k < h.length; k += 2) m.set(h[k], fin(h[k + 1]));
   return m;
 }
 
@@ -639,18 +665,18 @@ export class RedisFeatureStore implements FeatureStore {
     const recent: RecentInteraction[] = [];
     for (let k = 0; k < r.length; k += 2) {
       const parts = r[k].split(SEP);
-      recent.push({
-        itemId: parts.slice(1, -1).join(SEP),
-        event: EVENT_TYPE_ORDER[Number(parts[parts.length - 1])],
-        timestampMs: Number(r[k + 1]),
-      });
+      const event = EVENT_TYPE_ORDER[Number(parts[parts.length - 1])];
+      const timestampMs = Number(r[k + 1]);
+      // A member this store did not write is left out, not passed on as NaN or undefined.
+      if (parts.length < 3 || event === undefined || !Number.isFinite(timestampMs)) continue;
+      recent.push({ itemId: parts.slice(1, -1).join(SEP), event, timestampMs });
     }
     const seen = new Set<string>();
     const itemCounts = new Map<string, number>();
     for (let k = 0; k < i.length; k += 2) {
       const id = i[k];
       seen.add(id);
-      const n = Number(i[k + 1]);
+      const n = fin(i[k + 1]);
       if (n > 0) itemCounts.set(id, n);
     }
     const windowCats: Map<string, number>[] = WINDOWS.map(() => new Map());
@@ -665,12 +691,15 @@ export class RedisFeatureStore implements FeatureStore {
       const key = f.slice(p2 + 1);
       const spec = WINDOWS[win];
       if (!spec || bucket <= live[win] - spec.buckets || bucket > live[win]) continue;
-      const v = Number(w[k + 1]);
+      const v = fin(w[k + 1]);
       if (key[0] === 'c') {
         const name = key.slice(1);
         windowCats[win].set(name, (windowCats[win].get(name) ?? 0) + v);
       } else if (key === 'd') acts[win].durationSeconds += v;
-      else acts[win].events[EVENT_TYPE_ORDER[Number(key.slice(1))] as EventType] += v;
+      else {
+        const ev = EVENT_TYPE_ORDER[Number(key.slice(1))];
+        if (ev !== undefined) acts[win].events[ev] += v;
+      }
     }
     const activity = {} as Record<WindowName, WindowActivity>;
     for (let k = 0; k < WINDOWS.length; k++) {
@@ -709,7 +738,9 @@ export class RedisFeatureStore implements FeatureStore {
       throw new RangeError('userId: must be a non-empty string');
     for (let i = 0; i < events.length; i++) checkStoredEvent(events[i], `events[${i}]`);
     if (events.length === 0) return { accepted: 0, duplicates: 0, applied: [] };
-    const keys = ['s', 'r', 'i', 'il', 'c', 'cl', 't', 'w', 'ci'].map((k) => this.uk(userId, k));
+    const keys = ['s', 'r', 'i', 'il', 'c', 'cl', 't', 'w', 'ci', 'b', 'rp'].map((k) =>
+      this.uk(userId, k),
+    );
     const args: (string | number)[] = [
       nowMs,
       IDEMPOTENCY_TTL_MS,
@@ -783,9 +814,11 @@ export class RedisFeatureStore implements FeatureStore {
       args.push(keys.length, z.tau, z.category ? 1 : 0, z.items.size); // Lua is 1-based
       for (const [item, e] of z.items) args.push(item, e.ref, e.sum);
     }
-    await this.guard('trending', () =>
-      this.script('recserveTrend')(keys.length, ...keys, ...args),
-    ).catch((err: unknown) => {
+    await this.guard('trending', async () => {
+      const failed = (await this.script('recserveTrend')(keys.length, ...keys, ...args)) as number;
+      if (failed > 0)
+        throw new Error(`${failed} trending or item-count writes refused (a key of another type?)`);
+    }).catch((err: unknown) => {
       this.errorCount++;
       this.onError?.(err instanceof Error ? err : new Error(String(err)), 'trending');
     });
@@ -903,9 +936,12 @@ export class RedisFeatureStore implements FeatureStore {
     const base = res[1] as string | null;
     if (base === null) return [];
     const factor = Math.exp(-(nowMs - Number(base)) / tau);
+    if (!Number.isFinite(factor)) return [];
     const out: TrendingItem[] = [];
-    for (let i = 0; i < list.length; i += 2)
-      out.push({ itemId: list[i], score: Number(list[i + 1]) * factor });
+    for (let i = 0; i < list.length; i += 2) {
+      const score = Number(list[i + 1]) * factor;
+      if (Number.isFinite(score)) out.push({ itemId: list[i], score });
+    }
     return out;
   }
 
@@ -929,11 +965,19 @@ export class RedisFeatureStore implements FeatureStore {
   async itemCounts(itemIds: string[]): Promise<number[]> {
     if (itemIds.length === 0) return [];
     const vals = await this.guard('itemCounts', () => this.redis.hmget(this.gk('n'), ...itemIds));
-    return vals.map((v) => (v === null ? 0 : Number(v)));
+    return vals.map(fin);
+  }
+
+  /**
+   * The Redis key of a cache key: under this store's prefix, so that two deployments on one
+   * Redis never answer each other's users (the key keeps its user tag, hence its slot).
+   */
+  private ck(key: string): string {
+    return this.p + key;
   }
 
   async getCached(key: string): Promise<Uint8Array | string | null> {
-    const buf = await this.guard('getCached', () => this.redis.getBuffer(key));
+    const buf = await this.guard('getCached', () => this.redis.getBuffer(this.ck(key)));
     if (buf === null || buf.length < 5) return null;
     const body = buf.subarray(5);
     if (buf.readUInt32BE(1) !== crc32(body)) return null;
@@ -954,8 +998,9 @@ export class RedisFeatureStore implements FeatureStore {
     head.writeUInt32BE(crc32(body), 1);
     const entry = Buffer.concat([head, body]);
     const user = userOfCacheKey(key);
+    const rkey = this.ck(key);
     if (user === null) {
-      await this.guard('setCached', () => this.redis.set(key, entry, 'PX', Math.ceil(ttlMs)));
+      await this.guard('setCached', () => this.redis.set(rkey, entry, 'PX', Math.ceil(ttlMs)));
       return;
     }
     const idx = this.uk(user, 'ci');
@@ -963,7 +1008,7 @@ export class RedisFeatureStore implements FeatureStore {
       await this.guard('setCached', () =>
         this.script('recserveCacheSet')(
           this.uk(user, 's'),
-          key,
+          rkey,
           idx,
           asOf,
           entry,
@@ -977,8 +1022,8 @@ export class RedisFeatureStore implements FeatureStore {
       checkExec(
         await this.redis
           .multi()
-          .set(key, entry, 'PX', Math.ceil(ttlMs))
-          .sadd(idx, key)
+          .set(rkey, entry, 'PX', Math.ceil(ttlMs))
+          .sadd(idx, rkey)
           .pexpire(idx, Math.max(Math.ceil(ttlMs), 60_000))
           .exec(),
         'setCached',

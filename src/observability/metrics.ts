@@ -201,8 +201,9 @@ export class Metrics {
   );
   readonly storeErrors = new Counter(
     'recserve_store_errors_total',
-    'Feature-store failures by what failed: client (connection), request (a call that failed ' +
-      'or timed out), cache (a cache read or write skipped), trending (aggregates not updated)',
+    'Feature-store failures by what failed: client (connection), request (a user read or ' +
+      'write that failed or timed out), cache (a cache read or write skipped), trending ' +
+      '(trending not read, or aggregates not updated)',
     ['what'],
   );
   readonly degraded = new Counter(

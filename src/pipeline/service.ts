@@ -252,16 +252,22 @@ export class RecommendationPipeline implements RecommenderService {
     // A feature store that does not answer (Redis down or too slow: store_unavailable) does
     // not fail the request: the cache reads as a miss, and without the user's features the
     // answer is the fallback the API contract names (HTTP 503 with the list, marked degraded).
+    // No failure of these reads fails the request. Without the user's features the answer is
+    // degraded (marked, 503); without trending it lacks one candidate source; without the
+    // cache it is computed. Besides an unreachable store, a key that something else wrote
+    // with another type (WRONGTYPE) would otherwise fail every request that reads it
+    // (trending: every request). Those are logged: someone must look.
     let degraded = false;
-    const storeFailed = (err: unknown, what: 'cache' | 'request'): void => {
-      if (!(err instanceof ApiError && err.code === 'store_unavailable')) throw err;
+    const storeFailed = (err: unknown, what: 'cache' | 'request' | 'trending'): void => {
+      if (!(err instanceof ApiError && err.code === 'store_unavailable'))
+        this.log.error({ err, what, user: req.user_id }, 'feature store read failed');
       this.metrics.storeErrors.inc({ what });
       if (what === 'request') degraded = true;
     };
     const trendSource: Pick<FeatureStore, 'trending'> = {
       trending: (window, k, now) =>
         this.store.trending(window, k, now).catch((err: unknown) => {
-          storeFailed(err, 'request');
+          storeFailed(err, 'trending');
           return [];
         }),
     };

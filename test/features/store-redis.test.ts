@@ -45,16 +45,80 @@ if (!hasRedis) {
       const key = recsCacheKey('cu1', 'shape');
       await store.setCached(key, '{"recommendations":[]}', 60_000);
       assert.equal(await store.getCached(key), '{"recommendations":[]}');
-      const raw = (await probe.getBuffer(key))!;
+      // Under the store's prefix: two deployments on one Redis never share answers.
+      assert.equal(await probe.exists(key), 0);
+      const raw = (await probe.getBuffer('cc:' + key))!;
       // One changed byte of the body, the body cut short, text written by something else.
       const flipped = Buffer.from(raw);
       flipped[flipped.length - 2] ^= 0x20;
       for (const bad of [flipped, raw.subarray(0, raw.length - 3), Buffer.from('s{"a":1}')]) {
-        await probe.set(key, bad, 'PX', 60_000);
+        await probe.set('cc:' + key, bad, 'PX', 60_000);
         assert.equal(await store.getCached(key), null);
       }
       await store.setCached(key, new Uint8Array([1, 2, 3]), 60_000);
       assert.deepEqual(await store.getCached(key), new Uint8Array([1, 2, 3]));
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: values something else wrote read as 0 or are left out, never NaN', async () => {
+    const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'nan:' });
+    try {
+      const now = Date.now();
+      await store.recordEvents('nu', [{ itemId: 'i1', event: 'like', timestampMs: now }], now);
+      await probe.hset('nan:u:{nu}:s', 'ic', 'abc');
+      await probe.hset('nan:u:{nu}:i', 'i2', 'inf');
+      await probe.zadd('nan:u:{nu}:r', now, 'garbage');
+      const [st] = await store.getUsers(['nu'], now);
+      assert.equal(st!.interactionCount, 0);
+      assert.equal(st!.itemCounts.get('i1'), 1);
+      assert.equal(st!.itemCounts.has('i2'), false);
+      assert.deepEqual(
+        st!.recent.map((r) => r.itemId),
+        ['i1'],
+      );
+      // A bad item count costs its own increment, not the other items' in the same flush.
+      await probe.hset('nan:g:{g}:n', 'bad', 'abc');
+      const errors: string[] = [];
+      const s2 = new RedisFeatureStore({
+        redis: `redis://127.0.0.1:${port}`,
+        prefix: 'nan:',
+        trendingFlushMs: 0,
+        onError: (err, what) => errors.push(`${what}: ${err.message}`),
+      });
+      try {
+        await s2.recordEvents('nv', [
+          { itemId: 'bad', event: 'like', timestampMs: now },
+          { itemId: 'good', event: 'like', timestampMs: now },
+        ]);
+        assert.deepEqual(await s2.itemCounts(['bad', 'good']), [0, 1]);
+        assert.ok((await s2.trending('1h', 10)).some((t) => t.itemId === 'good'));
+        assert.match(errors.join('\n'), /trending: 1 trending or item-count writes refused/);
+      } finally {
+        await s2.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("redis: an active user's blocks live as long as the rest; blocks alone are state", async () => {
+    const store = new RedisFeatureStore({
+      redis: `redis://127.0.0.1:${port}`,
+      prefix: 'bt:',
+      userTtlMs: 60_000,
+    });
+    try {
+      await store.block('bu', 'x', 'hide');
+      await probe.pexpire('bt:u:{bu}:b', 5_000);
+      await store.recordEvents('bu', [{ itemId: 'y', event: 'view', timestampMs: Date.now() }]);
+      assert.ok((await probe.pttl('bt:u:{bu}:b')) > 5_000, 'events did not refresh the blocks');
+      // The rest gone (evicted, expired): the blocks still hold.
+      await probe.del('bt:u:{bu}:s', 'bt:u:{bu}:r', 'bt:u:{bu}:i');
+      const [st] = await store.getUsers(['bu']);
+      assert.ok(st, 'a user with blocks only read as unknown');
+      assert.deepEqual([...st.blocked], ['x']);
     } finally {
       await store.close();
     }

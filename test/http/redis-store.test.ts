@@ -103,6 +103,30 @@ if (!hasRedis) {
     assert.match(metrics, /recserve_store_connected\{backend="redis"\} 1/);
   });
 
+  test('keys of another type in Redis: no request fails; trending and the cache are skipped', async () => {
+    const admin = redis.admin;
+    await admin.set('r1:g:{g}:tr:1h', 'not a zset');
+    await admin.set('r1:g:{g}:tr:24h', 'not a zset');
+    const u2 = servers[0]!.registry.current()!.bundle.userIds[4]!;
+    try {
+      for (const who of [user, u2, `cold-${Date.now()}`]) {
+        const r = await post(a, '/v1/recommendations', { user_id: who, num_items: 5 });
+        assert.equal(r.status, 200, JSON.stringify(r.json));
+        assert.equal(r.json.metadata.degraded, undefined);
+        assert.equal(r.json.recommendations.length, 5);
+      }
+      // A user's own key of another type: that user's answer is degraded, not a 500.
+      // (`user` has state from the first test; 7 items: no cached answer of that shape.)
+      await admin.set(`r1:u:{${user}}:i`, 'not a hash');
+      const d = await post(b, '/v1/recommendations', { user_id: user, num_items: 7 });
+      assert.equal(d.status, 503, JSON.stringify(d.json));
+      assert.equal(d.json.metadata.degraded, 'store_unavailable');
+      assert.equal(d.json.recommendations.length, 7);
+    } finally {
+      await admin.del('r1:g:{g}:tr:1h', 'r1:g:{g}:tr:24h', `r1:u:{${user}}:i`);
+    }
+  });
+
   test('Redis down: feedback is a quick 503 store_unavailable, recommendations a degraded 503 list; both recover', async () => {
     await redis.stop();
     await until('the client to notice', 5000, async () =>
