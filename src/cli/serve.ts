@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '../config/index.js';
 import { ListenError } from '../transport/listen-error.js';
-import { openFeatureStore } from '../features/open-store.js';
+import { openFeatureStore, StoreSetupError } from '../features/open-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
 import { latestVersion, loadBundle } from '../models/repository.js';
@@ -167,6 +167,9 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
 
   let ingestor: FeedbackIngestor | undefined;
   let stopped = false;
+  // Settles when close() begins: a start-up still waiting for Redis stops waiting at once.
+  let onStop!: () => void;
+  const stopping = new Promise<'stopped'>((resolve) => (onStop = () => resolve('stopped')));
   // Start-up waits for a shared store as long as it takes (Redis may start after us), saying
   // so on /readyz; the model loads meanwhile.
   const storeUp = (async () => {
@@ -177,15 +180,20 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     );
     for (;;) {
       try {
-        await opened.waitUntilConnected(2000);
+        const r = await Promise.race([opened.waitUntilConnected(2000), stopping]);
+        if (r === 'stopped') throw new Error('stopped before the feature store answered');
         service.setWaitingFor(null);
+        for (const w of await opened.warnings()) storeLog.warn(w);
         return;
       } catch (err) {
-        if (stopped) throw err;
+        // A database the server does not have will not appear by waiting.
+        if (stopped || err instanceof StoreSetupError) throw err;
         service.setWaitingFor(`${opened.backend} at ${opened.address}`);
       }
     }
   })();
+  // Awaited once the model is in (below); until then a failure must not count as unhandled.
+  storeUp.catch(() => undefined);
   const ready = (async () => {
     const t0 = Date.now();
     if (cfg.buildMissing) await buildMissing(cfg, logger);
@@ -234,7 +242,11 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     );
   })();
   ready.catch((err: unknown) => {
-    logger.error({ err }, 'model load failed; staying not ready');
+    if (stopped) {
+      logger.info('stopped before start-up finished');
+      return;
+    }
+    logger.error({ err }, 'start-up failed; staying not ready');
     service.setFailed(err instanceof Error ? err.message : String(err));
   });
 
@@ -252,6 +264,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     close() {
       closing ??= (async () => {
         stopped = true;
+        onStop();
         service.setReady(false);
         // Both front ends drain at once, under the same bound.
         await Promise.all([http.close(cfg.drainTimeoutMs), grpc?.close(cfg.drainTimeoutMs)]);

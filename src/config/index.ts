@@ -468,6 +468,14 @@ function checkRedisAddress(cfg: ServerConfig): void {
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:')
     throw new ConfigError(`'redis-url' must start with redis:// or rediss://, got ${cfg.redisUrl}`);
   if (url.hostname === '') throw new ConfigError(`'redis-url' names no host: ${cfg.redisUrl}`);
+  // ioredis reads a database from the path and options from the query, and the query's win
+  // over the server's own (a `?lazyConnect=true` never connected; `/abc` threw at start-up).
+  if (!/^\/?(\d{1,5})?$/.test(url.pathname))
+    throw new ConfigError(
+      `'redis-url' path must be a database number (/0, /3), got ${url.pathname}`,
+    );
+  if (url.search !== '')
+    throw new ConfigError(`'redis-url' takes no query parameters, got ${url.search}`);
 }
 
 /** The settings table for `recserve serve --help` and the README. */

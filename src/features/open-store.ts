@@ -7,6 +7,14 @@ import { MemoryFeatureStore } from './memory-store.js';
 import { RedisFeatureStore } from './redis-store.js';
 import type { FeatureStore, ItemInfoLookup } from './store.js';
 
+/** A store that connected but can never serve as configured (start-up fails, no retry). */
+export class StoreSetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreSetupError';
+  }
+}
+
 export interface OpenedStore {
   store: FeatureStore;
   backend: 'memory' | 'redis';
@@ -16,6 +24,8 @@ export interface OpenedStore {
   connected(): boolean;
   /** Resolves once connected (at once for memory); rejects after timeoutMs. */
   waitUntilConnected(timeoutMs: number): Promise<void>;
+  /** What is worth a warning about the store's own settings, once connected. */
+  warnings(): Promise<string[]>;
 }
 
 /** The URL as logs may show it: user and password masked. */
@@ -45,6 +55,7 @@ export function openFeatureStore(
       address: 'embedded',
       connected: () => true,
       waitUntilConnected: () => Promise.resolve(),
+      warnings: () => Promise.resolve([]),
     };
   }
   const common = {
@@ -74,6 +85,25 @@ export function openFeatureStore(
     backend: 'redis',
     address,
     connected: () => store.connected,
-    waitUntilConnected: (ms) => store.waitUntilConnected(ms),
+    warnings: async () => {
+      const policy = await store.evictionPolicy();
+      return policy === null || policy === 'noeviction'
+        ? []
+        : [
+            `redis maxmemory-policy is ${policy}: when Redis is full it may evict idempotency ` +
+              `keys (a retried event then counts twice) or a user's keys (their blocks ` +
+              `forgotten); set noeviction (a full Redis then answers 503 store_unavailable)`,
+          ];
+    },
+    waitUntilConnected: async (ms) => {
+      await store.waitUntilConnected(ms);
+      const inUse = await store.databaseInUse();
+      if (inUse !== null && inUse !== store.databaseAsked) {
+        throw new StoreSetupError(
+          `redis at ${address}: database ${store.databaseAsked} is out of range for that ` +
+            `server (its 'databases' setting); the connection is on database ${inUse}`,
+        );
+      }
+    },
   };
 }

@@ -382,6 +382,9 @@ function emptyPending(): PendingTrend {
 
 const MAX_PENDING_TREND = 4096;
 
+/** Events per record script (recordEvents splits larger calls). */
+const RECORD_CHUNK = 64;
+
 type ScriptFn = (...args: (string | number | Buffer)[]) => Promise<unknown>;
 
 function positiveInt(v: number | undefined, dflt: number, name: string): number {
@@ -544,6 +547,44 @@ export class RedisFeatureStore implements FeatureStore {
   }
 
   /**
+   * The database the connection really uses, where the URL asked for one: ioredis logs a
+   * SELECT past the server's `databases` and then carries on in database 0. Resolves to the
+   * number in use (null where the server cannot say: CLIENT INFO needs Redis 6.2, and a
+   * Cluster has database 0 only).
+   */
+  async databaseInUse(): Promise<number | null> {
+    if (this.redis instanceof Cluster) return null;
+    try {
+      const info = String(await this.guard('CLIENT INFO', () => this.redis.call('CLIENT', 'INFO')));
+      const m = / db=(\d+)/.exec(info);
+      return m ? Number(m[1]) : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The server's maxmemory-policy, or null where CONFIG is not allowed (managed services
+   * often rename it). Anything but noeviction lets Redis drop idempotency keys (a retry then
+   * counts twice) or a user's keys (blocks forgotten) when it is full.
+   */
+  async evictionPolicy(): Promise<string | null> {
+    try {
+      const r = (await this.guard('CONFIG GET', () =>
+        this.redis.call('CONFIG', 'GET', 'maxmemory-policy'),
+      )) as string[];
+      return Array.isArray(r) && typeof r[1] === 'string' ? r[1] : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The database the URL asked for (0 when it named none). */
+  get databaseAsked(): number {
+    return this.redis instanceof Cluster ? 0 : (this.redis.options.db ?? 0);
+  }
+
+  /**
    * Runs one store call under the store's bound, with its failure as the registry's error.
    * The timer only decides what the caller hears: the command itself cannot be recalled.
    */
@@ -583,7 +624,9 @@ export class RedisFeatureStore implements FeatureStore {
 
   /** Marks the store stalled and PINGs (one at a time) until Redis answers again. */
   private stall(): void {
-    if (!this.everReady || this.closed) return;
+    // On a Cluster a timeout says one node is slow, not all of them: each call keeps its own
+    // bound there instead of failing every user's at once.
+    if (!this.everReady || this.closed || this.redis instanceof Cluster) return;
     this.stalled = true;
     if (this.probing) return;
     this.probing = true;
@@ -738,6 +781,24 @@ export class RedisFeatureStore implements FeatureStore {
       throw new RangeError('userId: must be a non-empty string');
     for (let i = 0; i < events.length; i++) checkStoredEvent(events[i], `events[${i}]`);
     if (events.length === 0) return { accepted: 0, duplicates: 0, applied: [] };
+    // A script holds Redis for everyone while it runs (1,000 events: 100-200 ms here, long
+    // enough to time out other users' calls), so a large call goes in several. One that
+    // fails part-way has its first chunks recorded, and the client's retry finds them
+    // duplicates: at least once, never twice, as for any failed call.
+    const applied: boolean[] = [];
+    for (let at = 0; at < events.length; at += RECORD_CHUNK) {
+      applied.push(...(await this.recordChunk(userId, events.slice(at, at + RECORD_CHUNK), nowMs)));
+    }
+    const accepted = applied.filter(Boolean).length;
+    return { accepted, duplicates: events.length - accepted, applied };
+  }
+
+  /** One script call of recordEvents; its trending goes to the pending batch. */
+  private async recordChunk(
+    userId: string,
+    events: StoredEvent[],
+    nowMs: number,
+  ): Promise<boolean[]> {
     const keys = ['s', 'r', 'i', 'il', 'c', 'cl', 't', 'w', 'ci', 'b', 'rp'].map((k) =>
       this.uk(userId, k),
     );
@@ -771,8 +832,7 @@ export class RedisFeatureStore implements FeatureStore {
       this.script('recserveRecord')(keys.length, ...keys, ...args),
     )) as number[];
     const applied = flags.map((f) => f === 1);
-    const accepted = applied.filter(Boolean).length;
-    if (accepted > 0) {
+    if (applied.includes(true)) {
       // The events are recorded at this point: the user's state has them and a retry would
       // be a duplicate, so a failure of the global aggregates (counts, trending) is reported
       // (flushTrend), not thrown: failing the call would make the client retry into
@@ -785,7 +845,7 @@ export class RedisFeatureStore implements FeatureStore {
         this.flushTimer.unref();
       }
     }
-    return { accepted, duplicates: events.length - accepted, applied };
+    return applied;
   }
 
   /**

@@ -737,11 +737,16 @@ export class RecommendationPipeline implements RecommenderService {
       }
       let user: Float32Array | null = null;
       if (req.user_id !== undefined) {
-        // Personalising is optional here: without the store the list is the item's own.
+        // Without the store the user's blocks cannot be honoured, and this route has no
+        // degraded marker: 503, and the caller may retry, or ask without user_id.
         const [state] = await this.store.getUsers([req.user_id]).catch((err: unknown) => {
-          if (!(err instanceof ApiError && err.code === 'store_unavailable')) throw err;
           this.metrics.storeErrors.inc({ what: 'request' });
-          return [null];
+          if (err instanceof ApiError && err.code === 'store_unavailable') throw err;
+          this.log.error({ err, user: req.user_id }, 'feature store read failed');
+          throw new ApiError(
+            'store_unavailable',
+            `the user's state could not be read; retry, or ask without user_id`,
+          );
         });
         const u = buildUserContext(m, req.user_id, state ?? null, undefined, Date.now());
         for (const id of state?.blocked ?? []) {

@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { ApiError } from '../../src/api/errors.js';
 import { RedisFeatureStore } from '../../src/features/redis-store.js';
 import { recsCacheKey } from '../../src/features/store.js';
+import { openFeatureStore } from '../../src/features/open-store.js';
+import { loadConfig } from '../../src/config/index.js';
 import { storeSuite } from './store-suite.js';
 import { hasRedisServer, startRedisServer } from '../support/redis-server.js';
 
@@ -119,6 +121,54 @@ if (!hasRedis) {
       const [st] = await store.getUsers(['bu']);
       assert.ok(st, 'a user with blocks only read as unknown');
       assert.deepEqual([...st.blocked], ['x']);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('redis: a maxmemory-policy that may evict keys is warned about', async () => {
+    const lru = await startRedisServer({ args: ['--maxmemory-policy', 'allkeys-lru'] });
+    const opened = [
+      openFeatureStore(
+        loadConfig(['--store', 'redis', '--redis-url', lru.url]),
+        () => undefined,
+        () => undefined,
+      ),
+      openFeatureStore(
+        loadConfig(['--store', 'redis', '--redis-url', `redis://127.0.0.1:${port}`]),
+        () => undefined,
+        () => undefined,
+      ),
+    ];
+    try {
+      for (const o of opened) await o.waitUntilConnected(5000);
+      assert.match((await opened[0]!.warnings()).join(), /maxmemory-policy is allkeys-lru/);
+      assert.deepEqual(await opened[1]!.warnings(), []);
+    } finally {
+      for (const o of opened) await o.store.close();
+      await lru.stop();
+    }
+  });
+
+  test('redis: a large call goes in several scripts and stays exact across them', async () => {
+    const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'lg:' });
+    try {
+      const now = Date.now();
+      const evs = Array.from({ length: 200 }, (_, j) => ({
+        itemId: `i${j % 150}`,
+        event: 'view' as const,
+        // Events 150..199 repeat 0..49 exactly (same bucket): duplicates across chunks.
+        timestampMs: now - 60_000 + (j % 150) * 1000,
+      }));
+      const r = await store.recordEvents('lu', evs, now);
+      assert.equal(r.accepted, 150);
+      assert.deepEqual(
+        r.applied.map((x, j) => (x ? -1 : j)).filter((j) => j >= 0),
+        Array.from({ length: 50 }, (_, j) => 150 + j),
+      );
+      const [st] = await store.getUsers(['lu'], now);
+      assert.equal(st!.interactionCount, 150);
+      assert.equal(st!.recent.length, 100);
     } finally {
       await store.close();
     }

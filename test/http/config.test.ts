@@ -88,4 +88,11 @@ test('the store settings: redis by URL or Cluster seeds, checked at start-up', (
   assert.throws(() => loadConfig(['--redis-cluster-nodes', 'a:70000'], {}), /host:port/);
   assert.throws(() => loadConfig(['--redis-timeout-ms', '0'], {}), /between 1 and 60000/);
   assert.throws(() => loadConfig(['--redis-prefix', 'a{b}:'], {}), /'redis-prefix' must not/);
+  for (const bad of ['redis://h:1/abc', 'redis://h:1/%20', 'redis://h:1/1/2'])
+    assert.throws(() => loadConfig(['--redis-url', bad], {}), /database number/, bad);
+  assert.throws(
+    () => loadConfig(['--redis-url', 'redis://h:1/0?lazyConnect=true'], {}),
+    /no query parameters/,
+  );
+  assert.equal(loadConfig(['--redis-url', 'redis://h:1/3'], {}).redisUrl, 'redis://h:1/3');
 });

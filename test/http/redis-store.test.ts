@@ -147,6 +147,14 @@ if (!hasRedis) {
     const body = (await r.json()) as Json;
     assert.equal(body.metadata.degraded, 'store_unavailable');
     assert.equal(body.recommendations.length, 10);
+    // /v1/similar with a user cannot honour the user's blocks: 503; without one it answers.
+    const itemId: string = body.recommendations[0].item_id;
+    const sim = await post(a, '/v1/similar', { item_id: itemId, user_id: user, num_items: 5 });
+    assert.equal(sim.status, 503);
+    assert.equal(sim.json.error.code, 'store_unavailable');
+    const anon = await post(a, '/v1/similar', { item_id: itemId, num_items: 5 });
+    assert.equal(anon.status, 200);
+    assert.equal(anon.json.similar_items.length, 5);
     // Still ready: every replica shares the store, so unready would take them all out.
     const rz = await readyz(a);
     assert.equal(rz.status, 200);
@@ -214,6 +222,35 @@ if (!hasRedis) {
       return x.status === 200 ? x : undefined;
     });
     assert.equal(back.status, 200);
+  });
+
+  test('a database the Redis server does not have fails start-up, saying which', async () => {
+    const s = await startTestServer(['--store', 'redis', '--redis-url', `${url}/99`]);
+    try {
+      await assert.rejects(s.server.ready, /database 99 is out of range/);
+      const r = await readyz(s.base);
+      assert.equal(r.status, 503);
+      assert.equal(r.json.status, 'failed');
+      assert.match(r.json.reason, /database 99 is out of range/);
+    } finally {
+      await s.server.close();
+    }
+  });
+
+  test('a server still waiting for Redis stops at once', async () => {
+    const s = await startTestServer([
+      '--store',
+      'redis',
+      '--redis-url',
+      `redis://127.0.0.1:${await freePort()}`,
+    ]);
+    await until('/readyz to wait for Redis', 20_000, async () =>
+      (await readyz(s.base)).json.waiting_for ? true : undefined,
+    );
+    const t0 = Date.now();
+    await s.server.close();
+    assert.ok(Date.now() - t0 < 1000, `close took ${Date.now() - t0} ms`);
+    await assert.rejects(s.server.ready, /stopped before the feature store answered/);
   });
 
   test('start-up waits for a Redis that is not there yet, saying so on /readyz', async () => {
