@@ -828,24 +828,38 @@ export class RedisFeatureStore implements FeatureStore {
         ...cats,
       );
     }
-    const flags = (await this.guard('recordEvents', () =>
-      this.script('recserveRecord')(keys.length, ...keys, ...args),
-    )) as number[];
-    const applied = flags.map((f) => f === 1);
-    if (applied.includes(true)) {
-      // The events are recorded at this point: the user's state has them and a retry would
-      // be a duplicate, so a failure of the global aggregates (counts, trending) is reported
-      // (flushTrend), not thrown: failing the call would make the client retry into
-      // "duplicate".
-      this.trend(events, infos, applied, nowMs);
-      if (this.trendingFlushMs === 0) await this.flushTrend();
-      else if (this.pending.entries >= MAX_PENDING_TREND) void this.flushTrend();
-      else if (this.flushTimer === null) {
-        this.flushTimer = setTimeout(() => void this.flushTrend(), this.trendingFlushMs);
-        this.flushTimer.unref();
-      }
-    }
+    // The events' trending follows the script's own answer, not the caller's: a script that
+    // lands after its call timed out (503) has recorded them, and the retry will only find
+    // duplicates, so this is the one place their counts and trending can come from.
+    let landed: Promise<void> | undefined;
+    const run = this.script('recserveRecord')(keys.length, ...keys, ...args) as Promise<number[]>;
+    const done = run.then((flags) => {
+      const applied = flags.map((f) => f === 1);
+      // Recorded: the user's state has them and a retry would be a duplicate, so a failure of
+      // the global aggregates is reported (flushTrend), not thrown.
+      if (applied.includes(true)) landed = this.addTrend(events, infos, applied, nowMs);
+      return applied;
+    });
+    done.catch(() => undefined); // the caller hears of a failure through guard()
+    const applied = await this.guard('recordEvents', () => done);
+    await landed;
     return applied;
+  }
+
+  /** Adds applied events to the pending batch and sees that it is sent. */
+  private async addTrend(
+    events: StoredEvent[],
+    infos: ({ categories: string[] } | undefined)[],
+    applied: boolean[],
+    nowMs: number,
+  ): Promise<void> {
+    this.trend(events, infos, applied, nowMs);
+    if (this.trendingFlushMs === 0) await this.flushTrend();
+    else if (this.pending.entries >= MAX_PENDING_TREND) void this.flushTrend();
+    else if (this.flushTimer === null) {
+      this.flushTimer = setTimeout(() => void this.flushTrend(), this.trendingFlushMs);
+      this.flushTimer.unref();
+    }
   }
 
   /**

@@ -150,6 +150,34 @@ if (!hasRedis) {
     }
   });
 
+  test('redis: an event whose call timed out but landed still counts in trending, once', async () => {
+    const own = await startRedisServer();
+    const pid = Number(/process_id:(\d+)/.exec(await own.admin.info('server'))![1]);
+    const store = new RedisFeatureStore({ redis: own.url, timeoutMs: 200, trendingFlushMs: 0 });
+    try {
+      await store.waitUntilConnected(5000);
+      const ev = { itemId: 'late', event: 'like' as const, timestampMs: Date.now() };
+      process.kill(pid, 'SIGSTOP');
+      try {
+        await assert.rejects(store.recordEvents('lt', [ev]), /no answer within 200 ms/);
+      } finally {
+        process.kill(pid, 'SIGCONT');
+      }
+      let counts = [0];
+      for (let i = 0; i < 40 && counts[0] === 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        counts = await store.itemCounts(['late']).catch(() => [0]);
+      }
+      assert.deepEqual(counts, [1]);
+      assert.deepEqual((await store.recordEvents('lt', [ev])).applied, [false]);
+      assert.deepEqual(await store.itemCounts(['late']), [1]);
+      assert.ok((await store.trending('1h', 5)).some((t) => t.itemId === 'late'));
+    } finally {
+      await store.close();
+      await own.stop();
+    }
+  });
+
   test('redis: a large call goes in several scripts and stays exact across them', async () => {
     const store = new RedisFeatureStore({ redis: `redis://127.0.0.1:${port}`, prefix: 'lg:' });
     try {
