@@ -457,40 +457,12 @@ export class RedisFeatureStore implements FeatureStore {
   private closed = false;
 
   constructor(opts: RedisStoreOptions) {
-    if (typeof opts.redis === 'string') {
-      this.redis = new Redis(opts.redis, {
-        lazyConnect: false,
-        // Pending commands fail after one reconnect attempt instead of twenty: an outage
-        // answers 503 at once and queues nothing. Reconnects go on forever, every second
-        // at most.
-        maxRetriesPerRequest: 1,
-        retryStrategy: (times) => Math.min(times * 100, 1000),
-        connectTimeout: 2000,
-        ...opts.redisOptions,
-      });
-      this.owned = true;
-    } else {
-      this.redis = opts.redis;
-      this.owned = opts.closeClient ?? false;
-    }
     this.timeoutMs = opts.timeoutMs ?? 1000;
     if (!(Number.isInteger(this.timeoutMs) && this.timeoutMs >= 1))
       throw new RangeError(`RedisFeatureStore: timeoutMs must be a positive integer`);
     this.trendingFlushMs = opts.trendingFlushMs ?? 50;
     if (!(Number.isInteger(this.trendingFlushMs) && this.trendingFlushMs >= 0))
       throw new RangeError(`RedisFeatureStore: trendingFlushMs must be an integer >= 0`);
-    this.onError = opts.onError;
-    // Without a listener ioredis prints every reconnect failure to stderr with a stack.
-    this.clientErrorListener = (err: Error) => {
-      this.errorCount++;
-      this.onError?.(err, 'client');
-    };
-    this.redis.on('error', this.clientErrorListener);
-    if (this.redis.status === 'ready') this.everReady = true;
-    this.redis.on('ready', () => {
-      this.everReady = true;
-      this.stalled = false;
-    });
     this.itemInfo = opts.itemInfo ?? (() => undefined);
     this.p = opts.prefix ?? 'rs:';
     // Keys carry the user's hash tag ({id}); a brace in the prefix would become the tag.
@@ -509,6 +481,35 @@ export class RedisFeatureStore implements FeatureStore {
     this.userTtlMs = opts.userTtlMs ?? 30 * 86_400_000;
     if (!(Number.isInteger(this.userTtlMs) && this.userTtlMs >= 0))
       throw new RangeError(`RedisFeatureStore: userTtlMs must be an integer >= 0`);
+    // Every option is checked before a client exists: a refused one leaves no connection.
+    if (typeof opts.redis === 'string') {
+      this.redis = new Redis(opts.redis, {
+        lazyConnect: false,
+        // Pending commands fail after one reconnect attempt instead of twenty: an outage
+        // answers 503 at once and queues nothing. Reconnects go on forever, every second
+        // at most.
+        maxRetriesPerRequest: 1,
+        retryStrategy: (times) => Math.min(times * 100, 1000),
+        connectTimeout: 2000,
+        ...opts.redisOptions,
+      });
+      this.owned = true;
+    } else {
+      this.redis = opts.redis;
+      this.owned = opts.closeClient ?? false;
+    }
+    this.onError = opts.onError;
+    // Without a listener ioredis prints every reconnect failure to stderr with a stack.
+    this.clientErrorListener = (err: Error) => {
+      this.errorCount++;
+      this.onError?.(err, 'client');
+    };
+    this.redis.on('error', this.clientErrorListener);
+    if (this.redis.status === 'ready') this.everReady = true;
+    this.redis.on('ready', () => {
+      this.everReady = true;
+      this.stalled = false;
+    });
     this.redis.defineCommand('recserveRecord', { lua: RECORD_LUA });
     this.redis.defineCommand('recserveBlock', { lua: BLOCK_LUA, numberOfKeys: 4 });
     this.redis.defineCommand('recserveTrend', { lua: TREND_LUA });
