@@ -249,15 +249,21 @@ export class RecommendationPipeline implements RecommenderService {
     const tsMs = req.context?.timestamp ? Date.parse(req.context.timestamp) : startedMs;
     const cacheKey =
       this.cfg.cacheTtlMs > 0 ? recsCacheKey(req.user_id, cacheShape(req, m.version)) : null;
-    // A feature store that does not answer (Redis down or too slow: store_unavailable) does
-    // not fail the request: the cache reads as a miss, and without the user's features the
-    // answer is the fallback the API contract names (HTTP 503 with the list, marked degraded).
-    // No failure of these reads fails the request. Without the user's features the answer is
-    // degraded (marked, 503); without trending it lacks one candidate source; without the
-    // cache it is computed. Besides an unreachable store, a key that something else wrote
-    // with another type (WRONGTYPE) would otherwise fail every request that reads it
-    // (trending: every request). Those are logged: someone must look.
+    // No failure of the store's reads fails the request (Redis down, too slow, or slower than
+    // the caller's deadline allows: store_unavailable). Without the user's features the
+    // answer is the fallback the API contract names (HTTP 503 with the list, marked
+    // degraded); without trending it lacks one candidate source; without the cache it is
+    // computed. Besides an unreachable store, a key that something else wrote with another
+    // type (WRONGTYPE) would otherwise fail every request that reads it (trending: every
+    // request). Those are logged: someone must look.
     let degraded = false;
+    // With a deadline, the store's reads may take half the time it leaves (the rest is the
+    // pipeline's, whose ranking falls back by itself when short of time): a degraded answer
+    // in time rather than a 504 because Redis was slow.
+    const storeBudget =
+      opts?.deadline === undefined ? null : Math.max(1, (opts.deadline - startedMs) / 2);
+    const inTime = <T>(p: Promise<T>): Promise<T> =>
+      storeBudget === null ? p : withinBudget(p, startedMs + storeBudget);
     const storeFailed = (err: unknown, what: 'cache' | 'request' | 'trending'): void => {
       if (!(err instanceof ApiError && err.code === 'store_unavailable'))
         this.log.error({ err, what, user: req.user_id }, 'feature store read failed');
@@ -266,7 +272,7 @@ export class RecommendationPipeline implements RecommenderService {
     };
     const trendSource: Pick<FeatureStore, 'trending'> = {
       trending: (window, k, now) =>
-        this.store.trending(window, k, now).catch((err: unknown) => {
+        inTime(this.store.trending(window, k, now)).catch((err: unknown) => {
           storeFailed(err, 'trending');
           return [];
         }),
@@ -274,7 +280,7 @@ export class RecommendationPipeline implements RecommenderService {
     if (cacheKey) {
       let hit: Uint8Array | string | null = null;
       try {
-        hit = await this.store.getCached(cacheKey);
+        hit = await inTime(this.store.getCached(cacheKey));
       } catch (err) {
         storeFailed(err, 'cache');
       }
@@ -296,7 +302,7 @@ export class RecommendationPipeline implements RecommenderService {
     const tFetch = process.hrtime.bigint();
     let state: UserState | null = null;
     try {
-      [state = null] = await this.store.getUsers([req.user_id], startedMs);
+      [state = null] = await inTime(this.store.getUsers([req.user_id], startedMs));
     } catch (err) {
       storeFailed(err, 'request');
     }
@@ -872,6 +878,43 @@ export function cacheShape(req: RecommendationRequest, modelVersion: string): st
  * configured depths cover (up to 75 items by default) are retrieved exactly as before.
  */
 const CANDIDATES_PER_ITEM = 2;
+
+/**
+ * `p`, or store_unavailable once `untilMs` (epoch ms) passes first. The read itself goes on;
+ * only the request stops waiting for it.
+ */
+function withinBudget<T>(p: Promise<T>, untilMs: number): Promise<T> {
+  const left = untilMs - Date.now();
+  if (left <= 0) {
+    p.catch(() => undefined);
+    return Promise.reject(
+      new ApiError(
+        'store_unavailable',
+        "the feature store read would outlast the caller's deadline",
+      ),
+    );
+  }
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(
+        new ApiError(
+          'store_unavailable',
+          `the feature store did not answer within the caller's deadline (${Math.round(left)} ms)`,
+        ),
+      );
+    }, left);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
 
 /** Time kept back from the caller's deadline for the fallback re-rank and the response. */
 const RANK_DEADLINE_RESERVE_MS = 2;

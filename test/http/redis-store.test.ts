@@ -224,6 +224,35 @@ if (!hasRedis) {
     assert.equal(back.status, 200);
   });
 
+  test("a slow Redis: the caller's deadline bounds the store's reads, the answer comes degraded in time", async () => {
+    const info = await redis.admin.info('server');
+    const pid = Number(/process_id:(\d+)/.exec(info)![1]);
+    const u = servers[0]!.registry.current()!.bundle.userIds[6]!;
+    process.kill(pid, 'SIGSTOP');
+    let ms = 0;
+    let r: Response;
+    try {
+      const t0 = Date.now();
+      r = await fetch(a + '/v1/recommendations', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-timeout-ms': '120' },
+        body: JSON.stringify({ user_id: u, num_items: 5 }),
+      });
+      ms = Date.now() - t0;
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const body = (await r.json()) as Json;
+    assert.equal(r.status, 503, JSON.stringify(body));
+    assert.equal(body.metadata.degraded, 'store_unavailable');
+    // Half of the 120 ms for the store, then the pipeline: well inside the store's own 300.
+    assert.ok(ms < 250, `answered after ${ms} ms`);
+    await until('Redis to be used again', 5000, async () => {
+      const x = await post(a, '/v1/feedback', like(u, 'after-slow'));
+      return x.status === 200 ? x : undefined;
+    });
+  });
+
   test('a database the Redis server does not have fails start-up, saying which', async () => {
     const s = await startTestServer(['--store', 'redis', '--redis-url', `${url}/99`]);
     try {
