@@ -72,7 +72,7 @@ export function openFeatureStore(
       // As for one server (redis-store.ts): fail pending commands fast during an outage,
       // reconnect forever at most every second.
       clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
-      redisOptions: { maxRetriesPerRequest: 1, connectTimeout: 2000 },
+      redisOptions: { maxRetriesPerRequest: 1, connectTimeout: 2000, disconnectTimeout: 200 },
     });
     store = new RedisFeatureStore({ redis: cluster, closeClient: true, ...common });
     address = `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;

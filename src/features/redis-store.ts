@@ -491,6 +491,10 @@ export class RedisFeatureStore implements FeatureStore {
         maxRetriesPerRequest: 1,
         retryStrategy: (times) => Math.min(times * 100, 1000),
         connectTimeout: 2000,
+        // How long close() waits for a socket's 'close' before destroying it; a socket whose
+        // connection was refused never sends one, and the 2 s default kept a stopping
+        // server's process alive that long.
+        disconnectTimeout: 200,
         ...opts.redisOptions,
       });
       this.owned = true;

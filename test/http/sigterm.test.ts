@@ -7,6 +7,7 @@ import { startBenchServer } from '../../bench/lib/server.js';
 import { loadNative } from '../../src/retrieval/native.js';
 import { ExactIndex } from '../../src/retrieval/exact.js';
 import { ensureTestModels, post, startTestServer } from './harness.js';
+import { hasRedisServer, startRedisServer } from '../support/redis-server.js';
 
 function request(
   agent: http.Agent,
@@ -107,4 +108,25 @@ test('a drain answers the last request in flight before it closes the connection
     assert.ok(r.json.recommendations.length > 0);
   }
   assert.ok(exercised > 0, 'no request was in flight when a drain began');
+});
+
+test('SIGTERM with its Redis gone: the process exits at once, not seconds later', async (t) => {
+  if (!hasRedisServer()) return t.skip('redis-server is not installed');
+  const redis = await startRedisServer();
+  const server = await startBenchServer(ensureTestModels(), [
+    '--no-grpc',
+    '--store',
+    'redis',
+    '--redis-url',
+    redis.url,
+  ]);
+  await redis.stop();
+  // Let the client see the loss and start reconnecting.
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = Date.now();
+  const exited = new Promise<number | null>((r) => server.child.once('exit', r));
+  server.child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  // ioredis waited 2 s (its disconnectTimeout) for a refused socket to close.
+  assert.ok(Date.now() - t0 < 1500, `exited ${Date.now() - t0} ms after SIGTERM`);
 });

@@ -61,6 +61,8 @@ export async function startRedisServer(
     lazyConnect: true,
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
+    // After SHUTDOWN the socket never closes cleanly: do not hold the process 2 s for it.
+    disconnectTimeout: 100,
   });
   admin.on('error', () => undefined);
   for (let i = 0; ; i++) {
