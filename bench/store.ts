@@ -7,8 +7,9 @@
 // figure that says whether a million users fit), events/s applied by recordEvents (batches of
 // 1 and 10), getUsers latency (one user, and batches of 8), trending() latency, and the
 // ingestion path with the durable log (fdatasync group commit) under concurrency. With
-// --redis, the same load and reads against RedisFeatureStore too ('auto' starts a private
-// redis-server on a free loopback port and stops it after), with 32 requests in flight.
+// --redis, the same load, reads and one-event writes against RedisFeatureStore too ('auto'
+// starts a private redis-server on a free loopback port and stops it after), with 32
+// requests in flight.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -271,6 +272,14 @@ async function benchRedis(opt: string, now: number): Promise<void> {
     out.redisGetUsers32P99Ms = percentile(par.lat, 99);
     rows.push(['redis: getUsers/s, 32 in flight', out.redisGetUsersPerSec, 'reads/s']);
     rows.push(['redis: getUsers p99, 32 in flight', out.redisGetUsers32P99Ms, 'ms']);
+    // One event per call, as /v1/feedback usually sends: the Redis CPU of one record script.
+    const single = await inFlight(reads, 32, (i) =>
+      store.recordEvents(`user_${rng.int(rUsers)}`, [
+        { itemId: pickItem(), event: 'like', timestampMs: now - i, durationSeconds: 30 },
+      ]),
+    );
+    out.redisRecord1PerSec = (reads / single.ms) * 1000;
+    rows.push(['redis: recordEvents, 1 event, 32 in flight', out.redisRecord1PerSec, 'events/s']);
     const tr = await inFlight(2000, 1, () => store.trending('1h', 100, now));
     out.redisTrending100P50Ms = percentile(tr.lat, 50);
     rows.push(['redis: trending(1h, k=100) p50', out.redisTrending100P50Ms, 'ms']);

@@ -176,5 +176,11 @@ export interface RecommenderService {
   /** What start-up still waits for (a Redis not answering yet), for /readyz; null otherwise. */
   waitingFor?(): string | null;
   /** A shared feature store's state for /readyz; null for the embedded one. */
-  storeHealth?(): { backend: string; connected: boolean } | null;
+  storeHealth?(): StoreHealth | null;
+}
+
+/** A shared feature store's state, as /readyz shows it. */
+export interface StoreHealth {
+  backend: string;
+  connected: boolean;
 }

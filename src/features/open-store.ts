@@ -4,7 +4,7 @@
 import { Cluster } from 'ioredis';
 import { parseClusterNodes, type ServerConfig } from '../config/index.js';
 import { MemoryFeatureStore } from './memory-store.js';
-import { RedisFeatureStore } from './redis-store.js';
+import { RedisFeatureStore, reconnectDelay, SERVING_CLIENT_OPTIONS } from './redis-store.js';
 import type { FeatureStore, ItemInfoLookup } from './store.js';
 
 /** A store that connected but can never serve as configured (start-up fails, no retry). */
@@ -69,10 +69,8 @@ export function openFeatureStore(
   if (cfg.redisClusterNodes !== '') {
     const nodes = parseClusterNodes(cfg.redisClusterNodes);
     const cluster = new Cluster(nodes, {
-      // As for one server (redis-store.ts): fail pending commands fast during an outage,
-      // reconnect forever at most every second.
-      clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
-      redisOptions: { maxRetriesPerRequest: 1, connectTimeout: 2000, disconnectTimeout: 200 },
+      clusterRetryStrategy: reconnectDelay,
+      redisOptions: SERVING_CLIENT_OPTIONS,
     });
     store = new RedisFeatureStore({ redis: cluster, closeClient: true, ...common });
     address = `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;

@@ -51,6 +51,7 @@ import {
   bucketIndex,
   checkStoredEvent,
   effectiveTimestamp,
+  settleWithin,
   idempotencyKey,
   userOfCacheKey,
   userTag,
@@ -110,6 +111,25 @@ export interface RedisStoreOptions {
    * They are otherwise only counted (errorCount): ioredis would print them to stderr.
    */
   onError?: (err: Error, what: string) => void;
+}
+
+/**
+ * The ioredis settings of a client this server owns, one server or each Cluster node:
+ * - pending commands fail after one reconnect attempt instead of twenty, so an outage
+ *   answers 503 at once and queues nothing;
+ * - close() waits 200 ms, not 2 s, for a socket's 'close' before destroying it: a socket
+ *   whose connection was refused never sends one, and the default kept a stopping server's
+ *   process alive that long.
+ */
+export const SERVING_CLIENT_OPTIONS = {
+  maxRetriesPerRequest: 1,
+  connectTimeout: 2000,
+  disconnectTimeout: 200,
+} as const satisfies RedisOptions;
+
+/** Reconnects go on forever, every second at most (retryStrategy, clusterRetryStrategy). */
+export function reconnectDelay(times: number): number {
+  return Math.min(times * 100, 1000);
 }
 
 /** Error replies that mean "Redis cannot serve right now", not "this command is wrong". */
@@ -485,16 +505,8 @@ export class RedisFeatureStore implements FeatureStore {
     if (typeof opts.redis === 'string') {
       this.redis = new Redis(opts.redis, {
         lazyConnect: false,
-        // Pending commands fail after one reconnect attempt instead of twenty: an outage
-        // answers 503 at once and queues nothing. Reconnects go on forever, every second
-        // at most.
-        maxRetriesPerRequest: 1,
-        retryStrategy: (times) => Math.min(times * 100, 1000),
-        connectTimeout: 2000,
-        // How long close() waits for a socket's 'close' before destroying it; a socket whose
-        // connection was refused never sends one, and the 2 s default kept a stopping
-        // server's process alive that long.
-        disconnectTimeout: 200,
+        ...SERVING_CLIENT_OPTIONS,
+        retryStrategy: reconnectDelay,
         ...opts.redisOptions,
       });
       this.owned = true;
@@ -604,25 +616,14 @@ export class RedisFeatureStore implements FeatureStore {
         ),
       );
     }
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.stall();
-        reject(
-          new ApiError(
-            'store_unavailable',
-            `feature store (redis) ${op}: no answer within ${this.timeoutMs} ms`,
-          ),
-        );
-      }, this.timeoutMs);
-      work().then(
-        (v) => {
-          clearTimeout(timer);
-          resolve(v);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(asStoreError(err, op));
-        },
+    const answer = work().catch((err: unknown) => {
+      throw asStoreError(err, op);
+    });
+    return settleWithin(answer, this.timeoutMs, () => {
+      this.stall();
+      return new ApiError(
+        'store_unavailable',
+        `feature store (redis) ${op}: no answer within ${this.timeoutMs} ms`,
       );
     });
   }

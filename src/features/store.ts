@@ -187,6 +187,27 @@ export function blockedListFull(cap: number): ApiError {
   );
 }
 
+/**
+ * `p`'s outcome, or `late()`'s error once `ms` pass first. The work itself cannot be
+ * recalled: only the caller stops waiting for it. Both bounds on store calls use this: the
+ * Redis store's own (RedisFeatureStore timeoutMs) and a request's deadline (the pipeline).
+ */
+export function settleWithin<T>(p: Promise<T>, ms: number, late: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(late()), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** The session list length (the seed's LTRIM 0 99). */
 export const RECENT_LIMIT = 100;
 

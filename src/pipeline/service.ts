@@ -23,10 +23,12 @@ import type {
   RecommenderService,
   SimilarRequest,
   SimilarResponse,
+  StoreHealth,
 } from '../api/types.js';
 import type { PipelineConfig } from '../config/index.js';
 import {
   recsCacheKey,
+  settleWithin,
   type FeatureStore,
   type StoredEvent,
   type UserState,
@@ -65,12 +67,6 @@ export interface FeedbackSink {
     kind: NegativeFeedbackRequest['feedback_type'],
     reason?: string,
   ): Promise<{ duplicate: boolean }>;
-}
-
-/** A shared feature store's state, as /readyz shows it. */
-export interface StoreHealth {
-  backend: string;
-  connected: boolean;
 }
 
 export interface PipelineDeps {
@@ -308,7 +304,7 @@ export class RecommendationPipeline implements RecommenderService {
     }
     const featureFetch = ms(tFetch);
     this.metrics.stageSeconds.observe({ stage: 'feature_fetch' }, featureFetch / 1000);
-    const u = buildUserContext(m, req.user_id, state ?? null, req.exclude_items, startedMs);
+    const u = buildUserContext(m, req.user_id, state, req.exclude_items, startedMs);
     const filter = this.filterOf(m, req);
     const catCap = capFor(
       req.diversity_settings?.category_diversity,
@@ -894,26 +890,15 @@ function withinBudget<T>(p: Promise<T>, untilMs: number): Promise<T> {
       ),
     );
   }
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(
-        new ApiError(
-          'store_unavailable',
-          `the feature store did not answer within the caller's deadline (${Math.round(left)} ms)`,
-        ),
-      );
-    }, left);
-    p.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
+  return settleWithin(
+    p,
+    left,
+    () =>
+      new ApiError(
+        'store_unavailable',
+        `the feature store did not answer within the caller's deadline (${Math.round(left)} ms)`,
+      ),
+  );
 }
 
 /** Time kept back from the caller's deadline for the fallback re-rank and the response. */
