@@ -8,13 +8,16 @@
 //   <p>u:{id}:r   zset: session, score = event time, member = seq|item|event code (ties by
 //                 arrival, like the memory store); trimmed to RECENT_LIMIT
 //   <p>u:{id}:i   hash: item -> positive count (0 = skipped only);  :il zset item -> last touch
-//   <p>u:{id}:b   hash: item -> negative kind bits
+//   <p>u:{id}:b   hash: item -> negative kind bits;  :rp set: reports not yet on the review list
 //   <p>u:{id}:c   hash: creator -> count;  :cl zset creator -> last touch
 //   <p>u:{id}:t   hash: category -> weighted all-time count
-//   <p>u:{id}:w   hash: "window|bucket|key" -> value (ring buckets, pruned on write)
-//   <p>u:{id}:k:<hash>   idempotency keys (SET NX PX 24 h, the seed's record_feedback_idempotent)
-//   recs:{id}:<shape>    cached answers (store.ts recsCacheKey; no prefix, the caller names
-//                        them) and <p>u:{id}:ci, the set of them, for invalidateUser
+//   <p>u:{id}:w   hash: "window|bucket|key" -> value (ring buckets, pruned at most once per
+//                 shortest bucket)
+//   <p>u:{id}:k:<hash>   idempotency keys (SET PX 24 h once the event is applied, the seed's
+//                        record_feedback_idempotent)
+//   <p>recs:{id}:<shape> cached answers (the caller's store.ts recsCacheKey under this store's
+//                        prefix; 5-byte header: tag + CRC-32) and <p>u:{id}:ci, the set of
+//                        them, for invalidateUser
 // Global state lives under the tag {g} (one slot): <p>g:{g}:n (item counts), trending zsets
 // <p>g:{g}:tr:<window>[:c:<category>] with their frames' bases in <p>g:{g}:tb, and the review
 // list <p>g:{g}:reports. Item counts and trending are updated after the user's script, for
