@@ -33,6 +33,14 @@ export interface OpenLoopOptions {
    * sockets. Default 1,000.
    */
   maxInFlight?: number;
+  /**
+   * Told of every answer: when it was scheduled (performance.now() time), its latency,
+   * its status (null: failed or timed out) and, with `wantBody`, its body. For benchmarks
+   * that split a run into windows (bench/swap.ts).
+   */
+  onAnswer?: (scheduledMs: number, latencyMs: number, status: number | null, body: string) => void;
+  /** Collect each answer's body for onAnswer. Default false. */
+  wantBody?: boolean;
 }
 
 export interface OpenLoopResult {
@@ -78,11 +86,14 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
     inFlight++;
     if (inFlight > maxInFlight) maxInFlight = inFlight;
     return new Promise<void>((resolve) => {
+      let answer = '';
       const done = (ok: boolean, status?: number) => {
         inFlight--;
+        const latency = performance.now() - scheduledMs;
         if (!ok) errors++;
         else if (status! < 200 || status! >= 300) non2xx++;
-        else latencies.push(performance.now() - scheduledMs);
+        else latencies.push(latency);
+        o.onAnswer?.(scheduledMs, latency, ok ? status! : null, answer);
         resolve();
       };
       const req = http.request(
@@ -99,7 +110,8 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
           timeout: timeoutMs,
         },
         (res) => {
-          res.on('data', () => undefined);
+          if (o.wantBody) res.on('data', (c: Buffer) => (answer += c.toString()));
+          else res.on('data', () => undefined);
           res.on('end', () => done(true, res.statusCode));
           res.on('error', () => done(false));
         },

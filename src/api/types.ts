@@ -177,6 +177,34 @@ export interface RecommenderService {
   waitingFor?(): string | null;
   /** A shared feature store's state for /readyz; null for the embedded one. */
   storeHealth?(): StoreHealth | null;
+  /** The model repository's versions and which one serves, for GET /v1/models. */
+  models?(): ModelsStatus | null;
+}
+
+/** GET /v1/models: one version of the model repository (models/watcher.ts). */
+export type VersionState = 'loading' | 'serving' | 'failed' | 'available';
+
+export interface VersionStatus {
+  version: number;
+  state: VersionState;
+  /** Why it failed (state 'failed'). */
+  reason?: string;
+  /** When it started serving or failed (ISO 8601). */
+  since?: string;
+  /** Load and warm-up time of the serving version. */
+  load_ms?: number;
+}
+
+export interface ModelsStatus {
+  name: string;
+  /** The version serving now; null before the first one loaded. */
+  serving: number | null;
+  /** The one version this server may serve (--model-version); null follows the newest. */
+  pinned: number | null;
+  /** How often the repository is listed (0: only at start-up and on SIGHUP). */
+  poll_ms: number;
+  /** Every version listed, newest first, plus a serving one whose directory is gone. */
+  versions: VersionStatus[];
 }
 
 /** A shared feature store's state, as /readyz shows it. */

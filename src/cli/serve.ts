@@ -10,8 +10,9 @@ import { ListenError } from '../transport/listen-error.js';
 import { openFeatureStore, StoreSetupError } from '../features/open-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
-import { latestVersion, loadBundle } from '../models/repository.js';
+import { latestVersion } from '../models/repository.js';
 import { buildServingModel, ModelRegistry } from '../models/registry.js';
+import { ModelWatcher } from '../models/watcher.js';
 import { createLogger, type Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { categoryNamesOf } from '../pipeline/ranking/shared-bundle.js';
@@ -27,6 +28,8 @@ export interface RunningServer {
   grpc: GrpcServerHandle | undefined;
   service: RecommendationPipeline;
   registry: ModelRegistry;
+  /** Which model version serves; check() lists the repository now (SIGHUP). */
+  models: ModelWatcher;
   store: FeatureStore;
   metrics: Metrics;
   log: Logger;
@@ -194,14 +197,29 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
   })();
   // Awaited once the model is in (below); until then a failure must not count as unhandled.
   storeUp.catch(() => undefined);
+  const watcher = new ModelWatcher({
+    repoDir: cfg.modelsDir,
+    name: cfg.modelName,
+    pinned: cfg.modelVersion > 0 ? cfg.modelVersion : null,
+    pollMs: cfg.modelPollMs,
+    registry,
+    build: (b) => buildServingModel(b, { pipeline: cfg.pipeline, metrics }),
+    warm: (m) => service.warm(m),
+    log: logger.child({ component: 'models' }),
+    metrics,
+  });
+  service.setModelsStatus(() => watcher.status());
+  metrics.modelVersion.onCollect(() => {
+    const m = registry.current();
+    if (m) metrics.modelVersion.set({ name: m.bundle.name }, m.bundle.version);
+  });
   const ready = (async () => {
     const t0 = Date.now();
     if (cfg.buildMissing) await buildMissing(cfg, logger);
-    const dir = latestVersionDir(cfg.modelsDir, cfg.modelName);
-    if (!dir) throw new Error(`no model version under ${join(cfg.modelsDir, cfg.modelName)}`);
-    const bundle = await loadBundle(dir);
-    const model = await buildServingModel(bundle, { pipeline: cfg.pipeline, metrics });
-    registry.swap(model);
+    // /readyz says why no version loads while the watcher waits for one that does.
+    const model = await watcher.start((reason) => service.setFailed(reason, false));
+    service.setFailed(null);
+    const bundle = model.bundle;
     await storeUp;
     if (opened.backend === 'memory') {
       // The log is replayed after the model is in place, so replayed events aggregate by the
@@ -257,6 +275,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     grpc,
     service,
     registry,
+    models: watcher,
     store,
     metrics,
     log: logger,
@@ -268,6 +287,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         service.setReady(false);
         // Both front ends drain at once, under the same bound.
         await Promise.all([http.close(cfg.drainTimeoutMs), grpc?.close(cfg.drainTimeoutMs)]);
+        await watcher.close();
         await ready.catch(() => undefined);
         await ingestor?.close();
         await registry.close();
@@ -323,6 +343,12 @@ export async function run(args: string[]): Promise<number> {
         },
       );
     };
+    // SIGHUP: list the model repository now, and try again versions that failed to load
+    // (a failure caused by something outside their files: memory, a library).
+    process.on('SIGHUP', () => {
+      server.log.info('SIGHUP: checking the model repository');
+      void server.models.check(true);
+    });
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });

@@ -17,6 +17,14 @@ export interface ServerConfig {
   modelsDir: string;
   /** Bundle name inside the repository. Default "recserve". */
   modelName: string;
+  /**
+   * List the model repository this often and swap in a new version (or back to an older
+   * one when the serving version's directory is removed) while serving. 0: only at
+   * start-up and on SIGHUP. Default 5 s.
+   */
+  modelPollMs: number;
+  /** Serve exactly this version of the bundle; 0 (default) serves the newest that loads. */
+  modelVersion: number;
   /** Build the addon / demo repository when missing before serving. Default true. */
   buildMissing: boolean;
   /** Durable feedback log and other server state (<dataDir>/events). Default <project>/data. */
@@ -181,6 +189,8 @@ export function defaultConfig(): ServerConfig {
     maxBodyBytes: 1024 * 1024,
     modelsDir: resolve(projectRoot(), 'models'),
     modelName: 'recserve',
+    modelPollMs: 5000,
+    modelVersion: 0,
     buildMissing: true,
     dataDir: resolve(projectRoot(), 'data'),
     fsyncFeedback: true,
@@ -222,6 +232,8 @@ const KEYS: Record<
   'max-body-bytes': { kind: 'int', path: ['maxBodyBytes'], min: 1024, max: 64 * 1024 * 1024 },
   models: { kind: 'str', path: ['modelsDir'] },
   'model-name': { kind: 'str', path: ['modelName'] },
+  'model-poll-ms': { kind: 'int', path: ['modelPollMs'], min: 0, max: 3_600_000 },
+  'model-version': { kind: 'int', path: ['modelVersion'], min: 0 },
   'build-missing': { kind: 'bool', path: ['buildMissing'] },
   'data-dir': { kind: 'str', path: ['dataDir'] },
   'fsync-feedback': { kind: 'bool', path: ['fsyncFeedback'] },

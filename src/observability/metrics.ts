@@ -211,6 +211,16 @@ export class Metrics {
     'Recommendations served without the feature store (fallback lists), by reason',
     ['reason'],
   );
+  readonly modelLoads = new Counter(
+    'recserve_model_loads_total',
+    'Model version loads (start-up and hot swaps) by result: loaded, failed',
+    ['result'],
+  );
+  readonly modelVersion = new Gauge(
+    'recserve_model_version',
+    'The model version serving, by model name',
+    ['name'],
+  );
   readonly loopLag = new Gauge(
     'recserve_event_loop_lag_seconds',
     'Event-loop delay percentiles since the previous scrape (perf_hooks.monitorEventLoopDelay)',
@@ -248,6 +258,8 @@ export class Metrics {
       this.storeConnected,
       this.storeErrors,
       this.degraded,
+      this.modelLoads,
+      this.modelVersion,
       this.loopLag,
     ];
   }

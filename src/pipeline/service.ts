@@ -15,6 +15,7 @@ import type {
   ExplanationReason,
   FeedbackRequest,
   FeedbackResponse,
+  ModelsStatus,
   NegativeFeedbackRequest,
   NegativeFeedbackResponse,
   Recommendation,
@@ -97,8 +98,11 @@ export class RecommendationPipeline implements RecommenderService {
   private sink: FeedbackSink | undefined;
   private warmed = false;
   private failure: string | null = null;
+  /** False while the model repository is still watched for a version that loads. */
+  private failureFinal = true;
   private waiting: string | null = null;
   private health: (() => StoreHealth) | undefined;
+  private modelsStatus: (() => ModelsStatus) | undefined;
   private seedCounter = 0;
   /**
    * Last feedback time per user (this process): an answer computed from state read before
@@ -143,14 +147,16 @@ export class RecommendationPipeline implements RecommenderService {
   }
 
   /**
-   * Marks the start-up as failed (the model version could not be loaded): /readyz and every
-   * call say why, where they said "not loaded yet; retry shortly" for good.
+   * Marks the start-up as failed (no model version could be loaded): /readyz and every call
+   * say why, where they said "not loaded yet; retry shortly" for good. `final` false: the
+   * repository is still watched (polling on), and null clears it once a version loads.
    */
-  setFailed(reason: string): void {
+  setFailed(reason: string | null, final = true): void {
     this.failure = reason;
+    this.failureFinal = final;
   }
 
-  /** Why the service will not turn ready, once its start-up failed; null otherwise. */
+  /** Why the service is not ready, once its start-up failed; null otherwise. */
   failedReason(): string | null {
     return this.failure;
   }
@@ -162,6 +168,15 @@ export class RecommendationPipeline implements RecommenderService {
 
   waitingFor(): string | null {
     return this.waiting;
+  }
+
+  /** What GET /v1/models answers: the repository's versions (serve.ts sets it). */
+  setModelsStatus(status: () => ModelsStatus): void {
+    this.modelsStatus = status;
+  }
+
+  models(): ModelsStatus | null {
+    return this.modelsStatus?.() ?? null;
   }
 
   /** Reports the shared store's state on /readyz (serve.ts sets it for Redis). */
@@ -178,13 +193,19 @@ export class RecommendationPipeline implements RecommenderService {
       'unavailable',
       this.failure === null
         ? 'models are not loaded yet; retry shortly'
-        : `the model failed to load (${this.failure}); this server will not turn ready`,
+        : `the model failed to load (${this.failure}); ` +
+            (this.failureFinal
+              ? 'this server will not turn ready'
+              : 'the repository is watched for a version that loads'),
     );
   }
 
-  /** Runs every stage once per ranking thread so the first real request is not the slowest. */
-  async warm(): Promise<void> {
-    const m = this.registry.current();
+  /**
+   * Runs every stage once per ranking thread so the first real request is not the slowest;
+   * `model` warms a version before it is swapped in (models/watcher.ts).
+   */
+  async warm(model?: ServingModel): Promise<void> {
+    const m = model ?? this.registry.current();
     if (!m) throw new Error('warm(): no model loaded');
     const u = buildUserContext(m, '__warmup__', null, undefined, Date.now());
     const n = Math.min(8, m.bundle.items.ids.length);

@@ -343,7 +343,13 @@ describe('parity over HTTP JSON, HTTP FlatBuffers and gRPC', () => {
 
 describe('readiness and draining, on the real server', () => {
   test('not ready is unavailable on every transport (503 / UNAVAILABLE), and retried', async () => {
-    const { server: s2, base: b2 } = await startTestServer(['--models', '/nonexistent-models']);
+    const { server: s2, base: b2 } = await startTestServer([
+      '--models',
+      '/nonexistent-models',
+      // Polling off: start-up gives up (polling on, it would watch for a version).
+      '--model-poll-ms',
+      '0',
+    ]);
     try {
       await assert.rejects(s2.ready);
       assert.equal(await waitForHealth(s2.grpc!.address, '', 'NOT_SERVING'), 'NOT_SERVING');

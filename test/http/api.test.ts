@@ -37,7 +37,13 @@ describe('health, readiness, metrics', () => {
   });
 
   test('a server with no model stays not ready and refuses /v1 with 503', async () => {
-    const { server: s2, base: b2 } = await startTestServer(['--models', '/nonexistent-models']);
+    const { server: s2, base: b2 } = await startTestServer([
+      '--models',
+      '/nonexistent-models',
+      // Polling off: start-up gives up (polling on, it would watch for a version).
+      '--model-poll-ms',
+      '0',
+    ]);
     try {
       await assert.rejects(s2.ready);
       assert.equal((await fetch(b2 + '/healthz')).status, 200);

@@ -346,6 +346,14 @@ export async function startHttpServer(
       ? [503, 'application/json', '{"status":"not_ready"}']
       : [503, 'application/json', JSON.stringify({ status: 'not_ready', waiting_for: waiting })];
   });
+  // The model repository as this server sees it: which version serves, which failed and
+  // why (a hot swap that did not happen is visible here, not only in the log).
+  getRoute('/v1/models', 'models', () => {
+    const models = service.models?.() ?? null;
+    if (models !== null) return [200, 'application/json', JSON.stringify(models)];
+    const err = new ApiError('not_found', 'this server has no model repository');
+    return [err.httpStatus, 'application/json', JSON.stringify(err)];
+  });
   getRoute('/metrics', 'metrics', () => [
     200,
     'text/plain; version=0.0.4; charset=utf-8',
