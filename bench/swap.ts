@@ -93,6 +93,18 @@ async function main(): Promise<void> {
       // Two seconds unrecorded first: the steady window should not hold the first requests'
       // lazy initialisation.
       await openLoop({ url: base, rate, durationS: 2, makeRequest: request });
+      // The server's event-loop delay, scraped every 250 ms (each scrape covers the time since
+      // the one before): a stall there delays every request in flight.
+      const lags: { at: number; maxMs: number }[] = [];
+      let scraping = true;
+      const scraper = (async () => {
+        while (scraping) {
+          await new Promise((r) => setTimeout(r, 250));
+          const text = await (await fetch(`${base}/metrics`)).text();
+          const m = /^recserve_event_loop_lag_seconds\{quantile="1"\} (\S+)$/m.exec(text);
+          if (m) lags.push({ at: Date.now(), maxMs: Number(m[1]) * 1000 });
+        }
+      })();
       const answers: Answer[] = [];
       const t0 = Date.now();
       const swapAt = (durationS * 1000) / 3;
@@ -126,6 +138,8 @@ async function main(): Promise<void> {
         },
       });
       moves.forEach(clearTimeout);
+      scraping = false;
+      await scraper;
       // The server's log says when each load began and when it swapped (pino's epoch ms).
       const starts = server.logs.filter((r) => r.msg === 'loading model version').slice(1);
       const swaps = server.logs.filter((r) => r.msg === 'model version swapped in');
@@ -162,6 +176,31 @@ async function main(): Promise<void> {
           failures: inside.length - ok.length,
         };
       });
+      // Half-second buckets: where in a window the slow answers fall (the load itself, the
+      // swap, or the first answers of the new version).
+      const timeline: {
+        at_s: number;
+        answers: number;
+        p99_ms: number;
+        max_ms: number;
+        loop_lag_max_ms: number;
+      }[] = [];
+      for (let b = 0; b < durationS * 2; b++) {
+        const from = t0 + b * 500;
+        const to = from + 500;
+        const lat = answers
+          .filter((a) => a.status === 200 && a.at >= from && a.at < to)
+          .map((a) => a.latency);
+        // Scrapes ending inside the bucket or the first after it.
+        const lag = lags.filter((l) => l.at >= from && l.at < to + 250).map((l) => l.maxMs);
+        timeline.push({
+          at_s: b / 2,
+          answers: lat.length,
+          p99_ms: round(percentile(lat, 99)),
+          max_ms: round(lat.reduce((x, y) => Math.max(x, y), 0)),
+          loop_lag_max_ms: round(lag.reduce((x, y) => Math.max(x, y), 0)),
+        });
+      }
       const byVersion: Record<string, number> = {};
       for (const a of answers) {
         const k = a.version ?? `status ${a.status ?? 'failed'}`;
@@ -189,6 +228,7 @@ async function main(): Promise<void> {
         loads,
         answers_by_version: byVersion,
         ratios,
+        timeline,
       };
       if (args.json) {
         console.log(JSON.stringify(out));
@@ -210,6 +250,11 @@ async function main(): Promise<void> {
           `loads: ${loads.map((l) => `v${String(l.version)} ${String(l.ms)} ms${l.rollback ? ' (rollback)' : ''}`).join(', ')}`,
         );
         console.log(`answers by version: ${JSON.stringify(byVersion)}`);
+        if (args.options.has('timeline'))
+          for (const t of timeline)
+            console.log(
+              `  ${t.at_s.toFixed(1)} s: ${t.answers} answers, p99 ${t.p99_ms} ms, max ${t.max_ms} ms, event-loop lag max ${t.loop_lag_max_ms} ms`,
+            );
         console.log(
           `p99 while loading / steady p99: v2 ${ratios.loading_v2_p99_vs_steady}, rollback ${ratios.rollback_p99_vs_steady}`,
         );

@@ -203,7 +203,8 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     pinned: cfg.modelVersion > 0 ? cfg.modelVersion : null,
     pollMs: cfg.modelPollMs,
     registry,
-    build: (b) => buildServingModel(b, { pipeline: cfg.pipeline, metrics }),
+    build: (b, previous) =>
+      buildServingModel(b, { pipeline: cfg.pipeline, metrics, ...(previous ? { previous } : {}) }),
     warm: (m) => service.warm(m),
     log: logger.child({ component: 'models' }),
     metrics,

@@ -14,7 +14,7 @@ import { RankerPool } from '../pipeline/ranking/pool.js';
 import { onnxFlopsPerRow } from '../ranker/flops.js';
 import { availableParallelism } from 'node:os';
 import { shareBundleItems, type SharedItems } from '../pipeline/ranking/shared-bundle.js';
-import { rowsByPopularity, turn } from './loading.js';
+import { rowsByPopularity, slicer, turn } from './loading.js';
 import { checkHnswAgainstCatalog } from './hnsw-ids.js';
 
 export interface ServingModel {
@@ -46,6 +46,11 @@ export interface BuildOptions {
   metrics?: Metrics;
   /** Index threads for the exact scan. Default: the addon's choice. */
   exactThreads?: number;
+  /**
+   * The model serving now, when this one will replace it: tables that depend only on the
+   * catalog are shared with it when the two share their catalog (loadBundle's `reuse`).
+   */
+  previous?: ServingModel;
 }
 
 /**
@@ -147,43 +152,63 @@ export async function buildServingModel(
     );
 
   const itemNorms = shared.itemNorms;
-  // The tables below, each in a turn of the event loop of its own (the server listens while
-  // it loads): bench:startup's longest gap in this function was 0.86-1.5 s at 1M items with
-  // them in one piece and the copies above, 91-302 ms now.
+  // The tables below run in slices of the event loop (loading.ts slicer): the server listens
+  // while it loads, and serves while a new version loads beside the serving one. With each
+  // table in one turn of its own, bench:startup's longest gap in this function was 91-302 ms
+  // at 1M items, and bench:swap's requests waited those out.
+  const due = slicer();
   await turn();
-  const byPop = rowsByPopularity(items.popularity);
+  const byPop = await rowsByPopularity(items.popularity, due);
   const popular = Int32Array.from(byPop.subarray(0, 2000));
-  await turn();
+  await due();
   const nc = items.categoryNames.length;
   const { catOffsets, catData } = shared;
-  // Each category's rows, ascending, counted first and written straight into their arrays.
-  const perCategory = new Uint32Array(nc);
-  for (let i = 0, e = catOffsets[n]!; i < e; i++) perCategory[catData[i]!]!++;
-  const categoryRows = Array.from({ length: nc }, (_, c) => new Uint32Array(perCategory[c]!));
-  perCategory.fill(0);
-  for (let r = 0; r < n; r++)
-    for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) {
-      const c = catData[i]!;
-      categoryRows[c]![perCategory[c]!++] = r;
+  // A version that shares the serving one's catalog (loadBundle's `reuse`: the same
+  // items.json) shares its tables of rows by category and creator too.
+  const prev = opts.previous?.bundle.items.ids === items.ids ? opts.previous : undefined;
+  let categoryRows: Uint32Array[];
+  if (prev) categoryRows = prev.categoryRows;
+  else {
+    // Each category's rows, ascending, counted first and written straight into their arrays.
+    const perCategory = new Uint32Array(nc);
+    for (let i = 0, e = catOffsets[n]!; i < e; i++) perCategory[catData[i]!]!++;
+    categoryRows = Array.from({ length: nc }, (_, c) => new Uint32Array(perCategory[c]!));
+    perCategory.fill(0);
+    for (let r = 0; r < n; r++) {
+      if ((r & 0xffff) === 0) await due();
+      for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) {
+        const c = catData[i]!;
+        categoryRows[c]![perCategory[c]!++] = r;
+      }
     }
-  await turn();
+  }
+  await due();
   const popLists: number[][] = Array.from({ length: nc }, () => []);
-  for (const r of byPop) {
+  for (let k = 0; k < n; k++) {
+    if ((k & 0xffff) === 0) await due();
+    const r = byPop[k]!;
     for (let i = catOffsets[r]!, e = catOffsets[r + 1]!; i < e; i++) {
       const c = catData[i]!;
       if (popLists[c]!.length < 200) popLists[c]!.push(r);
     }
   }
-  await turn();
-  // By the creators' numbers, not their names: a Map lookup by string per item, with the
-  // category lists' conversions, held the event loop ~0.5 s at 1M items (throwaway marks).
-  const { creatorOf, creatorNames } = shared;
-  const byCreator: number[][] = creatorNames.map(() => []);
-  for (let r = 0; r < n; r++) if (creatorOf[r]! >= 0) byCreator[creatorOf[r]!]!.push(r);
-  const creatorRows = new Map<string, number[]>();
-  for (let c = 0; c < creatorNames.length; c++)
-    if (byCreator[c]!.length > 0) creatorRows.set(creatorNames[c]!, byCreator[c]!);
-  await turn();
+  await due();
+  let creatorRows: Map<string, number[]>;
+  if (prev) creatorRows = prev.creatorRows;
+  else {
+    // By the creators' numbers, not their names: a Map lookup by string per item, with the
+    // category lists' conversions, held the event loop ~0.5 s at 1M items (throwaway marks).
+    const { creatorOf, creatorNames } = shared;
+    const byCreator: number[][] = creatorNames.map(() => []);
+    for (let r = 0; r < n; r++) {
+      if ((r & 0xffff) === 0) await due();
+      if (creatorOf[r]! >= 0) byCreator[creatorOf[r]!]!.push(r);
+    }
+    creatorRows = new Map<string, number[]>();
+    for (let c = 0; c < creatorNames.length; c++)
+      if (byCreator[c]!.length > 0) creatorRows.set(creatorNames[c]!, byCreator[c]!);
+  }
+  await due();
   let maxPopularity = 0;
   for (let r = 0; r < n; r++)
     if (items.popularity[r]! > maxPopularity) maxPopularity = items.popularity[r]!;
@@ -216,7 +241,7 @@ export async function buildServingModel(
     popular,
     popularByCategory: popLists.map((l) => Int32Array.from(l)),
     categoryRows,
-    categoryIndex: new Map(items.categoryNames.map((c, i) => [c, i])),
+    categoryIndex: prev?.categoryIndex ?? new Map(items.categoryNames.map((c, i) => [c, i])),
     creatorRows,
     maxPopularity,
   };

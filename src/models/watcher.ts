@@ -24,7 +24,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelBundle } from './bundle.js';
 import { releaseServingModel, type ModelRegistry, type ServingModel } from './registry.js';
-import { BundleIntegrityError, listVersions, loadBundle } from './repository.js';
+import { BundleIntegrityError, listVersions, loadBundle, type LoadedBundle } from './repository.js';
 
 export interface ModelWatcherOptions {
   repoDir: string;
@@ -34,8 +34,11 @@ export interface ModelWatcherOptions {
   /** List the repository this often; 0 turns polling off. */
   pollMs: number;
   registry: ModelRegistry;
-  /** Builds the runtime state of a loaded bundle (registry.ts buildServingModel). */
-  build: (bundle: ModelBundle) => Promise<ServingModel>;
+  /**
+   * Builds the runtime state of a loaded bundle (registry.ts buildServingModel); `previous`
+   * is the model it will replace, whose catalog tables it may share.
+   */
+  build: (bundle: ModelBundle, previous: ServingModel | undefined) => Promise<ServingModel>;
   /** Runs every stage of a built model once before it serves (pipeline/service.ts warm). */
   warm: (m: ServingModel) => Promise<void>;
   log: Logger;
@@ -81,6 +84,8 @@ export class ModelWatcher {
   private readonly pinned: number | null;
   private readonly failures = new Map<number, Failure>();
   private serving: { version: number; since: string; loadMs: number } | null = null;
+  /** The serving version's bundle as loadBundle returned it (with its digests). */
+  private servingBundle: LoadedBundle | undefined;
   private loading: number | null = null;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | null = null;
@@ -273,7 +278,10 @@ export class ModelWatcher {
     log.info({ version: v, serving: from }, 'loading model version');
     let model: ServingModel | undefined;
     try {
-      const bundle = await loadBundle(dir);
+      // The serving version's catalog and users are shared when this one has the same
+      // (repository.ts loadBundle `reuse`): no catalog work while serving, one copy in memory.
+      const previous = this.opts.registry.current();
+      const bundle = await loadBundle(dir, this.servingBundle ? { reuse: this.servingBundle } : {});
       // The directory is the version's name everywhere else (listings, pins, this status);
       // a copied directory whose config says another version or name would report one
       // model_version and be looked for as another.
@@ -284,13 +292,14 @@ export class ModelWatcher {
             `${this.opts.name}/${v} (a copied version must be rewritten, e.g. by ` +
             '`recserve import-ranker`, not renamed)',
         );
-      model = await this.opts.build(bundle);
+      model = await this.opts.build(bundle, previous);
       await this.opts.warm(model);
       if (this.closed) {
         await releaseServingModel(model);
         return true;
       }
       registry.swap(model);
+      this.servingBundle = bundle;
       const loadMs = Date.now() - t0;
       this.serving = { version: v, since: new Date().toISOString(), loadMs };
       metrics?.modelLoads.inc({ result: 'loaded' });

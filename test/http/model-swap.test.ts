@@ -157,6 +157,13 @@ test('a new version is swapped in under traffic without a failed request; the ol
       (server.registry.current()!.ranker as unknown as { closed: boolean }).closed,
       false,
     );
+    // Version 2 has version 1's items.json: it shares the catalog and its tables, not a copy.
+    const now = server.registry.current()!;
+    assert.equal(now.bundle.items.ids, old.bundle.items.ids);
+    assert.equal(now.bundle.items.index, old.bundle.items.index);
+    assert.equal(now.categoryRows, old.categoryRows);
+    assert.equal(now.creatorRows, old.creatorRows);
+    assert.notEqual(now.exact, old.exact);
     const models = (await getJson(base, '/v1/models')).json;
     assert.equal(models.name, NAME);
     assert.equal(models.serving, 2);

@@ -164,3 +164,49 @@ test('a version whose embeddings cannot be scored in its storage is refused by i
       /^user "u2": its embedding has a squared norm of 2/.test(e.message),
   );
 });
+
+test('loadBundle reuse: a version with the same items.json and users.json shares the catalog and users, others are parsed, and a changed file still fails', async () => {
+  const a = artifacts('reuse');
+  const v1 = await loadBundle((await writeVersion(root, a)).dir);
+  // New embeddings over the same catalog and users (a retrained model).
+  const embeddings = Float32Array.of(0, 1, 1, 0, 0.25, 0.75);
+  const v2 = await loadBundle(
+    (await writeVersion(root, { ...a, itemEmbeddings: embeddings })).dir,
+    {
+      reuse: v1,
+    },
+  );
+  assert.equal(v2.version, 2);
+  assert.equal(v2.items.ids, v1.items.ids);
+  assert.equal(v2.items.index, v1.items.index);
+  assert.equal(v2.items.titles, v1.items.titles);
+  assert.equal(v2.items.categoryTable, v1.items.categoryTable);
+  assert.equal(v2.items.creatorTable, v1.items.creatorTable);
+  assert.equal(v2.userIds, v1.userIds);
+  assert.equal(v2.userIndex, v1.userIndex);
+  // What comes from the version's other files is its own.
+  assert.deepEqual(v2.itemEmbeddings, embeddings);
+  assert.notEqual(v2.items.quality, v1.items.quality);
+  assert.deepEqual(v2.items.quality, v1.items.quality);
+  // Without `reuse` nothing is shared.
+  const alone = await loadBundle(v2.dir);
+  assert.notEqual(alone.items.ids, v1.items.ids);
+  assert.deepEqual(alone.items.ids, v1.items.ids);
+
+  // A catalog with one title changed is parsed afresh; the unchanged users are still shared.
+  const v3 = await loadBundle(
+    (await writeVersion(root, { ...a, items: { ...a.items, titles: ['A2', 'Beta', 'Gamma'] } }))
+      .dir,
+    { reuse: v2 },
+  );
+  assert.notEqual(v3.items.ids, v2.items.ids);
+  assert.deepEqual(v3.items.titles, ['A2', 'Beta', 'Gamma']);
+  assert.equal(v3.items.index.get('c'), 2);
+  assert.equal(v3.userIndex, v2.userIndex);
+
+  // A version whose items.json no longer matches its manifest fails as before, though the
+  // manifest states the catalog `reuse` holds: the file is checked, not the claim.
+  const v4 = await writeVersion(root, a);
+  writeFileSync(join(v4.dir, 'items.json'), readFileSync(join(v3.dir, 'items.json')));
+  await assert.rejects(loadBundle(v4.dir, { reuse: v1 }), BundleIntegrityError);
+});
