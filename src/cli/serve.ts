@@ -9,6 +9,7 @@ import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '..
 import { ListenError } from '../transport/listen-error.js';
 import { openFeatureStore, StoreSetupError } from '../features/open-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
+import { DataDirInUseError, DirLock } from '../feedback/dir-lock.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
 import { latestVersion } from '../models/repository.js';
 import { buildServingModel, ModelRegistry } from '../models/registry.js';
@@ -83,6 +84,9 @@ async function buildMissing(cfg: ServerConfig, log: Logger): Promise<void> {
 /** Starts everything in-process (tests and the CLI share it). */
 export async function startServer(cfg: ServerConfig, log?: Logger): Promise<RunningServer> {
   const logger = log ?? createLogger(cfg.logLevel);
+  // One embedded-store server per data dir (its feedback log): a second one fails here,
+  // naming the first, before it listens or loads anything (feedback/dir-lock.ts).
+  const dirLock = cfg.store === 'memory' ? await DirLock.acquire(cfg.dataDir) : null;
   const metrics = new Metrics();
   const registry = new ModelRegistry();
   // Aggregation reads the current model's catalog; an item it does not know is still
@@ -149,6 +153,9 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     maxBodyBytes: cfg.maxBodyBytes,
     metrics,
     log: logger.child({ component: 'http' }),
+  }).catch(async (err: unknown) => {
+    await dirLock?.release();
+    throw err;
   });
   logger.info({ host: cfg.host, port: http.port }, 'listening (not ready until models load)');
   // gRPC shares the pipeline; its health service reports the same readiness as /readyz.
@@ -163,6 +170,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         metrics,
       }).catch(async (err: unknown) => {
         await http.close(0);
+        await dirLock?.release();
         throw err;
       })
     : undefined;
@@ -294,6 +302,7 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
         await registry.close();
         await store.close();
         metrics.close();
+        await dirLock?.release();
       })();
       return closing;
     },
@@ -321,7 +330,7 @@ export async function run(args: string[]): Promise<number> {
   try {
     server = await startServer(cfg);
   } catch (err) {
-    if (err instanceof ListenError) {
+    if (err instanceof ListenError || err instanceof DataDirInUseError) {
       console.error(`recserve serve: ${err.message}`);
       return 1;
     }

@@ -1,7 +1,7 @@
 // The FeatureStore the server runs on, from its configuration: the embedded memory store, or
 // the Redis store on one server or a Cluster. serve.ts needs nothing backend-specific beyond
 // what this returns (is it connected, wait until it is, what to call it in logs).
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { parseClusterNodes, type ServerConfig } from '../config/index.js';
 import { MemoryFeatureStore } from './memory-store.js';
 import { RedisFeatureStore, reconnectDelay, SERVING_CLIENT_OPTIONS } from './redis-store.js';
@@ -66,8 +66,9 @@ export function openFeatureStore(
   };
   let store: RedisFeatureStore;
   let address: string;
+  let nodes: { host: string; port: number }[] = [];
   if (cfg.redisClusterNodes !== '') {
-    const nodes = parseClusterNodes(cfg.redisClusterNodes);
+    nodes = parseClusterNodes(cfg.redisClusterNodes);
     const cluster = new Cluster(nodes, {
       clusterRetryStrategy: reconnectDelay,
       redisOptions: SERVING_CLIENT_OPTIONS,
@@ -94,7 +95,19 @@ export function openFeatureStore(
           ];
     },
     waitUntilConnected: async (ms) => {
-      await store.waitUntilConnected(ms);
+      try {
+        await store.waitUntilConnected(ms);
+      } catch (err) {
+        // A Cluster client pointed at a plain Redis retries its slot refresh for good; the
+        // seed nodes themselves say why, and waiting will not change it.
+        const plain = nodes.length ? await plainRedisAmong(nodes) : null;
+        if (plain)
+          throw new StoreSetupError(
+            `redis at ${address}: ${plain} is not a Cluster node (cluster_enabled:0); use ` +
+              '--redis-url for a single server, or --redis-cluster-nodes with the nodes of a Cluster',
+          );
+        throw err;
+      }
       const inUse = await store.databaseInUse();
       if (inUse !== null && inUse !== store.databaseAsked) {
         throw new StoreSetupError(
@@ -104,4 +117,33 @@ export function openFeatureStore(
       }
     },
   };
+}
+
+/**
+ * The first seed node that answers as a Redis without cluster support ("host:port"), or
+ * null: none answers, or they are Cluster nodes (merely not ready yet).
+ */
+async function plainRedisAmong(nodes: { host: string; port: number }[]): Promise<string | null> {
+  for (const n of nodes) {
+    const probe = new Redis({
+      host: n.host,
+      port: n.port,
+      lazyConnect: true,
+      connectTimeout: 500,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      enableOfflineQueue: false,
+    });
+    probe.on('error', () => undefined);
+    try {
+      await probe.connect();
+      const info = await probe.info('cluster');
+      if (/^cluster_enabled:0\s*$/m.test(info)) return `${n.host}:${n.port}`;
+    } catch {
+      // Unreachable or refusing: not evidence either way.
+    } finally {
+      probe.disconnect();
+    }
+  }
+  return null;
 }

@@ -2,7 +2,8 @@
 // written with group commit and rotated by size. Every event the store accepts is appended
 // here, and an append's promise settles only once its bytes are on disk (fdatasync), so an
 // acknowledged event survives a crash; on start the ingestor replays the folder into a fresh
-// store. (With Redis, a Stream read by a consumer group plays this role.)
+// store. (With Redis no log is written: the state is Redis's own, made durable by its
+// persistence; a Redis Stream of events for consumers is not built yet.)
 //
 // Group commit without timers: the first append after an idle period schedules a write on
 // setImmediate; appends that arrive while a write (and its fdatasync) is in flight wait and

@@ -41,3 +41,46 @@ test('a second server on a port in use exits 1 with one line, and the first keep
     await server.close();
   }
 });
+
+test('a second server on a data dir in use exits 1 naming the first; the first keeps it', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'recserve-lock-'));
+  const { server, base } = await startTestServer(['--data-dir', dataDir]);
+  try {
+    await server.ready;
+    const r = spawnSync(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--port',
+        '0',
+        '--no-grpc',
+        '--models',
+        ensureTestModels(),
+        '--no-build-missing',
+        '--data-dir',
+        dataDir,
+      ],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`^recserve serve: data dir .* is in use by process ${process.pid} \\(since `),
+    );
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    const fb = await fetch(`${base}/v1/feedback`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ user_id: 'u1', events: [{ item_id: 'i1', event_type: 'view' }] }),
+    });
+    assert.equal(fb.status, 200);
+  } finally {
+    await server.close();
+  }
+  // Stopped, the first server left the dir free: the next one starts on it.
+  const next = await startTestServer(['--data-dir', dataDir]);
+  await next.server.ready;
+  await next.server.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});

@@ -253,6 +253,25 @@ if (!hasRedis) {
     });
   });
 
+  test('--redis-cluster-nodes naming a plain Redis fails start-up, saying so', async () => {
+    const s = await startTestServer([
+      '--store',
+      'redis',
+      '--redis-cluster-nodes',
+      `127.0.0.1:${redisPort}`,
+    ]);
+    try {
+      const msg = new RegExp(`127\\.0\\.0\\.1:${redisPort} is not a Cluster node.*--redis-url`);
+      await assert.rejects(s.server.ready, msg);
+      const r = await readyz(s.base);
+      assert.equal(r.status, 503);
+      assert.equal(r.json.status, 'failed');
+      assert.match(r.json.reason, msg);
+    } finally {
+      await s.server.close();
+    }
+  });
+
   test('a database the Redis server does not have fails start-up, saying which', async () => {
     const s = await startTestServer(['--store', 'redis', '--redis-url', `${url}/99`]);
     try {
