@@ -26,13 +26,22 @@ interface Owner {
   started: string;
 }
 
-function alive(pid: number): boolean {
+/**
+ * Whether `pid` may still be the lock's server: it runs, and where /proc says what it is, it
+ * is a Node process (after a reboot the pid may belong to anything else).
+ */
+async function alive(pid: number): Promise<boolean> {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     // EPERM: it runs, as another user.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    return /node|recserve/.test(cmdline);
+  } catch {
+    return true;
   }
 }
 
@@ -85,10 +94,11 @@ export class DirLock {
             `${owner.started}); give this server another --data-dir, or remove ${path} once ` +
             'that server is known to be gone',
         );
-      if (owner && owner.pid !== process.pid && alive(owner.pid))
+      if (owner && owner.pid !== process.pid && (await alive(owner.pid)))
         throw new DataDirInUseError(
           `data dir ${dir} is in use by process ${owner.pid} (since ${owner.started}); stop ` +
-            'it, or give this server another --data-dir',
+            `it, or give this server another --data-dir (if that process is not a recserve ` +
+            `server, remove ${path})`,
         );
       // Stale (its process is gone) or unreadable: replace it in one rename, so no moment
       // exists without a lock file, then read it back to see who won a race for it.

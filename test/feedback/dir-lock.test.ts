@@ -2,7 +2,7 @@
 // first, a lock left by a process that is gone is taken over, and one from another host is
 // refused with the file to remove.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,14 +62,22 @@ test('a lock whose process is alive is refused; one whose process is gone, or to
         `is in use by process ${process.ppid} \\(since then\\); stop it, or give this server another --data-dir`,
       ),
     );
-    for (const stale of [
+    // A pid that runs but is not a Node process (after a reboot the number is anyone's).
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const stales = [
       JSON.stringify({ pid: deadPid(), host: hostname(), started: 'then' }),
       '{"pid": 12', // torn by a crash while it was written
-    ]) {
-      writeFileSync(join(dir, 'LOCK'), stale);
-      const lock = await DirLock.acquire(dir);
-      assert.equal(JSON.parse(readFileSync(join(dir, 'LOCK'), 'utf8')).pid, process.pid);
-      await lock.release();
+      JSON.stringify({ pid: other.pid, host: hostname(), started: 'then' }),
+    ];
+    try {
+      for (const stale of stales) {
+        writeFileSync(join(dir, 'LOCK'), stale);
+        const lock = await DirLock.acquire(dir);
+        assert.equal(JSON.parse(readFileSync(join(dir, 'LOCK'), 'utf8')).pid, process.pid);
+        await lock.release();
+      }
+    } finally {
+      other.kill();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
