@@ -18,7 +18,17 @@
 //   model.onnx             the ranker (optional)
 //   manifest.json          { files: { <name>: { sha256, bytes } } } over all the above
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import {
+  access,
+  copyFile,
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  stat,
+} from 'node:fs/promises';
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ContentModel } from '../training/coldstart.js';
@@ -168,14 +178,38 @@ export function listVersions(repoDir: string, name: string): number[] {
   const dir = join(repoDir, name);
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .filter(
-      (v) =>
-        /^[1-9]\d*$/.test(v) &&
-        Number.isSafeInteger(Number(v)) &&
-        existsSync(join(dir, v, 'manifest.json')),
-    )
+    .filter((v) => isVersionName(v) && existsSync(join(dir, v, 'manifest.json')))
     .map(Number)
     .sort((a, b) => a - b);
+}
+
+function isVersionName(v: string): boolean {
+  return /^[1-9]\d*$/.test(v) && Number.isSafeInteger(Number(v));
+}
+
+/**
+ * listVersions without blocking the event loop (the serving process lists its repository
+ * every few seconds, and the repository may be on network storage).
+ */
+export async function listVersionsAsync(repoDir: string, name: string): Promise<number[]> {
+  const dir = join(repoDir, name);
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const complete = await Promise.all(
+    entries.filter(isVersionName).map(async (v) =>
+      (await access(join(dir, v, 'manifest.json')).then(
+        () => true,
+        () => false,
+      ))
+        ? Number(v)
+        : null,
+    ),
+  );
+  return complete.filter((v): v is number => v !== null).sort((a, b) => a - b);
 }
 
 export function latestVersion(repoDir: string, name: string): number | undefined {

@@ -24,7 +24,12 @@ import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelBundle } from './bundle.js';
 import { releaseServingModel, type ModelRegistry, type ServingModel } from './registry.js';
-import { BundleIntegrityError, listVersions, loadBundle, type LoadedBundle } from './repository.js';
+import {
+  BundleIntegrityError,
+  listVersionsAsync,
+  loadBundle,
+  type LoadedBundle,
+} from './repository.js';
 
 export interface ModelWatcherOptions {
   repoDir: string;
@@ -84,6 +89,8 @@ export class ModelWatcher {
   private readonly pinned: number | null;
   private readonly failures = new Map<number, Failure>();
   private serving: { version: number; since: string; loadMs: number } | null = null;
+  /** The complete versions the last scan listed, ascending. */
+  private listed: number[] = [];
   /** The serving version's bundle as loadBundle returned it (with its digests). */
   private servingBundle: LoadedBundle | undefined;
   private loading: number | null = null;
@@ -173,9 +180,9 @@ export class ModelWatcher {
     return this.running;
   }
 
+  /** As of the last listing (no file system work here: /v1/models may be asked often). */
   status(): ModelsStatus {
-    const listed = listVersions(this.opts.repoDir, this.opts.name);
-    const all = new Set(listed);
+    const all = new Set(this.listed);
     if (this.serving) all.add(this.serving.version);
     const versions = [...all]
       .sort((a, b) => b - a)
@@ -235,7 +242,8 @@ export class ModelWatcher {
 
   private async scan(): Promise<void> {
     const { repoDir, name, log } = this.opts;
-    const listed = listVersions(repoDir, name);
+    const listed = await listVersionsAsync(repoDir, name);
+    this.listed = listed;
     const serving = this.serving?.version ?? null;
     if (serving !== null && listed.length === 0) {
       if (!this.emptyLogged)
