@@ -187,7 +187,7 @@ export type VersionState = 'loading' | 'serving' | 'failed' | 'available';
 export interface VersionStatus {
   version: number;
   state: VersionState;
-  /** Why it failed (state 'failed'). */
+  /** Why it failed (state 'failed'), or why the serving version's replacement did not load. */
   reason?: string;
   /** When it started serving or failed (ISO 8601). */
   since?: string;

@@ -9,7 +9,7 @@ import { ConfigError, describeSettings, loadConfig, type ServerConfig } from '..
 import { ListenError } from '../transport/listen-error.js';
 import { openFeatureStore, StoreSetupError } from '../features/open-store.js';
 import type { FeatureStore, ItemInfo } from '../features/store.js';
-import { DataDirInUseError, DirLock } from '../feedback/dir-lock.js';
+import { DataDirError, DataDirInUseError, DirLock } from '../feedback/dir-lock.js';
 import { FeedbackIngestor } from '../feedback/ingestor.js';
 import { latestVersion } from '../models/repository.js';
 import { buildServingModel, ModelRegistry } from '../models/registry.js';
@@ -211,8 +211,13 @@ export async function startServer(cfg: ServerConfig, log?: Logger): Promise<Runn
     pinned: cfg.modelVersion > 0 ? cfg.modelVersion : null,
     pollMs: cfg.modelPollMs,
     registry,
-    build: (b, previous) =>
-      buildServingModel(b, { pipeline: cfg.pipeline, metrics, ...(previous ? { previous } : {}) }),
+    build: (b, previous, signal) =>
+      buildServingModel(b, {
+        pipeline: cfg.pipeline,
+        metrics,
+        signal,
+        ...(previous ? { previous } : {}),
+      }),
     warm: (m) => service.warm(m),
     log: logger.child({ component: 'models' }),
     metrics,
@@ -326,42 +331,64 @@ export async function run(args: string[]): Promise<number> {
     }
     throw err;
   }
-  let server: Awaited<ReturnType<typeof startServer>>;
+  // The signals are taken before anything starts: one that arrives while the server starts
+  // (it listens before it is ready) is acted on once it has started, where the default
+  // action had killed the process with the data dir's lock left behind.
+  let server: RunningServer | undefined;
+  let pending: string | null = null;
+  let onSignal = (signal: string) => {
+    pending ??= signal;
+  };
+  const onTerm = () => onSignal('SIGTERM');
+  const onInt = () => onSignal('SIGINT');
+  // SIGHUP: list the model repository now, and try again versions that failed to load
+  // (a failure caused by something outside their files: memory, a library).
+  const onHup = () => {
+    if (!server) return;
+    server.log.info('SIGHUP: checking the model repository');
+    void server.models.check(true);
+  };
+  process.once('SIGTERM', onTerm);
+  process.once('SIGINT', onInt);
+  process.on('SIGHUP', onHup);
   try {
     server = await startServer(cfg);
   } catch (err) {
-    if (err instanceof ListenError || err instanceof DataDirInUseError) {
+    if (
+      err instanceof ListenError ||
+      err instanceof DataDirInUseError ||
+      err instanceof DataDirError
+    ) {
       console.error(`recserve serve: ${err.message}`);
       return 1;
     }
     throw err;
   }
+  const running = server;
   const exitCode = await new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string) => {
+    onSignal = (signal: string) => {
       if (stopping) return;
       stopping = true;
-      server.log.info(
-        { signal, inFlight: server.http.inFlight(), grpcInFlight: server.grpc?.inFlight() ?? 0 },
+      running.log.info(
+        {
+          signal,
+          inFlight: running.http.inFlight(),
+          grpcInFlight: running.grpc?.inFlight() ?? 0,
+        },
         'stopping: draining in-flight requests',
       );
-      server.close().then(
+      running.close().then(
         () => resolve(0),
         (err: unknown) => {
-          server.log.error({ err }, 'error while stopping');
+          running.log.error({ err }, 'error while stopping');
           resolve(1);
         },
       );
     };
-    // SIGHUP: list the model repository now, and try again versions that failed to load
-    // (a failure caused by something outside their files: memory, a library).
-    process.on('SIGHUP', () => {
-      server.log.info('SIGHUP: checking the model repository');
-      void server.models.check(true);
-    });
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    if (pending !== null) onSignal(pending);
   });
-  server.log.info('stopped');
+  process.off('SIGHUP', onHup);
+  running.log.info('stopped');
   return exitCode;
 }

@@ -7,10 +7,13 @@
 // host. One left by a process that is gone (a crash, a kill -9) is taken over when that pid
 // no longer runs on this host. A lock from another host (a data dir on shared storage) cannot
 // be checked from here: the message says which file to remove once that server is known to
-// be gone. Known limit: two servers started within the same few milliseconds on a data dir
-// whose lock is stale can both take it over (Node has no flock(2)).
+// be gone. The lock is created whole (written aside, hard-linked into place) and a stale one
+// is replaced under a second, short-lived lock, so two servers starting at once do not both
+// get it (Node has no flock(2); a takeover lock left by a process that died while holding
+// it is the remaining window).
 import { hostname } from 'node:os';
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export class DataDirInUseError extends Error {
@@ -45,15 +48,118 @@ async function alive(pid: number): Promise<boolean> {
   }
 }
 
-async function readOwner(path: string): Promise<Owner | null> {
+/** The owner a lock file names; null for anything else (torn, garbage, pid ≤ 0). */
+function parseOwner(text: string): Owner | null {
   try {
-    const o = JSON.parse(await readFile(path, 'utf8')) as Partial<Owner>;
-    if (typeof o.pid === 'number' && typeof o.host === 'string')
-      return { pid: o.pid, host: o.host, started: String(o.started ?? '?') };
+    const o = JSON.parse(text) as Partial<Owner>;
+    // kill(0) and kill(-1) reach process groups: such a pid names no server.
+    if (Number.isSafeInteger(o.pid) && o.pid! > 0 && typeof o.host === 'string')
+      return { pid: o.pid!, host: o.host, started: String(o.started ?? '?') };
   } catch {
-    // Unreadable or torn (a crash while writing it): nobody's.
+    // Not JSON.
   }
   return null;
+}
+
+async function readOwner(path: string): Promise<Owner | null> {
+  try {
+    return parseOwner(await readFile(path, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** The data dir cannot be locked at all (the file system refuses); one line says why. */
+export class DataDirError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DataDirError';
+  }
+}
+
+function me(): Owner {
+  return { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+}
+
+/**
+ * Creates `path` holding `body`, whole, or fails with EEXIST: the body goes to a file of this
+ * process's own first and is hard-linked into place, so nobody ever reads the lock empty or
+ * half written (open('wx') then write left a moment where a rival saw an empty file, took it
+ * for a torn one, and took the lock over).
+ */
+async function createWhole(path: string, body: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, body);
+  try {
+    await link(tmp, path);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+function isExists(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'EEXIST';
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function takeLock(dir: string, path: string): Promise<void> {
+  const mine = me();
+  const body = JSON.stringify(mine) + '\n';
+  for (let attempt = 0; attempt < 50; attempt++) {
+    try {
+      await createWhole(path, body);
+      return;
+    } catch (e) {
+      if (!isExists(e)) throw e;
+    }
+    const seen = await readFile(path, 'utf8').catch(() => null);
+    // Gone between the two calls (its holder stopped): try to create it again.
+    if (seen === null) continue;
+    const owner = parseOwner(seen);
+    if (owner && owner.host !== mine.host)
+      throw new DataDirInUseError(
+        `data dir ${dir} is locked by process ${owner.pid} on host ${owner.host} (since ` +
+          `${owner.started}); give this server another --data-dir, or remove ${path} once ` +
+          'that server is known to be gone',
+      );
+    if (owner && owner.pid !== process.pid && (await alive(owner.pid)))
+      throw new DataDirInUseError(
+        `data dir ${dir} is in use by process ${owner.pid} (since ${owner.started}); stop ` +
+          `it, or give this server another --data-dir (if that process is not a recserve ` +
+          `server, remove ${path})`,
+      );
+    // Stale (its process is gone) or unreadable. Taking it over is serialised by a second
+    // lock, created whole as the first is: its holder checks that the lock is still the
+    // stale one it saw and replaces it in one rename; a rival waits and looks again (and
+    // then sees a live owner). A takeover lock left by a process that died holding it is
+    // removed once its owner is gone.
+    const takeover = `${path}.takeover`;
+    try {
+      await createWhole(takeover, body);
+    } catch (e) {
+      if (!isExists(e)) throw e;
+      const t = parseOwner((await readFile(takeover, 'utf8').catch(() => '')) || '');
+      if (!t || (t.host === mine.host && t.pid !== process.pid && !(await alive(t.pid))))
+        await unlink(takeover).catch(() => undefined);
+      await sleep(10 + Math.random() * 40);
+      continue;
+    }
+    try {
+      const now = await readFile(path, 'utf8').catch(() => null);
+      if (now === seen) {
+        const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+        await writeFile(tmp, body);
+        await rename(tmp, path);
+        return;
+      }
+    } finally {
+      await unlink(takeover).catch(() => undefined);
+    }
+  }
+  throw new DataDirInUseError(
+    `data dir ${dir}: could not take ${path} (other servers are starting)`,
+  );
 }
 
 /** Lock files this process holds (a second server in one process is refused too). */
@@ -64,56 +170,28 @@ export class DirLock {
 
   private constructor(readonly path: string) {}
 
-  /** Takes `<dir>/LOCK` (creating dir), or throws DataDirInUseError naming the holder. */
+  /**
+   * Takes `<dir>/LOCK` (creating dir), or throws DataDirInUseError naming the holder, or
+   * DataDirError when the file system refuses (a LOCK that is a directory, a read-only or
+   * missing data dir).
+   */
   static async acquire(dir: string): Promise<DirLock> {
-    await mkdir(dir, { recursive: true });
     const path = join(dir, 'LOCK');
-    const me: Owner = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
-    const body = JSON.stringify(me) + '\n';
     if (held.has(path))
       throw new DataDirInUseError(
         `data dir ${dir} is in use by another server in this process (${process.pid})`,
       );
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const fh = await open(path, 'wx');
-        try {
-          await fh.writeFile(body);
-        } finally {
-          await fh.close();
-        }
-        held.add(path);
-        return new DirLock(path);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      const owner = await readOwner(path);
-      if (owner && owner.host !== me.host)
-        throw new DataDirInUseError(
-          `data dir ${dir} is locked by process ${owner.pid} on host ${owner.host} (since ` +
-            `${owner.started}); give this server another --data-dir, or remove ${path} once ` +
-            'that server is known to be gone',
-        );
-      if (owner && owner.pid !== process.pid && (await alive(owner.pid)))
-        throw new DataDirInUseError(
-          `data dir ${dir} is in use by process ${owner.pid} (since ${owner.started}); stop ` +
-            `it, or give this server another --data-dir (if that process is not a recserve ` +
-            `server, remove ${path})`,
-        );
-      // Stale (its process is gone) or unreadable: replace it in one rename, so no moment
-      // exists without a lock file, then read it back to see who won a race for it.
-      const tmp = `${path}.${process.pid}.tmp`;
-      await writeFile(tmp, body);
-      await rename(tmp, path);
-      const now = await readOwner(path);
-      if (now?.pid === process.pid && now.host === me.host) {
-        held.add(path);
-        return new DirLock(path);
-      }
+    try {
+      await mkdir(dir, { recursive: true });
+      await takeLock(dir, path);
+    } catch (e) {
+      if (e instanceof DataDirInUseError) throw e;
+      throw new DataDirError(
+        `data dir ${dir}: cannot take its lock ${path}: ${(e as Error).message}`,
+      );
     }
-    throw new DataDirInUseError(
-      `data dir ${dir}: could not take ${path} (another server is starting)`,
-    );
+    held.add(path);
+    return new DirLock(path);
   }
 
   /** Removes the lock if it is still this process's. */

@@ -8,7 +8,7 @@ import type { ModelBundle } from './bundle.js';
 import type { Metrics } from '../observability/metrics.js';
 import { ExactIndex } from '../retrieval/exact.js';
 import { HnswIndex } from '../retrieval/hnsw.js';
-import { BundleIntegrityError, hnswConfigMetric } from './repository.js';
+import { BundleIntegrityError, hnswConfigMetric, type LoadedBundle } from './repository.js';
 import { RetrievalBatcher } from '../pipeline/candidates/batcher.js';
 import { RankerPool } from '../pipeline/ranking/pool.js';
 import { onnxFlopsPerRow } from '../ranker/flops.js';
@@ -21,6 +21,13 @@ export interface ServingModel {
   readonly bundle: ModelBundle;
   /** "<name>-v<version>", the model_version clients see. */
   readonly version: string;
+  /**
+   * What cached answers are keyed by: the version and its manifest's digest. A version
+   * number can come back with other content (removed, then written again as latest + 1),
+   * and answers cached from the earlier content (here, or in a Redis other replicas share)
+   * must not be served for it.
+   */
+  readonly cacheVersion: string;
   readonly items: SharedItems;
   readonly exact: ExactIndex;
   readonly collaborative: RetrievalBatcher;
@@ -51,6 +58,8 @@ export interface BuildOptions {
    * catalog are shared with it when the two share their catalog (loadBundle's `reuse`).
    */
   previous?: ServingModel;
+  /** Abandons the build at its next step (a server that stops while a version loads). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -89,6 +98,12 @@ function checkUserEmbeddings(bundle: ModelBundle): void {
   }
 }
 
+/** "@" and the start of the version's manifest digest, for bundles loaded from a repository. */
+function manifestTag(bundle: ModelBundle): string {
+  const digest = (bundle as Partial<LoadedBundle>).digests?.manifest;
+  return digest ? `@${digest.slice(0, 16)}` : '';
+}
+
 export async function buildServingModel(
   bundle: ModelBundle,
   opts: BuildOptions,
@@ -103,7 +118,9 @@ export async function buildServingModel(
       'no ranker (model.onnx): the server ranks every request; build the version without ' +
         '--no-ranker, or add one with `recserve import-ranker`',
     );
+  const signal = opts.signal;
   const shared = await shareBundleItems(bundle);
+  signal?.throwIfAborted();
   // From here on the bundle points at the shared arrays: a loaded bundle's own (the loader
   // reads them into shared memory), other bundles' copies, so that their private arrays can
   // be collected (at 1M × 64 that is 256 MB that would otherwise be held twice).
@@ -133,6 +150,7 @@ export async function buildServingModel(
       ` (pipeline.exactStorage '${opts.pipeline.exactStorage}')`,
     );
   }
+  signal?.throwIfAborted();
   checkUserEmbeddings(bundle);
   if (!bundle.hnswPath)
     throw new BundleIntegrityError(
@@ -141,6 +159,7 @@ export async function buildServingModel(
         'that has FAISS, without --no-hnsw',
     );
   const hnsw = await HnswIndex.load(bundle.hnswPath);
+  signal?.throwIfAborted();
   // A graph built for another catalog loads as well; its ids must be this one's rows.
   await checkHnswAgainstCatalog(bundle.dir, bundle.hnswPath, hnsw, dim, n);
   // The file says its metric; config.json says what the bundle was built with.
@@ -212,6 +231,7 @@ export async function buildServingModel(
   let maxPopularity = 0;
   for (let r = 0; r < n; r++)
     if (items.popularity[r]! > maxPopularity) maxPopularity = items.popularity[r]!;
+  signal?.throwIfAborted();
 
   const ranker = new RankerPool(shared, bundle.ranker, {
     threads: rankerPoolThreads(opts.pipeline.rankerThreads, bundle.ranker.path),
@@ -232,6 +252,7 @@ export async function buildServingModel(
   return {
     bundle,
     version: `${bundle.name}-v${bundle.version}`,
+    cacheVersion: `${bundle.name}-v${bundle.version}${manifestTag(bundle)}`,
     items: shared,
     exact,
     collaborative,

@@ -153,14 +153,24 @@ async function syncPath(path: string): Promise<void> {
  * too: 100-150 ms pauses of the event loop while a new version loaded beside it (a CPU
  * profile of bench:swap's load).
  */
-export async function sha256File(path: string): Promise<string> {
+export async function sha256File(
+  path: string,
+  opts: { maxBytes?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   const h = createHash('sha256');
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.allocUnsafe(1 << 20);
+    let total = 0;
     for (;;) {
+      opts.signal?.throwIfAborted();
       const { bytesRead } = await fh.read(buf, 0, buf.length, null);
       if (bytesRead === 0) break;
+      total += bytesRead;
+      // A file that yields more than it was said to hold (one that grows, a device) is not
+      // read to its end, which may never come.
+      if (opts.maxBytes !== undefined && total > opts.maxBytes)
+        throw new Error(`${path} holds more than ${opts.maxBytes} bytes`);
       h.update(buf.subarray(0, bytesRead));
     }
   } finally {
@@ -369,13 +379,20 @@ export async function writeVersion(
 
 interface Manifest {
   files: Record<string, { sha256: string; bytes: number }>;
+  /** SHA-256 of manifest.json itself: names the version's whole content (verifyVersion). */
+  digest: string;
 }
 
-/** Checks every file the manifest lists (size, then sha256); throws BundleIntegrityError. */
-export async function verifyVersion(dir: string): Promise<Manifest> {
+/**
+ * Checks every file the manifest lists (a regular file, its size, then its sha256); throws
+ * BundleIntegrityError. `signal` abandons the check (a server that stops mid-load).
+ */
+export async function verifyVersion(dir: string, signal?: AbortSignal): Promise<Manifest> {
   let manifest: Manifest;
   try {
-    manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    const raw = await readFile(join(dir, 'manifest.json'));
+    manifest = JSON.parse(raw.toString('utf8')) as Manifest;
+    manifest.digest = createHash('sha256').update(raw).digest('hex');
   } catch (e) {
     throw new BundleIntegrityError(dir, `manifest.json unreadable: ${(e as Error).message}`);
   }
@@ -400,15 +417,24 @@ export async function verifyVersion(dir: string): Promise<Manifest> {
         `${at}.sha256: expected 64 lowercase hex digits, got ${JSON.stringify(m.sha256)}`,
       );
     const p = join(dir, name);
-    let size: number;
+    let st: Awaited<ReturnType<typeof stat>>;
     try {
-      size = (await stat(p)).size;
+      st = await stat(p);
     } catch {
       throw new BundleIntegrityError(dir, `${name} is missing`);
     }
+    // A device or a FIFO (a link to /dev/zero) states no size and never ends.
+    if (!st.isFile()) throw new BundleIntegrityError(dir, `${name} is not a regular file`);
+    const size = st.size;
     if (size !== m.bytes)
       throw new BundleIntegrityError(dir, `${name} has ${size} bytes, manifest says ${m.bytes}`);
-    const h = await sha256File(p);
+    let h: string;
+    try {
+      h = await sha256File(p, { maxBytes: m.bytes, ...(signal ? { signal } : {}) });
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      throw new BundleIntegrityError(dir, `${name} could not be read: ${(e as Error).message}`);
+    }
     if (h !== m.sha256)
       throw new BundleIntegrityError(
         dir,
@@ -550,8 +576,11 @@ export async function readConfig(dir: string): Promise<BundleConfig> {
 /** A loaded bundle plus its cold-start content model, when the version has one. */
 export type LoadedBundle = ModelBundle & {
   content?: ContentModel;
-  /** The manifest's SHA-256 of items.json and users.json (what loadBundle's `reuse` compares). */
-  digests?: { items: string; users: string };
+  /**
+   * The manifest's SHA-256 of items.json and users.json (what loadBundle's `reuse` compares),
+   * and of manifest.json itself, which names the version's whole content.
+   */
+  digests?: { items: string; users: string; manifest: string };
 };
 
 export interface LoadBundleOptions {
@@ -565,6 +594,8 @@ export interface LoadBundleOptions {
    * Nothing mutates a loaded catalog, so sharing it is safe.
    */
   reuse?: LoadedBundle;
+  /** Abandons the load (rejects with the signal's reason) at its next step. */
+  signal?: AbortSignal;
 }
 
 /** A loaded catalog's lists, as parsing its items.json gave them (loadBundle's `reuse`). */
@@ -579,6 +610,20 @@ function listsOf(items: ItemCatalog): CatalogLists {
     creatorIds: items.creatorIds,
     creatorTable: items.creatorTable,
   };
+}
+
+/**
+ * SHA-256 of a version's manifest.json (which lists every file's): what the watcher compares
+ * to tell a version directory re-created under the same number. Null if unreadable.
+ */
+export async function manifestDigest(dir: string): Promise<string | null> {
+  try {
+    return createHash('sha256')
+      .update(await readFile(join(dir, 'manifest.json')))
+      .digest('hex');
+  } catch {
+    return null;
+  }
 }
 
 /** items.json's and users.json's digests as the manifest states them; null if unreadable. */
@@ -610,7 +655,8 @@ export async function loadBundle(dir: string, opts: LoadBundleOptions = {}): Pro
     ? Promise.resolve(listsOf(reuse!.items))
     : readItemsJson(join(dir, 'items.json'));
   parsing.catch(() => undefined);
-  const manifest = await verifyVersion(dir);
+  const manifest = await verifyVersion(dir, opts.signal);
+  opts.signal?.throwIfAborted();
   const c = await readConfig(dir);
   const d = c.dim;
   // Every file this version reads is one the manifest covers (and so was checked above):
@@ -731,6 +777,7 @@ export async function loadBundle(dir: string, opts: LoadBundleOptions = {}): Pro
     digests: {
       items: manifest.files['items.json']!.sha256,
       users: manifest.files['users.json']!.sha256,
+      manifest: manifest.digest,
     },
   };
   if (c.content_model) {

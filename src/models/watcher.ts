@@ -28,6 +28,7 @@ import {
   BundleIntegrityError,
   listVersionsAsync,
   loadBundle,
+  manifestDigest,
   type LoadedBundle,
 } from './repository.js';
 
@@ -43,7 +44,11 @@ export interface ModelWatcherOptions {
    * Builds the runtime state of a loaded bundle (registry.ts buildServingModel); `previous`
    * is the model it will replace, whose catalog tables it may share.
    */
-  build: (bundle: ModelBundle, previous: ServingModel | undefined) => Promise<ServingModel>;
+  build: (
+    bundle: ModelBundle,
+    previous: ServingModel | undefined,
+    signal: AbortSignal,
+  ) => Promise<ServingModel>;
   /** Runs every stage of a built model once before it serves (pipeline/service.ts warm). */
   warm: (m: ServingModel) => Promise<void>;
   log: Logger;
@@ -64,7 +69,21 @@ interface Failure {
   reason: string;
   at: string;
   fingerprint: string;
+  /** It failed for a missing file (retried once at the next listing). */
+  vanished: boolean;
 }
+
+/** A file that was not there: ENOENT from below, or the repository's own "is missing". */
+function isMissingFile(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return (
+    e?.code === 'ENOENT' ||
+    (err instanceof BundleIntegrityError && / is missing$/.test(e?.message ?? ''))
+  );
+}
+
+/** A fingerprint no directory has: the version is tried again at the next listing. */
+const CHANGED_DURING_LOAD = '\u0000changed during the load';
 
 /** The version directory's entries with their sizes and mtimes: what a retry waits to change. */
 async function fingerprint(dir: string): Promise<string> {
@@ -100,6 +119,8 @@ export class ModelWatcher {
   private closed = false;
   private emptyLogged = false;
   private pinnedGoneLogged = false;
+  /** Abandons the load in progress (close()). */
+  private abort: AbortController | null = null;
   /** Ends start()'s wait between checks early. */
   private wake: (() => void) | null = null;
 
@@ -187,13 +208,18 @@ export class ModelWatcher {
     const versions = [...all]
       .sort((a, b) => b - a)
       .map((version): VersionStatus => {
-        if (this.serving?.version === version)
+        if (this.serving?.version === version) {
+          const replaced = this.failures.get(version);
           return {
             version,
             state: 'serving',
             since: this.serving.since,
             load_ms: this.serving.loadMs,
+            // Its directory was replaced by content that does not load; what serves is the
+            // content loaded before.
+            ...(replaced ? { reason: `its replacement on disk failed: ${replaced.reason}` } : {}),
           };
+        }
         if (this.loading === version) return { version, state: 'loading' };
         const f = this.failures.get(version);
         if (f) return { version, state: 'failed', reason: f.reason, since: f.at };
@@ -213,6 +239,8 @@ export class ModelWatcher {
     this.closed = true;
     clearTimeout(this.timer);
     this.wake?.();
+    // A load in progress is abandoned at its next step (a 1M-item load takes ~10 s).
+    this.abort?.abort(new Error('the server is stopping'));
     await this.running?.catch(() => undefined);
   }
 
@@ -264,14 +292,26 @@ export class ModelWatcher {
     this.pinnedGoneLogged = false;
     for (const v of this.candidates(listed)) {
       if (this.closed) return;
-      // The serving version is the best one left: nothing to do.
-      if (v === serving) return;
       const dir = join(repoDir, name, String(v));
-      const failed = this.failures.get(v);
-      if (failed) {
-        if (failed.fingerprint === (await fingerprint(dir))) continue;
-        this.failures.delete(v);
+      if (v === serving) {
+        // The serving version is the best one left: nothing to do, unless its directory was
+        // replaced by another under the same number (removed, then written again: the
+        // writers number a version latest + 1). Its manifest, which lists every file's
+        // digest, tells; one that cannot be read now (mid-replacement) waits for the next
+        // listing.
+        // A replacement that fails to load leaves the serving one as any failed version does
+        // (not the next older version: what serves is still this number's earlier content).
+        const digest = await manifestDigest(dir);
+        if (digest === null || digest === this.servingBundle?.digests?.manifest) return;
+        const failed = this.failures.get(v);
+        if (failed?.fingerprint === (await fingerprint(dir))) return;
+        log.warn({ version: v }, 'the serving version was replaced on disk: loading it again');
+        await this.load(v, dir);
+        return;
       }
+      // Kept until it loads: a second failure for a missing file is then not retried again.
+      const failed = this.failures.get(v);
+      if (failed && failed.fingerprint === (await fingerprint(dir))) continue;
       if (await this.load(v, dir)) return;
     }
   }
@@ -285,11 +325,17 @@ export class ModelWatcher {
     const from = this.serving?.version ?? null;
     log.info({ version: v, serving: from }, 'loading model version');
     let model: ServingModel | undefined;
+    const abort = new AbortController();
+    this.abort = abort;
+    const { signal } = abort;
     try {
       // The serving version's catalog and users are shared when this one has the same
       // (repository.ts loadBundle `reuse`): no catalog work while serving, one copy in memory.
       const previous = this.opts.registry.current();
-      const bundle = await loadBundle(dir, this.servingBundle ? { reuse: this.servingBundle } : {});
+      const bundle = await loadBundle(dir, {
+        signal,
+        ...(this.servingBundle ? { reuse: this.servingBundle } : {}),
+      });
       // The directory is the version's name everywhere else (listings, pins, this status);
       // a copied directory whose config says another version or name would report one
       // model_version and be looked for as another.
@@ -300,14 +346,12 @@ export class ModelWatcher {
             `${this.opts.name}/${v} (a copied version must be rewritten, e.g. by ` +
             '`recserve import-ranker`, not renamed)',
         );
-      model = await this.opts.build(bundle, previous);
+      model = await this.opts.build(bundle, previous, signal);
       await this.opts.warm(model);
-      if (this.closed) {
-        await releaseServingModel(model);
-        return true;
-      }
+      signal.throwIfAborted();
       registry.swap(model);
       this.servingBundle = bundle;
+      this.failures.delete(v);
       const loadMs = Date.now() - t0;
       this.serving = { version: v, since: new Date().toISOString(), loadMs };
       metrics?.modelLoads.inc({ result: 'loaded' });
@@ -318,10 +362,27 @@ export class ModelWatcher {
       return true;
     } catch (err) {
       if (model) await releaseServingModel(model).catch(() => undefined);
-      const reason = message(err);
-      // The files as they were when the load began: a copy that finishes during the load
-      // changes them again and gets its retry.
-      this.failures.set(v, { reason, at: new Date().toISOString(), fingerprint: before });
+      if (signal.aborted) {
+        log.info({ version: v }, 'model version load abandoned: stopping');
+        return true;
+      }
+      // Errors from below the repository's own checks (ONNX Runtime, FAISS) do not say which
+      // version they came from.
+      const raw = message(err);
+      const reason = raw.includes(dir) ? raw : `${dir}: ${raw}`;
+      // Retried once the files differ from these. If they changed while it loaded (a copy
+      // that finished), or a file was missing (the directory moved away and back while it
+      // loaded leaves the same entries behind), the failure may be the moment's, not the
+      // files': the next listing tries again, once for a missing file (a version that really
+      // lacks one is not hashed again every few seconds).
+      const after = await fingerprint(dir);
+      const vanished = isMissingFile(err) && !this.failures.get(v)?.vanished;
+      this.failures.set(v, {
+        reason,
+        at: new Date().toISOString(),
+        fingerprint: after === before && !vanished ? after : CHANGED_DURING_LOAD,
+        vanished: isMissingFile(err),
+      });
       metrics?.modelLoads.inc({ result: 'failed' });
       log.error(
         { version: v, serving: from, err: reason },
@@ -332,6 +393,7 @@ export class ModelWatcher {
       return false;
     } finally {
       this.loading = null;
+      this.abort = null;
     }
   }
 }

@@ -265,7 +265,7 @@ export class RecommendationPipeline implements RecommenderService {
     const n = req.num_items ?? 20;
     const tsMs = req.context?.timestamp ? Date.parse(req.context.timestamp) : startedMs;
     const cacheKey =
-      this.cfg.cacheTtlMs > 0 ? recsCacheKey(req.user_id, cacheShape(req, m.version)) : null;
+      this.cfg.cacheTtlMs > 0 ? recsCacheKey(req.user_id, cacheShape(req, m.cacheVersion)) : null;
     // No failure of the store's reads fails the request (Redis down, too slow, or slower than
     // the caller's deadline allows: store_unavailable). Without the user's features the
     // answer is the fallback the API contract names (HTTP 503 with the list, marked
