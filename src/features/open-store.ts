@@ -100,12 +100,8 @@ export function openFeatureStore(
       } catch (err) {
         // A Cluster client pointed at a plain Redis retries its slot refresh for good; the
         // seed nodes themselves say why, and waiting will not change it.
-        const plain = nodes.length ? await plainRedisAmong(nodes) : null;
-        if (plain)
-          throw new StoreSetupError(
-            `redis at ${address}: ${plain} is not a Cluster node (cluster_enabled:0); use ` +
-              '--redis-url for a single server, or --redis-cluster-nodes with the nodes of a Cluster',
-          );
+        const why = nodes.length ? await seedsCannotServe(nodes) : null;
+        if (why) throw new StoreSetupError(`redis at ${address}: ${why}`);
         throw err;
       }
       const inUse = await store.databaseInUse();
@@ -120,11 +116,13 @@ export function openFeatureStore(
 }
 
 /**
- * The first seed node that answers as a Redis without cluster support ("host:port"), or
- * null: none answers, or they are Cluster nodes (merely not ready yet).
+ * Why the seed nodes can never serve as a Cluster, from the first that answers: a Redis
+ * without cluster support, or one that asks for a password (Cluster mode here has no way
+ * to give one). Null when none answers, or they are Cluster nodes merely not ready yet.
  */
-async function plainRedisAmong(nodes: { host: string; port: number }[]): Promise<string | null> {
+async function seedsCannotServe(nodes: { host: string; port: number }[]): Promise<string | null> {
   for (const n of nodes) {
+    const at = `${n.host}:${n.port}`;
     const probe = new Redis({
       host: n.host,
       port: n.port,
@@ -134,12 +132,23 @@ async function plainRedisAmong(nodes: { host: string; port: number }[]): Promise
       retryStrategy: () => null,
       enableOfflineQueue: false,
     });
-    probe.on('error', () => undefined);
+    // A refused AUTH surfaces as an error event; the call itself then sees a closed socket.
+    let refused = '';
+    probe.on('error', (e: Error) => (refused = e.message));
     try {
       await probe.connect();
       const info = await probe.info('cluster');
-      if (/^cluster_enabled:0\s*$/m.test(info)) return `${n.host}:${n.port}`;
-    } catch {
+      if (/^cluster_enabled:0\s*$/m.test(info))
+        return (
+          `${at} is not a Cluster node (cluster_enabled:0); use --redis-url for a single ` +
+          'server, or --redis-cluster-nodes with the nodes of a Cluster'
+        );
+    } catch (e) {
+      if (/^NOAUTH\b/.test((e as Error).message) || /^NOAUTH\b/.test(refused))
+        return (
+          `${at} asks for a password, which --redis-cluster-nodes cannot give; use ` +
+          '--redis-url (redis://user:password@host:port) for a single server'
+        );
       // Unreachable or refusing: not evidence either way.
     } finally {
       probe.disconnect();

@@ -113,7 +113,10 @@ async function takeLock(dir: string, path: string): Promise<void> {
     } catch (e) {
       if (!isExists(e)) throw e;
     }
-    const seen = await readFile(path, 'utf8').catch(() => null);
+    const seen = await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return null;
+      throw e;
+    });
     // Gone between the two calls (its holder stopped): try to create it again.
     if (seen === null) continue;
     const owner = parseOwner(seen);

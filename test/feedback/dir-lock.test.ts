@@ -3,11 +3,11 @@
 // refused with the file to remove.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DataDirInUseError, DirLock } from '../../src/feedback/dir-lock.js';
+import { DataDirError, DataDirInUseError, DirLock } from '../../src/feedback/dir-lock.js';
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'recserve-lock-'));
@@ -95,5 +95,70 @@ test("another host's lock is refused, naming the file to remove once that server
     assert.equal(JSON.parse(readFileSync(join(dir, 'LOCK'), 'utf8')).host, 'elsewhere');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a lock naming pid 0 or -1 is garbage and taken over; a LOCK that is a directory is one clear error', async () => {
+  const dir = tempDir();
+  try {
+    for (const pid of [0, -1]) {
+      writeFileSync(join(dir, 'LOCK'), JSON.stringify({ pid, host: hostname(), started: 'x' }));
+      const lock = await DirLock.acquire(dir);
+      await lock.release();
+    }
+    mkdirSync(join(dir, 'LOCK'));
+    await assert.rejects(DirLock.acquire(dir), (e: Error) => {
+      assert.ok(e instanceof DataDirError, e.name);
+      assert.match(e.message, /^data dir .* cannot take its lock .*LOCK: /);
+      return true;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('two processes taking one data dir at the same instant: exactly one gets it, fresh or stale', async () => {
+  const child = join(tempDir(), 'take.mjs');
+  const lockModule = new URL('../../src/feedback/dir-lock.js', import.meta.url).href;
+  writeFileSync(
+    child,
+    `import { DirLock } from ${JSON.stringify(lockModule)};
+const [dir, at] = process.argv.slice(2);
+while (Date.now() < Number(at)) {}
+try {
+  const l = await DirLock.acquire(dir);
+  console.log('GOT');
+  await new Promise((r) => setTimeout(r, 300));
+  await l.release();
+} catch (e) {
+  console.log(e.name);
+}
+`,
+  );
+  const run = (dir: string, at: number) =>
+    new Promise<string>((resolve) => {
+      const c = spawn(process.execPath, [child, dir, String(at)], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      c.once('exit', () => resolve(out.trim()));
+    });
+  try {
+    for (const mode of ['fresh', 'stale'])
+      for (let round = 0; round < 3; round++) {
+        const dir = tempDir();
+        if (mode === 'stale')
+          writeFileSync(
+            join(dir, 'LOCK'),
+            JSON.stringify({ pid: deadPid(), host: hostname(), started: 'then' }),
+          );
+        const at = Date.now() + 400;
+        const got = await Promise.all([run(dir, at), run(dir, at)]);
+        assert.deepEqual(got.sort(), ['DataDirInUseError', 'GOT'], `${mode} round ${round}`);
+        rmSync(dir, { recursive: true, force: true });
+      }
+  } finally {
+    rmSync(join(child, '..'), { recursive: true, force: true });
   }
 });

@@ -2,8 +2,8 @@
 // and exits 1. uWS listened with SO_REUSEPORT, so a second server on the same port started,
 // and the kernel split connections between two servers with separate state.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,4 +83,48 @@ test('a second server on a data dir in use exits 1 naming the first; the first k
   await next.server.ready;
   await next.server.close();
   rmSync(dataDir, { recursive: true, force: true });
+});
+
+test('SIGTERM or SIGHUP just after "listening" is handled: stop exits 0 and frees the data dir', async () => {
+  for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'recserve-early-'));
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--port',
+        '0',
+        '--no-grpc',
+        '--models',
+        ensureTestModels(),
+        '--no-build-missing',
+        '--data-dir',
+        dataDir,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<{ code: number | null; sig: string | null }>((resolve) =>
+      child.once('exit', (code, sig) => resolve({ code, sig })),
+    );
+    // The signal goes as soon as the server says it listens (the model still loading).
+    let out = '';
+    await new Promise<void>((resolve) => {
+      child.stdout!.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (out.includes('"listening')) resolve();
+      });
+    });
+    child.kill(signal);
+    if (signal === 'SIGHUP') {
+      // Still running: SIGHUP only asks for a look at the model repository.
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(child.exitCode, null, 'SIGHUP stopped the server');
+      child.kill('SIGTERM');
+    }
+    const { code, sig } = await exited;
+    assert.deepEqual({ code, sig }, { code: 0, sig: null }, `after ${signal}`);
+    assert.equal(existsSync(join(dataDir, 'LOCK')), false, 'the lock was left behind');
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });

@@ -10,6 +10,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  symlinkSync,
   truncateSync,
   writeFileSync,
 } from 'node:fs';
@@ -48,6 +49,17 @@ function copyVersion(repo: string, from: number, to: number, spoil?: (dir: strin
   writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   spoil?.(tmp);
   renameSync(tmp, join(repo, NAME, String(to)));
+}
+
+/** Rewrites a version's manifest entry for `file` to its present size and digest. */
+function rehash(dir: string, file: string): void {
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Json;
+  const data = readFileSync(join(dir, file));
+  manifest.files[file] = {
+    sha256: createHash('sha256').update(data).digest('hex'),
+    bytes: data.length,
+  };
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 }
 
 async function getJson(base: string, path: string): Promise<{ status: number; json: Json }> {
@@ -301,6 +313,125 @@ test('--model-version pins a version; a pin the repository lacks fails start-up,
     assert.equal(ready.json.status, 'failed');
   } finally {
     await missing.server.close();
+    rmSync(repo, { recursive: true, force: true });
+  }
+});
+
+test('a version file that never ends is refused, later versions still load, and stopping abandons a long load', async () => {
+  const repo = copyRepo();
+  const { server, base } = await startTestServer(['--models', repo, '--model-poll-ms', '100']);
+  try {
+    await server.ready;
+    // A manifest that covers a link to /dev/zero as an empty file: its size matched, and
+    // the checksum read it for good, blocking every later version and the server's stop.
+    copyVersion(repo, 1, 2, (dir) => {
+      symlinkSync('/dev/zero', join(dir, 'extra.bin'));
+      const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Json;
+      manifest.files['extra.bin'] = {
+        sha256: createHash('sha256').update('').digest('hex'),
+        bytes: 0,
+      };
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+    });
+    const failed = await until('version 2 failed', async () => {
+      const v = (await getJson(base, '/v1/models')).json.versions.find(
+        (x: Json) => x.version === 2,
+      );
+      return v?.state === 'failed' ? v : undefined;
+    });
+    assert.match(failed.reason, /extra\.bin is not a regular file/);
+    copyVersion(repo, 1, 3);
+    await until('version 3 serving', async () => ((await serving(base)) === 3 ? true : undefined));
+
+    // A version whose checksums take seconds (8 GiB, sparse, with a wrong digest): a stop
+    // during its load abandons it rather than hashing to the end, and records no failure.
+    copyVersion(repo, 1, 4, (dir) => {
+      writeFileSync(join(dir, 'huge.bin'), '');
+      truncateSync(join(dir, 'huge.bin'), 8 * 2 ** 30);
+      const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Json;
+      // Listed first, so the load reaches it before anything else.
+      manifest.files = {
+        'huge.bin': { sha256: '0'.repeat(64), bytes: 8 * 2 ** 30 },
+        ...manifest.files,
+      };
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+    });
+    await until('version 4 loading', async () =>
+      (await getJson(base, '/v1/models')).json.versions.find((x: Json) => x.version === 4)
+        ?.state === 'loading'
+        ? true
+        : undefined,
+    );
+    const t0 = Date.now();
+    await server.close();
+    const ms = Date.now() - t0;
+    assert.ok(ms < 2500, `stopping took ${ms} ms`);
+    const after = server.models.status().versions.find((x) => x.version === 4);
+    assert.notEqual(after?.state, 'failed');
+    assert.equal(server.metrics.modelLoads.get({ result: 'failed' }), 1);
+  } finally {
+    await server.close();
+    rmSync(repo, { recursive: true, force: true });
+  }
+});
+
+test("a version written again under its number is loaded again; the earlier content's cached answers are not served", async () => {
+  const repo = copyRepo();
+  // Polling off: each check is this test's own.
+  const { server, base } = await startTestServer(['--models', repo, '--model-poll-ms', '0']);
+  try {
+    await server.ready;
+    const ask = () => post(base, '/v1/recommendations', { user_id: 'u1', num_items: 5 });
+    /** Version 2 from version 1 with `note` in its config (other content, same answers). */
+    const write2 = (note: string, spoil?: (dir: string) => void) =>
+      copyVersion(repo, 1, 2, (dir) => {
+        const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Json;
+        cfg.training = { ...cfg.training, note };
+        writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+        rehash(dir, 'config.json');
+        spoil?.(dir);
+      });
+    write2('first');
+    await server.models.check();
+    assert.equal(await serving(base), 2);
+    // cache_hit is present (true) on cached answers only.
+    assert.equal((await ask()).json.metadata.cache_hit, undefined);
+    const cached = await ask();
+    assert.equal(cached.json.metadata.cache_hit, true);
+    assert.equal(cached.json.metadata.model_version, `${NAME}-v2`);
+    const firstSince = (await getJson(base, '/v1/models')).json.versions[0].since;
+
+    // Removed and written again before the next check (the writers number a version
+    // latest + 1, so this is what "roll back, then import the fix" gives).
+    rmSync(join(repo, NAME, '2'), { recursive: true });
+    write2('second');
+    await server.models.check();
+    const models = (await getJson(base, '/v1/models')).json;
+    assert.equal(models.serving, 2);
+    assert.notEqual(models.versions[0].since, firstSince, 'version 2 was not loaded again');
+    const fresh = await ask();
+    assert.equal(fresh.status, 200);
+    assert.equal(fresh.json.metadata.model_version, `${NAME}-v2`);
+    assert.equal(
+      fresh.json.metadata.cache_hit,
+      undefined,
+      'an answer cached from the earlier content',
+    );
+
+    // Replaced by content that does not load: what serves stays, and says so.
+    rmSync(join(repo, NAME, '2'), { recursive: true });
+    write2('third', (dir) => truncateSync(join(dir, 'items_quality.f32'), 4));
+    await server.models.check();
+    const after = (await getJson(base, '/v1/models')).json;
+    assert.equal(after.serving, 2);
+    assert.equal(after.versions[0].state, 'serving');
+    assert.match(after.versions[0].reason, /its replacement on disk failed: .*items_quality\.f32/);
+    assert.equal((await ask()).status, 200);
+    // Not retried while its files stay as they are.
+    await server.models.check();
+    assert.equal(server.metrics.modelLoads.get({ result: 'failed' }), 1);
+  } finally {
+    await server.close();
     rmSync(repo, { recursive: true, force: true });
   }
 });

@@ -2,6 +2,7 @@
 // Replicas see each other's feedback at once; a Redis that goes away, pauses or is not there
 // yet turns into clear, bounded answers (503 store_unavailable for feedback, a degraded 503
 // list for recommendations, /readyz waiting_for), and everything comes back with it.
+import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RunningServer } from '../../src/cli/serve.js';
@@ -269,6 +270,35 @@ if (!hasRedis) {
       assert.match(r.json.reason, msg);
     } finally {
       await s.server.close();
+    }
+  });
+
+  test('--redis-cluster-nodes naming a Redis that asks for a password fails start-up, saying so', async () => {
+    const port = await freePort();
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--requirepass', 'secret'],
+      { stdio: 'ignore' },
+    );
+    try {
+      const s = await startTestServer([
+        '--store',
+        'redis',
+        '--redis-cluster-nodes',
+        `127.0.0.1:${port}`,
+      ]);
+      try {
+        await assert.rejects(
+          s.server.ready,
+          new RegExp(
+            `127\\.0\\.0\\.1:${port} asks for a password, which --redis-cluster-nodes cannot give`,
+          ),
+        );
+      } finally {
+        await s.server.close();
+      }
+    } finally {
+      child.kill('SIGKILL');
     }
   });
 
