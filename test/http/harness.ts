@@ -96,3 +96,18 @@ export async function post(
   }
   return { status: r.status, json };
 }
+
+/** Asks `probe` every 50 ms until it answers something other than undefined, for `ms` at most. */
+export async function until<T>(
+  what: string,
+  ms: number,
+  probe: () => Promise<T | undefined>,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

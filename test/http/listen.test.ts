@@ -12,26 +12,30 @@ import { ensureTestModels, startTestServer } from './harness.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/recserve.js', import.meta.url));
 
+/** `recserve serve` on the test models, HTTP only. */
+function serveArgs(port: number, dataDir: string): string[] {
+  return [
+    BIN,
+    'serve',
+    '--port',
+    String(port),
+    '--no-grpc',
+    '--models',
+    ensureTestModels(),
+    '--no-build-missing',
+    '--data-dir',
+    dataDir,
+  ];
+}
+
 test('a second server on a port in use exits 1 with one line, and the first keeps it', async () => {
   const { server, base } = await startTestServer();
   const dataDir = mkdtempSync(join(tmpdir(), 'recserve-listen-'));
   try {
-    const r = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'serve',
-        '--port',
-        String(server.http.port),
-        '--no-grpc',
-        '--models',
-        ensureTestModels(),
-        '--no-build-missing',
-        '--data-dir',
-        dataDir,
-      ],
-      { encoding: 'utf8', timeout: 120_000 },
-    );
+    const r = spawnSync(process.execPath, serveArgs(server.http.port, dataDir), {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /^recserve serve: cannot listen on 127\.0\.0\.1:\d+ /);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
@@ -47,22 +51,10 @@ test('a second server on a data dir in use exits 1 naming the first; the first k
   const { server, base } = await startTestServer(['--data-dir', dataDir]);
   try {
     await server.ready;
-    const r = spawnSync(
-      process.execPath,
-      [
-        BIN,
-        'serve',
-        '--port',
-        '0',
-        '--no-grpc',
-        '--models',
-        ensureTestModels(),
-        '--no-build-missing',
-        '--data-dir',
-        dataDir,
-      ],
-      { encoding: 'utf8', timeout: 120_000 },
-    );
+    const r = spawnSync(process.execPath, serveArgs(0, dataDir), {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
     assert.equal(r.status, 1, r.stderr);
     assert.match(
       r.stderr,
@@ -88,22 +80,9 @@ test('a second server on a data dir in use exits 1 naming the first; the first k
 test('SIGTERM or SIGHUP just after "listening" is handled: stop exits 0 and frees the data dir', async () => {
   for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
     const dataDir = mkdtempSync(join(tmpdir(), 'recserve-early-'));
-    const child = spawn(
-      process.execPath,
-      [
-        BIN,
-        'serve',
-        '--port',
-        '0',
-        '--no-grpc',
-        '--models',
-        ensureTestModels(),
-        '--no-build-missing',
-        '--data-dir',
-        dataDir,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(process.execPath, serveArgs(0, dataDir), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const exited = new Promise<{ code: number | null; sig: string | null }>((resolve) =>
       child.once('exit', (code, sig) => resolve({ code, sig })),
     );

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { importRanker } from '../../src/models/import.js';
-import { ensureTestModels, post, startTestServer, type Json } from './harness.js';
+import { ensureTestModels, post, startTestServer, until, type Json } from './harness.js';
 
 const NAME = 'recserve';
 
@@ -65,20 +65,6 @@ function rehash(dir: string, file: string): void {
 async function getJson(base: string, path: string): Promise<{ status: number; json: Json }> {
   const r = await fetch(base + path);
   return { status: r.status, json: (await r.json()) as Json };
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  ms = 30_000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function serving(base: string): Promise<number | null> {
@@ -144,7 +130,7 @@ test('a new version is swapped in under traffic without a failed request; the ol
       configPath: rankerConfig,
     });
     assert.equal(imported.version, 2);
-    const swappedAt = await until('version 2 in answers', async () => {
+    const swappedAt = await until('version 2 in answers', 30_000, async () => {
       const hit = load.seen.find((s) => s.version === `${NAME}-v2`);
       return hit?.doneAt;
     });
@@ -162,7 +148,7 @@ test('a new version is swapped in under traffic without a failed request; the ol
       'an answer from the old version after the swap',
     );
     // The old version's ranking workers are shut once its last request released it.
-    await until('the old model freed', async () =>
+    await until('the old model freed', 30_000, async () =>
       (old.ranker as unknown as { closed: boolean }).closed ? true : undefined,
     );
     assert.equal(
@@ -205,7 +191,7 @@ test('a version that fails leaves the serving one, is retried once its files cha
     const quality = join(repo, NAME, '1', 'items_quality.f32');
     // One value short: the manifest's size check refuses the version.
     copyVersion(repo, 1, 2, (dir) => truncateSync(join(dir, 'items_quality.f32'), 4));
-    const failed = await until('version 2 failed', async () => {
+    const failed = await until('version 2 failed', 30_000, async () => {
       const v = (await getJson(base, '/v1/models')).json.versions.find(
         (x: Json) => x.version === 2,
       );
@@ -223,13 +209,15 @@ test('a version that fails leaves the serving one, is retried once its files cha
 
     // The file completed (a copy that had not finished): tried again, and it serves.
     cpSync(quality, join(repo, NAME, '2', 'items_quality.f32'));
-    await until('version 2 serving', async () => ((await serving(base)) === 2 ? true : undefined));
+    await until('version 2 serving', 30_000, async () =>
+      (await serving(base)) === 2 ? true : undefined,
+    );
 
     // A directory renamed from another version (its config says 1) is refused by name.
     const tmp = join(repo, NAME, '.tmp-renamed');
     cpSync(join(repo, NAME, '1'), tmp, { recursive: true });
     renameSync(tmp, join(repo, NAME, '3'));
-    const renamed = await until('version 3 failed', async () => {
+    const renamed = await until('version 3 failed', 30_000, async () => {
       const v = (await getJson(base, '/v1/models')).json.versions.find(
         (x: Json) => x.version === 3,
       );
@@ -244,7 +232,7 @@ test('a version that fails leaves the serving one, is retried once its files cha
     // Rolling back: the serving version's directory goes; the newest that loads replaces
     // it (3 still fails unchanged, so 1).
     rmSync(join(repo, NAME, '2'), { recursive: true });
-    await until('version 1 serving again', async () =>
+    await until('version 1 serving again', 30_000, async () =>
       (await serving(base)) === 1 ? true : undefined,
     );
     const again = await post(base, '/v1/recommendations', { user_id: 'u2' });
@@ -333,7 +321,7 @@ test('a version file that never ends is refused, later versions still load, and 
       };
       writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
     });
-    const failed = await until('version 2 failed', async () => {
+    const failed = await until('version 2 failed', 30_000, async () => {
       const v = (await getJson(base, '/v1/models')).json.versions.find(
         (x: Json) => x.version === 2,
       );
@@ -341,7 +329,9 @@ test('a version file that never ends is refused, later versions still load, and 
     });
     assert.match(failed.reason, /extra\.bin is not a regular file/);
     copyVersion(repo, 1, 3);
-    await until('version 3 serving', async () => ((await serving(base)) === 3 ? true : undefined));
+    await until('version 3 serving', 30_000, async () =>
+      (await serving(base)) === 3 ? true : undefined,
+    );
 
     // A version whose checksums take seconds (8 GiB, sparse, with a wrong digest): a stop
     // during its load abandons it rather than hashing to the end, and records no failure.
@@ -356,7 +346,7 @@ test('a version file that never ends is refused, later versions still load, and 
       };
       writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
     });
-    await until('version 4 loading', async () =>
+    await until('version 4 loading', 30_000, async () =>
       (await getJson(base, '/v1/models')).json.versions.find((x: Json) => x.version === 4)
         ?.state === 'loading'
         ? true

@@ -9,19 +9,9 @@ import type { RunningServer } from '../../src/cli/serve.js';
 import { RecommendationClient } from '../../src/sdk/client.js';
 import { RecserveError } from '../../src/sdk/errors.js';
 import { freePort, hasRedisServer, startRedisServer } from '../support/redis-server.js';
-import { post, startTestServer, type Json } from './harness.js';
+import { post, startTestServer, until, type Json } from './harness.js';
 
 const hasRedis = hasRedisServer();
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function readyz(base: string): Promise<{ status: number; json: Json }> {
   const r = await fetch(base + '/readyz');
