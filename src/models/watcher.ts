@@ -9,11 +9,15 @@
 //   it fails to load      -> the serving version stays; the failure is kept with the
 //                            version's file list (names, sizes, mtimes), and the version is
 //                            tried again only once that changes (a copy still in progress,
-//                            a file replaced) or on SIGHUP
+//                            a file replaced) or on SIGHUP; once at the next listing when a
+//                            file was missing or the files changed while it loaded
 //   serving dir removed   -> the newest remaining version that loads replaces it (rolling
 //                            back is deleting or moving the bad version away)
+//   serving dir rewritten -> (same number, other manifest) it is loaded again; if the new
+//                            content fails, the earlier content keeps serving
 //   nothing listed at all -> the serving version stays (an unmounted volume must not take
 //                            the model away); the log says so once
+//   the server stops      -> a load in progress is abandoned at its next step
 //
 // At start-up the same rule picks the first version: a newest version that fails is logged
 // and the next older one is tried, so one bad upload does not keep a restarted replica out.
@@ -298,9 +302,9 @@ export class ModelWatcher {
         // replaced by another under the same number (removed, then written again: the
         // writers number a version latest + 1). Its manifest, which lists every file's
         // digest, tells; one that cannot be read now (mid-replacement) waits for the next
-        // listing.
-        // A replacement that fails to load leaves the serving one as any failed version does
-        // (not the next older version: what serves is still this number's earlier content).
+        // listing. A replacement that fails to load leaves the serving one as any failed
+        // version does (not the next older version: what serves is still this number's
+        // earlier content).
         const digest = await manifestDigest(dir);
         if (digest === null || digest === this.servingBundle?.digests?.manifest) return;
         const failed = this.failures.get(v);
