@@ -613,24 +613,22 @@ function listsOf(items: ItemCatalog): CatalogLists {
 }
 
 /**
- * SHA-256 of a version's manifest.json (which lists every file's): what the watcher compares
- * to tell a version directory re-created under the same number. Null if unreadable.
+ * A version's manifest.json as digests, without checking any file: its own SHA-256 (which
+ * names the whole version, since it lists every file's; the watcher compares it to tell a
+ * version directory written again under the same number) and the SHA-256 it states for
+ * items.json and users.json (what loadBundle's `reuse` compares). Null if unreadable.
  */
-export async function manifestDigest(dir: string): Promise<string | null> {
+export async function manifestDigests(
+  dir: string,
+): Promise<{ manifest: string; items?: string; users?: string } | null> {
   try {
-    return createHash('sha256')
-      .update(await readFile(join(dir, 'manifest.json')))
-      .digest('hex');
-  } catch {
-    return null;
-  }
-}
-
-/** items.json's and users.json's digests as the manifest states them; null if unreadable. */
-async function manifestDigests(dir: string): Promise<{ items?: string; users?: string } | null> {
-  try {
-    const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest;
-    return { items: m.files?.['items.json']?.sha256, users: m.files?.['users.json']?.sha256 };
+    const raw = await readFile(join(dir, 'manifest.json'));
+    const m = JSON.parse(raw.toString('utf8')) as Partial<Manifest> | null;
+    return {
+      manifest: createHash('sha256').update(raw).digest('hex'),
+      items: m?.files?.['items.json']?.sha256,
+      users: m?.files?.['users.json']?.sha256,
+    };
   } catch {
     return null;
   }

@@ -32,7 +32,7 @@ import {
   BundleIntegrityError,
   listVersionsAsync,
   loadBundle,
-  manifestDigest,
+  manifestDigests,
   type LoadedBundle,
 } from './repository.js';
 
@@ -305,8 +305,8 @@ export class ModelWatcher {
         // listing. A replacement that fails to load leaves the serving one as any failed
         // version does (not the next older version: what serves is still this number's
         // earlier content).
-        const digest = await manifestDigest(dir);
-        if (digest === null || digest === this.servingBundle?.digests?.manifest) return;
+        const digest = (await manifestDigests(dir))?.manifest;
+        if (digest === undefined || digest === this.servingBundle?.digests?.manifest) return;
         const failed = this.failures.get(v);
         if (failed?.fingerprint === (await fingerprint(dir))) return;
         log.warn({ version: v }, 'the serving version was replaced on disk: loading it again');

@@ -67,6 +67,16 @@ async function getJson(base: string, path: string): Promise<{ status: number; js
   return { status: r.status, json: (await r.json()) as Json };
 }
 
+/** Version `v`'s /v1/models entry, once it is in `state` (30 s at most). */
+function inState(base: string, v: number, state: string): Promise<Json> {
+  return until(`version ${v} ${state}`, 30_000, async () => {
+    const entry = (await getJson(base, '/v1/models')).json.versions.find(
+      (x: Json) => x.version === v,
+    );
+    return entry?.state === state ? entry : undefined;
+  });
+}
+
 async function serving(base: string): Promise<number | null> {
   return (await getJson(base, '/v1/models')).json.serving as number | null;
 }
@@ -191,12 +201,7 @@ test('a version that fails leaves the serving one, is retried once its files cha
     const quality = join(repo, NAME, '1', 'items_quality.f32');
     // One value short: the manifest's size check refuses the version.
     copyVersion(repo, 1, 2, (dir) => truncateSync(join(dir, 'items_quality.f32'), 4));
-    const failed = await until('version 2 failed', 30_000, async () => {
-      const v = (await getJson(base, '/v1/models')).json.versions.find(
-        (x: Json) => x.version === 2,
-      );
-      return v?.state === 'failed' ? v : undefined;
-    });
+    const failed = await inState(base, 2, 'failed');
     assert.match(failed.reason, /items_quality\.f32/);
     assert.equal(await serving(base), 1);
     const r = await post(base, '/v1/recommendations', { user_id: 'u1' });
@@ -217,12 +222,7 @@ test('a version that fails leaves the serving one, is retried once its files cha
     const tmp = join(repo, NAME, '.tmp-renamed');
     cpSync(join(repo, NAME, '1'), tmp, { recursive: true });
     renameSync(tmp, join(repo, NAME, '3'));
-    const renamed = await until('version 3 failed', 30_000, async () => {
-      const v = (await getJson(base, '/v1/models')).json.versions.find(
-        (x: Json) => x.version === 3,
-      );
-      return v?.state === 'failed' ? v : undefined;
-    });
+    const renamed = await inState(base, 3, 'failed');
     assert.match(
       renamed.reason,
       /config\.json says recserve version 1, but the directory is recserve\/3/,
@@ -321,12 +321,7 @@ test('a version file that never ends is refused, later versions still load, and 
       };
       writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
     });
-    const failed = await until('version 2 failed', 30_000, async () => {
-      const v = (await getJson(base, '/v1/models')).json.versions.find(
-        (x: Json) => x.version === 2,
-      );
-      return v?.state === 'failed' ? v : undefined;
-    });
+    const failed = await inState(base, 2, 'failed');
     assert.match(failed.reason, /extra\.bin is not a regular file/);
     copyVersion(repo, 1, 3);
     await until('version 3 serving', 30_000, async () =>
@@ -346,12 +341,7 @@ test('a version file that never ends is refused, later versions still load, and 
       };
       writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
     });
-    await until('version 4 loading', 30_000, async () =>
-      (await getJson(base, '/v1/models')).json.versions.find((x: Json) => x.version === 4)
-        ?.state === 'loading'
-        ? true
-        : undefined,
-    );
+    await inState(base, 4, 'loading');
     const t0 = Date.now();
     await server.close();
     const ms = Date.now() - t0;
